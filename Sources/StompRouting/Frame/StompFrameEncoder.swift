@@ -1,0 +1,101 @@
+import NIOCore
+
+/// Writes frames in the wire format of a given protocol version.
+///
+/// The encoder always writes a `content-length` for a non-empty body, computed here and never
+/// copied from the frame's own headers, so a body may contain NUL bytes and a client can
+/// read it without scanning.
+public enum StompFrameEncoder {
+    /// Appends `frame` to `buffer`.
+    ///
+    /// - Parameters:
+    ///   - frame: the frame to write.
+    ///   - version: the negotiated version, which decides how header values are escaped.
+    ///   - buffer: where the bytes go.
+    public static func encode(_ frame: StompFrame, version: StompVersion, into buffer: inout ByteBuffer) {
+        buffer.writeString(frame.command.rawValue)
+        buffer.writeInteger(UInt8(ascii: "\n"))
+        let escaping = frame.command.escapesHeaders ? HeaderEscaping(version) : .none
+        for header in frame.headers where header.name != StompHeader.contentLength {
+            writeHeader(header.name, header.value, escaping: escaping, into: &buffer)
+        }
+        writeBody(frame.body, escaping: escaping, into: &buffer)
+    }
+
+    /// Encodes `frame` into a new buffer.
+    public static func encode(_ frame: StompFrame, version: StompVersion) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(64 + frame.body.readableBytes)
+        encode(frame, version: version, into: &buffer)
+        return buffer
+    }
+
+    /// Appends one `name:value` line.
+    public static func writeHeader(_ name: String, _ value: String, escaping: HeaderEscaping, into buffer: inout ByteBuffer) {
+        write(name, escaping: escaping, isName: true, into: &buffer)
+        buffer.writeInteger(UInt8(ascii: ":"))
+        write(value, escaping: escaping, isName: false, into: &buffer)
+        buffer.writeInteger(UInt8(ascii: "\n"))
+    }
+
+    /// Appends the content-length header, the blank line, the body and the terminating NUL.
+    public static func writeBody(_ body: ByteBuffer, escaping: HeaderEscaping, into buffer: inout ByteBuffer) {
+        if body.readableBytes > 0 {
+            writeHeader(StompHeader.contentLength, String(body.readableBytes), escaping: escaping, into: &buffer)
+        }
+        buffer.writeInteger(UInt8(ascii: "\n"))
+        buffer.writeImmutableBuffer(body)
+        buffer.writeInteger(UInt8(0))
+    }
+
+    private static func write(_ text: String, escaping: HeaderEscaping, isName: Bool, into buffer: inout ByteBuffer) {
+        // Most headers need no escaping; checking first keeps the common path a single copy.
+        let needsWork = text.utf8.contains { byte in
+            byte == UInt8(ascii: "\n") || byte == UInt8(ascii: "\r") || byte == UInt8(ascii: ":") || byte == UInt8(ascii: "\\")
+        }
+        guard needsWork else {
+            buffer.writeString(text)
+            return
+        }
+        for byte in text.utf8 {
+            switch (escaping, byte) {
+            case (.none, UInt8(ascii: "\n")), (.none, UInt8(ascii: "\r")):
+                // 1.0 has no escapes; a line break would end the header, so it becomes a space.
+                buffer.writeInteger(UInt8(ascii: " "))
+            case (.none, UInt8(ascii: ":")) where isName:
+                buffer.writeInteger(UInt8(ascii: "_"))
+            case (.none, _):
+                buffer.writeInteger(byte)
+            case (_, UInt8(ascii: "\n")):
+                buffer.writeStaticString("\\n")
+            case (_, UInt8(ascii: ":")):
+                buffer.writeStaticString("\\c")
+            case (_, UInt8(ascii: "\\")):
+                buffer.writeStaticString("\\\\")
+            case (.v1_2, UInt8(ascii: "\r")):
+                buffer.writeStaticString("\\r")
+            case (.v1_1, UInt8(ascii: "\r")):
+                // 1.1 defines no escape for CR, and a CR before the EOL would be taken for CRLF.
+                buffer.writeInteger(UInt8(ascii: " "))
+            default:
+                buffer.writeInteger(byte)
+            }
+        }
+    }
+}
+
+/// The escaping rules of a version: none in 1.0 (and on CONNECT/CONNECTED), `\n \c \\` in 1.1,
+/// and `\r` as well in 1.2.
+public enum HeaderEscaping: Sendable {
+    case none
+    case v1_1
+    case v1_2
+
+    public init(_ version: StompVersion) {
+        switch version {
+        case .v1_0: self = .none
+        case .v1_1: self = .v1_1
+        case .v1_2: self = .v1_2
+        }
+    }
+}

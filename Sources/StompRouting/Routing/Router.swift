@@ -1,0 +1,353 @@
+import DequeModule
+import NIOCore
+
+/// The local router: destinations, subscriptions, queues and unacknowledged deliveries of
+/// one node.
+///
+/// Sans-IO and single-threaded: the shell feeds it one ``RouterOperation`` at a time, in the
+/// order each connection's frames arrived, and carries out the ``RouterOutput``s it returns.
+/// Because every operation of a connection passes through here in order, a receipt emitted
+/// after an operation means that operation, and every earlier one, has taken effect.
+public struct Router {
+    /// The router's knobs. Each bound ends in a clear ERROR rather than unbounded memory.
+    public struct Settings: Sendable {
+        /// Prefix of every message-id this node assigns. It names the node and its boot, so ids
+        /// stay unique across a cluster and across restarts.
+        public var messageIDPrefix: String
+        /// Messages a queue holds while it has no consumer with room for them. A SEND beyond
+        /// this gets an ERROR: refusing is visible to the publisher, dropping would not be.
+        public var maxQueueDepth: Int
+
+        public init(messageIDPrefix: String, maxQueueDepth: Int = 10_000) {
+            self.messageIDPrefix = messageIDPrefix
+            self.maxQueueDepth = maxQueueDepth
+        }
+    }
+
+    /// A delivery awaiting ACK or NACK.
+    private struct Unacked {
+        var tag: UInt64
+        var message: RoutedMessage
+    }
+
+    /// One subscription of one connection.
+    private final class Subscription {
+        let key: SubscriptionKey
+        let request: SubscribeRequest
+        let version: StompVersion
+        /// Deliveries in the order they were sent, oldest first, so cumulative ACKs and
+        /// in-order individual ACKs touch the front only.
+        var unacked = Deque<Unacked>()
+
+        init(key: SubscriptionKey, request: SubscribeRequest, version: StompVersion) {
+            self.key = key
+            self.request = request
+            self.version = version
+        }
+
+        var hasRoom: Bool { request.ackMode == .auto || unacked.count < request.prefetch }
+    }
+
+    private struct SubscriptionKey: Hashable {
+        var connection: ConnectionID
+        var id: String
+    }
+
+    private struct ConnectionState {
+        var version: StompVersion
+        var subscriptions: [String: Subscription] = [:]
+        /// `ack` header value -> subscription id, for 1.2 ACK/NACK frames.
+        var ackIndex: [String: String] = [:]
+    }
+
+    private struct PendingMessage {
+        var message: RoutedMessage
+        var redelivered: Bool
+    }
+
+    /// A queue's consumers (served round robin) and the messages none of them could take yet.
+    private struct QueueState {
+        var consumers: [SubscriptionKey] = []
+        var nextConsumer = 0
+        var pending = Deque<PendingMessage>()
+
+        var isUnused: Bool { consumers.isEmpty && pending.isEmpty }
+    }
+
+    public let settings: Settings
+    private var connections: [ConnectionID: ConnectionState] = [:]
+    private var topics = TopicTrie<SubscriptionKey>()
+    private var queues: [String: QueueState] = [:]
+    private var nextMessageNumber: UInt64 = 0
+    private var nextDeliveryTag: UInt64 = 0
+    /// Reused by topic lookups so that a publish allocates no set of its own.
+    private var matchScratch = Set<SubscriptionKey>()
+
+    public init(settings: Settings) {
+        self.settings = settings
+    }
+
+    /// Open connections, for observability.
+    public var connectionCount: Int { connections.count }
+    /// Subscriptions over all connections.
+    public var subscriptionCount: Int { connections.values.reduce(0) { $0 + $1.subscriptions.count } }
+    /// Messages waiting in a queue for a consumer.
+    public func pendingCount(queue name: String) -> Int { queues[name]?.pending.count ?? 0 }
+
+    // MARK: - Operations
+
+    /// Applies one operation of `connection`.
+    ///
+    /// - Parameters:
+    ///   - operation: what the connection's session asked for.
+    ///   - connection: who asked.
+    ///   - receipt: the `receipt` header of the frame, answered once the operation took effect.
+    ///   - outputs: where the work for the shell is appended.
+    public mutating func handle(
+        _ operation: RouterOperation,
+        from connection: ConnectionID,
+        receipt: String?,
+        into outputs: inout [RouterOutput]
+    ) {
+        if case .open(let version) = operation {
+            connections[connection] = ConnectionState(version: version)
+            return
+        }
+        if case .closed = operation {
+            close(connection, into: &outputs)
+            return
+        }
+        // Operations of a connection already failed or closed are dropped: its ERROR is out.
+        guard connections[connection] != nil else { return }
+
+        do {
+            try apply(operation, from: connection, into: &outputs)
+        } catch {
+            fail(connection, error.answering(receipt: receipt), into: &outputs)
+            return
+        }
+        if let receipt, let version = connections[connection]?.version {
+            let frame = StompFrame(.receipt, headers: [StompHeader.receiptID: receipt])
+            outputs.append(.deliver(connection, OutboundFrame(bytes: StompFrameEncoder.encode(frame, version: version), isText: true)))
+        }
+        if case .disconnect = operation {
+            outputs.append(.close(connection))
+            close(connection, into: &outputs)
+        }
+    }
+
+    private mutating func apply(
+        _ operation: RouterOperation,
+        from connection: ConnectionID,
+        into outputs: inout [RouterOutput]
+    ) throws(StompProtocolError) {
+        switch operation {
+        case .subscribe(let request):
+            subscribe(request, connection: connection, into: &outputs)
+        case .unsubscribe(let id):
+            unsubscribe(SubscriptionKey(connection: connection, id: id), into: &outputs)
+        case .send(let request):
+            try publish(request, from: connection, into: &outputs)
+        case .ack(let request):
+            try acknowledge(request, connection: connection, requeue: false, into: &outputs)
+        case .nack(let request):
+            try acknowledge(request, connection: connection, requeue: true, into: &outputs)
+        case .commit(let operations):
+            for operation in operations {
+                switch operation {
+                case .send(let request): try publish(request, from: connection, into: &outputs)
+                case .ack(let request): try acknowledge(request, connection: connection, requeue: false, into: &outputs)
+                case .nack(let request): try acknowledge(request, connection: connection, requeue: true, into: &outputs)
+                }
+            }
+        case .barrier, .disconnect, .open, .closed:
+            break
+        }
+    }
+
+    // MARK: - Subscriptions
+
+    private mutating func subscribe(_ request: SubscribeRequest, connection: ConnectionID, into outputs: inout [RouterOutput]) {
+        guard let version = connections[connection]?.version else { return }
+        let key = SubscriptionKey(connection: connection, id: request.id)
+        connections[connection]!.subscriptions[request.id] = Subscription(key: key, request: request, version: version)
+        switch request.destination {
+        case .topic(let pattern):
+            topics.insert(key, pattern: pattern)
+        case .queue(let name):
+            queues[name, default: QueueState()].consumers.append(key)
+            dispatch(queue: name, into: &outputs)
+        }
+    }
+
+    private mutating func unsubscribe(_ key: SubscriptionKey, into outputs: inout [RouterOutput]) {
+        guard let subscription = connections[key.connection]?.subscriptions.removeValue(forKey: key.id) else { return }
+        for entry in subscription.unacked {
+            connections[key.connection]?.ackIndex[String(entry.tag)] = nil
+        }
+        switch subscription.request.destination {
+        case .topic(let pattern):
+            topics.remove(key, pattern: pattern)
+        case .queue(let name):
+            queues[name]?.consumers.removeAll { $0 == key }
+            // Whatever the consumer held goes back to the front, in its original order.
+            for entry in subscription.unacked.reversed() {
+                queues[name]?.pending.prepend(PendingMessage(message: entry.message, redelivered: true))
+            }
+            dispatch(queue: name, into: &outputs)
+        }
+    }
+
+    private mutating func close(_ connection: ConnectionID, into outputs: inout [RouterOutput]) {
+        guard let state = connections[connection] else { return }
+        for id in state.subscriptions.keys {
+            unsubscribe(SubscriptionKey(connection: connection, id: id), into: &outputs)
+        }
+        connections[connection] = nil
+    }
+
+    private mutating func fail(_ connection: ConnectionID, _ error: StompProtocolError, into outputs: inout [RouterOutput]) {
+        outputs.append(.fail(connection, error))
+        close(connection, into: &outputs)
+    }
+
+    // MARK: - Publishing
+
+    private mutating func publish(_ request: PublishRequest, from connection: ConnectionID, into outputs: inout [RouterOutput]) throws(StompProtocolError) {
+        switch request.destination {
+        case .topic(let key):
+            matchScratch.removeAll(keepingCapacity: true)
+            topics.matches(key, into: &matchScratch)
+            guard !matchScratch.isEmpty else { return }
+            let message = makeMessage(request)
+            for subscriber in matchScratch {
+                guard let subscription = connections[subscriber.connection]?.subscriptions[subscriber.id] else { continue }
+                if subscription.hasRoom {
+                    deliver(message, redelivered: false, to: subscription, into: &outputs)
+                } else {
+                    // A topic can't hold messages back for one subscriber without holding them for
+                    // ever; a subscriber that stops acknowledging is told so and let go.
+                    fail(
+                        subscriber.connection,
+                        StompProtocolError(
+                            .unackedLimit,
+                            "too many unacknowledged messages",
+                            detail: "Subscription '\(subscriber.id)' reached its limit of \(subscription.request.prefetch) unacknowledged messages."
+                        ),
+                        into: &outputs
+                    )
+                }
+            }
+        case .queue(let name):
+            var queue = queues[name] ?? QueueState()
+            guard queue.pending.count < settings.maxQueueDepth else {
+                throw StompProtocolError(
+                    .queueFull,
+                    "queue full",
+                    detail: "\(request.destination) already holds \(settings.maxQueueDepth) messages waiting for a consumer."
+                )
+            }
+            queue.pending.append(PendingMessage(message: makeMessage(request), redelivered: false))
+            queues[name] = queue
+            dispatch(queue: name, into: &outputs)
+        }
+    }
+
+    private mutating func makeMessage(_ request: PublishRequest) -> RoutedMessage {
+        nextMessageNumber += 1
+        return RoutedMessage(id: settings.messageIDPrefix + String(nextMessageNumber), request: request)
+    }
+
+    /// Hands a queue's pending messages to consumers with room, round robin, until either
+    /// runs out.
+    private mutating func dispatch(queue name: String, into outputs: inout [RouterOutput]) {
+        guard var queue = queues.removeValue(forKey: name) else { return }
+        defer { if !queue.isUnused { queues[name] = queue } }
+        while !queue.pending.isEmpty, let subscription = nextConsumer(of: &queue) {
+            let pending = queue.pending.removeFirst()
+            deliver(pending.message, redelivered: pending.redelivered, to: subscription, into: &outputs)
+        }
+    }
+
+    private func nextConsumer(of queue: inout QueueState) -> Subscription? {
+        let count = queue.consumers.count
+        for offset in 0..<count {
+            let index = (queue.nextConsumer + offset) % count
+            let key = queue.consumers[index]
+            if let subscription = connections[key.connection]?.subscriptions[key.id], subscription.hasRoom {
+                queue.nextConsumer = (index + 1) % count
+                return subscription
+            }
+        }
+        return nil
+    }
+
+    private mutating func deliver(_ message: RoutedMessage, redelivered: Bool, to subscription: Subscription, into outputs: inout [RouterOutput]) {
+        var ackID: String?
+        if subscription.request.ackMode != .auto {
+            nextDeliveryTag += 1
+            let tag = nextDeliveryTag
+            ackID = String(tag)
+            subscription.unacked.append(Unacked(tag: tag, message: message))
+            connections[subscription.key.connection]?.ackIndex[ackID!] = subscription.key.id
+        }
+        let frame = message.frame(
+            subscription: subscription.key.id,
+            ackID: ackID,
+            redelivered: redelivered,
+            version: subscription.version
+        )
+        outputs.append(.deliver(subscription.key.connection, frame))
+    }
+
+    // MARK: - Acknowledgements
+
+    private mutating func acknowledge(
+        _ request: AckRequest,
+        connection: ConnectionID,
+        requeue: Bool,
+        into outputs: inout [RouterOutput]
+    ) throws(StompProtocolError) {
+        guard let state = connections[connection], let (subscription, index) = find(request, in: state) else {
+            let named = request.ackID ?? request.messageID ?? "?"
+            throw StompProtocolError(.unknownAck, "unknown ack id", detail: "'\(named)' names no message awaiting acknowledgement on this connection.")
+        }
+        // `client` mode acknowledges cumulatively: the named message and all before it.
+        let range = subscription.request.ackMode == .client ? 0...index : index...index
+        let settled = Array(subscription.unacked[range])
+        subscription.unacked.removeSubrange(range)
+        for entry in settled {
+            connections[connection]?.ackIndex[String(entry.tag)] = nil
+        }
+        guard case .queue(let name) = subscription.request.destination else { return }
+        if requeue {
+            for entry in settled.reversed() {
+                queues[name, default: QueueState()].pending.prepend(PendingMessage(message: entry.message, redelivered: true))
+            }
+        }
+        // An ACK frees room at this consumer; a NACK returns work. Either way, dispatch.
+        dispatch(queue: name, into: &outputs)
+    }
+
+    private func find(_ request: AckRequest, in state: ConnectionState) -> (Subscription, Int)? {
+        if let ackID = request.ackID {
+            guard let subscriptionID = state.ackIndex[ackID], let subscription = state.subscriptions[subscriptionID],
+                let tag = UInt64(ackID), let index = subscription.unacked.firstIndex(where: { $0.tag == tag })
+            else { return nil }
+            return (subscription, index)
+        }
+        guard let messageID = request.messageID else { return nil }
+        let candidates: [Subscription]
+        if let id = request.subscription {
+            candidates = state.subscriptions[id].map { [$0] } ?? []
+        } else {
+            candidates = Array(state.subscriptions.values)
+        }
+        for subscription in candidates {
+            if let index = subscription.unacked.firstIndex(where: { $0.message.id == messageID }) {
+                return (subscription, index)
+            }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,113 @@
+import NIOCore
+
+/// Identifies one client connection on this node for as long as it is open.
+public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt64
+    public init(_ rawValue: UInt64) { self.rawValue = rawValue }
+    public var description: String { String(rawValue) }
+}
+
+/// How a subscriber confirms the messages it receives.
+public enum AckMode: String, Sendable {
+    /// A message counts as consumed once it is written to the connection.
+    case auto
+    /// An ACK confirms the message it names and every earlier one on the same subscription.
+    case client
+    /// An ACK or NACK confirms exactly the message it names.
+    case clientIndividual = "client-individual"
+}
+
+/// A SUBSCRIBE the session has validated.
+public struct SubscribeRequest: Sendable, Equatable {
+    public var id: String
+    public var destination: Destination
+    public var ackMode: AckMode
+    /// The most messages this subscription may hold unacknowledged (for `client` and
+    /// `client-individual`).
+    public var prefetch: Int
+
+    public init(id: String, destination: Destination, ackMode: AckMode, prefetch: Int) {
+        self.id = id
+        self.destination = destination
+        self.ackMode = ackMode
+        self.prefetch = prefetch
+    }
+}
+
+/// A SEND the session has validated. `headers` are the application's headers, without the
+/// ones the broker writes itself.
+public struct PublishRequest: Sendable, Equatable {
+    public var destination: Destination
+    public var headers: StompHeaders
+    public var body: ByteBuffer
+
+    public init(destination: Destination, headers: StompHeaders, body: ByteBuffer) {
+        self.destination = destination
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// What an ACK or NACK names. 1.2 clients name a delivery by its `ack` header (`id`); 1.1
+/// clients by `message-id` and `subscription`; 1.0 clients by `message-id` alone.
+public struct AckRequest: Sendable, Equatable {
+    public var ackID: String?
+    public var messageID: String?
+    public var subscription: String?
+
+    public init(ackID: String? = nil, messageID: String? = nil, subscription: String? = nil) {
+        self.ackID = ackID
+        self.messageID = messageID
+        self.subscription = subscription
+    }
+}
+
+/// A frame that a transaction holds until COMMIT.
+public enum TransactionalOperation: Sendable, Equatable {
+    case send(PublishRequest)
+    case ack(AckRequest)
+    case nack(AckRequest)
+}
+
+/// Work for the router, in the order a connection's frames arrived.
+public enum RouterOperation: Sendable, Equatable {
+    /// A connection finished its CONNECT handshake.
+    case open(StompVersion)
+    case subscribe(SubscribeRequest)
+    case unsubscribe(id: String)
+    case send(PublishRequest)
+    case ack(AckRequest)
+    case nack(AckRequest)
+    /// Applies a transaction's operations at once.
+    case commit([TransactionalOperation])
+    /// Does nothing; its receipt confirms that every earlier frame has been processed.
+    case barrier
+    /// A DISCONNECT: after its receipt, the connection closes.
+    case disconnect
+    /// The connection is gone; its subscriptions end and its unacknowledged queue messages
+    /// go to other consumers.
+    case closed
+}
+
+/// Bytes ready for a connection's transport.
+public struct OutboundFrame: Sendable {
+    public var bytes: ByteBuffer
+    /// Whether the bytes are valid UTF-8, so that a WebSocket transport may send them as a text
+    /// message. Clients reject text messages that aren't, so such frames go out as binary.
+    public var isText: Bool
+
+    public init(bytes: ByteBuffer, isText: Bool) {
+        self.bytes = bytes
+        self.isText = isText
+    }
+}
+
+/// What the router asks its shell to do.
+public enum RouterOutput: Sendable {
+    /// Write these bytes to the connection.
+    case deliver(ConnectionID, OutboundFrame)
+    /// Send the connection an ERROR for this reason, then close it.
+    case fail(ConnectionID, StompProtocolError)
+    /// Close the connection now that its DISCONNECT has been answered.
+    case close(ConnectionID)
+}

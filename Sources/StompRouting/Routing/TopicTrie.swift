@@ -1,0 +1,100 @@
+/// An index of topic patterns by word, answering "which subscriptions match this routing key".
+///
+/// Patterns are dot-separated words where `*` matches exactly one word and `#` zero or more,
+/// as RabbitMQ's topic exchange does. A lookup walks one path per literal word plus the
+/// wildcard branches, so its cost depends on the key's length and the wildcards present, not
+/// on how many subscriptions exist (the shape of nats-server's sublist).
+struct TopicTrie<Value: Hashable> {
+    private final class Node {
+        var children: [Substring: Node] = [:]
+        var star: Node?
+        var hash: Node?
+        var values: Set<Value> = []
+
+        var isEmpty: Bool { values.isEmpty && children.isEmpty && star == nil && hash == nil }
+    }
+
+    private var root = Node()
+
+    /// The number of values stored, over all patterns.
+    private(set) var count = 0
+
+    mutating func insert(_ value: Value, pattern: String) {
+        var node = root
+        for word in Self.words(pattern) {
+            switch word {
+            case "*":
+                if node.star == nil { node.star = Node() }
+                node = node.star!
+            case "#":
+                if node.hash == nil { node.hash = Node() }
+                node = node.hash!
+            default:
+                if let child = node.children[word] {
+                    node = child
+                } else {
+                    let child = Node()
+                    node.children[word] = child
+                    node = child
+                }
+            }
+        }
+        if node.values.insert(value).inserted { count += 1 }
+    }
+
+    /// Removes `value` from `pattern`, pruning nodes that become empty so that a churn of
+    /// short-lived subscriptions leaves no garbage behind.
+    mutating func remove(_ value: Value, pattern: String) {
+        if Self.remove(value, words: Self.words(pattern)[...], from: root) { count -= 1 }
+    }
+
+    private static func remove(_ value: Value, words: ArraySlice<Substring>, from node: Node) -> Bool {
+        guard let word = words.first else { return node.values.remove(value) != nil }
+        let rest = words.dropFirst()
+        let removed: Bool
+        switch word {
+        case "*":
+            guard let child = node.star else { return false }
+            removed = remove(value, words: rest, from: child)
+            if child.isEmpty { node.star = nil }
+        case "#":
+            guard let child = node.hash else { return false }
+            removed = remove(value, words: rest, from: child)
+            if child.isEmpty { node.hash = nil }
+        default:
+            guard let child = node.children[word] else { return false }
+            removed = remove(value, words: rest, from: child)
+            if child.isEmpty { node.children[word] = nil }
+        }
+        return removed
+    }
+
+    /// Every value whose pattern matches `key`, each once.
+    func matches(_ key: String, into result: inout Set<Value>) {
+        let words = Self.words(key)
+        Self.collect(root, words: words, index: 0, into: &result)
+    }
+
+    private static func collect(_ node: Node, words: [Substring], index: Int, into result: inout Set<Value>) {
+        if let hash = node.hash {
+            // `#` absorbs zero or more words: try every split point.
+            for next in index...words.count {
+                collect(hash, words: words, index: next, into: &result)
+            }
+        }
+        guard index < words.count else {
+            result.formUnion(node.values)
+            return
+        }
+        if let child = node.children[words[index]] {
+            collect(child, words: words, index: index + 1, into: &result)
+        }
+        if let star = node.star {
+            collect(star, words: words, index: index + 1, into: &result)
+        }
+    }
+
+    private static func words(_ key: String) -> [Substring] {
+        key.split(separator: ".", omittingEmptySubsequences: false)
+    }
+}

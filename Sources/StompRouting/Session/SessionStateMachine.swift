@@ -1,0 +1,416 @@
+import NIOCore
+
+/// The protocol state of one client connection, without I/O.
+///
+/// The shell passes in what happened (a frame arrived, bytes arrived or left, a tick of the
+/// clock) with the current time, and carries out the ``Action``s that come back. The session
+/// validates every frame against the negotiated version, negotiates heart-beats, holds
+/// transactions until COMMIT, and turns everything that concerns destinations into
+/// ``RouterOperation``s for the router.
+public struct SessionStateMachine {
+    /// Per-connection settings, shared by every session of a listener.
+    public struct Settings: Sendable {
+        /// The fastest the server offers to send heart-beats (`sx`). Zero turns server beats off.
+        public var heartbeatSend: TimeAmount
+        /// How often the server asks the client to beat (`sy`). Zero asks for none.
+        public var heartbeatReceive: TimeAmount
+        /// A client is declared dead after its negotiated interval times this factor passes in
+        /// silence. Above 1 so that a beat delayed by the network or a GC pause is tolerated.
+        public var heartbeatGraceFactor: Double
+        /// Subscriptions one connection may hold at once.
+        public var maxSubscriptions: Int
+        /// Default and ceiling for a subscription's unacknowledged messages (`prefetch-count`).
+        public var maxUnacked: Int
+        /// Open transactions per connection, and frames per transaction: a transaction is held
+        /// in memory until COMMIT, so both are bounded.
+        public var maxTransactions: Int
+        public var maxTransactionFrames: Int
+        /// The `server` header of CONNECTED.
+        public var serverName: String
+        public var authenticator: any StompAuthenticator
+
+        public init(
+            heartbeatSend: TimeAmount = .seconds(10),
+            heartbeatReceive: TimeAmount = .seconds(10),
+            heartbeatGraceFactor: Double = 1.5,
+            maxSubscriptions: Int = 1_024,
+            maxUnacked: Int = 1_000,
+            maxTransactions: Int = 16,
+            maxTransactionFrames: Int = 10_000,
+            serverName: String = "cluster-node",
+            authenticator: any StompAuthenticator = AllowAllAuthenticator()
+        ) {
+            self.heartbeatSend = heartbeatSend
+            self.heartbeatReceive = heartbeatReceive
+            self.heartbeatGraceFactor = heartbeatGraceFactor
+            self.maxSubscriptions = maxSubscriptions
+            self.maxUnacked = maxUnacked
+            self.maxTransactions = maxTransactions
+            self.maxTransactionFrames = maxTransactionFrames
+            self.serverName = serverName
+            self.authenticator = authenticator
+        }
+    }
+
+    /// What the shell must do.
+    public enum Action: Sendable, Equatable {
+        /// Write this frame (CONNECTED) in the negotiated version.
+        case send(StompFrame)
+        /// The session is established: tell the router, start heart-beats, and decode later
+        /// frames with this version's escaping.
+        case connected(StompVersion, Heartbeat)
+        /// Pass this operation to the router, which answers `receipt` once it took effect.
+        case route(RouterOperation, receipt: String?)
+        /// Send an ERROR for this reason and close the connection.
+        case fail(StompProtocolError)
+    }
+
+    /// What a clock tick calls for.
+    public enum TickAction: Sendable, Equatable {
+        case none
+        /// Write a heart-beat EOL.
+        case sendHeartbeat
+        /// The client went silent past its heart-beat window.
+        case fail(StompProtocolError)
+    }
+
+    private enum State {
+        /// Waiting for CONNECT or STOMP; nothing else is allowed.
+        case awaitingConnect
+        /// Connected: frames are served.
+        case connected(Connected)
+        /// DISCONNECT was received or an error was sent; later frames are ignored.
+        case closing
+        /// Placeholder while `Connected` is mutated in place, to avoid copy-on-write copies.
+        case modifying
+    }
+
+    private struct Connected {
+        var version: StompVersion
+        var heartbeat: Heartbeat
+        var subscriptionIDs: Set<String> = []
+        var transactions: [String: [TransactionalOperation]] = [:]
+        var lastReceived: NIODeadline
+        var lastSent: NIODeadline
+    }
+
+    public let settings: Settings
+    public let sessionID: String
+    private var state: State = .awaitingConnect
+
+    public init(settings: Settings, sessionID: String) {
+        self.settings = settings
+        self.sessionID = sessionID
+    }
+
+    /// The negotiated version, or 1.2 before CONNECT (the version errors are written in).
+    public var version: StompVersion {
+        if case .connected(let connected) = state { return connected.version }
+        return .v1_2
+    }
+
+    // MARK: - Events
+
+    /// Any bytes arrived, heart-beats included: the client is alive.
+    public mutating func bytesReceived(now: NIODeadline) {
+        guard case .connected(var connected) = state else { return }
+        state = .modifying
+        connected.lastReceived = now
+        state = .connected(connected)
+    }
+
+    /// Bytes were written to the client: no heart-beat is due for a while.
+    public mutating func bytesSent(now: NIODeadline) {
+        guard case .connected(var connected) = state else { return }
+        state = .modifying
+        connected.lastSent = now
+        state = .connected(connected)
+    }
+
+    /// Checks heart-beats in both directions.
+    public mutating func tick(now: NIODeadline) -> TickAction {
+        guard case .connected(let connected) = state else { return .none }
+        if let timeout = connected.heartbeat.receiveTimeout, now - connected.lastReceived > timeout {
+            state = .closing
+            return .fail(
+                StompProtocolError(
+                    .heartbeatTimeout,
+                    "heart-beat timeout",
+                    detail: "Nothing was received for longer than the negotiated \(timeout.nanoseconds / 1_000_000) ms."
+                )
+            )
+        }
+        if let interval = connected.heartbeat.sendInterval, now - connected.lastSent >= interval {
+            return .sendHeartbeat
+        }
+        return .none
+    }
+
+    /// The session failed for a reason found outside it (the router, the transport); it
+    /// accepts no more frames.
+    public mutating func failed() {
+        state = .closing
+    }
+
+    /// A complete frame arrived.
+    ///
+    /// - Parameters:
+    ///   - frame: the decoded frame.
+    ///   - now: the current time, for heart-beat bookkeeping.
+    ///   - actions: where the actions are appended, in order.
+    public mutating func frameReceived(_ frame: StompFrame, now: NIODeadline, into actions: inout [Action]) {
+        let receipt = frame.headers[StompHeader.receipt]
+        do {
+            switch state {
+            case .awaitingConnect:
+                try connect(frame, now: now, into: &actions)
+            case .connected(var connected):
+                state = .modifying
+                defer { if case .modifying = state { state = .connected(connected) } }
+                try serve(frame, receipt: receipt, connected: &connected, into: &actions)
+            case .closing:
+                return
+            case .modifying:
+                preconditionFailure("frameReceived re-entered while the session state is being modified")
+            }
+        } catch {
+            state = .closing
+            actions.append(.fail(error.answering(receipt: receipt)))
+        }
+    }
+
+    // MARK: - CONNECT
+
+    private mutating func connect(_ frame: StompFrame, now: NIODeadline, into actions: inout [Action]) throws(StompProtocolError) {
+        switch frame.command {
+        case .connect, .stomp:
+            break
+        case .send, .subscribe, .unsubscribe, .ack, .nack, .begin, .commit, .abort, .disconnect:
+            throw StompProtocolError(.notConnected, "not connected", detail: "The first frame must be CONNECT or STOMP, not \(frame.command.rawValue).")
+        case .connected, .message, .receipt, .error:
+            throw Self.serverFrame(frame.command)
+        }
+
+        let version = try Self.negotiateVersion(frame.headers[StompHeader.acceptVersion])
+        var heartbeat = Heartbeat.none
+        if version >= .v1_1, let value = frame.headers[StompHeader.heartBeat] {
+            guard let client = Heartbeat.parse(value) else {
+                throw StompProtocolError(.invalidHeader, "invalid heart-beat", detail: "heart-beat must be two non-negative integers, as in 'heart-beat:10000,10000'.")
+            }
+            heartbeat = Heartbeat(
+                client: client,
+                serverSend: settings.heartbeatSend,
+                serverReceive: settings.heartbeatReceive,
+                graceFactor: settings.heartbeatGraceFactor
+            )
+        }
+        guard
+            settings.authenticator.authenticate(
+                login: frame.headers[StompHeader.login],
+                passcode: frame.headers[StompHeader.passcode],
+                host: frame.headers[StompHeader.host]
+            )
+        else {
+            throw StompProtocolError(.notAuthorized, "access refused", detail: "The login or passcode was not accepted.")
+        }
+
+        var headers: StompHeaders = [
+            StompHeader.version: version.headerValue,
+            StompHeader.heartBeat: "\(settings.heartbeatSend.nanoseconds / 1_000_000),\(settings.heartbeatReceive.nanoseconds / 1_000_000)",
+            StompHeader.server: settings.serverName,
+            StompHeader.session: sessionID,
+        ]
+        if version == .v1_0 { headers = [StompHeader.session: sessionID] }
+        state = .connected(Connected(version: version, heartbeat: heartbeat, lastReceived: now, lastSent: now))
+        actions.append(.connected(version, heartbeat))
+        actions.append(.send(StompFrame(.connected, headers: headers)))
+        actions.append(.route(.open(version), receipt: nil))
+    }
+
+    /// Picks the highest version both sides know. A CONNECT without `accept-version` is 1.0.
+    static func negotiateVersion(_ header: String?) throws(StompProtocolError) -> StompVersion {
+        guard let header else { return .v1_0 }
+        let offered = header.split(separator: ",").compactMap { StompVersion(headerValue: $0.trimmingSpaces) }
+        guard let best = offered.max() else {
+            throw StompProtocolError(
+                .unsupportedVersion,
+                "unsupported protocol version",
+                detail: "Supported protocol versions are 1.0, 1.1 and 1.2; the client offered '\(header.prefix(100))'."
+            )
+        }
+        return best
+    }
+
+    // MARK: - Connected
+
+    private mutating func serve(
+        _ frame: StompFrame,
+        receipt: String?,
+        connected: inout Connected,
+        into actions: inout [Action]
+    ) throws(StompProtocolError) {
+        let headers = frame.headers
+        switch frame.command {
+        case .connect, .stomp:
+            throw StompProtocolError(.alreadyConnected, "already connected", detail: "CONNECT may be sent only once per connection.")
+
+        case .connected, .message, .receipt, .error:
+            throw Self.serverFrame(frame.command)
+
+        case .send:
+            let destination = try Destination(parsing: try Self.require(StompHeader.destination, in: frame))
+            guard !destination.isPattern else {
+                throw StompProtocolError(.invalidDestination, "invalid destination", detail: "A SEND may not use a wildcard: '\(destination)' is a subscription pattern.")
+            }
+            let request = PublishRequest(destination: destination, headers: Self.applicationHeaders(headers), body: frame.body)
+            try route(.send(request), transaction: headers[StompHeader.transaction], receipt: receipt, connected: &connected, into: &actions)
+
+        case .subscribe:
+            let destination = try Destination(parsing: try Self.require(StompHeader.destination, in: frame))
+            let id = connected.version == .v1_0 ? (headers[StompHeader.id] ?? destination.description) : try Self.require(StompHeader.id, in: frame)
+            guard !connected.subscriptionIDs.contains(id) else {
+                throw StompProtocolError(.duplicateSubscription, "duplicate subscription id", detail: "This connection already has a subscription with id '\(id)'.")
+            }
+            guard connected.subscriptionIDs.count < settings.maxSubscriptions else {
+                throw StompProtocolError(.tooManySubscriptions, "too many subscriptions", detail: "A connection may hold at most \(settings.maxSubscriptions) subscriptions.")
+            }
+            let request = SubscribeRequest(
+                id: id,
+                destination: destination,
+                ackMode: try Self.ackMode(headers[StompHeader.ack]),
+                prefetch: try prefetch(headers[StompHeader.prefetchCount])
+            )
+            connected.subscriptionIDs.insert(id)
+            actions.append(.route(.subscribe(request), receipt: receipt))
+
+        case .unsubscribe:
+            let id: String
+            if connected.version == .v1_0, headers[StompHeader.id] == nil {
+                id = try Self.require(StompHeader.destination, in: frame)
+            } else {
+                id = try Self.require(StompHeader.id, in: frame)
+            }
+            guard connected.subscriptionIDs.remove(id) != nil else {
+                throw StompProtocolError(.unknownSubscription, "unknown subscription", detail: "This connection has no subscription with id '\(id)'.")
+            }
+            actions.append(.route(.unsubscribe(id: id), receipt: receipt))
+
+        case .ack, .nack:
+            let request = try ackRequest(frame, version: connected.version)
+            let operation: TransactionalOperation = frame.command == .ack ? .ack(request) : .nack(request)
+            try route(operation, transaction: headers[StompHeader.transaction], receipt: receipt, connected: &connected, into: &actions)
+
+        case .begin:
+            let transaction = try Self.require(StompHeader.transaction, in: frame)
+            guard connected.transactions[transaction] == nil else {
+                throw StompProtocolError(.duplicateTransaction, "duplicate transaction", detail: "Transaction '\(transaction)' has already begun.")
+            }
+            guard connected.transactions.count < settings.maxTransactions else {
+                throw StompProtocolError(.transactionLimit, "too many transactions", detail: "A connection may hold at most \(settings.maxTransactions) open transactions.")
+            }
+            connected.transactions[transaction] = []
+            if let receipt { actions.append(.route(.barrier, receipt: receipt)) }
+
+        case .commit, .abort:
+            let transaction = try Self.require(StompHeader.transaction, in: frame)
+            guard let operations = connected.transactions.removeValue(forKey: transaction) else {
+                throw Self.unknownTransaction(transaction)
+            }
+            if frame.command == .commit {
+                actions.append(.route(.commit(operations), receipt: receipt))
+            } else if let receipt {
+                actions.append(.route(.barrier, receipt: receipt))
+            }
+
+        case .disconnect:
+            state = .closing
+            actions.append(.route(.disconnect, receipt: receipt))
+        }
+    }
+
+    /// Routes an operation now, or holds it in its transaction until COMMIT.
+    private func route(
+        _ operation: TransactionalOperation,
+        transaction: String?,
+        receipt: String?,
+        connected: inout Connected,
+        into actions: inout [Action]
+    ) throws(StompProtocolError) {
+        guard let transaction else {
+            switch operation {
+            case .send(let request): actions.append(.route(.send(request), receipt: receipt))
+            case .ack(let request): actions.append(.route(.ack(request), receipt: receipt))
+            case .nack(let request): actions.append(.route(.nack(request), receipt: receipt))
+            }
+            return
+        }
+        guard connected.transactions[transaction] != nil else { throw Self.unknownTransaction(transaction) }
+        guard connected.transactions[transaction]!.count < settings.maxTransactionFrames else {
+            throw StompProtocolError(.transactionLimit, "transaction too large", detail: "A transaction may hold at most \(settings.maxTransactionFrames) frames.")
+        }
+        connected.transactions[transaction]!.append(operation)
+        if let receipt { actions.append(.route(.barrier, receipt: receipt)) }
+    }
+
+    // MARK: - Header rules
+
+    private static func require(_ name: String, in frame: StompFrame) throws(StompProtocolError) -> String {
+        guard let value = frame.headers[name] else {
+            throw StompProtocolError(.missingHeader, "missing header '\(name)'", detail: "A \(frame.command.rawValue) frame must have a '\(name)' header.")
+        }
+        return value
+    }
+
+    private static func ackMode(_ value: String?) throws(StompProtocolError) -> AckMode {
+        guard let value else { return .auto }
+        guard let mode = AckMode(rawValue: value) else {
+            throw StompProtocolError(.invalidHeader, "invalid ack mode", detail: "ack must be auto, client or client-individual, not '\(value.prefix(64))'.")
+        }
+        return mode
+    }
+
+    private func prefetch(_ value: String?) throws(StompProtocolError) -> Int {
+        guard let value else { return settings.maxUnacked }
+        guard let count = Int(value), count > 0 else {
+            throw StompProtocolError(.invalidHeader, "invalid prefetch-count", detail: "prefetch-count must be a positive integer.")
+        }
+        return min(count, settings.maxUnacked)
+    }
+
+    private func ackRequest(_ frame: StompFrame, version: StompVersion) throws(StompProtocolError) -> AckRequest {
+        switch version {
+        case .v1_2:
+            return AckRequest(ackID: try Self.require(StompHeader.id, in: frame))
+        case .v1_1:
+            return AckRequest(
+                messageID: try Self.require(StompHeader.messageID, in: frame),
+                subscription: try Self.require(StompHeader.subscription, in: frame)
+            )
+        case .v1_0:
+            return AckRequest(messageID: try Self.require(StompHeader.messageID, in: frame), subscription: frame.headers[StompHeader.subscription])
+        }
+    }
+
+    /// Headers of a SEND that travel with the message; the broker writes the others itself.
+    private static let brokerHeaders: Set<String> = [
+        StompHeader.destination, StompHeader.receipt, StompHeader.transaction, StompHeader.contentLength,
+        StompHeader.messageID, StompHeader.subscription, StompHeader.ack, StompHeader.redelivered,
+    ]
+
+    private static func applicationHeaders(_ headers: StompHeaders) -> StompHeaders {
+        var result = StompHeaders()
+        var seen = Set<String>()
+        for header in headers where !brokerHeaders.contains(header.name) && seen.insert(header.name).inserted {
+            result.add(header.name, header.value)
+        }
+        return result
+    }
+
+    private static func unknownTransaction(_ name: String) -> StompProtocolError {
+        StompProtocolError(.unknownTransaction, "unknown transaction", detail: "No transaction '\(name)' is open on this connection.")
+    }
+
+    private static func serverFrame(_ command: StompCommand) -> StompProtocolError {
+        StompProtocolError(.unexpectedFrame, "unexpected frame", detail: "\(command.rawValue) is a server frame; a client may not send it.")
+    }
+}
