@@ -256,11 +256,16 @@ class WsTransport:
         return self.ws.subprotocol
 
     def send(self, data: bytes | str, *, binary: bool = False) -> None:
-        """Send one WebSocket message: text unless `binary` (bytes are decoded for text)."""
+        """Send one WebSocket message: text unless `binary` or the bytes are not UTF-8."""
         if binary:
             payload = data.encode("utf-8") if isinstance(data, str) else data
+        elif isinstance(data, str):
+            payload = data
         else:
-            payload = data if isinstance(data, str) else data.decode("utf-8")
+            try:
+                payload = data.decode("utf-8")
+            except UnicodeDecodeError:
+                payload = data  # not valid UTF-8: it can only travel as a binary message
         try:
             self.ws.send(payload)
         except WsConnectionClosed as e:

@@ -1,0 +1,135 @@
+import ArgumentParser
+import Configuration
+import Logging
+import ServiceLifecycle
+
+/// `cluster-node`: one node of the broker.
+///
+/// Every setting comes, in this order of precedence, from a flag, from an environment
+/// variable (`CLUSTER_NODE_` + the key in upper case with `_` for `.` and `-`, e.g.
+/// `CLUSTER_NODE_WS_PORT`), from the JSON file given by `--config`, or from its default.
+/// ``NodeConfiguration`` lists the keys.
+@main
+struct NodeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cluster-node",
+        abstract: "A clustered STOMP broker node serving STOMP over WebSocket and TCP."
+    )
+
+    @Option(help: "JSON configuration file; flags and environment variables override it.")
+    var config: String?
+
+    @Option(help: "Address the client listeners bind. (key: host, default 0.0.0.0)")
+    var host: String?
+    @Option(help: "STOMP over WebSocket port; negative turns it off. (key: ws.port, default 15674)")
+    var wsPort: Int?
+    @Option(help: "WebSocket upgrade path. (key: ws.path, default /ws)")
+    var wsPath: String?
+    @Option(help: "STOMP over TCP port; negative turns it off. (key: stomp.port, default 61613)")
+    var stompPort: Int?
+    @Option(help: "Port for wss:// when TLS is configured. (key: wss.port, default 15673)")
+    var wssPort: Int?
+    @Option(help: "Port for STOMP over TLS when TLS is configured. (key: stomps.port, default 61614)")
+    var stompsPort: Int?
+    @Option(help: "PEM certificate chain for the TLS listeners. (key: tls.cert)")
+    var tlsCert: String?
+    @Option(help: "PEM private key for the TLS listeners. (key: tls.key)")
+    var tlsKey: String?
+    @Option(help: "This node's id, unique in the cluster. (key: node.id, default: the host name)")
+    var nodeId: String?
+    @Option(help: "Event loop threads. (key: event-loops, default: one per core)")
+    var eventLoops: Int?
+    @Option(help: "trace, debug, info, notice, warning, error or critical. (key: log.level, default info)")
+    var logLevel: String?
+    @Option(help: "After binding, write the bound ports as JSON to this file (for tests and tools).")
+    var portsFile: String?
+
+    @Option(help: "Largest frame in bytes: command, headers and body. (key: limits.frame-size)")
+    var maxFrameSize: Int?
+    @Option(help: "Largest frame body in bytes. (key: limits.body-size)")
+    var maxBodySize: Int?
+    @Option(help: "Most headers in one frame. (key: limits.header-count)")
+    var maxHeaderCount: Int?
+    @Option(help: "Longest header line in bytes. (key: limits.header-line-length)")
+    var maxHeaderLineLength: Int?
+    @Option(help: "Largest WebSocket message in bytes, after reassembly. (key: limits.websocket-message-size)")
+    var maxWebsocketMessageSize: Int?
+    @Option(help: "Subscriptions per connection. (key: limits.subscriptions)")
+    var maxSubscriptions: Int?
+    @Option(help: "Client connections per node. (key: limits.connections)")
+    var maxConnections: Int?
+    @Option(help: "Unacknowledged messages per subscription: default and ceiling of prefetch-count. (key: limits.unacked)")
+    var maxUnacked: Int?
+    @Option(help: "Messages a queue holds while no consumer can take them. (key: limits.queue-depth)")
+    var maxQueueDepth: Int?
+    @Option(help: "Bytes waiting to be sent to one client before it counts as a slow consumer. (key: limits.outbound-bytes)")
+    var maxOutboundBytes: Int?
+    @Option(help: "Server heart-beat interval offered to clients, in ms; 0 for none. (key: heartbeat.send-ms)")
+    var heartbeatSendMs: Int?
+    @Option(help: "Client heart-beat interval asked for, in ms; 0 for none. (key: heartbeat.receive-ms)")
+    var heartbeatReceiveMs: Int?
+    @Option(help: "A client is dropped after its heart-beat interval times this passes in silence. (key: heartbeat.grace)")
+    var heartbeatGrace: Double?
+
+    /// The flags given, as configuration keys, so that they take precedence over the other
+    /// sources in one ``ConfigReader``.
+    private var flagValues: [AbsoluteConfigKey: ConfigValue] {
+        var values: [AbsoluteConfigKey: ConfigValue] = [:]
+        func put(_ key: AbsoluteConfigKey, _ content: ConfigContent?) {
+            if let content { values[key] = ConfigValue(content, isSecret: false) }
+        }
+        put("host", host.map(ConfigContent.string))
+        put("ws.port", wsPort.map(ConfigContent.int))
+        put("ws.path", wsPath.map(ConfigContent.string))
+        put("stomp.port", stompPort.map(ConfigContent.int))
+        put("wss.port", wssPort.map(ConfigContent.int))
+        put("stomps.port", stompsPort.map(ConfigContent.int))
+        put("tls.cert", tlsCert.map(ConfigContent.string))
+        put("tls.key", tlsKey.map(ConfigContent.string))
+        put("node.id", nodeId.map(ConfigContent.string))
+        put("event-loops", eventLoops.map(ConfigContent.int))
+        put("log.level", logLevel.map(ConfigContent.string))
+        put("limits.frame-size", maxFrameSize.map(ConfigContent.int))
+        put("limits.body-size", maxBodySize.map(ConfigContent.int))
+        put("limits.header-count", maxHeaderCount.map(ConfigContent.int))
+        put("limits.header-line-length", maxHeaderLineLength.map(ConfigContent.int))
+        put("limits.websocket-message-size", maxWebsocketMessageSize.map(ConfigContent.int))
+        put("limits.subscriptions", maxSubscriptions.map(ConfigContent.int))
+        put("limits.connections", maxConnections.map(ConfigContent.int))
+        put("limits.unacked", maxUnacked.map(ConfigContent.int))
+        put("limits.queue-depth", maxQueueDepth.map(ConfigContent.int))
+        put("limits.outbound-bytes", maxOutboundBytes.map(ConfigContent.int))
+        put("heartbeat.send-ms", heartbeatSendMs.map(ConfigContent.int))
+        put("heartbeat.receive-ms", heartbeatReceiveMs.map(ConfigContent.int))
+        put("heartbeat.grace", heartbeatGrace.map(ConfigContent.double))
+        return values
+    }
+
+    func run() async throws {
+        var providers: [any ConfigProvider] = [
+            InMemoryProvider(name: "flags", values: flagValues),
+            EnvironmentVariablesProvider().prefixKeys(with: "cluster-node"),
+        ]
+        if let config {
+            providers.append(try await FileProvider<JSONSnapshot>(filePath: .init(config)))
+        }
+        let configuration = try NodeConfiguration(reader: ConfigReader(providers: providers))
+
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = configuration.logLevel
+            return handler
+        }
+        let logger = Logger(label: "cluster-node")
+
+        let node = try NodeService(configuration: configuration, portsFile: portsFile, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [node],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await group.run()
+    }
+}

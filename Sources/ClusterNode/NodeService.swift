@@ -1,0 +1,82 @@
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import StompRouting
+import WebSocketIO
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Runs a node from start to graceful shutdown.
+///
+/// On SIGTERM or SIGINT (through the service group's graceful shutdown), the listeners close
+/// first so no client arrives mid-shutdown; then every connected client gets an ERROR saying
+/// the node is shutting down and is closed; then the event loops stop.
+struct NodeService: Service {
+    let configuration: NodeConfiguration
+    let portsFile: String?
+    let logger: Logger
+
+    init(configuration: NodeConfiguration, portsFile: String?, logger: Logger) throws {
+        self.configuration = configuration
+        self.portsFile = portsFile
+        var logger = logger
+        logger[metadataKey: "cluster.node"] = "\(configuration.nodeID)"
+        self.logger = logger
+    }
+
+    func run() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoops)
+        let broker = Broker(settings: configuration.router, eventLoop: group.next(), logger: logger)
+        let server = try StompServer(configuration: configuration.io, broker: broker, group: group, logger: logger)
+
+        do {
+            let ports = try await server.start()
+            if let portsFile { try Self.write(ports, to: portsFile) }
+            logger.info("node started", metadata: ["node.version": "\(NodeVersion.current)", "event-loops": "\(configuration.eventLoops)"])
+
+            // Returns when the service group starts its graceful shutdown.
+            try? await gracefulShutdown()
+
+            logger.info("shutting down")
+            await server.closeListeners()
+            await broker.shutdown(
+                reason: StompProtocolError(.shuttingDown, "node is shutting down", detail: "This node is shutting down; reconnect to another node.")
+            )
+            // Give clients a moment to receive their ERROR before the loops stop.
+            for _ in 0..<50 where await broker.connectionCount() > 0 {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        } catch {
+            await server.closeListeners()
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        try await group.shutdownGracefully()
+        logger.info("stopped")
+    }
+
+    /// Writes the bound ports atomically, so a reader never sees a partial file.
+    private static func write(_ ports: StompServer.BoundPorts, to path: String) throws {
+        var fields: [String] = []
+        if let port = ports.ws { fields.append("\"ws\": \(port)") }
+        if let port = ports.stomp { fields.append("\"stomp\": \(port)") }
+        if let port = ports.wss { fields.append("\"wss\": \(port)") }
+        if let port = ports.stomps { fields.append("\"stomps\": \(port)") }
+        let json = "{" + fields.joined(separator: ", ") + "}\n"
+        let temporary = path + ".tmp"
+        guard let file = fopen(temporary, "w") else { throw PortsFileError(path: temporary) }
+        fputs(json, file)
+        fclose(file)
+        guard rename(temporary, path) == 0 else { throw PortsFileError(path: path) }
+    }
+
+    struct PortsFileError: Error, CustomStringConvertible {
+        var path: String
+        var description: String { "cannot write the ports file \(path)" }
+    }
+}

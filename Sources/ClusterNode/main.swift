@@ -1,5 +1,0 @@
-import NIOCore
-import ArgumentParser
-import Configuration
-import ServiceLifecycle
-print("x")

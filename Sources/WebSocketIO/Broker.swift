@@ -1,0 +1,165 @@
+import Logging
+import NIOCore
+import StompRouting
+import Synchronization
+
+/// The shell around the ``Router``: it confines the router to one event loop and carries
+/// its outputs to the connections, which live on any loop of the group.
+///
+/// Every connection hands its operations over in the order its frames arrived, and the
+/// router's outputs travel back to each connection in the order they were produced, so a
+/// RECEIPT never overtakes the deliveries it vouches for. Tasks submitted from one loop to
+/// another run in submission order, which is what makes this hold across loops.
+///
+/// Lock ordering: there is none to get wrong. The router's state is touched on
+/// ``eventLoop`` only; a connection's state on its own loop only; the two meet through
+/// `EventLoop.execute`.
+public final class Broker: @unchecked Sendable {
+    /// The loop that owns the router.
+    public let eventLoop: any EventLoop
+    public let logger: Logger
+
+    // Confined to `eventLoop`.
+    private var router: Router
+    private var sinks: [ConnectionID: ConnectionSink] = [:]
+    private var outputs: [RouterOutput] = []
+
+    // Any thread.
+    private let nextConnection = Atomic<UInt64>(0)
+    private let shutdownError = Mutex<StompProtocolError?>(nil)
+
+    /// Where a connection's outputs go: its handler, reached on its own loop.
+    struct ConnectionSink: Sendable {
+        let handler: NIOLoopBound<StompConnectionHandler>
+        var eventLoop: any EventLoop { handler.eventLoop }
+    }
+
+    /// - Parameters:
+    ///   - settings: the router's settings.
+    ///   - eventLoop: the loop that runs the router.
+    ///   - logger: for connection-level events.
+    public init(settings: Router.Settings, eventLoop: any EventLoop, logger: Logger) {
+        self.router = Router(settings: settings)
+        self.eventLoop = eventLoop
+        self.logger = logger
+    }
+
+    /// A new identifier for a connection, unique for this process.
+    func makeConnectionID() -> ConnectionID {
+        ConnectionID(nextConnection.add(1, ordering: .relaxed).newValue)
+    }
+
+    /// Why new work is being refused, once ``shutdown(reason:)`` was called.
+    var refusal: StompProtocolError? { shutdownError.withLock { $0 } }
+
+    // MARK: - From connections
+
+    /// Registers the handler that receives a connection's outputs. Called before the
+    /// connection's first operation is submitted.
+    func register(_ connection: ConnectionID, handler: NIOLoopBound<StompConnectionHandler>) {
+        let sink = ConnectionSink(handler: handler)
+        onRouterLoop { broker in
+            if let refusal = broker.refusal {
+                broker.outputs.append(.fail(connection, refusal))
+                broker.sinks[connection] = sink
+                broker.dispatchOutputs()
+                broker.sinks[connection] = nil
+                return
+            }
+            broker.sinks[connection] = sink
+        }
+    }
+
+    /// Applies a connection's operations, in order.
+    func submit(_ operations: [(RouterOperation, receipt: String?)], from connection: ConnectionID) {
+        guard !operations.isEmpty else { return }
+        onRouterLoop { broker in
+            for (operation, receipt) in operations {
+                broker.router.handle(operation, from: connection, receipt: receipt, into: &broker.outputs)
+            }
+            broker.dispatchOutputs()
+            if operations.contains(where: { if case .closed = $0.0 { return true } else { return false } }) {
+                broker.sinks[connection] = nil
+            }
+        }
+    }
+
+    private func onRouterLoop(_ body: @escaping @Sendable (Broker) -> Void) {
+        if eventLoop.inEventLoop {
+            body(self)
+        } else {
+            eventLoop.execute { body(self) }
+        }
+    }
+
+    // MARK: - To connections
+
+    /// Sends each output to its connection. Outputs for connections on the router's loop are
+    /// handed over directly; the rest are grouped per loop, so one task per loop carries all
+    /// of a publish's deliveries there.
+    private func dispatchOutputs() {
+        eventLoop.assertInEventLoop()
+        guard !outputs.isEmpty else { return }
+        var remote: [ObjectIdentifier: (loop: any EventLoop, items: [(ConnectionSink, RouterOutput)])] = [:]
+        var local: [ObjectIdentifier: StompConnectionHandler] = [:]
+        for output in outputs {
+            guard let sink = sinks[output.connection] else { continue }
+            if case .fail = output { sinks[output.connection] = nil }
+            if case .close = output { sinks[output.connection] = nil }
+            if sink.eventLoop === eventLoop {
+                let handler = sink.handler.value
+                handler.routerOutput(output)
+                local[ObjectIdentifier(handler)] = handler
+            } else {
+                remote[ObjectIdentifier(sink.eventLoop), default: (sink.eventLoop, [])].items.append((sink, output))
+            }
+        }
+        outputs.removeAll(keepingCapacity: true)
+        for handler in local.values { handler.routerOutputsDone() }
+        for (loop, items) in remote.values {
+            loop.execute {
+                var touched: [ObjectIdentifier: StompConnectionHandler] = [:]
+                for (sink, output) in items {
+                    let handler = sink.handler.value
+                    handler.routerOutput(output)
+                    touched[ObjectIdentifier(handler)] = handler
+                }
+                for handler in touched.values { handler.routerOutputsDone() }
+            }
+        }
+    }
+
+    // MARK: - Shutdown
+
+    /// Refuses new connections and tells every connected client why before closing it.
+    ///
+    /// - Parameter reason: the ERROR every client receives.
+    /// - Returns: once every connection has been told.
+    public func shutdown(reason: StompProtocolError) async {
+        shutdownError.withLock { $0 = reason }
+        let done = eventLoop.makePromise(of: Void.self)
+        onRouterLoop { broker in
+            for connection in broker.sinks.keys {
+                broker.outputs.append(.fail(connection, reason))
+            }
+            broker.dispatchOutputs()
+            done.succeed()
+        }
+        try? await done.futureResult.get()
+    }
+
+    /// Connections currently registered with the router.
+    public func connectionCount() async -> Int {
+        let promise = eventLoop.makePromise(of: Int.self)
+        onRouterLoop { promise.succeed($0.sinks.count) }
+        return (try? await promise.futureResult.get()) ?? 0
+    }
+}
+
+extension RouterOutput {
+    var connection: ConnectionID {
+        switch self {
+        case .deliver(let id, _), .fail(let id, _), .close(let id): return id
+        }
+    }
+}

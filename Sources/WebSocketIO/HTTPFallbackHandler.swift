@@ -1,0 +1,49 @@
+import NIOCore
+import NIOHTTP1
+
+/// Answers HTTP requests on the WebSocket port that are not WebSocket upgrades, so a plain
+/// request gets a clear status instead of a hang: 426 on the WebSocket path, 404 elsewhere.
+final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let webSocketPath: String
+    private var pending: (status: HTTPResponseStatus, message: String)?
+
+    init(webSocketPath: String) {
+        self.webSocketPath = webSocketPath
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            if requestPath(head.uri) == webSocketPath {
+                pending = (.upgradeRequired, "This endpoint speaks STOMP over WebSocket: send a WebSocket upgrade request (subprotocols v12.stomp, v11.stomp, v10.stomp).\n")
+            } else {
+                pending = (.notFound, "Not found. STOMP over WebSocket is served at \(webSocketPath).\n")
+            }
+        case .body:
+            break
+        case .end:
+            guard let (status, message) = pending else { return }
+            pending = nil
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
+            headers.add(name: "Content-Length", value: String(message.utf8.count))
+            headers.add(name: "Connection", value: "close")
+            if status == .upgradeRequired {
+                headers.add(name: "Upgrade", value: "websocket")
+            }
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: message)))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { [channel = context.channel] _ in
+                channel.close(promise: nil)
+            }
+        }
+    }
+}
+
+/// The path of a request target, without its query.
+func requestPath(_ uri: String) -> Substring {
+    uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+}

@@ -1,0 +1,283 @@
+import Logging
+import NIOCore
+import StompRouting
+
+/// Drives one client connection: bytes in, frames decoded, the session consulted, operations
+/// handed to the ``Broker``, and the broker's outputs written back.
+///
+/// The transport below it (plain TCP, or WebSocket through ``WebSocketStompBridge``) delivers
+/// raw STOMP bytes and takes ``OutboundFrame``s. Writes are not flushed one by one: during a
+/// read burst they are flushed once in `channelReadComplete`, and a batch of router outputs
+/// is flushed once at its end.
+final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = OutboundFrame
+
+    private enum State {
+        /// Reading frames.
+        case active
+        /// An ERROR was written or DISCONNECT answered; waiting for the close.
+        case closing
+        /// The channel is gone.
+        case closed
+    }
+
+    private let id: ConnectionID
+    private let broker: Broker
+    private let limiter: ConnectionLimiter
+    private let metrics: StompMetrics
+    private var logger: Logger
+    private var decoder: StompFrameDecoder
+    private var session: SessionStateMachine
+    private var state = State.active
+    private var context: ChannelHandlerContext?
+
+    /// Unconsumed inbound bytes; holds at most one partial frame, which the decoder bounds.
+    private var inbound = ByteBuffer()
+    /// Operations decoded in this read burst, handed to the router together.
+    private var pendingOperations: [(RouterOperation, receipt: String?)] = []
+    private var actions: [SessionStateMachine.Action] = []
+    private var inReadBurst = false
+    private var registered = false
+    private var holdsConnectionSlot = false
+    private var heartbeatTask: RepeatedTask?
+
+    init(
+        id: ConnectionID,
+        broker: Broker,
+        limiter: ConnectionLimiter,
+        metrics: StompMetrics,
+        sessionSettings: SessionStateMachine.Settings,
+        frameLimits: StompFrameDecoder.Limits,
+        sessionIDPrefix: String,
+        logger: Logger
+    ) {
+        self.id = id
+        self.broker = broker
+        self.limiter = limiter
+        self.metrics = metrics
+        self.decoder = StompFrameDecoder(limits: frameLimits)
+        self.session = SessionStateMachine(settings: sessionSettings, sessionID: sessionIDPrefix + id.description)
+        var logger = logger
+        logger[metadataKey: "stomp.connection.id"] = "\(id)"
+        self.logger = logger
+    }
+
+    // MARK: - Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { admit(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        admit(context: context)
+        context.fireChannelActive()
+    }
+
+    /// Takes a connection slot, or refuses the client with an ERROR when the node is full or
+    /// shutting down.
+    private func admit(context: ChannelHandlerContext) {
+        guard !holdsConnectionSlot, state == .active else { return }
+        if let refusal = broker.refusal {
+            fail(refusal)
+            return
+        }
+        guard limiter.acquire() else {
+            fail(StompProtocolError(.tooManyConnections, "too many connections", detail: "This node serves at most \(limiter.limit) connections; try another node."))
+            return
+        }
+        holdsConnectionSlot = true
+        metrics.connectionOpened(open: limiter.current)
+        logger.debug("connection opened", metadata: ["stomp.remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard state == .active else { return }
+        var bytes = unwrapInboundIn(data)
+        inReadBurst = true
+        session.bytesReceived(now: .now())
+        if inbound.readableBytes == 0 {
+            inbound = bytes
+        } else {
+            inbound.writeBuffer(&bytes)
+        }
+        while state == .active {
+            let frame: StompFrame?
+            do {
+                frame = try decoder.nextFrame(from: &inbound)
+            } catch {
+                metrics.frameError(error.kind)
+                fail(error)
+                return
+            }
+            guard let frame else { break }
+            session.frameReceived(frame, now: .now(), into: &actions)
+            perform(actions)
+            actions.removeAll(keepingCapacity: true)
+        }
+        if inbound.readableBytes == 0 {
+            inbound.clear()
+        } else if inbound.readerIndex > 65_536 {
+            inbound.discardReadBytes()
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        inReadBurst = false
+        submitPendingOperations()
+        flush()
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // The outbound buffer passed its high-water mark: the client reads slower than it is
+        // sent to. Holding more would let one client exhaust the node's memory.
+        if !context.channel.isWritable, state == .active {
+            metrics.slowConsumerDisconnected()
+            logger.info("disconnecting slow consumer")
+            fail(StompProtocolError(.slowConsumer, "slow consumer", detail: "More than the allowed outbound bytes were waiting for this client to read them."))
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        state = .closed
+        heartbeatTask?.cancel()
+        heartbeatTask = nil
+        pendingOperations.removeAll()
+        if registered {
+            broker.submit([(.closed, receipt: nil)], from: id)
+            registered = false
+        }
+        if holdsConnectionSlot {
+            limiter.release()
+            metrics.connectionClosed(open: limiter.current)
+            holdsConnectionSlot = false
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("connection error", metadata: ["error.type": "\(type(of: error))", "error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    // MARK: - Session actions
+
+    private func perform(_ actions: [SessionStateMachine.Action]) {
+        for action in actions {
+            switch action {
+            case .send(let frame):
+                write(frame)
+            case .connected(let version, let heartbeat):
+                decoder.version = version
+                registered = true
+                broker.register(id, handler: NIOLoopBound(self, eventLoop: context!.eventLoop))
+                startHeartbeats(heartbeat)
+            case .route(let operation, let receipt):
+                pendingOperations.append((operation, receipt))
+            case .fail(let error):
+                metrics.frameError(error.kind)
+                fail(error)
+            }
+        }
+    }
+
+    private func submitPendingOperations() {
+        guard !pendingOperations.isEmpty else { return }
+        broker.submit(pendingOperations, from: id)
+        pendingOperations.removeAll(keepingCapacity: true)
+    }
+
+    // MARK: - Router outputs (on this connection's loop)
+
+    /// One output of the router for this connection; written now, flushed in
+    /// ``routerOutputsDone()``.
+    func routerOutput(_ output: RouterOutput) {
+        guard state == .active, let context else { return }
+        switch output {
+        case .deliver(_, let frame):
+            context.write(wrapOutboundOut(frame), promise: nil)
+        case .fail(_, let error):
+            metrics.frameError(error.kind)
+            registered = false
+            fail(error)
+        case .close:
+            registered = false
+            // The RECEIPT was written just before; a flush hands it to the kernel on a healthy
+            // socket, so closing right after does not lose it.
+            flush()
+            state = .closing
+            context.close(promise: nil)
+        }
+    }
+
+    /// The end of a batch of router outputs. Within a read burst the flush waits for
+    /// `channelReadComplete`, so that everything the burst caused goes out together.
+    func routerOutputsDone() {
+        if !inReadBurst { flush() }
+    }
+
+    // MARK: - Writing
+
+    private func write(_ frame: StompFrame) {
+        guard let context else { return }
+        let bytes = StompFrameEncoder.encode(frame, version: session.version)
+        context.write(wrapOutboundOut(OutboundFrame(bytes: bytes, isText: true)), promise: nil)
+    }
+
+    private func flush() {
+        guard let context, state != .closed else { return }
+        context.flush()
+        session.bytesSent(now: .now())
+    }
+
+    /// Sends the ERROR and closes. The close waits for the ERROR to be written, but not for
+    /// long: a client that doesn't read (the slow consumer) would otherwise hold the
+    /// connection open.
+    private func fail(_ error: StompProtocolError) {
+        guard state == .active, let context else { return }
+        submitPendingOperations()
+        state = .closing
+        session.failed()
+        heartbeatTask?.cancel()
+        logger.debug("closing with ERROR", metadata: ["error.type": "\(error.kind.rawValue)", "stomp.error": "\(error.summary)"])
+        let bytes = StompFrameEncoder.encode(error.errorFrame(version: session.version), version: session.version)
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(OutboundFrame(bytes: bytes, isText: true)), promise: written)
+        let channel = context.channel
+        let deadline = context.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+        written.futureResult.whenComplete { _ in
+            deadline.cancel()
+            channel.close(promise: nil)
+        }
+    }
+
+    // MARK: - Heart-beats
+
+    private func startHeartbeats(_ heartbeat: Heartbeat) {
+        guard let interval = heartbeat.tickInterval, let context else { return }
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        heartbeatTask = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            handler.value.heartbeatTick()
+        }
+    }
+
+    private func heartbeatTick() {
+        guard state == .active, let context else { return }
+        switch session.tick(now: .now()) {
+        case .none:
+            break
+        case .sendHeartbeat:
+            var beat = context.channel.allocator.buffer(capacity: 1)
+            beat.writeInteger(UInt8(ascii: "\n"))
+            context.write(wrapOutboundOut(OutboundFrame(bytes: beat, isText: true)), promise: nil)
+            flush()
+        case .fail(let error):
+            metrics.frameError(error.kind)
+            logger.info("closing connection: heart-beat timeout")
+            fail(error)
+        }
+    }
+}

@@ -1,0 +1,180 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import NIOWebSocket
+import StompRouting
+import Synchronization
+
+/// The client listeners of a node: STOMP over WebSocket and over TCP, each optionally over
+/// TLS, all feeding one ``Broker``.
+public final class StompServer: Sendable {
+    /// The ports actually bound (useful when a configured port is 0).
+    public struct BoundPorts: Sendable, Equatable {
+        public var ws: Int?
+        public var stomp: Int?
+        public var wss: Int?
+        public var stomps: Int?
+    }
+
+    private enum Transport: Sendable {
+        case webSocket
+        case tcp
+    }
+
+    private let configuration: WebSocketIOConfiguration
+    private let broker: Broker
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let sslContext: NIOSSLContext?
+    private let limiter: ConnectionLimiter
+    private let metrics = StompMetrics()
+    private let listeners = Mutex<[any Channel]>([])
+
+    /// Validates the configuration and loads TLS material once, before anything binds.
+    ///
+    /// - Throws: when the TLS files can't be read or don't form a usable server identity.
+    public init(configuration: WebSocketIOConfiguration, broker: Broker, group: any EventLoopGroup, logger: Logger) throws {
+        self.configuration = configuration
+        self.broker = broker
+        self.group = group
+        self.logger = logger
+        self.limiter = ConnectionLimiter(limit: configuration.maxConnections)
+        if let tls = configuration.tls {
+            let chain = try NIOSSLCertificate.fromPEMFile(tls.certificateChainPath).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: tls.privateKeyPath, format: .pem)
+            self.sslContext = try NIOSSLContext(configuration: .makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key)))
+        } else {
+            self.sslContext = nil
+        }
+    }
+
+    /// Binds every configured listener.
+    ///
+    /// - Returns: the ports bound.
+    public func start() async throws -> BoundPorts {
+        var ports = BoundPorts()
+        ports.ws = try await bind(configuration.webSocketPort, transport: .webSocket, tls: nil)
+        ports.stomp = try await bind(configuration.stompPort, transport: .tcp, tls: nil)
+        if let sslContext {
+            ports.wss = try await bind(configuration.secureWebSocketPort, transport: .webSocket, tls: sslContext)
+            ports.stomps = try await bind(configuration.secureStompPort, transport: .tcp, tls: sslContext)
+        }
+        return ports
+    }
+
+    /// Stops accepting connections. Open connections are not touched.
+    public func closeListeners() async {
+        let channels = listeners.withLock { channels in
+            defer { channels.removeAll() }
+            return channels
+        }
+        for channel in channels {
+            try? await channel.close()
+        }
+    }
+
+    // MARK: - Bootstrap
+
+    private func bind(_ port: Int?, transport: Transport, tls: NIOSSLContext?) async throws -> Int? {
+        guard let port else { return nil }
+        let highWater = max(configuration.maxOutboundBytes, 2)
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1_024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: highWater / 2, high: highWater))
+            .childChannelInitializer { [self] channel in
+                do {
+                    try self.configureConnection(channel, transport: transport, tls: tls)
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
+            }
+            .bind(host: configuration.host, port: port)
+            .get()
+        listeners.withLock { $0.append(channel) }
+        let bound = channel.localAddress?.port ?? port
+        logger.info(
+            "listening",
+            metadata: [
+                "stomp.transport": "\(transport == .webSocket ? (tls == nil ? "ws" : "wss") : (tls == nil ? "stomp" : "stomp+tls"))",
+                "net.address": "\(configuration.host):\(bound)",
+            ]
+        )
+        return bound
+    }
+
+    private func configureConnection(_ channel: any Channel, transport: Transport, tls: NIOSSLContext?) throws {
+        let pipeline = channel.pipeline.syncOperations
+        if let tls {
+            try pipeline.addHandler(NIOSSLServerHandler(context: tls))
+        }
+        switch transport {
+        case .tcp:
+            try pipeline.addHandler(OutboundFrameWriter())
+            try pipeline.addHandler(makeConnectionHandler())
+        case .webSocket:
+            try configureWebSocket(channel)
+        }
+    }
+
+    private func configureWebSocket(_ channel: any Channel) throws {
+        let path = configuration.webSocketPath
+        let maxMessage = configuration.maxWebSocketMessageSize
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: maxMessage,
+            automaticErrorHandling: true,
+            shouldUpgrade: { channel, head in
+                guard requestPath(head.uri) == path else {
+                    return channel.eventLoop.makeSucceededFuture(nil)
+                }
+                var headers = HTTPHeaders()
+                if let chosen = StompSubprotocol.choose(from: head.headers[canonicalForm: "Sec-WebSocket-Protocol"].map(String.init)) {
+                    headers.add(name: "Sec-WebSocket-Protocol", value: chosen)
+                }
+                return channel.eventLoop.makeSucceededFuture(headers)
+            },
+            upgradePipelineHandler: { [self] channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    let pipeline = channel.pipeline.syncOperations
+                    try pipeline.addHandler(
+                        NIOWebSocketFrameAggregator(
+                            minNonFinalFragmentSize: 0,
+                            maxAccumulatedFrameCount: 4_096,
+                            maxAccumulatedFrameSize: maxMessage
+                        )
+                    )
+                    try pipeline.addHandler(WebSocketStompBridge())
+                    try pipeline.addHandler(self.makeConnectionHandler())
+                }
+            }
+        )
+        let fallback = HTTPFallbackHandler(webSocketPath: path)
+        let fallbackBox = NIOLoopBound(fallback, eventLoop: channel.eventLoop)
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+            withServerUpgrade: (
+                upgraders: [upgrader],
+                completionHandler: { context in
+                    context.pipeline.syncOperations.removeHandler(fallbackBox.value, promise: nil)
+                }
+            )
+        )
+        try channel.pipeline.syncOperations.addHandler(fallback)
+    }
+
+    private func makeConnectionHandler() -> StompConnectionHandler {
+        StompConnectionHandler(
+            id: broker.makeConnectionID(),
+            broker: broker,
+            limiter: limiter,
+            metrics: metrics,
+            sessionSettings: configuration.session,
+            frameLimits: configuration.frameLimits,
+            sessionIDPrefix: configuration.sessionIDPrefix,
+            logger: logger
+        )
+    }
+}

@@ -1,0 +1,70 @@
+import NIOCore
+import StompRouting
+
+/// Everything the client-facing listeners of a node need: where to listen, TLS, and the
+/// limits that protect the node from any one client.
+public struct WebSocketIOConfiguration: Sendable {
+    /// Certificate and key for `wss://` and STOMP over TLS, as PEM files.
+    public struct TLSFiles: Sendable, Equatable {
+        public var certificateChainPath: String
+        public var privateKeyPath: String
+
+        public init(certificateChainPath: String, privateKeyPath: String) {
+            self.certificateChainPath = certificateChainPath
+            self.privateKeyPath = privateKeyPath
+        }
+    }
+
+    /// The address every client listener binds.
+    public var host: String = "0.0.0.0"
+    /// STOMP over WebSocket; `nil` turns it off. 15674 is RabbitMQ Web-STOMP's port, so
+    /// clients move over unchanged.
+    public var webSocketPort: Int? = 15674
+    /// STOMP over plain TCP; `nil` turns it off.
+    public var stompPort: Int? = 61613
+    /// The HTTP path that upgrades to WebSocket.
+    public var webSocketPath: String = "/ws"
+    /// TLS material. When set, the TLS listeners below start as well.
+    public var tls: TLSFiles?
+    /// `wss://` when ``tls`` is set (RabbitMQ Web-STOMP's TLS port).
+    public var secureWebSocketPort: Int? = 15673
+    /// STOMP over TLS when ``tls`` is set.
+    public var secureStompPort: Int? = 61614
+
+    /// The largest WebSocket message, after reassembling fragments. Larger ones close the
+    /// connection with status 1009.
+    public var maxWebSocketMessageSize: Int = 1_114_112 + 1_024
+    /// Bytes that may wait in a connection's outbound buffer. A client that lets more pile up
+    /// is a slow consumer: it gets an ERROR and is disconnected, so it can't exhaust memory.
+    public var maxOutboundBytes: Int = 8 * 1_048_576
+    /// Client connections this node serves at once; more are refused with an ERROR.
+    public var maxConnections: Int = 100_000
+
+    public var frameLimits = StompFrameDecoder.Limits()
+    public var session = SessionStateMachine.Settings()
+    /// Prefix of each CONNECTED `session` header, naming the node.
+    public var sessionIDPrefix: String = ""
+
+    public init() {}
+}
+
+/// The WebSocket subprotocols of STOMP, best first.
+enum StompSubprotocol {
+    static let supported = ["v12.stomp", "v11.stomp", "v10.stomp"]
+
+    /// The best protocol the client offered, or `nil` if it offered none we know; such a
+    /// client is served STOMP all the same, as RabbitMQ does.
+    static func choose(from offered: [String]) -> String? {
+        let offered = Set(offered.map { $0.trimmingCharacters(in: " \t").lowercased() })
+        return supported.first { offered.contains($0) }
+    }
+}
+
+extension String {
+    fileprivate func trimmingCharacters(in set: String) -> String {
+        var slice = Substring(self)
+        while let first = slice.first, set.contains(first) { slice.removeFirst() }
+        while let last = slice.last, set.contains(last) { slice.removeLast() }
+        return String(slice)
+    }
+}

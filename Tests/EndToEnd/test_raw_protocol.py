@@ -1,0 +1,278 @@
+"""STOMP semantics checked frame by frame with the raw client, over TCP and WebSocket."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from stomp_raw import DEFAULT_TIMEOUT, ConnectionClosed, StompClient, unique
+
+TRANSPORTS = pytest.mark.parametrize("transport", ["tcp", "ws"])
+
+
+@pytest.fixture
+def open_client(node):
+    opened: list = []
+
+    def make(transport: str, version: str = "1.2", **connect_kw) -> StompClient:
+        c = StompClient.open(node, transport)
+        opened.append(c)
+        c.connect(version, **connect_kw)
+        return c
+
+    yield make
+    for c in opened:
+        c.close()
+
+
+@TRANSPORTS
+@pytest.mark.parametrize("command", ["CONNECT", "STOMP"])
+def test_connected_frame(node, transport, command):
+    with StompClient.open(node, transport) as c:
+        f = c.connect("1.0,1.1,1.2", command=command)
+        assert f.header("version") == "1.2"
+        hb = f.header("heart-beat", "0,0")
+        assert [int(x) >= 0 for x in hb.split(",")] == [True, True], hb
+        c.disconnect()
+
+
+@TRANSPORTS
+@pytest.mark.parametrize("accept,expected", [("1.1", "1.1"), ("1.0,1.1", "1.1"), ("1.2,1.0", "1.2")])
+def test_version_negotiation(node, transport, accept, expected):
+    with StompClient.open(node, transport) as c:
+        assert c.connect(accept).header("version") == expected
+
+
+@TRANSPORTS
+def test_connect_without_accept_version_is_1_0(node, transport):
+    with StompClient.open(node, transport) as c:
+        c.send_frame("CONNECT", {"host": "localhost"})
+        f = c.expect("CONNECTED")
+        assert f.header("version", "1.0") == "1.0"
+
+
+@TRANSPORTS
+def test_receipt_for_every_client_frame(open_client, transport):
+    c = open_client(transport)
+    q = f"/queue/{unique('rcpt')}"
+    receipts = []
+
+    def send(cmd, headers, body=b""):
+        rid = unique(cmd.lower())
+        receipts.append(rid)
+        c.send_frame(cmd, {**headers, "receipt": rid}, body)
+        return rid
+
+    send("SUBSCRIBE", {"destination": q, "id": "s", "ack": "client-individual"})
+    send("SEND", {"destination": q}, "one")
+    send("SEND", {"destination": q}, "two")
+    frames = c.collect(lambda fs: sum(f.command == "MESSAGE" for f in fs) >= 2
+                       and sum(f.command == "RECEIPT" for f in fs) >= 3)
+    m1, m2 = [f for f in frames if f.command == "MESSAGE"]
+    send("ACK", {"id": m1.header("ack")})
+    send("NACK", {"id": m2.header("ack")})
+    send("BEGIN", {"transaction": "t1"})
+    send("SEND", {"destination": f"/topic/{unique('x')}", "transaction": "t1"}, "in tx")
+    send("COMMIT", {"transaction": "t1"})
+    send("BEGIN", {"transaction": "t2"})
+    send("ABORT", {"transaction": "t2"})
+    send("UNSUBSCRIBE", {"id": "s"})
+    send("DISCONNECT", {})
+    frames += c.wait_closed()
+    got = [f.header("receipt-id") for f in frames if f.command == "RECEIPT"]
+    assert got == receipts, "a RECEIPT per frame, in order"
+    assert not [f for f in frames if f.command == "ERROR"], frames
+
+
+@TRANSPORTS
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
+def test_message_frame_headers(open_client, transport, version):
+    c = open_client(transport, version)
+    q = f"/queue/{unique('mh')}"
+    c.subscribe(q, sub_id="the-sub", ack="client")
+    c.send(q, "body", headers={"content-type": "text/plain", "x-app": "yes"})
+    (m,) = c.messages(1)
+    h = m.headers
+    assert h["subscription"] == "the-sub"
+    assert h["destination"] == q
+    assert h.get("message-id")
+    assert h.get("x-app") == "yes"
+    assert h.get("content-type") == "text/plain"
+    if version == "1.2":
+        assert h.get("ack"), h
+    c.send_frame("ACK", {"id": h["ack"]} if version == "1.2"
+                 else {"message-id": h["message-id"], "subscription": "the-sub"}, b"")
+    c.disconnect()
+
+
+@TRANSPORTS
+def test_subscribe_without_id_is_allowed_in_1_0(open_client, transport):
+    c = open_client(transport, "1.0")
+    dest = f"/topic/{unique('noid')}"
+    c.send_frame("SUBSCRIBE", {"destination": dest, "receipt": "r1"})
+    c.await_receipt("r1")
+    c.send(dest, "ten")
+    (m,) = c.messages(1)
+    assert m.body == b"ten"
+
+
+@TRANSPORTS
+def test_binary_body_with_nul_bytes(open_client, transport):
+    c = open_client(transport)
+    q = f"/queue/{unique('bin')}"
+    body = bytes(range(256)) * 4
+    c.subscribe(q)
+    c.send(q, body, headers={"content-type": "application/octet-stream"})
+    (m,) = c.messages(1)
+    assert m.body == body
+    assert m.header("content-length") == str(len(body))
+
+
+@TRANSPORTS
+def test_empty_body_and_utf8_headers(open_client, transport):
+    c = open_client(transport)
+    q = f"/queue/{unique('empty')}"
+    c.subscribe(q)
+    c.send(q, b"", headers={"x-unicode": "grüße ✓"})
+    (m,) = c.messages(1)
+    assert m.body == b""
+    assert m.header("x-unicode") == "grüße ✓"
+
+
+@TRANSPORTS
+def test_repeated_header_first_wins(open_client, transport):
+    c = open_client(transport)
+    q = f"/queue/{unique('rep')}"
+    c.subscribe(q)
+    c.send_frame("SEND", [("destination", q), ("x-dup", "first"), ("x-dup", "second")], "r")
+    (m,) = c.messages(1)
+    assert m.header("x-dup") == "first"
+
+
+@TRANSPORTS
+def test_crlf_line_endings_are_accepted(open_client, transport):
+    c = open_client(transport)
+    q = f"/queue/{unique('crlf')}"
+    c.subscribe(q)
+    c.send_raw(f"SEND\r\ndestination:{q}\r\nreceipt:crlf\r\n\r\nwindows\x00".encode())
+    c.await_receipt("crlf")
+    (m,) = c.messages(1)
+    assert m.body == b"windows"
+
+
+def test_heartbeats_over_tcp(node):
+    with StompClient.tcp(node.host, node.stomp_port) as c:
+        # We promise no heart-beats (0) so the server won't drop us; we send a few anyway.
+        f = c.connect("1.2", headers={"heart-beat": "0,200"})
+        sx, sy = (int(x) for x in f.header("heart-beat", "0,0").split(","))
+        # Send heart-beats of our own for a while; the server must not complain.
+        for _ in range(5):
+            c.send_raw(b"\n")
+            time.sleep(0.1)
+        dest = f"/topic/{unique('hb')}"
+        c.subscribe(dest)
+        if sx > 0:
+            start = c.parser.heartbeats
+            deadline = time.monotonic() + max(sx, 200) / 1000 * 4 + DEFAULT_TIMEOUT
+            while c.parser.heartbeats < start + 2:
+                assert time.monotonic() < deadline, "server promised heart-beats but sent none"
+                try:
+                    c.pending.extend(c.parser.feed(c.t.recv_chunk(deadline - time.monotonic())))
+                except TimeoutError:
+                    pass
+        c.send(dest, "still alive", receipt=True)
+        assert any(m.body == b"still alive" for m in c.messages(1))
+
+
+def test_queue_message_held_until_consumer_subscribes(open_client):
+    pub = open_client("tcp")
+    q = f"/queue/{unique('held')}"
+    for i in range(3):
+        pub.send(q, f"h{i}")
+    pub.send(q, "h3", receipt=True)
+    sub = open_client("ws")
+    sub.subscribe(q)
+    assert [m.body for m in sub.messages(4)] == [b"h0", b"h1", b"h2", b"h3"]
+
+
+def test_topic_message_without_subscriber_is_not_held(open_client):
+    pub = open_client("tcp")
+    t = f"/topic/{unique('gone')}"
+    pub.send(t, "nobody listens", receipt=True)
+    sub = open_client("tcp")
+    sub.subscribe(t)
+    pub.send(t, "marker", receipt=True)
+    (m,) = sub.messages(1)
+    assert m.body == b"marker"
+
+
+def test_ack_in_aborted_transaction_does_not_ack(open_client):
+    a = open_client("tcp")
+    q = f"/queue/{unique('acktx')}"
+    a.subscribe(q, ack="client-individual")
+    a.send(q, "one")
+    (m,) = a.messages(1)
+    a.send_frame("BEGIN", {"transaction": "tx"})
+    a.send_frame("ACK", {"id": m.header("ack"), "transaction": "tx"})
+    a.send_frame("ABORT", {"transaction": "tx", "receipt": "aborted"})
+    a.await_receipt("aborted")
+    # The ACK was aborted: the message is still unacked; another consumer gets it when a leaves.
+    b = open_client("tcp")
+    b.subscribe(q)
+    a.close()
+    (r,) = b.messages(1)
+    assert r.body == b"one" and r.header("redelivered") == "true"
+
+
+def test_max_subscriptions_limit(node_factory):
+    node = node_factory("--max-subscriptions", "3", name="maxsubs")
+    with StompClient.tcp(node.host, node.stomp_port) as c:
+        c.connect()
+        for i in range(3):
+            c.subscribe(f"/topic/s{i}", sub_id=f"s{i}")
+        c.send_frame("SUBSCRIBE", {"destination": "/topic/s3", "id": "s3"})
+        frames = c.wait_closed()
+        assert frames and frames[-1].command == "ERROR", frames
+        assert frames[-1].header("message"), frames[-1]
+
+
+def test_max_unacked_default_prefetch(node_factory):
+    node = node_factory("--max-unacked", "2", name="maxunacked")
+    with StompClient.tcp(node.host, node.stomp_port) as a, StompClient.tcp(node.host, node.stomp_port) as b:
+        a.connect()
+        b.connect()
+        q = f"/queue/{unique('mu')}"
+        a.subscribe(q, ack="client-individual")
+        for i in range(5):
+            b.send(q, f"m{i}")
+        b.send(q, "m5", receipt=True)
+        first = a.messages(2)
+        b.subscribe(q, ack="auto")
+        rest = b.messages(4)
+        # a holds exactly its 2 unacked messages; b got the other 4 (each message once).
+        assert sorted(x.body for x in first + rest) == [f"m{i}".encode() for i in range(6)]
+
+
+def test_max_queue_depth_bounds_held_messages(node_factory):
+    """Messages held for a queue without consumers are bounded by --max-queue-depth.
+    (What the publisher is told on overflow is the server's choice: an ERROR, or nothing.)"""
+    node = node_factory("--max-queue-depth", "5", name="maxdepth")
+    q = f"/queue/{unique('depth')}"
+    with StompClient.tcp(node.host, node.stomp_port) as pub:
+        pub.connect()
+        for i in range(20):
+            pub.send_frame("SEND", {"destination": q, "receipt": f"d{i}"}, f"m{i}")
+        try:
+            pub.collect(lambda fs: sum(f.command == "RECEIPT" for f in fs) >= 20
+                        or any(f.command == "ERROR" for f in fs))
+        except ConnectionClosed:
+            pass
+    with StompClient.tcp(node.host, node.stomp_port) as sub:
+        sub.connect()
+        sub.subscribe(q)
+        # Held messages are delivered before a message sent after the SUBSCRIBE.
+        sub.send(q, "marker")
+        frames = sub.collect(lambda fs: any(f.body == b"marker" for f in fs))
+        held = [f.body for f in frames if f.command == "MESSAGE" and f.body != b"marker"]
+        assert 1 <= len(held) <= 5, held

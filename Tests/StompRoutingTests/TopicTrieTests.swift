@@ -1,0 +1,169 @@
+import Testing
+
+@testable import StompRouting
+
+@Suite("TopicTrie")
+struct TopicTrieTests {
+    private func matches(_ trie: TopicTrie<String>, _ key: String) -> Set<String> {
+        var result = Set<String>()
+        trie.matches(key, into: &result)
+        return result
+    }
+
+    /// Whether the trie's root node holds nothing at all, read through reflection because the
+    /// nodes are private: proof that removal pruned every node it created.
+    private func rootIsEmpty(_ trie: TopicTrie<String>) throws -> Bool {
+        let root = try #require(Mirror(reflecting: trie).children.first { $0.label == "root" }?.value)
+        var empty = true
+        for child in Mirror(reflecting: root).children {
+            switch child.label {
+            case "children":
+                let dictionary = try #require(child.value as? [Substring: Any])
+                empty = empty && dictionary.isEmpty
+            case "star", "hash":
+                empty = empty && Mirror(reflecting: child.value).children.isEmpty  // Optional.none has no children.
+            case "values":
+                let values = try #require(child.value as? Set<String>)
+                empty = empty && values.isEmpty
+            default:
+                break
+            }
+        }
+        return empty
+    }
+
+    @Test(
+        "RabbitMQ topic semantics",
+        arguments: [
+            ("a.b", "a.b", true),
+            ("a.b", "a.c", false),
+            ("a.b", "a.b.c", false),
+            ("a.b", "a", false),
+            ("*", "a", true),
+            ("*", "a.b", false),
+            ("a.*", "a.b", true),
+            ("a.*", "a", false),
+            ("a.*", "a.b.c", false),
+            ("a.*.c", "a.b.c", true),
+            ("a.*.c", "a.c", false),
+            ("a.*.c", "a.b.b.c", false),
+            ("*.*", "a.b", true),
+            ("*.*", "a", false),
+            ("#", "a", true),
+            ("#", "a.b.c", true),
+            ("a.#", "a", true),
+            ("a.#", "a.b", true),
+            ("a.#", "a.b.c", true),
+            ("a.#", "b.a", false),
+            ("#.c", "c", true),
+            ("#.c", "a.b.c", true),
+            ("#.c", "a.b.c.d", false),
+            ("a.#.c", "a.c", true),
+            ("a.#.c", "a.b.c", true),
+            ("a.#.c", "a.b.d.c", true),
+            ("a.#.c", "a.b.d", false),
+            ("*.#", "a", true),
+            ("*.#", "a.b.c", true),
+            ("#.*", "a", true),
+            ("#.#", "a.b", true),
+            ("a.*.#", "a", false),
+            ("a.*.#", "a.b", true),
+            ("a.*.#", "a.b.c.d", true),
+            ("a..b", "a..b", true),
+            ("a.*.b", "a..b", true),
+        ]
+    )
+    func semantics(pattern: String, key: String, matches expected: Bool) {
+        var trie = TopicTrie<String>()
+        trie.insert("v", pattern: pattern)
+        #expect(matches(trie, key) == (expected ? ["v"] : []))
+    }
+
+    @Test("each value is reported once, however many of its patterns match")
+    func eachValueOnce() {
+        var trie = TopicTrie<String>()
+        for pattern in ["a.b", "a.*", "#", "a.#", "#.b", "*.#.b"] {
+            trie.insert("x", pattern: pattern)
+        }
+        trie.insert("y", pattern: "a.b")
+        trie.insert("z", pattern: "c")
+        #expect(trie.count == 8)
+        #expect(matches(trie, "a.b") == ["x", "y"])
+    }
+
+    @Test("inserting the same value and pattern twice stores it once")
+    func duplicateInsert() {
+        var trie = TopicTrie<String>()
+        trie.insert("v", pattern: "a.*")
+        trie.insert("v", pattern: "a.*")
+        #expect(trie.count == 1)
+        trie.remove("v", pattern: "a.*")
+        #expect(trie.count == 0)
+        #expect(matches(trie, "a.b").isEmpty)
+    }
+
+    @Test("removing leaves other values and patterns intact")
+    func removeOne() {
+        var trie = TopicTrie<String>()
+        trie.insert("v", pattern: "a.#")
+        trie.insert("w", pattern: "a.#")
+        trie.insert("v", pattern: "a.b")
+        trie.remove("v", pattern: "a.#")
+        #expect(trie.count == 2)
+        #expect(matches(trie, "a.b") == ["v", "w"])
+        #expect(matches(trie, "a.c") == ["w"])
+    }
+
+    @Test("removing what is not there changes nothing")
+    func removeAbsent() {
+        var trie = TopicTrie<String>()
+        trie.insert("v", pattern: "a.b")
+        trie.remove("w", pattern: "a.b")
+        trie.remove("v", pattern: "a.c")
+        trie.remove("v", pattern: "a")
+        trie.remove("v", pattern: "a.b.c")
+        trie.remove("v", pattern: "*.b")
+        trie.remove("v", pattern: "#")
+        #expect(trie.count == 1)
+        #expect(matches(trie, "a.b") == ["v"])
+        #expect(try rootIsEmpty(trie) == false)
+    }
+
+    @Test("inserting then removing everything prunes back to an empty root")
+    func pruning() throws {
+        var trie = TopicTrie<String>()
+        let patterns = ["a", "a.b", "a.b.c", "a.*", "a.*.c", "#", "a.#", "#.c", "*.#.*", "x.y.z", "*"]
+        for (index, pattern) in patterns.enumerated() {
+            trie.insert("v\(index)", pattern: pattern)
+            trie.insert("shared", pattern: pattern)
+        }
+        #expect(trie.count == patterns.count * 2)
+        #expect(try rootIsEmpty(trie) == false)
+        for (index, pattern) in patterns.enumerated().reversed() {
+            trie.remove("v\(index)", pattern: pattern)
+        }
+        #expect(trie.count == patterns.count)
+        for pattern in patterns {
+            trie.remove("shared", pattern: pattern)
+        }
+        #expect(trie.count == 0)
+        #expect(try rootIsEmpty(trie))
+        for key in ["a", "a.b", "a.b.c", "x.y.z", "q"] {
+            #expect(matches(trie, key).isEmpty)
+        }
+    }
+
+    @Test("a churn of subscriptions leaves nothing behind")
+    func churn() throws {
+        var trie = TopicTrie<Int>()
+        for round in 0..<100 {
+            let pattern = "t.\(round % 7).\(round % 3 == 0 ? "#" : "*").end"
+            trie.insert(round, pattern: pattern)
+            trie.remove(round, pattern: pattern)
+        }
+        #expect(trie.count == 0)
+        let root = try #require(Mirror(reflecting: trie).children.first { $0.label == "root" }?.value)
+        let children = try #require(Mirror(reflecting: root).children.first { $0.label == "children" }?.value as? [Substring: Any])
+        #expect(children.isEmpty)
+    }
+}
