@@ -1,0 +1,182 @@
+import Logging
+import NIOCore
+import NIOEmbedded
+import NIOWebSocket
+import StompRouting
+import Testing
+
+@testable import WebSocketIO
+
+/// A STOMP connection over an in-memory channel: the real handlers and broker, no sockets.
+private final class TestConnection {
+    let channel = EmbeddedChannel()
+    let broker: Broker
+
+    init(broker: Broker? = nil, webSocket: Bool = false, maxConnections: Int = 10) throws {
+        self.broker = broker ?? Broker(
+            settings: .init(messageIDPrefix: "test-"),
+            eventLoop: channel.embeddedEventLoop,
+            logger: Logger(label: "test")
+        )
+        let pipeline = channel.pipeline.syncOperations
+        if webSocket {
+            try pipeline.addHandler(WebSocketStompBridge())
+        } else {
+            try pipeline.addHandler(OutboundFrameWriter())
+        }
+        try pipeline.addHandler(
+            StompConnectionHandler(
+                id: self.broker.makeConnectionID(),
+                broker: self.broker,
+                limiter: ConnectionLimiter(limit: maxConnections),
+                metrics: StompMetrics(),
+                sessionSettings: .init(),
+                frameLimits: .init(),
+                sessionIDPrefix: "t-",
+                logger: Logger(label: "test")
+            )
+        )
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+    }
+
+    func send(_ text: String) throws {
+        try channel.writeInbound(ByteBuffer(string: text))
+    }
+
+    /// Everything written so far, as one string of raw STOMP bytes.
+    func received() throws -> String {
+        var result = ""
+        while let buffer = try channel.readOutbound(as: ByteBuffer.self) {
+            result += String(buffer: buffer)
+        }
+        return result
+    }
+}
+
+@Suite struct StompConnectionHandlerTests {
+    @Test func connectSubscribeSendDeliversOnTheSameNode() throws {
+        let connection = try TestConnection()
+        try connection.send("CONNECT\naccept-version:1.2\nhost:/\n\n\0")
+        #expect(try connection.received().hasPrefix("CONNECTED\nversion:1.2\n"))
+
+        try connection.send("SUBSCRIBE\nid:s1\ndestination:/topic/news.*\nreceipt:r1\n\n\0")
+        #expect(try connection.received() == "RECEIPT\nreceipt-id:r1\n\n\0")
+
+        try connection.send("SEND\ndestination:/topic/news.eu\n\nhello\0")
+        let message = try connection.received()
+        #expect(message.hasPrefix("MESSAGE\nsubscription:s1\nmessage-id:test-1\ndestination:/topic/news.eu\n"))
+        #expect(message.hasSuffix("content-length:5\n\nhello\0"))
+    }
+
+    @Test func frameSplitAcrossReadsAndSeveralFramesInOneRead() throws {
+        let connection = try TestConnection()
+        try connection.send("CONNECT\naccept-")
+        try connection.send("version:1.2\n\n\0\nSUBSCRIBE\nid:1\ndestination:/queue/q\n\n\0SEND\ndestination:/queue/q\n\nx\0")
+        let output = try connection.received()
+        #expect(output.hasPrefix("CONNECTED\n"))
+        #expect(output.contains("MESSAGE\nsubscription:1\n"))
+    }
+
+    @Test func protocolErrorSendsErrorAndCloses() throws {
+        let connection = try TestConnection()
+        try connection.send("SEND\ndestination:/topic/x\n\n\0")
+        let output = try connection.received()
+        #expect(output.hasPrefix("ERROR\nmessage:not connected\n"))
+        connection.channel.embeddedEventLoop.run()
+        #expect(!connection.channel.isActive)
+    }
+
+    @Test func garbageGetsAnError() throws {
+        let connection = try TestConnection()
+        try connection.send("\u{01}\u{02}garbage\n\n\0")
+        #expect(try connection.received().hasPrefix("ERROR\nmessage:unknown command\n"))
+    }
+
+    @Test func disconnectWithReceiptAnswersThenCloses() throws {
+        let connection = try TestConnection()
+        try connection.send("CONNECT\naccept-version:1.2\n\n\0")
+        _ = try connection.received()
+        try connection.send("DISCONNECT\nreceipt:bye\n\n\0")
+        #expect(try connection.received() == "RECEIPT\nreceipt-id:bye\n\n\0")
+        connection.channel.embeddedEventLoop.run()
+        #expect(!connection.channel.isActive)
+    }
+
+    @Test func connectionLimitRefusesWithError() throws {
+        let connection = try TestConnection(maxConnections: 0)
+        #expect(try connection.received().hasPrefix("ERROR\nmessage:too many connections\n"))
+    }
+
+    @Test func shutdownTellsConnectedClients() async throws {
+        let connection = try TestConnection()
+        try connection.send("CONNECT\naccept-version:1.2\n\n\0")
+        _ = try connection.received()
+        let reason = StompProtocolError(.shuttingDown, "node is shutting down")
+        await connection.broker.shutdown(reason: reason)
+        #expect(try connection.received().hasPrefix("ERROR\nmessage:node is shutting down\n"))
+    }
+}
+
+@Suite struct WebSocketStompBridgeTests {
+    @Test func textAndBinaryMessagesFollowUTF8Validity() throws {
+        let connection = try TestConnection(webSocket: true)
+        try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "CONNECT\naccept-version:1.2\n\n\0")))
+        let connected = try #require(try connection.channel.readOutbound(as: WebSocketFrame.self))
+        #expect(connected.opcode == .text)
+
+        try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .binary, data: ByteBuffer(string: "SUBSCRIBE\nid:1\ndestination:/topic/t\n\n\0")))
+        var body = ByteBuffer(string: "SEND\ndestination:/topic/t\ncontent-length:2\n\n")
+        body.writeBytes([0xFF, 0xFE, 0])
+        try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .binary, data: body))
+        let message = try #require(try connection.channel.readOutbound(as: WebSocketFrame.self))
+        #expect(message.opcode == .binary)
+        #expect(String(buffer: message.data).hasPrefix("MESSAGE\n"))
+    }
+
+    @Test func pingIsAnsweredWithPong() throws {
+        let connection = try TestConnection(webSocket: true)
+        try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer(string: "hi")))
+        let pong = try #require(try connection.channel.readOutbound(as: WebSocketFrame.self))
+        #expect(pong.opcode == .pong)
+        #expect(String(buffer: pong.data) == "hi")
+    }
+
+    @Test func closeIsEchoedWithItsCode() throws {
+        let connection = try TestConnection(webSocket: true)
+        var code = ByteBuffer()
+        code.write(webSocketErrorCode: .goingAway)
+        try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .connectionClose, data: code))
+        let reply = try #require(try connection.channel.readOutbound(as: WebSocketFrame.self))
+        #expect(reply.opcode == .connectionClose)
+        var data = reply.data
+        #expect(data.readWebSocketErrorCode() == .goingAway)
+    }
+
+    @Test func errorEndsWithACloseFrame() throws {
+        let connection = try TestConnection(webSocket: true)
+        try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "NOPE\n\n\0")))
+        let error = try #require(try connection.channel.readOutbound(as: WebSocketFrame.self))
+        #expect(String(buffer: error.data).hasPrefix("ERROR\n"))
+        connection.channel.embeddedEventLoop.run()
+        let close = try #require(try connection.channel.readOutbound(as: WebSocketFrame.self))
+        #expect(close.opcode == .connectionClose)
+    }
+}
+
+@Suite struct SubprotocolTests {
+    @Test(arguments: [
+        (["v10.stomp", "v11.stomp", "v12.stomp"], "v12.stomp"),
+        (["v11.stomp", "v10.stomp"], "v11.stomp"),
+        (["V10.STOMP"], "v10.stomp"),
+        (["mqtt"], nil),
+        ([], nil),
+    ] as [([String], String?)])
+    func highestKnownProtocolIsChosen(offered: [String], expected: String?) {
+        #expect(StompSubprotocol.choose(from: offered) == expected)
+    }
+
+    @Test func requestPathIgnoresQuery() {
+        #expect(requestPath("/ws?token=1") == "/ws")
+        #expect(requestPath("/ws") == "/ws")
+    }
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what this project needs from the system's package manager, and only what is
+# missing, so that `make run` and `make test` work on a fresh Debian machine with Swift.
+set -euo pipefail
+
+need=()
+dpkg -s liblz4-dev >/dev/null 2>&1 || need+=(liblz4-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ "${1:-}" = "--test" ]; then
+    python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+fi
+
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi
+
+command -v swift >/dev/null 2>&1 || {
+    echo "swift is not on PATH; install a Swift 6.1+ toolchain first" >&2
+    exit 1
+}
