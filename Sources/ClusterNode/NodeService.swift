@@ -47,8 +47,9 @@ struct NodeService: Service {
             await broker.shutdown(
                 reason: StompProtocolError(.shuttingDown, "node is shutting down", detail: "This node is shutting down; reconnect to another node.")
             )
-            // Give clients a moment to receive their ERROR before the loops stop.
-            for _ in 0..<50 where await broker.connectionCount() > 0 {
+            // Give clients a moment to receive their ERROR and close before the loops stop;
+            // a WebSocket close handshake waits at most 2 s for the peer.
+            for _ in 0..<150 where server.openConnections > 0 {
                 try? await Task.sleep(for: .milliseconds(20))
             }
         } catch {

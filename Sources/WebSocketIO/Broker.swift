@@ -147,13 +147,6 @@ public final class Broker: @unchecked Sendable {
         }
         try? await done.futureResult.get()
     }
-
-    /// Connections currently registered with the router.
-    public func connectionCount() async -> Int {
-        let promise = eventLoop.makePromise(of: Int.self)
-        onRouterLoop { promise.succeed($0.sinks.count) }
-        return (try? await promise.futureResult.get()) ?? 0
-    }
 }
 
 extension RouterOutput {

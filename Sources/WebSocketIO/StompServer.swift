@@ -64,6 +64,9 @@ public final class StompServer: Sendable {
         return ports
     }
 
+    /// Client connections open now.
+    public var openConnections: Int { limiter.current }
+
     /// Stops accepting connections. Open connections are not touched.
     public func closeListeners() async {
         let channels = listeners.withLock { channels in
