@@ -115,7 +115,7 @@ struct TopicTrieTests {
     }
 
     @Test("removing what is not there changes nothing")
-    func removeAbsent() {
+    func removeAbsent() throws {
         var trie = TopicTrie<String>()
         trie.insert("v", pattern: "a.b")
         trie.remove("w", pattern: "a.b")

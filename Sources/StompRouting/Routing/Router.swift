@@ -154,6 +154,9 @@ public struct Router {
             try acknowledge(request, connection: connection, requeue: true, into: &outputs)
         case .commit(let operations):
             for operation in operations {
+                // An operation may have failed this very connection (a topic subscriber of its
+                // own at its unacked limit); what remains of the transaction is void.
+                guard connections[connection] != nil else { return }
                 switch operation {
                 case .send(let request): try publish(request, from: connection, into: &outputs)
                 case .ack(let request): try acknowledge(request, connection: connection, requeue: false, into: &outputs)
@@ -200,6 +203,13 @@ public struct Router {
 
     private mutating func close(_ connection: ConnectionID, into outputs: inout [RouterOutput]) {
         guard let state = connections[connection] else { return }
+        // Withdraw every queue consumer of this connection before requeueing anything, so that
+        // what one subscription returns can't be handed to another of the same connection.
+        for subscription in state.subscriptions.values {
+            if case .queue(let name) = subscription.request.destination {
+                queues[name]?.consumers.removeAll { $0 == subscription.key }
+            }
+        }
         for id in state.subscriptions.keys {
             unsubscribe(SubscriptionKey(connection: connection, id: id), into: &outputs)
         }
