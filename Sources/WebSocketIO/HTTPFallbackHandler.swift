@@ -43,6 +43,17 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
 }
 
+extension HTTPFallbackHandler {
+    /// A request that doesn't parse has been answered with 400 by NIO's protocol error
+    /// handler; the connection can't be resynchronised, so it ends here. (A refused upgrade
+    /// also arrives here as an error, and is answered by `channelRead` instead.)
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is HTTPParserError {
+            context.close(promise: nil)
+        }
+    }
+}
+
 /// The path of a request target, without its query.
 func requestPath(_ uri: String) -> Substring {
     uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""

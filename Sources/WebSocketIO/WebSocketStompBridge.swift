@@ -33,9 +33,11 @@ final class WebSocketStompBridge: ChannelDuplexHandler, RemovableChannelHandler 
                 context.close(promise: nil)
             } else {
                 // Echo the peer's status code, as RFC 6455 section 5.5.1 suggests, then close.
+                // The handshake is complete once our reply is out, and the server closes the
+                // TCP connection first (RFC 6455 section 7.1.1).
                 var data = frame.unmaskedData
                 let code = data.readableBytes >= 2 ? data.readSlice(length: 2)! : ByteBuffer()
-                sendClose(context: context, payload: code)
+                sendClose(context: context, payload: code, closeWhenWritten: true)
             }
         case .pong, .continuation:
             break
@@ -85,11 +87,15 @@ final class WebSocketStompBridge: ChannelDuplexHandler, RemovableChannelHandler 
         sendClose(context: context, payload: payload)
     }
 
-    private func sendClose(context: ChannelHandlerContext, payload: ByteBuffer) {
+    private func sendClose(context: ChannelHandlerContext, payload: ByteBuffer, closeWhenWritten: Bool = false) {
         guard !sentClose else { return }
         sentClose = true
         let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: payload)
         let channel = context.channel
+        if closeWhenWritten {
+            context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
+            return
+        }
         // Wait briefly for the peer's close, then close the TCP connection regardless.
         let deadline = context.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
         channel.closeFuture.whenComplete { _ in deadline.cancel() }

@@ -10,12 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nodes import NODE_BIN, Node, _start, module_node, wait_for  # noqa: E402,F401
-
-
-@pytest.fixture(scope="session")
-def node_binary() -> Path:
-    return NODE_BIN
+from nodes import Node, _start, module_node, wait_for  # noqa: E402,F401  (re-exported for tests)
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ and on teardown sends SIGTERM, waits (bounded), SIGKILLs if it has to, and
 fails the test if the node crashed (died by a signal other than our SIGTERM,
 exited before we stopped it, or had to be killed).
 
-At most one node runs at a time: each module uses one module-scoped node, and
-tests that need special flags start their own with `node_factory`.
+Each test module shares one module-scoped node (`node`, or its own flags through
+`module_node(...)`); a test that needs special flags starts its own with
+`node_factory`. Every node listens on ephemeral ports on 127.0.0.1 only.
 """
 
 from __future__ import annotations

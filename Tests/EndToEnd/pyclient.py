@@ -12,6 +12,7 @@ connection.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -89,7 +90,8 @@ class Recorder(stomp.ConnectionListener):
                     raise AssertionError(
                         f"timed out after {timeout}s waiting for {what or predicate}; "
                         f"messages={[m.body for m in self.messages]!r} errors={self.errors!r}")
-                self.cond.wait(remaining)
+                # Short waits: a predicate may depend on other clients' recorders too.
+                self.cond.wait(min(remaining, 0.05))
 
     def bodies(self, destination: str | None = None) -> list:
         with self.cond:
@@ -230,6 +232,17 @@ class PyClient:
 
     def drop(self):
         """Close the socket abruptly (no DISCONNECT)."""
+        # shutdown() first: it wakes the receiver thread and sends the FIN at once. (stomp.py's
+        # WebSocket transport only close()s, which leaves the connection open while the
+        # receiver thread is blocked in recv().)
+        t = self.conn.transport
+        raw = getattr(t, "socket", None)
+        raw = getattr(raw, "sock", raw)  # websocket-client keeps the socket in .sock
+        if raw is not None:
+            try:
+                raw.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         try:
             self.conn.transport.running = False
             self.conn.transport.disconnect_socket()

@@ -191,36 +191,24 @@ def test_valid_escapes_in_12_headers_round_trip(node, transport):
 
 
 def test_plain_http_get_on_ws_path_gets_426(node, witnesses):
-    status, raw = http_request(node.host, node.ws_port,
-                               b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    status, raw, closed = http_request(node.host, node.ws_port,
+                                       b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert status == 426, raw[:300]
+    assert closed, f"server kept the connection open after its response: {raw[:300]!r}"
     check_witnesses(witnesses)
 
 
 def test_plain_http_get_on_other_path_gets_404(node, witnesses):
-    status, raw = http_request(node.host, node.ws_port,
-                               b"GET /elsewhere HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    status, raw, closed = http_request(node.host, node.ws_port,
+                                       b"GET /elsewhere HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert status == 404, raw[:300]
+    assert closed, f"server kept the connection open after its response: {raw[:300]!r}"
     check_witnesses(witnesses)
 
 
-def test_garbage_instead_of_http_on_ws_port_does_not_hang(node, witnesses):
-    """Not HTTP at all: the server answers 4xx or closes; either way the wait is bounded."""
-    import socket
-
-    with socket.create_connection((node.host, node.ws_port), timeout=10) as s:
-        s.sendall(b"\x16\x03\x01 this is not http\r\n\r\n")
-        data = b""
-        try:
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        except ConnectionResetError:
-            pass
-        except TimeoutError:
-            pytest.fail(f"server neither answered nor closed within 10s (got {data!r})")
-        if data:
-            assert re.match(rb"HTTP/1\.[01] 4\d\d", data), data[:300]
+def test_garbage_instead_of_http_on_ws_port_gets_4xx_and_close(node, witnesses):
+    """Not HTTP at all: the server answers 4xx and closes the connection (no hang)."""
+    status, raw, closed = http_request(node.host, node.ws_port, b"\x16\x03\x01 this is not http\r\n\r\n")
+    assert 400 <= status < 500, raw[:300]
+    assert closed, f"server answered but kept the connection open for 10s: {raw[:300]!r}"
     check_witnesses(witnesses)

@@ -104,7 +104,12 @@ def test_client_individual_ack_and_nack_redelivers_to_another_consumer(clients, 
     b.subscribe(q, "b", ack="client-individual")
     a.ack(m1)
     a.nack(m2)
-    (r,) = b.wait_messages(1)
+    try:
+        (r,) = b.wait_messages(1)
+    except AssertionError as e:
+        raise AssertionError(f"the NACKed message did not go to the other consumer; "
+                             f"the NACKing consumer has {a.rec.bodies()} "
+                             f"(redelivered flags {[m.headers.get('redelivered') for m in a.rec.messages]})") from e
     assert r.body == "m2"
     assert r.headers.get("redelivered") == "true", r.headers
     b.ack(r)

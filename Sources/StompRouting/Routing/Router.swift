@@ -279,12 +279,12 @@ public struct Router {
         }
     }
 
-    private func nextConsumer(of queue: inout QueueState) -> Subscription? {
+    private func nextConsumer(of queue: inout QueueState, excluding excluded: SubscriptionKey? = nil) -> Subscription? {
         let count = queue.consumers.count
         for offset in 0..<count {
             let index = (queue.nextConsumer + offset) % count
             let key = queue.consumers[index]
-            if let subscription = connections[key.connection]?.subscriptions[key.id], subscription.hasRoom {
+            if key != excluded, let subscription = connections[key.connection]?.subscriptions[key.id], subscription.hasRoom {
                 queue.nextConsumer = (index + 1) % count
                 return subscription
             }
@@ -331,9 +331,18 @@ public struct Router {
         }
         guard case .queue(let name) = subscription.request.destination else { return }
         if requeue {
-            for entry in settled.reversed() {
-                queues[name, default: QueueState()].pending.prepend(PendingMessage(message: entry.message, redelivered: true))
+            // A NACK says "not me": offer each message to another consumer with room first,
+            // and only when there is none let it wait for whoever frees up, the NACKer included.
+            var returned: [PendingMessage] = []
+            for entry in settled {
+                if var queue = queues[name], let other = nextConsumer(of: &queue, excluding: subscription.key) {
+                    queues[name] = queue
+                    deliver(entry.message, redelivered: true, to: other, into: &outputs)
+                } else {
+                    returned.append(PendingMessage(message: entry.message, redelivered: true))
+                }
             }
+            queues[name, default: QueueState()].pending.insert(contentsOf: returned, at: 0)
         }
         // An ACK frees room at this consumer; a NACK returns work. Either way, dispatch.
         dispatch(queue: name, into: &outputs)
