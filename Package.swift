@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
@@ -27,6 +28,27 @@ let package = Package(
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
+        // The system's liblz4 (Debian's liblz4-dev), for the inter-node link's compression.
+        .systemLibrary(
+            name: "CLZ4",
+            pkgConfig: "liblz4",
+            providers: [.apt(["liblz4-dev"])]
+        ),
+        // Membership, interest gossip and the compressed inter-node link. The protocol logic is
+        // sans-IO (Membership/, Interest/, Link/); Shell/ does the networking.
+        .target(
+            name: "Gossip",
+            dependencies: [
+                "StompRouting",
+                "CLZ4",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         // Bytes <-> frames: TCP, WebSocket upgrade, TLS, and the channel handler that drives a session.
@@ -49,6 +71,7 @@ let package = Package(
             dependencies: [
                 "StompRouting",
                 "WebSocketIO",
+                "Gossip",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "Logging", package: "swift-log"),
@@ -62,6 +85,15 @@ let package = Package(
             dependencies: [
                 "StompRouting",
                 .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "GossipTests",
+            dependencies: [
+                "Gossip",
+                "StompRouting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .testTarget(

@@ -4,7 +4,10 @@
 /// as RabbitMQ's topic exchange does. A lookup walks one path per literal word plus the
 /// wildcard branches, so its cost depends on the key's length and the wildcards present, not
 /// on how many subscriptions exist (the shape of nats-server's sublist).
-struct TopicTrie<Value: Hashable> {
+///
+/// A class: the nodes are mutated in place, so copies must not exist. Its owner confines it
+/// to one thread.
+public final class TopicTrie<Value: Hashable> {
     private final class Node {
         var children: [Substring: Node] = [:]
         var star: Node?
@@ -16,10 +19,12 @@ struct TopicTrie<Value: Hashable> {
 
     private var root = Node()
 
-    /// The number of values stored, over all patterns.
-    private(set) var count = 0
+    public init() {}
 
-    mutating func insert(_ value: Value, pattern: String) {
+    /// The number of values stored, over all patterns.
+    public private(set) var count = 0
+
+    public func insert(_ value: Value, pattern: String) {
         var node = root
         for word in Self.words(pattern) {
             switch word {
@@ -44,7 +49,7 @@ struct TopicTrie<Value: Hashable> {
 
     /// Removes `value` from `pattern`, pruning nodes that become empty so that a churn of
     /// short-lived subscriptions leaves no garbage behind.
-    mutating func remove(_ value: Value, pattern: String) {
+    public func remove(_ value: Value, pattern: String) {
         if Self.remove(value, words: Self.words(pattern)[...], from: root) { count -= 1 }
     }
 
@@ -70,7 +75,7 @@ struct TopicTrie<Value: Hashable> {
     }
 
     /// Every value whose pattern matches `key`, each once.
-    func matches(_ key: String, into result: inout Set<Value>) {
+    public func matches(_ key: String, into result: inout Set<Value>) {
         let words = Self.words(key)
         Self.collect(root, words: words, index: 0, into: &result)
     }

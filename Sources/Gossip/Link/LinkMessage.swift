@@ -1,0 +1,383 @@
+import NIOCore
+
+/// A node's name in the cluster, as configured (`--node-id`). Stable across restarts; a
+/// restart is told apart by the boot epoch that travels with it.
+public struct NodeID: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public let name: String
+    public init(_ name: String) { self.name = name }
+    public var description: String { name }
+    public static func < (lhs: NodeID, rhs: NodeID) -> Bool { lhs.name < rhs.name }
+}
+
+/// What one node says about one member in membership gossip.
+public struct MemberUpdate: Sendable, Equatable {
+    public enum Status: UInt8, Sendable, Comparable {
+        case alive = 0
+        case suspect = 1
+        case dead = 2
+        case left = 3
+
+        public static func < (lhs: Status, rhs: Status) -> Bool { lhs.rawValue < rhs.rawValue }
+    }
+
+    public var node: NodeID
+    /// The member's boot epoch: a restarted node is a new incarnation of the same name.
+    public var epoch: UInt64
+    /// Where its link listens, `host:port`.
+    public var address: String
+    public var incarnation: UInt64
+    public var status: Status
+
+    public init(node: NodeID, epoch: UInt64, address: String, incarnation: UInt64, status: Status) {
+        self.node = node
+        self.epoch = epoch
+        self.address = address
+        self.incarnation = incarnation
+        self.status = status
+    }
+}
+
+/// One entry of a node's aggregated interest.
+public enum InterestKey: Hashable, Sendable, CustomStringConvertible {
+    /// A topic pattern (`a.*.c`, `a.#`) some local subscription uses.
+    case topic(String)
+    /// A queue with local consumers.
+    case queue(String)
+
+    public var description: String {
+        switch self {
+        case .topic(let pattern): return "/topic/" + pattern
+        case .queue(let name): return "/queue/" + name
+        }
+    }
+}
+
+/// The first message on a link, from each side.
+public struct LinkHello: Sendable, Equatable {
+    /// Versions of this wire format the sender speaks; the link uses the highest in common.
+    public var minVersion: UInt16
+    public var maxVersion: UInt16
+    /// Capability bits (none defined in version 1; receivers ignore unknown ones).
+    public var capabilities: UInt64
+    public var clusterName: String
+    public var node: NodeID
+    public var epoch: UInt64
+    /// The address peers should dial to reach the sender's link listener.
+    public var address: String
+    /// 32 random bytes the other side must prove knowledge of the cluster secret over.
+    public var nonce: [UInt8]
+}
+
+/// A published message crossing a link.
+public struct LinkMessageBody: Sendable, Equatable {
+    public var destination: String
+    public var messageID: String
+    public var headers: [(String, String)]
+    public var body: ByteBuffer
+
+    public init(destination: String, messageID: String, headers: [(String, String)], body: ByteBuffer) {
+        self.destination = destination
+        self.messageID = messageID
+        self.headers = headers
+        self.body = body
+    }
+
+    public static func == (lhs: LinkMessageBody, rhs: LinkMessageBody) -> Bool {
+        lhs.destination == rhs.destination && lhs.messageID == rhs.messageID && lhs.body == rhs.body
+            && lhs.headers.elementsEqual(rhs.headers) { $0.0 == $1.0 && $0.1 == $1.1 }
+    }
+}
+
+/// Every message of the link protocol. The numbers are the wire type codes; a receiver skips
+/// types it doesn't know, so a newer node can add some without breaking an older one.
+public enum LinkMessage: Sendable, Equatable {
+    // Handshake and link upkeep.
+    case hello(LinkHello)
+    /// HMAC-SHA256(secret, receiver's nonce || sender's node id || sender's nonce).
+    case proof([UInt8])
+    /// The handshake was refused; the text says why. The link closes after it.
+    case refuse(String)
+    case heartbeat
+
+    // Membership (SWIM), each with piggy-backed gossip.
+    case ping(sequence: UInt64, gossip: [MemberUpdate])
+    case ack(sequence: UInt64, gossip: [MemberUpdate])
+    case pingRequest(sequence: UInt64, target: NodeID, gossip: [MemberUpdate])
+    /// A full list of members the sender knows, sent when a link comes up.
+    case members([MemberUpdate])
+
+    // Interest.
+    case interestDelta(epoch: UInt64, version: UInt64, changes: [(InterestKey, Int)])
+    case interestSnapshot(epoch: UInt64, version: UInt64, entries: [(InterestKey, Int)])
+    case interestAck(epoch: UInt64, version: UInt64)
+    /// "I am at (epoch, version), and I hold you at (yourEpoch, yourVersion)."
+    case interestDigest(epoch: UInt64, version: UInt64, yourEpoch: UInt64, yourVersion: UInt64)
+
+    // Messages.
+    /// A topic message for the receiver's local subscribers only; never forwarded again.
+    case forward(LinkMessageBody)
+    /// A queue message whose ownership passes to the receiver once it acknowledges.
+    case handoff(id: UInt64, queue: String, message: LinkMessageBody, redelivered: Bool, hops: UInt8)
+    case handoffAck(id: UInt64)
+
+    /// Whether the message is control traffic, which must not wait behind bulk messages.
+    public var isControl: Bool {
+        switch self {
+        case .forward, .handoff: return false
+        default: return true
+        }
+    }
+
+    public static func == (lhs: LinkMessage, rhs: LinkMessage) -> Bool {
+        var left = ByteBuffer(), right = ByteBuffer()
+        lhs.encode(into: &left)
+        rhs.encode(into: &right)
+        return left == right
+    }
+}
+
+// MARK: - Encoding
+
+extension LinkMessage {
+    enum TypeCode: UInt8 {
+        case hello = 1, proof = 2, refuse = 3, heartbeat = 4
+        case ping = 10, ack = 11, pingRequest = 12, members = 13
+        case interestDelta = 20, interestSnapshot = 21, interestAck = 22, interestDigest = 23
+        case forward = 30, handoff = 31, handoffAck = 32
+    }
+
+    private var typeCode: TypeCode {
+        switch self {
+        case .hello: return .hello
+        case .proof: return .proof
+        case .refuse: return .refuse
+        case .heartbeat: return .heartbeat
+        case .ping: return .ping
+        case .ack: return .ack
+        case .pingRequest: return .pingRequest
+        case .members: return .members
+        case .interestDelta: return .interestDelta
+        case .interestSnapshot: return .interestSnapshot
+        case .interestAck: return .interestAck
+        case .interestDigest: return .interestDigest
+        case .forward: return .forward
+        case .handoff: return .handoff
+        case .handoffAck: return .handoffAck
+        }
+    }
+
+    /// Appends `[u8 type][u32 length][body]`.
+    public func encode(into buffer: inout ByteBuffer) {
+        buffer.writeInteger(typeCode.rawValue)
+        let lengthIndex = buffer.writerIndex
+        buffer.writeInteger(UInt32(0))
+        let start = buffer.writerIndex
+        switch self {
+        case .hello(let hello):
+            buffer.writeInteger(hello.minVersion)
+            buffer.writeInteger(hello.maxVersion)
+            buffer.writeInteger(hello.capabilities)
+            buffer.writeLinkString(hello.clusterName)
+            buffer.writeLinkString(hello.node.name)
+            buffer.writeInteger(hello.epoch)
+            buffer.writeLinkString(hello.address)
+            buffer.writeInteger(UInt32(hello.nonce.count))
+            buffer.writeBytes(hello.nonce)
+        case .proof(let mac):
+            buffer.writeInteger(UInt32(mac.count))
+            buffer.writeBytes(mac)
+        case .refuse(let reason):
+            buffer.writeLinkString(reason)
+        case .heartbeat:
+            break
+        case .ping(let sequence, let gossip), .ack(let sequence, let gossip):
+            buffer.writeInteger(sequence)
+            Self.write(gossip, into: &buffer)
+        case .pingRequest(let sequence, let target, let gossip):
+            buffer.writeInteger(sequence)
+            buffer.writeLinkString(target.name)
+            Self.write(gossip, into: &buffer)
+        case .members(let members):
+            Self.write(members, into: &buffer)
+        case .interestDelta(let epoch, let version, let entries), .interestSnapshot(let epoch, let version, let entries):
+            buffer.writeInteger(epoch)
+            buffer.writeInteger(version)
+            buffer.writeInteger(UInt32(entries.count))
+            for (key, count) in entries {
+                switch key {
+                case .topic(let pattern):
+                    buffer.writeInteger(UInt8(0))
+                    buffer.writeLinkString(pattern)
+                case .queue(let name):
+                    buffer.writeInteger(UInt8(1))
+                    buffer.writeLinkString(name)
+                }
+                buffer.writeInteger(UInt32(clamping: count))
+            }
+        case .interestAck(let epoch, let version):
+            buffer.writeInteger(epoch)
+            buffer.writeInteger(version)
+        case .interestDigest(let epoch, let version, let yourEpoch, let yourVersion):
+            buffer.writeInteger(epoch)
+            buffer.writeInteger(version)
+            buffer.writeInteger(yourEpoch)
+            buffer.writeInteger(yourVersion)
+        case .forward(let message):
+            Self.write(message, into: &buffer)
+        case .handoff(let id, let queue, let message, let redelivered, let hops):
+            buffer.writeInteger(id)
+            buffer.writeLinkString(queue)
+            buffer.writeInteger(UInt8(redelivered ? 1 : 0))
+            buffer.writeInteger(hops)
+            Self.write(message, into: &buffer)
+        case .handoffAck(let id):
+            buffer.writeInteger(id)
+        }
+        buffer.setInteger(UInt32(buffer.writerIndex - start), at: lengthIndex)
+    }
+
+    private static func write(_ updates: [MemberUpdate], into buffer: inout ByteBuffer) {
+        buffer.writeInteger(UInt32(updates.count))
+        for update in updates {
+            buffer.writeLinkString(update.node.name)
+            buffer.writeInteger(update.epoch)
+            buffer.writeLinkString(update.address)
+            buffer.writeInteger(update.incarnation)
+            buffer.writeInteger(update.status.rawValue)
+        }
+    }
+
+    static func write(_ message: LinkMessageBody, into buffer: inout ByteBuffer) {
+        buffer.writeLinkString(message.destination)
+        buffer.writeLinkString(message.messageID)
+        buffer.writeInteger(UInt32(message.headers.count))
+        for (name, value) in message.headers {
+            buffer.writeLinkString(name)
+            buffer.writeLinkString(value)
+        }
+        buffer.writeLinkBytes(message.body)
+    }
+}
+
+// MARK: - Decoding
+
+extension LinkMessage {
+    /// Reads every message of a frame's payload.
+    ///
+    /// - Returns: the messages, in order. Messages of unknown types are skipped.
+    /// - Throws: ``LinkWire/Malformed`` when the payload is truncated or inconsistent.
+    public static func decodeAll(_ payload: inout ByteBuffer, into messages: inout [LinkMessage]) throws(LinkWire.Malformed) {
+        while payload.readableBytes > 0 {
+            let code: UInt8 = try payload.readLinkInteger()
+            let length = Int(try payload.readLinkInteger(as: UInt32.self))
+            guard var body = payload.readSlice(length: length) else { throw LinkWire.Malformed("truncated message") }
+            guard let type = TypeCode(rawValue: code) else { continue }
+            messages.append(try decode(type, &body))
+        }
+    }
+
+    private static func decode(_ type: TypeCode, _ body: inout ByteBuffer) throws(LinkWire.Malformed) -> LinkMessage {
+        switch type {
+        case .hello:
+            let minVersion: UInt16 = try body.readLinkInteger()
+            let maxVersion: UInt16 = try body.readLinkInteger()
+            let capabilities: UInt64 = try body.readLinkInteger()
+            let clusterName = try body.readLinkString()
+            let node = NodeID(try body.readLinkString())
+            let epoch: UInt64 = try body.readLinkInteger()
+            let address = try body.readLinkString()
+            let nonceLength = Int(try body.readLinkInteger(as: UInt32.self))
+            guard nonceLength <= 1_024, let nonce = body.readBytes(length: nonceLength) else { throw LinkWire.Malformed("bad nonce") }
+            return .hello(
+                LinkHello(
+                    minVersion: minVersion, maxVersion: maxVersion, capabilities: capabilities, clusterName: clusterName,
+                    node: node, epoch: epoch, address: address, nonce: nonce
+                )
+            )
+        case .proof:
+            let length = Int(try body.readLinkInteger(as: UInt32.self))
+            guard length <= 1_024, let mac = body.readBytes(length: length) else { throw LinkWire.Malformed("bad proof") }
+            return .proof(mac)
+        case .refuse:
+            return .refuse(try body.readLinkString())
+        case .heartbeat:
+            return .heartbeat
+        case .ping:
+            return .ping(sequence: try body.readLinkInteger(), gossip: try readUpdates(&body))
+        case .ack:
+            return .ack(sequence: try body.readLinkInteger(), gossip: try readUpdates(&body))
+        case .pingRequest:
+            let sequence: UInt64 = try body.readLinkInteger()
+            let target = NodeID(try body.readLinkString())
+            return .pingRequest(sequence: sequence, target: target, gossip: try readUpdates(&body))
+        case .members:
+            return .members(try readUpdates(&body))
+        case .interestDelta, .interestSnapshot:
+            let epoch: UInt64 = try body.readLinkInteger()
+            let version: UInt64 = try body.readLinkInteger()
+            let count = try body.readLinkCount()
+            var entries: [(InterestKey, Int)] = []
+            entries.reserveCapacity(count)
+            for _ in 0..<count {
+                let kind: UInt8 = try body.readLinkInteger()
+                let name = try body.readLinkString()
+                let value = Int(try body.readLinkInteger(as: UInt32.self))
+                switch kind {
+                case 0: entries.append((.topic(name), value))
+                case 1: entries.append((.queue(name), value))
+                default: throw LinkWire.Malformed("unknown interest kind \(kind)")
+                }
+            }
+            return type == .interestDelta
+                ? .interestDelta(epoch: epoch, version: version, changes: entries)
+                : .interestSnapshot(epoch: epoch, version: version, entries: entries)
+        case .interestAck:
+            return .interestAck(epoch: try body.readLinkInteger(), version: try body.readLinkInteger())
+        case .interestDigest:
+            return .interestDigest(
+                epoch: try body.readLinkInteger(),
+                version: try body.readLinkInteger(),
+                yourEpoch: try body.readLinkInteger(),
+                yourVersion: try body.readLinkInteger()
+            )
+        case .forward:
+            return .forward(try readMessage(&body))
+        case .handoff:
+            let id: UInt64 = try body.readLinkInteger()
+            let queue = try body.readLinkString()
+            let redelivered: UInt8 = try body.readLinkInteger()
+            let hops: UInt8 = try body.readLinkInteger()
+            return .handoff(id: id, queue: queue, message: try readMessage(&body), redelivered: redelivered != 0, hops: hops)
+        case .handoffAck:
+            return .handoffAck(id: try body.readLinkInteger())
+        }
+    }
+
+    private static func readUpdates(_ body: inout ByteBuffer) throws(LinkWire.Malformed) -> [MemberUpdate] {
+        let count = try body.readLinkCount()
+        var updates: [MemberUpdate] = []
+        updates.reserveCapacity(count)
+        for _ in 0..<count {
+            let node = NodeID(try body.readLinkString())
+            let epoch: UInt64 = try body.readLinkInteger()
+            let address = try body.readLinkString()
+            let incarnation: UInt64 = try body.readLinkInteger()
+            let rawStatus: UInt8 = try body.readLinkInteger()
+            guard let status = MemberUpdate.Status(rawValue: rawStatus) else { throw LinkWire.Malformed("unknown member status") }
+            updates.append(MemberUpdate(node: node, epoch: epoch, address: address, incarnation: incarnation, status: status))
+        }
+        return updates
+    }
+
+    static func readMessage(_ body: inout ByteBuffer) throws(LinkWire.Malformed) -> LinkMessageBody {
+        let destination = try body.readLinkString()
+        let messageID = try body.readLinkString()
+        let count = try body.readLinkCount()
+        var headers: [(String, String)] = []
+        headers.reserveCapacity(count)
+        for _ in 0..<count {
+            headers.append((try body.readLinkString(), try body.readLinkString()))
+        }
+        return LinkMessageBody(destination: destination, messageID: messageID, headers: headers, body: try body.readLinkBytes())
+    }
+}
