@@ -44,6 +44,35 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "After binding, write the bound ports as JSON to this file (for tests and tools).")
     var portsFile: String?
 
+    @Option(help: "Cluster link port; negative turns clustering off. (key: cluster.port, default 7946)")
+    var clusterPort: Int?
+    @Option(help: "Address the cluster link binds. (key: cluster.host, default 0.0.0.0)")
+    var clusterHost: String?
+    @Option(help: "host:port peers dial to reach this node. (key: cluster.advertise, default: host name and cluster port)")
+    var clusterAdvertise: String?
+    @Option(help: "Comma-separated host:port seeds to join through; a name may resolve to several addresses. (key: cluster.seeds)")
+    var seeds: String?
+    @Option(help: "Nodes only link with nodes of the same cluster name. (key: cluster.name, default stomp-cluster)")
+    var clusterName: String?
+    @Option(help: "Shared cluster secret; prefer --cluster-secret-file or the environment. Clustering is on once a secret is set. (key: cluster.secret)")
+    var clusterSecret: String?
+    @Option(help: "File holding the cluster secret. (key: cluster.secret-file)")
+    var clusterSecretFile: String?
+    @Option(help: "PEM certificate for mutual TLS on cluster links. (key: cluster.tls.cert)")
+    var clusterTlsCert: String?
+    @Option(help: "PEM private key for mutual TLS on cluster links. (key: cluster.tls.key)")
+    var clusterTlsKey: String?
+    @Option(help: "PEM CA certificates that peers' link certificates must chain to. (key: cluster.tls.ca)")
+    var clusterTlsCa: String?
+    @Option(help: "SWIM protocol period in ms. (key: cluster.probe-interval-ms, default 1000)")
+    var probeIntervalMs: Int?
+    @Option(help: "SWIM direct probe timeout in ms. (key: cluster.probe-timeout-ms, default 400)")
+    var probeTimeoutMs: Int?
+    @Option(help: "SWIM suspicion timeout in ms before a suspect is declared dead. (key: cluster.suspicion-timeout-ms, default 2000)")
+    var suspicionTimeoutMs: Int?
+    @Option(help: "Longest wait, in ms, for peers to acknowledge a subscription before its RECEIPT. (key: cluster.interest-ack-timeout-ms, default 2000)")
+    var interestAckTimeoutMs: Int?
+
     @Option(help: "Largest frame in bytes: command, headers and body. (key: limits.frame-size)")
     var maxFrameSize: Int?
     @Option(help: "Largest frame body in bytes. (key: limits.body-size)")
@@ -76,7 +105,7 @@ struct NodeCommand: AsyncParsableCommand {
     private var flagValues: [AbsoluteConfigKey: ConfigValue] {
         var values: [AbsoluteConfigKey: ConfigValue] = [:]
         func put(_ key: AbsoluteConfigKey, _ content: ConfigContent?) {
-            if let content { values[key] = ConfigValue(content, isSecret: false) }
+            if let content { values[key] = ConfigValue(content, isSecret: key == "cluster.secret") }
         }
         put("host", host.map(ConfigContent.string))
         put("ws.port", wsPort.map(ConfigContent.int))
@@ -102,6 +131,20 @@ struct NodeCommand: AsyncParsableCommand {
         put("heartbeat.send-ms", heartbeatSendMs.map(ConfigContent.int))
         put("heartbeat.receive-ms", heartbeatReceiveMs.map(ConfigContent.int))
         put("heartbeat.grace", heartbeatGrace.map(ConfigContent.double))
+        put("cluster.port", clusterPort.map(ConfigContent.int))
+        put("cluster.host", clusterHost.map(ConfigContent.string))
+        put("cluster.advertise", clusterAdvertise.map(ConfigContent.string))
+        put("cluster.seeds", seeds.map(ConfigContent.string))
+        put("cluster.name", clusterName.map(ConfigContent.string))
+        put("cluster.secret", clusterSecret.map(ConfigContent.string))
+        put("cluster.secret-file", clusterSecretFile.map(ConfigContent.string))
+        put("cluster.tls.cert", clusterTlsCert.map(ConfigContent.string))
+        put("cluster.tls.key", clusterTlsKey.map(ConfigContent.string))
+        put("cluster.tls.ca", clusterTlsCa.map(ConfigContent.string))
+        put("cluster.probe-interval-ms", probeIntervalMs.map(ConfigContent.int))
+        put("cluster.probe-timeout-ms", probeTimeoutMs.map(ConfigContent.int))
+        put("cluster.suspicion-timeout-ms", suspicionTimeoutMs.map(ConfigContent.int))
+        put("cluster.interest-ack-timeout-ms", interestAckTimeoutMs.map(ConfigContent.int))
         return values
     }
 

@@ -1,4 +1,5 @@
 import Configuration
+import Gossip
 import Logging
 import NIOCore
 import StompRouting
@@ -34,6 +35,11 @@ import Darwin
 /// A negative port turns that listener off.
 struct NodeConfiguration: Sendable {
     var nodeID: String
+    /// This boot of the node, in wall-clock milliseconds: tells it from earlier boots of the
+    /// same id, in message-ids and in the cluster.
+    var bootEpoch: UInt64
+    /// `nil` when clustering is off (no secret configured).
+    var cluster: ClusterSettings?
     var eventLoops: Int
     var logLevel: Logger.Level
     var io: WebSocketIOConfiguration
@@ -109,15 +115,17 @@ struct NodeConfiguration: Sendable {
 
         // message-ids name the node and this boot, so they stay unique across the cluster and
         // across restarts of the same node.
-        let boot = String(UInt64(Self.wallClockMilliseconds()), radix: 36)
+        bootEpoch = UInt64(Self.wallClockMilliseconds())
+        let boot = String(bootEpoch, radix: 36)
         router = Router.Settings(
             messageIDPrefix: "\(nodeID)-\(boot)-",
             maxQueueDepth: try positive("limits.queue-depth", 10_000)
         )
         guard eventLoops > 0 else { throw Invalid(description: "event-loops must be positive") }
+        cluster = try ClusterConfiguration.read(reader, node: nodeID, epoch: bootEpoch)
     }
 
-    private static func hostName() -> String {
+    static func hostName() -> String {
         var buffer = [CChar](repeating: 0, count: 256)
         guard gethostname(&buffer, buffer.count) == 0 else { return "node" }
         let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)

@@ -1,3 +1,4 @@
+import Gossip
 import Logging
 import NIOCore
 import NIOPosix
@@ -34,9 +35,21 @@ struct NodeService: Service {
         let broker = Broker(settings: configuration.router, eventLoop: group.next(), logger: logger)
         let server = try StompServer(configuration: configuration.io, broker: broker, group: group, logger: logger)
 
+        var cluster: ClusterShell?
+        if let settings = configuration.cluster {
+            let shell = ClusterShell(settings: settings, eventLoop: broker.eventLoop, logger: logger) { [broker] operation in
+                broker.apply(operation)
+            }
+            broker.attach(cluster: ClusterBridge(shell: shell))
+            cluster = shell
+        } else {
+            logger.info("clustering is off: set a cluster secret (cluster.secret or cluster.secret-file) to join a cluster")
+        }
+
         do {
+            let clusterPort = try await cluster?.start()
             let ports = try await server.start()
-            if let portsFile { try Self.write(ports, to: portsFile) }
+            if let portsFile { try Self.write(ports, cluster: clusterPort, to: portsFile) }
             logger.info("node started", metadata: ["node.version": "\(NodeVersion.current)", "event-loops": "\(configuration.eventLoops)"])
 
             // Returns when the service group starts its graceful shutdown.
@@ -47,6 +60,7 @@ struct NodeService: Service {
             await broker.shutdown(
                 reason: StompProtocolError(.shuttingDown, "node is shutting down", detail: "This node is shutting down; reconnect to another node.")
             )
+            await cluster?.leave()
             // Give clients a moment to receive their ERROR and close before the loops stop;
             // a WebSocket close handshake waits at most 2 s for the peer.
             for _ in 0..<150 where server.openConnections > 0 {
@@ -62,8 +76,9 @@ struct NodeService: Service {
     }
 
     /// Writes the bound ports atomically, so a reader never sees a partial file.
-    private static func write(_ ports: StompServer.BoundPorts, to path: String) throws {
+    private static func write(_ ports: StompServer.BoundPorts, cluster: Int?, to path: String) throws {
         var fields: [String] = []
+        if let port = cluster { fields.append("\"cluster\": \(port)") }
         if let port = ports.ws { fields.append("\"ws\": \(port)") }
         if let port = ports.stomp { fields.append("\"stomp\": \(port)") }
         if let port = ports.wss { fields.append("\"wss\": \(port)") }
@@ -80,4 +95,20 @@ struct NodeService: Service {
         var path: String
         var description: String { "cannot write the ports file \(path)" }
     }
+}
+
+/// Connects the broker's cluster seam to the cluster shell; both run on the same loop.
+final class ClusterBridge: BrokerClusterDelegate {
+    let shell: ClusterShell
+
+    init(shell: ClusterShell) {
+        self.shell = shell
+    }
+
+    func interestChanged(_ destination: Destination, delta: Int) { shell.interestChanged(destination, delta: delta) }
+    func forward(_ message: MessageEnvelope) { shell.forward(message) }
+    func handOff(queue: String, _ message: MessageEnvelope, redelivered: Bool, hops: UInt8) {
+        shell.handOff(queue: queue, message, redelivered: redelivered, hops: hops)
+    }
+    func afterInterestPropagated(_ body: @escaping () -> Void) { shell.afterInterestPropagated(body) }
 }

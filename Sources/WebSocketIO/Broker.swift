@@ -23,6 +23,9 @@ public final class Broker: @unchecked Sendable {
     private var router: Router
     private var sinks: [ConnectionID: ConnectionSink] = [:]
     private var outputs: [RouterOutput] = []
+    /// Indices into `outputs` of SUBSCRIBE receipts, which wait for the cluster.
+    private var gatedReceipts: Set<Int> = []
+    private var cluster: (any BrokerClusterDelegate)?
 
     // Any thread.
     private let nextConnection = Atomic<UInt64>(0)
@@ -42,6 +45,18 @@ public final class Broker: @unchecked Sendable {
         self.router = Router(settings: settings)
         self.eventLoop = eventLoop
         self.logger = logger
+    }
+
+    /// Connects the router to the cluster. Called once, before any client connects.
+    public func attach(cluster: any BrokerClusterDelegate) {
+        onRouterLoop { $0.cluster = cluster }
+    }
+
+    /// Applies work that arrives from other nodes. Called on ``eventLoop``.
+    public func apply(_ operation: RouterClusterOperation) {
+        eventLoop.assertInEventLoop()
+        router.handle(operation, into: &outputs)
+        dispatchOutputs()
     }
 
     /// A new identifier for a connection, unique for this process.
@@ -75,7 +90,15 @@ public final class Broker: @unchecked Sendable {
         guard !operations.isEmpty else { return }
         onRouterLoop { broker in
             for (operation, receipt) in operations {
+                let start = broker.outputs.count
                 broker.router.handle(operation, from: connection, receipt: receipt, into: &broker.outputs)
+                // A SUBSCRIBE's receipt promises that a publish anywhere in the cluster reaches the
+                // new subscription, so it waits until every peer holds the interest.
+                if case .subscribe = operation, receipt != nil, broker.cluster != nil {
+                    for index in start..<broker.outputs.count {
+                        if case .receipt = broker.outputs[index] { broker.gatedReceipts.insert(index) }
+                    }
+                }
             }
             broker.dispatchOutputs()
             if operations.contains(where: { if case .closed = $0.0 { return true } else { return false } }) {
@@ -100,12 +123,40 @@ public final class Broker: @unchecked Sendable {
     private func dispatchOutputs() {
         eventLoop.assertInEventLoop()
         guard !outputs.isEmpty else { return }
-        var remote: [ObjectIdentifier: (loop: any EventLoop, items: [(ConnectionSink, RouterOutput)])] = [:]
+        var remote: [ObjectIdentifier: (loop: any EventLoop, items: [(ConnectionSink, ConnectionOutput)])] = [:]
         var local: [ObjectIdentifier: StompConnectionHandler] = [:]
-        for output in outputs {
-            guard let sink = sinks[output.connection] else { continue }
-            if case .fail = output { sinks[output.connection] = nil }
-            if case .close = output { sinks[output.connection] = nil }
+        for (index, routerOutput) in outputs.enumerated() {
+            let connection: ConnectionID
+            let output: ConnectionOutput
+            switch routerOutput {
+            case .deliver(let id, let frame):
+                (connection, output) = (id, .write(frame))
+            case .fail(let id, let error):
+                (connection, output) = (id, .fail(error))
+            case .close(let id):
+                (connection, output) = (id, .close)
+            case .receipt(let id, let frame):
+                if gatedReceipts.contains(index), let cluster {
+                    cluster.afterInterestPropagated { [self] in
+                        outputs.append(.deliver(id, frame))
+                        dispatchOutputs()
+                    }
+                    continue
+                }
+                (connection, output) = (id, .write(frame))
+            case .interest(let destination, let delta):
+                cluster?.interestChanged(destination, delta: delta)
+                continue
+            case .forward(let message):
+                cluster?.forward(message)
+                continue
+            case .handOff(let queue, let message, let redelivered, let hops):
+                cluster?.handOff(queue: queue, message, redelivered: redelivered, hops: hops)
+                continue
+            }
+            guard let sink = sinks[connection] else { continue }
+            if case .fail = output { sinks[connection] = nil }
+            if case .close = output { sinks[connection] = nil }
             if sink.eventLoop === eventLoop {
                 let handler = sink.handler.value
                 handler.routerOutput(output)
@@ -115,6 +166,7 @@ public final class Broker: @unchecked Sendable {
             }
         }
         outputs.removeAll(keepingCapacity: true)
+        gatedReceipts.removeAll(keepingCapacity: true)
         for handler in local.values { handler.routerOutputsDone() }
         for (loop, items) in remote.values {
             loop.execute {
@@ -149,10 +201,16 @@ public final class Broker: @unchecked Sendable {
     }
 }
 
-extension RouterOutput {
-    var connection: ConnectionID {
-        switch self {
-        case .deliver(let id, _), .fail(let id, _), .close(let id): return id
-        }
-    }
+/// The cluster, as the broker sees it. Every method is called on the broker's event loop,
+/// in the order the router produced the corresponding outputs.
+public protocol BrokerClusterDelegate: AnyObject, Sendable {
+    /// Local subscriptions to a topic pattern or a queue changed by `delta`.
+    func interestChanged(_ destination: Destination, delta: Int)
+    /// A topic message published on this node, for peers with matching subscriptions.
+    func forward(_ message: MessageEnvelope)
+    /// A queue message for a peer with consumers.
+    func handOff(queue: String, _ message: MessageEnvelope, redelivered: Bool, hops: UInt8)
+    /// Runs `body` once every live peer has acknowledged this node's current interest, or
+    /// when the configured wait runs out.
+    func afterInterestPropagated(_ body: @escaping () -> Void)
 }

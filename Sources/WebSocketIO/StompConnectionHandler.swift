@@ -2,6 +2,16 @@ import Logging
 import NIOCore
 import StompRouting
 
+/// What the router sends one connection.
+enum ConnectionOutput: Sendable {
+    /// Write these bytes (a MESSAGE, a RECEIPT).
+    case write(OutboundFrame)
+    /// Send an ERROR for this reason, then close.
+    case fail(StompProtocolError)
+    /// Close now: the DISCONNECT was answered.
+    case close
+}
+
 /// Drives one client connection: bytes in, frames decoded, the session consulted, operations
 /// handed to the ``Broker``, and the broker's outputs written back.
 ///
@@ -194,12 +204,12 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
 
     /// One output of the router for this connection; written now, flushed in
     /// ``routerOutputsDone()``.
-    func routerOutput(_ output: RouterOutput) {
+    func routerOutput(_ output: ConnectionOutput) {
         guard state == .active, let context else { return }
         switch output {
-        case .deliver(_, let frame):
+        case .write(let frame):
             context.write(wrapOutboundOut(frame), promise: nil)
-        case .fail(_, let error):
+        case .fail(let error):
             metrics.frameError(error.kind)
             registered = false
             fail(error)

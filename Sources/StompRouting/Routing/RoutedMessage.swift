@@ -15,6 +15,15 @@ final class RoutedMessage {
     let isText: Bool
     private var tails: [ByteBuffer?] = [nil, nil, nil]
 
+    convenience init(_ envelope: MessageEnvelope) {
+        self.init(id: envelope.messageID, request: PublishRequest(destination: envelope.destination, headers: envelope.headers, body: envelope.body))
+    }
+
+    /// The message as it crosses to another node.
+    var envelope: MessageEnvelope {
+        MessageEnvelope(destination: destination, messageID: id, headers: headers, body: body)
+    }
+
     init(id: String, request: PublishRequest) {
         self.id = id
         self.destination = request.destination

@@ -17,10 +17,15 @@ public struct Router {
         /// Messages a queue holds while it has no consumer with room for them. A SEND beyond
         /// this gets an ERROR: refusing is visible to the publisher, dropping would not be.
         public var maxQueueDepth: Int
+        /// How many times a queue message may be handed from node to node before it is held
+        /// where it is. Hand-offs follow other nodes' interest, which can be stale for a moment;
+        /// the bound keeps two nodes from passing a message back and forth.
+        public var maxHandoffHops: UInt8
 
-        public init(messageIDPrefix: String, maxQueueDepth: Int = 10_000) {
+        public init(messageIDPrefix: String, maxQueueDepth: Int = 10_000, maxHandoffHops: UInt8 = 3) {
             self.messageIDPrefix = messageIDPrefix
             self.maxQueueDepth = maxQueueDepth
+            self.maxHandoffHops = maxHandoffHops
         }
     }
 
@@ -63,6 +68,8 @@ public struct Router {
     private struct PendingMessage {
         var message: RoutedMessage
         var redelivered: Bool
+        /// Nodes this message has already been handed through.
+        var hops: UInt8 = 0
     }
 
     /// A queue's consumers (served round robin) and the messages none of them could take yet.
@@ -78,6 +85,8 @@ public struct Router {
     private var connections: [ConnectionID: ConnectionState] = [:]
     private var topics = TopicTrie<SubscriptionKey>()
     private var queues: [String: QueueState] = [:]
+    /// Consumers of each queue on other nodes, as the cluster reports them.
+    private var remoteQueueConsumers: [String: Int] = [:]
     private var nextMessageNumber: UInt64 = 0
     private var nextDeliveryTag: UInt64 = 0
     /// Reused by topic lookups so that a publish allocates no set of its own.
@@ -128,7 +137,7 @@ public struct Router {
         }
         if let receipt, let version = connections[connection]?.version {
             let frame = StompFrame(.receipt, headers: [StompHeader.receiptID: receipt])
-            outputs.append(.deliver(connection, OutboundFrame(bytes: StompFrameEncoder.encode(frame, version: version), isText: true)))
+            outputs.append(.receipt(connection, OutboundFrame(bytes: StompFrameEncoder.encode(frame, version: version), isText: true)))
         }
         if case .disconnect = operation {
             outputs.append(.close(connection))
@@ -179,6 +188,9 @@ public struct Router {
             topics.insert(key, pattern: pattern)
         case .queue(let name):
             queues[name, default: QueueState()].consumers.append(key)
+        }
+        outputs.append(.interest(request.destination, delta: 1))
+        if case .queue(let name) = request.destination {
             dispatch(queue: name, into: &outputs)
         }
     }
@@ -188,6 +200,7 @@ public struct Router {
         for entry in subscription.unacked {
             connections[key.connection]?.ackIndex[String(entry.tag)] = nil
         }
+        outputs.append(.interest(subscription.request.destination, delta: -1))
         switch subscription.request.destination {
         case .topic(let pattern):
             topics.remove(key, pattern: pattern)
@@ -225,12 +238,33 @@ public struct Router {
 
     private mutating func publish(_ request: PublishRequest, from connection: ConnectionID, into outputs: inout [RouterOutput]) throws(StompProtocolError) {
         switch request.destination {
-        case .topic(let key):
-            matchScratch.removeAll(keepingCapacity: true)
-            topics.matches(key, into: &matchScratch)
-            guard !matchScratch.isEmpty else { return }
+        case .topic:
             let message = makeMessage(request)
-            for subscriber in matchScratch {
+            deliverToTopicSubscribers(message, into: &outputs)
+            outputs.append(.forward(message.envelope))
+        case .queue(let name):
+            let queue = queues[name] ?? QueueState()
+            if queue.consumers.isEmpty, remoteQueueConsumers[name, default: 0] > 0 {
+                outputs.append(.handOff(queue: name, makeMessage(request).envelope, redelivered: false, hops: 0))
+                return
+            }
+            guard queue.pending.count < settings.maxQueueDepth else {
+                throw StompProtocolError(
+                    .queueFull,
+                    "queue full",
+                    detail: "\(request.destination) already holds \(settings.maxQueueDepth) messages waiting for a consumer."
+                )
+            }
+            queues[name, default: QueueState()].pending.append(PendingMessage(message: makeMessage(request), redelivered: false))
+            dispatch(queue: name, into: &outputs)
+        }
+    }
+
+    private mutating func deliverToTopicSubscribers(_ message: RoutedMessage, into outputs: inout [RouterOutput]) {
+        guard case .topic(let key) = message.destination else { return }
+        matchScratch.removeAll(keepingCapacity: true)
+        topics.matches(key, into: &matchScratch)
+        for subscriber in matchScratch {
                 guard let subscription = connections[subscriber.connection]?.subscriptions[subscriber.id] else { continue }
                 if subscription.hasRoom {
                     deliver(message, redelivered: false, to: subscription, into: &outputs)
@@ -248,19 +282,6 @@ public struct Router {
                     )
                 }
             }
-        case .queue(let name):
-            var queue = queues[name] ?? QueueState()
-            guard queue.pending.count < settings.maxQueueDepth else {
-                throw StompProtocolError(
-                    .queueFull,
-                    "queue full",
-                    detail: "\(request.destination) already holds \(settings.maxQueueDepth) messages waiting for a consumer."
-                )
-            }
-            queue.pending.append(PendingMessage(message: makeMessage(request), redelivered: false))
-            queues[name] = queue
-            dispatch(queue: name, into: &outputs)
-        }
     }
 
     private mutating func makeMessage(_ request: PublishRequest) -> RoutedMessage {
@@ -269,10 +290,16 @@ public struct Router {
     }
 
     /// Hands a queue's pending messages to consumers with room, round robin, until either
-    /// runs out.
+    /// runs out. With no consumer here but some on other nodes, they go there instead.
     private mutating func dispatch(queue name: String, into outputs: inout [RouterOutput]) {
         guard var queue = queues.removeValue(forKey: name) else { return }
         defer { if !queue.isUnused { queues[name] = queue } }
+        if queue.consumers.isEmpty, remoteQueueConsumers[name, default: 0] > 0 {
+            while let pending = queue.pending.popFirst() {
+                outputs.append(.handOff(queue: name, pending.message.envelope, redelivered: pending.redelivered, hops: pending.hops))
+            }
+            return
+        }
         while !queue.pending.isEmpty, let subscription = nextConsumer(of: &queue) {
             let pending = queue.pending.removeFirst()
             deliver(pending.message, redelivered: pending.redelivered, to: subscription, into: &outputs)
@@ -308,6 +335,33 @@ public struct Router {
             version: subscription.version
         )
         outputs.append(.deliver(subscription.key.connection, frame))
+    }
+
+    // MARK: - From other nodes
+
+    /// Applies work that comes from the cluster.
+    public mutating func handle(_ operation: RouterClusterOperation, into outputs: inout [RouterOutput]) {
+        switch operation {
+        case .deliverForwarded(let envelope):
+            deliverToTopicSubscribers(RoutedMessage(envelope), into: &outputs)
+
+        case .acceptHandoff(let name, let envelope, let redelivered, let hops):
+            // This node owns the message now. It is never refused for lack of room: that
+            // would leave it owned by no one.
+            let hasLocalConsumers = !(queues[name]?.consumers.isEmpty ?? true)
+            if !hasLocalConsumers, remoteQueueConsumers[name, default: 0] > 0, hops < settings.maxHandoffHops {
+                outputs.append(.handOff(queue: name, envelope, redelivered: redelivered, hops: hops))
+                return
+            }
+            queues[name, default: QueueState()].pending.append(
+                PendingMessage(message: RoutedMessage(envelope), redelivered: redelivered, hops: hops)
+            )
+            if hasLocalConsumers { dispatch(queue: name, into: &outputs) }
+
+        case .remoteQueueConsumers(let name, let count):
+            remoteQueueConsumers[name] = count > 0 ? count : nil
+            if count > 0 { dispatch(queue: name, into: &outputs) }
+        }
     }
 
     // MARK: - Acknowledgements

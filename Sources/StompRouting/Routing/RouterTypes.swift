@@ -102,10 +102,47 @@ public struct OutboundFrame: Sendable {
     }
 }
 
+/// A message as it crosses to another node: everything needed to deliver it there, with
+/// the message-id it was given where it was published.
+public struct MessageEnvelope: Sendable, Equatable {
+    public var destination: Destination
+    public var messageID: String
+    public var headers: StompHeaders
+    public var body: ByteBuffer
+
+    public init(destination: Destination, messageID: String, headers: StompHeaders, body: ByteBuffer) {
+        self.destination = destination
+        self.messageID = messageID
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// Work for the router that comes from other nodes rather than from a connection.
+public enum RouterClusterOperation: Sendable, Equatable {
+    /// A topic message published on another node: delivered to local subscribers only,
+    /// never forwarded again (one hop, so no loops and no duplicates).
+    case deliverForwarded(MessageEnvelope)
+    /// A queue message whose ownership passed to this node; `hops` counts the hand-offs so
+    /// far, this one included.
+    case acceptHandoff(queue: String, MessageEnvelope, redelivered: Bool, hops: UInt8)
+    /// The number of consumers of a queue on other nodes changed to `count`.
+    case remoteQueueConsumers(queue: String, count: Int)
+}
+
 /// What the router asks its shell to do.
 public enum RouterOutput: Sendable {
     /// Write these bytes to the connection.
     case deliver(ConnectionID, OutboundFrame)
+    /// Write this RECEIPT to the connection. Separate from `deliver` so that the shell can hold
+    /// a SUBSCRIBE's receipt until the cluster knows of the subscription.
+    case receipt(ConnectionID, OutboundFrame)
+    /// Local subscriptions to a destination (a topic pattern or a queue) changed by `delta`.
+    case interest(Destination, delta: Int)
+    /// A topic message published here, for the peers whose subscribers want it.
+    case forward(MessageEnvelope)
+    /// A queue message for a peer with consumers, since none are here.
+    case handOff(queue: String, MessageEnvelope, redelivered: Bool, hops: UInt8)
     /// Send the connection an ERROR for this reason, then close it.
     case fail(ConnectionID, StompProtocolError)
     /// Close the connection now that its DISCONNECT has been answered.

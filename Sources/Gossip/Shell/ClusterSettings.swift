@@ -1,0 +1,68 @@
+import NIOCore
+import NIOSSL
+
+/// Everything a node needs to take part in a cluster. Each knob has a default fit for a
+/// cluster of a few to a few hundred nodes on one network.
+public struct ClusterSettings: Sendable {
+    /// Nodes of different clusters refuse each other's links.
+    public var clusterName: String
+    /// The shared secret each link proves knowledge of (never sent, never logged).
+    public var secret: [UInt8]
+    /// This node's id, unique in the cluster.
+    public var node: NodeID
+    /// This boot of the node: later boots win over earlier ones of the same id.
+    public var epoch: UInt64
+    /// Where the link listener binds.
+    public var host: String
+    public var port: Int
+    /// `host:port` peers dial to reach this node; defaults to the bound address.
+    public var advertisedAddress: String?
+    /// `host:port` entries to join through. A host may resolve to several addresses (a
+    /// Kubernetes headless service); each is tried.
+    public var seeds: [String]
+
+    public var membership = MembershipInstance.Settings()
+    /// How often the shell runs the protocol clock: probes, timeouts, reconnects.
+    public var tickInterval: TimeAmount = .milliseconds(100)
+    /// A link with nothing to send for this long sends a heart-beat.
+    public var heartbeatInterval: TimeAmount = .milliseconds(1_000)
+    /// A link that hears nothing for this long is closed and redialled. Liveness of the
+    /// member itself is SWIM's business; this only recycles dead TCP connections.
+    public var linkTimeout: TimeAmount = .seconds(10)
+    /// Batches smaller than this are sent uncompressed.
+    public var compressionThreshold: Int = 512
+    /// The most bytes a link may hold unsent before forwarded messages to it are dropped
+    /// (and counted): a stalled peer must not exhaust this node's memory.
+    public var maxLinkBufferedBytes: Int = 64 * 1_048_576
+    /// How long a SUBSCRIBE's receipt waits for every live peer to acknowledge the interest.
+    public var interestAckTimeout: TimeAmount = .seconds(2)
+    /// How often each link exchanges interest digests, repairing anything missed.
+    public var digestInterval: TimeAmount = .seconds(5)
+    /// Reconnection backoff: doubles from the minimum to the maximum, with full jitter.
+    public var reconnectBackoffMinimum: TimeAmount = .milliseconds(100)
+    public var reconnectBackoffMaximum: TimeAmount = .seconds(5)
+    /// How long a dial may take.
+    public var connectTimeout: TimeAmount = .seconds(2)
+    /// Mutual TLS for links: both contexts present together, or neither.
+    public var tls: TLS?
+
+    public struct TLS: Sendable {
+        public var server: NIOSSLContext
+        public var client: NIOSSLContext
+
+        public init(server: NIOSSLContext, client: NIOSSLContext) {
+            self.server = server
+            self.client = client
+        }
+    }
+
+    public init(clusterName: String, secret: [UInt8], node: NodeID, epoch: UInt64, host: String, port: Int, seeds: [String]) {
+        self.clusterName = clusterName
+        self.secret = secret
+        self.node = node
+        self.epoch = epoch
+        self.host = host
+        self.port = port
+        self.seeds = seeds
+    }
+}

@@ -1,0 +1,525 @@
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import StompRouting
+
+/// The networking around the cluster's state machines: link listener and dialler, the
+/// protocol clock, and the glue between membership, interest and the local router.
+///
+/// Confined to one event loop, the router's, so that matching a publish against peers'
+/// interest and writing to links need no locks and no hops: links are bootstrapped on that
+/// loop too. `@unchecked Sendable` because of that confinement; every entry point asserts it.
+public final class ClusterShell: @unchecked Sendable {
+    public let settings: ClusterSettings
+    public let eventLoop: any EventLoop
+    let metrics = ClusterMetrics()
+    private let logger: Logger
+    /// Hands work to the local router (on this loop).
+    private let deliver: (RouterClusterOperation) -> Void
+
+    private var membership: MembershipInstance
+    private var localInterest: LocalInterest
+    private let remoteInterest = InterestTable()
+    /// Established links, one per peer.
+    private var links: [NodeID: LinkChannelHandler] = [:]
+    /// Every open link handler, established or still in its handshake.
+    private var openLinks: [ObjectIdentifier: LinkChannelHandler] = [:]
+    private var dialing: Set<String> = []
+    private var backoff: [String: (attempts: Int, notBefore: NIODeadline)] = [:]
+    /// Addresses that turned out to be this node (it may list itself as a seed).
+    private var ownAddresses: Set<String> = []
+    private var lastSeedAttempt: NIODeadline?
+    private var lastDigest: NIODeadline = .now()
+    /// Per peer, its boot and the highest version of this node's interest it acknowledged.
+    private var acknowledged: [NodeID: (peerEpoch: UInt64, version: UInt64)] = [:]
+    private var waitingForPropagation: [(version: UInt64, since: NIODeadline, body: () -> Void)] = []
+    private var pendingHandoffs: [UInt64: (peer: NodeID, queue: String, message: MessageEnvelope, redelivered: Bool, hops: UInt8)] = [:]
+    private var nextHandoffID: UInt64 = 0
+    private var topicScratch = Set<NodeID>()
+    private var listener: (any Channel)?
+    private var clock: RepeatedTask?
+    private var leaving = false
+    private var random = SystemRandomNumberGenerator()
+
+    /// - Parameters:
+    ///   - settings: the cluster's configuration.
+    ///   - eventLoop: the router's loop; links and timers run here too.
+    ///   - logger: for membership and link events.
+    ///   - deliver: hands work to the local router; called on `eventLoop`.
+    public init(settings: ClusterSettings, eventLoop: any EventLoop, logger: Logger, deliver: @escaping (RouterClusterOperation) -> Void) {
+        self.settings = settings
+        self.eventLoop = eventLoop
+        self.deliver = deliver
+        var logger = logger
+        logger[metadataKey: "cluster.node"] = "\(settings.node)"
+        self.logger = logger
+        self.membership = MembershipInstance(
+            node: settings.node,
+            epoch: settings.epoch,
+            address: settings.advertisedAddress ?? "\(settings.host):\(settings.port)",
+            settings: settings.membership
+        )
+        self.localInterest = LocalInterest(epoch: settings.epoch)
+    }
+
+    // MARK: - Lifecycle
+
+    /// Binds the link listener and starts the protocol clock.
+    ///
+    /// - Returns: the bound port.
+    public func start() async throws -> Int {
+        let bootstrap = ServerBootstrap(group: eventLoop)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: settings.maxLinkBufferedBytes / 2, high: settings.maxLinkBufferedBytes))
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls = settings.tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.server))
+                    }
+                    try channel.pipeline.syncOperations.addHandler(makeLinkHandler(outbound: false, address: nil))
+                }
+            }
+        let channel = try await bootstrap.bind(host: settings.host, port: settings.port).get()
+        let port = channel.localAddress?.port ?? settings.port
+        try await eventLoop.submit { [self] in
+            listener = channel
+            if settings.advertisedAddress == nil {
+                membership = MembershipInstance(node: settings.node, epoch: settings.epoch, address: "\(settings.host):\(port)", settings: settings.membership)
+            }
+            ownAddresses.insert(membership.address)
+            clock = eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: settings.tickInterval) { [self] _ in tick() }
+        }.get()
+        logger.info("cluster link listening", metadata: ["net.address": "\(settings.host):\(port)", "cluster.name": "\(settings.clusterName)"])
+        return port
+    }
+
+    /// Leaves the cluster gracefully: peers hear of it at once and stop routing here.
+    public func leave() async {
+        try? await eventLoop.submit { [self] in
+            leaving = true
+            clock?.cancel()
+            perform(membership.leave())
+            for link in openLinks.values { link.flushBatches() }
+        }.get()
+        // Let the announcement reach the wire before the links close.
+        try? await Task.sleep(for: .milliseconds(100))
+        try? await eventLoop.submit { [self] in
+            for link in openLinks.values { link.close() }
+            listener?.close(promise: nil)
+        }.get()
+    }
+
+    // MARK: - The protocol clock
+
+    private func tick() {
+        guard !leaving else { return }
+        let now = NIODeadline.now()
+        perform(membership.tick(now: now))
+        keepLinksAlive(now: now)
+        dialMissingPeers(now: now)
+        if now - lastDigest >= settings.digestInterval {
+            lastDigest = now
+            sendDigests()
+        }
+        releasePropagationWaiters(now: now)
+    }
+
+    private func keepLinksAlive(now: NIODeadline) {
+        for link in openLinks.values {
+            if now - link.lastReceived > settings.linkTimeout {
+                logger.info("closing silent link", metadata: ["cluster.peer": "\(link.peer?.node.name ?? link.dialedAddress ?? "?")"])
+                link.close()
+            } else if link.isEstablished, now - link.lastSent >= settings.heartbeatInterval {
+                link.send(.heartbeat)
+            }
+        }
+    }
+
+    // MARK: - Directives
+
+    private func perform(_ directives: [MembershipInstance.Directive]) {
+        for directive in directives {
+            switch directive {
+            case .send(let message, let peer):
+                links[peer]?.send(message)
+            case .broadcast(let message):
+                for link in links.values { link.send(message) }
+            case .connect(let peer, let address):
+                if links[peer] == nil { dial(address, now: .now(), force: true) }
+            case .statusChanged(let update, let previous):
+                memberChanged(update, previous: previous)
+            }
+        }
+    }
+
+    private func memberChanged(_ update: MemberUpdate, previous: MemberUpdate.Status?) {
+        logger.info(
+            "member \(update.status)",
+            metadata: ["cluster.peer": "\(update.node)", "cluster.incarnation": "\(update.incarnation)", "cluster.previous": "\(previous.map { "\($0)" } ?? "unknown")"]
+        )
+        guard update.status >= .dead else { return }
+        // Its interest goes, so nothing more is routed there; its queue messages in flight
+        // come back to this node.
+        for queue in remoteInterest.remove(update.node) { announceRemoteConsumers(queue) }
+        acknowledged[update.node] = nil
+        links.removeValue(forKey: update.node)?.close()
+        reclaimHandoffs(to: update.node)
+        releasePropagationWaiters(now: .now())
+    }
+
+    // MARK: - Dialling
+
+    private func dialMissingPeers(now: NIODeadline) {
+        for peer in membership.liveMembers where links[peer] == nil {
+            if let address = membership.status(of: peer)?.address { dial(address, now: now, force: false) }
+        }
+        // Seeds are how a node finds the cluster; while it has no peer at all, keep trying them.
+        let seedInterval: TimeAmount = links.isEmpty ? .seconds(1) : .seconds(30)
+        if !settings.seeds.isEmpty, lastSeedAttempt.map({ now - $0 >= seedInterval }) ?? true {
+            lastSeedAttempt = now
+            SeedResolver.resolve(settings.seeds, on: eventLoop).whenSuccess { [self] addresses in
+                let linked = Set(openLinks.values.compactMap(\.dialedAddress)).union(links.values.compactMap(\.peer?.address))
+                for address in addresses where !linked.contains(address) {
+                    dial(address, now: .now(), force: false)
+                }
+            }
+        }
+    }
+
+    private func dial(_ address: String, now: NIODeadline, force: Bool) {
+        guard !leaving, !ownAddresses.contains(address), !dialing.contains(address) else { return }
+        if !force, let wait = backoff[address], now < wait.notBefore { return }
+        guard let (host, port) = SeedResolver.split(address) else { return }
+        dialing.insert(address)
+        var bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(settings.connectTimeout)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelOption(.writeBufferWaterMark, value: .init(low: settings.maxLinkBufferedBytes / 2, high: settings.maxLinkBufferedBytes))
+        bootstrap = bootstrap.channelInitializer { [self] channel in
+            channel.eventLoop.makeCompletedFuture {
+                if let tls = settings.tls {
+                    try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls.client, serverHostname: nil))
+                }
+                try channel.pipeline.syncOperations.addHandler(makeLinkHandler(outbound: true, address: address))
+            }
+        }
+        bootstrap.connect(host: host, port: port).whenComplete { [self] result in
+            dialing.remove(address)
+            if case .failure(let error) = result {
+                scheduleRetry(address)
+                logger.debug("dial failed", metadata: ["net.address": "\(address)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Exponential backoff with full jitter, so that nodes restarting together don't redial
+    /// in lockstep.
+    private func scheduleRetry(_ address: String) {
+        let attempts = (backoff[address]?.attempts ?? 0) + 1
+        let ceiling = min(
+            settings.reconnectBackoffMinimum.nanoseconds << min(attempts, 20),
+            settings.reconnectBackoffMaximum.nanoseconds
+        )
+        let delay = Int64.random(in: settings.reconnectBackoffMinimum.nanoseconds...max(ceiling, settings.reconnectBackoffMinimum.nanoseconds), using: &random)
+        backoff[address] = (attempts, .now() + .nanoseconds(delay))
+    }
+
+    private func makeLinkHandler(outbound: Bool, address: String?) -> LinkChannelHandler {
+        var generator = SystemRandomNumberGenerator()
+        let nonce = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let identity = LinkHandshake.Identity(
+            clusterName: settings.clusterName,
+            node: settings.node,
+            epoch: settings.epoch,
+            address: membership.address,
+            secret: settings.secret
+        )
+        let link = LinkChannelHandler(
+            shell: self,
+            handshake: LinkHandshake(identity: identity, nonce: nonce),
+            isOutbound: outbound,
+            dialedAddress: address,
+            maxFrameSize: 64 * 1_048_576
+        )
+        openLinks[ObjectIdentifier(link)] = link
+        return link
+    }
+
+    // MARK: - Link events (called by LinkChannelHandler on this loop)
+
+    func linkEstablished(_ link: LinkChannelHandler, peer: LinkHello) {
+        if let address = link.dialedAddress { backoff[address] = nil }
+        if let existing = links[peer.node], existing !== link {
+            // Both sides dialled at once. Keep the link the lower node id dialled, on both ends
+            // alike, unless the peer rebooted: then the new link wins.
+            let existingEpoch = existing.peer?.epoch ?? 0
+            let keepNew = peer.epoch > existingEpoch || (peer.epoch == existingEpoch && dialedByLowerID(link, peer: peer.node))
+            if !keepNew {
+                link.close()
+                return
+            }
+            links[peer.node] = nil
+            existing.close()
+        }
+        links[peer.node] = link
+        if acknowledged[peer.node]?.peerEpoch != peer.epoch { acknowledged[peer.node] = nil }
+        logger.info("link up", metadata: ["cluster.peer": "\(peer.node)", "net.address": "\(peer.address)", "link.outbound": "\(link.isOutbound)"])
+        perform(membership.linkEstablished(node: peer.node, epoch: peer.epoch, address: peer.address, now: .now()))
+        // A link that (re)connects starts from a full snapshot of this node's interest.
+        link.send(.interestSnapshot(epoch: localInterest.epoch, version: localInterest.version, entries: localInterest.snapshot))
+    }
+
+    private func dialedByLowerID(_ link: LinkChannelHandler, peer: NodeID) -> Bool {
+        link.isOutbound ? settings.node < peer : peer < settings.node
+    }
+
+    func linkClosed(_ link: LinkChannelHandler) {
+        openLinks[ObjectIdentifier(link)] = nil
+        guard let peer = link.peer?.node, links[peer] === link else {
+            if let address = link.dialedAddress, link.peer == nil { scheduleRetry(address) }
+            return
+        }
+        links[peer] = nil
+        logger.info("link down", metadata: ["cluster.peer": "\(peer)"])
+        reclaimHandoffs(to: peer)
+        if !leaving { perform(membership.linkClosed(node: peer, now: .now())) }
+    }
+
+    func linkFailed(_ link: LinkChannelHandler, reason: String) {
+        if !link.isEstablished {
+            metrics.linkRefused()
+            logger.warning("link refused", metadata: ["net.address": "\(link.dialedAddress ?? "inbound")", "reason": "\(reason)"])
+        } else {
+            logger.info("link failed", metadata: ["cluster.peer": "\(link.peer?.node.name ?? "?")", "reason": "\(reason)"])
+        }
+    }
+
+    func linkReachedItself(_ link: LinkChannelHandler) {
+        if let address = link.dialedAddress { ownAddresses.insert(address) }
+    }
+
+    // MARK: - Messages from peers
+
+    func received(_ message: LinkMessage, on link: LinkChannelHandler) {
+        guard let peer = link.peer?.node, links[peer] === link else { return }
+        let now = NIODeadline.now()
+        switch message {
+        case .ping, .ack, .pingRequest, .members:
+            perform(membership.received(message, from: peer, now: now))
+
+        case .interestDelta(let epoch, let version, let changes):
+            answer(remoteInterest.applyDelta(from: peer, epoch: epoch, version: version, changes: changes), epoch: epoch, to: link, peer: peer)
+
+        case .interestSnapshot(let epoch, let version, let entries):
+            answer(remoteInterest.applySnapshot(from: peer, epoch: epoch, version: version, entries: entries), epoch: epoch, to: link, peer: peer)
+
+        case .interestAck(let epoch, let version):
+            guard epoch == localInterest.epoch, let peerEpoch = link.peer?.epoch else { break }
+            let previous = acknowledged[peer]?.version ?? 0
+            acknowledged[peer] = (peerEpoch, max(previous, version))
+            releasePropagationWaiters(now: now)
+
+        case .interestDigest(let epoch, let version, let yourEpoch, let yourVersion):
+            // The peer holds an older view of this node's interest: send it all.
+            if yourEpoch != localInterest.epoch || yourVersion != localInterest.version {
+                link.send(.interestSnapshot(epoch: localInterest.epoch, version: localInterest.version, entries: localInterest.snapshot))
+            }
+            // This node holds an older view of the peer's: its digest of us will make it resend.
+            if let held = remoteInterest.version(of: peer), held.epoch == epoch, held.version == version { break }
+            link.send(digest(for: peer))
+
+        case .forward(let body):
+            guard let envelope = Self.envelope(body) else { break }
+            deliver(.deliverForwarded(envelope))
+
+        case .handoff(let id, let queue, let body, let redelivered, let hops):
+            guard let envelope = Self.envelope(body) else { break }
+            deliver(.acceptHandoff(queue: queue, envelope, redelivered: redelivered, hops: hops == .max ? hops : hops + 1))
+            link.send(.handoffAck(id: id))
+
+        case .handoffAck(let id):
+            pendingHandoffs[id] = nil
+
+        case .heartbeat, .hello, .proof, .refuse:
+            break
+        }
+    }
+
+    private func answer(_ outcome: InterestTable.Outcome, epoch: UInt64, to link: LinkChannelHandler, peer: NodeID) {
+        switch outcome {
+        case .applied(let version, let queues):
+            link.send(.interestAck(epoch: epoch, version: version))
+            for queue in queues { announceRemoteConsumers(queue) }
+        case .duplicate(let version):
+            link.send(.interestAck(epoch: epoch, version: version))
+        case .gap:
+            link.send(digest(for: peer))
+        case .stale:
+            break
+        }
+    }
+
+    private func digest(for peer: NodeID) -> LinkMessage {
+        let held = remoteInterest.version(of: peer)
+        return .interestDigest(epoch: localInterest.epoch, version: localInterest.version, yourEpoch: held?.epoch ?? 0, yourVersion: held?.version ?? 0)
+    }
+
+    private func sendDigests() {
+        for (peer, link) in links { link.send(digest(for: peer)) }
+    }
+
+    private func announceRemoteConsumers(_ queue: String) {
+        let total = remoteInterest.consumers(ofQueue: queue).values.reduce(0, +)
+        deliver(.remoteQueueConsumers(queue: queue, count: total))
+    }
+
+    private static func envelope(_ body: LinkMessageBody) -> MessageEnvelope? {
+        guard let destination = try? Destination(parsing: body.destination) else { return nil }
+        return MessageEnvelope(destination: destination, messageID: body.messageID, headers: StompHeaders(body.headers), body: body.body)
+    }
+
+    // MARK: - From the local router
+
+    /// Local subscriptions changed; peers hear of it when the aggregate changes.
+    public func interestChanged(_ destination: Destination, delta: Int) {
+        eventLoop.assertInEventLoop()
+        let key: InterestKey
+        switch destination {
+        case .topic(let pattern): key = .topic(pattern)
+        case .queue(let name): key = .queue(name)
+        }
+        guard let (version, change) = localInterest.adjust(key, by: delta) else { return }
+        for link in links.values {
+            link.send(.interestDelta(epoch: localInterest.epoch, version: version, changes: [change]))
+        }
+    }
+
+    /// Sends a topic message once to each peer with a matching subscription.
+    public func forward(_ message: MessageEnvelope) {
+        eventLoop.assertInEventLoop()
+        guard case .topic(let key) = message.destination else { return }
+        topicScratch.removeAll(keepingCapacity: true)
+        remoteInterest.peers(forTopic: key, into: &topicScratch)
+        guard !topicScratch.isEmpty else { return }
+        // Encoded once, whatever the number of peers.
+        var bytes = ByteBuffer()
+        LinkMessage.forward(Self.body(message)).encode(into: &bytes)
+        for peer in topicScratch {
+            guard let link = links[peer] else {
+                metrics.forwardDroppedNoLink()
+                continue
+            }
+            if link.sendEncoded(bytes, limit: settings.maxLinkBufferedBytes) {
+                metrics.messageForwarded()
+            } else {
+                metrics.forwardDroppedBackpressure()
+            }
+        }
+    }
+
+    /// Passes ownership of a queue message to a peer with consumers, chosen in proportion to
+    /// their consumer counts. With no such peer reachable, the message stays here.
+    public func handOff(queue: String, _ message: MessageEnvelope, redelivered: Bool, hops: UInt8) {
+        eventLoop.assertInEventLoop()
+        let candidates = remoteInterest.consumers(ofQueue: queue).filter { links[$0.key] != nil }
+        let total = candidates.values.reduce(0, +)
+        guard total > 0 else {
+            deliver(.acceptHandoff(queue: queue, message, redelivered: redelivered, hops: .max))
+            return
+        }
+        var pick = Int.random(in: 0..<total, using: &random)
+        var chosen = candidates.first!.key
+        for (peer, count) in candidates.sorted(by: { $0.key < $1.key }) {
+            if pick < count {
+                chosen = peer
+                break
+            }
+            pick -= count
+        }
+        nextHandoffID += 1
+        pendingHandoffs[nextHandoffID] = (chosen, queue, message, redelivered, hops)
+        links[chosen]!.send(.handoff(id: nextHandoffID, queue: queue, message: Self.body(message), redelivered: redelivered, hops: hops))
+        metrics.queueHandedOff()
+    }
+
+    /// Messages handed to a peer that went away before acknowledging them are this node's
+    /// again. (If the peer did take one and then died, it died with it; if it took one and
+    /// only the ack was lost, the message may be delivered twice — the price of never losing
+    /// it to a link failure.)
+    private func reclaimHandoffs(to peer: NodeID) {
+        for (id, handoff) in pendingHandoffs where handoff.peer == peer {
+            pendingHandoffs[id] = nil
+            deliver(.acceptHandoff(queue: handoff.queue, handoff.message, redelivered: handoff.redelivered, hops: handoff.hops))
+        }
+    }
+
+    private static func body(_ message: MessageEnvelope) -> LinkMessageBody {
+        LinkMessageBody(
+            destination: message.destination.description,
+            messageID: message.messageID,
+            headers: message.headers.map { ($0.name, $0.value) },
+            body: message.body
+        )
+    }
+
+    // MARK: - Subscribe receipts
+
+    /// Runs `body` once every live peer acknowledged this node's current interest version.
+    public func afterInterestPropagated(_ body: @escaping () -> Void) {
+        eventLoop.assertInEventLoop()
+        let version = localInterest.version
+        if isPropagated(version) {
+            body()
+            return
+        }
+        waitingForPropagation.append((version, .now(), body))
+    }
+
+    private func isPropagated(_ version: UInt64) -> Bool {
+        membership.liveMembers.allSatisfy { (acknowledged[$0]?.version ?? 0) >= version }
+    }
+
+    private func releasePropagationWaiters(now: NIODeadline) {
+        guard !waitingForPropagation.isEmpty else { return }
+        var still: [(version: UInt64, since: NIODeadline, body: () -> Void)] = []
+        for waiter in waitingForPropagation {
+            if isPropagated(waiter.version) {
+                metrics.interestPropagated(after: (now - waiter.since).nanoseconds)
+                waiter.body()
+            } else if now - waiter.since >= settings.interestAckTimeout {
+                metrics.interestAckTimedOut()
+                logger.warning("interest not acknowledged by every peer in time; answering the SUBSCRIBE anyway")
+                waiter.body()
+            } else {
+                still.append(waiter)
+            }
+        }
+        waitingForPropagation = still
+    }
+
+    // MARK: - Status
+
+    /// A snapshot of the cluster as this node sees it.
+    public struct Status: Sendable {
+        public var node: NodeID
+        public var members: [MemberUpdate]
+        public var links: [NodeID: LinkCounters]
+        public var interestEntries: Int
+        public var localInterestVersion: UInt64
+    }
+
+    public func status() async -> Status {
+        (try? await eventLoop.submit { [self] in
+            Status(
+                node: settings.node,
+                members: membership.allMembers,
+                links: links.mapValues(\.counters),
+                interestEntries: remoteInterest.entryCount,
+                localInterestVersion: localInterest.version
+            )
+        }.get()) ?? Status(node: settings.node, members: [], links: [:], interestEntries: 0, localInterestVersion: 0)
+    }
+}

@@ -1,0 +1,194 @@
+import NIOCore
+
+/// One end of a link to another node: framing, the handshake, and batching.
+///
+/// Messages handed to ``send(_:)`` are encoded into one of two batches, control and bulk,
+/// and written as (at most) two frames at the end of the event-loop tick, control first, so
+/// membership and interest never wait behind forwarded messages that were queued in the
+/// same tick. Each batch is compressed when that pays (see ``LinkFrame``).
+///
+/// Lives on the cluster shell's event loop, like the shell itself, so the two call each
+/// other directly.
+final class LinkChannelHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// Whether this side dialled.
+    let isOutbound: Bool
+    /// The address dialled, for outbound links.
+    let dialedAddress: String?
+    private let shell: ClusterShell
+    private var handshake: LinkHandshake
+    private(set) var peer: LinkHello?
+    private var context: ChannelHandlerContext?
+    private var inbound = ByteBuffer()
+    private let decoder: LinkFrame.Decoder
+    private var messages: [LinkMessage] = []
+    private var controlBatch = ByteBuffer()
+    private var bulkBatch = ByteBuffer()
+    private var flushScheduled = false
+    private(set) var lastReceived: NIODeadline = .now()
+    private(set) var lastSent: NIODeadline = .now()
+    private(set) var counters = LinkCounters()
+
+    init(shell: ClusterShell, handshake: LinkHandshake, isOutbound: Bool, dialedAddress: String?, maxFrameSize: Int) {
+        self.shell = shell
+        self.handshake = handshake
+        self.isOutbound = isOutbound
+        self.dialedAddress = dialedAddress
+        self.decoder = LinkFrame.Decoder(maxFrameSize: maxFrameSize)
+    }
+
+    var isEstablished: Bool { peer != nil }
+    var channel: (any Channel)? { context?.channel }
+
+    // MARK: - Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { sendHello() }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        sendHello()
+        context.fireChannelActive()
+    }
+
+    private func sendHello() {
+        send(handshake.hello)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        lastReceived = .now()
+        if inbound.readableBytes == 0 { inbound = bytes } else { inbound.writeBuffer(&bytes) }
+        do {
+            while let (payload, sizes) = try decoder.nextPayload(from: &inbound) {
+                counters.framesReceived += 1
+                counters.rawBytesReceived += sizes.raw
+                counters.wireBytesReceived += sizes.wire
+                var body = payload
+                try LinkMessage.decodeAll(&body, into: &messages)
+                for message in messages {
+                    guard context.channel.isActive else { break }
+                    handle(message, context: context)
+                }
+                messages.removeAll(keepingCapacity: true)
+            }
+        } catch {
+            shell.linkFailed(self, reason: "malformed input: \(error)")
+            context.close(promise: nil)
+            return
+        }
+        if inbound.readableBytes == 0 { inbound.clear() } else if inbound.readerIndex > 1_048_576 { inbound.discardReadBytes() }
+    }
+
+    private func handle(_ message: LinkMessage, context: ChannelHandlerContext) {
+        guard peer == nil else {
+            shell.received(message, on: self)
+            return
+        }
+        switch handshake.received(message) {
+        case .send(let reply):
+            send(reply)
+        case .established(let hello, _):
+            peer = hello
+            shell.linkEstablished(self, peer: hello)
+        case .refuse(let reason):
+            send(.refuse(reason))
+            flushBatches()
+            shell.linkFailed(self, reason: reason)
+            context.close(promise: nil)
+        case .selfConnection:
+            shell.linkReachedItself(self)
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        shell.linkClosed(self)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        shell.linkFailed(self, reason: "\(error)")
+        context.close(promise: nil)
+    }
+
+    // MARK: - Sending
+
+    /// Queues a message for the end of this tick.
+    func send(_ message: LinkMessage) {
+        if message.isControl {
+            message.encode(into: &controlBatch)
+        } else {
+            message.encode(into: &bulkBatch)
+        }
+        scheduleFlush()
+    }
+
+    /// Queues a bulk message encoded once for several links.
+    ///
+    /// - Returns: `false` when the link's unsent bytes are over the limit and the message
+    ///   was dropped.
+    func sendEncoded(_ bytes: ByteBuffer, limit: Int) -> Bool {
+        guard let channel = context?.channel else { return false }
+        if !channel.isWritable, bulkBatch.readableBytes + bytes.readableBytes > limit / 4 {
+            return false
+        }
+        bulkBatch.writeImmutableBuffer(bytes)
+        scheduleFlush()
+        return true
+    }
+
+    private func scheduleFlush() {
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.execute { loopBound.value.flushBatches() }
+    }
+
+    /// Writes what this tick queued: control first, then bulk.
+    func flushBatches() {
+        flushScheduled = false
+        guard let context, context.channel.isActive else {
+            controlBatch.clear()
+            bulkBatch.clear()
+            return
+        }
+        var wrote = false
+        for lane in 0..<2 {
+            let batch = lane == 0 ? controlBatch : bulkBatch
+            guard batch.readableBytes > 0 else { continue }
+            var frame = context.channel.allocator.buffer(capacity: batch.readableBytes + 9)
+            let sizes = LinkFrame.encode(batch, compressionThreshold: shell.settings.compressionThreshold, into: &frame)
+            counters.framesSent += 1
+            counters.rawBytesSent += sizes.raw
+            counters.wireBytesSent += sizes.wire
+            shell.metrics.linkBytesSent(raw: sizes.raw, wire: sizes.wire)
+            context.write(wrapOutboundOut(frame), promise: nil)
+            wrote = true
+        }
+        controlBatch.clear()
+        bulkBatch.clear()
+        if wrote {
+            lastSent = .now()
+            context.flush()
+        }
+    }
+
+    func close() {
+        flushBatches()
+        context?.close(promise: nil)
+    }
+}
+
+/// Bytes and frames through one link, raw (before compression) and on the wire.
+public struct LinkCounters: Sendable, Equatable {
+    public var framesSent = 0
+    public var framesReceived = 0
+    public var rawBytesSent = 0
+    public var wireBytesSent = 0
+    public var rawBytesReceived = 0
+    public var wireBytesReceived = 0
+}
