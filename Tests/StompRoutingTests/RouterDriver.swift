@@ -39,6 +39,8 @@ struct RouterDriver {
     private(set) var versions: [ConnectionID: StompVersion] = [:]
     /// The raw bytes of the last deliveries, in order, for byte-level checks.
     private(set) var lastRawDeliveries: [(ConnectionID, ByteBuffer)] = []
+    /// The outputs for the cluster of the last operation, in order.
+    private(set) var lastClusterOutputs: [RouterOutput] = []
 
     init(messageIDPrefix: String = "node1-", maxQueueDepth: Int = 10_000) {
         router = Router(settings: .init(messageIDPrefix: messageIDPrefix, maxQueueDepth: maxQueueDepth))
@@ -58,16 +60,34 @@ struct RouterDriver {
     mutating func run(_ operation: RouterOperation, from connection: ConnectionID, receipt: String? = nil) -> [RouterEvent] {
         var outputs: [RouterOutput] = []
         router.handle(operation, from: connection, receipt: receipt, into: &outputs)
+        return events(outputs)
+    }
+
+    /// Applies work from other nodes.
+    @discardableResult
+    mutating func run(_ operation: RouterClusterOperation) -> [RouterEvent] {
+        var outputs: [RouterOutput] = []
+        router.handle(operation, into: &outputs)
+        return events(outputs)
+    }
+
+    /// Connection outputs become events; what is meant for the cluster (interest, forwards,
+    /// hand-offs) is kept apart in `lastClusterOutputs`.
+    private mutating func events(_ outputs: [RouterOutput]) -> [RouterEvent] {
         lastRawDeliveries = []
-        return outputs.map { output in
+        lastClusterOutputs = []
+        return outputs.compactMap { output in
             switch output {
-            case .deliver(let connection, let frame):
+            case .deliver(let connection, let frame), .receipt(let connection, let frame):
                 lastRawDeliveries.append((connection, frame.bytes))
                 return .deliver(connection, decode(frame.bytes, version: versions[connection] ?? .v1_2), isText: frame.isText)
             case .fail(let connection, let error):
                 return .fail(connection, error.kind, receiptID: error.receiptID)
             case .close(let connection):
                 return .close(connection)
+            case .interest, .forward, .handOff:
+                lastClusterOutputs.append(output)
+                return nil
             }
         }
     }

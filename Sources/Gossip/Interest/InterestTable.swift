@@ -37,6 +37,7 @@ public final class InterestTable {
     // MARK: - Updates
 
     public func applyDelta(from node: NodeID, epoch: UInt64, version: UInt64, changes: [(InterestKey, Int)]) -> Outcome {
+        var changedQueues = Set<String>()
         if let origin = origins[node] {
             if epoch < origin.epoch { return .stale }
             if epoch == origin.epoch {
@@ -46,13 +47,12 @@ public final class InterestTable {
                 return .gap
             } else {
                 // A new boot whose very first change this is: start it afresh.
-                _ = remove(node)
+                changedQueues = remove(node)
             }
         } else if version != 1 {
             return .gap
         }
         var origin = origins[node] ?? Origin(epoch: epoch, version: 0)
-        var changedQueues = Set<String>()
         for (key, count) in changes {
             set(key, count: count, of: node, in: &origin, changedQueues: &changedQueues)
         }

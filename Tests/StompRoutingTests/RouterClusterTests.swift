@@ -1,0 +1,126 @@
+import NIOCore
+import Testing
+
+@testable import StompRouting
+
+/// The router's seam to the cluster: interest, forwards, hand-offs.
+@Suite("Router: cluster seam")
+struct RouterClusterTests {
+    private func envelope(_ destination: String, _ body: String, id: String = "n2-x-1") -> MessageEnvelope {
+        MessageEnvelope(destination: try! Destination(parsing: destination), messageID: id, headers: [:], body: ByteBuffer(string: body))
+    }
+
+    private func handOffs(_ outputs: [RouterOutput]) -> [(queue: String, body: String, hops: UInt8)] {
+        outputs.compactMap {
+            if case .handOff(let queue, let message, _, let hops) = $0 { return (queue, String(buffer: message.body), hops) }
+            return nil
+        }
+    }
+
+    @Test func subscribeAndUnsubscribeReportInterest() {
+        var driver = RouterDriver()
+        let a = driver.open(1)
+        driver.subscribe(a, id: "s", "/topic/a.*")
+        guard case .interest(.topic("a.*"), delta: 1) = driver.lastClusterOutputs.first else {
+            Issue.record("expected interest +1, got \(driver.lastClusterOutputs)")
+            return
+        }
+        driver.run(.unsubscribe(id: "s"), from: a)
+        guard case .interest(.topic("a.*"), delta: -1) = driver.lastClusterOutputs.first else {
+            Issue.record("expected interest -1, got \(driver.lastClusterOutputs)")
+            return
+        }
+        driver.subscribe(a, id: "q", "/queue/jobs")
+        driver.run(.closed, from: a)
+        guard case .interest(.queue("jobs"), delta: -1) = driver.lastClusterOutputs.first else {
+            Issue.record("closing a connection withdraws its interest, got \(driver.lastClusterOutputs)")
+            return
+        }
+    }
+
+    @Test func locallyPublishedTopicMessagesAreForwardedOnce() {
+        var driver = RouterDriver()
+        let a = driver.open(1)
+        driver.send(a, "/topic/news", "hi")
+        #expect(driver.lastClusterOutputs.count == 1)
+        guard case .forward(let message) = driver.lastClusterOutputs.first else {
+            Issue.record("expected a forward")
+            return
+        }
+        #expect(message.messageID == "node1-1")
+        #expect(String(buffer: message.body) == "hi")
+    }
+
+    @Test func forwardedMessagesAreDeliveredLocallyAndNeverForwardedAgain() {
+        var driver = RouterDriver()
+        let a = driver.open(1)
+        driver.subscribe(a, id: "s", "/topic/news.#")
+        let events = driver.run(.deliverForwarded(envelope("/topic/news.eu", "remote")))
+        #expect(events.count == 1)
+        #expect(events.first?.frame?.headers["message-id"] == "n2-x-1")
+        #expect(driver.lastClusterOutputs.isEmpty)
+    }
+
+    @Test func queueMessagesGoToPeersOnlyWithoutLocalConsumers() {
+        var driver = RouterDriver()
+        let publisher = driver.open(1)
+        driver.run(.remoteQueueConsumers(queue: "jobs", count: 2))
+        driver.send(publisher, "/queue/jobs", "one")
+        #expect(handOffs(driver.lastClusterOutputs).map(\.body) == ["one"])
+
+        let consumer = driver.open(2)
+        driver.subscribe(consumer, id: "c", "/queue/jobs")
+        let events = driver.send(publisher, "/queue/jobs", "two")
+        #expect(handOffs(driver.lastClusterOutputs).isEmpty)
+        #expect(events.contains { $0.connection == consumer && $0.frame?.body == ByteBuffer(string: "two") })
+    }
+
+    @Test func heldMessagesMoveWhenARemoteConsumerAppears() {
+        var driver = RouterDriver()
+        let publisher = driver.open(1)
+        driver.send(publisher, "/queue/jobs", "one")
+        driver.send(publisher, "/queue/jobs", "two")
+        #expect(driver.router.pendingCount(queue: "jobs") == 2)
+        driver.run(.remoteQueueConsumers(queue: "jobs", count: 1))
+        #expect(handOffs(driver.lastClusterOutputs).map(\.body) == ["one", "two"])
+        #expect(driver.router.pendingCount(queue: "jobs") == 0)
+    }
+
+    @Test func acceptedHandoffIsDeliveredOrHeldNeverDropped() {
+        var driver = RouterDriver()
+        // No consumer here and none elsewhere: held, even beyond the queue's depth.
+        driver.run(.acceptHandoff(queue: "jobs", envelope("/queue/jobs", "a"), redelivered: false, hops: 1))
+        #expect(driver.router.pendingCount(queue: "jobs") == 1)
+
+        let consumer = driver.open(1)
+        let events = driver.subscribe(consumer, id: "c", "/queue/jobs")
+        #expect(events.first?.frame?.body == ByteBuffer(string: "a"))
+    }
+
+    @Test func handoffHopsAreBounded() {
+        var driver = RouterDriver()
+        driver.run(.remoteQueueConsumers(queue: "jobs", count: 1))
+        // A message that arrives where its consumer has just left is handed on...
+        driver.run(.acceptHandoff(queue: "jobs", envelope("/queue/jobs", "a"), redelivered: false, hops: 1))
+        #expect(handOffs(driver.lastClusterOutputs).map(\.hops) == [1])
+        // ...but not for ever: past the bound it stays.
+        driver.run(.acceptHandoff(queue: "jobs", envelope("/queue/jobs", "b"), redelivered: false, hops: 3))
+        #expect(handOffs(driver.lastClusterOutputs).isEmpty)
+        #expect(driver.router.pendingCount(queue: "jobs") == 1)
+    }
+
+    @Test func unackedMessagesOfADepartingLastConsumerGoToPeers() {
+        var driver = RouterDriver()
+        let consumer = driver.open(1)
+        let publisher = driver.open(2)
+        driver.subscribe(consumer, id: "c", "/queue/jobs", ack: .clientIndividual)
+        driver.send(publisher, "/queue/jobs", "one")
+        driver.run(.remoteQueueConsumers(queue: "jobs", count: 1))
+        driver.run(.closed, from: consumer)
+        let moved = driver.lastClusterOutputs.compactMap { output -> Bool? in
+            if case .handOff(_, _, let redelivered, _) = output { return redelivered }
+            return nil
+        }
+        #expect(moved == [true])
+    }
+}
