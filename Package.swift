@@ -49,7 +49,8 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
-            ]
+            ],
+            exclude: ["Link/WIRE-FORMAT.md"]
         ),
         // Bytes <-> frames: TCP, WebSocket upgrade, TLS, and the channel handler that drives a session.
         .target(

@@ -163,7 +163,9 @@ public final class ClusterShell: @unchecked Sendable {
         guard update.status >= .dead else { return }
         // Its interest goes, so nothing more is routed there; its queue messages in flight
         // come back to this node.
+        let entries = remoteInterest.entriesByOrigin[update.node]?.entries.count ?? 0
         for queue in remoteInterest.remove(update.node) { announceRemoteConsumers(queue) }
+        logger.info("dropped interest of departed member", metadata: ["cluster.peer": "\(update.node)", "cluster.interest.entries": "\(entries)"])
         acknowledged[update.node] = nil
         links.removeValue(forKey: update.node)?.close()
         reclaimHandoffs(to: update.node)
@@ -283,7 +285,16 @@ public final class ClusterShell: @unchecked Sendable {
             return
         }
         links[peer] = nil
-        logger.info("link down", metadata: ["cluster.peer": "\(peer)"])
+        let counters = link.counters
+        logger.info(
+            "link down",
+            metadata: [
+                "cluster.peer": "\(peer)",
+                "link.bytes.sent.raw": "\(counters.rawBytesSent)",
+                "link.bytes.sent.wire": "\(counters.wireBytesSent)",
+                "link.frames.sent": "\(counters.framesSent)",
+            ]
+        )
         reclaimHandoffs(to: peer)
         if !leaving { perform(membership.linkClosed(node: peer, now: .now())) }
     }
