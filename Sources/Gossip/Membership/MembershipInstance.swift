@@ -112,6 +112,12 @@ public struct MembershipInstance {
         members.values.filter { $0.update.status <= .suspect }.map(\.update.node)
     }
 
+    /// Members declared dead (not departed) and still remembered. After a partition each side
+    /// holds the other dead; redialling them is how the halves find each other again.
+    public var deadMembers: [MemberUpdate] {
+        members.values.filter { $0.update.status == .dead }.map(\.update)
+    }
+
     public func status(of node: NodeID) -> MemberUpdate? { members[node]?.update }
 
     // MARK: - Links

@@ -30,6 +30,7 @@ public final class ClusterShell: @unchecked Sendable {
     /// Addresses that turned out to be this node (it may list itself as a seed).
     private var ownAddresses: Set<String> = []
     private var lastSeedAttempt: NIODeadline?
+    private var lastDeadRedial: NIODeadline = .now()
     private var lastDigest: NIODeadline = .now()
     /// Per peer, its boot and the highest version of this node's interest it acknowledged.
     private var acknowledged: [NodeID: (peerEpoch: UInt64, version: UInt64)] = [:]
@@ -177,6 +178,15 @@ public final class ClusterShell: @unchecked Sendable {
     private func dialMissingPeers(now: NIODeadline) {
         for peer in membership.liveMembers where links[peer] == nil {
             if let address = membership.status(of: peer)?.address { dial(address, now: now, force: false) }
+        }
+        // A member declared dead may have been cut off rather than killed: try it now and then,
+        // so both halves of a healed partition find each other (it refutes with a higher
+        // incarnation once the link is up).
+        if now - lastDeadRedial >= .seconds(5) {
+            lastDeadRedial = now
+            for member in membership.deadMembers where links[member.node] == nil {
+                dial(member.address, now: now, force: false)
+            }
         }
         // Seeds are how a node finds the cluster; while it has no peer at all, keep trying them.
         let seedInterval: TimeAmount = links.isEmpty ? .seconds(1) : .seconds(30)
