@@ -17,7 +17,7 @@ import Darwin
 /// On SIGTERM or SIGINT (through the service group's graceful shutdown), the listeners close
 /// first so no client arrives mid-shutdown; then every connected client gets an ERROR saying
 /// the node is shutting down and is closed; then the event loops stop.
-struct NodeService: Service {
+struct NodeService: Service, CustomStringConvertible {
     let configuration: NodeConfiguration
     let portsFile: String?
     let logger: Logger
@@ -29,6 +29,9 @@ struct NodeService: Service {
         logger[metadataKey: "cluster.node"] = "\(configuration.nodeID)"
         self.logger = logger
     }
+
+    /// ServiceLifecycle logs its services; this keeps the configuration (and its secret) out.
+    var description: String { "NodeService(node: \(configuration.nodeID))" }
 
     func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoops)

@@ -132,3 +132,7 @@ public struct LinkHandshake {
         return input
     }
 }
+
+extension LinkHandshake.Identity: CustomStringConvertible {
+    public var description: String { "Identity(cluster: \(clusterName), node: \(node), epoch: \(epoch), secret: <redacted>)" }
+}

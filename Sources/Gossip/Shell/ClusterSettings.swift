@@ -66,3 +66,11 @@ public struct ClusterSettings: Sendable {
         self.seeds = seeds
     }
 }
+
+extension ClusterSettings: CustomStringConvertible {
+    /// Everything but the secret, which must never reach a log.
+    public var description: String {
+        "ClusterSettings(cluster: \(clusterName), node: \(node), epoch: \(epoch), listen: \(host):\(port), "
+            + "advertise: \(advertisedAddress ?? "bound address"), seeds: \(seeds), tls: \(tls != nil), secret: <redacted>)"
+    }
+}
