@@ -22,6 +22,9 @@ import Darwin
 /// | `cluster.tls.cert`, `cluster.tls.key`, `cluster.tls.ca` | none: mutual TLS off |
 /// | `cluster.probe-interval-ms`, `cluster.probe-timeout-ms`, `cluster.suspicion-timeout-ms` | 1000, 400, 2000 |
 /// | `cluster.interest-ack-timeout-ms` | 2000 |
+/// | `cluster.indirect-probe-timeout-ms`, `cluster.indirect-probes` | 600, 3 |
+/// | `cluster.link-heartbeat-ms`, `cluster.link-timeout-ms`, `cluster.digest-interval-ms` | 1000, 10000, 5000 |
+/// | `cluster.compression-threshold` | 512 |
 enum ClusterConfiguration {
     static func read(_ reader: ConfigReader, node: String, epoch: UInt64) throws -> ClusterSettings? {
         let port = reader.int(forKey: "cluster.port", default: 7946)
@@ -68,6 +71,15 @@ enum ClusterConfiguration {
         settings.membership.probeTimeout = try milliseconds("cluster.probe-timeout-ms", settings.membership.probeTimeout)
         settings.membership.suspicionTimeout = try milliseconds("cluster.suspicion-timeout-ms", settings.membership.suspicionTimeout)
         settings.interestAckTimeout = try milliseconds("cluster.interest-ack-timeout-ms", settings.interestAckTimeout)
+        settings.membership.indirectProbeTimeout = try milliseconds("cluster.indirect-probe-timeout-ms", settings.membership.indirectProbeTimeout)
+        settings.heartbeatInterval = try milliseconds("cluster.link-heartbeat-ms", settings.heartbeatInterval)
+        settings.linkTimeout = try milliseconds("cluster.link-timeout-ms", settings.linkTimeout)
+        settings.digestInterval = try milliseconds("cluster.digest-interval-ms", settings.digestInterval)
+        settings.membership.indirectProbeCount = reader.int(forKey: "cluster.indirect-probes", default: settings.membership.indirectProbeCount)
+        settings.compressionThreshold = reader.int(forKey: "cluster.compression-threshold", default: settings.compressionThreshold)
+        guard settings.membership.indirectProbeCount >= 0, settings.compressionThreshold >= 0 else {
+            throw NodeConfiguration.Invalid(description: "cluster.indirect-probes and cluster.compression-threshold may not be negative")
+        }
         settings.tls = try tls(reader)
         return settings
     }

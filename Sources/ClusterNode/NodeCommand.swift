@@ -72,6 +72,18 @@ struct NodeCommand: AsyncParsableCommand {
     var suspicionTimeoutMs: Int?
     @Option(help: "Longest wait, in ms, for peers to acknowledge a subscription before its RECEIPT. (key: cluster.interest-ack-timeout-ms, default 2000)")
     var interestAckTimeoutMs: Int?
+    @Option(help: "SWIM indirect probe timeout in ms. (key: cluster.indirect-probe-timeout-ms, default 600)")
+    var indirectProbeTimeoutMs: Int?
+    @Option(help: "Members asked to probe a target that missed a direct probe. (key: cluster.indirect-probes, default 3)")
+    var indirectProbes: Int?
+    @Option(help: "Heart-beat interval of idle links in ms. (key: cluster.link-heartbeat-ms, default 1000)")
+    var linkHeartbeatMs: Int?
+    @Option(help: "A link silent for this many ms is closed and redialled. (key: cluster.link-timeout-ms, default 10000)")
+    var linkTimeoutMs: Int?
+    @Option(help: "Interval of interest digests that repair missed updates, in ms. (key: cluster.digest-interval-ms, default 5000)")
+    var digestIntervalMs: Int?
+    @Option(help: "Link batches smaller than this many bytes are not compressed. (key: cluster.compression-threshold, default 512)")
+    var compressionThreshold: Int?
 
     @Option(help: "Largest frame in bytes: command, headers and body. (key: limits.frame-size)")
     var maxFrameSize: Int?
@@ -145,6 +157,12 @@ struct NodeCommand: AsyncParsableCommand {
         put("cluster.probe-timeout-ms", probeTimeoutMs.map(ConfigContent.int))
         put("cluster.suspicion-timeout-ms", suspicionTimeoutMs.map(ConfigContent.int))
         put("cluster.interest-ack-timeout-ms", interestAckTimeoutMs.map(ConfigContent.int))
+        put("cluster.indirect-probe-timeout-ms", indirectProbeTimeoutMs.map(ConfigContent.int))
+        put("cluster.indirect-probes", indirectProbes.map(ConfigContent.int))
+        put("cluster.link-heartbeat-ms", linkHeartbeatMs.map(ConfigContent.int))
+        put("cluster.link-timeout-ms", linkTimeoutMs.map(ConfigContent.int))
+        put("cluster.digest-interval-ms", digestIntervalMs.map(ConfigContent.int))
+        put("cluster.compression-threshold", compressionThreshold.map(ConfigContent.int))
         return values
     }
 
