@@ -1,6 +1,8 @@
 import ArgumentParser
 import Configuration
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 
 /// `cluster-node`: one node of the broker.
@@ -85,6 +87,17 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Link batches smaller than this many bytes are not compressed. (key: cluster.compression-threshold, default 512)")
     var compressionThreshold: Int?
 
+    @Option(help: "Address of the admin API (health, metrics, /v1). (key: admin.host, default 127.0.0.1)")
+    var adminHost: String?
+    @Option(help: "Port of the admin API; negative turns it off. (key: admin.port, default 8222)")
+    var adminPort: Int?
+    @Option(help: "Bearer token the admin API requires (all but /healthz and /readyz); required beyond loopback. (key: admin.token)")
+    var adminToken: String?
+    @Option(help: "Pause in ms between turning not-ready and disconnecting clients when draining. (key: drain.lb-delay-ms, default 2000)")
+    var drainLbDelayMs: Int?
+    @Option(help: "Clients disconnected per second when draining. (key: drain.clients-per-second, default 1000)")
+    var drainClientsPerSecond: Int?
+
     @Option(help: "Largest frame in bytes: command, headers and body. (key: limits.frame-size)")
     var maxFrameSize: Int?
     @Option(help: "Largest frame body in bytes. (key: limits.body-size)")
@@ -117,7 +130,7 @@ struct NodeCommand: AsyncParsableCommand {
     private var flagValues: [AbsoluteConfigKey: ConfigValue] {
         var values: [AbsoluteConfigKey: ConfigValue] = [:]
         func put(_ key: AbsoluteConfigKey, _ content: ConfigContent?) {
-            if let content { values[key] = ConfigValue(content, isSecret: key == "cluster.secret") }
+            if let content { values[key] = ConfigValue(content, isSecret: key == "cluster.secret" || key == "admin.token") }
         }
         put("host", host.map(ConfigContent.string))
         put("ws.port", wsPort.map(ConfigContent.int))
@@ -143,6 +156,11 @@ struct NodeCommand: AsyncParsableCommand {
         put("heartbeat.send-ms", heartbeatSendMs.map(ConfigContent.int))
         put("heartbeat.receive-ms", heartbeatReceiveMs.map(ConfigContent.int))
         put("heartbeat.grace", heartbeatGrace.map(ConfigContent.double))
+        put("admin.host", adminHost.map(ConfigContent.string))
+        put("admin.port", adminPort.map(ConfigContent.int))
+        put("admin.token", adminToken.map(ConfigContent.string))
+        put("drain.lb-delay-ms", drainLbDelayMs.map(ConfigContent.int))
+        put("drain.clients-per-second", drainClientsPerSecond.map(ConfigContent.int))
         put("cluster.port", clusterPort.map(ConfigContent.int))
         put("cluster.host", clusterHost.map(ConfigContent.string))
         put("cluster.advertise", clusterAdvertise.map(ConfigContent.string))
@@ -183,7 +201,11 @@ struct NodeCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "cluster-node")
 
-        let node = try NodeService(configuration: configuration, portsFile: portsFile, logger: logger)
+        // Every counter and gauge of every module lands in one registry, served at /metrics.
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+
+        let node = NodeService(configuration: configuration, portsFile: portsFile, registry: registry, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
                 services: [node],

@@ -32,6 +32,9 @@ import Darwin
 /// | `limits.outbound-bytes` | 8 MiB |
 /// | `heartbeat.send-ms`, `heartbeat.receive-ms`, `heartbeat.grace` | 10000, 10000, 1.5 |
 ///
+/// | `admin.host`, `admin.port`, `admin.token` | `127.0.0.1`, `8222`, none (required beyond loopback) |
+/// | `drain.lb-delay-ms`, `drain.clients-per-second` | 2000, 1000 |
+///
 /// A negative port turns that listener off.
 struct NodeConfiguration: Sendable {
     var nodeID: String
@@ -40,6 +43,27 @@ struct NodeConfiguration: Sendable {
     var bootEpoch: UInt64
     /// `nil` when clustering is off (no secret configured).
     var cluster: ClusterSettings?
+    var admin: AdminSettings
+    var drain: DrainSettings
+
+    /// The admin API's listener.
+    struct AdminSettings: Sendable {
+        var host = "127.0.0.1"
+        /// `nil` turns the admin API off.
+        var port: Int? = 8222
+        /// Required on every request but `/healthz` and `/readyz` when set; must be set when the
+        /// API listens beyond loopback.
+        var token: String?
+    }
+
+    /// How a drain paces itself.
+    struct DrainSettings: Sendable {
+        /// Between turning not-ready and telling clients to go: the time a load balancer needs to
+        /// stop routing new clients here (a couple of health-check intervals).
+        var loadBalancerDelay: TimeAmount = .seconds(2)
+        /// Clients let go per second, so their reconnects don't arrive at the other nodes at once.
+        var clientsPerSecond = 1_000
+    }
     var eventLoops: Int
     var logLevel: Logger.Level
     var io: WebSocketIOConfiguration
@@ -123,6 +147,22 @@ struct NodeConfiguration: Sendable {
         )
         guard eventLoops > 0 else { throw Invalid(description: "event-loops must be positive") }
         cluster = try ClusterConfiguration.read(reader, node: nodeID, epoch: bootEpoch)
+
+        var admin = AdminSettings()
+        admin.host = reader.string(forKey: "admin.host", default: admin.host)
+        admin.port = try port("admin.port", admin.port)
+        admin.token = reader.string(forKey: "admin.token", isSecret: true)
+        let loopback = ["127.0.0.1", "::1", "localhost"]
+        if admin.port != nil, !loopback.contains(admin.host), admin.token == nil {
+            throw Invalid(description: "the admin API listens beyond loopback (admin.host \(admin.host)): set admin.token")
+        }
+        self.admin = admin
+        var drain = DrainSettings()
+        let delay = reader.int(forKey: "drain.lb-delay-ms", default: Int(drain.loadBalancerDelay.nanoseconds / 1_000_000))
+        guard delay >= 0 else { throw Invalid(description: "drain.lb-delay-ms may not be negative") }
+        drain.loadBalancerDelay = .milliseconds(Int64(delay))
+        drain.clientsPerSecond = try positive("drain.clients-per-second", drain.clientsPerSecond)
+        self.drain = drain
     }
 
     static func hostName() -> String {

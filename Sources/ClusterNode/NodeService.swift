@@ -2,8 +2,10 @@ import Gossip
 import Logging
 import NIOCore
 import NIOPosix
+import Prometheus
 import ServiceLifecycle
 import StompRouting
+import Synchronization
 import WebSocketIO
 
 #if canImport(Glibc)
@@ -12,19 +14,25 @@ import Glibc
 import Darwin
 #endif
 
-/// Runs a node from start to graceful shutdown.
+/// Runs a node from start to exit.
 ///
-/// On SIGTERM or SIGINT (through the service group's graceful shutdown), the listeners close
-/// first so no client arrives mid-shutdown; then every connected client gets an ERROR saying
-/// the node is shutting down and is closed; then the event loops stop.
+/// It ends by draining, whether asked by SIGTERM/SIGINT (the service group's graceful
+/// shutdown) or by `POST /v1/drain`: `/readyz` turns not-ready at once and the client
+/// listeners close (new connections are refused); after a pause for the load balancer to
+/// notice, clients get an ERROR saying the node is shutting down, at a bounded rate with
+/// jitter; the queue messages this node holds go to peers; the node leaves the cluster and
+/// the process exits 0.
 struct NodeService: Service, CustomStringConvertible {
     let configuration: NodeConfiguration
     let portsFile: String?
+    let registry: PrometheusCollectorRegistry
     let logger: Logger
+    private let drainRequest = DrainRequest()
 
-    init(configuration: NodeConfiguration, portsFile: String?, logger: Logger) throws {
+    init(configuration: NodeConfiguration, portsFile: String?, registry: PrometheusCollectorRegistry, logger: Logger) {
         self.configuration = configuration
         self.portsFile = portsFile
+        self.registry = registry
         var logger = logger
         logger[metadataKey: "cluster.node"] = "\(configuration.nodeID)"
         self.logger = logger
@@ -35,58 +43,107 @@ struct NodeService: Service, CustomStringConvertible {
 
     func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoops)
+        let state = NodeState()
         let broker = Broker(settings: configuration.router, eventLoop: group.next(), logger: logger)
         let server = try StompServer(configuration: configuration.io, broker: broker, group: group, logger: logger)
-
-        var cluster: ClusterShell?
-        if let settings = configuration.cluster {
-            let shell = ClusterShell(settings: settings, eventLoop: broker.eventLoop, logger: logger) { [broker] operation in
-                broker.apply(operation)
-            }
-            broker.attach(cluster: ClusterBridge(shell: shell))
-            cluster = shell
-        } else {
-            logger.info("clustering is off: set a cluster secret (cluster.secret or cluster.secret-file) to join a cluster")
-        }
-
+        let cluster = makeCluster(broker: broker)
+        let admin = AdminServer(
+            api: AdminAPI(
+                nodeID: configuration.nodeID,
+                clusterName: configuration.cluster?.clusterName,
+                token: configuration.admin.token,
+                broker: broker,
+                cluster: cluster,
+                server: server,
+                state: state,
+                registry: registry,
+                actions: .init(drain: { [drainRequest] in drainRequest.request(.drain) }, leave: { [drainRequest] in drainRequest.request(.leave) })
+            ),
+            logger: logger
+        )
+        var adminChannel: (any Channel)?
         do {
             let clusterPort = try await cluster?.start()
             let ports = try await server.start()
-            if let portsFile { try Self.write(ports, cluster: clusterPort, to: portsFile) }
+            var adminPort: Int?
+            if let port = configuration.admin.port {
+                let (channel, bound) = try await admin.start(host: configuration.admin.host, port: port, group: group)
+                adminChannel = channel
+                adminPort = bound
+            }
+            state.record(ports, cluster: clusterPort, admin: adminPort)
+            if let portsFile { try Self.write(state.boundPorts, to: portsFile) }
+            state.enter(.running)
             logger.info("node started", metadata: ["node.version": "\(NodeVersion.current)", "event-loops": "\(configuration.eventLoops)"])
 
-            // Returns when the service group starts its graceful shutdown.
-            try? await gracefulShutdown()
-
-            logger.info("shutting down")
-            await server.closeListeners()
-            await broker.shutdown(
-                reason: StompProtocolError(.shuttingDown, "node is shutting down", detail: "This node is shutting down; reconnect to another node.")
-            )
-            await cluster?.leave()
-            // Give clients a moment to receive their ERROR and close before the loops stop;
-            // a WebSocket close handshake waits at most 2 s for the peer.
-            for _ in 0..<150 where server.openConnections > 0 {
-                try? await Task.sleep(for: .milliseconds(20))
-            }
+            let how = await waitForEnd()
+            _ = state.beginDrain()
+            await drain(how: how, server: server, broker: broker, cluster: cluster)
         } catch {
             await server.closeListeners()
+            try? await adminChannel?.close()
             try? await group.shutdownGracefully()
             throw error
         }
+        state.enter(.stopped)
+        try? await adminChannel?.close()
         try await group.shutdownGracefully()
         logger.info("stopped")
     }
 
+    private func makeCluster(broker: Broker) -> ClusterShell? {
+        guard let settings = configuration.cluster else {
+            logger.info("clustering is off: set a cluster secret (cluster.secret or cluster.secret-file) to join a cluster")
+            return nil
+        }
+        let shell = ClusterShell(settings: settings, eventLoop: broker.eventLoop, logger: logger) { [broker] operation in
+            broker.apply(operation)
+        }
+        broker.attach(cluster: ClusterBridge(shell: shell))
+        return shell
+    }
+
+    /// Waits for a signal (through the service group) or an admin request to end.
+    private func waitForEnd() async -> DrainRequest.Kind {
+        await withTaskGroup(of: DrainRequest.Kind.self) { group in
+            group.addTask {
+                try? await gracefulShutdown()
+                return .drain
+            }
+            group.addTask { await drainRequest.wait() as DrainRequest.Kind }
+            let first = await group.next() ?? .drain
+            group.cancelAll()
+            return first
+        }
+    }
+
+    private func drain(how: DrainRequest.Kind, server: StompServer, broker: Broker, cluster: ClusterShell?) async {
+        let settings = configuration.drain
+        logger.info("draining", metadata: ["drain.kind": "\(how)"])
+        await server.closeListeners()
+        if how == .drain, server.openConnections > 0, settings.loadBalancerDelay > .zero {
+            // Readiness already says no; give the load balancer time to stop sending clients here.
+            try? await Task.sleep(for: .nanoseconds(settings.loadBalancerDelay.nanoseconds))
+        }
+        await broker.shutdown(
+            reason: StompProtocolError(.shuttingDown, "node is shutting down", detail: "This node is shutting down; reconnect to another node."),
+            clientsPerSecond: how == .drain ? settings.clientsPerSecond : nil
+        )
+        // Clients' unacknowledged queue messages are back in their queues once their
+        // connections close.
+        for _ in 0..<150 where server.openConnections > 0 {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        if let cluster {
+            let left = await cluster.evacuate()
+            if left > 0 { logger.warning("queue messages not taken by a peer before leaving", metadata: ["count": "\(left)"]) }
+            await cluster.leave()
+        }
+    }
+
     /// Writes the bound ports atomically, so a reader never sees a partial file.
-    private static func write(_ ports: StompServer.BoundPorts, cluster: Int?, to path: String) throws {
-        var fields: [String] = []
-        if let port = cluster { fields.append("\"cluster\": \(port)") }
-        if let port = ports.ws { fields.append("\"ws\": \(port)") }
-        if let port = ports.stomp { fields.append("\"stomp\": \(port)") }
-        if let port = ports.wss { fields.append("\"wss\": \(port)") }
-        if let port = ports.stomps { fields.append("\"stomps\": \(port)") }
-        let json = "{" + fields.joined(separator: ", ") + "}\n"
+    private static func write(_ ports: [String: Int], to path: String) throws {
+        let json = "{" + ports.sorted { $0.key < $1.key }.map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ") + "}\n"
         let temporary = path + ".tmp"
         guard let file = fopen(temporary, "w") else { throw PortsFileError(path: temporary) }
         fputs(json, file)
@@ -97,6 +154,52 @@ struct NodeService: Service, CustomStringConvertible {
     struct PortsFileError: Error, CustomStringConvertible {
         var path: String
         var description: String { "cannot write the ports file \(path)" }
+    }
+}
+
+/// A request to end the node that arrives through the admin API, awaited by the service.
+final class DrainRequest: Sendable {
+    enum Kind: Sendable {
+        /// The whole protocol, with the pause for the load balancer and paced disconnects.
+        case drain
+        /// Leave the cluster and stop now.
+        case leave
+    }
+
+    private let state = Mutex<(kind: Kind?, waiter: CheckedContinuation<Kind, Never>?)>((nil, nil))
+
+    func request(_ kind: Kind) {
+        let waiter = state.withLock { state -> CheckedContinuation<Kind, Never>? in
+            guard state.kind == nil else { return nil }
+            state.kind = kind
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: kind)
+    }
+
+    func wait() async {
+        _ = await wait() as Kind
+    }
+
+    func wait() async -> Kind {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { state -> Kind? in
+                    if let kind = state.kind { return kind }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        } onCancel: {
+            // Cancelled when the node ends for another reason: let the waiter go.
+            let waiter = state.withLock { state -> CheckedContinuation<Kind, Never>? in
+                defer { state.waiter = nil }
+                return state.waiter
+            }
+            waiter?.resume(returning: .drain)
+        }
     }
 }
 

@@ -181,23 +181,53 @@ public final class Broker: @unchecked Sendable {
         }
     }
 
+    // MARK: - Observability
+
+    /// The router's state, for the admin API.
+    public func snapshot() async -> RouterSnapshot {
+        await withRouter { $0.router.snapshot() }
+    }
+
     // MARK: - Shutdown
 
     /// Refuses new connections and tells every connected client why before closing it.
     ///
-    /// - Parameter reason: the ERROR every client receives.
+    /// - Parameters:
+    ///   - reason: the ERROR every client receives.
+    ///   - clientsPerSecond: how fast clients are let go. A load balancer sends them all to
+    ///     the remaining nodes; spreading their reconnects (with jitter) spares those a storm.
+    ///     `nil` lets everyone go at once.
     /// - Returns: once every connection has been told.
-    public func shutdown(reason: StompProtocolError) async {
+    public func shutdown(reason: StompProtocolError, clientsPerSecond: Int? = nil) async {
         shutdownError.withLock { $0 = reason }
-        let done = eventLoop.makePromise(of: Void.self)
-        onRouterLoop { broker in
-            for connection in broker.sinks.keys {
-                broker.outputs.append(.fail(connection, reason))
+        let connections = await withRouter { Array($0.sinks.keys) }
+        let batchSize = clientsPerSecond.map { max($0 / 100, 1) } ?? max(connections.count, 1)
+        var generator = SystemRandomNumberGenerator()
+        for start in stride(from: 0, to: connections.count, by: batchSize) {
+            let batch = connections[start..<min(start + batchSize, connections.count)]
+            await withRouter { broker in
+                for connection in batch where broker.sinks[connection] != nil {
+                    broker.outputs.append(.fail(connection, reason))
+                }
+                broker.dispatchOutputs()
             }
-            broker.dispatchOutputs()
-            done.succeed()
+            if clientsPerSecond != nil, start + batchSize < connections.count {
+                // 10 ms per batch on average, jittered by half either way.
+                try? await Task.sleep(for: .microseconds(Int.random(in: 5_000...15_000, using: &generator)))
+            }
         }
-        try? await done.futureResult.get()
+        // Anyone who connected meanwhile (before the listeners closed) goes too.
+        await withRouter { broker in
+            for connection in broker.sinks.keys { broker.outputs.append(.fail(connection, reason)) }
+            broker.dispatchOutputs()
+        }
+    }
+
+    /// Runs `body` on the router's loop and returns its result.
+    private func withRouter<T: Sendable>(_ body: @escaping @Sendable (Broker) -> T) async -> T {
+        let promise = eventLoop.makePromise(of: T.self)
+        onRouterLoop { promise.succeed(body($0)) }
+        return try! await promise.futureResult.get()
     }
 }
 

@@ -85,6 +85,10 @@ class Node:
         return int(self.ports["stomps"])
 
     @property
+    def admin_url(self) -> str:
+        return f"http://{self.host}:{int(self.ports['admin'])}"
+
+    @property
     def wss_url(self) -> str:
         return f"wss://{self.host}:{self.wss_port}/ws"
 
@@ -101,7 +105,8 @@ class Node:
             pytest.fail(f"cluster-node binary not found at {NODE_BIN}: run `swift build` "
                         f"or set CLUSTER_NODE_BIN", pytrace=False)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        cmd = [str(NODE_BIN), "--host", HOST, "--ws-port", "0", "--stomp-port", "0",
+        # The admin API's default port (8222) would collide between nodes: take any free one.
+        cmd = [str(NODE_BIN), "--host", HOST, "--ws-port", "0", "--stomp-port", "0", "--admin-port", "0",
                "--ports-file", str(self.ports_file), "--node-id", self.name, *self.args]
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdin=subprocess.DEVNULL,

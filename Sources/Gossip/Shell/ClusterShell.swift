@@ -41,6 +41,7 @@ public final class ClusterShell: @unchecked Sendable {
     private var listener: (any Channel)?
     private var clock: RepeatedTask?
     private var leaving = false
+    private var evacuating = false
     private var random = SystemRandomNumberGenerator()
 
     /// - Parameters:
@@ -95,6 +96,24 @@ public final class ClusterShell: @unchecked Sendable {
         }.get()
         logger.info("cluster link listening", metadata: ["net.address": "\(settings.host):\(port)", "cluster.name": "\(settings.clusterName)"])
         return port
+    }
+
+    /// Hands every queue message this node holds to peers (preferring those with consumers)
+    /// and waits, bounded, until they have acknowledged taking them.
+    ///
+    /// - Returns: the messages still unacknowledged when the wait ended.
+    public func evacuate(timeout: TimeAmount = .seconds(5)) async -> Int {
+        try? await eventLoop.submit { [self] in
+            evacuating = true
+            deliver(.evacuate)
+        }.get()
+        let deadline = NIODeadline.now() + timeout
+        while NIODeadline.now() < deadline {
+            let remaining = (try? await eventLoop.submit { [self] in pendingHandoffs.count }.get()) ?? 0
+            if remaining == 0 { return 0 }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return (try? await eventLoop.submit { [self] in pendingHandoffs.count }.get()) ?? 0
     }
 
     /// Leaves the cluster gracefully: peers hear of it at once and stop routing here.
@@ -445,7 +464,11 @@ public final class ClusterShell: @unchecked Sendable {
     /// their consumer counts. With no such peer reachable, the message stays here.
     public func handOff(queue: String, _ message: MessageEnvelope, redelivered: Bool, hops: UInt8) {
         eventLoop.assertInEventLoop()
-        let candidates = remoteInterest.consumers(ofQueue: queue).filter { links[$0.key] != nil }
+        var candidates = remoteInterest.consumers(ofQueue: queue).filter { links[$0.key] != nil }
+        if candidates.isEmpty, evacuating {
+            // Leaving: a peer that holds the message until a consumer appears beats losing it.
+            candidates = Dictionary(uniqueKeysWithValues: links.keys.map { ($0, 1) })
+        }
         let total = candidates.values.reduce(0, +)
         guard total > 0 else {
             deliver(.acceptHandoff(queue: queue, message, redelivered: redelivered, hops: .max))
@@ -525,22 +548,74 @@ public final class ClusterShell: @unchecked Sendable {
 
     /// A snapshot of the cluster as this node sees it.
     public struct Status: Sendable {
+        public struct Link: Sendable {
+            public var peer: NodeID
+            public var address: String
+            public var outbound: Bool
+            public var counters: LinkCounters
+        }
+
+        public struct Interest: Sendable {
+            public var origin: NodeID
+            public var epoch: UInt64
+            public var version: UInt64
+            public var entries: [(InterestKey, Int)]
+        }
+
         public var node: NodeID
+        public var epoch: UInt64
+        public var incarnation: UInt64
+        public var localHealth: Int
         public var members: [MemberUpdate]
-        public var links: [NodeID: LinkCounters]
-        public var interestEntries: Int
-        public var localInterestVersion: UInt64
+        public var links: [Link]
+        public var localInterest: Interest
+        public var remoteInterest: [Interest]
+        /// Joined: linked to every live member and holding its interest snapshot.
+        public var isJoined: Bool
     }
 
-    public func status() async -> Status {
-        (try? await eventLoop.submit { [self] in
-            Status(
+    public func status() async -> Status? {
+        try? await eventLoop.submit { [self] in
+            let live = membership.liveMembers
+            let joined = live.allSatisfy { links[$0] != nil && remoteInterest.version(of: $0) != nil }
+                && (settings.seeds.isEmpty || !live.isEmpty || lastSeedAttempt != nil)
+            return Status(
                 node: settings.node,
+                epoch: settings.epoch,
+                incarnation: membership.incarnation,
+                localHealth: membership.localHealth,
                 members: membership.allMembers,
-                links: links.mapValues(\.counters),
-                interestEntries: remoteInterest.entryCount,
-                localInterestVersion: localInterest.version
+                links: links.values.compactMap { link in
+                    link.peer.map { Status.Link(peer: $0.node, address: $0.address, outbound: link.isOutbound, counters: link.counters) }
+                }.sorted { $0.peer < $1.peer },
+                localInterest: Status.Interest(origin: settings.node, epoch: localInterest.epoch, version: localInterest.version, entries: localInterest.snapshot),
+                remoteInterest: remoteInterest.entriesByOrigin.map { origin, held in
+                    Status.Interest(origin: origin, epoch: held.epoch, version: held.version, entries: held.entries.map { ($0.key, $0.value) })
+                }.sorted { $0.origin < $1.origin },
+                isJoined: joined
             )
-        }.get()) ?? Status(node: settings.node, members: [], links: [:], interestEntries: 0, localInterestVersion: 0)
+        }.get()
+    }
+
+    /// Which peers would receive a message for `destination` (the admin API's "why").
+    public func routing(for destination: Destination) async -> [NodeID: String] {
+        (try? await eventLoop.submit { [self] () -> [NodeID: String] in
+            switch destination {
+            case .topic(let key):
+                var peers = Set<NodeID>()
+                remoteInterest.peers(forTopic: key, into: &peers)
+                var reasons: [NodeID: String] = [:]
+                for peer in peers {
+                    let patterns = remoteInterest.entriesByOrigin[peer]?.entries.keys.compactMap { entry -> String? in
+                        if case .topic(let pattern) = entry, TopicTrie<Int>.matches(pattern: pattern, key: key) { return pattern }
+                        return nil
+                    } ?? []
+                    reasons[peer] = "subscribed to " + patterns.sorted().map { "/topic/" + $0 }.joined(separator: ", ")
+                }
+                return reasons
+            case .queue(let name):
+                return remoteInterest.consumers(ofQueue: name).mapValues { "\($0) consumer(s) of /queue/\(name)" }
+            }
+        }.get()) ?? [:]
     }
 }

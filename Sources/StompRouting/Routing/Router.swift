@@ -103,6 +103,23 @@ public struct Router {
     /// Messages waiting in a queue for a consumer.
     public func pendingCount(queue name: String) -> Int { queues[name]?.pending.count ?? 0 }
 
+    // MARK: - Views for the snapshot
+
+    var connectionStates: [(ConnectionID, StompVersion, [(id: String, destination: Destination, ackMode: AckMode, unacked: Int)])] {
+        connections.map { id, state in
+            (id, state.version, state.subscriptions.values.map { ($0.key.id, $0.request.destination, $0.request.ackMode, $0.unacked.count) })
+        }
+    }
+
+    var queueStates: [(name: String, consumers: Int, pending: Int, remote: Int)] {
+        let names = Set(queues.keys).union(remoteQueueConsumers.keys)
+        return names.map { name in
+            (name, queues[name]?.consumers.count ?? 0, queues[name]?.pending.count ?? 0, remoteQueueConsumers[name] ?? 0)
+        }
+    }
+
+    var topicSubscriptionCount: Int { topics.count }
+
     // MARK: - Operations
 
     /// Applies one operation of `connection`.
@@ -361,6 +378,14 @@ public struct Router {
         case .remoteQueueConsumers(let name, let count):
             remoteQueueConsumers[name] = count > 0 ? count : nil
             if count > 0 { dispatch(queue: name, into: &outputs) }
+
+        case .evacuate:
+            for name in queues.keys.sorted() {
+                while let pending = queues[name]?.pending.popFirst() {
+                    outputs.append(.handOff(queue: name, pending.message.envelope, redelivered: pending.redelivered, hops: 0))
+                }
+                if queues[name]?.isUnused == true { queues[name] = nil }
+            }
         }
     }
 

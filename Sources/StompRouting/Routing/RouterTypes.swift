@@ -128,6 +128,8 @@ public enum RouterClusterOperation: Sendable, Equatable {
     case acceptHandoff(queue: String, MessageEnvelope, redelivered: Bool, hops: UInt8)
     /// The number of consumers of a queue on other nodes changed to `count`.
     case remoteQueueConsumers(queue: String, count: Int)
+    /// The node is leaving: every queue message it holds goes to other nodes.
+    case evacuate
 }
 
 /// What the router asks its shell to do.

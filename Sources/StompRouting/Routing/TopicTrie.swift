@@ -102,4 +102,13 @@ public final class TopicTrie<Value: Hashable> {
     private static func words(_ key: String) -> [Substring] {
         key.split(separator: ".", omittingEmptySubsequences: false)
     }
+
+    /// Whether one pattern matches one routing key, by the same rules as the trie.
+    public static func matches(pattern: String, key: String) -> Bool {
+        let trie = TopicTrie<Int>()
+        trie.insert(0, pattern: pattern)
+        var result = Set<Int>()
+        trie.matches(key, into: &result)
+        return !result.isEmpty
+    }
 }

@@ -1,0 +1,268 @@
+import CoreMetrics
+import FoundationEssentials
+import Gossip
+import NIOCore
+import NIOHTTP1
+import Prometheus
+import StompRouting
+import WebSocketIO
+
+/// The routes of the admin API. `/healthz` and `/readyz` are open (load balancers and
+/// Kubernetes probe them); everything else needs the bearer token when one is configured.
+final class AdminAPI: Sendable {
+    struct Actions: Sendable {
+        /// Starts the drain protocol; returns at once.
+        var drain: @Sendable () -> Void
+        /// Leaves the cluster and stops, without draining.
+        var leave: @Sendable () -> Void
+    }
+
+    private let nodeID: String
+    private let clusterName: String?
+    private let token: String?
+    private let broker: Broker
+    private let cluster: ClusterShell?
+    private let server: StompServer
+    private let state: NodeState
+    private let registry: PrometheusCollectorRegistry
+    private let actions: Actions
+    private let gauges = SnapshotGauges()
+
+    init(
+        nodeID: String,
+        clusterName: String?,
+        token: String?,
+        broker: Broker,
+        cluster: ClusterShell?,
+        server: StompServer,
+        state: NodeState,
+        registry: PrometheusCollectorRegistry,
+        actions: Actions
+    ) {
+        self.nodeID = nodeID
+        self.clusterName = clusterName
+        self.token = token
+        self.broker = broker
+        self.cluster = cluster
+        self.server = server
+        self.state = state
+        self.registry = registry
+        self.actions = actions
+    }
+
+    func respond(to request: AdminRequest) async -> AdminResponse {
+        switch (request.method, request.path) {
+        case (.GET, "/healthz"):
+            return .text(.ok, "ok\n")
+        case (.GET, "/readyz"):
+            return await readiness()
+        default:
+            break
+        }
+        if let token, request.headers.first(name: "Authorization") != "Bearer \(token)" {
+            return json(.unauthorized, AdminModels.Failure(error: "a bearer token is required"))
+        }
+        switch (request.method, request.path) {
+        case (.GET, "/metrics"):
+            await gauges.refresh(broker: broker, cluster: cluster)
+            return AdminResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: ByteBuffer(bytes: registry.emitToBuffer()))
+        case (.GET, "/v1/node"):
+            return json(.ok, await node())
+        case (.GET, "/v1/members"):
+            return json(.ok, await members())
+        case (.GET, "/v1/links"):
+            return json(.ok, await links())
+        case (.GET, "/v1/interest"):
+            if let destination = request.query["destination"] {
+                return await route(destination)
+            }
+            return json(.ok, await interest())
+        case (.GET, "/v1/connections"):
+            return json(.ok, await connections())
+        case (.POST, "/v1/drain"):
+            actions.drain()
+            return json(.accepted, AdminModels.Action(action: "drain", status: "draining"))
+        case (.POST, "/v1/leave"):
+            actions.leave()
+            return json(.accepted, AdminModels.Action(action: "leave", status: "leaving"))
+        case (_, "/healthz"), (_, "/readyz"), (_, "/metrics"), (_, "/v1/node"), (_, "/v1/members"), (_, "/v1/links"), (_, "/v1/interest"),
+            (_, "/v1/connections"), (_, "/v1/drain"), (_, "/v1/leave"):
+            return json(.methodNotAllowed, AdminModels.Failure(error: "\(request.method) is not allowed on \(request.path)"))
+        default:
+            return json(.notFound, AdminModels.Failure(error: "no such endpoint: \(request.path)"))
+        }
+    }
+
+    // MARK: - Health
+
+    /// Ready: serving, and (in a cluster) linked to every live member with its interest held,
+    /// so a client that lands here sees the whole cluster's subscriptions.
+    private func readiness() async -> AdminResponse {
+        switch state.current {
+        case .starting: return .text(.serviceUnavailable, "starting\n")
+        case .draining: return .text(.serviceUnavailable, "draining\n")
+        case .stopped: return .text(.serviceUnavailable, "stopped\n")
+        case .running: break
+        }
+        if let cluster, let status = await cluster.status(), !status.isJoined {
+            return .text(.serviceUnavailable, "joining the cluster\n")
+        }
+        return .text(.ok, "ready\n")
+    }
+
+    // MARK: - Documents
+
+    private func node() async -> AdminModels.Node {
+        let snapshot = await broker.snapshot()
+        var clusterInfo: AdminModels.Node.Cluster?
+        if let cluster, let status = await cluster.status() {
+            var byStatus: [String: Int] = [:]
+            for member in status.members { byStatus["\(member.status)", default: 0] += 1 }
+            clusterInfo = .init(
+                name: clusterName ?? "",
+                epoch: status.epoch,
+                incarnation: status.incarnation,
+                localHealth: status.localHealth,
+                joined: status.isJoined,
+                members: byStatus
+            )
+        }
+        let uptime = ContinuousClock.now - state.startedAt
+        return AdminModels.Node(
+            id: nodeID,
+            version: NodeVersion.current,
+            phase: state.current.rawValue,
+            uptimeSeconds: Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18,
+            ports: state.boundPorts,
+            connections: server.openConnections,
+            subscriptions: snapshot.connections.reduce(0) { $0 + $1.subscriptions.count },
+            cluster: clusterInfo
+        )
+    }
+
+    private func members() async -> [AdminModels.Member] {
+        guard let status = await cluster?.status() else { return [] }
+        return status.members.map {
+            AdminModels.Member(
+                node: $0.node.name, address: $0.address, status: "\($0.status)", incarnation: $0.incarnation, epoch: $0.epoch,
+                isSelf: $0.node == status.node
+            )
+        }
+    }
+
+    private func links() async -> [AdminModels.Link] {
+        guard let status = await cluster?.status() else { return [] }
+        return status.links.map {
+            AdminModels.Link(
+                peer: $0.peer.name, address: $0.address, outbound: $0.outbound,
+                framesSent: $0.counters.framesSent, framesReceived: $0.counters.framesReceived,
+                rawBytesSent: $0.counters.rawBytesSent, wireBytesSent: $0.counters.wireBytesSent,
+                rawBytesReceived: $0.counters.rawBytesReceived, wireBytesReceived: $0.counters.wireBytesReceived
+            )
+        }
+    }
+
+    private func interest() async -> AdminModels.Interest {
+        guard let status = await cluster?.status() else {
+            let snapshot = await broker.snapshot()
+            var entries: [String: AdminModels.InterestEntry] = [:]
+            for subscription in snapshot.connections.flatMap(\.subscriptions) {
+                let kind = subscription.destination.hasPrefix("/queue/") ? "queue" : "topic"
+                entries[subscription.destination, default: .init(kind: kind, name: subscription.destination, count: 0)].count += 1
+            }
+            let local = AdminModels.InterestOrigin(origin: nodeID, epoch: 0, version: 0, entries: entries.values.sorted { $0.name < $1.name })
+            return AdminModels.Interest(local: local, peers: [])
+        }
+        return AdminModels.Interest(local: Self.origin(status.localInterest), peers: status.remoteInterest.map(Self.origin))
+    }
+
+    private static func origin(_ interest: ClusterShell.Status.Interest) -> AdminModels.InterestOrigin {
+        AdminModels.InterestOrigin(
+            origin: interest.origin.name,
+            epoch: interest.epoch,
+            version: interest.version,
+            entries: interest.entries.map { key, count in
+                switch key {
+                case .topic(let pattern): return .init(kind: "topic", name: "/topic/" + pattern, count: count)
+                case .queue(let name): return .init(kind: "queue", name: "/queue/" + name, count: count)
+                }
+            }.sorted { $0.name < $1.name }
+        )
+    }
+
+    /// Which nodes would receive a message for one destination, and why.
+    private func route(_ text: String) async -> AdminResponse {
+        guard let destination = try? Destination(parsing: text) else {
+            return json(.badRequest, AdminModels.Failure(error: "'\(text)' is not a /topic/ or /queue/ destination"))
+        }
+        let snapshot = await broker.snapshot()
+        let local = snapshot.connections.flatMap(\.subscriptions).contains { subscription in
+            switch destination {
+            case .queue: return subscription.destination == destination.description
+            case .topic(let key):
+                guard subscription.destination.hasPrefix("/topic/") else { return false }
+                return TopicTrie<Int>.matches(pattern: String(subscription.destination.dropFirst("/topic/".count)), key: key)
+            }
+        }
+        let peers = await cluster?.routing(for: destination) ?? [:]
+        return json(
+            .ok,
+            AdminModels.Route(
+                destination: destination.description,
+                localSubscribers: local,
+                peers: peers.map { AdminModels.RouteTarget(node: $0.key.name, reason: $0.value) }.sorted { $0.node < $1.node }
+            )
+        )
+    }
+
+    private func connections() async -> AdminModels.Connections {
+        let snapshot = await broker.snapshot()
+        return AdminModels.Connections(
+            connections: snapshot.connections.map { connection in
+                AdminModels.Connection(
+                    id: connection.id.rawValue,
+                    version: connection.version,
+                    subscriptions: connection.subscriptions.map { .init(id: $0.id, destination: $0.destination, ack: $0.ackMode, unacked: $0.unacked) }
+                )
+            },
+            queues: snapshot.queues.map {
+                AdminModels.Queue(name: $0.name, localConsumers: $0.localConsumers, remoteConsumers: $0.remoteConsumers, pending: $0.pending, unacked: $0.unacked)
+            }
+        )
+    }
+
+    private func json(_ status: HTTPResponseStatus, _ value: some Encodable) -> AdminResponse {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        var body = ByteBuffer(bytes: data)
+        body.writeString("\n")
+        return AdminResponse(status: status, contentType: "application/json", body: body)
+    }
+}
+
+/// Gauges that are read off snapshots when `/metrics` is scraped, rather than kept up to
+/// date on the message path.
+private final class SnapshotGauges: Sendable {
+    private let subscriptions = CoreMetrics.Gauge(label: "stomp_subscriptions")
+    private let pending = CoreMetrics.Gauge(label: "stomp_queue_messages_pending")
+    private let unacked = CoreMetrics.Gauge(label: "stomp_messages_unacked")
+    private let interestEntries = CoreMetrics.Gauge(label: "cluster_interest_entries")
+    private let linksUp = CoreMetrics.Gauge(label: "cluster_links")
+    private let members: [String: CoreMetrics.Gauge] = Dictionary(
+        uniqueKeysWithValues: ["alive", "suspect", "dead", "left"].map { ($0, CoreMetrics.Gauge(label: "cluster_members", dimensions: [("state", $0)])) }
+    )
+
+    func refresh(broker: Broker, cluster: ClusterShell?) async {
+        let snapshot = await broker.snapshot()
+        subscriptions.record(snapshot.connections.reduce(0) { $0 + $1.subscriptions.count })
+        pending.record(snapshot.queues.reduce(0) { $0 + $1.pending })
+        unacked.record(snapshot.queues.reduce(0) { $0 + $1.unacked })
+        guard let cluster, let status = await cluster.status() else { return }
+        interestEntries.record(status.remoteInterest.reduce(0) { $0 + $1.entries.count })
+        linksUp.record(status.links.count)
+        var counts: [String: Int] = ["alive": 0, "suspect": 0, "dead": 0, "left": 0]
+        for member in status.members where member.node != status.node { counts["\(member.status)", default: 0] += 1 }
+        for (state, gauge) in members { gauge.record(counts[state] ?? 0) }
+    }
+}
