@@ -26,6 +26,7 @@ public final class Broker: @unchecked Sendable {
     /// Indices into `outputs` of SUBSCRIBE receipts, which wait for the cluster.
     private var gatedReceipts: Set<Int> = []
     private var cluster: (any BrokerClusterDelegate)?
+    private var dispatching = false
 
     // Any thread.
     private let nextConnection = Atomic<UInt64>(0)
@@ -120,9 +121,24 @@ public final class Broker: @unchecked Sendable {
     /// Sends each output to its connection. Outputs for connections on the router's loop are
     /// handed over directly; the rest are grouped per loop, so one task per loop carries all
     /// of a publish's deliveries there.
+    ///
+    /// Re-entrant calls (the cluster may release a held receipt synchronously, from inside a
+    /// dispatch) only append; the dispatch in progress picks their outputs up.
     private func dispatchOutputs() {
         eventLoop.assertInEventLoop()
-        guard !outputs.isEmpty else { return }
+        guard !dispatching else { return }
+        dispatching = true
+        defer { dispatching = false }
+        while !outputs.isEmpty {
+            let batch = outputs
+            let gated = gatedReceipts
+            outputs.removeAll(keepingCapacity: true)
+            gatedReceipts.removeAll(keepingCapacity: true)
+            dispatch(batch, gated: gated)
+        }
+    }
+
+    private func dispatch(_ outputs: [RouterOutput], gated gatedReceipts: Set<Int>) {
         var remote: [ObjectIdentifier: (loop: any EventLoop, items: [(ConnectionSink, ConnectionOutput)])] = [:]
         var local: [ObjectIdentifier: StompConnectionHandler] = [:]
         for (index, routerOutput) in outputs.enumerated() {
@@ -138,7 +154,7 @@ public final class Broker: @unchecked Sendable {
             case .receipt(let id, let frame):
                 if gatedReceipts.contains(index), let cluster {
                     cluster.afterInterestPropagated { [self] in
-                        outputs.append(.deliver(id, frame))
+                        self.outputs.append(.deliver(id, frame))
                         dispatchOutputs()
                     }
                     continue
@@ -165,8 +181,6 @@ public final class Broker: @unchecked Sendable {
                 remote[ObjectIdentifier(sink.eventLoop), default: (sink.eventLoop, [])].items.append((sink, output))
             }
         }
-        outputs.removeAll(keepingCapacity: true)
-        gatedReceipts.removeAll(keepingCapacity: true)
         for handler in local.values { handler.routerOutputsDone() }
         for (loop, items) in remote.values {
             loop.execute {

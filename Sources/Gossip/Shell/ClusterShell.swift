@@ -275,11 +275,14 @@ public final class ClusterShell: @unchecked Sendable {
             dialedAddress: address,
             maxFrameSize: 64 * 1_048_576
         )
-        openLinks[ObjectIdentifier(link)] = link
         return link
     }
 
     // MARK: - Link events (called by LinkChannelHandler on this loop)
+
+    func linkOpened(_ link: LinkChannelHandler) {
+        openLinks[ObjectIdentifier(link)] = link
+    }
 
     func linkEstablished(_ link: LinkChannelHandler, peer: LinkHello) {
         if let address = link.dialedAddress { backoff[address] = nil }

@@ -54,7 +54,10 @@ final class LinkChannelHandler: ChannelInboundHandler {
         context.fireChannelActive()
     }
 
+    /// The connection is up: register with the shell and open the handshake. (A dial that
+    /// fails never gets here, so it leaves nothing behind.)
     private func sendHello() {
+        shell.linkOpened(self)
         send(handshake.hello)
     }
 
