@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOCore
 import StompRouting
@@ -30,6 +31,15 @@ public final class Broker: @unchecked Sendable {
 
     // Any thread.
     private let nextConnection = Atomic<UInt64>(0)
+    private let published = Atomic<Int>(0)
+    private let delivered = Atomic<Int>(0)
+    private let publishedCounter = Counter(label: "stomp_messages_published_total")
+    private let deliveredCounter = Counter(label: "stomp_messages_delivered_total")
+
+    /// SEND frames applied since start (those in committed transactions included).
+    public var messagesPublished: Int { published.load(ordering: .relaxed) }
+    /// MESSAGE frames written to clients since start.
+    public var messagesDelivered: Int { delivered.load(ordering: .relaxed) }
     private let shutdownError = Mutex<StompProtocolError?>(nil)
 
     /// Where a connection's outputs go: its handler, reached on its own loop.
@@ -90,7 +100,13 @@ public final class Broker: @unchecked Sendable {
     func submit(_ operations: [(RouterOperation, receipt: String?)], from connection: ConnectionID) {
         guard !operations.isEmpty else { return }
         onRouterLoop { broker in
+            var sends = 0
             for (operation, receipt) in operations {
+                switch operation {
+                case .send: sends += 1
+                case .commit(let batch): sends += batch.reduce(0) { if case .send = $1 { $0 + 1 } else { $0 } }
+                default: break
+                }
                 let start = broker.outputs.count
                 broker.router.handle(operation, from: connection, receipt: receipt, into: &broker.outputs)
                 // A SUBSCRIBE's receipt promises that a publish anywhere in the cluster reaches the
@@ -100,6 +116,10 @@ public final class Broker: @unchecked Sendable {
                         if case .receipt = broker.outputs[index] { broker.gatedReceipts.insert(index) }
                     }
                 }
+            }
+            if sends > 0 {
+                broker.published.add(sends, ordering: .relaxed)
+                broker.publishedCounter.increment(by: sends)
             }
             broker.dispatchOutputs()
             if operations.contains(where: { if case .closed = $0.0 { return true } else { return false } }) {
@@ -139,6 +159,11 @@ public final class Broker: @unchecked Sendable {
     }
 
     private func dispatch(_ outputs: [RouterOutput], gated gatedReceipts: Set<Int>) {
+        let messages = outputs.reduce(0) { if case .deliver = $1 { $0 + 1 } else { $0 } }
+        if messages > 0 {
+            delivered.add(messages, ordering: .relaxed)
+            deliveredCounter.increment(by: messages)
+        }
         var remote: [ObjectIdentifier: (loop: any EventLoop, items: [(ConnectionSink, ConnectionOutput)])] = [:]
         var local: [ObjectIdentifier: StompConnectionHandler] = [:]
         for (index, routerOutput) in outputs.enumerated() {

@@ -136,6 +136,8 @@ final class AdminAPI: Sendable {
             ports: state.boundPorts,
             connections: server.openConnections,
             subscriptions: snapshot.connections.reduce(0) { $0 + $1.subscriptions.count },
+            messagesPublished: broker.messagesPublished,
+            messagesDelivered: broker.messagesDelivered,
             cluster: clusterInfo
         )
     }

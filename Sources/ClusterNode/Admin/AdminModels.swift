@@ -8,6 +8,8 @@ enum AdminModels {
         var ports: [String: Int]
         var connections: Int
         var subscriptions: Int
+        var messagesPublished: Int
+        var messagesDelivered: Int
         var cluster: Cluster?
 
         struct Cluster: Codable, Sendable {

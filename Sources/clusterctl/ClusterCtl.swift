@@ -1,0 +1,53 @@
+import ArgumentParser
+import Foundation
+
+/// `clusterctl`: administers a cluster through any node's admin API.
+@main
+struct ClusterCtl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "clusterctl",
+        abstract: "Administer a stomp-cluster: status, members, interest, connections, drain, leave, pub, sub, local clusters.",
+        subcommands: [
+            Status.self, Members.self, Interest.self, Connections.self, Drain.self, Leave.self, Pub.self, Sub.self, Local.self,
+        ]
+    )
+}
+
+/// How to reach a node's admin API, shared by every command.
+struct NodeOptions: ParsableArguments {
+    @Option(name: .long, help: "Admin API URL of a node (repeat for several; env CLUSTERCTL_NODE, default http://127.0.0.1:8222).")
+    var node: [String] = []
+
+    @Option(help: "Bearer token for the admin API (env CLUSTERCTL_TOKEN).")
+    var token: String?
+
+    @Flag(help: "Print JSON instead of tables.")
+    var json = false
+
+    var urls: [String] {
+        if !node.isEmpty { return node }
+        if let fromEnvironment = ProcessInfo.processInfo.environment["CLUSTERCTL_NODE"], !fromEnvironment.isEmpty {
+            return fromEnvironment.split(separator: ",").map(String.init)
+        }
+        return ["http://127.0.0.1:8222"]
+    }
+
+    var clients: [AdminClient] {
+        urls.map { AdminClient(baseURL: $0, token: token ?? ProcessInfo.processInfo.environment["CLUSTERCTL_TOKEN"]) }
+    }
+
+    var client: AdminClient { clients[0] }
+}
+
+/// Runs a command body, turning failures into a message on stderr and the failure's exit code.
+func reporting(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let failure as AdminClient.Failure {
+        FileHandle.standardError.write(Data("clusterctl: \(failure.description)\n".utf8))
+        throw ExitCode(failure.exitCode)
+    } catch let failure as StompWebSocketClient.Failure {
+        FileHandle.standardError.write(Data("clusterctl: \(failure.description)\n".utf8))
+        throw ExitCode(4)
+    }
+}

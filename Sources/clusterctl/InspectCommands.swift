@@ -1,0 +1,198 @@
+import ArgumentParser
+import Foundation
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "One screen: the cluster's nodes, their state, connections, message rates, and anything unhealthy.")
+
+    @OptionGroup var options: NodeOptions
+
+    struct Row: Codable {
+        var url: String
+        var node: API.Node?
+        var publishedPerSecond: Double?
+        var deliveredPerSecond: Double?
+        var error: String?
+    }
+
+    func run() async throws {
+        try await reporting {
+            // Two samples a second apart give rates from the nodes' counters.
+            var first: [String: API.Node] = [:]
+            var rows: [Row] = []
+            for client in options.clients {
+                first[client.baseURL] = try? await client.get("/v1/node")
+            }
+            try await Task.sleep(for: .seconds(1))
+            for client in options.clients {
+                do {
+                    let node: API.Node = try await client.get("/v1/node")
+                    var row = Row(url: client.baseURL, node: node)
+                    if let before = first[client.baseURL] {
+                        row.publishedPerSecond = Double(node.messagesPublished - before.messagesPublished)
+                        row.deliveredPerSecond = Double(node.messagesDelivered - before.messagesDelivered)
+                    }
+                    rows.append(row)
+                } catch let failure as AdminClient.Failure {
+                    rows.append(Row(url: client.baseURL, error: failure.description))
+                }
+            }
+            let members: [API.Member] = (try? await options.client.get("/v1/members")) ?? []
+            if options.json {
+                Output.json(["nodes": rows.map(AnyEncodable.init), "members": members.map(AnyEncodable.init)])
+                return
+            }
+            Output.table(
+                ["NODE", "PHASE", "CLUSTER", "CONNECTIONS", "SUBSCRIPTIONS", "PUBLISHED/s", "DELIVERED/s", "UPTIME"],
+                rows.map { row in
+                    guard let node = row.node else { return [row.url, "unreachable", "-", "-", "-", "-", "-", "-"] }
+                    return [
+                        node.id, node.phase, node.cluster.map { $0.joined ? "joined" : "joining" } ?? "off",
+                        String(node.connections), String(node.subscriptions),
+                        row.publishedPerSecond.map { String(Int($0)) } ?? "-", row.deliveredPerSecond.map { String(Int($0)) } ?? "-",
+                        "\(Int(node.uptimeSeconds))s",
+                    ]
+                }
+            )
+            if !members.isEmpty {
+                print("")
+                Output.table(["MEMBER", "STATUS", "ADDRESS"], members.map { [$0.node + ($0.isSelf ? " (self)" : ""), $0.status, $0.address] })
+            }
+            var problems: [String] = []
+            for row in rows {
+                if let error = row.error { problems.append(error) }
+                guard let node = row.node else { continue }
+                if node.phase != "running" { problems.append("\(node.id) is \(node.phase)") }
+                if let cluster = node.cluster, !cluster.joined { problems.append("\(node.id) has not joined every live member yet") }
+                if let cluster = node.cluster, cluster.localHealth > 0 { problems.append("\(node.id) reports local health \(cluster.localHealth) (its probes are slow)") }
+            }
+            for member in members where member.status == "suspect" || member.status == "dead" {
+                problems.append("member \(member.node) is \(member.status)")
+            }
+            print("")
+            print(problems.isEmpty ? "healthy" : "unhealthy:\n" + problems.map { "  - " + $0 }.joined(separator: "\n"))
+            if !problems.isEmpty { throw ExitCode(1) }
+        }
+    }
+}
+
+struct Members: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The members as the node sees them, with state and incarnation.")
+
+    @OptionGroup var options: NodeOptions
+
+    func run() async throws {
+        try await reporting {
+            let members: [API.Member] = try await options.client.get("/v1/members")
+            if options.json { return Output.json(members) }
+            Output.table(
+                ["MEMBER", "STATUS", "INCARNATION", "EPOCH", "ADDRESS"],
+                members.map { [$0.node + ($0.isSelf ? " (self)" : ""), $0.status, String($0.incarnation), String($0.epoch), $0.address] }
+            )
+        }
+    }
+}
+
+struct Interest: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Interest by origin, or which nodes would receive a message to a destination and why.")
+
+    @OptionGroup var options: NodeOptions
+
+    @Option(help: "A destination such as /topic/prices.eur or /queue/jobs.")
+    var destination: String?
+
+    func run() async throws {
+        try await reporting {
+            if let destination {
+                let encoded = destination.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed.subtracting(CharacterSet(charactersIn: "&=+#"))) ?? destination
+                let route: API.Route = try await options.client.get("/v1/interest?destination=\(encoded)")
+                if options.json { return Output.json(route) }
+                print("\(route.destination): local subscribers \(route.localSubscribers ? "yes" : "no")")
+                if route.peers.isEmpty {
+                    print("no peer would receive it")
+                } else {
+                    Output.table(["NODE", "WHY"], route.peers.map { [$0.node, $0.reason] })
+                }
+                return
+            }
+            let interest: API.Interest = try await options.client.get("/v1/interest")
+            if options.json { return Output.json(interest) }
+            var rows: [[String]] = []
+            for origin in [interest.local] + interest.peers {
+                for entry in origin.entries {
+                    rows.append([origin.origin, "\(origin.epoch)/\(origin.version)", entry.name, String(entry.count)])
+                }
+                if origin.entries.isEmpty { rows.append([origin.origin, "\(origin.epoch)/\(origin.version)", "-", "-"]) }
+            }
+            Output.table(["ORIGIN", "EPOCH/VERSION", "DESTINATION", "COUNT"], rows)
+        }
+    }
+}
+
+struct Connections: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The node's client connections, their subscriptions, and its queues.")
+
+    @OptionGroup var options: NodeOptions
+
+    func run() async throws {
+        try await reporting {
+            let connections: API.Connections = try await options.client.get("/v1/connections")
+            if options.json { return Output.json(connections) }
+            var rows: [[String]] = []
+            for connection in connections.connections {
+                if connection.subscriptions.isEmpty { rows.append([String(connection.id), connection.version, "-", "-", "-", "-"]) }
+                for subscription in connection.subscriptions {
+                    rows.append([String(connection.id), connection.version, subscription.id, subscription.destination, subscription.ack, String(subscription.unacked)])
+                }
+            }
+            Output.table(["CONNECTION", "VERSION", "SUBSCRIPTION", "DESTINATION", "ACK", "UNACKED"], rows)
+            if !connections.queues.isEmpty {
+                print("")
+                Output.table(
+                    ["QUEUE", "LOCAL CONSUMERS", "REMOTE CONSUMERS", "PENDING", "UNACKED"],
+                    connections.queues.map { [$0.name, String($0.localConsumers), String($0.remoteConsumers), String($0.pending), String($0.unacked)] }
+                )
+            }
+        }
+    }
+}
+
+struct Drain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Drain a node: not ready, clients moved elsewhere, queue messages handed to peers, leave, exit.")
+
+    @Argument(help: "Admin API URL of the node to drain.")
+    var target: String
+
+    @Option(help: "Bearer token for the admin API (env CLUSTERCTL_TOKEN).")
+    var token: String?
+
+    func run() async throws {
+        try await reporting {
+            try await AdminClient(baseURL: target, token: token ?? ProcessInfo.processInfo.environment["CLUSTERCTL_TOKEN"]).post("/v1/drain")
+            print("\(target): draining")
+        }
+    }
+}
+
+struct Leave: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Make a node leave the cluster and stop at once, without pacing its clients.")
+
+    @Argument(help: "Admin API URL of the node.")
+    var target: String
+
+    @Option(help: "Bearer token for the admin API (env CLUSTERCTL_TOKEN).")
+    var token: String?
+
+    func run() async throws {
+        try await reporting {
+            try await AdminClient(baseURL: target, token: token ?? ProcessInfo.processInfo.environment["CLUSTERCTL_TOKEN"]).post("/v1/leave")
+            print("\(target): leaving")
+        }
+    }
+}
+
+/// Encodes any Encodable value, for mixed JSON documents.
+struct AnyEncodable: Encodable {
+    let value: any Encodable
+    init(_ value: any Encodable) { self.value = value }
+    func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
+}
