@@ -10,7 +10,7 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ "${1:-}" = "--test" ]; then
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
     # The load-balancer test runs the compose file's haproxy configuration on loopback.
-    command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+    { command -v haproxy || [ -x /usr/sbin/haproxy ]; } >/dev/null 2>&1 || need+=(haproxy)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -107,7 +107,7 @@ enum ClusterConfiguration {
         return ClusterSettings.TLS(server: try NIOSSLContext(configuration: server), client: try NIOSSLContext(configuration: client))
     }
 
-    private static func readFile(_ path: String) -> String? {
+    static func readFile(_ path: String) -> String? {
         guard let file = fopen(path, "r") else { return nil }
         defer { fclose(file) }
         var bytes: [UInt8] = []

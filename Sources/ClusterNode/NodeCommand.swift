@@ -93,6 +93,8 @@ struct NodeCommand: AsyncParsableCommand {
     var adminPort: Int?
     @Option(help: "Bearer token the admin API requires (all but /healthz and /readyz); required beyond loopback. (key: admin.token)")
     var adminToken: String?
+    @Option(help: "File holding the admin API's bearer token. (key: admin.token-file)")
+    var adminTokenFile: String?
     @Option(help: "Pause in ms between turning not-ready and disconnecting clients when draining. (key: drain.lb-delay-ms, default 2000)")
     var drainLbDelayMs: Int?
     @Option(help: "Clients disconnected per second when draining. (key: drain.clients-per-second, default 1000)")
@@ -159,6 +161,7 @@ struct NodeCommand: AsyncParsableCommand {
         put("admin.host", adminHost.map(ConfigContent.string))
         put("admin.port", adminPort.map(ConfigContent.int))
         put("admin.token", adminToken.map(ConfigContent.string))
+        put("admin.token-file", adminTokenFile.map(ConfigContent.string))
         put("drain.lb-delay-ms", drainLbDelayMs.map(ConfigContent.int))
         put("drain.clients-per-second", drainClientsPerSecond.map(ConfigContent.int))
         put("cluster.port", clusterPort.map(ConfigContent.int))
@@ -208,7 +211,8 @@ struct NodeCommand: AsyncParsableCommand {
         let node = NodeService(configuration: configuration, portsFile: portsFile, registry: registry, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
-                services: [node],
+                // The node also ends on its own after an admin-requested drain: that is a normal exit.
+                services: [.init(service: node, successTerminationBehavior: .gracefullyShutdownGroup)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )

@@ -32,7 +32,7 @@ import Darwin
 /// | `limits.outbound-bytes` | 8 MiB |
 /// | `heartbeat.send-ms`, `heartbeat.receive-ms`, `heartbeat.grace` | 10000, 10000, 1.5 |
 ///
-/// | `admin.host`, `admin.port`, `admin.token` | `127.0.0.1`, `8222`, none (required beyond loopback) |
+/// | `admin.host`, `admin.port`, `admin.token` or `admin.token-file` | `127.0.0.1`, `8222`, none (required beyond loopback) |
 /// | `drain.lb-delay-ms`, `drain.clients-per-second` | 2000, 1000 |
 ///
 /// A negative port turns that listener off.
@@ -152,6 +152,10 @@ struct NodeConfiguration: Sendable {
         admin.host = reader.string(forKey: "admin.host", default: admin.host)
         admin.port = try port("admin.port", admin.port)
         admin.token = reader.string(forKey: "admin.token", isSecret: true)
+        if admin.token == nil, let path = reader.string(forKey: "admin.token-file") {
+            guard let text = ClusterConfiguration.readFile(path) else { throw Invalid(description: "cannot read admin.token-file \(path)") }
+            admin.token = text.trimmingCharacters(in: " \t\r\n")
+        }
         let loopback = ["127.0.0.1", "::1", "localhost"]
         if admin.port != nil, !loopback.contains(admin.host), admin.token == nil {
             throw Invalid(description: "the admin API listens beyond loopback (admin.host \(admin.host)): set admin.token")

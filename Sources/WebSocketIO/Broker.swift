@@ -246,7 +246,7 @@ public final class Broker: @unchecked Sendable {
             let batch = connections[start..<min(start + batchSize, connections.count)]
             await withRouter { broker in
                 for connection in batch where broker.sinks[connection] != nil {
-                    broker.outputs.append(.fail(connection, reason))
+                    broker.disconnect(connection, reason: reason)
                 }
                 broker.dispatchOutputs()
             }
@@ -257,9 +257,17 @@ public final class Broker: @unchecked Sendable {
         }
         // Anyone who connected meanwhile (before the listeners closed) goes too.
         await withRouter { broker in
-            for connection in broker.sinks.keys { broker.outputs.append(.fail(connection, reason)) }
+            for connection in broker.sinks.keys { broker.disconnect(connection, reason: reason) }
             broker.dispatchOutputs()
         }
+    }
+
+    /// Fails a connection from the broker's side. The router closes it at once (its
+    /// subscriptions end, its unacknowledged queue messages go back to their queues), since
+    /// the handler, told by the ERROR that the router is done with it, won't report the close.
+    private func disconnect(_ connection: ConnectionID, reason: StompProtocolError) {
+        outputs.append(.fail(connection, reason))
+        router.handle(.closed, from: connection, receipt: nil, into: &outputs)
     }
 
     /// Runs `body` on the router's loop and returns its result.

@@ -23,8 +23,12 @@ struct AdminClient: Sendable {
 
     let baseURL: String
     let token: String?
+    /// The whole request's deadline. AsyncHTTPClient retries a refused connection until it
+    /// passes, so it is also how long an unreachable node takes to be reported.
+    let timeout: TimeAmount
 
-    init(baseURL: String, token: String?) {
+    init(baseURL: String, token: String?, timeout: TimeAmount = .seconds(3)) {
+        self.timeout = timeout
         var url = baseURL
         if !url.hasPrefix("http://"), !url.hasPrefix("https://") { url = "http://" + url }
         while url.hasSuffix("/") { url.removeLast() }
@@ -56,7 +60,7 @@ struct AdminClient: Sendable {
         if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+            response = try await HTTPClient.shared.execute(request, timeout: timeout)
         } catch {
             throw Failure.unreachable(baseURL, error)
         }

@@ -24,6 +24,9 @@ struct NodeOptions: ParsableArguments {
     @Flag(help: "Print JSON instead of tables.")
     var json = false
 
+    @Option(help: "Seconds to wait for a node's answer.")
+    var timeout: Double = 3
+
     var urls: [String] {
         if !node.isEmpty { return node }
         if let fromEnvironment = ProcessInfo.processInfo.environment["CLUSTERCTL_NODE"], !fromEnvironment.isEmpty {
@@ -33,7 +36,13 @@ struct NodeOptions: ParsableArguments {
     }
 
     var clients: [AdminClient] {
-        urls.map { AdminClient(baseURL: $0, token: token ?? ProcessInfo.processInfo.environment["CLUSTERCTL_TOKEN"]) }
+        urls.map {
+            AdminClient(
+                baseURL: $0,
+                token: token ?? ProcessInfo.processInfo.environment["CLUSTERCTL_TOKEN"],
+                timeout: .milliseconds(Int64(timeout * 1_000))
+            )
+        }
     }
 
     var client: AdminClient { clients[0] }

@@ -16,27 +16,29 @@ struct Status: AsyncParsableCommand {
 
     func run() async throws {
         try await reporting {
-            // Two samples a second apart give rates from the nodes' counters.
-            var first: [String: API.Node] = [:]
-            var rows: [Row] = []
-            for client in options.clients {
-                first[client.baseURL] = try? await client.get("/v1/node")
-            }
+            // Two samples a second apart give rates from the nodes' counters; every node is
+            // asked at once, so one unreachable node costs one timeout, not one per node.
+            let clients = options.clients
+            let first = await Self.sample(clients)
             try await Task.sleep(for: .seconds(1))
-            for client in options.clients {
-                do {
-                    let node: API.Node = try await client.get("/v1/node")
+            let second = await Self.sample(clients)
+            let rows: [Row] = clients.map { client in
+                switch second[client.baseURL] {
+                case .success(let node)?:
                     var row = Row(url: client.baseURL, node: node)
-                    if let before = first[client.baseURL] {
+                    if case .success(let before)? = first[client.baseURL] {
                         row.publishedPerSecond = Double(node.messagesPublished - before.messagesPublished)
                         row.deliveredPerSecond = Double(node.messagesDelivered - before.messagesDelivered)
                     }
-                    rows.append(row)
-                } catch let failure as AdminClient.Failure {
-                    rows.append(Row(url: client.baseURL, error: failure.description))
+                    return row
+                case .failure(let error)?:
+                    return Row(url: client.baseURL, error: "\(error)")
+                case nil:
+                    return Row(url: client.baseURL, error: "no answer")
                 }
             }
-            let members: [API.Member] = (try? await options.client.get("/v1/members")) ?? []
+            let reachable = clients.first { client in rows.contains { $0.url == client.baseURL && $0.node != nil } }
+            let members: [API.Member] = (try? await reachable?.get("/v1/members")) ?? []
             if options.json {
                 Output.json(["nodes": rows.map(AnyEncodable.init), "members": members.map(AnyEncodable.init)])
                 return
@@ -71,6 +73,25 @@ struct Status: AsyncParsableCommand {
             print("")
             print(problems.isEmpty ? "healthy" : "unhealthy:\n" + problems.map { "  - " + $0 }.joined(separator: "\n"))
             if !problems.isEmpty { throw ExitCode(1) }
+        }
+    }
+}
+
+extension Status {
+    static func sample(_ clients: [AdminClient]) async -> [String: Result<API.Node, any Error>] {
+        await withTaskGroup(of: (String, Result<API.Node, any Error>).self) { group in
+            for client in clients {
+                group.addTask {
+                    do {
+                        return (client.baseURL, .success(try await client.get("/v1/node")))
+                    } catch {
+                        return (client.baseURL, .failure(error))
+                    }
+                }
+            }
+            var results: [String: Result<API.Node, any Error>] = [:]
+            for await (url, result) in group { results[url] = result }
+            return results
         }
     }
 }

@@ -18,7 +18,7 @@ enum Output {
 
     static func json(_ value: some Encodable) {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         if let data = try? encoder.encode(value) {
             print(String(decoding: data, as: UTF8.self))
         }

@@ -235,7 +235,7 @@ final class AdminAPI: Sendable {
 
     private func json(_ status: HTTPResponseStatus, _ value: some Encodable) -> AdminResponse {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
         var body = ByteBuffer(bytes: data)
         body.writeString("\n")

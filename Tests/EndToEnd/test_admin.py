@@ -1,0 +1,228 @@
+"""The admin API and clusterctl against real nodes: health, readiness, metrics, the /v1
+documents, the bearer token, clusterctl's commands and exit codes, and drain in a cluster
+(clients told, queue messages handed to a peer, the node leaves and exits 0)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from cluster import Cluster, wait_log
+from nodes import wait_for
+from stomp_raw import StompClient, unique
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTERCTL = Path(os.environ.get("CLUSTERCTL_BIN", ROOT / ".build" / "debug" / "clusterctl"))
+TIMEOUT = 15.0
+
+
+def http(url: str, method: str = "GET", token: str | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def clusterctl(*args: str, env: dict | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+    if not CLUSTERCTL.exists():
+        pytest.fail(f"clusterctl not found at {CLUSTERCTL}: run `swift build` or set CLUSTERCTL_BIN", pytrace=False)
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERCTL_")}
+    full_env.update(env or {})
+    return subprocess.run([str(CLUSTERCTL), *args], capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path / "admin-cluster", seeds="all")
+    try:
+        c.start()
+        yield c
+    finally:
+        problems = c.stop()
+    assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------
+# A single node
+# ---------------------------------------------------------------------------
+
+def test_health_readiness_and_metrics(node_factory):
+    node = node_factory(name="admin")
+    assert http(node.admin_url + "/healthz") == (200, "ok\n")
+    assert http(node.admin_url + "/readyz") == (200, "ready\n")
+
+    with StompClient.tcp(node.host, node.stomp_port) as client:
+        client.connect()
+        dest = f"/topic/{unique('m')}"
+        client.subscribe(dest)
+        client.send(dest, "hello", receipt=True)
+        client.messages(1)
+        client.send_frame("NOPE")  # a protocol error, counted by kind
+        client.wait_closed()
+
+    status, metrics = http(node.admin_url + "/metrics")
+    assert status == 200
+    for name in ["stomp_connections", "stomp_connections_opened_total", "stomp_messages_published_total",
+                 "stomp_messages_delivered_total", "stomp_slow_consumer_disconnects_total", "stomp_subscriptions"]:
+        assert f"\n{name}" in "\n" + metrics, f"{name} missing from /metrics"
+    assert 'stomp_frame_errors_total{kind="unknown_command"} 1' in metrics
+    published = next(line for line in metrics.splitlines() if line.startswith("stomp_messages_published_total"))
+    assert published.split()[-1] == "1"
+
+
+def test_v1_documents(node_factory):
+    node = node_factory(name="docs")
+    with StompClient.ws(node.ws_url) as client:
+        client.connect()
+        client.subscribe("/queue/jobs", sub_id="worker", ack="client-individual")
+        client.subscribe("/topic/prices.*", sub_id="prices")
+
+        status, body = http(node.admin_url + "/v1/node")
+        assert status == 200
+        doc = json.loads(body)
+        assert doc["id"] == "docs" and doc["phase"] == "running"
+        assert doc["connections"] == 1 and doc["subscriptions"] == 2
+        assert doc["ports"]["ws"] == node.ws_port
+
+        doc = json.loads(http(node.admin_url + "/v1/connections")[1])
+        subscriptions = {s["id"]: s for s in doc["connections"][0]["subscriptions"]}
+        assert subscriptions["worker"]["destination"] == "/queue/jobs"
+        assert subscriptions["worker"]["ack"] == "client-individual"
+        assert [q["name"] for q in doc["queues"]] == ["jobs"]
+
+        doc = json.loads(http(node.admin_url + "/v1/interest?destination=/topic/prices.eur")[1])
+        assert doc["localSubscribers"] is True and doc["peers"] == []
+
+    assert http(node.admin_url + "/v1/nothing")[0] == 404
+    assert http(node.admin_url + "/v1/drain")[0] == 405
+    assert http(node.admin_url + "/v1/interest?destination=/exchange/x")[0] == 400
+
+
+def test_bearer_token_guards_everything_but_the_probes(node_factory):
+    node = node_factory("--admin-token", "s3cret-token", name="token")
+    assert http(node.admin_url + "/healthz")[0] == 200
+    assert http(node.admin_url + "/readyz")[0] == 200
+    assert http(node.admin_url + "/metrics")[0] == 401
+    assert http(node.admin_url + "/v1/node")[0] == 401
+    assert http(node.admin_url + "/v1/node", token="wrong")[0] == 401
+    assert http(node.admin_url + "/v1/node", token="s3cret-token")[0] == 200
+    result = clusterctl("members", "--node", node.admin_url)
+    assert result.returncode == 3 and "401" in result.stderr
+    result = clusterctl("members", "--node", node.admin_url, env={"CLUSTERCTL_TOKEN": "s3cret-token"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_admin_beyond_loopback_requires_a_token(tmp_path):
+    binary = os.environ.get("CLUSTER_NODE_BIN", str(ROOT / ".build" / "debug" / "cluster-node"))
+    result = subprocess.run([binary, "--admin-host", "0.0.0.0", "--admin-port", "0", "--ws-port=-1", "--stomp-port=-1"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "admin.token" in result.stderr
+
+
+def test_clusterctl_errors_when_the_node_is_unreachable():
+    result = clusterctl("status", "--node", "http://127.0.0.1:9")
+    assert result.returncode == 1  # status reports the node as unhealthy
+    assert "unreachable" in result.stdout
+    result = clusterctl("members", "--node", "http://127.0.0.1:9")
+    assert result.returncode == 2
+    assert "cannot reach" in result.stderr
+
+
+# ---------------------------------------------------------------------------
+# A cluster
+# ---------------------------------------------------------------------------
+
+def test_clusterctl_against_a_cluster(cluster):
+    urls = [cluster[name].admin_url for name in ("n1", "n2", "n3")]
+    env = {"CLUSTERCTL_NODE": ",".join(urls)}
+
+    result = clusterctl("status", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "healthy" in result.stdout
+    for name in ("n1", "n2", "n3"):
+        assert name in result.stdout
+
+    result = clusterctl("members", "--json", env={"CLUSTERCTL_NODE": urls[0]})
+    members = {m["node"]: m for m in json.loads(result.stdout)}
+    assert {m["status"] for m in members.values()} == {"alive"}
+    assert members["n1"]["isSelf"] is True
+
+    dest = f"/topic/{unique('ctl')}"
+    with StompClient.ws(cluster["n3"].ws_url) as subscriber:
+        subscriber.connect()
+        subscriber.subscribe(dest + ".*")
+        result = clusterctl("interest", "--destination", dest + ".x", "--json", env={"CLUSTERCTL_NODE": urls[0]})
+        route = json.loads(result.stdout)
+        assert [p["node"] for p in route["peers"]] == ["n3"]
+        assert dest + ".*" in route["peers"][0]["reason"]
+
+        # pub through n1 reaches the subscriber on n3.
+        result = clusterctl("pub", dest + ".x", "--count", "5", "--body", "n{n}", env={"CLUSTERCTL_NODE": urls[0]})
+        assert result.returncode == 0, result.stderr
+        bodies = [f.text for f in subscriber.messages(5)]
+        assert bodies == [f"n{i}" for i in range(1, 6)]
+
+    # sub on n2 receives what a raw client publishes on n1.
+    proc = subprocess.Popen([str(CLUSTERCTL), "sub", "/queue/ctl", "--count", "2", "--node", urls[1], "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: "/queue/ctl" in http(urls[0] + "/v1/interest?destination=/queue/ctl")[1]
+                 and json.loads(http(urls[0] + "/v1/interest?destination=/queue/ctl")[1])["peers"],
+                 TIMEOUT, message="sub's consumer known on n1")
+        with StompClient.tcp(cluster["n1"].host, cluster["n1"].stomp_port) as publisher:
+            publisher.connect()
+            publisher.send("/queue/ctl", "one")
+            publisher.send("/queue/ctl", "two", receipt=True)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    documents = [json.loads(chunk + "}") for chunk in out.split("}\n") if chunk.strip()]
+    assert [d["body"] for d in documents] == ["one", "two"]
+
+
+def test_drain_hands_queue_messages_to_a_peer_and_exits(cluster):
+    n1, n2 = cluster["n1"], cluster["n2"]
+    queue = f"/queue/{unique('drain')}"
+    with StompClient.tcp(n2.host, n2.stomp_port) as consumer, StompClient.tcp(n1.host, n1.stomp_port) as later:
+        consumer.connect()
+        # n2's consumer takes three messages and acknowledges none of them.
+        consumer.subscribe(queue, ack="client-individual")
+        with StompClient.tcp(n2.host, n2.stomp_port) as publisher:
+            publisher.connect()
+            for i in range(3):
+                publisher.send(queue, str(i))
+            publisher.send(queue, "3", receipt=True)
+            received = consumer.messages(4)
+        assert [f.text for f in received] == ["0", "1", "2", "3"]
+
+        # A consumer on n1 exists, so the drained node hands the messages over.
+        later.connect()
+        later.subscribe(queue, ack="auto")
+
+        n2.we_signalled = True  # the node is expected to exit by itself
+        result = clusterctl("drain", n2.admin_url)
+        assert result.returncode == 0, result.stderr
+        closing = consumer.wait_closed(TIMEOUT)
+        errors = [f for f in closing if f.command == "ERROR"]
+        assert errors and "shutting down" in errors[0].header("message", "")
+
+        handed = later.messages(4, timeout=TIMEOUT)
+        assert sorted(f.text for f in handed) == ["0", "1", "2", "3"]
+        # They had been delivered once already, on n2.
+        assert all(f.header("redelivered") == "true" for f in handed)
+
+    assert n2.wait(TIMEOUT) == 0
+    wait_log(cluster["n1"], r"member left", r"cluster.peer=n2", timeout=TIMEOUT)
