@@ -144,7 +144,7 @@ final class AdminAPI: Sendable {
 
     private func members() async -> [AdminModels.Member] {
         guard let status = await cluster?.status() else { return [] }
-        return status.members.map {
+        return status.members.sorted { $0.node < $1.node }.map {
             AdminModels.Member(
                 node: $0.node.name, address: $0.address, status: "\($0.status)", incarnation: $0.incarnation, epoch: $0.epoch,
                 isSelf: $0.node == status.node

@@ -102,14 +102,16 @@ public struct MembershipInstance {
         MemberUpdate(node: node, epoch: epoch, address: address, incarnation: incarnation, status: leaving ? .left : .alive)
     }
 
-    /// Every member known, this node included, dead and departed ones while remembered.
+    /// Every member known, this node included, dead and departed ones while remembered
+    /// (in no particular order: it is sent whole to every new link, so it isn't sorted).
     public var allMembers: [MemberUpdate] {
-        [myself] + members.values.map(\.update).sorted { $0.node < $1.node }
+        [myself] + members.values.map(\.update)
     }
 
-    /// Members considered up: alive or suspect.
+    /// Members considered up: alive or suspect, in node id order so that a seeded random
+    /// generator makes the same choices every run.
     public var liveMembers: [NodeID] {
-        members.values.filter { $0.update.status <= .suspect }.map(\.update.node)
+        members.values.filter { $0.update.status <= .suspect }.map(\.update.node).sorted()
     }
 
     /// Members declared dead (not departed) and still remembered. After a partition each side
@@ -347,7 +349,7 @@ public struct MembershipInstance {
     /// The updates to piggy-back on the next message: those sent the fewest times first.
     private mutating func takeGossip() -> [MemberUpdate] {
         guard !gossip.isEmpty else { return [] }
-        let chosen = gossip.values.sorted { $0.remaining > $1.remaining }.prefix(settings.maxGossipPerMessage)
+        let chosen = gossip.values.sorted { ($0.remaining, $1.update.node) > ($1.remaining, $0.update.node) }.prefix(settings.maxGossipPerMessage)
         var updates: [MemberUpdate] = []
         for entry in chosen {
             updates.append(entry.update)

@@ -270,7 +270,7 @@ public final class ClusterShell: @unchecked Sendable {
         )
         let link = LinkChannelHandler(
             shell: self,
-            handshake: LinkHandshake(identity: identity, nonce: nonce),
+            handshake: LinkHandshake(identity: identity, nonce: nonce, role: outbound ? .dialer : .listener),
             isOutbound: outbound,
             dialedAddress: address,
             maxFrameSize: 64 * 1_048_576

@@ -94,7 +94,13 @@ final class LinkChannelHandler: ChannelInboundHandler {
         switch handshake.received(message) {
         case .send(let reply):
             send(reply)
+        case .wait:
+            break
         case .established(let hello, _):
+            peer = hello
+            shell.linkEstablished(self, peer: hello)
+        case .sendAndEstablish(let reply, let hello, _):
+            send(reply)
             peer = hello
             shell.linkEstablished(self, peer: hello)
         case .refuse(let reason):

@@ -1,0 +1,180 @@
+import Gossip
+import NIOCore
+import Testing
+
+@Suite("Link messages: wire encoding")
+struct LinkMessageTests {
+    /// A hello as a real handshake sends it (``LinkHello`` has no public initializer).
+    static func sampleHello() -> LinkHello {
+        let identity = LinkHandshake.Identity(
+            clusterName: "prod-eu", node: NodeID("node-a"), epoch: 1_700_000_000_123, address: "10.0.0.1:7946", secret: Array("s3cret".utf8)
+        )
+        guard case .hello(var hello) = LinkHandshake(identity: identity, nonce: (0..<32).map { UInt8($0) }, role: .dialer).hello else {
+            fatalError("a handshake's hello is a .hello")
+        }
+        hello.capabilities = 0xDEAD_BEEF_0000_0001
+        return hello
+    }
+
+    static let updates = [
+        MemberUpdate(node: NodeID("node-a"), epoch: 1, address: "10.0.0.1:7946", incarnation: 0, status: .alive),
+        MemberUpdate(node: NodeID("node-b"), epoch: 2, address: "10.0.0.2:7946", incarnation: 7, status: .suspect),
+        MemberUpdate(node: NodeID("node-c"), epoch: 3, address: "[::1]:7946", incarnation: .max, status: .dead),
+        MemberUpdate(node: NodeID("nœud-ü"), epoch: .max, address: "", incarnation: 1, status: .left),
+    ]
+
+    static let body = LinkMessageBody(
+        destination: "/topic/prices.eur",
+        messageID: "node-a-42",
+        headers: [("content-type", "application/json"), ("x-empty", ""), ("x-dup", "1"), ("x-dup", "2")],
+        body: ByteBuffer(bytes: [0, 1, 2, 0xFF, 0xFE])
+    )
+
+    /// One of every case, with non-trivial field values.
+    static var everyCase: [LinkMessage] {
+        [
+            .hello(sampleHello()),
+            .proof((0..<32).map { UInt8(255 - $0) }),
+            .refuse("cluster name 'x' does not match 'y'"),
+            .heartbeat,
+            .ping(sequence: 1, gossip: []),
+            .ping(sequence: .max, gossip: updates),
+            .ack(sequence: 99, gossip: updates),
+            .pingRequest(sequence: 12, target: NodeID("node-c"), gossip: Array(updates.prefix(2))),
+            .members(updates),
+            .members([]),
+            .interestDelta(epoch: 5, version: 6, changes: [(.topic("a.*.c"), 1), (.queue("jobs"), 0), (.topic("a.#"), 0)]),
+            .interestSnapshot(epoch: 5, version: 6, entries: [(.queue("jobs"), 1_000), (.topic("#"), 1)]),
+            .interestSnapshot(epoch: 1, version: 0, entries: []),
+            .interestAck(epoch: 5, version: 6),
+            .interestDigest(epoch: 1, version: 2, yourEpoch: 3, yourVersion: 4),
+            .forward(body),
+            .forward(LinkMessageBody(destination: "/topic/x", messageID: "", headers: [], body: ByteBuffer())),
+            .handoff(id: 77, queue: "jobs", message: body, redelivered: true, hops: 2),
+            .handoff(id: 0, queue: "", message: body, redelivered: false, hops: 0),
+            .handoffAck(id: .max),
+        ]
+    }
+
+    private func encode(_ message: LinkMessage) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        message.encode(into: &buffer)
+        return buffer
+    }
+
+    private func decode(_ buffer: ByteBuffer) throws -> [LinkMessage] {
+        var payload = buffer
+        var messages: [LinkMessage] = []
+        try LinkMessage.decodeAll(&payload, into: &messages)
+        #expect(payload.readableBytes == 0)
+        return messages
+    }
+
+    @Test func everyCaseRoundTrips() throws {
+        for message in Self.everyCase {
+            let decoded = try decode(encode(message))
+            #expect(decoded == [message], "\(message)")
+            // Equality is by encoded bytes: re-encoding the decoded message gives the same bytes.
+            #expect(decoded.map(encode) == [encode(message)])
+        }
+    }
+
+    @Test func aBatchOfEveryCaseRoundTripsInOrder() throws {
+        var payload = ByteBuffer()
+        for message in Self.everyCase { message.encode(into: &payload) }
+        #expect(try decode(payload) == Self.everyCase)
+    }
+
+    @Test func decodedFieldsMatch() throws {
+        let hello = Self.sampleHello()
+        #expect(try decode(encode(.hello(hello))) == [.hello(hello)])
+        guard case .hello(let decodedHello) = try decode(encode(.hello(hello))).first else {
+            Issue.record("not a hello")
+            return
+        }
+        #expect(decodedHello == hello)
+        #expect(decodedHello.minVersion == 1 && decodedHello.maxVersion == 1)
+        #expect(decodedHello.capabilities == 0xDEAD_BEEF_0000_0001)
+        #expect(decodedHello.node == NodeID("node-a") && decodedHello.epoch == 1_700_000_000_123)
+
+        guard case .pingRequest(let sequence, let target, let gossip) = try decode(encode(.pingRequest(sequence: 12, target: NodeID("t"), gossip: Self.updates))).first else {
+            Issue.record("not a pingRequest")
+            return
+        }
+        #expect(sequence == 12 && target == NodeID("t") && gossip == Self.updates)
+
+        guard case .interestDelta(let epoch, let version, let changes) = try decode(encode(.interestDelta(epoch: 9, version: 10, changes: [(.topic("a.b"), 1), (.queue("q"), 3)]))).first else {
+            Issue.record("not an interestDelta")
+            return
+        }
+        #expect(epoch == 9 && version == 10)
+        #expect(changes.map(\.0) == [.topic("a.b"), .queue("q")] && changes.map(\.1) == [1, 3])
+
+        guard case .handoff(let id, let queue, let message, let redelivered, let hops) = try decode(encode(.handoff(id: 5, queue: "jobs", message: Self.body, redelivered: true, hops: 3))).first else {
+            Issue.record("not a handoff")
+            return
+        }
+        #expect(id == 5 && queue == "jobs" && message == Self.body && redelivered && hops == 3)
+        #expect(message.headers.map(\.0) == ["content-type", "x-empty", "x-dup", "x-dup"])
+    }
+
+    @Test func differentMessagesAreNotEqual() {
+        #expect(LinkMessage.ping(sequence: 1, gossip: []) != .ack(sequence: 1, gossip: []))
+        #expect(LinkMessage.ping(sequence: 1, gossip: []) != .ping(sequence: 2, gossip: []))
+        #expect(LinkMessage.members(Self.updates) != .members(Array(Self.updates.reversed())))
+        #expect(LinkMessage.handoff(id: 1, queue: "q", message: Self.body, redelivered: true, hops: 1) != .handoff(id: 1, queue: "q", message: Self.body, redelivered: false, hops: 1))
+        #expect(LinkMessage.interestDelta(epoch: 1, version: 1, changes: [(.topic("a"), 1)]) != .interestSnapshot(epoch: 1, version: 1, entries: [(.topic("a"), 1)]))
+        #expect(LinkMessage.interestDelta(epoch: 1, version: 1, changes: [(.topic("a"), 1)]) != .interestDelta(epoch: 1, version: 1, changes: [(.queue("a"), 1)]))
+    }
+
+    @Test func everyTruncatedPrefixThrows() {
+        for message in Self.everyCase {
+            let bytes = encode(message)
+            for cut in 1..<bytes.readableBytes {
+                let prefix = bytes.getSlice(at: bytes.readerIndex, length: cut)!
+                #expect(throws: LinkWire.Malformed.self, "\(message) cut at \(cut)") { try decode(prefix) }
+            }
+        }
+    }
+
+    /// A message whose declared length is consistent but whose body lacks its last bytes.
+    @Test func truncatedBodiesThrow() {
+        for message in Self.everyCase where message != .heartbeat {
+            let bytes = encode(message)
+            let bodyLength = bytes.readableBytes - 5
+            for missing in 1...bodyLength {
+                var shortened = bytes.getSlice(at: bytes.readerIndex, length: bytes.readableBytes - missing)!
+                shortened.setInteger(UInt32(bodyLength - missing), at: shortened.readerIndex + 1)
+                #expect(throws: LinkWire.Malformed.self, "\(message) missing \(missing)") { try decode(shortened) }
+            }
+        }
+    }
+
+    @Test func invalidFieldValuesThrow() {
+        // A member status that doesn't exist.
+        var members = encode(.members([Self.updates[0]]))
+        members.setInteger(UInt8(9), at: members.writerIndex - 1)
+        #expect(throws: LinkWire.Malformed.self) { try decode(members) }
+
+        // An interest kind that doesn't exist.
+        var delta = encode(.interestDelta(epoch: 1, version: 1, changes: [(.topic("a"), 1)]))
+        delta.setInteger(UInt8(7), at: delta.readerIndex + 5 + 8 + 8 + 4)
+        #expect(throws: LinkWire.Malformed.self) { try decode(delta) }
+
+        // A list count larger than the bytes that follow.
+        var ping = ByteBuffer()
+        ping.writeInteger(UInt8(10))
+        ping.writeInteger(UInt32(12))
+        ping.writeInteger(UInt64(1))
+        ping.writeInteger(UInt32(1_000_000))
+        #expect(throws: LinkWire.Malformed.self) { try decode(ping) }
+
+        // A string length far beyond the message.
+        var refuse = ByteBuffer()
+        refuse.writeInteger(UInt8(3))
+        refuse.writeInteger(UInt32(6))
+        refuse.writeInteger(UInt32.max)
+        refuse.writeBytes([0x41, 0x42])
+        #expect(throws: LinkWire.Malformed.self) { try decode(refuse) }
+    }
+}
