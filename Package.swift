@@ -69,10 +69,13 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // The admin API's JSON documents, shared by the node and clusterctl.
+        .target(name: "AdminSchema"),
         // The `cluster-node` executable: configuration, wiring and lifecycle.
         .executableTarget(
             name: "ClusterNode",
             dependencies: [
+                "AdminSchema",
                 "StompRouting",
                 "WebSocketIO",
                 "Gossip",
@@ -91,6 +94,7 @@ let package = Package(
         .executableTarget(
             name: "clusterctl",
             dependencies: [
+                "AdminSchema",
                 "StompRouting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

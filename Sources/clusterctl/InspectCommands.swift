@@ -1,3 +1,4 @@
+import AdminSchema
 import ArgumentParser
 import Foundation
 
@@ -8,7 +9,7 @@ struct Status: AsyncParsableCommand {
 
     struct Row: Codable {
         var url: String
-        var node: API.Node?
+        var node: AdminModels.Node?
         var publishedPerSecond: Double?
         var deliveredPerSecond: Double?
         var error: String?
@@ -38,7 +39,7 @@ struct Status: AsyncParsableCommand {
                 }
             }
             let reachable = clients.first { client in rows.contains { $0.url == client.baseURL && $0.node != nil } }
-            let members: [API.Member] = (try? await reachable?.get("/v1/members")) ?? []
+            let members: [AdminModels.Member] = (try? await reachable?.get("/v1/members")) ?? []
             if options.json {
                 Output.json(["nodes": rows.map(AnyEncodable.init), "members": members.map(AnyEncodable.init)])
                 return
@@ -78,8 +79,8 @@ struct Status: AsyncParsableCommand {
 }
 
 extension Status {
-    static func sample(_ clients: [AdminClient]) async -> [String: Result<API.Node, any Error>] {
-        await withTaskGroup(of: (String, Result<API.Node, any Error>).self) { group in
+    static func sample(_ clients: [AdminClient]) async -> [String: Result<AdminModels.Node, any Error>] {
+        await withTaskGroup(of: (String, Result<AdminModels.Node, any Error>).self) { group in
             for client in clients {
                 group.addTask {
                     do {
@@ -89,7 +90,7 @@ extension Status {
                     }
                 }
             }
-            var results: [String: Result<API.Node, any Error>] = [:]
+            var results: [String: Result<AdminModels.Node, any Error>] = [:]
             for await (url, result) in group { results[url] = result }
             return results
         }
@@ -103,7 +104,7 @@ struct Members: AsyncParsableCommand {
 
     func run() async throws {
         try await reporting {
-            let members: [API.Member] = try await options.client.get("/v1/members")
+            let members: [AdminModels.Member] = try await options.client.get("/v1/members")
             if options.json { return Output.json(members) }
             Output.table(
                 ["MEMBER", "STATUS", "INCARNATION", "EPOCH", "ADDRESS"],
@@ -125,7 +126,7 @@ struct Interest: AsyncParsableCommand {
         try await reporting {
             if let destination {
                 let encoded = destination.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed.subtracting(CharacterSet(charactersIn: "&=+#"))) ?? destination
-                let route: API.Route = try await options.client.get("/v1/interest?destination=\(encoded)")
+                let route: AdminModels.Route = try await options.client.get("/v1/interest?destination=\(encoded)")
                 if options.json { return Output.json(route) }
                 print("\(route.destination): local subscribers \(route.localSubscribers ? "yes" : "no")")
                 if route.peers.isEmpty {
@@ -135,7 +136,7 @@ struct Interest: AsyncParsableCommand {
                 }
                 return
             }
-            let interest: API.Interest = try await options.client.get("/v1/interest")
+            let interest: AdminModels.Interest = try await options.client.get("/v1/interest")
             if options.json { return Output.json(interest) }
             var rows: [[String]] = []
             for origin in [interest.local] + interest.peers {
@@ -156,7 +157,7 @@ struct Connections: AsyncParsableCommand {
 
     func run() async throws {
         try await reporting {
-            let connections: API.Connections = try await options.client.get("/v1/connections")
+            let connections: AdminModels.Connections = try await options.client.get("/v1/connections")
             if options.json { return Output.json(connections) }
             var rows: [[String]] = []
             for connection in connections.connections {
@@ -180,33 +181,35 @@ struct Connections: AsyncParsableCommand {
 struct Drain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Drain a node: not ready, clients moved elsewhere, queue messages handed to peers, leave, exit.")
 
-    @Argument(help: "Admin API URL of the node to drain.")
-    var target: String
-
-    @Option(help: "Bearer token for the admin API (env CLUSTERCTL_TOKEN).")
-    var token: String?
+    @OptionGroup var action: NodeAction
 
     func run() async throws {
-        try await reporting {
-            try await AdminClient(baseURL: target, token: token ?? ProcessInfo.processInfo.environment["CLUSTERCTL_TOKEN"]).post("/v1/drain")
-            print("\(target): draining")
-        }
+        try await action.post("/v1/drain", saying: "draining")
     }
 }
 
 struct Leave: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Make a node leave the cluster and stop at once, without pacing its clients.")
 
+    @OptionGroup var action: NodeAction
+
+    func run() async throws {
+        try await action.post("/v1/leave", saying: "leaving")
+    }
+}
+
+/// The target of an action on one node.
+struct NodeAction: ParsableArguments {
     @Argument(help: "Admin API URL of the node.")
     var target: String
 
     @Option(help: "Bearer token for the admin API (env CLUSTERCTL_TOKEN).")
     var token: String?
 
-    func run() async throws {
+    func post(_ path: String, saying outcome: String) async throws {
         try await reporting {
-            try await AdminClient(baseURL: target, token: token ?? ProcessInfo.processInfo.environment["CLUSTERCTL_TOKEN"]).post("/v1/leave")
-            print("\(target): leaving")
+            try await AdminClient(baseURL: target, token: token ?? ProcessInfo.processInfo.environment["CLUSTERCTL_TOKEN"]).post(path)
+            print("\(target): \(outcome)")
         }
     }
 }

@@ -1,3 +1,4 @@
+import AdminSchema
 import ArgumentParser
 import Foundation
 import NIOCore
@@ -13,7 +14,7 @@ struct StompTarget: ParsableArguments {
 
     func resolve() async throws -> String {
         if let url { return url }
-        let node: API.Node = try await options.client.get("/v1/node")
+        let node: AdminModels.Node = try await options.client.get("/v1/node")
         guard let port = node.ports["ws"] else {
             throw AdminClient.Failure(description: "\(options.client.baseURL) serves no WebSocket listener", exitCode: 3)
         }

@@ -1,3 +1,4 @@
+import AdminSchema
 import CoreMetrics
 import FoundationEssentials
 import Gossip

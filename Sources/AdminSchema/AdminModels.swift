@@ -1,0 +1,273 @@
+/// The JSON documents of the admin API's `/v1/...` endpoints (see `docs/ADMIN-API.md`),
+/// shared by the node that writes them and `clusterctl`, which reads them.
+public enum AdminModels {
+    public struct Node: Codable, Sendable {
+        public var id: String
+        public var version: String
+        public var phase: String
+        public var uptimeSeconds: Double
+        public var ports: [String: Int]
+        public var connections: Int
+        public var subscriptions: Int
+        public var messagesPublished: Int
+        public var messagesDelivered: Int
+        public var cluster: Cluster?
+
+        public struct Cluster: Codable, Sendable {
+            public var name: String
+            public var epoch: UInt64
+            public var incarnation: UInt64
+            public var localHealth: Int
+            public var joined: Bool
+            public var members: [String: Int]
+
+            public init(
+
+                name: String,
+
+                epoch: UInt64,
+
+                incarnation: UInt64,
+
+                localHealth: Int,
+
+                joined: Bool,
+
+                members: [String: Int]
+
+            ) {
+                self.name = name
+                self.epoch = epoch
+                self.incarnation = incarnation
+                self.localHealth = localHealth
+                self.joined = joined
+                self.members = members
+            }
+        }
+
+        public init(
+
+            id: String,
+
+            version: String,
+
+            phase: String,
+
+            uptimeSeconds: Double,
+
+            ports: [String: Int],
+
+            connections: Int,
+
+            subscriptions: Int,
+
+            messagesPublished: Int,
+
+            messagesDelivered: Int,
+
+            cluster: Cluster?
+
+        ) {
+            self.id = id
+            self.version = version
+            self.phase = phase
+            self.uptimeSeconds = uptimeSeconds
+            self.ports = ports
+            self.connections = connections
+            self.subscriptions = subscriptions
+            self.messagesPublished = messagesPublished
+            self.messagesDelivered = messagesDelivered
+            self.cluster = cluster
+        }
+    }
+
+    public struct Member: Codable, Sendable {
+        public var node: String
+        public var address: String
+        public var status: String
+        public var incarnation: UInt64
+        public var epoch: UInt64
+        public var isSelf: Bool
+
+        public init(node: String, address: String, status: String, incarnation: UInt64, epoch: UInt64, isSelf: Bool) {
+            self.node = node
+            self.address = address
+            self.status = status
+            self.incarnation = incarnation
+            self.epoch = epoch
+            self.isSelf = isSelf
+        }
+    }
+
+    public struct Link: Codable, Sendable {
+        public var peer: String
+        public var address: String
+        public var outbound: Bool
+        public var framesSent: Int
+        public var framesReceived: Int
+        public var rawBytesSent: Int
+        public var wireBytesSent: Int
+        public var rawBytesReceived: Int
+        public var wireBytesReceived: Int
+
+        public init(
+
+            peer: String,
+
+            address: String,
+
+            outbound: Bool,
+
+            framesSent: Int,
+
+            framesReceived: Int,
+
+            rawBytesSent: Int,
+
+            wireBytesSent: Int,
+
+            rawBytesReceived: Int,
+
+            wireBytesReceived: Int
+
+        ) {
+            self.peer = peer
+            self.address = address
+            self.outbound = outbound
+            self.framesSent = framesSent
+            self.framesReceived = framesReceived
+            self.rawBytesSent = rawBytesSent
+            self.wireBytesSent = wireBytesSent
+            self.rawBytesReceived = rawBytesReceived
+            self.wireBytesReceived = wireBytesReceived
+        }
+    }
+
+    public struct InterestEntry: Codable, Sendable {
+        public var kind: String
+        public var name: String
+        public var count: Int
+
+        public init(kind: String, name: String, count: Int) {
+            self.kind = kind
+            self.name = name
+            self.count = count
+        }
+    }
+
+    public struct InterestOrigin: Codable, Sendable {
+        public var origin: String
+        public var epoch: UInt64
+        public var version: UInt64
+        public var entries: [InterestEntry]
+
+        public init(origin: String, epoch: UInt64, version: UInt64, entries: [InterestEntry]) {
+            self.origin = origin
+            self.epoch = epoch
+            self.version = version
+            self.entries = entries
+        }
+    }
+
+    public struct Interest: Codable, Sendable {
+        public var local: InterestOrigin
+        public var peers: [InterestOrigin]
+
+        public init(local: InterestOrigin, peers: [InterestOrigin]) {
+            self.local = local
+            self.peers = peers
+        }
+    }
+
+    public struct Route: Codable, Sendable {
+        public var destination: String
+        public var localSubscribers: Bool
+        public var peers: [RouteTarget]
+
+        public init(destination: String, localSubscribers: Bool, peers: [RouteTarget]) {
+            self.destination = destination
+            self.localSubscribers = localSubscribers
+            self.peers = peers
+        }
+    }
+
+    public struct RouteTarget: Codable, Sendable {
+        public var node: String
+        public var reason: String
+
+        public init(node: String, reason: String) {
+            self.node = node
+            self.reason = reason
+        }
+    }
+
+    public struct Subscription: Codable, Sendable {
+        public var id: String
+        public var destination: String
+        public var ack: String
+        public var unacked: Int
+
+        public init(id: String, destination: String, ack: String, unacked: Int) {
+            self.id = id
+            self.destination = destination
+            self.ack = ack
+            self.unacked = unacked
+        }
+    }
+
+    public struct Connection: Codable, Sendable {
+        public var id: UInt64
+        public var version: String
+        public var subscriptions: [Subscription]
+
+        public init(id: UInt64, version: String, subscriptions: [Subscription]) {
+            self.id = id
+            self.version = version
+            self.subscriptions = subscriptions
+        }
+    }
+
+    public struct Queue: Codable, Sendable {
+        public var name: String
+        public var localConsumers: Int
+        public var remoteConsumers: Int
+        public var pending: Int
+        public var unacked: Int
+
+        public init(name: String, localConsumers: Int, remoteConsumers: Int, pending: Int, unacked: Int) {
+            self.name = name
+            self.localConsumers = localConsumers
+            self.remoteConsumers = remoteConsumers
+            self.pending = pending
+            self.unacked = unacked
+        }
+    }
+
+    public struct Connections: Codable, Sendable {
+        public var connections: [Connection]
+        public var queues: [Queue]
+
+        public init(connections: [Connection], queues: [Queue]) {
+            self.connections = connections
+            self.queues = queues
+        }
+    }
+
+    public struct Action: Codable, Sendable {
+        public var action: String
+        public var status: String
+
+        public init(action: String, status: String) {
+            self.action = action
+            self.status = status
+        }
+    }
+
+    public struct Failure: Codable, Sendable {
+        public var error: String
+
+        public init(error: String) {
+            self.error = error
+        }
+    }
+}
