@@ -8,7 +8,7 @@ struct ClusterCtl: AsyncParsableCommand {
         commandName: "clusterctl",
         abstract: "Administer a stomp-cluster: status, members, interest, connections, drain, leave, pub, sub, local clusters.",
         subcommands: [
-            Status.self, Members.self, Interest.self, Connections.self, Drain.self, Leave.self, Pub.self, Sub.self, Local.self,
+            Status.self, Members.self, Interest.self, Connections.self, Drain.self, Leave.self, Pub.self, Sub.self, Bench.self, Local.self,
         ]
     )
 }

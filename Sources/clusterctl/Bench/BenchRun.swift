@@ -1,0 +1,278 @@
+import Histogram
+import NIOCore
+import NIOPosix
+import StompRouting
+
+/// One benchmark run, confined to a single event loop: every client connection, publisher
+/// pacing and statistic lives on it, so the generator needs no locks and its cost per
+/// message is a frame encode or decode. (`Bench` reports the loop's CPU time, which is how
+/// to tell that the generator was not the bottleneck.)
+final class BenchRun: @unchecked Sendable {
+    struct Plan {
+        struct Subscription {
+            var endpoint: BenchEndpoint
+            var destination: String
+            /// Topics: each subscriber is its own stream. Queues: all consumers of a queue share one.
+            var stream: Int
+        }
+
+        struct Publisher {
+            var endpoint: BenchEndpoint
+            var destination: String
+            /// Subscriber streams that should receive each message of this publisher.
+            var copies: Int
+        }
+
+        var subscriptions: [Subscription]
+        var publishers: [Publisher]
+    }
+
+    struct Settings {
+        var duration: TimeAmount
+        /// Messages per second per publisher; nil for as fast as receipts allow.
+        var rate: Int?
+        var bodySize: Int
+        /// A receipt is asked for every `window` messages; at most `inFlight` may be awaited.
+        var window: Int
+        var inFlight: Int
+    }
+
+    let loop: any EventLoop
+    let plan: Plan
+    let settings: Settings
+    private(set) var statistics = BenchStatistics()
+    private(set) var published: [Int] = []
+    private var publishers: [PublisherState] = []
+    private var subscribers: [BenchConnection] = []
+    private var running = false
+    private(set) var closedUnexpectedly = 0
+    private var body: ByteBuffer
+
+    init(loop: any EventLoop, plan: Plan, settings: Settings) {
+        self.loop = loop
+        self.plan = plan
+        self.settings = settings
+        self.body = ByteBuffer(repeating: UInt8(ascii: "x"), count: settings.bodySize)
+    }
+
+    // MARK: - Connections
+
+    /// Connects, sends CONNECT and waits for CONNECTED.
+    func open(_ endpoint: BenchEndpoint) async throws -> BenchConnection {
+        let connection = try await loop.submit { BenchConnection() }.get()
+        let boxed = UnsafeTransfer(connection)
+        _ = try await endpoint.connect(on: loop) { boxed.value }.get()
+        let connected = loop.makePromise(of: Void.self)
+        try await loop.submit {
+            connection.onFrame = { frame in
+                if frame.command == .connected { connected.succeed() } else { connected.fail(BenchError("CONNECT answered with \(frame.command.rawValue): \(frame.headers["message"] ?? "")")) }
+            }
+            connection.onClose = { connected.fail(BenchError("\(endpoint) closed the connection")) }
+            connection.write(StompFrame(.connect, headers: ["accept-version": "1.2", "host": "/", "heart-beat": "0,0"]))
+        }.get()
+        try await connected.futureResult.get()
+        return connection
+    }
+
+    /// Opens every subscriber and waits for each SUBSCRIBE's receipt, so that the run starts
+    /// with every subscription in place across the cluster.
+    func subscribeAll() async throws {
+        for (index, subscription) in plan.subscriptions.enumerated() {
+            let connection = try await open(subscription.endpoint)
+            let receipt = loop.makePromise(of: Void.self)
+            try await loop.submit { [self] in
+                connection.onFrame = { [self] frame in
+                    switch frame.command {
+                    case .receipt: receipt.succeed()
+                    case .message: received(frame, subscriber: index, stream: subscription.stream)
+                    case .error: receipt.fail(BenchError("ERROR: \(frame.headers["message"] ?? "")"))
+                    default: break
+                    }
+                }
+                connection.onClose = { [self] in if running { closedUnexpectedly += 1 } }
+                connection.write(StompFrame(.subscribe, headers: ["id": "s\(index)", "destination": subscription.destination, "receipt": "sub"]))
+                subscribers.append(connection)
+            }.get()
+            try await receipt.futureResult.get()
+        }
+    }
+
+    func openPublishers() async throws {
+        for (index, publisher) in plan.publishers.enumerated() {
+            let connection = try await open(publisher.endpoint)
+            try await loop.submit { [self] in
+                let state = PublisherState(index: index, connection: connection, run: self, destination: publisher.destination)
+                connection.onFrame = { frame in
+                    if frame.command == .receipt { state.receiptArrived() }
+                }
+                connection.onClose = { [self] in if running { closedUnexpectedly += 1 } }
+                publishers.append(state)
+                published.append(0)
+            }.get()
+        }
+    }
+
+    // MARK: - Running
+
+    /// Publishes for the configured duration, then waits (bounded) for stragglers.
+    ///
+    /// - Returns: the measured publishing time.
+    func run() async throws -> TimeAmount {
+        let started = NIODeadline.now()
+        try await loop.submit { [self] in
+            running = true
+            for publisher in publishers { publisher.start(rate: settings.rate) }
+        }.get()
+        try await Task.sleep(for: .nanoseconds(settings.duration.nanoseconds))
+        let elapsed = NIODeadline.now() - started
+        try await loop.submit { [self] in
+            running = false
+            for publisher in publishers { publisher.stop() }
+        }.get()
+        // Everything sent has been acknowledged by the broker once the final receipts arrive;
+        // deliveries may still be in flight: wait until they are all in, or 10 s.
+        let expected = try await loop.submit { [self] in expectedDeliveries }.get()
+        let deadline = NIODeadline.now() + .seconds(10)
+        while NIODeadline.now() < deadline {
+            let unique = try await loop.submit { [self] in statistics.unique }.get()
+            if unique >= expected { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return elapsed
+    }
+
+    var isRunning: Bool { running }
+
+    var expectedDeliveries: Int {
+        zip(published, plan.publishers).reduce(0) { $0 + $1.0 * $1.1.copies }
+    }
+
+    func close() async {
+        try? await loop.submit { [self] in
+            for connection in subscribers { connection.close() }
+            for publisher in publishers { publisher.connection.close() }
+        }.get()
+    }
+
+    // MARK: - Messages
+
+    fileprivate func encodeSend(destination: String, publisher: Int, sequence: Int, receipt: Bool) -> ByteBuffer {
+        var frame = ByteBuffer()
+        frame.reserveCapacity(body.readableBytes + 160)
+        frame.writeStaticString("SEND\ndestination:")
+        frame.writeString(destination)
+        frame.writeStaticString("\nbench-pub:")
+        frame.writeString(String(publisher))
+        frame.writeStaticString("\nbench-seq:")
+        frame.writeString(String(sequence))
+        frame.writeStaticString("\nbench-ts:")
+        frame.writeString(String(NIODeadline.now().uptimeNanoseconds))
+        if receipt {
+            frame.writeStaticString("\nreceipt:r")
+            frame.writeString(String(sequence))
+        }
+        frame.writeStaticString("\ncontent-length:")
+        frame.writeString(String(body.readableBytes))
+        frame.writeStaticString("\n\n")
+        frame.writeImmutableBuffer(body)
+        frame.writeInteger(UInt8(0))
+        return frame
+    }
+
+    fileprivate func sent(by publisher: Int) { published[publisher] += 1 }
+
+    private func received(_ frame: StompFrame, subscriber: Int, stream: Int) {
+        let now = NIODeadline.now().uptimeNanoseconds
+        guard let publisher = frame.headers["bench-pub"].flatMap({ Int($0) }),
+            let sequence = frame.headers["bench-seq"].flatMap({ Int($0) }),
+            let sentAt = frame.headers["bench-ts"].flatMap({ UInt64($0) })
+        else { return }
+        statistics.record(
+            stream: stream,
+            subscriber: subscriber,
+            publisher: publisher,
+            sequence: sequence,
+            latencyNanoseconds: now >= sentAt ? now - sentAt : 0
+        )
+    }
+}
+
+/// One publisher's pacing: as fast as receipt-based flow control allows, or a fixed rate.
+private final class PublisherState {
+    let index: Int
+    let connection: BenchConnection
+    unowned let run: BenchRun
+    let destination: String
+    private var sequence = 0
+    private var awaiting = 0
+    private var active = false
+    private var rateTask: RepeatedTask?
+    private var startedAt = NIODeadline.now()
+
+    init(index: Int, connection: BenchConnection, run: BenchRun, destination: String) {
+        self.index = index
+        self.connection = connection
+        self.run = run
+        self.destination = destination
+    }
+
+    func start(rate: Int?) {
+        active = true
+        startedAt = .now()
+        if let rate {
+            rateTask = run.loop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(1)) { [self] _ in
+                let due = Int(Double(rate) * Double((NIODeadline.now() - startedAt).nanoseconds) / 1e9)
+                var budget = 1_000
+                while active, sequence < due, budget > 0 {
+                    send(receipt: false)
+                    budget -= 1
+                }
+            }
+        } else {
+            pump()
+        }
+    }
+
+    func stop() {
+        active = false
+        rateTask?.cancel()
+        // A last receipt confirms that the broker has applied everything this publisher sent.
+        connection.write(StompFrame(.send, headers: ["destination": destination, "receipt": "final"], body: ByteBuffer()))
+    }
+
+    private func send(receipt: Bool) {
+        connection.write(run.encodeSend(destination: destination, publisher: index, sequence: sequence, receipt: receipt))
+        sequence += 1
+        run.sent(by: index)
+    }
+
+    /// Sends until the window of unanswered receipts is full, a little at a time so that the
+    /// loop keeps reading (receipts and deliveries) in between.
+    private func pump() {
+        var budget = 256
+        while active, awaiting < run.settings.inFlight, budget > 0 {
+            let withReceipt = (sequence + 1) % run.settings.window == 0
+            if withReceipt { awaiting += 1 }
+            send(receipt: withReceipt)
+            budget -= 1
+        }
+        guard active, awaiting < run.settings.inFlight else { return }
+        if connection.isWritable {
+            run.loop.execute { [self] in pump() }
+        } else {
+            run.loop.scheduleTask(in: .milliseconds(1)) { [self] in pump() }
+        }
+    }
+
+    func receiptArrived() {
+        guard awaiting > 0 else { return }
+        awaiting -= 1
+        if active, run.settings.rate == nil { pump() }
+    }
+}
+
+/// Moves a non-Sendable value into a closure that runs on the value's own loop.
+struct UnsafeTransfer<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
