@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "clusterctl", targets: ["clusterctl"]),
         .library(name: "StompRouting", targets: ["StompRouting"]),
         .library(name: "WebSocketIO", targets: ["WebSocketIO"]),
+        .library(name: "Gossip", targets: ["Gossip"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
