@@ -164,8 +164,8 @@ public final class Broker: @unchecked Sendable {
             delivered.add(messages, ordering: .relaxed)
             deliveredCounter.increment(by: messages)
         }
-        var remote: [ObjectIdentifier: (loop: any EventLoop, items: [(ConnectionSink, ConnectionOutput)])] = [:]
-        var local: [ObjectIdentifier: StompConnectionHandler] = [:]
+        // Few loops: a short array beats a dictionary per batch.
+        var remote: [(loop: any EventLoop, items: [(ConnectionSink, ConnectionOutput)])] = []
         for (index, routerOutput) in outputs.enumerated() {
             let connection: ConnectionID
             let output: ConnectionOutput
@@ -199,23 +199,17 @@ public final class Broker: @unchecked Sendable {
             if case .fail = output { sinks[connection] = nil }
             if case .close = output { sinks[connection] = nil }
             if sink.eventLoop === eventLoop {
-                let handler = sink.handler.value
-                handler.routerOutput(output)
-                local[ObjectIdentifier(handler)] = handler
+                sink.handler.value.routerOutput(output)
+            } else if let slot = remote.firstIndex(where: { $0.loop === sink.eventLoop }) {
+                remote[slot].items.append((sink, output))
             } else {
-                remote[ObjectIdentifier(sink.eventLoop), default: (sink.eventLoop, [])].items.append((sink, output))
+                remote.append((sink.eventLoop, [(sink, output)]))
             }
         }
-        for handler in local.values { handler.routerOutputsDone() }
-        for (loop, items) in remote.values {
+        // One task per loop carries all of this batch's outputs for connections there.
+        for (loop, items) in remote {
             loop.execute {
-                var touched: [ObjectIdentifier: StompConnectionHandler] = [:]
-                for (sink, output) in items {
-                    let handler = sink.handler.value
-                    handler.routerOutput(output)
-                    touched[ObjectIdentifier(handler)] = handler
-                }
-                for handler in touched.values { handler.routerOutputsDone() }
+                for (sink, output) in items { sink.handler.value.routerOutput(output) }
             }
         }
     }

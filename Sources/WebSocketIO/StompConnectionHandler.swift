@@ -48,6 +48,7 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private var pendingOperations: [(RouterOperation, receipt: String?)] = []
     private var actions: [SessionStateMachine.Action] = []
     private var inReadBurst = false
+    private var flushScheduled = false
     private var registered = false
     private var holdsConnectionSlot = false
     private var heartbeatTask: RepeatedTask?
@@ -202,13 +203,14 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
 
     // MARK: - Router outputs (on this connection's loop)
 
-    /// One output of the router for this connection; written now, flushed in
-    /// ``routerOutputsDone()``.
+    /// One output of the router for this connection: written now, flushed once at the end of
+    /// this event-loop tick (or of the read burst it belongs to), however many arrive.
     func routerOutput(_ output: ConnectionOutput) {
         guard state == .active, let context else { return }
         switch output {
         case .write(let frame):
             context.write(wrapOutboundOut(frame), promise: nil)
+            scheduleFlush()
         case .fail(let error):
             metrics.frameError(error.kind)
             registered = false
@@ -223,10 +225,16 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         }
     }
 
-    /// The end of a batch of router outputs. Within a read burst the flush waits for
-    /// `channelReadComplete`, so that everything the burst caused goes out together.
-    func routerOutputsDone() {
-        if !inReadBurst { flush() }
+    /// Within a read burst the flush waits for `channelReadComplete`, so that everything the
+    /// burst caused goes out together; otherwise it runs once after the current tick's tasks.
+    private func scheduleFlush() {
+        guard !inReadBurst, !flushScheduled, let context else { return }
+        flushScheduled = true
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            handler.value.flushScheduled = false
+            handler.value.flush()
+        }
     }
 
     // MARK: - Writing

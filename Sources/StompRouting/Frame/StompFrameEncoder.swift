@@ -50,10 +50,7 @@ public enum StompFrameEncoder {
 
     private static func write(_ text: String, escaping: HeaderEscaping, isName: Bool, into buffer: inout ByteBuffer) {
         // Most headers need no escaping; checking first keeps the common path a single copy.
-        let needsWork = text.utf8.contains { byte in
-            byte == UInt8(ascii: "\n") || byte == UInt8(ascii: "\r") || byte == UInt8(ascii: ":") || byte == UInt8(ascii: "\\")
-        }
-        guard needsWork else {
+        guard needsEscaping(text) else {
             buffer.writeString(text)
             return
         }
@@ -81,6 +78,21 @@ public enum StompFrameEncoder {
                 buffer.writeInteger(byte)
             }
         }
+    }
+}
+
+/// Whether a header name or value holds a byte that some version escapes. Native strings
+/// are contiguous UTF-8, so this is a plain byte loop.
+@inline(__always)
+private func needsEscaping(_ text: String) -> Bool {
+    var text = text
+    return text.withUTF8 { bytes in
+        for byte in bytes where byte <= UInt8(ascii: "\\") {
+            if byte == UInt8(ascii: "\n") || byte == UInt8(ascii: "\r") || byte == UInt8(ascii: ":") || byte == UInt8(ascii: "\\") {
+                return true
+            }
+        }
+        return false
     }
 }
 

@@ -39,6 +39,8 @@ public enum Destination: Hashable, Sendable, CustomStringConvertible {
     /// subscription may use.
     public var isPattern: Bool {
         guard case .topic(let name) = self else { return false }
+        // Most names have no wildcard character at all; only those need splitting into words.
+        guard name.utf8.contains(where: { $0 == UInt8(ascii: "*") || $0 == UInt8(ascii: "#") }) else { return false }
         return name.split(separator: ".", omittingEmptySubsequences: false).contains { $0 == "*" || $0 == "#" }
     }
 }

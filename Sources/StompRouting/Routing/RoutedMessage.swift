@@ -30,8 +30,7 @@ final class RoutedMessage {
         self.headers = request.headers
         self.body = request.body
         // Headers are Swift strings and so valid UTF-8; only the body can break a text message.
-        self.isText = request.body.readableBytesView.withContiguousStorageIfAvailable { Self.isValidUTF8($0) }
-            ?? Self.isValidUTF8(Array(request.body.readableBytesView))
+        self.isText = request.body.withUnsafeReadableBytes { Self.isValidUTF8($0) }
     }
 
     /// The MESSAGE frame for one subscriber.
@@ -72,8 +71,16 @@ final class RoutedMessage {
         return tail
     }
 
-    private static func isValidUTF8(_ bytes: some Collection<UInt8>) -> Bool {
-        var iterator = bytes.makeIterator()
+    private static func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        // Most bodies are ASCII (JSON, text): check eight bytes at a time before decoding.
+        var index = 0
+        while index + 8 <= bytes.count {
+            if bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { break }
+            index += 8
+        }
+        while index < bytes.count, bytes[index] < 0x80 { index += 1 }
+        guard index < bytes.count else { return true }
+        var iterator = bytes[index...].makeIterator()
         var decoder = UTF8()
         while true {
             switch decoder.decode(&iterator) {

@@ -91,6 +91,11 @@ public struct Router {
     private var nextDeliveryTag: UInt64 = 0
     /// Reused by topic lookups so that a publish allocates no set of its own.
     private var matchScratch = Set<SubscriptionKey>()
+    /// The subscriptions each recently published routing key matched. Any change to topic
+    /// subscriptions empties it, so it never holds a stale or closed subscription; it is also
+    /// bounded, so a stream of one-off keys can't grow it without limit.
+    private var matchCache: [String: [Subscription]] = [:]
+    private static let matchCacheLimit = 10_000
 
     public init(settings: Settings) {
         self.settings = settings
@@ -203,6 +208,7 @@ public struct Router {
         switch request.destination {
         case .topic(let pattern):
             topics.insert(key, pattern: pattern)
+            matchCache.removeAll(keepingCapacity: true)
         case .queue(let name):
             queues[name, default: QueueState()].consumers.append(key)
         }
@@ -221,6 +227,7 @@ public struct Router {
         switch subscription.request.destination {
         case .topic(let pattern):
             topics.remove(key, pattern: pattern)
+            matchCache.removeAll(keepingCapacity: true)
         case .queue(let name):
             queues[name]?.consumers.removeAll { $0 == key }
             // Whatever the consumer held goes back to the front, in its original order.
@@ -277,28 +284,38 @@ public struct Router {
         }
     }
 
-    private mutating func deliverToTopicSubscribers(_ message: RoutedMessage, into outputs: inout [RouterOutput]) {
-        guard case .topic(let key) = message.destination else { return }
+    private mutating func subscribers(ofTopic key: String) -> [Subscription] {
+        if let cached = matchCache[key] { return cached }
         matchScratch.removeAll(keepingCapacity: true)
         topics.matches(key, into: &matchScratch)
-        for subscriber in matchScratch {
-                guard let subscription = connections[subscriber.connection]?.subscriptions[subscriber.id] else { continue }
-                if subscription.hasRoom {
-                    deliver(message, redelivered: false, to: subscription, into: &outputs)
-                } else {
-                    // A topic can't hold messages back for one subscriber without holding them for
-                    // ever; a subscriber that stops acknowledging is told so and let go.
-                    fail(
-                        subscriber.connection,
-                        StompProtocolError(
-                            .unackedLimit,
-                            "too many unacknowledged messages",
-                            detail: "Subscription '\(subscriber.id)' reached its limit of \(subscription.request.prefetch) unacknowledged messages."
-                        ),
-                        into: &outputs
-                    )
-                }
+        let matched = matchScratch.compactMap { connections[$0.connection]?.subscriptions[$0.id] }
+        if matchCache.count >= Self.matchCacheLimit { matchCache.removeAll(keepingCapacity: true) }
+        matchCache[key] = matched
+        return matched
+    }
+
+    private mutating func deliverToTopicSubscribers(_ message: RoutedMessage, into outputs: inout [RouterOutput]) {
+        guard case .topic(let key) = message.destination else { return }
+        for subscription in subscribers(ofTopic: key) {
+            let subscriber = subscription.key
+            // A subscriber failed earlier in this same loop is gone from its connection.
+            guard connections[subscriber.connection] != nil else { continue }
+            if subscription.hasRoom {
+                deliver(message, redelivered: false, to: subscription, into: &outputs)
+            } else {
+                // A topic can't hold messages back for one subscriber without holding them for
+                // ever; a subscriber that stops acknowledging is told so and let go.
+                fail(
+                    subscriber.connection,
+                    StompProtocolError(
+                        .unackedLimit,
+                        "too many unacknowledged messages",
+                        detail: "Subscription '\(subscriber.id)' reached its limit of \(subscription.request.prefetch) unacknowledged messages."
+                    ),
+                    into: &outputs
+                )
             }
+        }
     }
 
     private mutating func makeMessage(_ request: PublishRequest) -> RoutedMessage {

@@ -391,16 +391,21 @@ public struct SessionStateMachine {
         }
     }
 
-    /// Headers of a SEND that travel with the message; the broker writes the others itself.
-    private static let brokerHeaders: Set<String> = [
-        StompHeader.destination, StompHeader.receipt, StompHeader.transaction, StompHeader.contentLength,
-        StompHeader.messageID, StompHeader.subscription, StompHeader.ack, StompHeader.redelivered,
-    ]
+    /// Headers of a SEND that the broker writes itself rather than pass on with the message.
+    private static func isBrokerHeader(_ name: String) -> Bool {
+        switch name {
+        case StompHeader.destination, StompHeader.receipt, StompHeader.transaction, StompHeader.contentLength,
+            StompHeader.messageID, StompHeader.subscription, StompHeader.ack, StompHeader.redelivered:
+            return true
+        default:
+            return false
+        }
+    }
 
     private static func applicationHeaders(_ headers: StompHeaders) -> StompHeaders {
         var result = StompHeaders()
-        var seen = Set<String>()
-        for header in headers where !brokerHeaders.contains(header.name) && seen.insert(header.name).inserted {
+        // A frame has few headers (the decoder bounds them): a linear check for repeats beats a set.
+        for header in headers where !isBrokerHeader(header.name) && result[header.name] == nil {
             result.add(header.name, header.value)
         }
         return result
