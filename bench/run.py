@@ -91,7 +91,8 @@ class Rabbit:
 
     def __init__(self, work: Path):
         base = work / "rabbit"
-        base.mkdir()
+        for folder in (base, base / "mnesia", base / "log"):
+            folder.mkdir()
         self.web, self.stomp_port, amqp, dist = free_port(), free_port(), free_port(), free_port()
         (base / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = {amqp}\n"
@@ -107,9 +108,14 @@ class Rabbit:
                    RABBITMQ_ENABLED_PLUGINS_FILE=str(base / "enabled_plugins"),
                    RABBITMQ_MNESIA_BASE=str(base / "mnesia"),
                    RABBITMQ_LOG_BASE=str(base / "log"),
+                   RABBITMQ_FEATURE_FLAGS_FILE=str(base / "feature_flags"),
                    RABBITMQ_DIST_PORT=str(dist),
                    HOME=str(base))
         self.env = env
+        # Debian's wrapper runs the broker as the rabbitmq user: its folders must be writable.
+        if os.geteuid() == 0:
+            subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(work), str(base)], check=False)
+            os.chmod(work, 0o755)
         server = shutil.which("rabbitmq-server") or "/usr/sbin/rabbitmq-server"
         self.proc = subprocess.Popen([server], env=env, stdout=open(base / "out.log", "wb"), stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)

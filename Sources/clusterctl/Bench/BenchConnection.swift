@@ -11,8 +11,11 @@ final class BenchConnection: ChannelInboundHandler {
     private var inbound = ByteBuffer()
     private var context: ChannelHandlerContext?
     private var flushScheduled = false
-    /// Called for every frame received, on the connection's loop.
+    /// Called for every frame received but benchmark MESSAGEs, on the connection's loop.
     var onFrame: (StompFrame) -> Void = { _ in }
+    /// Called for every MESSAGE carrying benchmark headers, without decoding the frame
+    /// (publisher, sequence number, send time in monotonic nanoseconds).
+    var onBenchMessage: ((Int, Int, UInt64) -> Void)?
     var onClose: () -> Void = {}
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -23,7 +26,16 @@ final class BenchConnection: ChannelInboundHandler {
         var bytes = unwrapInboundIn(data)
         if inbound.readableBytes == 0 { inbound = bytes } else { inbound.writeBuffer(&bytes) }
         do {
-            while let frame = try decoder.nextFrame(from: &inbound) { onFrame(frame) }
+            while inbound.readableBytes > 0 {
+                if onBenchMessage != nil, let scanned = BenchMessageScanner.scan(inbound) {
+                    guard let (consumed, fields) = scanned else { break }
+                    inbound.moveReaderIndex(forwardBy: consumed)
+                    onBenchMessage?(fields.publisher, fields.sequence, fields.sentAt)
+                    continue
+                }
+                guard let frame = try decoder.nextFrame(from: &inbound) else { break }
+                onFrame(frame)
+            }
         } catch {
             context.close(promise: nil)
         }
@@ -61,5 +73,59 @@ final class BenchConnection: ChannelInboundHandler {
 
     func close() {
         context?.close(promise: nil)
+    }
+}
+
+/// Reads a benchmark MESSAGE straight from the bytes: the generator must stay cheaper than
+/// the broker it measures, and decoding every header into strings would not be.
+enum BenchMessageScanner {
+    struct Fields {
+        var publisher = -1
+        var sequence = -1
+        var sentAt: UInt64 = 0
+    }
+
+    /// - Returns: `nil` when the bytes don't start with a benchmark MESSAGE (decode normally);
+    ///   `.some(nil)` when one has started but isn't complete; otherwise its length and fields.
+    static func scan(_ buffer: ByteBuffer) -> (Int, Fields)?? {
+        buffer.withUnsafeReadableBytes { bytes -> (Int, Fields)?? in
+            let prefix: StaticString = "MESSAGE\n"
+            guard bytes.count >= prefix.utf8CodeUnitCount else { return .some(nil) }
+            for index in 0..<prefix.utf8CodeUnitCount where bytes[index] != prefix.utf8Start[index] { return nil }
+            var fields = Fields()
+            var contentLength = -1
+            var line = prefix.utf8CodeUnitCount
+            while true {
+                guard let end = bytes[line...].firstIndex(of: UInt8(ascii: "\n")) else { return .some(nil) }
+                if end == line { break }  // the blank line
+                if let value = number(after: "bench-seq:", in: bytes, line: line, end: end) {
+                    fields.sequence = value
+                } else if let value = number(after: "bench-pub:", in: bytes, line: line, end: end) {
+                    fields.publisher = value
+                } else if let value = number(after: "bench-ts:", in: bytes, line: line, end: end) {
+                    fields.sentAt = UInt64(value)
+                } else if let value = number(after: "content-length:", in: bytes, line: line, end: end) {
+                    contentLength = value
+                }
+                line = end + 1
+            }
+            guard contentLength >= 0, fields.sequence >= 0, fields.publisher >= 0 else { return nil }
+            let total = line + 1 + contentLength + 1
+            guard bytes.count >= total else { return .some(nil) }
+            return .some((total, fields))
+        }
+    }
+
+    private static func number(after name: StaticString, in bytes: UnsafeRawBufferPointer, line: Int, end: Int) -> Int? {
+        let count = name.utf8CodeUnitCount
+        guard end - line > count else { return nil }
+        for index in 0..<count where bytes[line + index] != name.utf8Start[index] { return nil }
+        var value = 0
+        for index in (line + count)..<end {
+            let digit = Int(bytes[index]) - 48
+            guard digit >= 0, digit <= 9 else { return nil }
+            value = value * 10 + digit
+        }
+        return value
     }
 }

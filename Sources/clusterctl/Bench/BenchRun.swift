@@ -89,6 +89,9 @@ final class BenchRun: @unchecked Sendable {
                     default: break
                     }
                 }
+                connection.onBenchMessage = { [self] publisher, sequence, sentAt in
+                    received(publisher: publisher, sequence: sequence, sentAt: sentAt, subscriber: index, stream: subscription.stream)
+                }
                 connection.onClose = { [self] in if running { closedUnexpectedly += 1 } }
                 connection.write(StompFrame(.subscribe, headers: ["id": "s\(index)", "destination": subscription.destination, "receipt": "sub"]))
                 subscribers.append(connection)
@@ -182,11 +185,15 @@ final class BenchRun: @unchecked Sendable {
     fileprivate func sent(by publisher: Int) { published[publisher] += 1 }
 
     private func received(_ frame: StompFrame, subscriber: Int, stream: Int) {
-        let now = NIODeadline.now().uptimeNanoseconds
         guard let publisher = frame.headers["bench-pub"].flatMap({ Int($0) }),
             let sequence = frame.headers["bench-seq"].flatMap({ Int($0) }),
             let sentAt = frame.headers["bench-ts"].flatMap({ UInt64($0) })
         else { return }
+        received(publisher: publisher, sequence: sequence, sentAt: sentAt, subscriber: subscriber, stream: stream)
+    }
+
+    private func received(publisher: Int, sequence: Int, sentAt: UInt64, subscriber: Int, stream: Int) {
+        let now = NIODeadline.now().uptimeNanoseconds
         statistics.record(
             stream: stream,
             subscriber: subscriber,
