@@ -163,6 +163,7 @@ def run_scenarios(target, runs: int, duration: float, pub=None, sub=None) -> dic
             ok = ok and report["ok"]
             values.append(report["latencyMicroseconds"].get("p99", 0) if figure == "p99" else report[figure])
         results[name] = (statistics.median(values), ok, values)
+        print(f"  {name}: median {statistics.median(values):,.0f} of {[round(v) for v in values]} (correct: {ok})", flush=True)
     return results
 
 
@@ -190,22 +191,28 @@ def main() -> int:
         (work / "single").mkdir()
         single = Ours(work / "single", 1)
         try:
+            print("ours, 1 node:", flush=True)
             rows["ours"] = run_scenarios(single, options.runs, options.duration)
             rows["ours-idle"] = idle_memory(single, options.idle_connections)
+            print(f"  idle: {rows['ours-idle']:.1f} KiB per connection", flush=True)
         finally:
             single.stop()
         if not options.skip_rabbitmq:
             rabbit = Rabbit(work)
             try:
+                print("RabbitMQ, 1 node:", flush=True)
                 rows["rabbit"] = run_scenarios(rabbit, options.runs, options.duration)
                 rows["rabbit-idle"] = idle_memory(rabbit, options.idle_connections)
+                print(f"  idle: {rows['rabbit-idle']:.1f} KiB per connection", flush=True)
             finally:
                 rabbit.stop()
         (work / "cluster").mkdir()
         cluster = Ours(work / "cluster", 3)
         try:
             # Publishers on node 1, subscribers spread over all three.
+            print("ours, 3 nodes (publishers on n1, subscribers on all):", flush=True)
             rows["cluster"] = run_scenarios(cluster, options.runs, options.duration, pub=cluster.ws[:1], sub=cluster.ws)
+            print("ours, across nodes (publishers on n1, subscribers on n2):", flush=True)
             rows["across"] = run_scenarios(cluster, options.runs, options.duration, pub=cluster.ws[:1], sub=cluster.ws[1:2])
         finally:
             cluster.stop()

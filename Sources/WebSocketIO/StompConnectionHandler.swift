@@ -128,7 +128,9 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
             actions.removeAll(keepingCapacity: true)
         }
         if inbound.readableBytes == 0 {
-            inbound.clear()
+            // Let the read buffer go: NIO reuses it for the next read, and an idle connection
+            // then holds no buffer at all.
+            inbound = ByteBuffer()
         } else if inbound.readerIndex > 65_536 {
             inbound.discardReadBytes()
         }

@@ -173,16 +173,29 @@ struct Bench: AsyncParsableCommand {
     private func runIdle(_ subs: [BenchEndpoint], loop: any EventLoop) async throws {
         let before = residentKiB()
         let run = BenchRun(loop: loop, plan: .init(subscriptions: [], publishers: []), settings: .init(duration: .zero, rate: nil, bodySize: 0, window: 1, inFlight: 1))
+        // Waves of concurrent connections: some brokers take a while per handshake, and
+        // opening ten thousand one after the other would measure that instead.
         var open: [BenchConnection] = []
-        for index in 0..<connections {
-            let connection = try await run.open(subs[index % subs.count])
-            let subscribed = loop.makePromise(of: Void.self)
-            try await loop.submit {
-                connection.onFrame = { if $0.command == .receipt { subscribed.succeed() } }
-                connection.write(StompFrame(.subscribe, headers: ["id": "idle", "destination": "/topic/bench.idle.\(index)", "receipt": "s"]))
-            }.get()
-            try await subscribed.futureResult.get()
-            open.append(connection)
+        let wave = 200
+        for start in stride(from: 0, to: connections, by: wave) {
+            let opened = try await withThrowingTaskGroup(of: UnsafeTransfer<BenchConnection>.self) { group in
+                for index in start..<min(start + wave, connections) {
+                    group.addTask {
+                        let connection = try await run.open(subs[index % subs.count])
+                        let subscribed = loop.makePromise(of: Void.self)
+                        try await loop.submit {
+                            connection.onFrame = { if $0.command == .receipt { subscribed.succeed() } }
+                            connection.write(StompFrame(.subscribe, headers: ["id": "idle", "destination": "/topic/bench.idle.\(index)", "receipt": "s"]))
+                        }.get()
+                        try await subscribed.futureResult.get()
+                        return UnsafeTransfer(connection)
+                    }
+                }
+                var batch: [BenchConnection] = []
+                for try await connection in group { batch.append(connection.value) }
+                return UnsafeTransfer(batch)
+            }
+            open.append(contentsOf: opened.value)
         }
         try await Task.sleep(for: .seconds(2))
         let after = residentKiB()
