@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -29,6 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RELEASE = ROOT / ".build" / "release"
 NODE = RELEASE / "cluster-node"
 CTL = RELEASE / "clusterctl"
+
+
+def raise_file_limit() -> None:
+    """Brokers under test get as many descriptors as the machine allows them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def free_port() -> int:
@@ -65,7 +72,8 @@ class Ours:
                 args += ["--cluster-host", "127.0.0.1", "--cluster-port", str(cluster_ports[i]), "--seeds", seeds,
                          "--cluster-secret-file", str(secret)]
             log = open(work / f"node{i + 1}.log", "wb")
-            self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+            self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                               preexec_fn=raise_file_limit))
             self.ws.append(f"ws://127.0.0.1:{ws}/ws")
             self.stomp.append(f"tcp://127.0.0.1:{stomp}")
         for url in self.ws:
@@ -116,9 +124,15 @@ class Rabbit:
         if os.geteuid() == 0:
             subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(work), str(base)], check=False)
             os.chmod(work, 0o755)
-        server = shutil.which("rabbitmq-server") or "/usr/sbin/rabbitmq-server"
+        # Debian's /usr/sbin wrapper switches user with `su`, which resets the descriptor limit to
+        # 1024: RabbitMQ would then cap itself at ~830 sockets. Run the broker script itself, with
+        # a limit fit for the idle-connections scenario.
+        server = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+        if not os.path.exists(server):
+            server = shutil.which("rabbitmq-server") or "/usr/sbin/rabbitmq-server"
+
         self.proc = subprocess.Popen([server], env=env, stdout=open(base / "out.log", "wb"), stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=raise_file_limit)
         wait_port(self.web, 120)
         wait_port(self.stomp_port, 120)
         self.ws = [f"ws://127.0.0.1:{self.web}/ws"]
@@ -130,7 +144,7 @@ class Rabbit:
         return [int(p) for p in out.split()]
 
     def stop(self):
-        ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+        ctl = "/usr/lib/rabbitmq/bin/rabbitmqctl" if os.path.exists("/usr/lib/rabbitmq/bin/rabbitmqctl") else (shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl")
         subprocess.run([ctl, "stop"], env=self.env, capture_output=True, timeout=60)
         try:
             self.proc.wait(30)

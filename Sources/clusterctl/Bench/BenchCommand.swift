@@ -184,7 +184,21 @@ struct Bench: AsyncParsableCommand {
                         let connection = try await run.open(subs[index % subs.count])
                         let subscribed = loop.makePromise(of: Void.self)
                         try await loop.submit {
-                            connection.onFrame = { if $0.command == .receipt { subscribed.succeed() } }
+                            var settled = false
+                            connection.onFrame = { frame in
+                                guard !settled else { return }
+                                settled = true
+                                if frame.command == .receipt {
+                                    subscribed.succeed()
+                                } else {
+                                    subscribed.fail(BenchError("SUBSCRIBE answered with \(frame.command.rawValue): \(frame.headers["message"] ?? "")"))
+                                }
+                            }
+                            connection.onClose = {
+                                guard !settled else { return }
+                                settled = true
+                                subscribed.fail(BenchError("the broker closed an idle connection before its receipt"))
+                            }
                             connection.write(StompFrame(.subscribe, headers: ["id": "idle", "destination": "/topic/bench.idle.\(index)", "receipt": "s"]))
                         }.get()
                         try await subscribed.futureResult.get()

@@ -64,10 +64,18 @@ final class BenchRun: @unchecked Sendable {
         _ = try await endpoint.connect(on: loop) { boxed.value }.get()
         let connected = loop.makePromise(of: Void.self)
         try await loop.submit {
+            // Whichever comes first settles the promise; the other is ignored.
+            var settled = false
             connection.onFrame = { frame in
+                guard !settled else { return }
+                settled = true
                 if frame.command == .connected { connected.succeed() } else { connected.fail(BenchError("CONNECT answered with \(frame.command.rawValue): \(frame.headers["message"] ?? "")")) }
             }
-            connection.onClose = { connected.fail(BenchError("\(endpoint) closed the connection")) }
+            connection.onClose = {
+                guard !settled else { return }
+                settled = true
+                connected.fail(BenchError("\(endpoint) closed the connection"))
+            }
             connection.write(StompFrame(.connect, headers: ["accept-version": "1.2", "host": "/", "heart-beat": "0,0"]))
         }.get()
         try await connected.futureResult.get()
