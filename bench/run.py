@@ -140,7 +140,8 @@ class Rabbit:
 
     @property
     def pids(self):
-        out = subprocess.run(["pgrep", "-f", f"beam.*{self.env['RABBITMQ_NODENAME']}"], capture_output=True, text=True).stdout
+        # The broker runs in a session of its own: its Erlang VM is the beam process there.
+        out = subprocess.run(["pgrep", "-s", str(self.proc.pid), "beam"], capture_output=True, text=True).stdout
         return [int(p) for p in out.split()]
 
     def stop(self):
@@ -194,12 +195,28 @@ def main() -> int:
     parser.add_argument("--idle-connections", type=int, default=10_000)
     parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     parser.add_argument("--skip-rabbitmq", action="store_true")
+    parser.add_argument("--idle-only", action="store_true", help="measure memory per idle connection only, for both brokers")
     options = parser.parse_args()
     for binary in (NODE, CTL):
         if not binary.exists():
             sys.exit(f"{binary} is missing: run `swift build -c release` first (bench/run.sh does)")
 
     rows = {}
+    if options.idle_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            (work / "single").mkdir()
+            single = Ours(work / "single", 1)
+            try:
+                print(f"ours: {idle_memory(single, options.idle_connections):.1f} KiB per idle connection")
+            finally:
+                single.stop()
+            rabbit = Rabbit(work)
+            try:
+                print(f"RabbitMQ: {idle_memory(rabbit, options.idle_connections):.1f} KiB per idle connection")
+            finally:
+                rabbit.stop()
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "single").mkdir()
