@@ -152,8 +152,6 @@ final class BenchRun: @unchecked Sendable {
         return elapsed
     }
 
-    var isRunning: Bool { running }
-
     var expectedDeliveries: Int {
         zip(published, plan.publishers).reduce(0) { $0 + $1.0 * $1.1.copies }
     }
