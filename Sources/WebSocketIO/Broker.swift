@@ -170,8 +170,8 @@ public final class Broker: @unchecked Sendable {
             let connection: ConnectionID
             let output: ConnectionOutput
             switch routerOutput {
-            case .deliver(let id, let frame):
-                (connection, output) = (id, .write(frame))
+            case .deliver(let id, let delivery):
+                (connection, output) = (id, .message(delivery))
             case .fail(let id, let error):
                 (connection, output) = (id, .fail(error))
             case .close(let id):
@@ -179,12 +179,12 @@ public final class Broker: @unchecked Sendable {
             case .receipt(let id, let frame):
                 if gatedReceipts.contains(index), let cluster {
                     cluster.afterInterestPropagated { [self] in
-                        self.outputs.append(.deliver(id, frame))
+                        self.outputs.append(.receipt(id, frame))
                         dispatchOutputs()
                     }
                     continue
                 }
-                (connection, output) = (id, .write(frame))
+                (connection, output) = (id, .frame(frame))
             case .interest(let destination, let delta):
                 cluster?.interestChanged(destination, delta: delta)
                 continue

@@ -4,8 +4,10 @@ import StompRouting
 
 /// What the router sends one connection.
 enum ConnectionOutput: Sendable {
-    /// Write these bytes (a MESSAGE, a RECEIPT).
-    case write(OutboundFrame)
+    /// Write this MESSAGE.
+    case message(MessageDelivery)
+    /// Write these bytes (a RECEIPT).
+    case frame(OutboundFrame)
     /// Send an ERROR for this reason, then close.
     case fail(StompProtocolError)
     /// Close now: the DISCONNECT was answered.
@@ -16,12 +18,12 @@ enum ConnectionOutput: Sendable {
 /// handed to the ``Broker``, and the broker's outputs written back.
 ///
 /// The transport below it (plain TCP, or WebSocket through ``WebSocketStompBridge``) delivers
-/// raw STOMP bytes and takes ``OutboundFrame``s. Writes are not flushed one by one: during a
-/// read burst they are flushed once in `channelReadComplete`, and a batch of router outputs
-/// is flushed once at its end.
+/// raw STOMP bytes and takes bytes framed for it by ``OutboundBuffer``. Frames are gathered
+/// in that buffer and handed to the channel, and flushed, once: during a read burst in
+/// `channelReadComplete`, otherwise after the event-loop tick's tasks.
 final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
-    typealias OutboundOut = OutboundFrame
+    typealias OutboundOut = ByteBuffer
 
     private enum State {
         /// Reading frames.
@@ -44,6 +46,8 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
 
     /// Unconsumed inbound bytes; holds at most one partial frame, which the decoder bounds.
     private var inbound = ByteBuffer()
+    /// Frames written since the last flush, framed for the transport.
+    private var outbound: OutboundBuffer
     /// Operations decoded in this read burst, handed to the router together.
     private var pendingOperations: [(RouterOperation, receipt: String?)] = []
     private var actions: [SessionStateMachine.Action] = []
@@ -61,9 +65,11 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         sessionSettings: SessionStateMachine.Settings,
         frameLimits: StompFrameDecoder.Limits,
         sessionIDPrefix: String,
+        framing: OutboundFraming,
         logger: Logger
     ) {
         self.id = id
+        self.outbound = OutboundBuffer(framing: framing)
         self.broker = broker
         self.limiter = limiter
         self.metrics = metrics
@@ -210,8 +216,11 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     func routerOutput(_ output: ConnectionOutput) {
         guard state == .active, let context else { return }
         switch output {
-        case .write(let frame):
-            context.write(wrapOutboundOut(frame), promise: nil)
+        case .message(let delivery):
+            outbound.append(delivery)
+            scheduleFlush()
+        case .frame(let frame):
+            outbound.append(frame)
             scheduleFlush()
         case .fail(let error):
             metrics.frameError(error.kind)
@@ -241,15 +250,14 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
 
     // MARK: - Writing
 
+    /// Frames the session answers with itself (CONNECTED, an ERROR) are ASCII headers only.
     private func write(_ frame: StompFrame) {
-        guard let context else { return }
-        let bytes = StompFrameEncoder.encode(frame, version: session.version)
-        context.write(wrapOutboundOut(OutboundFrame(bytes: bytes, isText: true)), promise: nil)
+        outbound.append(OutboundFrame(bytes: StompFrameEncoder.encode(frame, version: session.version), isText: true))
     }
 
     private func flush() {
-        guard let context, state != .closed else { return }
-        context.flush()
+        guard let context, state != .closed, let bytes = outbound.take() else { return }
+        context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
         session.bytesSent(now: .now())
     }
 
@@ -263,9 +271,9 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         session.failed()
         heartbeatTask?.cancel()
         logger.debug("closing with ERROR", metadata: ["error.type": "\(error.kind.rawValue)", "stomp.error": "\(error.summary)"])
-        let bytes = StompFrameEncoder.encode(error.errorFrame(version: session.version), version: session.version)
+        write(error.errorFrame(version: session.version))
         let written = context.eventLoop.makePromise(of: Void.self)
-        context.writeAndFlush(wrapOutboundOut(OutboundFrame(bytes: bytes, isText: true)), promise: written)
+        context.writeAndFlush(wrapOutboundOut(outbound.take()!), promise: written)
         let channel = context.channel
         let deadline = context.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
         written.futureResult.whenComplete { _ in
@@ -284,15 +292,15 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         }
     }
 
+    private static let heartbeat = ByteBuffer(string: "\n")
+
     private func heartbeatTick() {
-        guard state == .active, let context else { return }
+        guard state == .active else { return }
         switch session.tick(now: .now()) {
         case .none:
             break
         case .sendHeartbeat:
-            var beat = context.channel.allocator.buffer(capacity: 1)
-            beat.writeInteger(UInt8(ascii: "\n"))
-            context.write(wrapOutboundOut(OutboundFrame(bytes: beat, isText: true)), promise: nil)
+            outbound.append(OutboundFrame(bytes: Self.heartbeat, isText: true))
             flush()
         case .fail(let error):
             metrics.frameError(error.kind)

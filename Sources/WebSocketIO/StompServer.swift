@@ -117,8 +117,7 @@ public final class StompServer: Sendable {
         }
         switch transport {
         case .tcp:
-            try pipeline.addHandler(OutboundFrameWriter())
-            try pipeline.addHandler(makeConnectionHandler())
+            try pipeline.addHandler(makeConnectionHandler(framing: .stream))
         case .webSocket:
             try configureWebSocket(channel)
         }
@@ -142,16 +141,10 @@ public final class StompServer: Sendable {
             },
             upgradePipelineHandler: { [self] channel, _ in
                 channel.eventLoop.makeCompletedFuture {
-                    let pipeline = channel.pipeline.syncOperations
-                    try pipeline.addHandler(
-                        NIOWebSocketFrameAggregator(
-                            minNonFinalFragmentSize: 0,
-                            maxAccumulatedFrameCount: 4_096,
-                            maxAccumulatedFrameSize: maxMessage
-                        )
+                    try channel.pipeline.syncOperations.addStompOverWebSocketHandlers(
+                        maxMessageSize: maxMessage,
+                        connection: self.makeConnectionHandler(framing: .webSocket)
                     )
-                    try pipeline.addHandler(WebSocketStompBridge())
-                    try pipeline.addHandler(self.makeConnectionHandler())
                 }
             }
         )
@@ -168,7 +161,7 @@ public final class StompServer: Sendable {
         try channel.pipeline.syncOperations.addHandler(fallback)
     }
 
-    private func makeConnectionHandler() -> StompConnectionHandler {
+    private func makeConnectionHandler(framing: OutboundFraming) -> StompConnectionHandler {
         StompConnectionHandler(
             id: broker.makeConnectionID(),
             broker: broker,
@@ -177,7 +170,27 @@ public final class StompServer: Sendable {
             sessionSettings: configuration.session,
             frameLimits: configuration.frameLimits,
             sessionIDPrefix: configuration.sessionIDPrefix,
+            framing: framing,
             logger: logger
         )
+    }
+}
+
+extension ChannelPipeline.SynchronousOperations {
+    /// Completes an upgraded WebSocket pipeline (NIO's frame encoder and decoder already in
+    /// place) for STOMP: fragments reassembled, messages bridged to STOMP bytes, the
+    /// connection's handler on top.
+    func addStompOverWebSocketHandlers(maxMessageSize: Int, connection: StompConnectionHandler) throws {
+        let encoder = try handler(type: WebSocketFrameEncoder.self)
+        try addHandler(WebSocketMessageOutput(), position: .before(encoder))
+        try addHandler(
+            NIOWebSocketFrameAggregator(
+                minNonFinalFragmentSize: 0,
+                maxAccumulatedFrameCount: 4_096,
+                maxAccumulatedFrameSize: maxMessageSize
+            )
+        )
+        try addHandler(WebSocketStompBridge())
+        try addHandler(connection)
     }
 }

@@ -7,16 +7,33 @@ import StompRouting
 /// Inbound, data messages (text or binary, already reassembled from fragments by
 /// `NIOWebSocketFrameAggregator`) pass on as raw bytes, so several STOMP frames may share a
 /// message and one frame may span several. Pings are answered and the close handshake is
-/// completed here. Outbound, each STOMP frame becomes one message: text when its bytes are
-/// valid UTF-8, binary otherwise, because clients reject text messages that aren't.
+/// completed here.
+///
+/// Outbound, the connection hands over whole WebSocket messages, one per STOMP frame, that
+/// ``OutboundBuffer`` framed and gathered for a whole tick. They go out through
+/// ``WebSocketMessageOutput``, which sits below NIO's `WebSocketFrameEncoder`: that encoder
+/// takes one `WebSocketFrame` at a time, and only NIO's protocol-error handler still uses it.
 final class WebSocketStompBridge: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = ByteBuffer
-    typealias OutboundIn = OutboundFrame
-    typealias OutboundOut = WebSocketFrame
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     /// Whether this side sent its close frame; after that only the peer's close matters.
     private var sentClose = false
+    /// Where framed messages leave: the context of the ``WebSocketMessageOutput`` below.
+    private var output: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        guard let output = try? context.pipeline.syncOperations.context(handlerType: WebSocketMessageOutput.self) else {
+            preconditionFailure("WebSocketStompBridge needs a WebSocketMessageOutput below it")
+        }
+        self.output = output
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        output = nil
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
@@ -26,8 +43,7 @@ final class WebSocketStompBridge: ChannelDuplexHandler, RemovableChannelHandler 
             context.fireChannelRead(wrapInboundOut(frame.unmaskedData))
         case .ping:
             guard !sentClose else { return }
-            let pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
-            context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
+            send(opcode: .pong, payload: frame.unmaskedData, promise: nil)
         case .connectionClose:
             if sentClose {
                 context.close(promise: nil)
@@ -47,13 +63,15 @@ final class WebSocketStompBridge: ChannelDuplexHandler, RemovableChannelHandler 
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let frame = unwrapOutboundIn(data)
-        guard !sentClose else {
+        guard !sentClose, let output else {
             promise?.fail(ChannelError.ioOnClosedChannel)
             return
         }
-        let message = WebSocketFrame(fin: true, opcode: frame.isText ? .text : .binary, data: frame.bytes)
-        context.write(wrapOutboundOut(message), promise: promise)
+        output.write(data, promise: promise)
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        output?.flush()
     }
 
     /// A close from above (an ERROR was sent, DISCONNECT answered, the node is stopping)
@@ -68,6 +86,7 @@ final class WebSocketStompBridge: ChannelDuplexHandler, RemovableChannelHandler 
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // NIO's protocol-error handler answers the decoder's own errors.
         if let error = error as? NIOWebSocketFrameAggregator.Error {
             switch error {
             case .accumulatedFrameSizeIsTooLarge, .tooManyFragments:
@@ -90,15 +109,33 @@ final class WebSocketStompBridge: ChannelDuplexHandler, RemovableChannelHandler 
     private func sendClose(context: ChannelHandlerContext, payload: ByteBuffer, closeWhenWritten: Bool = false) {
         guard !sentClose else { return }
         sentClose = true
-        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: payload)
         let channel = context.channel
         if closeWhenWritten {
-            context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
+            let written = context.eventLoop.makePromise(of: Void.self)
+            written.futureResult.whenComplete { _ in channel.close(promise: nil) }
+            send(opcode: .connectionClose, payload: payload, promise: written)
             return
         }
         // Wait briefly for the peer's close, then close the TCP connection regardless.
         let deadline = context.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
         channel.closeFuture.whenComplete { _ in deadline.cancel() }
-        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+        send(opcode: .connectionClose, payload: payload, promise: nil)
     }
+
+    /// Writes and flushes one control message.
+    private func send(opcode: WebSocketOpcode, payload: ByteBuffer, promise: EventLoopPromise<Void>?) {
+        guard let output else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        var message = ByteBuffer()
+        message.writeWebSocketMessage(opcode: opcode, maximumPayloadSize: payload.readableBytes) { $0.writeImmutableBuffer(payload) }
+        output.writeAndFlush(NIOAny(message), promise: promise)
+    }
+}
+
+/// Gives ``WebSocketStompBridge`` a place in the pipeline below NIO's `WebSocketFrameEncoder`
+/// from which to write messages it framed itself. Bytes written here pass on unchanged.
+final class WebSocketMessageOutput: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = ByteBuffer
 }

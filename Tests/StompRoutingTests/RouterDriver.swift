@@ -78,7 +78,14 @@ struct RouterDriver {
         lastClusterOutputs = []
         return outputs.compactMap { output in
             switch output {
-            case .deliver(let connection, let frame), .receipt(let connection, let frame):
+            case .deliver(let connection, let delivery):
+                var bytes = ByteBuffer()
+                delivery.write(into: &bytes)
+                #expect(bytes.readableBytes <= delivery.maximumSize)
+                #expect(delivery.version == versions[connection] ?? .v1_2)
+                lastRawDeliveries.append((connection, bytes))
+                return .deliver(connection, decode(bytes, version: versions[connection] ?? .v1_2), isText: delivery.isText)
+            case .receipt(let connection, let frame):
                 lastRawDeliveries.append((connection, frame.bytes))
                 return .deliver(connection, decode(frame.bytes, version: versions[connection] ?? .v1_2), isText: frame.isText)
             case .fail(let connection, let error):

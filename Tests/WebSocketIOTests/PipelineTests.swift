@@ -19,24 +19,36 @@ private final class TestConnection {
             logger: Logger(label: "test")
         )
         let pipeline = channel.pipeline.syncOperations
-        if webSocket {
-            try pipeline.addHandler(WebSocketStompBridge())
-        } else {
-            try pipeline.addHandler(OutboundFrameWriter())
-        }
-        try pipeline.addHandler(
-            StompConnectionHandler(
-                id: self.broker.makeConnectionID(),
-                broker: self.broker,
-                limiter: ConnectionLimiter(limit: maxConnections),
-                metrics: StompMetrics(),
-                sessionSettings: .init(),
-                frameLimits: .init(),
-                sessionIDPrefix: "t-",
-                logger: Logger(label: "test")
-            )
+        let handler = StompConnectionHandler(
+            id: self.broker.makeConnectionID(),
+            broker: self.broker,
+            limiter: ConnectionLimiter(limit: maxConnections),
+            metrics: StompMetrics(),
+            sessionSettings: .init(),
+            frameLimits: .init(),
+            sessionIDPrefix: "t-",
+            framing: webSocket ? .webSocket : .stream,
+            logger: Logger(label: "test")
         )
+        if webSocket {
+            // What NIO's upgrader puts in place, then what the server adds on top.
+            try pipeline.addHandler(WebSocketFrameEncoder())
+            try pipeline.addStompOverWebSocketHandlers(maxMessageSize: 1 << 20, connection: handler)
+        } else {
+            try pipeline.addHandler(handler)
+        }
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+    }
+
+    /// Decodes what the server wrote with NIO's own frame decoder, as a client would.
+    private let wire = EmbeddedChannel(handler: ByteToMessageHandler(WebSocketFrameDecoder()))
+
+    /// The next WebSocket message the server wrote.
+    func readMessage() throws -> WebSocketFrame? {
+        while let bytes = try channel.readOutbound(as: ByteBuffer.self) {
+            try wire.writeInbound(bytes)
+        }
+        return try wire.readInbound(as: WebSocketFrame.self)
     }
 
     func send(_ text: String) throws {
@@ -121,14 +133,14 @@ private final class TestConnection {
     @Test func textAndBinaryMessagesFollowUTF8Validity() throws {
         let connection = try TestConnection(webSocket: true)
         try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "CONNECT\naccept-version:1.2\n\n\0")))
-        let connected = try #require(try connection.channel.readOutbound(as: WebSocketFrame.self))
+        let connected = try #require(try connection.readMessage())
         #expect(connected.opcode == .text)
 
         try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .binary, data: ByteBuffer(string: "SUBSCRIBE\nid:1\ndestination:/topic/t\n\n\0")))
         var body = ByteBuffer(string: "SEND\ndestination:/topic/t\ncontent-length:2\n\n")
         body.writeBytes([0xFF, 0xFE, 0])
         try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .binary, data: body))
-        let message = try #require(try connection.channel.readOutbound(as: WebSocketFrame.self))
+        let message = try #require(try connection.readMessage())
         #expect(message.opcode == .binary)
         #expect(String(buffer: message.data).hasPrefix("MESSAGE\n"))
     }
@@ -136,7 +148,7 @@ private final class TestConnection {
     @Test func pingIsAnsweredWithPong() throws {
         let connection = try TestConnection(webSocket: true)
         try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer(string: "hi")))
-        let pong = try #require(try connection.channel.readOutbound(as: WebSocketFrame.self))
+        let pong = try #require(try connection.readMessage())
         #expect(pong.opcode == .pong)
         #expect(String(buffer: pong.data) == "hi")
     }
@@ -146,7 +158,7 @@ private final class TestConnection {
         var code = ByteBuffer()
         code.write(webSocketErrorCode: .goingAway)
         try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .connectionClose, data: code))
-        let reply = try #require(try connection.channel.readOutbound(as: WebSocketFrame.self))
+        let reply = try #require(try connection.readMessage())
         #expect(reply.opcode == .connectionClose)
         var data = reply.data
         #expect(data.readWebSocketErrorCode() == .goingAway)
@@ -155,10 +167,10 @@ private final class TestConnection {
     @Test func errorEndsWithACloseFrame() throws {
         let connection = try TestConnection(webSocket: true)
         try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "NOPE\n\n\0")))
-        let error = try #require(try connection.channel.readOutbound(as: WebSocketFrame.self))
+        let error = try #require(try connection.readMessage())
         #expect(String(buffer: error.data).hasPrefix("ERROR\n"))
         connection.channel.embeddedEventLoop.run()
-        let close = try #require(try connection.channel.readOutbound(as: WebSocketFrame.self))
+        let close = try #require(try connection.readMessage())
         #expect(close.opcode == .connectionClose)
     }
 }

@@ -20,6 +20,18 @@ public enum StompCommand: String, Sendable, CaseIterable {
     case receipt = "RECEIPT"
     case error = "ERROR"
 
+    /// Recognises a command line's bytes without making a string of them.
+    init?(_ bytes: some Collection<UInt8>) {
+        // Commands are short and few; the most frequent come first.
+        for command in Self.byFrequency where command.rawValue.utf8.elementsEqual(bytes) {
+            self = command
+            return
+        }
+        return nil
+    }
+
+    private static let byFrequency: [StompCommand] = [.send, .ack, .nack, .subscribe, .unsubscribe, .begin, .commit, .abort, .connect, .stomp, .disconnect, .message, .receipt, .error, .connected]
+
     /// CONNECT and CONNECTED are never escaped, in any version, so that a client can
     /// negotiate before it knows which escaping rules apply.
     var escapesHeaders: Bool {
@@ -69,6 +81,12 @@ public struct StompHeaders: Sendable, Equatable, ExpressibleByDictionaryLiteral,
     var storage: [Element]
 
     public init() { self.storage = [] }
+
+    /// Headers with room for `minimumCapacity` of them before the storage grows.
+    public init(minimumCapacity: Int) {
+        self.storage = []
+        storage.reserveCapacity(minimumCapacity)
+    }
 
     public init(_ headers: [(String, String)]) {
         self.storage = headers.map { (name: $0.0, value: $0.1) }

@@ -43,10 +43,10 @@ public struct StompFrameDecoder: Sendable {
         /// Between frames: skipping heart-beat EOLs, waiting for a command line.
         case awaitingCommand
         /// The command is known; reading header lines until the blank line.
-        case readingHeaders(StompCommand, StompHeaders, frameBytes: Int)
+        case readingHeaders(StompCommand, frameBytes: Int)
         /// Headers are complete; waiting for the body and its NUL. `scanned` counts bytes already
         /// searched for the NUL when there is no content-length.
-        case readingBody(StompCommand, StompHeaders, contentLength: Int?, frameBytes: Int, scanned: Int)
+        case readingBody(StompCommand, contentLength: Int?, frameBytes: Int, scanned: Int)
         /// A previous call failed; the connection is being closed.
         case failed(StompProtocolError)
     }
@@ -56,6 +56,9 @@ public struct StompFrameDecoder: Sendable {
     /// answered only CONNECT and STOMP frames are acceptable, and those are never escaped.
     public var version: StompVersion = .v1_2
     private var state: State = .awaitingCommand
+    /// The headers of the frame being read. Kept outside `state` so that adding one appends in
+    /// place instead of copying the array out of the enum and back.
+    private var headers = StompHeaders()
 
     public init(limits: Limits = Limits()) {
         self.limits = limits
@@ -78,9 +81,10 @@ public struct StompFrameDecoder: Sendable {
                 Self.skipHeartbeats(&buffer)
                 guard let line = try readLine(from: &buffer, frameBytes: 0) else { return nil }
                 let command = try parseCommand(line.bytes)
-                state = .readingHeaders(command, StompHeaders(), frameBytes: line.consumed)
+                headers = StompHeaders(minimumCapacity: 8)
+                state = .readingHeaders(command, frameBytes: line.consumed)
 
-            case .readingHeaders(let command, var headers, let frameBytes):
+            case .readingHeaders(let command, let frameBytes):
                 guard let line = try readLine(from: &buffer, frameBytes: frameBytes) else { return nil }
                 let total = frameBytes + line.consumed
                 if line.bytes.readableBytes == 0 {
@@ -88,17 +92,17 @@ public struct StompFrameDecoder: Sendable {
                     if let contentLength {
                         try checkBody(size: contentLength, frameBytes: total)
                     }
-                    state = .readingBody(command, headers, contentLength: contentLength, frameBytes: total, scanned: 0)
+                    state = .readingBody(command, contentLength: contentLength, frameBytes: total, scanned: 0)
                 } else {
                     guard headers.count < limits.maxHeaderCount else {
                         throw fail(.tooManyHeaders, "too many headers", "A frame may carry at most \(limits.maxHeaderCount) headers.")
                     }
                     let header = try parseHeader(line.bytes, unescape: command.escapesHeaders && version >= .v1_1)
                     headers.add(header.name, header.value)
-                    state = .readingHeaders(command, headers, frameBytes: total)
+                    state = .readingHeaders(command, frameBytes: total)
                 }
 
-            case .readingBody(let command, let headers, let contentLength, let frameBytes, let scanned):
+            case .readingBody(let command, let contentLength, let frameBytes, let scanned):
                 if let contentLength {
                     guard buffer.readableBytes > contentLength else { return nil }
                     guard buffer.getInteger(at: buffer.readerIndex + contentLength, as: UInt8.self) == 0 else {
@@ -106,8 +110,7 @@ public struct StompFrameDecoder: Sendable {
                     }
                     let body = buffer.readSlice(length: contentLength)!
                     buffer.moveReaderIndex(forwardBy: 1)
-                    state = .awaitingCommand
-                    return StompFrame(command, headers: headers, body: body)
+                    return finishFrame(command, body: body)
                 }
                 let view = buffer.readableBytesView
                 if let nul = view[(view.startIndex + scanned)...].firstIndex(of: 0) {
@@ -115,14 +118,19 @@ public struct StompFrameDecoder: Sendable {
                     try checkBody(size: length, frameBytes: frameBytes)
                     let body = buffer.readSlice(length: length)!
                     buffer.moveReaderIndex(forwardBy: 1)
-                    state = .awaitingCommand
-                    return StompFrame(command, headers: headers, body: body)
+                    return finishFrame(command, body: body)
                 }
                 try checkBody(size: view.count, frameBytes: frameBytes)
-                state = .readingBody(command, headers, contentLength: nil, frameBytes: frameBytes, scanned: view.count)
+                state = .readingBody(command, contentLength: nil, frameBytes: frameBytes, scanned: view.count)
                 return nil
             }
         }
+    }
+
+    private mutating func finishFrame(_ command: StompCommand, body: ByteBuffer) -> StompFrame {
+        state = .awaitingCommand
+        defer { headers = StompHeaders() }
+        return StompFrame(command, headers: headers, body: body)
     }
 
     // MARK: - Lines
@@ -174,12 +182,10 @@ public struct StompFrameDecoder: Sendable {
     // MARK: - Command and headers
 
     private mutating func parseCommand(_ line: ByteBuffer) throws(StompProtocolError) -> StompCommand {
+        if let command = StompCommand(line.readableBytesView) { return command }
         let text = String(buffer: line)
-        guard let command = StompCommand(rawValue: text) else {
-            let shown = String(text.unicodeScalars.prefix(32).map { $0.isASCII && $0.value >= 0x20 ? Character($0) : "?" })
-            throw fail(.unknownCommand, "unknown command", "'\(shown)' is not a STOMP command.")
-        }
-        return command
+        let shown = String(text.unicodeScalars.prefix(32).map { $0.isASCII && $0.value >= 0x20 ? Character($0) : "?" })
+        throw fail(.unknownCommand, "unknown command", "'\(shown)' is not a STOMP command.")
     }
 
     private mutating func parseHeader(_ line: ByteBuffer, unescape: Bool) throws(StompProtocolError) -> (name: String, value: String) {

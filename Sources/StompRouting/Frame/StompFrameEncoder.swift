@@ -38,14 +38,39 @@ public enum StompFrameEncoder {
         buffer.writeInteger(UInt8(ascii: "\n"))
     }
 
+    /// Appends a header value, escaped as `escaping` requires.
+    public static func writeValue(_ value: String, escaping: HeaderEscaping, into buffer: inout ByteBuffer) {
+        write(value, escaping: escaping, isName: false, into: &buffer)
+    }
+
     /// Appends the content-length header, the blank line, the body and the terminating NUL.
     public static func writeBody(_ body: ByteBuffer, escaping: HeaderEscaping, into buffer: inout ByteBuffer) {
         if body.readableBytes > 0 {
-            writeHeader(StompHeader.contentLength, String(body.readableBytes), escaping: escaping, into: &buffer)
+            buffer.writeStaticString("content-length:")
+            writeDecimal(body.readableBytes, into: &buffer)
+            buffer.writeInteger(UInt8(ascii: "\n"))
         }
         buffer.writeInteger(UInt8(ascii: "\n"))
         buffer.writeImmutableBuffer(body)
         buffer.writeInteger(UInt8(0))
+    }
+
+    /// Writes a non-negative integer's digits without making a string of them.
+    static func writeDecimal(_ value: Int, into buffer: inout ByteBuffer) {
+        precondition(value >= 0)
+        var digits = 1
+        var rest = value / 10
+        while rest > 0 {
+            digits += 1
+            rest /= 10
+        }
+        let start = buffer.writerIndex
+        buffer.writeRepeatingByte(UInt8(ascii: "0"), count: digits)
+        var remaining = value
+        for offset in stride(from: digits - 1, through: 0, by: -1) {
+            buffer.setInteger(UInt8(ascii: "0") + UInt8(remaining % 10), at: start + offset)
+            remaining /= 10
+        }
     }
 
     private static func write(_ text: String, escaping: HeaderEscaping, isName: Bool, into buffer: inout ByteBuffer) {

@@ -29,9 +29,21 @@ public enum Destination: Hashable, Sendable, CustomStringConvertible {
 
     /// The header value: `/topic/NAME` or `/queue/NAME`.
     public var description: String {
+        prefix + name
+    }
+
+    /// The name after the `/topic/` or `/queue/` prefix.
+    public var name: String {
         switch self {
-        case .topic(let name): return Self.topicPrefix + name
-        case .queue(let name): return Self.queuePrefix + name
+        case .topic(let name), .queue(let name): return name
+        }
+    }
+
+    /// The prefix of the header value: `/topic/` or `/queue/`.
+    var prefix: String {
+        switch self {
+        case .topic: return Self.topicPrefix
+        case .queue: return Self.queuePrefix
         }
     }
 

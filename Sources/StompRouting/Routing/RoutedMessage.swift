@@ -13,7 +13,10 @@ final class RoutedMessage {
     let body: ByteBuffer
     /// Decided once per message: whether its frames may go out as WebSocket text.
     let isText: Bool
-    private var tails: [ByteBuffer?] = [nil, nil, nil]
+    // One tail per version, each encoded when a subscriber of that version first needs it.
+    private var tail10: ByteBuffer?
+    private var tail11: ByteBuffer?
+    private var tail12: ByteBuffer?
 
     convenience init(_ envelope: MessageEnvelope) {
         self.init(id: envelope.messageID, request: PublishRequest(destination: envelope.destination, headers: envelope.headers, body: envelope.body))
@@ -33,41 +36,47 @@ final class RoutedMessage {
         self.isText = request.body.withUnsafeReadableBytes { Self.isValidUTF8($0) }
     }
 
-    /// The MESSAGE frame for one subscriber.
-    func frame(
+    /// The MESSAGE frame for one subscriber. Called on the router's thread only: the tail
+    /// is encoded on first use for each version and shared by every delivery after.
+    func delivery(
         subscription: String,
         ackID: String?,
         redelivered: Bool,
         version: StompVersion
-    ) -> OutboundFrame {
-        let tail = self.tail(for: version)
-        let escaping = HeaderEscaping(version)
-        var bytes = ByteBuffer()
-        bytes.reserveCapacity(tail.readableBytes + subscription.utf8.count + 64)
-        bytes.writeStaticString("MESSAGE\n")
-        StompFrameEncoder.writeHeader(StompHeader.subscription, subscription, escaping: escaping, into: &bytes)
-        if let ackID {
-            StompFrameEncoder.writeHeader(StompHeader.ack, ackID, escaping: escaping, into: &bytes)
-        }
-        if redelivered {
-            bytes.writeStaticString("redelivered:true\n")
-        }
-        bytes.writeImmutableBuffer(tail)
-        return OutboundFrame(bytes: bytes, isText: isText)
+    ) -> MessageDelivery {
+        MessageDelivery(
+            subscription: subscription,
+            ackID: ackID,
+            redelivered: redelivered,
+            version: version,
+            tail: tail(for: version),
+            isText: isText
+        )
     }
 
     private func tail(for version: StompVersion) -> ByteBuffer {
-        if let tail = tails[version.rawValue] { return tail }
+        switch version {
+        case .v1_0: return tail10 ?? { tail10 = encodeTail(version); return tail10! }()
+        case .v1_1: return tail11 ?? { tail11 = encodeTail(version); return tail11! }()
+        case .v1_2: return tail12 ?? { tail12 = encodeTail(version); return tail12! }()
+        }
+    }
+
+    private func encodeTail(_ version: StompVersion) -> ByteBuffer {
         let escaping = HeaderEscaping(version)
+        var size = 64 + id.utf8.count + destination.name.utf8.count + body.readableBytes
+        for header in headers { size += header.name.utf8.count + header.value.utf8.count + 2 }
         var tail = ByteBuffer()
-        tail.reserveCapacity(body.readableBytes + 128)
+        tail.reserveCapacity(size)
         StompFrameEncoder.writeHeader(StompHeader.messageID, id, escaping: escaping, into: &tail)
-        StompFrameEncoder.writeHeader(StompHeader.destination, destination.description, escaping: escaping, into: &tail)
+        tail.writeStaticString("destination:")
+        tail.writeString(destination.prefix)
+        StompFrameEncoder.writeValue(destination.name, escaping: escaping, into: &tail)
+        tail.writeInteger(UInt8(ascii: "\n"))
         for header in headers {
             StompFrameEncoder.writeHeader(header.name, header.value, escaping: escaping, into: &tail)
         }
         StompFrameEncoder.writeBody(body, escaping: escaping, into: &tail)
-        tails[version.rawValue] = tail
         return tail
     }
 

@@ -362,13 +362,13 @@ public struct Router {
             subscription.unacked.append(Unacked(tag: tag, message: message))
             connections[subscription.key.connection]?.ackIndex[ackID!] = subscription.key.id
         }
-        let frame = message.frame(
+        let delivery = message.delivery(
             subscription: subscription.key.id,
             ackID: ackID,
             redelivered: redelivered,
             version: subscription.version
         )
-        outputs.append(.deliver(subscription.key.connection, frame))
+        outputs.append(.deliver(subscription.key.connection, delivery))
     }
 
     // MARK: - From other nodes

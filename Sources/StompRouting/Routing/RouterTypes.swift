@@ -134,8 +134,8 @@ public enum RouterClusterOperation: Sendable, Equatable {
 
 /// What the router asks its shell to do.
 public enum RouterOutput: Sendable {
-    /// Write these bytes to the connection.
-    case deliver(ConnectionID, OutboundFrame)
+    /// Write this MESSAGE to the connection.
+    case deliver(ConnectionID, MessageDelivery)
     /// Write this RECEIPT to the connection. Separate from `deliver` so that the shell can hold
     /// a SUBSCRIBE's receipt until the cluster knows of the subscription.
     case receipt(ConnectionID, OutboundFrame)
