@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Runs the same STOMP scenarios against one node of ours, one RabbitMQ Web-STOMP node, and a
-3-node cluster of ours, on loopback, with `clusterctl bench` as the load generator; writes
-a markdown table of medians with ratios to RabbitMQ measured in the same run.
+"""Runs the same STOMP scenarios against one node of ours and one RabbitMQ Web-STOMP node, then
+against a 3-node cluster of ours and a 3-node RabbitMQ cluster (publishers on node 1,
+subscribers spread over all three), and against our cluster across nodes (publishers on node 1,
+subscribers on node 2); all on loopback, with `clusterctl bench` as the load generator. Writes
+a markdown table of medians, with ratios to RabbitMQ measured in the same invocation.
 
-Usage: bench/run.py [--runs 3] [--duration 5] [--out bench/RESULTS.md] [--skip-rabbitmq]
+Usage: bench/run.py [--runs 3] [--duration 5] [--idle-connections 10000] [--out bench/RESULTS.md]
+                    [--skip-rabbitmq] [--skip-rabbitmq-cluster] [--only ours,rabbit,...] [--idle-only]
 Needs: a release build (`swift build -c release`), and rabbitmq-server (installed with
-apt-get by bench/run.sh when missing).
+apt-get by bench/run.sh when missing). See bench/README.md.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import datetime
 import json
 import os
 import platform
+import pwd
 import resource
+import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -24,12 +30,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE = ROOT / ".build" / "release"
 NODE = RELEASE / "cluster-node"
 CTL = RELEASE / "clusterctl"
+# Debian's own scripts; /usr/sbin only holds a wrapper that switches to the rabbitmq user.
+RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
+
+# What can be measured, in the table's order: (key, label in the table and the log).
+TARGETS = {
+    "ours": "ours, 1 node",
+    "rabbit": "RabbitMQ Web-STOMP, 1 node",
+    "cluster": "ours, 3 nodes (pub on n1, subs on all)",
+    "rabbit-cluster": "RabbitMQ, 3 nodes (pub on n1, subs on all)",
+    "across": "ours, across nodes (pub n1, subs n2)",
+}
+SHORT = {"ours": "ours 1 node", "rabbit": "RabbitMQ 1 node", "cluster": "ours 3 nodes",
+         "rabbit-cluster": "RabbitMQ 3 nodes", "across": "ours across nodes"}
 
 
 def raise_file_limit() -> None:
@@ -44,40 +64,58 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 60) -> None:
+def wait_port(port: int, timeout: float = 60, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    """Waits until something accepts connections on `port`; fails early if `process` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process {process.pid} exited with status {process.returncode} before port {port} opened"
+                               + (f"; last lines of {log}:\n{tail(log)}" if log else ""))
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
         except OSError:
             time.sleep(0.2)
-    raise RuntimeError(f"port {port} did not open")
+    raise RuntimeError(f"port {port} did not open within {timeout:g} s" + (f"; last lines of {log}:\n{tail(log)}" if log else ""))
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as error:
+        return f"({error})"
 
 
 class Ours:
     """A cluster of our nodes (size 1 for the single-node runs)."""
 
     def __init__(self, work: Path, size: int):
+        work.mkdir()
         self.procs, self.ws, self.stomp = [], [], []
         secret = work / "secret"
         secret.write_text("bench-secret-0123456789abcdef")
         cluster_ports = [free_port() for _ in range(size)]
         seeds = ",".join(f"127.0.0.1:{p}" for p in cluster_ports)
-        for i in range(size):
-            ws, stomp = free_port(), free_port()
-            args = [str(NODE), "--node-id", f"b{i + 1}", "--host", "127.0.0.1", "--ws-port", str(ws), "--stomp-port", str(stomp),
-                    "--admin-port", str(free_port()), "--log-level", "warning"]
-            if size > 1:
-                args += ["--cluster-host", "127.0.0.1", "--cluster-port", str(cluster_ports[i]), "--seeds", seeds,
-                         "--cluster-secret-file", str(secret)]
-            log = open(work / f"node{i + 1}.log", "wb")
-            self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                               preexec_fn=raise_file_limit))
-            self.ws.append(f"ws://127.0.0.1:{ws}/ws")
-            self.stomp.append(f"tcp://127.0.0.1:{stomp}")
-        for url in self.ws:
-            wait_port(int(url.split(":")[2].split("/")[0]))
+        ws_ports = []
+        try:
+            for i in range(size):
+                ws, stomp = free_port(), free_port()
+                args = [str(NODE), "--node-id", f"b{i + 1}", "--host", "127.0.0.1", "--ws-port", str(ws), "--stomp-port", str(stomp),
+                        "--admin-port", str(free_port()), "--log-level", "warning"]
+                if size > 1:
+                    args += ["--cluster-host", "127.0.0.1", "--cluster-port", str(cluster_ports[i]), "--seeds", seeds,
+                             "--cluster-secret-file", str(secret)]
+                with open(work / f"node{i + 1}.log", "wb") as log:
+                    self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                       preexec_fn=raise_file_limit))
+                ws_ports.append(ws)
+                self.ws.append(f"ws://127.0.0.1:{ws}/ws")
+                self.stomp.append(f"tcp://127.0.0.1:{stomp}")
+            for i, (port, proc) in enumerate(zip(ws_ports, self.procs)):
+                wait_port(port, 60, proc, work / f"node{i + 1}.log")
+        except BaseException:
+            self.stop()
+            raise
         time.sleep(1.5 if size > 1 else 0.2)
 
     @property
@@ -86,198 +124,522 @@ class Ours:
 
     def stop(self):
         for p in self.procs:
-            p.send_signal(signal.SIGTERM)
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
         for p in self.procs:
             try:
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
 
 
-class Rabbit:
-    """One RabbitMQ node with the STOMP and Web-STOMP plugins, on loopback ports of its own."""
+def rabbit_script(name: str) -> str:
+    """Debian's script itself, not the /usr/sbin wrapper: the wrapper switches user with `su`,
+    which resets the descriptor limit to 1024, and RabbitMQ would then cap itself at ~830
+    sockets, too few for the idle-connections scenario."""
+    if (RABBIT_BIN / name).exists():
+        return str(RABBIT_BIN / name)
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+def rabbit_version() -> str:
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "rabbitmq-server"], capture_output=True, text=True, timeout=30)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    try:
+        out = subprocess.run([rabbit_script("rabbitmqctl"), "version"], capture_output=True, text=True, timeout=60)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+class Epmd:
+    """Erlang's port mapper, which RabbitMQ nodes and rabbitmqctl use to find each other: one of
+    our own on a private loopback port, so that the benchmark neither shares the machine's nor
+    leaves one behind."""
 
     def __init__(self, work: Path):
-        base = work / "rabbit"
-        for folder in (base, base / "mnesia", base / "log"):
-            folder.mkdir()
+        binary = shutil.which("epmd") or next((str(p) for p in sorted(Path("/usr/lib/erlang").glob("erts-*/bin/epmd"))), None)
+        if binary is None:
+            raise RuntimeError("epmd (Erlang's port mapper) not found")
+        self.port = free_port()
+        with open(work / "epmd.log", "wb") as log:
+            self.proc = subprocess.Popen([binary, "-port", str(self.port), "-address", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        wait_port(self.port, 10, self.proc, work / "epmd.log")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class RabbitNode:
+    """One RabbitMQ node with the STOMP and Web-STOMP plugins and default settings otherwise, on
+    loopback ports and in folders of its own (mnesia, logs, feature flags, HOME with the Erlang
+    cookie). Starting returns at once; `wait_ready` waits for its listeners."""
+
+    def __init__(self, base: Path, name: str, cookie: str, epmd_port: int):
+        self.base, self.name = base, name
+        for folder in (base, base / "mnesia", base / "log", base / "home"):
+            folder.mkdir(parents=True)
         self.web, self.stomp_port, amqp, dist = free_port(), free_port(), free_port(), free_port()
         (base / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = {amqp}\n"
+            f"listeners.tcp.default = 127.0.0.1:{amqp}\n"
             f"web_stomp.tcp.port = {self.web}\n"
             f"stomp.listeners.tcp.1 = 127.0.0.1:{self.stomp_port}\n"
             "loopback_users = none\n"
             "log.console = false\n"
         )
         (base / "enabled_plugins").write_text("[rabbitmq_stomp,rabbitmq_web_stomp].\n")
-        env = dict(os.environ,
-                   RABBITMQ_NODENAME=f"bench{os.getpid()}@localhost",
-                   RABBITMQ_CONFIG_FILE=str(base / "rabbitmq"),
-                   RABBITMQ_ENABLED_PLUGINS_FILE=str(base / "enabled_plugins"),
-                   RABBITMQ_MNESIA_BASE=str(base / "mnesia"),
-                   RABBITMQ_LOG_BASE=str(base / "log"),
-                   RABBITMQ_FEATURE_FLAGS_FILE=str(base / "feature_flags"),
-                   RABBITMQ_DIST_PORT=str(dist),
-                   HOME=str(base))
-        self.env = env
-        # Debian's wrapper runs the broker as the rabbitmq user: its folders must be writable.
-        if os.geteuid() == 0:
-            subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(work), str(base)], check=False)
-            os.chmod(work, 0o755)
-        # Debian's /usr/sbin wrapper switches user with `su`, which resets the descriptor limit to
-        # 1024: RabbitMQ would then cap itself at ~830 sockets. Run the broker script itself, with
-        # a limit fit for the idle-connections scenario.
-        server = "/usr/lib/rabbitmq/bin/rabbitmq-server"
-        if not os.path.exists(server):
-            server = shutil.which("rabbitmq-server") or "/usr/sbin/rabbitmq-server"
+        server = rabbit_script("rabbitmq-server")
+        # As root, only Debian's /usr/sbin wrapper (used when its scripts are elsewhere) runs the
+        # broker as the rabbitmq user; otherwise the broker runs as whoever runs this script.
+        user = "rabbitmq" if os.geteuid() == 0 and server.startswith("/usr/sbin/") else pwd.getpwuid(os.geteuid()).pw_name
+        # The nodes of a cluster share one cookie; Erlang reads it from $HOME/.erlang.cookie and
+        # insists that only its owner may read it. rabbitmqctl runs with the same HOME.
+        cookie_file = base / "home" / ".erlang.cookie"
+        cookie_file.write_text(cookie)
+        cookie_file.chmod(0o400)
+        if user != pwd.getpwuid(os.geteuid()).pw_name:
+            subprocess.run(["chown", "-R", f"{user}:{user}", str(base)], check=False)
+            for parent in reversed(base.parents):
+                if str(parent).startswith(tempfile.gettempdir() + "/"):
+                    os.chmod(parent, 0o755)
+        self.env = dict(os.environ,
+                        RABBITMQ_NODENAME=name,
+                        RABBITMQ_CONFIG_FILE=str(base / "rabbitmq"),
+                        RABBITMQ_ENABLED_PLUGINS_FILE=str(base / "enabled_plugins"),
+                        RABBITMQ_MNESIA_BASE=str(base / "mnesia"),
+                        RABBITMQ_LOG_BASE=str(base / "log"),
+                        RABBITMQ_FEATURE_FLAGS_FILE=str(base / "feature_flags"),
+                        RABBITMQ_DIST_PORT=str(dist),
+                        ERL_EPMD_PORT=str(epmd_port),
+                        HOME=str(base / "home"))
+        self.env.pop("RABBITMQ_ERLANG_COOKIE", None)
+        self.log = base / "out.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen([server], env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True, preexec_fn=raise_file_limit)
+        self.ws = f"ws://127.0.0.1:{self.web}/ws"
+        self.stomp = f"tcp://127.0.0.1:{self.stomp_port}"
 
-        self.proc = subprocess.Popen([server], env=env, stdout=open(base / "out.log", "wb"), stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=raise_file_limit)
-        wait_port(self.web, 120)
-        wait_port(self.stomp_port, 120)
-        self.ws = [f"ws://127.0.0.1:{self.web}/ws"]
-        self.stomp = [f"tcp://127.0.0.1:{self.stomp_port}"]
+    def wait_ready(self, timeout: float = 180):
+        wait_port(self.web, timeout, self.proc, self.log)
+        wait_port(self.stomp_port, timeout, self.proc, self.log)
+
+    def ctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """rabbitmqctl against this node, with its environment (so its cookie and epmd)."""
+        return subprocess.run([rabbit_script("rabbitmqctl"), "-n", self.name, *args], env=self.env, capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def must(self, *args: str, timeout: float = 120) -> str:
+        try:
+            result = self.ctl(*args, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"`rabbitmqctl -n {self.name} {' '.join(args)}` did not finish within {timeout:g} s") from None
+        if result.returncode != 0:
+            raise RuntimeError(f"`rabbitmqctl -n {self.name} {' '.join(args)}` failed ({result.returncode}): "
+                               f"{(result.stderr or result.stdout).strip()}")
+        return result.stdout
+
+    def join(self, first: RabbitNode):
+        self.must("stop_app")
+        self.must("join_cluster", first.name)
+        self.must("start_app")
+        self.wait_ready()
 
     @property
     def pids(self):
-        # The broker runs in a session of its own: its Erlang VM is the beam process there.
+        # The node runs in a session of its own: its Erlang VM is the beam process there.
         out = subprocess.run(["pgrep", "-s", str(self.proc.pid), "beam"], capture_output=True, text=True).stdout
         return [int(p) for p in out.split()]
 
     def stop(self):
-        ctl = "/usr/lib/rabbitmq/bin/rabbitmqctl" if os.path.exists("/usr/lib/rabbitmq/bin/rabbitmqctl") else (shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl")
-        subprocess.run([ctl, "stop"], env=self.env, capture_output=True, timeout=60)
+        if self.proc.poll() is None:
+            try:
+                self.ctl("stop", timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                print(f"  {self.name} did not stop within 30 s of `rabbitmqctl stop`: killing it", flush=True)
+        # Whatever is left of its session (the VM, erl_child_setup, inet_gethost) goes too.
         try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+class RabbitMQ:
+    """RabbitMQ nodes on this machine (size 1 for the single-node runs) with an epmd of their own;
+    with more than one, nodes 2.. join node 1's cluster. Stops what it started if it fails."""
+
+    def __init__(self, work: Path, size: int):
+        started = time.monotonic()
+        self.nodes: list[RabbitNode] = []
+        work.mkdir()
+        self.epmd = Epmd(work)
+        try:
+            cookie = secrets.token_hex(20).upper()
+            stem = f"bench{os.getpid()}"
+            for i in range(size):
+                name = f"{stem}@localhost" if size == 1 else f"{stem}-{i + 1}@localhost"
+                self.nodes.append(RabbitNode(work / f"n{i + 1}", name, cookie, self.epmd.port))
+            for node in self.nodes:
+                node.wait_ready()
+            self.seconds_to_boot = time.monotonic() - started
+            first = self.nodes[0]
+            for node in self.nodes[1:]:
+                node.join(first)
+            if size > 1:
+                self.check_cluster()
+        except BaseException:
+            self.stop()
+            raise
+        self.seconds_to_start = time.monotonic() - started
+        self.seconds_to_join = self.seconds_to_start - self.seconds_to_boot
+        self.ws = [node.ws for node in self.nodes]
+        self.stomp = [node.stomp for node in self.nodes]
+
+    def check_cluster(self):
+        """Every node must be running in node 1's cluster."""
+        want = {node.name for node in self.nodes}
+        for node in self.nodes:
+            out = node.must("cluster_status", "--formatter", "json")
+            try:
+                running = set(json.loads(out).get("running_nodes", []))
+            except ValueError:
+                running = {name for name in want if name in out}
+            if running != want:
+                raise RuntimeError(f"cluster_status on {node.name} lists running nodes {sorted(running)}, not {sorted(want)}")
+        print(f"  RabbitMQ cluster formed: cluster_status on every node lists {', '.join(sorted(want))} as running", flush=True)
+
+    @property
+    def pids(self):
+        return [pid for node in self.nodes for pid in node.pids]
+
+    def stop(self):
+        for node in reversed(self.nodes):
+            node.stop()
+        self.epmd.stop()
 
 
 def bench(args: list, timeout: float = 300) -> dict:
     result = subprocess.run([str(CTL), "bench", "--json", *args], capture_output=True, text=True, timeout=timeout)
     if result.returncode not in (0, 1):
-        raise RuntimeError(f"bench failed: {result.stderr}")
+        raise RuntimeError(f"clusterctl bench {' '.join(args)} exited with {result.returncode}: {result.stderr.strip()}")
     return json.loads(result.stdout)
 
 
 SCENARIOS = {
     # name: (clusterctl bench arguments, the figure compared)
-    "one-to-one throughput": (["--scenario", "one-to-one"], "deliveredPerSecond"),
-    "fan-out 1->50, deliveries/s": (["--scenario", "fan-out", "--subscribers", "50"], "deliveredPerSecond"),
-    "queues (10 queues, 10 publishers, 2 consumers each)": (["--scenario", "queue", "--queues", "10", "--publishers", "10", "--consumers-per-queue", "2"], "deliveredPerSecond"),
-    "p99 latency at 5,000 msgs/s (µs)": (["--scenario", "one-to-one", "--rate", "5000"], "p99"),
+    "one-to-one, msgs/s": (["--scenario", "one-to-one"], "deliveredPerSecond"),
+    "fan-out 1 -> 50, deliveries/s": (["--scenario", "fan-out", "--subscribers", "50"], "deliveredPerSecond"),
+    "queues (10 queues, 10 publishers, 2 consumers each), msgs/s": (["--scenario", "queue", "--queues", "10", "--publishers", "10", "--consumers-per-queue", "2"], "deliveredPerSecond"),
+    "p99 latency at 5,000 msgs/s, µs": (["--scenario", "one-to-one", "--rate", "5000"], "p99"),
 }
 
 
-def run_scenarios(target, runs: int, duration: float, pub=None, sub=None) -> dict:
+@dataclass
+class Outcome:
+    """One scenario against one target: every run's figure and report, or why it failed."""
+    values: list = field(default_factory=list)
+    reports: list = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def median(self):
+        return statistics.median(self.values) if self.values else None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(report["ok"] for report in self.reports)
+
+    def problems(self) -> str:
+        if self.error is not None:
+            return "run failed"
+        counts = [(key, sum(report[key] for report in self.reports)) for key in
+                  ("lost", "duplicated", "reordered", "connectionsClosedUnexpectedly")]
+        return ", ".join(f"{n:,} {key.replace('connectionsClosedUnexpectedly', 'connections closed')}" for key, n in counts if n)
+
+    def generator_cpu(self) -> float:
+        """The most of its one core the load generator used in any run, in %."""
+        return max((100 * r["generatorCPUSeconds"] / max(r["seconds"], 0.001) for r in self.reports), default=0)
+
+
+def run_scenarios(pub: list, sub: list, runs: int, duration: float) -> dict:
     results = {}
     for name, (args, figure) in SCENARIOS.items():
-        values, ok = [], True
+        outcome = Outcome()
         for _ in range(runs):
-            report = bench(["--pub-url", *(pub or target.ws[:1]), *sum((["--sub-url", u] for u in (sub or target.ws)), []), "--duration", str(duration), *args])
-            ok = ok and report["ok"]
-            values.append(report["latencyMicroseconds"].get("p99", 0) if figure == "p99" else report[figure])
-        results[name] = (statistics.median(values), ok, values)
-        print(f"  {name}: median {statistics.median(values):,.0f} of {[round(v) for v in values]} (correct: {ok})", flush=True)
+            try:
+                report = bench(["--pub-url", *pub[:1], *sum((["--sub-url", u] for u in sub), []), "--duration", f"{duration:g}", *args])
+            except (RuntimeError, ValueError, subprocess.TimeoutExpired) as error:
+                outcome.error = str(error)
+                print(f"  {name}: FAILED: {error}", flush=True)
+                break
+            outcome.reports.append(report)
+            outcome.values.append(report["latencyMicroseconds"].get("p99", 0) if figure == "p99" else report[figure])
+        results[name] = outcome
+        if outcome.values:
+            print(f"  {name}: median {outcome.median:,.0f} of {[round(v) for v in outcome.values]} "
+                  f"(correct: {'yes' if outcome.ok else 'NO: ' + outcome.problems()}; generator up to {outcome.generator_cpu():.0f}% of a core)",
+                  flush=True)
     return results
 
 
 def idle_memory(target, connections: int) -> float:
     report = bench(["--scenario", "idle", "--connections", str(connections), "--sub-url", target.ws[0],
-                    *sum((["--server-pid", str(p)] for p in target.pids), [])], timeout=600)
+                    *sum((["--server-pid", str(p)] for p in target.pids), [])], timeout=900)
     return report["kibPerConnection"]
 
 
+def machine() -> str:
+    memory, system = "", platform.system()
+    try:
+        kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal:"))
+        memory = f", {kib / 1024 ** 2:.1f} GiB"
+    except (OSError, StopIteration, ValueError):
+        pass
+    try:
+        system = next(line.split("=", 1)[1].strip().strip('"') for line in Path("/etc/os-release").read_text().splitlines()
+                      if line.startswith("PRETTY_NAME="))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} cores, {platform.machine()}{memory}, {system}"
+
+
+def note(summary: str, detail: str) -> str:
+    """A line of the notes below the table, with a (trimmed) error message in a code block."""
+    lines = [line.rstrip() for line in str(detail).strip().splitlines() if line.strip()]
+    if len(lines) > 30:
+        lines = lines[:30] + [f"... ({len(lines) - 30} more lines)"]
+    return "\n".join([summary, "", "```text", *lines, "```"])
+
+
+def fmt(value) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def ratio(name: str, ours, theirs) -> str:
+    """Higher is better for us: ours/theirs for throughput, theirs/ours for latency."""
+    if ours is None or theirs is None or ours <= 0 or theirs <= 0:
+        return "-"
+    if "latency" in name:
+        r = theirs / ours
+        return f"{r:.1f}x lower" if r >= 1 else f"{1 / r:.1f}x higher"
+    return f"{ours / theirs:.2f}x"
+
+
+def render(rows: dict, notes: list, options, selected: list, started: datetime.datetime) -> str:
+    def median(key, name):
+        outcome = rows.get(key, {}).get(name)
+        return None if outcome is None else outcome.median
+
+    def valid(key, name):
+        """The median, if every run behind it was correct: only those are compared."""
+        outcome = rows.get(key, {}).get(name)
+        return outcome.median if outcome is not None and outcome.ok else None
+
+    def cell(key, name, text):
+        # A figure from runs that lost, duplicated or reordered messages is not a valid one.
+        outcome = rows.get(key, {}).get(name)
+        return text + " (not correct)" if outcome is not None and outcome.values and not outcome.ok else text
+
+    argv0 = Path(sys.argv[0]).resolve()
+    shown = argv0.relative_to(ROOT) if argv0.is_relative_to(ROOT) else argv0
+    command = shlex.join(["python3", str(shown), *sys.argv[1:]])
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Measured {started.date().isoformat()} on {platform.node()} ({machine()}), with the load generator "
+        "(`clusterctl bench`, one thread) on the same machine, over loopback, STOMP 1.2 over WebSocket, 100-byte bodies, "
+        f"{options.runs} run{'s' if options.runs != 1 else ''} of {options.duration:g} s each: the figures are medians, and every "
+        f"ratio compares runs made in the same invocation. RabbitMQ is Debian's rabbitmq-server {rabbit_version()} with the "
+        "Web-STOMP plugin, default settings.",
+        "",
+        f"Command: `{command}` (`bench/run.sh` takes the same arguments, builds release and runs `bench/run.py`). "
+        f"Measured: {', '.join(SHORT[key] for key in selected) or 'nothing'}.",
+        "",
+        "| scenario | " + " | ".join([TARGETS["ours"], TARGETS["rabbit"], "ratio", TARGETS["cluster"], TARGETS["rabbit-cluster"],
+                                      "ratio (3 nodes)", TARGETS["across"], "correct"]) + " |",
+        "| --- " * 9 + "|",
+    ]
+    for name in SCENARIOS:
+        ours, rabbit, cluster, rabbit_cluster, across = (median(key, name) for key in TARGETS)
+        across_text = fmt(across)
+        if name.startswith("one-to-one") and valid("across", name) and valid("ours", name):
+            across_text += f" ({across / ours:.0%} of 1 node)"
+        texts = {key: cell(key, name, fmt(value)) for key, value in
+                 (("ours", ours), ("rabbit", rabbit), ("cluster", cluster), ("rabbit-cluster", rabbit_cluster))}
+        across_text = cell("across", name, across_text)
+        measured = {key: rows[key][name] for key in TARGETS if name in rows.get(key, {})}
+        if not measured:
+            correct = "-"
+        elif all(outcome.ok for outcome in measured.values()):
+            correct = "yes"
+        else:
+            correct = "no: " + "; ".join(f"{SHORT[key]}: {outcome.problems()}" for key, outcome in measured.items() if not outcome.ok)
+        lines.append(f"| {name} | {texts['ours']} | {texts['rabbit']} | {ratio(name, valid('ours', name), valid('rabbit', name))} | "
+                     f"{texts['cluster']} | {texts['rabbit-cluster']} | {ratio(name, valid('cluster', name), valid('rabbit-cluster', name))} | "
+                     f"{across_text} | {correct} |")
+    ours_idle, rabbit_idle = rows.get("ours-idle"), rows.get("rabbit-idle")
+    idle_ratio = "-"
+    if ours_idle is not None and rabbit_idle is not None and ours_idle > 0 and rabbit_idle > 0:
+        r = rabbit_idle / max(ours_idle, 0.001)
+        idle_ratio = f"{r:.1f}x less" if r >= 1 else f"{1 / r:.1f}x more"
+    lines.append(f"| memory per idle subscribed WebSocket connection ({options.idle_connections:,}), KiB | "
+                 f"{'-' if ours_idle is None else f'{ours_idle:.1f}'} | {'-' if rabbit_idle is None else f'{rabbit_idle:.1f}'} | "
+                 f"{idle_ratio} | - | - | - | - | - |")
+    lines += ["", "Ratios: ours/RabbitMQ for throughput; for latency and memory, how much lower ours is. "
+              "\"correct\": every message of every run arrived exactly once and in order (no loss, no duplicates, no "
+              "reordering, counted from per-publisher sequence numbers) on every target measured; \"-\": not measured; "
+              "\"(not correct)\": at least one run behind that figure was not, so the figure should not be compared (no ratio is given for it).", ""]
+    runs = []
+    for name in SCENARIOS:
+        parts = []
+        for key in TARGETS:
+            outcome = rows.get(key, {}).get(name)
+            if outcome is None:
+                continue
+            text = " / ".join(f"{v:,.0f}" for v in outcome.values) or "none"
+            if outcome.reports:
+                text += f" (generator up to {outcome.generator_cpu():.0f}%)"
+            if outcome.error is not None:
+                text += " (a run failed, see below)"
+            parts.append(f"{SHORT[key]} {text}")
+        if parts:
+            runs.append(f"- {name}: " + "; ".join(parts) + ".")
+    if runs:
+        lines += ["Individual runs (msgs/s, or µs for latency), with the most CPU the load generator used in any run: its CPU "
+                  "time from the start of publishing to the last delivery, in % of the publishing time on its one thread "
+                  "(near 100% would mean it, not the broker, set the pace; drain time after publishing can push it past 100%):",
+                  "", *runs, ""]
+    if notes:
+        for text in notes:
+            lines += [text, ""]
+    return "\n".join(lines)
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=5)
-    parser.add_argument("--idle-connections", type=int, default=10_000)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
-    parser.add_argument("--skip-rabbitmq", action="store_true")
-    parser.add_argument("--idle-only", action="store_true", help="measure memory per idle connection only, for both brokers")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each scenario against each target (default 3)")
+    parser.add_argument("--duration", type=float, default=5, help="seconds of publishing per run (default 5)")
+    parser.add_argument("--idle-connections", type=int, default=10_000, help="connections for the memory row (default 10000)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"), help="where to write the table (default bench/RESULTS.md)")
+    parser.add_argument("--skip-rabbitmq", action="store_true", help="measure no RabbitMQ at all")
+    parser.add_argument("--skip-rabbitmq-cluster", action="store_true", help="measure no 3-node RabbitMQ cluster")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(TARGETS)} to measure (default: all)")
+    parser.add_argument("--idle-only", action="store_true", help="measure memory per idle connection only, for both brokers; writes no table")
     options = parser.parse_args()
+    selected = list(TARGETS)
+    if options.only:
+        wanted = [key.strip() for key in options.only.split(",") if key.strip()]
+        unknown = [key for key in wanted if key not in TARGETS]
+        if unknown:
+            parser.error(f"--only: unknown {', '.join(unknown)} (choose from {', '.join(TARGETS)})")
+        selected = [key for key in TARGETS if key in wanted]
+    if options.skip_rabbitmq:
+        selected = [key for key in selected if key not in ("rabbit", "rabbit-cluster")]
+    if options.skip_rabbitmq_cluster:
+        selected = [key for key in selected if key != "rabbit-cluster"]
     for binary in (NODE, CTL):
         if not binary.exists():
             sys.exit(f"{binary} is missing: run `swift build -c release` first (bench/run.sh does)")
 
-    rows = {}
-    if options.idle_only:
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            (work / "single").mkdir()
-            single = Ours(work / "single", 1)
+    started = datetime.datetime.now()
+    rows, notes = {}, []
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        work = Path(tmp)
+        if options.idle_only:
+            if "ours" in selected:
+                single = Ours(work / "ours", 1)
+                try:
+                    print(f"ours: {idle_memory(single, options.idle_connections):.1f} KiB per idle connection", flush=True)
+                finally:
+                    single.stop()
+            if "rabbit" in selected:
+                rabbit = RabbitMQ(work / "rabbit", 1)
+                try:
+                    print(f"RabbitMQ: {idle_memory(rabbit, options.idle_connections):.1f} KiB per idle connection", flush=True)
+                finally:
+                    rabbit.stop()
+            return 0
+
+        if "ours" in selected:
+            single = Ours(work / "ours", 1)
             try:
-                print(f"ours: {idle_memory(single, options.idle_connections):.1f} KiB per idle connection")
+                print(f"{TARGETS['ours']}:", flush=True)
+                rows["ours"] = run_scenarios(single.ws, single.ws, options.runs, options.duration)
+                rows["ours-idle"] = idle_memory(single, options.idle_connections)
+                print(f"  idle: {rows['ours-idle']:.1f} KiB per connection", flush=True)
             finally:
                 single.stop()
-            rabbit = Rabbit(work)
-            try:
-                print(f"RabbitMQ: {idle_memory(rabbit, options.idle_connections):.1f} KiB per idle connection")
-            finally:
-                rabbit.stop()
-        return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        (work / "single").mkdir()
-        single = Ours(work / "single", 1)
-        try:
-            print("ours, 1 node:", flush=True)
-            rows["ours"] = run_scenarios(single, options.runs, options.duration)
-            rows["ours-idle"] = idle_memory(single, options.idle_connections)
-            print(f"  idle: {rows['ours-idle']:.1f} KiB per connection", flush=True)
-        finally:
-            single.stop()
-        if not options.skip_rabbitmq:
-            rabbit = Rabbit(work)
-            try:
-                print("RabbitMQ, 1 node:", flush=True)
-                rows["rabbit"] = run_scenarios(rabbit, options.runs, options.duration)
-                rows["rabbit-idle"] = idle_memory(rabbit, options.idle_connections)
-                print(f"  idle: {rows['rabbit-idle']:.1f} KiB per connection", flush=True)
-            finally:
-                rabbit.stop()
-        (work / "cluster").mkdir()
-        cluster = Ours(work / "cluster", 3)
-        try:
-            # Publishers on node 1, subscribers spread over all three.
-            print("ours, 3 nodes (publishers on n1, subscribers on all):", flush=True)
-            rows["cluster"] = run_scenarios(cluster, options.runs, options.duration, pub=cluster.ws[:1], sub=cluster.ws)
-            print("ours, across nodes (publishers on n1, subscribers on n2):", flush=True)
-            rows["across"] = run_scenarios(cluster, options.runs, options.duration, pub=cluster.ws[:1], sub=cluster.ws[1:2])
-        finally:
-            cluster.stop()
 
-    lines = [
-        "# Benchmark results",
-        "",
-        f"Measured {datetime.date.today().isoformat()} on {platform.node()} ({os.cpu_count()} cores, {platform.machine()}), "
-        f"load generator on the same machine, loopback, {options.runs} runs of {options.duration:g} s each (medians), 100-byte bodies, "
-        "STOMP 1.2 over WebSocket. Command: `bench/run.sh` (which runs `bench/run.py`).",
-        "",
-        "| scenario | ours, 1 node | RabbitMQ Web-STOMP, 1 node | ratio | ours, 3 nodes (pub on n1, subs on all) | ours, across nodes (pub n1, sub n2) | correct (no loss/dup/reorder) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name in SCENARIOS:
-        ours, ours_ok, _ = rows["ours"][name]
-        cluster, cluster_ok, _ = rows["cluster"][name]
-        across, across_ok, _ = rows["across"][name]
-        if "rabbit" in rows:
-            rabbit, rabbit_ok, _ = rows["rabbit"][name]
-            ratio = (rabbit / ours) if "latency" in name else (ours / rabbit)
-            rabbit_text, ratio_text = f"{rabbit:,.0f}", f"{ratio:.2f}x"
-        else:
-            rabbit_text, ratio_text, rabbit_ok = "-", "-", True
-        correct = "yes" if (ours_ok and cluster_ok and across_ok and rabbit_ok) else "NO"
-        lines.append(f"| {name} | {ours:,.0f} | {rabbit_text} | {ratio_text} | {cluster:,.0f} | {across:,.0f} | {correct} |")
-    ours_idle, rabbit_idle = rows["ours-idle"], rows.get("rabbit-idle")
-    idle_rabbit_text = "-" if rabbit_idle is None else f"{rabbit_idle:.1f}"
-    idle_ratio_text = "-" if rabbit_idle is None else f"{rabbit_idle / max(ours_idle, 0.001):.2f}x"
-    lines.append(f"| memory per idle subscribed WebSocket connection (KiB, {options.idle_connections:,} connections) | "
-                 f"{ours_idle:.1f} | {idle_rabbit_text} | {idle_ratio_text} | - | - | - |")
-    lines += ["", "Ratios are ours/RabbitMQ for throughput, RabbitMQ/ours for latency and memory (higher is better for us).", ""]
-    Path(options.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+        if "rabbit" in selected:
+            try:
+                rabbit = RabbitMQ(work / "rabbit", 1)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+                print(f"RabbitMQ, 1 node: could not start: {error}", flush=True)
+                notes.append(note("RabbitMQ, 1 node: not measured, it could not start:", str(error)))
+            else:
+                try:
+                    print(f"{TARGETS['rabbit']} (started in {rabbit.seconds_to_start:.1f} s):", flush=True)
+                    rows["rabbit"] = run_scenarios(rabbit.ws, rabbit.ws, options.runs, options.duration)
+                    rows["rabbit-idle"] = idle_memory(rabbit, options.idle_connections)
+                    print(f"  idle: {rows['rabbit-idle']:.1f} KiB per connection", flush=True)
+                finally:
+                    rabbit.stop()
+
+        if "cluster" in selected or "across" in selected:
+            cluster = Ours(work / "cluster", 3)
+            try:
+                if "cluster" in selected:
+                    # Publishers on node 1, subscribers spread over all three.
+                    print(f"{TARGETS['cluster']}:", flush=True)
+                    rows["cluster"] = run_scenarios(cluster.ws[:1], cluster.ws, options.runs, options.duration)
+                if "across" in selected:
+                    print(f"{TARGETS['across']}:", flush=True)
+                    rows["across"] = run_scenarios(cluster.ws[:1], cluster.ws[1:2], options.runs, options.duration)
+            finally:
+                cluster.stop()
+
+        if "rabbit-cluster" in selected:
+            # "Where it can": a cluster that cannot be formed is reported, and the run goes on.
+            try:
+                rabbit_cluster = RabbitMQ(work / "rabbit-cluster", 3)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+                print(f"RabbitMQ, 3 nodes: could not form the cluster: {error}", flush=True)
+                notes.append(note("RabbitMQ, 3 nodes: not measured, the cluster could not be formed:", str(error)))
+            else:
+                try:
+                    print(f"{TARGETS['rabbit-cluster']} (3 nodes started and clustered in {rabbit_cluster.seconds_to_start:.1f} s):", flush=True)
+                    notes.append(f"The 3-node RabbitMQ cluster took {rabbit_cluster.seconds_to_start:.0f} s to start and form: "
+                                 f"{rabbit_cluster.seconds_to_boot:.0f} s for its three nodes, started at once, to open their "
+                                 f"listeners, then {rabbit_cluster.seconds_to_join:.0f} s for nodes 2 and 3 to join node 1 "
+                                 "(`stop_app`, `join_cluster`, `start_app`) and for `cluster_status` to confirm it.")
+                    rows["rabbit-cluster"] = run_scenarios(rabbit_cluster.ws[:1], rabbit_cluster.ws, options.runs, options.duration)
+                finally:
+                    rabbit_cluster.stop()
+
+    for key in TARGETS:
+        for name, outcome in rows.get(key, {}).items():
+            if outcome.error is not None:
+                notes.append(note(f"{SHORT[key]}, {name}: a run failed:", outcome.error))
+    text = render(rows, notes, options, selected, started)
+    Path(options.out).write_text(text)
+    print(text)
     return 0
 
 
