@@ -96,7 +96,7 @@ struct NodeService: Service, CustomStringConvertible {
             logger.info("clustering is off: set a cluster secret (cluster.secret or cluster.secret-file) to join a cluster")
             return nil
         }
-        let shell = ClusterShell(settings: settings, eventLoop: broker.eventLoop, logger: logger) { [broker] operation in
+        let shell = ClusterShell(settings: settings, eventLoop: broker.eventLoop, logger: logger, flowControl: broker.flowControl) { [broker] operation in
             broker.apply(operation)
         }
         broker.attach(cluster: ClusterBridge(shell: shell))
@@ -204,6 +204,10 @@ final class DrainRequest: Sendable {
 }
 
 /// Connects the broker's cluster seam to the cluster shell; both run on the same loop.
+/// The broker's flow control is what the links pause for. Both modules are this package's;
+/// neither needs to know the other.
+extension FlowControl: LinkFlowControl {}
+
 final class ClusterBridge: BrokerClusterDelegate {
     let shell: ClusterShell
 

@@ -19,6 +19,8 @@ public final class Broker: @unchecked Sendable {
     /// The loop that owns the router.
     public let eventLoop: any EventLoop
     public let logger: Logger
+    /// Counts the work queued between loops and tells inputs when to pause.
+    public let flowControl: FlowControl
 
     // Confined to `eventLoop`.
     private var router: Router
@@ -52,10 +54,12 @@ public final class Broker: @unchecked Sendable {
     ///   - settings: the router's settings.
     ///   - eventLoop: the loop that runs the router.
     ///   - logger: for connection-level events.
-    public init(settings: Router.Settings, eventLoop: any EventLoop, logger: Logger) {
+    ///   - flowControl: the bounds on work queued between loops.
+    public init(settings: Router.Settings, eventLoop: any EventLoop, logger: Logger, flowControl: FlowControl = FlowControl()) {
         self.router = Router(settings: settings)
         self.eventLoop = eventLoop
         self.logger = logger
+        self.flowControl = flowControl
     }
 
     /// Connects the router to the cluster. Called once, before any client connects.
@@ -99,7 +103,10 @@ public final class Broker: @unchecked Sendable {
     /// Applies a connection's operations, in order.
     func submit(_ operations: [(RouterOperation, receipt: String?)], from connection: ConnectionID) {
         guard !operations.isEmpty else { return }
+        let crossesLoops = !eventLoop.inEventLoop
+        if crossesLoops { flowControl.queued(operations.count) }
         onRouterLoop { broker in
+            defer { if crossesLoops { broker.flowControl.completed(operations.count) } }
             var sends = 0
             for (operation, receipt) in operations {
                 switch operation {
@@ -208,8 +215,10 @@ public final class Broker: @unchecked Sendable {
         }
         // One task per loop carries all of this batch's outputs for connections there.
         for (loop, items) in remote {
-            loop.execute {
+            flowControl.queued(items.count)
+            loop.execute { [flowControl] in
                 for (sink, output) in items { sink.handler.value.routerOutput(output) }
+                flowControl.completed(items.count)
             }
         }
     }

@@ -52,6 +52,9 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private var pendingOperations: [(RouterOperation, receipt: String?)] = []
     private var actions: [SessionStateMachine.Action] = []
     private var inReadBurst = false
+    /// Whether this read burst carried a SEND: only publishers pause for flow control.
+    private var publishedInBurst = false
+    private(set) var readsPaused = false
     private var flushScheduled = false
     private var registered = false
     private var holdsConnectionSlot = false
@@ -146,7 +149,32 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         inReadBurst = false
         submitPendingOperations()
         flush()
+        if publishedInBurst {
+            publishedInBurst = false
+            pauseIfBrokerIsBehind(context: context)
+        }
         context.fireChannelReadComplete()
+    }
+
+    /// Stops reading this publisher while the node (or a peer it forwards to) is behind, so
+    /// that TCP slows it down; see ``FlowControl``.
+    private func pauseIfBrokerIsBehind(context: ChannelHandlerContext) {
+        guard !readsPaused, state == .active, broker.flowControl.shouldPausePublishers,
+            let options = context.channel.syncOptions
+        else { return }
+        readsPaused = true
+        try? options.setOption(.autoRead, value: false)
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        broker.flowControl.clientPaused { [eventLoop = context.eventLoop] in
+            eventLoop.execute { handler.value.resumeReading() }
+        }
+    }
+
+    private func resumeReading() {
+        guard readsPaused else { return }
+        readsPaused = false
+        // Turning autoRead back on reads at once whatever arrived meanwhile.
+        try? context?.channel.syncOptions?.setOption(.autoRead, value: true)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -195,6 +223,10 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
                 broker.register(id, handler: NIOLoopBound(self, eventLoop: context!.eventLoop))
                 startHeartbeats(heartbeat)
             case .route(let operation, let receipt):
+                switch operation {
+                case .send, .commit: publishedInBurst = true
+                default: break
+                }
                 pendingOperations.append((operation, receipt))
             case .fail(let error):
                 metrics.frameError(error.kind)

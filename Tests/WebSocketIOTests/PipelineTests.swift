@@ -11,6 +11,7 @@ import Testing
 private final class TestConnection {
     let channel = EmbeddedChannel()
     let broker: Broker
+    private let handler: StompConnectionHandler
 
     init(broker: Broker? = nil, webSocket: Bool = false, maxConnections: Int = 10) throws {
         self.broker = broker ?? Broker(
@@ -19,7 +20,7 @@ private final class TestConnection {
             logger: Logger(label: "test")
         )
         let pipeline = channel.pipeline.syncOperations
-        let handler = StompConnectionHandler(
+        handler = StompConnectionHandler(
             id: self.broker.makeConnectionID(),
             broker: self.broker,
             limiter: ConnectionLimiter(limit: maxConnections),
@@ -39,6 +40,10 @@ private final class TestConnection {
         }
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
     }
+
+    /// Whether the connection stopped reading for flow control. (An embedded channel has no
+    /// real autoRead to look at.)
+    var readsPaused: Bool { handler.readsPaused }
 
     /// Decodes what the server wrote with NIO's own frame decoder, as a client would.
     private let wire = EmbeddedChannel(handler: ByteToMessageHandler(WebSocketFrameDecoder()))
@@ -112,6 +117,27 @@ private final class TestConnection {
         #expect(try connection.received() == "RECEIPT\nreceipt-id:bye\n\n\0")
         connection.channel.embeddedEventLoop.run()
         #expect(!connection.channel.isActive)
+    }
+
+    @Test func publisherStopsReadingWhileTheBrokerIsBehind() throws {
+        let connection = try TestConnection()
+        let subscriber = try TestConnection(broker: connection.broker)
+        try connection.send("CONNECT\naccept-version:1.2\n\n\0")
+        try subscriber.send("CONNECT\naccept-version:1.2\n\n\0SUBSCRIBE\nid:1\ndestination:/topic/t\n\n\0")
+        let flow = connection.broker.flowControl
+        flow.queued(flow.highWater + 1)
+
+        try subscriber.send("UNSUBSCRIBE\nid:1\n\n\0")
+        #expect(!subscriber.readsPaused, "a connection that doesn't publish keeps reading")
+        try connection.send("SEND\ndestination:/topic/t\n\nx\0")
+        #expect(connection.readsPaused)
+
+        flow.completed(flow.highWater - flow.lowWater)
+        connection.channel.embeddedEventLoop.run()
+        #expect(connection.readsPaused, "still above the low-water mark")
+        flow.completed(1)
+        connection.channel.embeddedEventLoop.run()
+        #expect(!connection.readsPaused)
     }
 
     @Test func connectionLimitRefusesWithError() throws {

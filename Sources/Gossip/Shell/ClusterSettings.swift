@@ -31,9 +31,19 @@ public struct ClusterSettings: Sendable {
     public var linkTimeout: TimeAmount = .seconds(10)
     /// Batches smaller than this are sent uncompressed.
     public var compressionThreshold: Int = 512
+    /// Unsent bytes above which a link counts as congested: its peer is behind, and this
+    /// node's publishers pause until the link drains to half of it (see ``LinkFlowControl``).
+    public var linkHighWaterBytes: Int = 2 * 1_048_576
     /// The most bytes a link may hold unsent before forwarded messages to it are dropped
-    /// (and counted): a stalled peer must not exhaust this node's memory.
+    /// (and counted): a stalled peer must not exhaust this node's memory. Publishers pause
+    /// long before this, at ``linkHighWaterBytes``; what arrives while they are pausing is
+    /// what this leaves room for.
     public var maxLinkBufferedBytes: Int = 64 * 1_048_576
+
+    var linkWaterMark: ChannelOptions.Types.WriteBufferWaterMark {
+        let high = max(min(linkHighWaterBytes, maxLinkBufferedBytes), 2)
+        return .init(low: high / 2, high: high)
+    }
     /// How long a SUBSCRIBE's receipt waits for every live peer to acknowledge the interest.
     public var interestAckTimeout: TimeAmount = .seconds(2)
     /// How often each link exchanges interest digests, repairing anything missed.

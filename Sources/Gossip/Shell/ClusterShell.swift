@@ -17,6 +17,8 @@ public final class ClusterShell: @unchecked Sendable {
     private let logger: Logger
     /// Hands work to the local router (on this loop).
     private let deliver: (RouterClusterOperation) -> Void
+    /// The node's back-pressure, which links pause for and report congestion to.
+    let flowControl: (any LinkFlowControl)?
 
     private var membership: MembershipInstance
     private var localInterest: LocalInterest
@@ -48,10 +50,18 @@ public final class ClusterShell: @unchecked Sendable {
     ///   - settings: the cluster's configuration.
     ///   - eventLoop: the router's loop; links and timers run here too.
     ///   - logger: for membership and link events.
+    ///   - flowControl: the node's back-pressure; `nil` for links that never pause.
     ///   - deliver: hands work to the local router; called on `eventLoop`.
-    public init(settings: ClusterSettings, eventLoop: any EventLoop, logger: Logger, deliver: @escaping (RouterClusterOperation) -> Void) {
+    public init(
+        settings: ClusterSettings,
+        eventLoop: any EventLoop,
+        logger: Logger,
+        flowControl: (any LinkFlowControl)? = nil,
+        deliver: @escaping (RouterClusterOperation) -> Void
+    ) {
         self.settings = settings
         self.eventLoop = eventLoop
+        self.flowControl = flowControl
         self.deliver = deliver
         var logger = logger
         logger[metadataKey: "cluster.node"] = "\(settings.node)"
@@ -75,7 +85,7 @@ public final class ClusterShell: @unchecked Sendable {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.writeBufferWaterMark, value: .init(low: settings.maxLinkBufferedBytes / 2, high: settings.maxLinkBufferedBytes))
+            .childChannelOption(.writeBufferWaterMark, value: settings.linkWaterMark)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls = settings.tls {
@@ -228,7 +238,7 @@ public final class ClusterShell: @unchecked Sendable {
         var bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(settings.connectTimeout)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .channelOption(.writeBufferWaterMark, value: .init(low: settings.maxLinkBufferedBytes / 2, high: settings.maxLinkBufferedBytes))
+            .channelOption(.writeBufferWaterMark, value: settings.linkWaterMark)
         bootstrap = bootstrap.channelInitializer { [self] channel in
             channel.eventLoop.makeCompletedFuture {
                 if let tls = settings.tls {

@@ -27,6 +27,10 @@ final class LinkChannelHandler: ChannelInboundHandler {
     private var controlBatch = ByteBuffer()
     private var bulkBatch = ByteBuffer()
     private var flushScheduled = false
+    /// Reading stopped because the node is behind (see ``LinkFlowControl``).
+    private var readsPaused = false
+    /// More unsent bytes than the high-water mark: the peer isn't keeping up.
+    private var congested = false
     private(set) var lastReceived: NIODeadline = .now()
     private(set) var lastSent: NIODeadline = .now()
     private(set) var counters = LinkCounters()
@@ -114,7 +118,44 @@ final class LinkChannelHandler: ChannelInboundHandler {
         }
     }
 
+    func channelReadComplete(context: ChannelHandlerContext) {
+        pauseIfNodeIsBehind(context: context)
+        context.fireChannelReadComplete()
+    }
+
+    /// Stops reading while the node has more work queued than it allows, so that the peer's
+    /// forwards wait in this link (and then in the peer, whose publishers pause) instead.
+    private func pauseIfNodeIsBehind(context: ChannelHandlerContext) {
+        guard !readsPaused, let flowControl = shell.flowControl, flowControl.isBehind,
+            let options = context.channel.syncOptions
+        else { return }
+        readsPaused = true
+        try? options.setOption(.autoRead, value: false)
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        flowControl.linkPaused { [eventLoop = context.eventLoop] in
+            eventLoop.execute { handler.value.resumeReading() }
+        }
+    }
+
+    private func resumeReading() {
+        guard readsPaused else { return }
+        readsPaused = false
+        try? context?.channel.syncOptions?.setOption(.autoRead, value: true)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        setCongested(!context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    private func setCongested(_ value: Bool) {
+        guard value != congested else { return }
+        congested = value
+        shell.flowControl?.linkCongestionChanged(congested: value)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
+        setCongested(false)
         shell.linkClosed(self)
         context.fireChannelInactive()
     }
@@ -142,8 +183,10 @@ final class LinkChannelHandler: ChannelInboundHandler {
     ///   was dropped.
     func sendEncoded(_ bytes: ByteBuffer, limit: Int) -> Bool {
         guard let channel = context?.channel else { return false }
-        if !channel.isWritable, bulkBatch.readableBytes + bytes.readableBytes > limit / 4 {
-            return false
+        if congested {
+            // Only once congested is the channel's own count worth asking for.
+            let unsent = (try? channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+            if unsent + bulkBatch.readableBytes + bytes.readableBytes > limit { return false }
         }
         bulkBatch.writeImmutableBuffer(bytes)
         scheduleFlush()
