@@ -81,6 +81,8 @@ struct Bench: AsyncParsableCommand {
         var lost: Int
         var duplicated: Int
         var reordered: Int
+        /// Benchmark messages naming a publisher or stream this run doesn't have.
+        var unrecognized: Int
         var latencyMicroseconds: [String: Double]
         var generatorCPUSeconds: Double
         var connectionsClosedUnexpectedly: Int
@@ -258,10 +260,11 @@ struct Bench: AsyncParsableCommand {
             lost: lost,
             duplicated: statistics.duplicates,
             reordered: statistics.reordered,
+            unrecognized: statistics.unknown,
             latencyMicroseconds: latency,
             generatorCPUSeconds: cpu,
             connectionsClosedUnexpectedly: run.closedUnexpectedly,
-            ok: lost == 0 && statistics.duplicates == 0 && statistics.reordered == 0 && run.closedUnexpectedly == 0
+            ok: lost == 0 && statistics.duplicates == 0 && statistics.reordered == 0 && statistics.unknown == 0 && run.closedUnexpectedly == 0
         )
     }
 
@@ -279,7 +282,7 @@ struct Bench: AsyncParsableCommand {
         if report.ok {
             Swift.print("  correctness: no loss, no duplicates, no reordering")
         } else {
-            Swift.print("  correctness: \(report.lost) lost, \(report.duplicated) duplicated, \(report.reordered) out of order, \(report.connectionsClosedUnexpectedly) connection(s) closed")
+            Swift.print("  correctness: \(report.lost) lost, \(report.duplicated) duplicated, \(report.reordered) out of order, \(report.unrecognized) unrecognized, \(report.connectionsClosedUnexpectedly) connection(s) closed")
         }
     }
 

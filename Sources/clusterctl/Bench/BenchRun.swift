@@ -40,7 +40,7 @@ final class BenchRun: @unchecked Sendable {
     let loop: any EventLoop
     let plan: Plan
     let settings: Settings
-    private(set) var statistics = BenchStatistics()
+    private(set) var statistics: BenchStatistics
     private(set) var published: [Int] = []
     private var publishers: [PublisherState] = []
     private var subscribers: [BenchConnection] = []
@@ -53,6 +53,11 @@ final class BenchRun: @unchecked Sendable {
         self.plan = plan
         self.settings = settings
         self.body = ByteBuffer(repeating: UInt8(ascii: "x"), count: settings.bodySize)
+        self.statistics = BenchStatistics(
+            streams: (plan.subscriptions.map(\.stream).max() ?? -1) + 1,
+            subscribers: plan.subscriptions.count,
+            publishers: plan.publishers.count
+        )
     }
 
     // MARK: - Connections

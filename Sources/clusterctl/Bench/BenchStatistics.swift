@@ -20,25 +20,41 @@ struct BenchStatistics {
     var delivered = 0
     var duplicates = 0
     var reordered = 0
-    /// Keyed by (stream, publisher): a stream is one subscriber for topics, the whole cluster
-    /// for queues (each message must arrive exactly once anywhere).
-    var seen: [Int: SeenSet] = [:]
-    /// Keyed by (subscriber, publisher): the last sequence number, for order.
-    var last: [Int: Int] = [:]
+    /// Deliveries whose publisher, subscriber or stream this run doesn't know.
+    var unknown = 0
+    private let publishers: Int
+    /// Per (stream, publisher): a stream is one subscriber for topics, the whole cluster for
+    /// queues (each message must arrive exactly once anywhere). Flat arrays, not dictionaries:
+    /// this runs for every delivery, up to a million a second.
+    private var seen: [SeenSet]
+    /// Per (subscriber, publisher): the highest sequence number so far, for order.
+    private var last: [Int]
+
+    init(streams: Int, subscribers: Int, publishers: Int) {
+        self.publishers = publishers
+        self.seen = Array(repeating: SeenSet(), count: streams * publishers)
+        self.last = Array(repeating: -1, count: subscribers * publishers)
+    }
 
     mutating func record(stream: Int, subscriber: Int, publisher: Int, sequence: Int, latencyNanoseconds: UInt64) {
+        guard publisher >= 0, publisher < publishers, sequence >= 0,
+            seen.indices.contains(stream * publishers + publisher),
+            last.indices.contains(subscriber * publishers + publisher)
+        else {
+            unknown += 1
+            return
+        }
         delivered += 1
         _ = latency.record(max(latencyNanoseconds, 1))
-        let streamKey = stream << 20 | publisher
-        if !seen[streamKey, default: SeenSet()].insert(sequence) {
+        if !seen[stream * publishers + publisher].insert(sequence) {
             duplicates += 1
             return
         }
-        let orderKey = subscriber << 20 | publisher
-        if let previous = last[orderKey], sequence < previous { reordered += 1 }
-        last[orderKey] = max(last[orderKey] ?? -1, sequence)
+        let order = subscriber * publishers + publisher
+        if sequence < last[order] { reordered += 1 }
+        last[order] = max(last[order], sequence)
     }
 
     /// Distinct (stream, publisher, sequence) deliveries.
-    var unique: Int { seen.values.reduce(0) { $0 + $1.count } }
+    var unique: Int { seen.reduce(0) { $0 + $1.count } }
 }
