@@ -23,7 +23,7 @@ import Darwin
 /// | `cluster.probe-interval-ms`, `cluster.probe-timeout-ms`, `cluster.suspicion-timeout-ms` | 1000, 400, 2000 |
 /// | `cluster.interest-ack-timeout-ms` | 2000 |
 /// | `cluster.indirect-probe-timeout-ms`, `cluster.indirect-probes` | 600, 3 |
-/// | `cluster.link-heartbeat-ms`, `cluster.link-timeout-ms`, `cluster.digest-interval-ms` | 1000, 10000, 5000 |
+/// | `cluster.link-heartbeat-ms`, `cluster.link-timeout-ms`, `cluster.digest-interval-ms` | 200, 10000, 5000 |
 /// | `cluster.compression-threshold` | 512 |
 enum ClusterConfiguration {
     static func read(_ reader: ConfigReader, node: String, epoch: UInt64) throws -> ClusterSettings? {

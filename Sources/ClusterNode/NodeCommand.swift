@@ -78,7 +78,7 @@ struct NodeCommand: AsyncParsableCommand {
     var indirectProbeTimeoutMs: Int?
     @Option(help: "Members asked to probe a target that missed a direct probe. (key: cluster.indirect-probes, default 3)")
     var indirectProbes: Int?
-    @Option(help: "Heart-beat interval of idle links in ms. (key: cluster.link-heartbeat-ms, default 1000)")
+    @Option(help: "Heart-beat interval of idle links in ms; keep it below the probe timeout. (key: cluster.link-heartbeat-ms, default 200)")
     var linkHeartbeatMs: Int?
     @Option(help: "A link silent for this many ms is closed and redialled. (key: cluster.link-timeout-ms, default 10000)")
     var linkTimeoutMs: Int?

@@ -351,3 +351,63 @@ struct MembershipInstanceTests {
         #expect(seen == Set(many.map(\.node)).union([Self.b]))
     }
 }
+
+/// Probes share links with forwarded messages: traffic from a member is as good as an ack.
+@Suite("SWIM membership: traffic counts as an answer")
+struct MembershipHeardFromTests {
+    typealias T = MembershipInstanceTests
+
+    /// Starts `a`'s first probe and returns its target.
+    private static func firstProbe(_ m: inout MembershipInstance) -> NodeID {
+        let pings = T.pings(m.tick(now: T.t(0)))
+        #expect(pings.count == 1)
+        return pings[0].to
+    }
+
+    @Test func aMemberHeardFromDuringTheProbeIsNotEscalated() {
+        var m = T.instance()
+        let target = Self.firstProbe(&m)
+        m.heard(from: target, at: T.t(300))
+        let directives = m.tick(now: T.t(500))  // past the 400 ms probe timeout, no ack
+        #expect(T.pingRequests(directives).isEmpty)
+        #expect(T.statusChanges(directives).isEmpty)
+        #expect(m.localHealth == 0)
+    }
+
+    @Test func trafficFromBeforeTheProbeDoesNotCount() {
+        var m = T.instance()
+        let target = Self.firstProbe(&m)
+        m.heard(from: target, at: T.t(-100))
+        let directives = m.tick(now: T.t(500))
+        #expect(T.pingRequests(directives).map(\.target).allSatisfy { $0 == target })
+        #expect(!T.pingRequests(directives).isEmpty, "the unanswered probe goes to helpers")
+        #expect(m.localHealth == 1)
+    }
+
+    @Test func aMemberHeardFromDuringIndirectProbesIsNotSuspected() {
+        var m = T.instance()
+        let target = Self.firstProbe(&m)
+        #expect(!T.pingRequests(m.tick(now: T.t(500))).isEmpty)
+        m.heard(from: target, at: T.t(700))
+        let directives = m.tick(now: T.t(1_200))  // past the indirect probes' 600 ms
+        #expect(T.statusChanges(directives).isEmpty)
+        #expect(m.status(of: target)?.status == .alive)
+    }
+
+    @Test func silenceStillEndsInSuspicion() {
+        var m = T.instance()
+        let target = Self.firstProbe(&m)
+        _ = m.tick(now: T.t(500))
+        let directives = m.tick(now: T.t(1_200))
+        #expect(T.statusChanges(directives).map(\.0) == [T.update(target, .suspect)])
+    }
+
+    @Test func aProbeOnAnotherMembersBehalfIsAnsweredWhenTheTargetWasHeardFrom() {
+        var m = T.instance()
+        let asked = m.received(.pingRequest(sequence: 42, target: T.c, gossip: []), from: T.b, now: T.t(0))
+        #expect(T.pings(asked).map(\.to) == [T.c])
+        m.heard(from: T.c, at: T.t(100))
+        let directives = m.tick(now: T.t(700))
+        #expect(directives.contains { if case .send(.ack(sequence: 42, _), to: T.b) = $0 { true } else { false } })
+    }
+}

@@ -60,6 +60,7 @@ public struct MembershipInstance {
 
     private struct Probe {
         var target: NodeID
+        var started: NIODeadline
         var deadline: NIODeadline
         var indirect: Bool
         /// Set when this probe runs on another member's behalf: answer them with their sequence.
@@ -83,6 +84,8 @@ public struct MembershipInstance {
     private var probeOrder: [NodeID] = []
     private var nextProbeAt: NIODeadline?
     private var probes: [UInt64: Probe] = [:]
+    /// When something last arrived from each member over its link (see ``heard(from:at:)``).
+    private var lastHeard: [NodeID: NIODeadline] = [:]
     private var nextSequence: UInt64 = 0
     private var gossip: [NodeID: Gossip] = [:]
     private var random: any RandomNumberGenerator
@@ -156,18 +159,13 @@ public struct MembershipInstance {
         case .ack(let sequence, let updates):
             merge(updates, now: now, into: &directives)
             guard let probe = probes.removeValue(forKey: sequence) else { break }
-            if let requester = probe.onBehalfOf {
-                directives.append(.send(.ack(sequence: requester.sequence, gossip: takeGossip()), to: requester.node))
-            } else if !probe.indirect {
-                localHealth = max(localHealth - 1, 0)
-            }
-            // Any ack for the target settles its other probes too.
-            probes = probes.filter { $0.value.target != probe.target || $0.value.onBehalfOf != nil }
+            settle(probe, into: &directives)
         case .pingRequest(let sequence, let target, let updates):
             merge(updates, now: now, into: &directives)
             nextSequence += 1
             probes[nextSequence] = Probe(
                 target: target,
+                started: now,
                 deadline: now + settings.indirectProbeTimeout,
                 indirect: true,
                 onBehalfOf: (sender, sequence)
@@ -190,7 +188,12 @@ public struct MembershipInstance {
         guard !leaving else { return directives }
 
         for (sequence, probe) in probes where probe.deadline <= now {
+            guard probes[sequence] != nil else { continue }  // settled by an earlier one
             probes[sequence] = nil
+            if let heard = lastHeard[probe.target], heard >= probe.started {
+                settle(probe, into: &directives)
+                continue
+            }
             guard probe.onBehalfOf == nil else { continue }
             if probe.indirect {
                 suspect(probe.target, now: now, into: &directives)
@@ -208,6 +211,7 @@ public struct MembershipInstance {
             }
             if let removedAt = member.removedAt, now - removedAt >= settings.tombstoneRetention {
                 members[peer] = nil
+                lastHeard[peer] = nil
                 gossip[peer] = nil
             }
         }
@@ -228,12 +232,34 @@ public struct MembershipInstance {
         return [.broadcast(.members([myself]))]
     }
 
+    /// Frames from `peer` arrived at `time`.
+    ///
+    /// A probe of a member that was heard from after the probe began succeeded, ack or not:
+    /// the member's process is running and reaching this node. Probes and acks share the
+    /// link with forwarded messages, and when flow control holds a link full they wait
+    /// behind its backlog; without this, a busy link would look like a dead member.
+    public mutating func heard(from peer: NodeID, at time: NIODeadline) {
+        guard members[peer] != nil else { return }
+        if time > lastHeard[peer] ?? .distantPast { lastHeard[peer] = time }
+    }
+
     // MARK: - Probing
+
+    /// A probe succeeded: answer whoever asked for it, and let any other probe of the same
+    /// target go, since one success settles them all.
+    private mutating func settle(_ probe: Probe, into directives: inout [Directive]) {
+        if let requester = probe.onBehalfOf {
+            directives.append(.send(.ack(sequence: requester.sequence, gossip: takeGossip()), to: requester.node))
+        } else if !probe.indirect {
+            localHealth = max(localHealth - 1, 0)
+        }
+        probes = probes.filter { $0.value.target != probe.target || $0.value.onBehalfOf != nil }
+    }
 
     private mutating func startProbe(of target: NodeID, now: NIODeadline, into directives: inout [Directive]) {
         nextSequence += 1
         let timeout = settings.probeTimeout * Int64(1 + localHealth)
-        probes[nextSequence] = Probe(target: target, deadline: now + timeout, indirect: false, onBehalfOf: nil)
+        probes[nextSequence] = Probe(target: target, started: now, deadline: now + timeout, indirect: false, onBehalfOf: nil)
         directives.append(.send(.ping(sequence: nextSequence, gossip: takeGossip()), to: target))
     }
 
@@ -247,7 +273,7 @@ public struct MembershipInstance {
             return
         }
         nextSequence += 1
-        probes[nextSequence] = Probe(target: probe.target, deadline: now + settings.indirectProbeTimeout, indirect: true, onBehalfOf: nil)
+        probes[nextSequence] = Probe(target: probe.target, started: probe.started, deadline: now + settings.indirectProbeTimeout, indirect: true, onBehalfOf: nil)
         for helper in helpers {
             directives.append(.send(.pingRequest(sequence: nextSequence, target: probe.target, gossip: takeGossip()), to: helper))
         }

@@ -24,8 +24,10 @@ public struct ClusterSettings: Sendable {
     public var membership = MembershipInstance.Settings()
     /// How often the shell runs the protocol clock: probes, timeouts, reconnects.
     public var tickInterval: TimeAmount = .milliseconds(100)
-    /// A link with nothing to send for this long sends a heart-beat.
-    public var heartbeatInterval: TimeAmount = .milliseconds(1_000)
+    /// A link with nothing else to send sends a heart-beat this often. Anything arriving
+    /// from a member answers a probe of it, and probes wait behind a busy link's backlog, so
+    /// this stays below the probe timeout: a live peer is then always heard from in time.
+    public var heartbeatInterval: TimeAmount = .milliseconds(200)
     /// A link that hears nothing for this long is closed and redialled. Liveness of the
     /// member itself is SWIM's business; this only recycles dead TCP connections.
     public var linkTimeout: TimeAmount = .seconds(10)

@@ -147,6 +147,11 @@ public final class ClusterShell: @unchecked Sendable {
     private func tick() {
         guard !leaving else { return }
         let now = NIODeadline.now()
+        for (peer, link) in links {
+            // A link this node stopped reading (flow control) may hold the answer unread: its
+            // peer is not to blame for that.
+            membership.heard(from: peer, at: link.isPausedForFlowControl ? now : link.lastReceived)
+        }
         perform(membership.tick(now: now))
         keepLinksAlive(now: now)
         dialMissingPeers(now: now)

@@ -28,7 +28,7 @@ final class LinkChannelHandler: ChannelInboundHandler {
     private var bulkBatch = ByteBuffer()
     private var flushScheduled = false
     /// Reading stopped because the node is behind (see ``LinkFlowControl``).
-    private var readsPaused = false
+    private(set) var isPausedForFlowControl = false
     /// More unsent bytes than the high-water mark: the peer isn't keeping up.
     private var congested = false
     private(set) var lastReceived: NIODeadline = .now()
@@ -126,10 +126,10 @@ final class LinkChannelHandler: ChannelInboundHandler {
     /// Stops reading while the node has more work queued than it allows, so that the peer's
     /// forwards wait in this link (and then in the peer, whose publishers pause) instead.
     private func pauseIfNodeIsBehind(context: ChannelHandlerContext) {
-        guard !readsPaused, let flowControl = shell.flowControl, flowControl.isBehind,
+        guard !isPausedForFlowControl, let flowControl = shell.flowControl, flowControl.isBehind,
             let options = context.channel.syncOptions
         else { return }
-        readsPaused = true
+        isPausedForFlowControl = true
         try? options.setOption(.autoRead, value: false)
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         flowControl.linkPaused { [eventLoop = context.eventLoop] in
@@ -138,8 +138,8 @@ final class LinkChannelHandler: ChannelInboundHandler {
     }
 
     private func resumeReading() {
-        guard readsPaused else { return }
-        readsPaused = false
+        guard isPausedForFlowControl else { return }
+        isPausedForFlowControl = false
         try? context?.channel.syncOptions?.setOption(.autoRead, value: true)
     }
 
