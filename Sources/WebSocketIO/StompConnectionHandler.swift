@@ -54,6 +54,7 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private var inReadBurst = false
     /// Whether this read burst carried a SEND: only publishers pause for flow control.
     private var publishedInBurst = false
+    /// Reading stopped for flow control (see ``FlowControl``).
     private(set) var readsPaused = false
     private var flushScheduled = false
     private var registered = false
@@ -282,7 +283,8 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
 
     // MARK: - Writing
 
-    /// Frames the session answers with itself (CONNECTED, an ERROR) are ASCII headers only.
+    /// Frames the session answers with itself (CONNECTED, an ERROR) hold Swift strings only,
+    /// so they are valid UTF-8.
     private func write(_ frame: StompFrame) {
         outbound.append(OutboundFrame(bytes: StompFrameEncoder.encode(frame, version: session.version), isText: true))
     }
@@ -328,6 +330,8 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
 
     private func heartbeatTick() {
         guard state == .active else { return }
+        // A client this node stopped reading may well be sending: it isn't its silence.
+        if readsPaused { session.bytesReceived(now: .now()) }
         switch session.tick(now: .now()) {
         case .none:
             break

@@ -164,7 +164,8 @@ public final class ClusterShell: @unchecked Sendable {
 
     private func keepLinksAlive(now: NIODeadline) {
         for link in openLinks.values {
-            if now - link.lastReceived > settings.linkTimeout {
+            // A link this node stopped reading isn't silent; it just isn't being listened to.
+            if now - link.lastReceived > settings.linkTimeout, !link.isPausedForFlowControl {
                 logger.info("closing silent link", metadata: ["cluster.peer": "\(link.peer?.node.name ?? link.dialedAddress ?? "?")"])
                 link.close()
             } else if link.isEstablished, now - link.lastSent >= settings.heartbeatInterval {

@@ -26,14 +26,15 @@ final class BenchConnection: ChannelInboundHandler {
         var bytes = unwrapInboundIn(data)
         // Work on a local buffer: every access to a stored property of a class is checked for
         // exclusivity at run time, and this loop runs for up to a million messages a second.
-        var buffer: ByteBuffer
-        if inbound.readableBytes == 0 {
+        // Take the stored bytes first: appending to a buffer the property still shares would
+        // copy all of it on every read.
+        var buffer = inbound
+        inbound = ByteBuffer()
+        if buffer.readableBytes == 0 {
             buffer = bytes
         } else {
-            buffer = inbound
             buffer.writeBuffer(&bytes)
         }
-        inbound = ByteBuffer()
         defer { if buffer.readableBytes > 0 { inbound = buffer } }
         let onBenchMessage = self.onBenchMessage
         do {
