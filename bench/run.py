@@ -532,6 +532,17 @@ def render(rows: dict, notes: list, options, selected: list, started: datetime.d
     return "\n".join(lines)
 
 
+
+def start_rabbit(work: Path, size: int, notes: list):
+    """RabbitMQ with `size` nodes, or None (and a note saying why) when it can't be had."""
+    what = "RabbitMQ, 1 node" if size == 1 else f"RabbitMQ, {size} nodes"
+    try:
+        return RabbitMQ(work, size)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+        print(f"{what}: could not start: {error}", flush=True)
+        notes.append(note(f"{what}: not measured, it could not be started{'' if size == 1 else ' and clustered'}:", str(error)))
+        return None
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="runs of each scenario against each target (default 3)")
@@ -588,12 +599,8 @@ def main() -> int:
                 single.stop()
 
         if "rabbit" in selected:
-            try:
-                rabbit = RabbitMQ(work / "rabbit", 1)
-            except (RuntimeError, OSError, subprocess.SubprocessError) as error:
-                print(f"RabbitMQ, 1 node: could not start: {error}", flush=True)
-                notes.append(note("RabbitMQ, 1 node: not measured, it could not start:", str(error)))
-            else:
+            rabbit = start_rabbit(work / "rabbit", 1, notes)
+            if rabbit is not None:
                 try:
                     print(f"{TARGETS['rabbit']} (started in {rabbit.seconds_to_start:.1f} s):", flush=True)
                     rows["rabbit"] = run_scenarios(rabbit.ws, rabbit.ws, options.runs, options.duration)
@@ -617,12 +624,8 @@ def main() -> int:
 
         if "rabbit-cluster" in selected:
             # "Where it can": a cluster that cannot be formed is reported, and the run goes on.
-            try:
-                rabbit_cluster = RabbitMQ(work / "rabbit-cluster", 3)
-            except (RuntimeError, OSError, subprocess.SubprocessError) as error:
-                print(f"RabbitMQ, 3 nodes: could not form the cluster: {error}", flush=True)
-                notes.append(note("RabbitMQ, 3 nodes: not measured, the cluster could not be formed:", str(error)))
-            else:
+            rabbit_cluster = start_rabbit(work / "rabbit-cluster", 3, notes)
+            if rabbit_cluster is not None:
                 try:
                     print(f"{TARGETS['rabbit-cluster']} (3 nodes started and clustered in {rabbit_cluster.seconds_to_start:.1f} s):", flush=True)
                     notes.append(f"The 3-node RabbitMQ cluster took {rabbit_cluster.seconds_to_start:.0f} s to start and form: "
