@@ -124,6 +124,14 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "ClusterctlTests",
+            dependencies: [
+                "clusterctl",
+                "StompRouting",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
             name: "WebSocketIOTests",
             dependencies: [
                 "WebSocketIO",

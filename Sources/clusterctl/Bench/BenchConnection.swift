@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import NIOCore
 import StompRouting
 
@@ -107,16 +112,25 @@ enum BenchMessageScanner {
             var contentLength = -1
             var line = prefix.utf8CodeUnitCount
             while true {
-                guard let end = bytes[line...].firstIndex(of: UInt8(ascii: "\n")) else { return .some(nil) }
+                guard let end = newline(in: bytes, from: line) else { return .some(nil) }
                 if end == line { break }  // the blank line
-                if let value = number(after: "bench-seq:", in: bytes, line: line, end: end) {
-                    fields.sequence = value
-                } else if let value = number(after: "bench-pub:", in: bytes, line: line, end: end) {
-                    fields.publisher = value
-                } else if let value = number(after: "bench-ts:", in: bytes, line: line, end: end) {
-                    fields.sentAt = UInt64(value)
-                } else if let value = number(after: "content-length:", in: bytes, line: line, end: end) {
-                    contentLength = value
+                // Only lines starting with `b` or `c` can matter; most headers are skipped on
+                // their first byte.
+                switch bytes[line] {
+                case UInt8(ascii: "b"):
+                    if let value = number(after: "bench-seq:", in: bytes, line: line, end: end) {
+                        fields.sequence = value
+                    } else if let value = number(after: "bench-pub:", in: bytes, line: line, end: end) {
+                        fields.publisher = value
+                    } else if let value = number(after: "bench-ts:", in: bytes, line: line, end: end) {
+                        fields.sentAt = UInt64(value)
+                    }
+                case UInt8(ascii: "c"):
+                    if let value = number(after: "content-length:", in: bytes, line: line, end: end) {
+                        contentLength = value
+                    }
+                default:
+                    break
                 }
                 line = end + 1
             }
@@ -125,6 +139,14 @@ enum BenchMessageScanner {
             guard bytes.count >= total else { return .some(nil) }
             return .some((total, fields))
         }
+    }
+
+    /// The index of the next LF at or after `start`, searched with the C library's memchr.
+    private static func newline(in bytes: UnsafeRawBufferPointer, from start: Int) -> Int? {
+        guard start < bytes.count, let base = bytes.baseAddress,
+            let found = memchr(base + start, Int32(UInt8(ascii: "\n")), bytes.count - start)
+        else { return nil }
+        return base.distance(to: UnsafeRawPointer(found))
     }
 
     private static func number(after name: StaticString, in bytes: UnsafeRawBufferPointer, line: Int, end: Int) -> Int? {
