@@ -400,6 +400,8 @@ def run_scenarios(pub: list, sub: list, runs: int, duration: float) -> dict:
 
 
 def idle_memory(target, connections: int) -> float:
+    """Resident memory growth per idle subscribed connection. Measured on a node that has
+    served nothing yet: a used one re-uses memory it already holds, and shows less growth."""
     report = bench(["--scenario", "idle", "--connections", str(connections), "--sub-url", target.ws[0],
                     *sum((["--server-pid", str(p)] for p in target.pids), [])], timeout=900)
     return report["kibPerConnection"]
@@ -593,10 +595,14 @@ def main() -> int:
             try:
                 print(f"{TARGETS['ours']}:", flush=True)
                 rows["ours"] = run_scenarios(single.ws, single.ws, options.runs, options.duration)
-                rows["ours-idle"] = idle_memory(single, options.idle_connections)
-                print(f"  idle: {rows['ours-idle']:.1f} KiB per connection", flush=True)
             finally:
                 single.stop()
+            fresh = Ours(work / "ours-idle", 1)
+            try:
+                rows["ours-idle"] = idle_memory(fresh, options.idle_connections)
+                print(f"  idle (a fresh node): {rows['ours-idle']:.1f} KiB per connection", flush=True)
+            finally:
+                fresh.stop()
 
         if "rabbit" in selected:
             rabbit = start_rabbit(work / "rabbit", 1, notes)
@@ -604,10 +610,15 @@ def main() -> int:
                 try:
                     print(f"{TARGETS['rabbit']} (started in {rabbit.seconds_to_start:.1f} s):", flush=True)
                     rows["rabbit"] = run_scenarios(rabbit.ws, rabbit.ws, options.runs, options.duration)
-                    rows["rabbit-idle"] = idle_memory(rabbit, options.idle_connections)
-                    print(f"  idle: {rows['rabbit-idle']:.1f} KiB per connection", flush=True)
                 finally:
                     rabbit.stop()
+            fresh_rabbit = start_rabbit(work / "rabbit-idle", 1, notes)
+            if fresh_rabbit is not None:
+                try:
+                    rows["rabbit-idle"] = idle_memory(fresh_rabbit, options.idle_connections)
+                    print(f"  idle (a fresh node): {rows['rabbit-idle']:.1f} KiB per connection", flush=True)
+                finally:
+                    fresh_rabbit.stop()
 
         if "cluster" in selected or "across" in selected:
             cluster = Ours(work / "cluster", 3)
