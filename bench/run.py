@@ -400,8 +400,7 @@ def run_scenarios(pub: list, sub: list, runs: int, duration: float) -> dict:
 
 
 def idle_memory(target, connections: int) -> float:
-    """Resident memory growth per idle subscribed connection. Measured on a node that has
-    served nothing yet: a used one re-uses memory it already holds, and shows less growth."""
+    """Resident memory growth per idle subscribed connection of `target`."""
     report = bench(["--scenario", "idle", "--connections", str(connections), "--sub-url", target.ws[0],
                     *sum((["--server-pid", str(p)] for p in target.pids), [])], timeout=900)
     return report["kibPerConnection"]
@@ -535,6 +534,23 @@ def render(rows: dict, notes: list, options, selected: list, started: datetime.d
 
 
 
+def measure_idle_memory(work: Path, selected: list, connections: int, rows: dict, notes: list) -> None:
+    """The memory row, for one node of ours and one RabbitMQ node, each started for it:
+    a node that has served load re-uses memory it already holds, and shows less growth."""
+    starts = {"ours": lambda: Ours(work / "ours-idle", 1), "rabbit": lambda: start_rabbit(work / "rabbit-idle", 1, notes)}
+    for key, start in starts.items():
+        if key not in selected:
+            continue
+        target = start()
+        if target is None:
+            continue
+        try:
+            rows[f"{key}-idle"] = idle_memory(target, connections)
+            print(f"{SHORT[key]}: {rows[f'{key}-idle']:.1f} KiB per idle connection", flush=True)
+        finally:
+            target.stop()
+
+
 def start_rabbit(work: Path, size: int, notes: list):
     """RabbitMQ with `size` nodes, or None (and a note saying why) when it can't be had."""
     what = "RabbitMQ, 1 node" if size == 1 else f"RabbitMQ, {size} nodes"
@@ -576,18 +592,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
         if options.idle_only:
-            if "ours" in selected:
-                single = Ours(work / "ours", 1)
-                try:
-                    print(f"ours: {idle_memory(single, options.idle_connections):.1f} KiB per idle connection", flush=True)
-                finally:
-                    single.stop()
-            if "rabbit" in selected:
-                rabbit = RabbitMQ(work / "rabbit", 1)
-                try:
-                    print(f"RabbitMQ: {idle_memory(rabbit, options.idle_connections):.1f} KiB per idle connection", flush=True)
-                finally:
-                    rabbit.stop()
+            measure_idle_memory(work, selected, options.idle_connections, rows, notes)
             return 0
 
         if "ours" in selected:
@@ -597,12 +602,6 @@ def main() -> int:
                 rows["ours"] = run_scenarios(single.ws, single.ws, options.runs, options.duration)
             finally:
                 single.stop()
-            fresh = Ours(work / "ours-idle", 1)
-            try:
-                rows["ours-idle"] = idle_memory(fresh, options.idle_connections)
-                print(f"  idle (a fresh node): {rows['ours-idle']:.1f} KiB per connection", flush=True)
-            finally:
-                fresh.stop()
 
         if "rabbit" in selected:
             rabbit = start_rabbit(work / "rabbit", 1, notes)
@@ -612,13 +611,8 @@ def main() -> int:
                     rows["rabbit"] = run_scenarios(rabbit.ws, rabbit.ws, options.runs, options.duration)
                 finally:
                     rabbit.stop()
-            fresh_rabbit = start_rabbit(work / "rabbit-idle", 1, notes)
-            if fresh_rabbit is not None:
-                try:
-                    rows["rabbit-idle"] = idle_memory(fresh_rabbit, options.idle_connections)
-                    print(f"  idle (a fresh node): {rows['rabbit-idle']:.1f} KiB per connection", flush=True)
-                finally:
-                    fresh_rabbit.stop()
+
+        measure_idle_memory(work, selected, options.idle_connections, rows, notes)
 
         if "cluster" in selected or "across" in selected:
             cluster = Ours(work / "cluster", 3)

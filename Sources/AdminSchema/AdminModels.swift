@@ -22,17 +22,11 @@ public enum AdminModels {
             public var members: [String: Int]
 
             public init(
-
                 name: String,
-
                 epoch: UInt64,
-
                 incarnation: UInt64,
-
                 localHealth: Int,
-
                 joined: Bool,
-
                 members: [String: Int]
 
             ) {
@@ -46,25 +40,15 @@ public enum AdminModels {
         }
 
         public init(
-
             id: String,
-
             version: String,
-
             phase: String,
-
             uptimeSeconds: Double,
-
             ports: [String: Int],
-
             connections: Int,
-
             subscriptions: Int,
-
             messagesPublished: Int,
-
             messagesDelivered: Int,
-
             cluster: Cluster?
 
         ) {
@@ -111,25 +95,15 @@ public enum AdminModels {
         public var wireBytesReceived: Int
 
         public init(
-
             peer: String,
-
             address: String,
-
             outbound: Bool,
-
             framesSent: Int,
-
             framesReceived: Int,
-
             rawBytesSent: Int,
-
             wireBytesSent: Int,
-
             rawBytesReceived: Int,
-
             wireBytesReceived: Int
-
         ) {
             self.peer = peer
             self.address = address

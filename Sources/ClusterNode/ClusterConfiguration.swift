@@ -2,6 +2,7 @@ import Configuration
 import Gossip
 import NIOCore
 import NIOSSL
+import StompRouting
 
 #if canImport(Glibc)
 import Glibc
@@ -34,7 +35,7 @@ enum ClusterConfiguration {
         var secret = reader.string(forKey: "cluster.secret", isSecret: true)
         if secret == nil, let path = reader.string(forKey: "cluster.secret-file") {
             guard let text = readFile(path) else { throw NodeConfiguration.Invalid(description: "cannot read cluster.secret-file \(path)") }
-            secret = text.trimmingCharacters(in: " \t\r\n")
+            secret = String(text.trimming(" \t\r\n"))
         }
         guard let secret else { return nil }
         guard secret.utf8.count >= 16 else {
@@ -44,7 +45,7 @@ enum ClusterConfiguration {
         let host = reader.string(forKey: "cluster.host", default: "0.0.0.0")
         let seeds = (reader.string(forKey: "cluster.seeds") ?? "")
             .split(separator: ",")
-            .map { String($0).trimmingCharacters(in: " ") }
+            .map { String($0.trimming(" ")) }
             .filter { !$0.isEmpty }
         var settings = ClusterSettings(
             clusterName: reader.string(forKey: "cluster.name", default: "stomp-cluster"),
@@ -118,14 +119,5 @@ enum ClusterConfiguration {
             bytes.append(contentsOf: chunk[0..<count])
         }
         return String(decoding: bytes, as: UTF8.self)
-    }
-}
-
-extension String {
-    func trimmingCharacters(in set: String) -> String {
-        var slice = Substring(self)
-        while let first = slice.first, set.contains(first) { slice.removeFirst() }
-        while let last = slice.last, set.contains(last) { slice.removeLast() }
-        return String(slice)
     }
 }

@@ -154,7 +154,7 @@ struct NodeConfiguration: Sendable {
         admin.token = reader.string(forKey: "admin.token", isSecret: true)
         if admin.token == nil, let path = reader.string(forKey: "admin.token-file") {
             guard let text = ClusterConfiguration.readFile(path) else { throw Invalid(description: "cannot read admin.token-file \(path)") }
-            admin.token = text.trimmingCharacters(in: " \t\r\n")
+            admin.token = String(text.trimming(" \t\r\n"))
         }
         let loopback = ["127.0.0.1", "::1", "localhost"]
         if admin.port != nil, !loopback.contains(admin.host), admin.token == nil {

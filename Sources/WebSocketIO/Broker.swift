@@ -166,11 +166,7 @@ public final class Broker: @unchecked Sendable {
     }
 
     private func dispatch(_ outputs: [RouterOutput], gated gatedReceipts: Set<Int>) {
-        let messages = outputs.reduce(0) { if case .deliver = $1 { $0 + 1 } else { $0 } }
-        if messages > 0 {
-            delivered.add(messages, ordering: .relaxed)
-            deliveredCounter.increment(by: messages)
-        }
+        var messages = 0
         // Few loops: a short array beats a dictionary per batch.
         var remote: [(loop: any EventLoop, items: [(ConnectionSink, ConnectionOutput)])] = []
         for (index, routerOutput) in outputs.enumerated() {
@@ -178,6 +174,7 @@ public final class Broker: @unchecked Sendable {
             let output: ConnectionOutput
             switch routerOutput {
             case .deliver(let id, let delivery):
+                messages += 1
                 (connection, output) = (id, .message(delivery))
             case .fail(let id, let error):
                 (connection, output) = (id, .fail(error))
@@ -212,6 +209,10 @@ public final class Broker: @unchecked Sendable {
             } else {
                 remote.append((sink.eventLoop, [(sink, output)]))
             }
+        }
+        if messages > 0 {
+            delivered.add(messages, ordering: .relaxed)
+            deliveredCounter.increment(by: messages)
         }
         // One task per loop carries all of this batch's outputs for connections there.
         for (loop, items) in remote {

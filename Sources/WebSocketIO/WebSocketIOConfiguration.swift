@@ -55,16 +55,7 @@ enum StompSubprotocol {
     /// The best protocol the client offered, or `nil` if it offered none we know; such a
     /// client is served STOMP all the same, as RabbitMQ does.
     static func choose(from offered: [String]) -> String? {
-        let offered = Set(offered.map { $0.trimmingCharacters(in: " \t").lowercased() })
+        let offered = Set(offered.map { $0.trimming(" \t").lowercased() })
         return supported.first { offered.contains($0) }
-    }
-}
-
-extension String {
-    fileprivate func trimmingCharacters(in set: String) -> String {
-        var slice = Substring(self)
-        while let first = slice.first, set.contains(first) { slice.removeFirst() }
-        while let last = slice.last, set.contains(last) { slice.removeLast() }
-        return String(slice)
     }
 }

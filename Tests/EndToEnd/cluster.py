@@ -252,3 +252,15 @@ class Cluster:
 
     def marks(self) -> dict:
         return {n: log_mark(node) for n, node in self.nodes.items()}
+
+
+def running_cluster(path: Path, **kwargs):
+    """For a pytest fixture to `yield from`: a started Cluster(path, **kwargs), stopped
+    afterwards; the test fails if a node crashed or did not stop cleanly."""
+    c = Cluster(path, **kwargs)
+    try:
+        c.start()
+        yield c
+    finally:
+        problems = c.stop()
+    assert not problems, "\n".join(problems)

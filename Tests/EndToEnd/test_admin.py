@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import Cluster, wait_log
+from cluster import running_cluster, wait_log
 from nodes import wait_for
 from stomp_raw import StompClient, unique
 
@@ -43,13 +43,7 @@ def clusterctl(*args: str, env: dict | None = None, timeout: float = 30) -> subp
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = Cluster(tmp_path / "admin-cluster", seeds="all")
-    try:
-        c.start()
-        yield c
-    finally:
-        problems = c.stop()
-    assert not problems, "\n".join(problems)
+    yield from running_cluster(tmp_path / "admin-cluster", seeds="all")
 
 
 # ---------------------------------------------------------------------------

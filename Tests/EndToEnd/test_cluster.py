@@ -32,7 +32,7 @@ import uuid
 
 import pytest
 
-from cluster import Cluster, link_is_up, matching, peer_re, supports_flag, wait_log
+from cluster import Cluster, link_is_up, matching, peer_re, running_cluster, supports_flag, wait_log
 from nodes import wait_for
 from pyclient import PyClient
 from stomp_raw import StompClient, unique
@@ -58,13 +58,7 @@ def uniq(prefix: str) -> str:
 # ---------------------------------------------------------------------------
 
 def _cluster_fixture(tmp_path, seeds: str):
-    c = Cluster(tmp_path / f"cluster-{seeds}", seeds=seeds)
-    try:
-        c.start()
-        yield c
-    finally:
-        problems = c.stop()
-    assert not problems, "\n".join(problems)
+    yield from running_cluster(tmp_path / f"cluster-{seeds}", seeds=seeds)
 
 
 # A fresh cluster per test (it forms in well under a second): a node that crashes in one

@@ -52,7 +52,7 @@ import urllib.request
 
 import pytest
 
-from cluster import Cluster
+from cluster import Cluster, running_cluster
 from stomp_raw import DEFAULT_TIMEOUT, StompClient, encode_frame, round_trip, unique
 
 MESSAGES = 20_000        # SEND frames per flood (plus one marker)
@@ -293,13 +293,7 @@ def flood(cluster: Cluster, pub: StompClient, dest: str, subscribers: list, labe
 @pytest.fixture
 def cluster(tmp_path):
     """Two nodes with EVENT_LOOPS event loops each, both cluster addresses as seeds."""
-    c = Cluster(tmp_path / "flow", size=2, seeds="all", extra_args=[f"--event-loops={EVENT_LOOPS}"])
-    try:
-        c.start()
-        yield c
-    finally:
-        problems = c.stop()
-    assert not problems, "\n".join(problems)
+    yield from running_cluster(tmp_path / "flow", size=2, seeds="all", extra_args=[f"--event-loops={EVENT_LOOPS}"])
 
 
 # ---------------------------------------------------------------------------

@@ -8,17 +8,8 @@ import Testing
 /// most 1% more for incompressible bodies.
 @Suite("Link compression report")
 struct LinkCompressionReportTests {
-    /// Deterministic pseudo-random bytes (SplitMix64), so the report is repeatable.
-    private struct Generator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
+    /// Deterministic pseudo-random bytes, so the report is repeatable.
+    private typealias Generator = SplitMix64
 
     private static func jsonBody(_ index: Int, _ generator: inout Generator) -> ByteBuffer {
         let symbols = ["EURUSD", "GBPUSD", "USDJPY", "AUDUSD", "USDCHF"]
@@ -49,7 +40,7 @@ struct LinkCompressionReportTests {
 
     @Test(arguments: [1, 10, 100, 1_000])
     func jsonLikeBodies(batch: Int) {
-        var generator = Generator(state: 42)
+        var generator = Generator(seed: 42)
         let sizes = Self.frame(count: batch) { Self.jsonBody($0, &generator) }
         let ratio = Double(sizes.raw) / Double(sizes.wire)
         print("LINK json batch=\(batch) raw=\(sizes.raw) wire=\(sizes.wire) ratio=\(String(format: "%.2f", ratio))x")
@@ -58,7 +49,7 @@ struct LinkCompressionReportTests {
 
     @Test(arguments: [1, 10, 100, 1_000])
     func randomBodies(batch: Int) {
-        var generator = Generator(state: 7)
+        var generator = Generator(seed: 7)
         let sizes = Self.frame(count: batch) { _ in Self.randomBody(&generator) }
         let overhead = Double(sizes.wire) / Double(sizes.raw) - 1
         print("LINK random batch=\(batch) raw=\(sizes.raw) wire=\(sizes.wire) overhead=\(String(format: "%.2f", overhead * 100))%")
@@ -72,7 +63,7 @@ struct LinkCompressionReportTests {
     /// raw, paying only its header.
     @Test(arguments: [1, 10, 100])
     func largeRandomBodies(batch: Int) {
-        var generator = Generator(state: 11)
+        var generator = Generator(seed: 11)
         let sizes = Self.frame(count: batch) { _ in Self.randomBody(&generator, size: 4_096) }
         let overhead = Double(sizes.wire) / Double(sizes.raw) - 1
         print("LINK random-4KiB batch=\(batch) raw=\(sizes.raw) wire=\(sizes.wire) overhead=\(String(format: "%.3f", overhead * 100))%")

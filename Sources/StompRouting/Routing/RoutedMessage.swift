@@ -56,10 +56,17 @@ final class RoutedMessage {
 
     private func tail(for version: StompVersion) -> ByteBuffer {
         switch version {
-        case .v1_0: return tail10 ?? { tail10 = encodeTail(version); return tail10! }()
-        case .v1_1: return tail11 ?? { tail11 = encodeTail(version); return tail11! }()
-        case .v1_2: return tail12 ?? { tail12 = encodeTail(version); return tail12! }()
+        case .v1_0: return encodedOnce(&tail10, version)
+        case .v1_1: return encodedOnce(&tail11, version)
+        case .v1_2: return encodedOnce(&tail12, version)
         }
+    }
+
+    private func encodedOnce(_ slot: inout ByteBuffer?, _ version: StompVersion) -> ByteBuffer {
+        if let tail = slot { return tail }
+        let tail = encodeTail(version)
+        slot = tail
+        return tail
     }
 
     private func encodeTail(_ version: StompVersion) -> ByteBuffer {

@@ -50,18 +50,9 @@ public struct Heartbeat: Sendable, Equatable {
     static func parse(_ value: String) -> (send: Int, receive: Int)? {
         let parts = value.split(separator: ",", omittingEmptySubsequences: false)
         guard parts.count == 2,
-            let send = Int(parts[0].trimmingSpaces), let receive = Int(parts[1].trimmingSpaces),
+            let send = Int(parts[0].trimming(" ")), let receive = Int(parts[1].trimming(" ")),
             send >= 0, receive >= 0, send <= 86_400_000, receive <= 86_400_000
         else { return nil }
         return (send, receive)
-    }
-}
-
-extension Substring {
-    var trimmingSpaces: Substring {
-        var result = self
-        while result.first == " " { result.removeFirst() }
-        while result.last == " " { result.removeLast() }
-        return result
     }
 }

@@ -230,7 +230,7 @@ public struct SessionStateMachine {
     /// Picks the highest version both sides know. A CONNECT without `accept-version` is 1.0.
     static func negotiateVersion(_ header: String?) throws(StompProtocolError) -> StompVersion {
         guard let header else { return .v1_0 }
-        let offered = header.split(separator: ",").compactMap { StompVersion(headerValue: $0.trimmingSpaces) }
+        let offered = header.split(separator: ",").compactMap { StompVersion(headerValue: $0.trimming(" ")) }
         guard let best = offered.max() else {
             throw StompProtocolError(
                 .unsupportedVersion,
