@@ -180,7 +180,7 @@ struct Bench: AsyncParsableCommand {
         var open: [BenchConnection] = []
         let wave = 200
         for start in stride(from: 0, to: connections, by: wave) {
-            let opened = try await withThrowingTaskGroup(of: UnsafeTransfer<BenchConnection>.self) { group in
+            let opened = try await withThrowingTaskGroup(of: BenchConnection.self) { group in
                 for index in start..<min(start + wave, connections) {
                     group.addTask {
                         let connection = try await run.open(subs[index % subs.count])
@@ -204,14 +204,14 @@ struct Bench: AsyncParsableCommand {
                             connection.write(StompFrame(.subscribe, headers: ["id": "idle", "destination": "/topic/bench.idle.\(index)", "receipt": "s"]))
                         }.get()
                         try await subscribed.futureResult.get()
-                        return UnsafeTransfer(connection)
+                        return connection
                     }
                 }
                 var batch: [BenchConnection] = []
-                for try await connection in group { batch.append(connection.value) }
-                return UnsafeTransfer(batch)
+                for try await connection in group { batch.append(connection) }
+                return batch
             }
-            open.append(contentsOf: opened.value)
+            open.append(contentsOf: opened)
         }
         try await Task.sleep(for: .seconds(2))
         let after = residentKiB()
@@ -221,8 +221,7 @@ struct Bench: AsyncParsableCommand {
             serverRSSKiBAfter: after,
             kibPerConnection: Double(after - before) / Double(max(connections, 1))
         )
-        let connectionsToClose = UnsafeTransfer(open)
-        try await loop.submit { for connection in connectionsToClose.value { connection.close() } }.get()
+        try await loop.submit { [open] in for connection in open { connection.close() } }.get()
         if json {
             Output.json(report)
         } else {

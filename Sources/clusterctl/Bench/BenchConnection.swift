@@ -8,7 +8,10 @@ import StompRouting
 
 /// One benchmark client connection: decodes STOMP frames and hands them to its owner; writes
 /// are flushed once per event-loop tick.
-final class BenchConnection: ChannelInboundHandler {
+///
+/// `@unchecked Sendable` for the same reason as ``BenchRun``: it lives on the run's one event
+/// loop and is only touched there (tasks hand it around, and use it through `loop.submit`).
+final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 

@@ -65,8 +65,7 @@ final class BenchRun: @unchecked Sendable {
     /// Connects, sends CONNECT and waits for CONNECTED.
     func open(_ endpoint: BenchEndpoint) async throws -> BenchConnection {
         let connection = try await loop.submit { BenchConnection() }.get()
-        let boxed = UnsafeTransfer(connection)
-        _ = try await endpoint.connect(on: loop) { boxed.value }.get()
+        _ = try await endpoint.connect(on: loop) { connection }.get()
         let connected = loop.makePromise(of: Void.self)
         try await loop.submit {
             // Whichever comes first settles the promise; the other is ignored.
@@ -216,7 +215,8 @@ final class BenchRun: @unchecked Sendable {
 }
 
 /// One publisher's pacing: as fast as receipt-based flow control allows, or a fixed rate.
-private final class PublisherState {
+/// Confined to the run's loop, like ``BenchRun``; its timers run there too.
+private final class PublisherState: @unchecked Sendable {
     let index: Int
     let connection: BenchConnection
     unowned let run: BenchRun
@@ -287,10 +287,4 @@ private final class PublisherState {
         awaiting -= 1
         if active, run.settings.rate == nil { pump() }
     }
-}
-
-/// Moves a non-Sendable value into a closure that runs on the value's own loop.
-struct UnsafeTransfer<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
 }
