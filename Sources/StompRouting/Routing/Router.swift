@@ -267,12 +267,13 @@ public struct Router {
             deliverToTopicSubscribers(message, into: &outputs)
             outputs.append(.forward(message.envelope))
         case .queue(let name):
-            let queue = queues[name] ?? QueueState()
-            if queue.consumers.isEmpty, remoteQueueConsumers[name, default: 0] > 0 {
+            // Read the queue in place: a copy held while appending below would make the append
+            // copy every pending message.
+            if queues[name]?.consumers.isEmpty ?? true, remoteQueueConsumers[name, default: 0] > 0 {
                 outputs.append(.handOff(queue: name, makeMessage(request).envelope, redelivered: false, hops: 0))
                 return
             }
-            guard queue.pending.count < settings.maxQueueDepth else {
+            guard queues[name]?.pending.count ?? 0 < settings.maxQueueDepth else {
                 throw StompProtocolError(
                     .queueFull,
                     "queue full",
