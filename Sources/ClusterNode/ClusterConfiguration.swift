@@ -26,6 +26,7 @@ import Darwin
 /// | `cluster.indirect-probe-timeout-ms`, `cluster.indirect-probes` | 600, 3 |
 /// | `cluster.link-heartbeat-ms`, `cluster.link-timeout-ms`, `cluster.digest-interval-ms` | 200, 10000, 5000 |
 /// | `cluster.compression-threshold` | 512 |
+/// | `cluster.handshake-timeout-ms`, `cluster.handshake-frame-size` | 5000, 16384 |
 enum ClusterConfiguration {
     static func read(_ reader: ConfigReader, node: String, epoch: UInt64) throws -> ClusterSettings? {
         let port = reader.int(forKey: "cluster.port", default: 7946)
@@ -76,6 +77,11 @@ enum ClusterConfiguration {
         settings.heartbeatInterval = try milliseconds("cluster.link-heartbeat-ms", settings.heartbeatInterval)
         settings.linkTimeout = try milliseconds("cluster.link-timeout-ms", settings.linkTimeout)
         settings.digestInterval = try milliseconds("cluster.digest-interval-ms", settings.digestInterval)
+        settings.handshakeTimeout = try milliseconds("cluster.handshake-timeout-ms", settings.handshakeTimeout)
+        settings.handshakeFrameSize = reader.int(forKey: "cluster.handshake-frame-size", default: settings.handshakeFrameSize)
+        guard settings.handshakeFrameSize >= 1_024 else {
+            throw NodeConfiguration.Invalid(description: "cluster.handshake-frame-size must be at least 1024: a hello must fit")
+        }
         settings.membership.indirectProbeCount = reader.int(forKey: "cluster.indirect-probes", default: settings.membership.indirectProbeCount)
         settings.compressionThreshold = reader.int(forKey: "cluster.compression-threshold", default: settings.compressionThreshold)
         guard settings.membership.indirectProbeCount >= 0, settings.compressionThreshold >= 0 else {

@@ -84,6 +84,10 @@ struct NodeCommand: AsyncParsableCommand {
     var linkTimeoutMs: Int?
     @Option(help: "Interval of interest digests that repair missed updates, in ms. (key: cluster.digest-interval-ms, default 5000)")
     var digestIntervalMs: Int?
+    @Option(help: "A link whose handshake takes longer than this many ms is closed. (key: cluster.handshake-timeout-ms, default 5000)")
+    var linkHandshakeTimeoutMs: Int?
+    @Option(help: "Largest link frame in bytes before the peer has proved the secret. (key: cluster.handshake-frame-size, default 16384)")
+    var linkHandshakeFrameSize: Int?
     @Option(help: "Link batches smaller than this many bytes are not compressed. (key: cluster.compression-threshold, default 512)")
     var compressionThreshold: Int?
 
@@ -112,8 +116,32 @@ struct NodeCommand: AsyncParsableCommand {
     var maxWebsocketMessageSize: Int?
     @Option(help: "Subscriptions per connection. (key: limits.subscriptions)")
     var maxSubscriptions: Int?
-    @Option(help: "Client connections per node. (key: limits.connections)")
+    @Option(help: "Client connections per node, counted from CONNECT. (key: limits.connections)")
     var maxConnections: Int?
+    @Option(help: "Connections still in TLS, upgrade or CONNECT, per node. (key: limits.pending-connections, default 1000)")
+    var maxPendingConnections: Int?
+    @Option(help: "Connections from one remote address; 0 for no limit. (key: limits.connections-per-ip, default 0)")
+    var maxConnectionsPerIp: Int?
+    @Option(help: "Bytes of one connection's unacknowledged deliveries. (key: limits.unacked-bytes, default 16 MiB)")
+    var maxUnackedBytes: Int?
+    @Option(help: "Bytes held by all queues of the node. (key: limits.queue-bytes, default 256 MiB)")
+    var maxQueueBytes: Int?
+    @Option(help: "Queues the node holds. (key: limits.queues, default 10000)")
+    var maxQueues: Int?
+    @Option(help: "Bytes held by one connection's open transactions. (key: limits.transaction-bytes, default 16 MiB)")
+    var maxTransactionBytes: Int?
+    @Option(help: "Bytes of a destination. (key: limits.destination-length, default 1024)")
+    var maxDestinationLength: Int?
+    @Option(help: "Dot-separated words of a topic name or pattern. (key: limits.destination-words, default 64)")
+    var maxDestinationWords: Int?
+    @Option(help: "Unwritten bytes over all client connections. (key: limits.node-outbound-bytes, default 512 MiB)")
+    var maxNodeOutboundBytes: Int?
+    @Option(help: "Time from accepting a WebSocket connection to its upgrade request, in ms. (key: timeouts.upgrade-ms, default 10000)")
+    var upgradeTimeoutMs: Int?
+    @Option(help: "Time a TLS handshake may take, in ms. (key: timeouts.tls-handshake-ms, default 10000)")
+    var tlsHandshakeTimeoutMs: Int?
+    @Option(help: "Time from connecting (or upgrading) to CONNECT, in ms. (key: timeouts.connect-ms, default 10000)")
+    var connectTimeoutMs: Int?
     @Option(help: "Unacknowledged messages per subscription: default and ceiling of prefetch-count. (key: limits.unacked)")
     var maxUnacked: Int?
     @Option(help: "Messages a queue holds while no consumer can take them. (key: limits.queue-depth)")
@@ -152,6 +180,18 @@ struct NodeCommand: AsyncParsableCommand {
         put("limits.websocket-message-size", maxWebsocketMessageSize.map(ConfigContent.int))
         put("limits.subscriptions", maxSubscriptions.map(ConfigContent.int))
         put("limits.connections", maxConnections.map(ConfigContent.int))
+        put("limits.pending-connections", maxPendingConnections.map(ConfigContent.int))
+        put("limits.connections-per-ip", maxConnectionsPerIp.map(ConfigContent.int))
+        put("limits.unacked-bytes", maxUnackedBytes.map(ConfigContent.int))
+        put("limits.queue-bytes", maxQueueBytes.map(ConfigContent.int))
+        put("limits.queues", maxQueues.map(ConfigContent.int))
+        put("limits.transaction-bytes", maxTransactionBytes.map(ConfigContent.int))
+        put("limits.destination-length", maxDestinationLength.map(ConfigContent.int))
+        put("limits.destination-words", maxDestinationWords.map(ConfigContent.int))
+        put("limits.node-outbound-bytes", maxNodeOutboundBytes.map(ConfigContent.int))
+        put("timeouts.upgrade-ms", upgradeTimeoutMs.map(ConfigContent.int))
+        put("timeouts.tls-handshake-ms", tlsHandshakeTimeoutMs.map(ConfigContent.int))
+        put("timeouts.connect-ms", connectTimeoutMs.map(ConfigContent.int))
         put("limits.unacked", maxUnacked.map(ConfigContent.int))
         put("limits.queue-depth", maxQueueDepth.map(ConfigContent.int))
         put("limits.outbound-bytes", maxOutboundBytes.map(ConfigContent.int))
@@ -183,6 +223,8 @@ struct NodeCommand: AsyncParsableCommand {
         put("cluster.link-heartbeat-ms", linkHeartbeatMs.map(ConfigContent.int))
         put("cluster.link-timeout-ms", linkTimeoutMs.map(ConfigContent.int))
         put("cluster.digest-interval-ms", digestIntervalMs.map(ConfigContent.int))
+        put("cluster.handshake-timeout-ms", linkHandshakeTimeoutMs.map(ConfigContent.int))
+        put("cluster.handshake-frame-size", linkHandshakeFrameSize.map(ConfigContent.int))
         put("cluster.compression-threshold", compressionThreshold.map(ConfigContent.int))
         return values
     }

@@ -28,8 +28,13 @@ import Darwin
 /// | `limits.header-count`, `limits.header-line-length` | 64, 8192 |
 /// | `limits.websocket-message-size` | frame size + 1 KiB |
 /// | `limits.subscriptions`, `limits.connections` | 1024, 100000 |
-/// | `limits.unacked`, `limits.queue-depth` | 1000, 10000 |
-/// | `limits.outbound-bytes` | 8 MiB |
+/// | `limits.unacked`, `limits.unacked-bytes` | 1000, 16 MiB (per connection) |
+/// | `limits.queue-depth`, `limits.queue-bytes`, `limits.queues` | 10000, 256 MiB (all queues), 10000 |
+/// | `limits.transaction-bytes` | 16 MiB (per connection) |
+/// | `limits.destination-length`, `limits.destination-words` | 1024, 64 |
+/// | `limits.outbound-bytes`, `limits.node-outbound-bytes` | 8 MiB, 512 MiB |
+/// | `limits.pending-connections`, `limits.connections-per-ip` | 1000, 0 (no limit) |
+/// | `timeouts.upgrade-ms`, `timeouts.tls-handshake-ms`, `timeouts.connect-ms` | 10000, 10000, 10000 |
 /// | `heartbeat.send-ms`, `heartbeat.receive-ms`, `heartbeat.grace` | 10000, 10000, 1.5 |
 ///
 /// | `admin.host`, `admin.port`, `admin.token` or `admin.token-file` | `127.0.0.1`, `8222`, none (required beyond loopback) |
@@ -95,6 +100,9 @@ struct NodeConfiguration: Sendable {
             guard value > 0 else { throw Invalid(description: "\(key) must be positive, not \(value)") }
             return value
         }
+        func milliseconds(_ key: ConfigKey, _ fallback: TimeAmount) throws -> TimeAmount {
+            .milliseconds(Int64(try positive(key, Int(fallback.nanoseconds / 1_000_000))))
+        }
 
         io.host = reader.string(forKey: "host", default: defaults.host)
         io.webSocketPort = try port("ws.port", defaults.webSocketPort)
@@ -120,11 +128,21 @@ struct NodeConfiguration: Sendable {
         )
         io.maxWebSocketMessageSize = try positive("limits.websocket-message-size", io.frameLimits.maxFrameSize + 1_024)
         io.maxConnections = try positive("limits.connections", defaults.maxConnections)
+        io.maxPendingConnections = try positive("limits.pending-connections", defaults.maxPendingConnections)
+        io.maxConnectionsPerAddress = reader.int(forKey: "limits.connections-per-ip", default: defaults.maxConnectionsPerAddress)
+        guard io.maxConnectionsPerAddress >= 0 else { throw Invalid(description: "limits.connections-per-ip may not be negative (0 turns it off)") }
         io.maxOutboundBytes = try positive("limits.outbound-bytes", defaults.maxOutboundBytes)
+        io.maxNodeOutboundBytes = try positive("limits.node-outbound-bytes", defaults.maxNodeOutboundBytes)
+        io.upgradeTimeout = try milliseconds("timeouts.upgrade-ms", defaults.upgradeTimeout)
+        io.tlsHandshakeTimeout = try milliseconds("timeouts.tls-handshake-ms", defaults.tlsHandshakeTimeout)
+        io.connectTimeout = try milliseconds("timeouts.connect-ms", defaults.connectTimeout)
 
         var session = defaults.session
         session.maxSubscriptions = try positive("limits.subscriptions", session.maxSubscriptions)
         session.maxUnacked = try positive("limits.unacked", session.maxUnacked)
+        session.maxTransactionBytes = try positive("limits.transaction-bytes", session.maxTransactionBytes)
+        session.maxDestinationLength = try positive("limits.destination-length", session.maxDestinationLength)
+        session.maxDestinationWords = try positive("limits.destination-words", session.maxDestinationWords)
         let send = reader.int(forKey: "heartbeat.send-ms", default: Int(session.heartbeatSend.nanoseconds / 1_000_000))
         let receive = reader.int(forKey: "heartbeat.receive-ms", default: Int(session.heartbeatReceive.nanoseconds / 1_000_000))
         guard send >= 0, receive >= 0 else { throw Invalid(description: "heart-beat intervals may not be negative") }
@@ -141,9 +159,13 @@ struct NodeConfiguration: Sendable {
         // across restarts of the same node.
         bootEpoch = UInt64(Self.wallClockMilliseconds())
         let boot = String(bootEpoch, radix: 36)
+        let routerDefaults = Router.Settings(messageIDPrefix: "")
         router = Router.Settings(
             messageIDPrefix: "\(nodeID)-\(boot)-",
-            maxQueueDepth: try positive("limits.queue-depth", 10_000)
+            maxQueueDepth: try positive("limits.queue-depth", routerDefaults.maxQueueDepth),
+            maxQueueBytes: try positive("limits.queue-bytes", routerDefaults.maxQueueBytes),
+            maxQueues: try positive("limits.queues", routerDefaults.maxQueues),
+            maxUnackedBytes: try positive("limits.unacked-bytes", routerDefaults.maxUnackedBytes)
         )
         guard eventLoops > 0 else { throw Invalid(description: "event-loops must be positive") }
         cluster = try ClusterConfiguration.read(reader, node: nodeID, epoch: bootEpoch)

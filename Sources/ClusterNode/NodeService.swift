@@ -43,6 +43,7 @@ struct NodeService: Service, CustomStringConvertible {
 
     func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoops)
+        LimitMetrics.record(configuration)
         let state = NodeState()
         let broker = Broker(settings: configuration.router, eventLoop: group.next(), logger: logger)
         let server = try StompServer(configuration: configuration.io, broker: broker, group: group, logger: logger)

@@ -33,6 +33,9 @@ struct OutboundBuffer {
 
     var isEmpty: Bool { pending.readableBytes == 0 }
 
+    /// Bytes gathered since the last ``take()``.
+    var byteCount: Int { pending.readableBytes }
+
     /// Appends a frame already encoded (a RECEIPT, an ERROR, CONNECTED, a heart-beat).
     mutating func append(_ frame: OutboundFrame) {
         append(isText: frame.isText, maximumSize: frame.bytes.readableBytes) { buffer in

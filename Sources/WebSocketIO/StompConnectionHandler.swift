@@ -14,6 +14,19 @@ enum ConnectionOutput: Sendable {
     case close
 }
 
+/// The bounds one connection is held to, from the node's settings.
+struct ConnectionLimits: Sendable {
+    /// Bytes gathered for the client or handed to its socket and not yet written
+    /// (`limits.outbound-bytes`): past it, the client is a slow consumer.
+    var maxOutboundBytes: Int
+    /// From accepting (or upgrading) to CONNECT (`timeouts.connect-ms`).
+    var connectTimeout: TimeAmount
+    /// Clients the node serves (`limits.connections`), for the ERROR that refuses one more.
+    var nodeConnections: Int
+    /// Unwritten bytes over all clients (`limits.node-outbound-bytes`).
+    var nodeOutbound: OutboundBudget
+}
+
 /// Drives one client connection: bytes in, frames decoded, the session consulted, operations
 /// handed to the ``Broker``, and the broker's outputs written back.
 ///
@@ -36,7 +49,8 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
 
     private let id: ConnectionID
     private let broker: Broker
-    private let limiter: ConnectionLimiter
+    private let ticket: AdmissionTicket
+    private let limits: ConnectionLimits
     private let metrics: StompMetrics
     private var logger: Logger
     private var decoder: StompFrameDecoder
@@ -58,13 +72,17 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private(set) var readsPaused = false
     private var flushScheduled = false
     private var registered = false
-    private var holdsConnectionSlot = false
+    private var admitted = false
     private var heartbeatTask: RepeatedTask?
-
+    /// Closes a connection that doesn't CONNECT in time.
+    private var connectDeadline: Scheduled<Void>?
+    /// Bytes handed to the channel and not yet written to the socket.
+    private var unwritten = 0
     init(
         id: ConnectionID,
         broker: Broker,
-        limiter: ConnectionLimiter,
+        ticket: AdmissionTicket,
+        limits: ConnectionLimits,
         metrics: StompMetrics,
         sessionSettings: SessionStateMachine.Settings,
         frameLimits: StompFrameDecoder.Limits,
@@ -75,7 +93,8 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         self.id = id
         self.outbound = OutboundBuffer(framing: framing)
         self.broker = broker
-        self.limiter = limiter
+        self.ticket = ticket
+        self.limits = limits
         self.metrics = metrics
         self.decoder = StompFrameDecoder(limits: frameLimits)
         self.session = SessionStateMachine(settings: sessionSettings, sessionID: sessionIDPrefix + id.description)
@@ -91,25 +110,39 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         if context.channel.isActive { admit(context: context) }
     }
 
+    /// The pipeline lets go of its handlers when the channel closes. The context holds this
+    /// handler strongly, so a context kept here would form a cycle that outlives the channel,
+    /// with everything the connection held: a partial frame, open transactions, buffers.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         admit(context: context)
         context.fireChannelActive()
     }
 
-    /// Takes a connection slot, or refuses the client with an ERROR when the node is full or
-    /// shutting down.
+    /// Refuses the client with an ERROR when the node is shutting down; otherwise gives it
+    /// until the connect deadline to CONNECT. The connection slot is taken at CONNECT: until
+    /// then the connection counts as pending (see ``ConnectionAdmission``).
     private func admit(context: ChannelHandlerContext) {
-        guard !holdsConnectionSlot, state == .active else { return }
+        guard !admitted, state == .active else { return }
+        admitted = true
         if let refusal = broker.refusal {
             fail(refusal)
             return
         }
-        guard limiter.acquire() else {
-            fail(StompProtocolError(.tooManyConnections, "too many connections", detail: "This node serves at most \(limiter.limit) connections; try another node."))
-            return
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let timeout = limits.connectTimeout
+        connectDeadline = context.eventLoop.scheduleTask(in: timeout) {
+            handler.value.fail(
+                StompProtocolError(
+                    .connectTimeout,
+                    "connect timeout",
+                    detail: "No CONNECT frame arrived within \(timeout.nanoseconds / 1_000_000) ms of connecting (timeouts.connect-ms)."
+                )
+            )
         }
-        holdsConnectionSlot = true
-        metrics.connectionOpened(open: limiter.current)
         logger.debug("connection opened", metadata: ["stomp.remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
     }
 
@@ -182,27 +215,37 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         // The outbound buffer passed its high-water mark: the client reads slower than it is
         // sent to. Holding more would let one client exhaust the node's memory.
         if !context.channel.isWritable, state == .active {
-            metrics.slowConsumerDisconnected()
-            logger.info("disconnecting slow consumer")
-            fail(StompProtocolError(.slowConsumer, "slow consumer", detail: "More than the allowed outbound bytes were waiting for this client to read them."))
+            disconnectSlowConsumer(detail: "More than \(limits.maxOutboundBytes) bytes (limits.outbound-bytes) were waiting for this client to read them.")
         }
         context.fireChannelWritabilityChanged()
+    }
+
+    private func disconnectSlowConsumer(detail: String) {
+        guard state == .active else { return }
+        metrics.slowConsumerDisconnected()
+        Self.slowConsumerLog.log(logger, "disconnecting slow consumer", metadata: ["stomp.outbound.bytes": "\(outbound.byteCount + unwritten)"])
+        // What was gathered for it and not yet handed over is dropped: it is the backlog.
+        _ = outbound.take()
+        fail(StompProtocolError(.slowConsumer, "slow consumer", detail: detail))
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         state = .closed
         heartbeatTask?.cancel()
         heartbeatTask = nil
+        connectDeadline?.cancel()
+        connectDeadline = nil
         pendingOperations.removeAll()
         if registered {
             broker.submit([(.closed, receipt: nil)], from: id)
             registered = false
         }
-        if holdsConnectionSlot {
-            limiter.release()
-            metrics.connectionClosed(open: limiter.current)
-            holdsConnectionSlot = false
-        }
+        ticket.release()
+        // Whatever was never written won't be: the node's budget gets it back now.
+        limits.nodeOutbound.remove(unwritten)
+        unwritten = 0
+        inbound = ByteBuffer()
+        _ = outbound.take()
         context.fireChannelInactive()
     }
 
@@ -219,6 +262,12 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
             case .send(let frame):
                 write(frame)
             case .connected(let version, let heartbeat):
+                connectDeadline?.cancel()
+                connectDeadline = nil
+                guard ticket.promote() else {
+                    fail(StompProtocolError(.tooManyConnections, "too many connections", detail: "This node serves at most \(limits.nodeConnections) connections (limits.connections); try another node."))
+                    return
+                }
                 decoder.version = version
                 registered = true
                 broker.register(id, handler: NIOLoopBound(self, eventLoop: context!.eventLoop))
@@ -250,6 +299,12 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         guard state == .active, let context else { return }
         switch output {
         case .message(let delivery):
+            // A fan-out stops building deliveries for a client as soon as it is over its
+            // bound, rather than after a whole batch of them piled up.
+            guard outbound.byteCount + unwritten + delivery.maximumSize <= limits.maxOutboundBytes else {
+                disconnectSlowConsumer(detail: "More than \(limits.maxOutboundBytes) bytes (limits.outbound-bytes) were waiting for this client to read them.")
+                return
+            }
             outbound.append(delivery)
             scheduleFlush()
         case .frame(let frame):
@@ -291,8 +346,32 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
 
     private func flush() {
         guard let context, state != .closed, let bytes = outbound.take() else { return }
-        context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
+        // While the node as a whole holds more unwritten bytes than its budget, the clients
+        // holding a good share of their own bound are the ones filling it.
+        if state == .active, unwritten > limits.maxOutboundBytes / 8, limits.nodeOutbound.isExceeded {
+            disconnectSlowConsumer(detail: "The node's outbound budget (limits.node-outbound-bytes) is exhausted and this client holds \(unwritten) unread bytes.")
+            return
+        }
+        context.writeAndFlush(wrapOutboundOut(bytes), promise: track(bytes.readableBytes, context: context))
         session.bytesSent(now: .now())
+    }
+
+    /// Counts `count` bytes as unwritten, here and in the node's budget, until the write
+    /// completes (or fails, when the channel closes).
+    private func track(_ count: Int, context: ChannelHandlerContext) -> EventLoopPromise<Void> {
+        unwritten += count
+        limits.nodeOutbound.add(count)
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        promise.futureResult.whenComplete { _ in handler.value.written(count) }
+        return promise
+    }
+
+    private func written(_ count: Int) {
+        // After channelInactive, the whole remainder was given back already.
+        guard unwritten > 0 else { return }
+        unwritten -= count
+        limits.nodeOutbound.remove(count)
     }
 
     /// Sends the ERROR and closes. The close waits for the ERROR to be written, but not for
@@ -304,10 +383,13 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         state = .closing
         session.failed()
         heartbeatTask?.cancel()
-        logger.debug("closing with ERROR", metadata: ["error.type": "\(error.kind.rawValue)", "stomp.error": "\(error.summary)"])
+        Self.errorLog.log(logger, "closing connection with ERROR", metadata: ["error.type": "\(error.kind.rawValue)", "stomp.error": "\(error.summary)"])
+        connectDeadline?.cancel()
+        connectDeadline = nil
         write(error.errorFrame(version: session.version))
-        let written = context.eventLoop.makePromise(of: Void.self)
-        context.writeAndFlush(wrapOutboundOut(outbound.take()!), promise: written)
+        let bytes = outbound.take()!
+        let written = track(bytes.readableBytes, context: context)
+        context.writeAndFlush(wrapOutboundOut(bytes), promise: written)
         let channel = context.channel
         let deadline = context.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
         written.futureResult.whenComplete { _ in
@@ -327,6 +409,10 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     private static let heartbeat = ByteBuffer(string: "\n")
+    /// A slow consumer or a bound reached is worth a line in the log, but not one per client
+    /// when thousands hit it at once.
+    private static let slowConsumerLog = RateLimitedLog(interval: .seconds(5))
+    private static let errorLog = RateLimitedLog(interval: .seconds(5))
 
     private func heartbeatTick() {
         guard state == .active else { return }

@@ -28,7 +28,8 @@ public final class StompServer: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let sslContext: NIOSSLContext?
-    private let limiter: ConnectionLimiter
+    private let admission: ConnectionAdmission
+    private let connectionLimits: ConnectionLimits
     private let metrics = StompMetrics()
     private let listeners = Mutex<[any Channel]>([])
 
@@ -40,7 +41,19 @@ public final class StompServer: Sendable {
         self.broker = broker
         self.group = group
         self.logger = logger
-        self.limiter = ConnectionLimiter(limit: configuration.maxConnections)
+        self.admission = ConnectionAdmission(
+            limits: .init(
+                connections: configuration.maxConnections,
+                pendingConnections: configuration.maxPendingConnections,
+                perAddress: configuration.maxConnectionsPerAddress
+            )
+        )
+        self.connectionLimits = ConnectionLimits(
+            maxOutboundBytes: configuration.maxOutboundBytes,
+            connectTimeout: configuration.connectTimeout,
+            nodeConnections: configuration.maxConnections,
+            nodeOutbound: OutboundBudget(limit: configuration.maxNodeOutboundBytes)
+        )
         if let tls = configuration.tls {
             let chain = try NIOSSLCertificate.fromPEMFile(tls.certificateChainPath).map { NIOSSLCertificateSource.certificate($0) }
             let key = try NIOSSLPrivateKey(file: tls.privateKeyPath, format: .pem)
@@ -64,8 +77,12 @@ public final class StompServer: Sendable {
         return ports
     }
 
-    /// Client connections open now.
-    public var openConnections: Int { limiter.current }
+    /// Clients connected now (their STOMP session established).
+    public var openConnections: Int { admission.connectedCount }
+    /// Connections still in their handshakes (TLS, WebSocket upgrade, CONNECT) now.
+    public var pendingConnections: Int { admission.pendingCount }
+    /// Bytes handed to client sockets and not yet written, over all clients.
+    public var unwrittenBytes: Int { connectionLimits.nodeOutbound.current }
 
     /// Stops accepting connections. Open connections are not touched.
     public func closeListeners() async {
@@ -110,20 +127,40 @@ public final class StompServer: Sendable {
         return bound
     }
 
+    /// Admits the connection as pending (or refuses it: the failed initializer closes the
+    /// channel at once) and builds its pipeline.
     private func configureConnection(_ channel: any Channel, transport: Transport, tls: NIOSSLContext?) throws {
+        let ticket: AdmissionTicket
+        switch admission.admit(address: channel.remoteAddress) {
+        case .success(let admitted): ticket = admitted
+        case .failure(let refusal): throw ConnectionRefused(reason: refusal)
+        }
+        let heldTicket = NIOLoopBound(ticket, eventLoop: channel.eventLoop)
+        channel.closeFuture.whenComplete { _ in heldTicket.value.release() }
+
         let pipeline = channel.pipeline.syncOperations
         if let tls {
             try pipeline.addHandler(NIOSSLServerHandler(context: tls))
+            try pipeline.addHandler(TLSHandshakeDeadlineHandler(timeout: configuration.tlsHandshakeTimeout))
         }
         switch transport {
         case .tcp:
-            try pipeline.addHandler(makeConnectionHandler(framing: .stream))
+            try pipeline.addHandler(makeConnectionHandler(framing: .stream, ticket: ticket))
         case .webSocket:
-            try configureWebSocket(channel)
+            try configureWebSocket(channel, ticket: ticket)
         }
     }
 
-    private func configureWebSocket(_ channel: any Channel) throws {
+    /// Why a connection was closed as soon as it was accepted.
+    private struct ConnectionRefused: Error {
+        var reason: ConnectionAdmission.Refusal
+    }
+
+    private func configureWebSocket(_ channel: any Channel, ticket: AdmissionTicket) throws {
+        // Until the upgrade completes, the connection speaks HTTP, and a client that never
+        // finishes its request would hold it for ever.
+        let upgradeDeadline = channel.closeUnlessCompleted(within: configuration.upgradeTimeout, stage: .upgrade)
+        let heldTicket = NIOLoopBound(ticket, eventLoop: channel.eventLoop)
         let path = configuration.webSocketPath
         let maxMessage = configuration.maxWebSocketMessageSize
         let upgrader = NIOWebSocketServerUpgrader(
@@ -143,7 +180,7 @@ public final class StompServer: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addStompOverWebSocketHandlers(
                         maxMessageSize: maxMessage,
-                        connection: self.makeConnectionHandler(framing: .webSocket)
+                        connection: self.makeConnectionHandler(framing: .webSocket, ticket: heldTicket.value)
                     )
                 }
             }
@@ -154,6 +191,7 @@ public final class StompServer: Sendable {
             withServerUpgrade: (
                 upgraders: [upgrader],
                 completionHandler: { context in
+                    upgradeDeadline.cancel()
                     context.pipeline.syncOperations.removeHandler(fallbackBox.value, promise: nil)
                 }
             )
@@ -161,11 +199,12 @@ public final class StompServer: Sendable {
         try channel.pipeline.syncOperations.addHandler(fallback)
     }
 
-    private func makeConnectionHandler(framing: OutboundFraming) -> StompConnectionHandler {
+    private func makeConnectionHandler(framing: OutboundFraming, ticket: AdmissionTicket) -> StompConnectionHandler {
         StompConnectionHandler(
             id: broker.makeConnectionID(),
             broker: broker,
-            limiter: limiter,
+            ticket: ticket,
+            limits: connectionLimits,
             metrics: metrics,
             sessionSettings: configuration.session,
             frameLimits: configuration.frameLimits,

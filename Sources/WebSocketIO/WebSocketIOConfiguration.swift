@@ -37,8 +37,24 @@ public struct WebSocketIOConfiguration: Sendable {
     /// Bytes that may wait in a connection's outbound buffer. A client that lets more pile up
     /// is a slow consumer: it gets an ERROR and is disconnected, so it can't exhaust memory.
     public var maxOutboundBytes: Int = 8 * 1_048_576
-    /// Client connections this node serves at once; more are refused with an ERROR.
+    /// Client connections this node serves at once (counted from CONNECT); more are refused
+    /// with an ERROR.
     public var maxConnections: Int = 100_000
+    /// Connections still in their handshakes (TLS, WebSocket upgrade, CONNECT) at once.
+    /// Counted apart from ``maxConnections`` and smaller, so that sockets that never speak
+    /// can't keep real clients out; beyond it, new sockets are closed as soon as accepted.
+    public var maxPendingConnections: Int = 1_000
+    /// Connections, pending or connected, from one remote address; 0 for no limit. Off by
+    /// default because clients behind one load balancer or NAT share an address.
+    public var maxConnectionsPerAddress: Int = 0
+    /// Bytes handed to client sockets and not yet written, over all clients of the node.
+    public var maxNodeOutboundBytes: Int = 512 * 1_048_576
+    /// From accepting a WebSocket connection to a complete upgrade request.
+    public var upgradeTimeout: TimeAmount = .seconds(10)
+    /// For the TLS handshake of a connection to a TLS listener.
+    public var tlsHandshakeTimeout: TimeAmount = .seconds(10)
+    /// From accepting (or upgrading) a connection to its CONNECT frame.
+    public var connectTimeout: TimeAmount = .seconds(10)
 
     public var frameLimits = StompFrameDecoder.Limits()
     public var session = SessionStateMachine.Settings()

@@ -13,17 +13,30 @@ private final class TestConnection {
     let broker: Broker
     private let handler: StompConnectionHandler
 
-    init(broker: Broker? = nil, webSocket: Bool = false, maxConnections: Int = 10) throws {
+    init(
+        broker: Broker? = nil,
+        webSocket: Bool = false,
+        maxConnections: Int = 10,
+        maxOutboundBytes: Int = 8 * 1_048_576,
+        nodeOutbound: OutboundBudget = OutboundBudget(limit: 512 * 1_048_576)
+    ) throws {
         self.broker = broker ?? Broker(
             settings: .init(messageIDPrefix: "test-"),
             eventLoop: channel.embeddedEventLoop,
             logger: Logger(label: "test")
         )
         let pipeline = channel.pipeline.syncOperations
+        let admission = ConnectionAdmission(limits: .init(connections: maxConnections, pendingConnections: 10, perAddress: 0))
         handler = StompConnectionHandler(
             id: self.broker.makeConnectionID(),
             broker: self.broker,
-            limiter: ConnectionLimiter(limit: maxConnections),
+            ticket: try admission.admit(address: nil).get(),
+            limits: ConnectionLimits(
+                maxOutboundBytes: maxOutboundBytes,
+                connectTimeout: .seconds(10),
+                nodeConnections: maxConnections,
+                nodeOutbound: nodeOutbound
+            ),
             metrics: StompMetrics(),
             sessionSettings: .init(),
             frameLimits: .init(),
@@ -140,9 +153,46 @@ private final class TestConnection {
         #expect(!connection.readsPaused)
     }
 
-    @Test func connectionLimitRefusesWithError() throws {
+    @Test func connectionLimitRefusesAtConnectWithError() throws {
         let connection = try TestConnection(maxConnections: 0)
+        #expect(try connection.received().isEmpty, "a connection counts against the limit only once it CONNECTs")
+        try connection.send("CONNECT\naccept-version:1.2\n\n\0")
         #expect(try connection.received().hasPrefix("ERROR\nmessage:too many connections\n"))
+    }
+
+    @Test func connectionThatNeverConnectsIsClosedAtItsDeadline() throws {
+        let connection = try TestConnection()
+        connection.channel.embeddedEventLoop.advanceTime(by: .seconds(9))
+        #expect(connection.channel.isActive)
+        connection.channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        #expect(try connection.received().hasPrefix("ERROR\nmessage:connect timeout\n"))
+        #expect(!connection.channel.isActive)
+    }
+
+    @Test func connectedClientHasNoConnectDeadline() throws {
+        let connection = try TestConnection()
+        try connection.send("CONNECT\naccept-version:1.2\n\n\0")
+        _ = try connection.received()
+        connection.channel.embeddedEventLoop.advanceTime(by: .seconds(30))
+        #expect(connection.channel.isActive)
+    }
+
+    @Test func fanOutStopsAtTheSubscribersOutboundBound() throws {
+        // One connection with many subscriptions to one topic: a single SEND would put a copy
+        // per subscription in its outbound buffer. It is cut as soon as it passes its bound.
+        let subscriber = try TestConnection(maxOutboundBytes: 64 * 1_024)
+        let publisher = try TestConnection(broker: subscriber.broker)
+        try subscriber.send("CONNECT\naccept-version:1.2\n\n\0")
+        for id in 0..<64 { try subscriber.send("SUBSCRIBE\nid:\(id)\ndestination:/topic/t\n\n\0") }
+        _ = try subscriber.received()
+        try publisher.send("CONNECT\naccept-version:1.2\n\n\0")
+        try publisher.send("SEND\ndestination:/topic/t\n\n\(String(repeating: "x", count: 8_192))\0")
+        subscriber.channel.embeddedEventLoop.run()
+        let written = try subscriber.received()
+        #expect(written.contains("ERROR\nmessage:slow consumer\n"))
+        let deliveries = written.ranges(of: "MESSAGE\n").count
+        #expect(deliveries < 8, "at most its bound's worth of 8 KiB copies, not 64")
+        #expect(!subscriber.channel.isActive)
     }
 
     @Test func shutdownTellsConnectedClients() async throws {

@@ -46,8 +46,10 @@ public enum LinkFrame {
 
     /// A resumable reader of frames from a byte stream.
     public struct Decoder: Sendable {
-        /// The largest frame, compressed or raw, a peer may send. Bounds memory per link.
-        public let maxFrameSize: Int
+        /// The largest frame, compressed or raw, a peer may send. Bounds memory per link: a
+        /// link starts with a small bound for the handshake and raises it once the peer has
+        /// proved the cluster secret.
+        public var maxFrameSize: Int
 
         public init(maxFrameSize: Int = 64 * 1_048_576) {
             self.maxFrameSize = maxFrameSize

@@ -11,6 +11,7 @@ final class ClusterMetrics: Sendable {
     private let ackTimeouts = Counter(label: "cluster_interest_ack_timeouts_total")
     private let propagation = Timer(label: "cluster_interest_propagation_seconds")
     private let refused = Counter(label: "cluster_links_refused_total")
+    private let handshakeTimeouts = Counter(label: "cluster_link_handshake_timeouts_total")
 
     func linkBytesSent(raw: Int, wire: Int) {
         rawSent.increment(by: raw)
@@ -24,4 +25,5 @@ final class ClusterMetrics: Sendable {
     func interestAckTimedOut() { ackTimeouts.increment() }
     func interestPropagated(after nanoseconds: Int64) { propagation.recordNanoseconds(nanoseconds) }
     func linkRefused() { refused.increment() }
+    func linkHandshakeTimedOut() { handshakeTimeouts.increment() }
 }

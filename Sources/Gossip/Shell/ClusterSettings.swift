@@ -55,6 +55,16 @@ public struct ClusterSettings: Sendable {
     public var reconnectBackoffMaximum: TimeAmount = .seconds(5)
     /// How long a dial may take.
     public var connectTimeout: TimeAmount = .seconds(2)
+    /// How long a link's handshake may take, from the TCP (or TLS) connection to proof of
+    /// the secret both ways. Anyone can open a connection to the link port; one that never
+    /// proves itself is closed after this.
+    public var handshakeTimeout: TimeAmount = .seconds(5)
+    /// The largest link frame accepted before the peer has proved the secret. Hellos and
+    /// proofs are a few hundred bytes; a stranger must not make the node buffer megabytes.
+    public var handshakeFrameSize: Int = 16 * 1_024
+    /// The largest link frame accepted from a proven peer. Senders cut batches at 256 KiB, so
+    /// only a single larger message makes a larger frame.
+    public var maxLinkFrameSize: Int = 64 * 1_048_576
     /// Mutual TLS for links: both contexts present together, or neither.
     public var tls: TLS?
 

@@ -289,7 +289,9 @@ public final class ClusterShell: @unchecked Sendable {
             handshake: LinkHandshake(identity: identity, nonce: nonce, role: outbound ? .dialer : .listener),
             isOutbound: outbound,
             dialedAddress: address,
-            maxFrameSize: 64 * 1_048_576
+            handshakeFrameSize: settings.handshakeFrameSize,
+            maxFrameSize: settings.maxLinkFrameSize,
+            handshakeTimeout: settings.handshakeTimeout
         )
         return link
     }

@@ -22,7 +22,12 @@ final class LinkChannelHandler: ChannelInboundHandler {
     private(set) var peer: LinkHello?
     private var context: ChannelHandlerContext?
     private var inbound = ByteBuffer()
-    private let decoder: LinkFrame.Decoder
+    private var decoder: LinkFrame.Decoder
+    /// The frame size allowed once the handshake is done; until then only small frames are.
+    private let establishedFrameSize: Int
+    private let handshakeTimeout: TimeAmount
+    /// Closes the link unless the handshake completes in time.
+    private var handshakeDeadline: Scheduled<Void>?
     private var messages: [LinkMessage] = []
     private var controlBatch = ByteBuffer()
     private var bulkBatch = ByteBuffer()
@@ -35,12 +40,27 @@ final class LinkChannelHandler: ChannelInboundHandler {
     private(set) var lastSent: NIODeadline = .now()
     private(set) var counters = LinkCounters()
 
-    init(shell: ClusterShell, handshake: LinkHandshake, isOutbound: Bool, dialedAddress: String?, maxFrameSize: Int) {
+    /// - Parameters:
+    ///   - handshakeFrameSize: the largest frame accepted before the peer proved the cluster
+    ///     secret. A stranger must not make the node buffer megabytes.
+    ///   - maxFrameSize: the largest frame accepted after.
+    ///   - handshakeTimeout: how long the handshake may take before the link is closed.
+    init(
+        shell: ClusterShell,
+        handshake: LinkHandshake,
+        isOutbound: Bool,
+        dialedAddress: String?,
+        handshakeFrameSize: Int,
+        maxFrameSize: Int,
+        handshakeTimeout: TimeAmount
+    ) {
         self.shell = shell
         self.handshake = handshake
         self.isOutbound = isOutbound
         self.dialedAddress = dialedAddress
-        self.decoder = LinkFrame.Decoder(maxFrameSize: maxFrameSize)
+        self.decoder = LinkFrame.Decoder(maxFrameSize: min(handshakeFrameSize, maxFrameSize))
+        self.establishedFrameSize = maxFrameSize
+        self.handshakeTimeout = handshakeTimeout
     }
 
     var isEstablished: Bool { peer != nil }
@@ -53,6 +73,18 @@ final class LinkChannelHandler: ChannelInboundHandler {
         if context.channel.isActive { sendHello() }
     }
 
+    /// The pipeline lets go of its handlers when the channel closes. The context holds this
+    /// handler strongly, so a context kept here would form a cycle that outlives the link,
+    /// with its buffers (up to a whole partial frame) in it.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        handshakeDeadline?.cancel()
+        handshakeDeadline = nil
+        self.context = nil
+        inbound = ByteBuffer()
+        controlBatch = ByteBuffer()
+        bulkBatch = ByteBuffer()
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         sendHello()
         context.fireChannelActive()
@@ -61,8 +93,25 @@ final class LinkChannelHandler: ChannelInboundHandler {
     /// The connection is up: register with the shell and open the handshake. (A dial that
     /// fails never gets here, so it leaves nothing behind.)
     private func sendHello() {
+        guard handshakeDeadline == nil, let context else { return }
+        let channel = context.channel
+        let shell = shell
+        let timeout = handshakeTimeout
+        handshakeDeadline = context.eventLoop.scheduleTask(in: timeout) {
+            shell.metrics.linkHandshakeTimedOut()
+            channel.close(promise: nil)
+        }
         shell.linkOpened(self)
         send(handshake.hello)
+    }
+
+    /// The peer proved itself: it may now send frames of any allowed size.
+    private func established(_ hello: LinkHello) {
+        handshakeDeadline?.cancel()
+        handshakeDeadline = nil
+        decoder.maxFrameSize = establishedFrameSize
+        peer = hello
+        shell.linkEstablished(self, peer: hello)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -101,12 +150,10 @@ final class LinkChannelHandler: ChannelInboundHandler {
         case .wait:
             break
         case .established(let hello, _):
-            peer = hello
-            shell.linkEstablished(self, peer: hello)
+            established(hello)
         case .sendAndEstablish(let reply, let hello, _):
             send(reply)
-            peer = hello
-            shell.linkEstablished(self, peer: hello)
+            established(hello)
         case .refuse(let reason):
             send(.refuse(reason))
             flushBatches()
@@ -170,12 +217,25 @@ final class LinkChannelHandler: ChannelInboundHandler {
     /// Queues a message for the end of this tick.
     func send(_ message: LinkMessage) {
         if message.isControl {
+            writeFrameIfFull(&controlBatch)
             message.encode(into: &controlBatch)
         } else {
+            writeFrameIfFull(&bulkBatch)
             message.encode(into: &bulkBatch)
         }
         scheduleFlush()
     }
+
+    /// A batch stops growing at about ``frameTarget``: what follows goes in the next frame.
+    /// The peer then decodes a busy tick's messages in slices of that size, one per read, on
+    /// its loop, rather than in one frame of tens of megabytes.
+    private func writeFrameIfFull(_ batch: inout ByteBuffer) {
+        guard batch.readableBytes >= Self.frameTarget, let context, context.channel.isActive else { return }
+        writeFrame(batch, context: context)
+        batch.clear()
+    }
+
+    static let frameTarget = 256 * 1_024
 
     /// Queues a bulk message encoded once for several links.
     ///
@@ -188,6 +248,7 @@ final class LinkChannelHandler: ChannelInboundHandler {
             let unsent = (try? channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
             if unsent + bulkBatch.readableBytes + bytes.readableBytes > limit { return false }
         }
+        writeFrameIfFull(&bulkBatch)
         bulkBatch.writeImmutableBuffer(bytes)
         scheduleFlush()
         return true
@@ -212,13 +273,7 @@ final class LinkChannelHandler: ChannelInboundHandler {
         for lane in 0..<2 {
             let batch = lane == 0 ? controlBatch : bulkBatch
             guard batch.readableBytes > 0 else { continue }
-            var frame = context.channel.allocator.buffer(capacity: batch.readableBytes + 9)
-            let sizes = LinkFrame.encode(batch, compressionThreshold: shell.settings.compressionThreshold, into: &frame)
-            counters.framesSent += 1
-            counters.rawBytesSent += sizes.raw
-            counters.wireBytesSent += sizes.wire
-            shell.metrics.linkBytesSent(raw: sizes.raw, wire: sizes.wire)
-            context.write(wrapOutboundOut(frame), promise: nil)
+            writeFrame(batch, context: context)
             wrote = true
         }
         controlBatch.clear()
@@ -227,6 +282,17 @@ final class LinkChannelHandler: ChannelInboundHandler {
             lastSent = .now()
             context.flush()
         }
+    }
+
+    /// Writes one frame carrying `batch`, without flushing.
+    private func writeFrame(_ batch: ByteBuffer, context: ChannelHandlerContext) {
+        var frame = context.channel.allocator.buffer(capacity: batch.readableBytes + 9)
+        let sizes = LinkFrame.encode(batch, compressionThreshold: shell.settings.compressionThreshold, into: &frame)
+        counters.framesSent += 1
+        counters.rawBytesSent += sizes.raw
+        counters.wireBytesSent += sizes.wire
+        shell.metrics.linkBytesSent(raw: sizes.raw, wire: sizes.wire)
+        context.write(wrapOutboundOut(frame), promise: nil)
     }
 
     func close() {

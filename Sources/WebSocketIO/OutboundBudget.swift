@@ -1,0 +1,35 @@
+import CoreMetrics
+import Synchronization
+
+/// Bytes handed to client sockets and not yet written, over the whole node.
+///
+/// Each connection bounds its own unsent bytes (`limits.outbound-bytes`), but many clients
+/// that read slowly, each under its own bound, could still hold more memory than the node
+/// has. While the node is over this budget, connections that already hold a good share of
+/// their own bound are cut off as slow consumers: they are the ones filling it.
+final class OutboundBudget: Sendable {
+    /// `limits.node-outbound-bytes`.
+    let limit: Int
+    private let used = Atomic<Int>(0)
+    private let gauge = Gauge(label: "stomp_outbound_bytes")
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    /// Bytes waiting now.
+    var current: Int { used.load(ordering: .relaxed) }
+
+    /// Whether the node holds more than its budget.
+    var isExceeded: Bool { current > limit }
+
+    /// `bytes` were handed to a socket.
+    func add(_ bytes: Int) {
+        gauge.record(used.add(bytes, ordering: .relaxed).newValue)
+    }
+
+    /// `bytes` handed over earlier were written, or dropped with their connection.
+    func remove(_ bytes: Int) {
+        gauge.record(used.subtract(bytes, ordering: .relaxed).newValue)
+    }
+}
