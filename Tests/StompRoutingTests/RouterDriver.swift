@@ -46,6 +46,10 @@ struct RouterDriver {
         router = Router(settings: .init(messageIDPrefix: messageIDPrefix, maxQueueDepth: maxQueueDepth))
     }
 
+    init(settings: Router.Settings) {
+        router = Router(settings: settings)
+    }
+
     /// Opens a connection (as its session's `.open` route would).
     @discardableResult
     mutating func open(_ id: UInt64, _ version: StompVersion = .v1_2) -> ConnectionID {

@@ -167,3 +167,84 @@ struct TopicTrieTests {
         #expect(children.isEmpty)
     }
 }
+
+/// Matching must stay polynomial whatever the patterns: a subscription to `#.#.#.#.#.#.#.#`
+/// and a long key once took seconds per publish, and the peers' interest table matched the
+/// same patterns on every forward.
+@Suite("TopicTrie worst cases")
+struct TopicTrieWorstCaseTests {
+    /// A reference matcher, dynamic programming over (pattern word, key word): obviously
+    /// right and obviously polynomial.
+    private static func referenceMatches(pattern: String, key: String) -> Bool {
+        let p = pattern.split(separator: ".", omittingEmptySubsequences: false)
+        let k = key.split(separator: ".", omittingEmptySubsequences: false)
+        // matched[i][j]: the first i pattern words match the first j key words.
+        var matched = Array(repeating: Array(repeating: false, count: k.count + 1), count: p.count + 1)
+        matched[0][0] = true
+        for i in 1...p.count {
+            for j in 0...k.count {
+                switch p[i - 1] {
+                case "#": matched[i][j] = matched[i - 1][j] || (j > 0 && matched[i][j - 1])
+                case "*": matched[i][j] = j > 0 && matched[i - 1][j - 1]
+                default: matched[i][j] = j > 0 && matched[i - 1][j - 1] && p[i - 1] == k[j - 1]
+                }
+            }
+        }
+        return matched[p.count][k.count]
+    }
+
+    @Test(
+        "adversarial patterns visit each (node, word) pair at most once",
+        arguments: [
+            "#.#.#.#.#.#.#.#",
+            "#.a.#.a.#.a.#.a.#",
+            "#.*.#.*.#.*.#.*.#.*.#",
+            "*.#.*.#.*.#.*.#.b",
+            String(repeating: "#.", count: 63) + "#",
+        ]
+    )
+    func adversarialPatternIsPolynomial(pattern: String) {
+        let trie = TopicTrie<Int>()
+        trie.insert(1, pattern: pattern)
+        let patternWords = pattern.split(separator: ".").count
+        for keyWords in [25, 64] {
+            for last in ["a", "b", "c"] {
+                let key = Array(repeating: "a", count: keyWords - 1).joined(separator: ".") + "." + last
+                var result = Set<Int>()
+                trie.matches(key, into: &result)
+                #expect(result.isEmpty == !Self.referenceMatches(pattern: pattern, key: key), "\(pattern) vs \(keyWords) words ending in \(last)")
+                // Trie nodes are at most the pattern's words plus the root.
+                #expect(trie.lastLookupSteps <= (patternWords + 1) * (keyWords + 1))
+            }
+        }
+    }
+
+    /// Every sequence of `length` words drawn from `alphabet`, for lengths 1 through `maximum`.
+    private static func sequences(of alphabet: [String], upTo maximum: Int) -> [String] {
+        var all: [[String]] = []
+        var current: [[String]] = [[]]
+        for _ in 1...maximum {
+            current = current.flatMap { prefix in alphabet.map { prefix + [$0] } }
+            all += current
+        }
+        return all.map { $0.joined(separator: ".") }
+    }
+
+    @Test("every pattern of up to four words agrees with the reference matcher on every key of up to five")
+    func agreesWithReference() {
+        let keys = Self.sequences(of: ["a", "b"], upTo: 5)
+        for pattern in Self.sequences(of: ["a", "b", "*", "#"], upTo: 4) {
+            let trie = TopicTrie<Int>()
+            trie.insert(1, pattern: pattern)
+            trie.insert(2, pattern: "a.#")
+            for key in keys {
+                var result = Set<Int>()
+                trie.matches(key, into: &result)
+                // Record only disagreements: 21,000 expectations would drown a failure.
+                if result.contains(1) != Self.referenceMatches(pattern: pattern, key: key) {
+                    Issue.record("\(pattern) vs \(key): trie says \(result.contains(1))")
+                }
+            }
+        }
+    }
+}

@@ -88,6 +88,25 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    // One subscription of eight `#`s and a 25-word key: exponential for a naive matcher
+    // (seconds per lookup), words x pattern length for ours.
+    let adversarial: TopicTrie<Int> = {
+        let trie = TopicTrie<Int>()
+        trie.insert(1, pattern: "#.#.#.#.#.#.#.#")
+        trie.insert(2, pattern: "#.a.#.a.#.a.#.a.#.b")
+        return trie
+    }()
+    let longKey = Array(repeating: "a", count: 24).joined(separator: ".") + ".c"
+
+    Benchmark("match a 25-word key against adversarial # patterns", configuration: configuration) { benchmark in
+        var result = Set<Int>()
+        for _ in benchmark.scaledIterations {
+            result.removeAll(keepingCapacity: true)
+            adversarial.matches(longKey, into: &result)
+            blackHole(result.count)
+        }
+    }
+
     // MARK: Interest
 
     // Built once, outside the measured closure: only the lookup is timed.

@@ -29,7 +29,12 @@ public final class InterestTable {
     }
 
     private var origins: [NodeID: Origin] = [:]
-    private var topics = TopicTrie<NodeID>()
+    private let topics = TopicTrie<NodeID>()
+    /// The peers each recently forwarded routing key matched: every publish consults this
+    /// table, and most traffic repeats a few keys. Bounded, so a stream of one-off keys
+    /// can't grow it without limit.
+    private var topicMatches: [String: Set<NodeID>] = [:]
+    private static let topicMatchLimit = 10_000
     private var queues: [String: [NodeID: Int]] = [:]
 
     public init() {}
@@ -87,6 +92,7 @@ public final class InterestTable {
             switch key {
             case .topic(let pattern):
                 topics.remove(node, pattern: pattern)
+                topicMatches.removeAll(keepingCapacity: true)
             case .queue(let name):
                 queues[name]?[node] = nil
                 if queues[name]?.isEmpty == true { queues[name] = nil }
@@ -103,6 +109,8 @@ public final class InterestTable {
         case .topic(let pattern):
             if count > 0, !had { topics.insert(node, pattern: pattern) }
             if count == 0, had { topics.remove(node, pattern: pattern) }
+            // Any change to the patterns may change any cached answer.
+            if (count > 0) != had { topicMatches.removeAll(keepingCapacity: true) }
         case .queue(let name):
             queues[name, default: [:]][node] = count > 0 ? count : nil
             if queues[name]?.isEmpty == true { queues[name] = nil }
@@ -115,7 +123,15 @@ public final class InterestTable {
     /// Peers with a subscription pattern matching the topic `routingKey`, each once however
     /// many of its patterns match.
     public func peers(forTopic routingKey: String, into result: inout Set<NodeID>) {
-        topics.matches(routingKey, into: &result)
+        if let cached = topicMatches[routingKey] {
+            result.formUnion(cached)
+            return
+        }
+        var matched = Set<NodeID>()
+        topics.matches(routingKey, into: &matched)
+        if topicMatches.count >= Self.topicMatchLimit { topicMatches.removeAll(keepingCapacity: true) }
+        topicMatches[routingKey] = matched
+        result.formUnion(matched)
     }
 
     /// Consumer counts per peer for a queue.

@@ -47,6 +47,14 @@ public enum Destination: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// Dot-separated words of a topic's name; 1 for a queue, whose name is not split.
+    public var wordCount: Int {
+        guard case .topic(let name) = self else { return 1 }
+        var count = 1
+        for byte in name.utf8 where byte == UInt8(ascii: ".") { count += 1 }
+        return count
+    }
+
     /// True when this is a topic whose name contains a wildcard word, which only a
     /// subscription may use.
     public var isPattern: Bool {

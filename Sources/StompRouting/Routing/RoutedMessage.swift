@@ -10,7 +10,10 @@ final class RoutedMessage {
     let id: String
     let destination: Destination
     let headers: StompHeaders
-    let body: ByteBuffer
+    private(set) var body: ByteBuffer
+    /// What holding this message costs, for the byte budgets. Worked out only for messages
+    /// that are held: most topic messages never are.
+    private(set) lazy var footprint = body.readableBytes + headers.footprint + destination.name.utf8.count + 32
     /// Decided once per message: whether its frames may go out as WebSocket text.
     let isText: Bool
     // One tail per version, each encoded when a subscriber of that version first needs it.
@@ -34,6 +37,12 @@ final class RoutedMessage {
         self.body = request.body
         // Headers are Swift strings and so valid UTF-8; only the body can break a text message.
         self.isText = request.body.withUnsafeReadableBytes { Self.isValidUTF8($0) }
+    }
+
+    /// Moves the body into storage of its own when it shares a larger buffer, before the
+    /// message is held for long (see ``NIOCore/ByteBuffer/compacted()``).
+    func compactBody() {
+        body = body.compacted()
     }
 
     /// The MESSAGE frame for one subscriber. Called on the router's thread only: the tail

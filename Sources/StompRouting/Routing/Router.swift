@@ -17,14 +17,34 @@ public struct Router {
         /// Messages a queue holds while it has no consumer with room for them. A SEND beyond
         /// this gets an ERROR: refusing is visible to the publisher, dropping would not be.
         public var maxQueueDepth: Int
+        /// Bytes all queues of the node hold together while no consumer can take them. Depth
+        /// alone would let 10,000 messages of a megabyte each through.
+        public var maxQueueBytes: Int
+        /// Queues the node holds at once. Every name a client sends to makes one, so without a
+        /// bound a stranger could make millions.
+        public var maxQueues: Int
+        /// Bytes of one connection's deliveries awaiting ACK, over all its subscriptions. A
+        /// queue consumer at the limit gets no more until it acknowledges; a topic subscriber
+        /// at the limit is let go, as at its `prefetch-count`.
+        public var maxUnackedBytes: Int
         /// How many times a queue message may be handed from node to node before it is held
         /// where it is. Hand-offs follow other nodes' interest, which can be stale for a moment;
         /// the bound keeps two nodes from passing a message back and forth.
         public var maxHandoffHops: UInt8
 
-        public init(messageIDPrefix: String, maxQueueDepth: Int = 10_000, maxHandoffHops: UInt8 = 3) {
+        public init(
+            messageIDPrefix: String,
+            maxQueueDepth: Int = 10_000,
+            maxQueueBytes: Int = 256 * 1_048_576,
+            maxQueues: Int = 10_000,
+            maxUnackedBytes: Int = 16 * 1_048_576,
+            maxHandoffHops: UInt8 = 3
+        ) {
             self.messageIDPrefix = messageIDPrefix
             self.maxQueueDepth = maxQueueDepth
+            self.maxQueueBytes = maxQueueBytes
+            self.maxQueues = maxQueues
+            self.maxUnackedBytes = maxUnackedBytes
             self.maxHandoffHops = maxHandoffHops
         }
     }
@@ -35,22 +55,51 @@ public struct Router {
         var message: RoutedMessage
     }
 
+    /// Bytes of a connection's deliveries awaiting ACK, shared by its subscriptions so that a
+    /// delivery checks its connection's budget without a lookup.
+    private final class UnackedBudget {
+        let limit: Int
+        var bytes = 0
+
+        init(limit: Int) {
+            self.limit = limit
+        }
+    }
+
     /// One subscription of one connection.
     private final class Subscription {
         let key: SubscriptionKey
         let request: SubscribeRequest
         let version: StompVersion
+        let budget: UnackedBudget
         /// Deliveries in the order they were sent, oldest first, so cumulative ACKs and
         /// in-order individual ACKs touch the front only.
         var unacked = Deque<Unacked>()
 
-        init(key: SubscriptionKey, request: SubscribeRequest, version: StompVersion) {
+        init(key: SubscriptionKey, request: SubscribeRequest, version: StompVersion, budget: UnackedBudget) {
             self.key = key
             self.request = request
             self.version = version
+            self.budget = budget
         }
 
-        var hasRoom: Bool { request.ackMode == .auto || unacked.count < request.prefetch }
+        var hasRoom: Bool { request.ackMode == .auto || (unacked.count < request.prefetch && budget.bytes < budget.limit) }
+
+        /// Why a subscription without room has none: the error a topic subscriber gets.
+        var noRoomError: StompProtocolError {
+            if unacked.count >= request.prefetch {
+                return StompProtocolError(
+                    .unackedLimit,
+                    "too many unacknowledged messages",
+                    detail: "Subscription '\(key.id)' reached its limit of \(request.prefetch) unacknowledged messages."
+                )
+            }
+            return StompProtocolError(
+                .unackedBytesLimit,
+                "unacknowledged bytes budget exceeded",
+                detail: "This connection's unacknowledged deliveries reached \(budget.limit) bytes (limits.unacked-bytes)."
+            )
+        }
     }
 
     private struct SubscriptionKey: Hashable {
@@ -60,6 +109,7 @@ public struct Router {
 
     private struct ConnectionState {
         var version: StompVersion
+        var unacked: UnackedBudget
         var subscriptions: [String: Subscription] = [:]
         /// `ack` header value -> subscription id, for 1.2 ACK/NACK frames.
         var ackIndex: [String: String] = [:]
@@ -85,6 +135,8 @@ public struct Router {
     private var connections: [ConnectionID: ConnectionState] = [:]
     private var topics = TopicTrie<SubscriptionKey>()
     private var queues: [String: QueueState] = [:]
+    /// Bytes of every message waiting in a queue, for ``Settings/maxQueueBytes``.
+    public private(set) var queuedBytes = 0
     /// Consumers of each queue on other nodes, as the cluster reports them.
     private var remoteQueueConsumers: [String: Int] = [:]
     private var nextMessageNumber: UInt64 = 0
@@ -107,6 +159,8 @@ public struct Router {
     public var subscriptionCount: Int { connections.values.reduce(0) { $0 + $1.subscriptions.count } }
     /// Messages waiting in a queue for a consumer.
     public func pendingCount(queue name: String) -> Int { queues[name]?.pending.count ?? 0 }
+    /// Queues held now: those with consumers or waiting messages.
+    public var queueCount: Int { queues.count }
 
     // MARK: - Views for the snapshot
 
@@ -141,7 +195,7 @@ public struct Router {
         into outputs: inout [RouterOutput]
     ) {
         if case .open(let version) = operation {
-            connections[connection] = ConnectionState(version: version)
+            connections[connection] = ConnectionState(version: version, unacked: UnackedBudget(limit: settings.maxUnackedBytes))
             return
         }
         if case .closed = operation {
@@ -174,7 +228,7 @@ public struct Router {
     ) throws(StompProtocolError) {
         switch operation {
         case .subscribe(let request):
-            subscribe(request, connection: connection, into: &outputs)
+            try subscribe(request, connection: connection, into: &outputs)
         case .unsubscribe(let id):
             unsubscribe(SubscriptionKey(connection: connection, id: id), into: &outputs)
         case .send(let request):
@@ -201,10 +255,11 @@ public struct Router {
 
     // MARK: - Subscriptions
 
-    private mutating func subscribe(_ request: SubscribeRequest, connection: ConnectionID, into outputs: inout [RouterOutput]) {
-        guard let version = connections[connection]?.version else { return }
+    private mutating func subscribe(_ request: SubscribeRequest, connection: ConnectionID, into outputs: inout [RouterOutput]) throws(StompProtocolError) {
+        guard let state = connections[connection] else { return }
+        if case .queue(let name) = request.destination { try checkRoomForQueue(name) }
         let key = SubscriptionKey(connection: connection, id: request.id)
-        connections[connection]!.subscriptions[request.id] = Subscription(key: key, request: request, version: version)
+        connections[connection]!.subscriptions[request.id] = Subscription(key: key, request: request, version: state.version, budget: state.unacked)
         switch request.destination {
         case .topic(let pattern):
             topics.insert(key, pattern: pattern)
@@ -222,6 +277,7 @@ public struct Router {
         guard let subscription = connections[key.connection]?.subscriptions.removeValue(forKey: key.id) else { return }
         for entry in subscription.unacked {
             connections[key.connection]?.ackIndex[String(entry.tag)] = nil
+            subscription.budget.bytes -= entry.message.footprint
         }
         outputs.append(.interest(subscription.request.destination, delta: -1))
         switch subscription.request.destination {
@@ -231,8 +287,9 @@ public struct Router {
         case .queue(let name):
             queues[name]?.consumers.removeAll { $0 == key }
             // Whatever the consumer held goes back to the front, in its original order.
-            for entry in subscription.unacked.reversed() {
-                queues[name]?.pending.prepend(PendingMessage(message: entry.message, redelivered: true))
+            for entry in subscription.unacked.reversed() where queues[name] != nil {
+                queues[name]!.pending.prepend(PendingMessage(message: entry.message, redelivered: true))
+                queuedBytes += entry.message.footprint
             }
             dispatch(queue: name, into: &outputs)
         }
@@ -280,9 +337,33 @@ public struct Router {
                     detail: "\(request.destination) already holds \(settings.maxQueueDepth) messages waiting for a consumer."
                 )
             }
-            queues[name, default: QueueState()].pending.append(PendingMessage(message: makeMessage(request), redelivered: false))
+            try checkRoomForQueue(name)
+            let footprint = request.footprint
+            guard queuedBytes + footprint <= settings.maxQueueBytes else {
+                throw StompProtocolError(
+                    .queueBytesLimit,
+                    "queue bytes budget exceeded",
+                    detail: "This node's queues already hold their limit of \(settings.maxQueueBytes) bytes (limits.queue-bytes); try again once consumers catch up."
+                )
+            }
+            let message = makeMessage(request)
+            queues[name, default: QueueState()].pending.append(PendingMessage(message: message, redelivered: false))
+            queuedBytes += footprint
             dispatch(queue: name, into: &outputs)
+            // Still waiting: it may wait for long, and must not keep its whole read buffer
+            // alive meanwhile. (One taken at once, the common case, is not copied.)
+            if queues[name]?.pending.last?.message === message { message.compactBody() }
         }
+    }
+
+    /// Refuses a queue that doesn't exist yet when the node holds its limit of queues.
+    private func checkRoomForQueue(_ name: String) throws(StompProtocolError) {
+        guard queues[name] == nil, queues.count >= settings.maxQueues else { return }
+        throw StompProtocolError(
+            .tooManyQueues,
+            "too many queues",
+            detail: "This node already holds its limit of \(settings.maxQueues) queues (limits.queues)."
+        )
     }
 
     private mutating func subscribers(ofTopic key: String) -> [Subscription] {
@@ -306,15 +387,7 @@ public struct Router {
             } else {
                 // A topic can't hold messages back for one subscriber without holding them for
                 // ever; a subscriber that stops acknowledging is told so and let go.
-                fail(
-                    subscriber.connection,
-                    StompProtocolError(
-                        .unackedLimit,
-                        "too many unacknowledged messages",
-                        detail: "Subscription '\(subscriber.id)' reached its limit of \(subscription.request.prefetch) unacknowledged messages."
-                    ),
-                    into: &outputs
-                )
+                fail(subscriber.connection, subscription.noRoomError, into: &outputs)
             }
         }
     }
@@ -331,12 +404,14 @@ public struct Router {
         defer { if !queue.isUnused { queues[name] = queue } }
         if queue.consumers.isEmpty, remoteQueueConsumers[name, default: 0] > 0 {
             while let pending = queue.pending.popFirst() {
+                queuedBytes -= pending.message.footprint
                 outputs.append(.handOff(queue: name, pending.message.envelope, redelivered: pending.redelivered, hops: pending.hops))
             }
             return
         }
         while !queue.pending.isEmpty, let subscription = nextConsumer(of: &queue) {
             let pending = queue.pending.removeFirst()
+            queuedBytes -= pending.message.footprint
             deliver(pending.message, redelivered: pending.redelivered, to: subscription, into: &outputs)
         }
     }
@@ -360,7 +435,10 @@ public struct Router {
             nextDeliveryTag += 1
             let tag = nextDeliveryTag
             ackID = String(tag)
+            // Held until acknowledged: it must not keep its whole read buffer alive.
+            message.compactBody()
             subscription.unacked.append(Unacked(tag: tag, message: message))
+            subscription.budget.bytes += message.footprint
             connections[subscription.key.connection]?.ackIndex[ackID!] = subscription.key.id
         }
         let delivery = message.delivery(
@@ -388,9 +466,10 @@ public struct Router {
                 outputs.append(.handOff(queue: name, envelope, redelivered: redelivered, hops: hops))
                 return
             }
-            queues[name, default: QueueState()].pending.append(
-                PendingMessage(message: RoutedMessage(envelope), redelivered: redelivered, hops: hops)
-            )
+            let message = RoutedMessage(envelope)
+            message.compactBody()
+            queues[name, default: QueueState()].pending.append(PendingMessage(message: message, redelivered: redelivered, hops: hops))
+            queuedBytes += message.footprint
             if hasLocalConsumers { dispatch(queue: name, into: &outputs) }
 
         case .remoteQueueConsumers(let name, let count):
@@ -400,6 +479,7 @@ public struct Router {
         case .evacuate:
             for name in queues.keys.sorted() {
                 while let pending = queues[name]?.pending.popFirst() {
+                    queuedBytes -= pending.message.footprint
                     outputs.append(.handOff(queue: name, pending.message.envelope, redelivered: pending.redelivered, hops: 0))
                 }
                 if queues[name]?.isUnused == true { queues[name] = nil }
@@ -425,6 +505,7 @@ public struct Router {
         subscription.unacked.removeSubrange(range)
         for entry in settled {
             connections[connection]?.ackIndex[String(entry.tag)] = nil
+            subscription.budget.bytes -= entry.message.footprint
         }
         guard case .queue(let name) = subscription.request.destination else { return }
         if requeue {
@@ -440,6 +521,7 @@ public struct Router {
                 }
             }
             queues[name, default: QueueState()].pending.insert(contentsOf: returned, at: 0)
+            queuedBytes += returned.reduce(0) { $0 + $1.message.footprint }
         }
         // An ACK frees room at this consumer; a NACK returns work. Either way, dispatch.
         dispatch(queue: name, into: &outputs)

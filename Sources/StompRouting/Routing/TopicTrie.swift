@@ -13,6 +13,13 @@ public final class TopicTrie<Value: Hashable> {
         var star: Node?
         var hash: Node?
         var values: Set<Value> = []
+        /// The lookup that last expanded this node's `#` branch, and the lowest word index it
+        /// expanded it from. An expansion from index `i` covers every split point from `i` to
+        /// the end, so one from a later index adds nothing, and one from an earlier index
+        /// need only cover the indices before. A generation number instead of a reset keeps
+        /// lookups free of allocation.
+        var hashLookup: UInt64 = 0
+        var hashExpandedFrom = 0
 
         var isEmpty: Bool { values.isEmpty && children.isEmpty && star == nil && hash == nil }
     }
@@ -77,14 +84,39 @@ public final class TopicTrie<Value: Hashable> {
     /// Every value whose pattern matches `key`, each once.
     public func matches(_ key: String, into result: inout Set<Value>) {
         let words = Self.words(key)
-        Self.collect(root, words: words, index: 0, into: &result)
+        lookup &+= 1
+        var steps = 0
+        Self.collect(root, words: words, index: 0, lookup: lookup, steps: &steps, into: &result)
+        lastLookupSteps = steps
     }
 
-    private static func collect(_ node: Node, words: [Substring], index: Int, into result: inout Set<Value>) {
+    /// Numbers lookups, for the per-node memo of `#` expansions.
+    private var lookup: UInt64 = 0
+    /// (node, word index) pairs the last lookup visited: what the worst-case bound is about.
+    private(set) var lastLookupSteps = 0
+
+    private static func collect(
+        _ node: Node,
+        words: [Substring],
+        index: Int,
+        lookup: UInt64,
+        steps: inout Int,
+        into result: inout Set<Value>
+    ) {
+        steps += 1
         if let hash = node.hash {
-            // `#` absorbs zero or more words: try every split point.
-            for next in index...words.count {
-                collect(hash, words: words, index: next, into: &result)
+            // `#` absorbs zero or more words: every split point from `index` on, each once per
+            // lookup (see `hashExpandedFrom`).
+            if node.hashLookup != lookup {
+                node.hashLookup = lookup
+                node.hashExpandedFrom = words.count + 1
+            }
+            if index < node.hashExpandedFrom {
+                let end = node.hashExpandedFrom
+                node.hashExpandedFrom = index
+                for next in index..<end {
+                    collect(hash, words: words, index: next, lookup: lookup, steps: &steps, into: &result)
+                }
             }
         }
         guard index < words.count else {
@@ -92,10 +124,10 @@ public final class TopicTrie<Value: Hashable> {
             return
         }
         if let child = node.children[words[index]] {
-            collect(child, words: words, index: index + 1, into: &result)
+            collect(child, words: words, index: index + 1, lookup: lookup, steps: &steps, into: &result)
         }
         if let star = node.star {
-            collect(star, words: words, index: index + 1, into: &result)
+            collect(star, words: words, index: index + 1, lookup: lookup, steps: &steps, into: &result)
         }
     }
 

@@ -21,10 +21,18 @@ public struct SessionStateMachine {
         public var maxSubscriptions: Int
         /// Default and ceiling for a subscription's unacknowledged messages (`prefetch-count`).
         public var maxUnacked: Int
-        /// Open transactions per connection, and frames per transaction: a transaction is held
-        /// in memory until COMMIT, so both are bounded.
+        /// Open transactions per connection, frames per transaction, and bytes (bodies and
+        /// headers) over all of a connection's open transactions: a transaction is held in
+        /// memory until COMMIT, so all three are bounded.
         public var maxTransactions: Int
         public var maxTransactionFrames: Int
+        public var maxTransactionBytes: Int
+        /// Bytes of a `destination` header. Long names cost memory in every index and on
+        /// every link; RabbitMQ caps routing keys at 255 bytes.
+        public var maxDestinationLength: Int
+        /// Dot-separated words of a topic name or pattern. Matching costs words x pattern
+        /// length at worst, so both are bounded.
+        public var maxDestinationWords: Int
         /// The `server` header of CONNECTED.
         public var serverName: String
         public var authenticator: any StompAuthenticator
@@ -37,6 +45,9 @@ public struct SessionStateMachine {
             maxUnacked: Int = 1_000,
             maxTransactions: Int = 16,
             maxTransactionFrames: Int = 10_000,
+            maxTransactionBytes: Int = 16 * 1_048_576,
+            maxDestinationLength: Int = 1_024,
+            maxDestinationWords: Int = 64,
             serverName: String = "cluster-node",
             authenticator: any StompAuthenticator = AllowAllAuthenticator()
         ) {
@@ -47,6 +58,9 @@ public struct SessionStateMachine {
             self.maxUnacked = maxUnacked
             self.maxTransactions = maxTransactions
             self.maxTransactionFrames = maxTransactionFrames
+            self.maxTransactionBytes = maxTransactionBytes
+            self.maxDestinationLength = maxDestinationLength
+            self.maxDestinationWords = maxDestinationWords
             self.serverName = serverName
             self.authenticator = authenticator
         }
@@ -85,11 +99,19 @@ public struct SessionStateMachine {
         case modifying
     }
 
+    /// Frames held until COMMIT, and what they weigh.
+    private struct Transaction {
+        var operations: [TransactionalOperation] = []
+        var bytes = 0
+    }
+
     private struct Connected {
         var version: StompVersion
         var heartbeat: Heartbeat
         var subscriptionIDs: Set<String> = []
-        var transactions: [String: [TransactionalOperation]] = [:]
+        var transactions: [String: Transaction] = [:]
+        /// Bytes held by all open transactions together.
+        var transactionBytes = 0
         var lastReceived: NIODeadline
         var lastSent: NIODeadline
     }
@@ -258,7 +280,7 @@ public struct SessionStateMachine {
             throw Self.serverFrame(frame.command)
 
         case .send:
-            let destination = try Destination(parsing: try Self.require(StompHeader.destination, in: frame))
+            let destination = try destination(of: frame)
             guard !destination.isPattern else {
                 throw StompProtocolError(.invalidDestination, "invalid destination", detail: "A SEND may not use a wildcard: '\(destination)' is a subscription pattern.")
             }
@@ -266,7 +288,7 @@ public struct SessionStateMachine {
             try route(.send(request), transaction: headers[StompHeader.transaction], receipt: receipt, connected: &connected, into: &actions)
 
         case .subscribe:
-            let destination = try Destination(parsing: try Self.require(StompHeader.destination, in: frame))
+            let destination = try destination(of: frame)
             let id = connected.version == .v1_0 ? (headers[StompHeader.id] ?? destination.description) : try Self.require(StompHeader.id, in: frame)
             guard !connected.subscriptionIDs.contains(id) else {
                 throw StompProtocolError(.duplicateSubscription, "duplicate subscription id", detail: "This connection already has a subscription with id '\(id)'.")
@@ -308,16 +330,17 @@ public struct SessionStateMachine {
             guard connected.transactions.count < settings.maxTransactions else {
                 throw StompProtocolError(.transactionLimit, "too many transactions", detail: "A connection may hold at most \(settings.maxTransactions) open transactions.")
             }
-            connected.transactions[transaction] = []
+            connected.transactions[transaction] = Transaction()
             if let receipt { actions.append(.route(.barrier, receipt: receipt)) }
 
         case .commit, .abort:
             let transaction = try Self.require(StompHeader.transaction, in: frame)
-            guard let operations = connected.transactions.removeValue(forKey: transaction) else {
+            guard let held = connected.transactions.removeValue(forKey: transaction) else {
                 throw Self.unknownTransaction(transaction)
             }
+            connected.transactionBytes -= held.bytes
             if frame.command == .commit {
-                actions.append(.route(.commit(operations), receipt: receipt))
+                actions.append(.route(.commit(held.operations), receipt: receipt))
             } else if let receipt {
                 actions.append(.route(.barrier, receipt: receipt))
             }
@@ -345,14 +368,51 @@ public struct SessionStateMachine {
             return
         }
         guard connected.transactions[transaction] != nil else { throw Self.unknownTransaction(transaction) }
-        guard connected.transactions[transaction]!.count < settings.maxTransactionFrames else {
+        guard connected.transactions[transaction]!.operations.count < settings.maxTransactionFrames else {
             throw StompProtocolError(.transactionLimit, "transaction too large", detail: "A transaction may hold at most \(settings.maxTransactionFrames) frames.")
         }
-        connected.transactions[transaction]!.append(operation)
+        var operation = operation
+        let bytes = operation.footprint
+        guard connected.transactionBytes + bytes <= settings.maxTransactionBytes else {
+            throw StompProtocolError(
+                .transactionBytesLimit,
+                "transaction bytes budget exceeded",
+                detail: "This connection's open transactions may hold at most \(settings.maxTransactionBytes) bytes (limits.transaction-bytes) until COMMIT."
+            )
+        }
+        // A held body must not keep alive the whole read buffer it arrived in.
+        if case .send(var request) = operation {
+            request.body = request.body.compacted()
+            operation = .send(request)
+        }
+        connected.transactions[transaction]!.operations.append(operation)
+        connected.transactions[transaction]!.bytes += bytes
+        connected.transactionBytes += bytes
         if let receipt { actions.append(.route(.barrier, receipt: receipt)) }
     }
 
     // MARK: - Header rules
+
+    /// The frame's destination, within the length and word limits.
+    private func destination(of frame: StompFrame) throws(StompProtocolError) -> Destination {
+        let header = try Self.require(StompHeader.destination, in: frame)
+        guard header.utf8.count <= settings.maxDestinationLength else {
+            throw StompProtocolError(
+                .destinationTooLong,
+                "destination too long",
+                detail: "A destination may have at most \(settings.maxDestinationLength) bytes (limits.destination-length)."
+            )
+        }
+        let destination = try Destination(parsing: header)
+        guard destination.wordCount <= settings.maxDestinationWords else {
+            throw StompProtocolError(
+                .destinationTooLong,
+                "destination has too many words",
+                detail: "A topic name or pattern may have at most \(settings.maxDestinationWords) dot-separated words (limits.destination-words)."
+            )
+        }
+        return destination
+    }
 
     private static func require(_ name: String, in frame: StompFrame) throws(StompProtocolError) -> String {
         guard let value = frame.headers[name] else {
