@@ -3,18 +3,19 @@ SWIFT      ?= swift
 VENV       ?= .venv
 PYTHON     := $(VENV)/bin/python
 E2E_DIR    := Tests/EndToEnd
-DEBUG_BIN  := $(CURDIR)/.build/debug/cluster-node
-RELEASE_BIN := $(CURDIR)/.build/release/cluster-node
+RELEASE_DIR := $(CURDIR)/.build/release
+RELEASE_BIN := $(RELEASE_DIR)/cluster-node
 RUN_ARGS   ?=
 
-.PHONY: run test deps build release unit-test e2e-test venv clean
+.PHONY: run test deps build release release-all unit-test e2e-test tsan venv clean
 
 ## Builds release and starts one node with the built-in defaults (ARGS via RUN_ARGS="...").
 run: deps release
 	$(RELEASE_BIN) $(RUN_ARGS)
 
-## Runs every test: unit tests, then end-to-end tests against the real executable.
-test: deps venv build unit-test e2e-test
+## Runs every test: unit tests, end-to-end tests against the release executables that
+## `make run` runs, and the unit tests again under ThreadSanitizer.
+test: deps venv build release-all unit-test e2e-test tsan
 
 deps:
 	@scripts/install-deps.sh $(if $(filter test,$(MAKECMDGOALS)),--test,)
@@ -25,11 +26,19 @@ build:
 release:
 	$(SWIFT) build -c release --product cluster-node
 
+## Both executables, built as users get them: the end-to-end suite drives these.
+release-all:
+	$(SWIFT) build -c release
+
 unit-test: build
 	$(SWIFT) test --skip-build
 
-e2e-test: build venv
-	CLUSTER_NODE_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest $(E2E_DIR) -q -p no:cacheprovider
+e2e-test: release-all venv
+	CLUSTER_NODE_BIN=$(RELEASE_BIN) CLUSTERCTL_BIN=$(RELEASE_DIR)/clusterctl $(PYTHON) -m pytest $(E2E_DIR) -q -p no:cacheprovider
+
+## The unit tests under ThreadSanitizer, in a build folder of their own.
+tsan:
+	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan
 
 venv: $(VENV)/.installed
 
@@ -39,4 +48,4 @@ $(VENV)/.installed: $(E2E_DIR)/requirements.txt
 	touch $@
 
 clean:
-	rm -rf .build $(VENV)
+	rm -rf .build .build-tsan $(VENV)

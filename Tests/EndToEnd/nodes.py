@@ -1,8 +1,8 @@
 """Run the real `cluster-node` binary for the end-to-end tests.
 
-The binary is taken from $CLUSTER_NODE_BIN, else <repo>/.build/debug/cluster-node
-(build it first with `swift build`). Each node gets a temporary directory and a
-ports file; the fixture waits (bounded) for the node to write the ports file,
+The binary is taken from $CLUSTER_NODE_BIN, else <repo>/.build/release/cluster-node,
+the build that `make run` runs (`swift build -c release`). Each node gets a temporary
+directory and a ports file; the fixture waits (bounded) for the node to write the ports file,
 and on teardown sends SIGTERM, waits (bounded), SIGKILLs if it has to, and
 fails the test if the node crashed (died by a signal other than our SIGTERM,
 exited before we stopped it, or had to be killed).
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-NODE_BIN = Path(os.environ.get("CLUSTER_NODE_BIN", REPO / ".build" / "debug" / "cluster-node"))
+NODE_BIN = Path(os.environ.get("CLUSTER_NODE_BIN", REPO / ".build" / "release" / "cluster-node"))
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
@@ -102,7 +102,7 @@ class Node:
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> "Node":
         if not NODE_BIN.exists():
-            pytest.fail(f"cluster-node binary not found at {NODE_BIN}: run `swift build` "
+            pytest.fail(f"cluster-node binary not found at {NODE_BIN}: run `swift build -c release` "
                         f"or set CLUSTER_NODE_BIN", pytrace=False)
         self.workdir.mkdir(parents=True, exist_ok=True)
         # The admin API's default port (8222) would collide between nodes: take any free one.

@@ -117,7 +117,7 @@ def test_bearer_token_guards_everything_but_the_probes(node_factory):
 
 
 def test_admin_beyond_loopback_requires_a_token(tmp_path):
-    binary = os.environ.get("CLUSTER_NODE_BIN", str(ROOT / ".build" / "debug" / "cluster-node"))
+    binary = os.environ.get("CLUSTER_NODE_BIN", str(ROOT / ".build" / "release" / "cluster-node"))
     result = subprocess.run([binary, "--admin-host", "0.0.0.0", "--admin-port", "0", "--ws-port=-1", "--stomp-port=-1"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0

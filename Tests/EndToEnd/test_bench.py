@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CLUSTERCTL = Path(os.environ.get("CLUSTERCTL_BIN", ROOT / ".build" / "debug" / "clusterctl"))
+CLUSTERCTL = Path(os.environ.get("CLUSTERCTL_BIN", ROOT / ".build" / "release" / "clusterctl"))
 
 # Upper bounds only (a hung generator or broker must not hang the suite). A correct run
 # takes about 1 s of publishing plus set-up; a lossy one also waits up to 10 s for the
