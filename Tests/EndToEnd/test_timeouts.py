@@ -239,8 +239,14 @@ def test_silent_sockets_do_not_keep_clients_out(node_factory):
         assert closed <= 100
         # A real client, over each transport, still gets in.
         for transport in ("tcp", "ws"):
-            with StompClient.open(node, transport) as c:
+            try:
+                c = StompClient.open(node, transport)
                 c.connect()
+            except Exception as e:  # refused: closed, reset, an ERROR, a failed upgrade
+                raise AssertionError(
+                    f"a real client over {transport} was kept out while {100 - closed} silent sockets "
+                    f"held the pending limit (50): {type(e).__name__}: {e}") from None
+            with c:
                 dest = f"/topic/{unique('pending')}"
                 c.subscribe(dest)
                 round_trip(c, dest)
