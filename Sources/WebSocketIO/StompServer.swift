@@ -131,7 +131,7 @@ public final class StompServer: Sendable {
     /// channel at once) and builds its pipeline.
     private func configureConnection(_ channel: any Channel, transport: Transport, tls: NIOSSLContext?) throws {
         let ticket: AdmissionTicket
-        switch admission.admit(address: channel.remoteAddress) {
+        switch admission.admit(channel) {
         case .success(let admitted): ticket = admitted
         case .failure(let refusal): throw ConnectionRefused(reason: refusal)
         }

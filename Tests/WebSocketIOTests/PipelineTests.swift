@@ -30,7 +30,7 @@ private final class TestConnection {
         handler = StompConnectionHandler(
             id: self.broker.makeConnectionID(),
             broker: self.broker,
-            ticket: try admission.admit(address: nil).get(),
+            ticket: try admission.admit(channel).get(),
             limits: ConnectionLimits(
                 maxOutboundBytes: maxOutboundBytes,
                 connectTimeout: .seconds(10),
@@ -266,5 +266,49 @@ private final class TestConnection {
     @Test func requestPathIgnoresQuery() {
         #expect(requestPath("/ws?token=1") == "/ws")
         #expect(requestPath("/ws") == "/ws")
+    }
+}
+
+@Suite struct ConnectionAdmissionTests {
+    private func channel() throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel()
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return channel
+    }
+
+    @Test func fullPendingTableEvictsItsOldestToAdmitANewcomer() throws {
+        let admission = ConnectionAdmission(limits: .init(connections: 10, pendingConnections: 2, perAddress: 0))
+        let silent = try (0..<2).map { _ in try channel() }
+        for channel in silent { _ = try admission.admit(channel).get() }
+        let newcomer = try channel()
+        let ticket = try admission.admit(newcomer).get()
+        #expect(!silent[0].isActive, "the oldest silent connection made room")
+        #expect(silent[1].isActive)
+        #expect(admission.pendingCount == 2)
+        #expect(ticket.promote())
+        #expect(admission.pendingCount == 1)
+        #expect(admission.connectedCount == 1)
+        ticket.release()
+        #expect(admission.connectedCount == 0)
+    }
+
+    @Test func pendingConnectionsDontCountAgainstTheClientLimit() throws {
+        let admission = ConnectionAdmission(limits: .init(connections: 1, pendingConnections: 10, perAddress: 0))
+        let tickets = try (0..<5).map { _ in try admission.admit(try channel()).get() }
+        #expect(admission.connectedCount == 0)
+        #expect(tickets[0].promote())
+        #expect(!tickets[1].promote(), "one client is the limit")
+        for ticket in tickets { ticket.release() }
+        #expect(admission.pendingCount == 0)
+        #expect(admission.connectedCount == 0)
+    }
+
+    @Test func perAddressLimitRefusesAndFreesUp() throws {
+        let admission = ConnectionAdmission(limits: .init(connections: 10, pendingConnections: 10, perAddress: 2))
+        let first = try admission.admit(try channel()).get()
+        _ = try admission.admit(try channel()).get()
+        #expect(throws: ConnectionAdmission.Refusal.addressLimit) { try admission.admit(try channel()).get() }
+        first.release()
+        _ = try admission.admit(try channel()).get()
     }
 }
