@@ -5,9 +5,10 @@ PYTHON     := $(VENV)/bin/python
 E2E_DIR    := Tests/EndToEnd
 DEBUG_BIN  := $(CURDIR)/.build/debug/cluster-node
 RELEASE_BIN := $(CURDIR)/.build/release/cluster-node
+RELEASE_CTL := $(CURDIR)/.build/release/clusterctl
 RUN_ARGS   ?=
 
-.PHONY: run test deps build release unit-test e2e-test venv clean
+.PHONY: run test deps build release release-ctl unit-test e2e-test venv clean
 
 ## Builds release and starts one node with the built-in defaults (ARGS via RUN_ARGS="...").
 run: deps release
@@ -25,11 +26,15 @@ build:
 release:
 	$(SWIFT) build -c release --product cluster-node
 
+## The end-to-end tests drive the release clusterctl, the build users get (see test_admin.py).
+release-ctl:
+	$(SWIFT) build -c release --product clusterctl
+
 unit-test: build
 	$(SWIFT) test --skip-build
 
-e2e-test: build venv
-	CLUSTER_NODE_BIN=$(DEBUG_BIN) $(PYTHON) -m pytest $(E2E_DIR) -q -p no:cacheprovider
+e2e-test: build release-ctl venv
+	CLUSTER_NODE_BIN=$(DEBUG_BIN) CLUSTERCTL_BIN=$(RELEASE_CTL) $(PYTHON) -m pytest $(E2E_DIR) -q -p no:cacheprovider
 
 venv: $(VENV)/.installed
 
