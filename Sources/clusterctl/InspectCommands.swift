@@ -79,19 +79,33 @@ struct Status: AsyncParsableCommand {
 }
 
 extension Status {
+    /// One node's answer to `GET /v1/node`, as a child task of `sample` returns it.
+    ///
+    /// A named struct on purpose, not a `(String, Result<Node, any Error>)` tuple: with the
+    /// Swift 6.3.1 toolchain, an optimized (`-c release`) build hands the parent garbage when a
+    /// task group's child result is a tuple holding a value this large and the child suspended
+    /// before returning (the parent then hashes a torn URL: "no answer", or a segfault in
+    /// `Dictionary`/`tuple_initializeWithCopy`). Debug builds are unaffected. A nominal type
+    /// does not take that path; `Tests/EndToEnd/test_admin.py` runs the release binary to
+    /// keep it that way.
+    struct Sample: Sendable {
+        var url: String
+        var result: Result<AdminModels.Node, any Error>
+    }
+
     static func sample(_ clients: [AdminClient]) async -> [String: Result<AdminModels.Node, any Error>] {
-        await withTaskGroup(of: (String, Result<AdminModels.Node, any Error>).self) { group in
+        await withTaskGroup(of: Sample.self) { group in
             for client in clients {
                 group.addTask {
                     do {
-                        return (client.baseURL, .success(try await client.get("/v1/node")))
+                        return Sample(url: client.baseURL, result: .success(try await client.get("/v1/node")))
                     } catch {
-                        return (client.baseURL, .failure(error))
+                        return Sample(url: client.baseURL, result: .failure(error))
                     }
                 }
             }
             var results: [String: Result<AdminModels.Node, any Error>] = [:]
-            for await (url, result) in group { results[url] = result }
+            for await sample in group { results[sample.url] = sample.result }
             return results
         }
     }

@@ -18,7 +18,9 @@ from nodes import wait_for
 from stomp_raw import StompClient, unique
 
 ROOT = Path(__file__).resolve().parents[2]
-CLUSTERCTL = Path(os.environ.get("CLUSTERCTL_BIN", ROOT / ".build" / "debug" / "clusterctl"))
+# The release build: it is what `make run` and users get, and it is the build in which a
+# toolchain defect once broke `status` (see test_release_status_is_stable_against_a_healthy_node).
+CLUSTERCTL = Path(os.environ.get("CLUSTERCTL_BIN", ROOT / ".build" / "release" / "clusterctl"))
 TIMEOUT = 15.0
 
 
@@ -35,7 +37,8 @@ def http(url: str, method: str = "GET", token: str | None = None) -> tuple[int, 
 
 def clusterctl(*args: str, env: dict | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
     if not CLUSTERCTL.exists():
-        pytest.fail(f"clusterctl not found at {CLUSTERCTL}: run `swift build` or set CLUSTERCTL_BIN", pytrace=False)
+        pytest.fail(f"clusterctl not found at {CLUSTERCTL}: run `swift build -c release --product clusterctl` "
+                    f"or set CLUSTERCTL_BIN", pytrace=False)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERCTL_")}
     full_env.update(env or {})
     return subprocess.run([str(CLUSTERCTL), *args], capture_output=True, text=True, timeout=timeout, env=full_env)
@@ -131,6 +134,49 @@ def test_clusterctl_errors_when_the_node_is_unreachable():
     result = clusterctl("members", "--node", "http://127.0.0.1:9")
     assert result.returncode == 2
     assert "cannot reach" in result.stderr
+
+
+STATUS_RUNS = 30
+
+
+def _failed_run(run: int, result: subprocess.CompletedProcess) -> str:
+    return (f"run {run + 1}/{STATUS_RUNS}: exit {result.returncode}\n--- stdout\n{result.stdout}"
+            f"\n--- stderr (tail)\n{result.stderr[-3000:]}")
+
+
+def test_release_status_json_is_stable_against_a_healthy_node(node_factory):
+    """`status --json` from the release build, 30 times against one healthy node.
+
+    Regression guard: the release clusterctl used to segfault in `status`'s task group about one
+    run in three and otherwise often report the node "no answer"/unreachable. The children of
+    that group returned a `(String, Result<Node, any Error>)` tuple, which a Swift 6.3.1
+    optimized build hands back to the parent as garbage; debug builds were fine, so this test
+    needs the release binary (CLUSTERCTL_BIN, default .build/release/clusterctl)."""
+    node = node_factory(name="steady")
+    for run in range(STATUS_RUNS):
+        result = clusterctl("status", "--json", "--node", node.admin_url)
+        assert result.returncode == 0, _failed_run(run, result)
+        try:
+            doc = json.loads(result.stdout)
+        except ValueError:
+            pytest.fail("not JSON: " + _failed_run(run, result), pytrace=False)
+        assert len(doc["nodes"]) == 1, _failed_run(run, result)
+        row = doc["nodes"][0]
+        assert "error" not in row, _failed_run(run, result)
+        assert row["url"] == node.admin_url, _failed_run(run, result)
+        assert row["node"]["id"] == "steady" and row["node"]["phase"] == "running", _failed_run(run, result)
+
+
+def test_release_status_is_stable_against_a_healthy_node(node_factory):
+    """Plain `status` from the release build, 30 times: the node is never reported unreachable."""
+    node = node_factory(name="steady")
+    for run in range(STATUS_RUNS):
+        result = clusterctl("status", "--node", node.admin_url)
+        assert result.returncode == 0, _failed_run(run, result)
+        assert "unreachable" not in result.stdout, _failed_run(run, result)
+        lines = result.stdout.splitlines()
+        assert lines[1].split()[:2] == ["steady", "running"], _failed_run(run, result)
+        assert lines[-1] == "healthy", _failed_run(run, result)
 
 
 # ---------------------------------------------------------------------------
