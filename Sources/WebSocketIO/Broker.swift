@@ -37,10 +37,7 @@ public final class Broker: @unchecked Sendable {
     private let delivered = Atomic<Int>(0)
     private let publishedCounter = Counter(label: "stomp_messages_published_total")
     private let deliveredCounter = Counter(label: "stomp_messages_delivered_total")
-    private let queuedBytesGauge = Gauge(label: "stomp_queued_bytes")
-    private let queuesGauge = Gauge(label: "stomp_queues")
-    /// What the queue gauges show, so that they are written only when it changes.
-    private var recordedQueueUse = (bytes: -1, count: -1)
+
 
     /// SEND frames applied since start (those in committed transactions included).
     public var messagesPublished: Int { published.load(ordering: .relaxed) }
@@ -76,16 +73,6 @@ public final class Broker: @unchecked Sendable {
         eventLoop.assertInEventLoop()
         router.handle(operation, into: &outputs)
         dispatchOutputs()
-        recordQueueUse()
-    }
-
-    /// Updates the queue gauges (bytes held, queues) after a batch of operations.
-    private func recordQueueUse() {
-        let use = (bytes: router.queuedBytes, count: router.queueCount)
-        guard use != recordedQueueUse else { return }
-        if use.bytes != recordedQueueUse.bytes { queuedBytesGauge.record(use.bytes) }
-        if use.count != recordedQueueUse.count { queuesGauge.record(use.count) }
-        recordedQueueUse = use
     }
 
     /// A new identifier for a connection, unique for this process.
@@ -143,7 +130,6 @@ public final class Broker: @unchecked Sendable {
                 broker.publishedCounter.increment(by: sends)
             }
             broker.dispatchOutputs()
-            broker.recordQueueUse()
             if operations.contains(where: { if case .closed = $0.0 { return true } else { return false } }) {
                 broker.sinks[connection] = nil
             }
@@ -244,6 +230,11 @@ public final class Broker: @unchecked Sendable {
     /// The router's state, for the admin API.
     public func snapshot() async -> RouterSnapshot {
         await withRouter { $0.router.snapshot() }
+    }
+
+    /// Bytes held by all queues and the number of queues, against their budgets.
+    public func queueUse() async -> (bytes: Int, queues: Int) {
+        await withRouter { ($0.router.queuedBytes, $0.router.queueCount) }
     }
 
     // MARK: - Shutdown

@@ -1,4 +1,3 @@
-import CoreMetrics
 import Synchronization
 
 /// Bytes handed to client sockets and not yet written, over the whole node.
@@ -11,7 +10,6 @@ final class OutboundBudget: Sendable {
     /// `limits.node-outbound-bytes`.
     let limit: Int
     private let used = Atomic<Int>(0)
-    private let gauge = Gauge(label: "stomp_outbound_bytes")
 
     init(limit: Int) {
         self.limit = limit
@@ -23,13 +21,14 @@ final class OutboundBudget: Sendable {
     /// Whether the node holds more than its budget.
     var isExceeded: Bool { current > limit }
 
-    /// `bytes` were handed to a socket.
+    /// `bytes` were handed to a socket. (The gauge `stomp_outbound_bytes` is read off
+    /// ``current`` when metrics are scraped, not written here on every flush.)
     func add(_ bytes: Int) {
-        gauge.record(used.add(bytes, ordering: .relaxed).newValue)
+        used.add(bytes, ordering: .relaxed)
     }
 
     /// `bytes` handed over earlier were written, or dropped with their connection.
     func remove(_ bytes: Int) {
-        gauge.record(used.subtract(bytes, ordering: .relaxed).newValue)
+        used.subtract(bytes, ordering: .relaxed)
     }
 }

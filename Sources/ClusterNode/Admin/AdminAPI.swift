@@ -65,7 +65,7 @@ final class AdminAPI: Sendable {
         }
         switch (request.method, request.path) {
         case (.GET, "/metrics"):
-            await gauges.refresh(broker: broker, cluster: cluster)
+            await gauges.refresh(broker: broker, server: server, cluster: cluster)
             return AdminResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: ByteBuffer(bytes: registry.emitToBuffer()))
         case (.GET, "/v1/node"):
             return json(.ok, await node())
@@ -250,14 +250,21 @@ private final class SnapshotGauges: Sendable {
     private let subscriptions = CoreMetrics.Gauge(label: "stomp_subscriptions")
     private let pending = CoreMetrics.Gauge(label: "stomp_queue_messages_pending")
     private let unacked = CoreMetrics.Gauge(label: "stomp_messages_unacked")
+    private let queuedBytes = CoreMetrics.Gauge(label: "stomp_queued_bytes")
+    private let queues = CoreMetrics.Gauge(label: "stomp_queues")
+    private let outboundBytes = CoreMetrics.Gauge(label: "stomp_outbound_bytes")
     private let interestEntries = CoreMetrics.Gauge(label: "cluster_interest_entries")
     private let linksUp = CoreMetrics.Gauge(label: "cluster_links")
     private let members: [String: CoreMetrics.Gauge] = Dictionary(
         uniqueKeysWithValues: ["alive", "suspect", "dead", "left"].map { ($0, CoreMetrics.Gauge(label: "cluster_members", dimensions: [("state", $0)])) }
     )
 
-    func refresh(broker: Broker, cluster: ClusterShell?) async {
+    func refresh(broker: Broker, server: StompServer, cluster: ClusterShell?) async {
         let snapshot = await broker.snapshot()
+        let queueUse = await broker.queueUse()
+        queuedBytes.record(queueUse.bytes)
+        queues.record(queueUse.queues)
+        outboundBytes.record(server.unwrittenBytes)
         subscriptions.record(snapshot.connections.reduce(0) { $0 + $1.subscriptions.count })
         pending.record(snapshot.queues.reduce(0) { $0 + $1.pending })
         unacked.record(snapshot.queues.reduce(0) { $0 + $1.unacked })
