@@ -123,7 +123,7 @@ public final class StompServer: Sendable {
         }
     }
 
-    private func configureWebSocket(_ channel: any Channel) throws {
+    func configureWebSocket(_ channel: any Channel) throws {
         let path = configuration.webSocketPath
         let maxMessage = configuration.maxWebSocketMessageSize
         let upgrader = NIOWebSocketServerUpgrader(
