@@ -6,16 +6,19 @@ E2E_DIR    := Tests/EndToEnd
 RELEASE_DIR := $(CURDIR)/.build/release
 RELEASE_BIN := $(RELEASE_DIR)/cluster-node
 RUN_ARGS   ?=
+# Seconds each fuzz target runs in `make fuzz` (and so in `make test`).
+FUZZ_SECONDS ?= 60
 
-.PHONY: run test deps build release release-all unit-test e2e-test tsan venv clean
+.PHONY: run test deps build release release-all unit-test e2e-test tsan fuzz venv clean
 
 ## Builds release and starts one node with the built-in defaults (ARGS via RUN_ARGS="...").
 run: deps release
 	$(RELEASE_BIN) $(RUN_ARGS)
 
 ## Runs every test: unit tests, end-to-end tests against the release executables that
-## `make run` runs, and the unit tests again under ThreadSanitizer.
-test: deps venv build release-all unit-test e2e-test tsan
+## `make run` runs, the unit tests again under ThreadSanitizer, then a bounded run of each
+## fuzz target.
+test: deps venv build release-all unit-test e2e-test tsan fuzz
 
 deps:
 	@scripts/install-deps.sh $(if $(filter test,$(MAKECMDGOALS)),--test,)
@@ -40,6 +43,10 @@ e2e-test: release-all venv
 tsan:
 	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan
 
+## Builds the libFuzzer targets (Fuzz/) and runs each for FUZZ_SECONDS; fails on any finding.
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) SWIFT=$(SWIFT) scripts/fuzz.sh
+
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: $(E2E_DIR)/requirements.txt
@@ -48,4 +55,4 @@ $(VENV)/.installed: $(E2E_DIR)/requirements.txt
 	touch $@
 
 clean:
-	rm -rf .build .build-tsan $(VENV)
+	rm -rf .build .build-tsan .build-fuzz $(VENV)

@@ -18,7 +18,7 @@ public final class StompServer: Sendable {
         public var stomps: Int?
     }
 
-    private enum Transport: Sendable {
+    enum Transport: Sendable {
         case webSocket
         case tcp
     }
@@ -129,7 +129,7 @@ public final class StompServer: Sendable {
 
     /// Admits the connection as pending (or refuses it: the failed initializer closes the
     /// channel at once) and builds its pipeline.
-    private func configureConnection(_ channel: any Channel, transport: Transport, tls: NIOSSLContext?) throws {
+    func configureConnection(_ channel: any Channel, transport: Transport, tls: NIOSSLContext?) throws {
         let ticket: AdmissionTicket
         switch admission.admit(channel) {
         case .success(let admitted): ticket = admitted

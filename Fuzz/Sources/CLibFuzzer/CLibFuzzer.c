@@ -1,0 +1,2 @@
+// SwiftPM needs a source file in a C target; the header is the whole module.
+#include "CLibFuzzer.h"
