@@ -74,14 +74,14 @@ struct TopicTrieTests {
         ]
     )
     func semantics(pattern: String, key: String, matches expected: Bool) {
-        var trie = TopicTrie<String>()
+        let trie = TopicTrie<String>()
         trie.insert("v", pattern: pattern)
         #expect(matches(trie, key) == (expected ? ["v"] : []))
     }
 
     @Test("each value is reported once, however many of its patterns match")
     func eachValueOnce() {
-        var trie = TopicTrie<String>()
+        let trie = TopicTrie<String>()
         for pattern in ["a.b", "a.*", "#", "a.#", "#.b", "*.#.b"] {
             trie.insert("x", pattern: pattern)
         }
@@ -93,7 +93,7 @@ struct TopicTrieTests {
 
     @Test("inserting the same value and pattern twice stores it once")
     func duplicateInsert() {
-        var trie = TopicTrie<String>()
+        let trie = TopicTrie<String>()
         trie.insert("v", pattern: "a.*")
         trie.insert("v", pattern: "a.*")
         #expect(trie.count == 1)
@@ -104,7 +104,7 @@ struct TopicTrieTests {
 
     @Test("removing leaves other values and patterns intact")
     func removeOne() {
-        var trie = TopicTrie<String>()
+        let trie = TopicTrie<String>()
         trie.insert("v", pattern: "a.#")
         trie.insert("w", pattern: "a.#")
         trie.insert("v", pattern: "a.b")
@@ -116,7 +116,7 @@ struct TopicTrieTests {
 
     @Test("removing what is not there changes nothing")
     func removeAbsent() throws {
-        var trie = TopicTrie<String>()
+        let trie = TopicTrie<String>()
         trie.insert("v", pattern: "a.b")
         trie.remove("w", pattern: "a.b")
         trie.remove("v", pattern: "a.c")
@@ -131,7 +131,7 @@ struct TopicTrieTests {
 
     @Test("inserting then removing everything prunes back to an empty root")
     func pruning() throws {
-        var trie = TopicTrie<String>()
+        let trie = TopicTrie<String>()
         let patterns = ["a", "a.b", "a.b.c", "a.*", "a.*.c", "#", "a.#", "#.c", "*.#.*", "x.y.z", "*"]
         for (index, pattern) in patterns.enumerated() {
             trie.insert("v\(index)", pattern: pattern)
@@ -155,7 +155,7 @@ struct TopicTrieTests {
 
     @Test("a churn of subscriptions leaves nothing behind")
     func churn() throws {
-        var trie = TopicTrie<Int>()
+        let trie = TopicTrie<Int>()
         for round in 0..<100 {
             let pattern = "t.\(round % 7).\(round % 3 == 0 ? "#" : "*").end"
             trie.insert(round, pattern: pattern)

@@ -27,12 +27,15 @@ extension StompHeaders {
     }
 }
 
+/// What holding a message costs: body, headers and destination name, with a little for the
+/// bookkeeping around them. One formula for a SEND held in a transaction and a message held
+/// by the router, so that what one adds to a budget the other takes away exactly.
+func messageFootprint(body: ByteBuffer, headers: StompHeaders, destination: Destination) -> Int {
+    body.readableBytes + headers.footprint + destination.name.utf8.count + 32
+}
+
 extension PublishRequest {
-    /// What holding this message costs: body, headers and destination (the same sum as
-    /// ``RoutedMessage/footprint``).
-    var footprint: Int {
-        body.readableBytes + headers.footprint + destination.name.utf8.count + 32
-    }
+    var footprint: Int { messageFootprint(body: body, headers: headers, destination: destination) }
 }
 
 extension AckRequest {

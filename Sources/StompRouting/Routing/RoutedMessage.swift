@@ -13,7 +13,7 @@ final class RoutedMessage {
     private(set) var body: ByteBuffer
     /// What holding this message costs, for the byte budgets. Worked out only for messages
     /// that are held: most topic messages never are.
-    private(set) lazy var footprint = body.readableBytes + headers.footprint + destination.name.utf8.count + 32
+    private(set) lazy var footprint = messageFootprint(body: body, headers: headers, destination: destination)
     /// Decided once per message: whether its frames may go out as WebSocket text.
     let isText: Bool
     // One tail per version, each encoded when a subscriber of that version first needs it.
