@@ -293,7 +293,11 @@ def flood(cluster: Cluster, pub: StompClient, dest: str, subscribers: list, labe
 @pytest.fixture
 def cluster(tmp_path):
     """Two nodes with EVENT_LOOPS event loops each, both cluster addresses as seeds."""
-    yield from running_cluster(tmp_path / "flow", size=2, seeds="all", extra_args=[f"--event-loops={EVENT_LOOPS}"])
+    # A release node delivers a flood faster than Python readers take it in; this test is about
+    # pacing the link, not about cutting slow consumers (test_slow_consumer.py is), so each
+    # subscriber may hold a whole flood (20,000 x ~1.1 KB) unread.
+    yield from running_cluster(tmp_path / "flow", size=2, seeds="all",
+                               extra_args=[f"--event-loops={EVENT_LOOPS}", f"--max-outbound-bytes={64 * 1024 * 1024}"])
 
 
 # ---------------------------------------------------------------------------

@@ -282,13 +282,12 @@ def test_pending_limit_makes_room_by_closing_the_oldest(node_factory):
     first = [silent_socket(node.host, node.stomp_port) for _ in range(10)]
     time.sleep(0.5)
     assert count_closed(first) == 0, "sockets within the pending limit were closed"
-    extra = []
-    for _ in range(5):
-        extra.append(silent_socket(node.host, node.stomp_port))
-        time.sleep(0.05)  # accepted in this order, so the oldest are known
-    wait_for(lambda: count_closed(first[:5]) == 5, timeout=CLOSE_WITHIN,
-             message="the five oldest pending sockets closed")
-    assert count_closed(first[5:] + extra) == 0, "only the oldest made room"
+    # Five more, well after the first ten: the five that make room come from the first ten.
+    # (Which five depends on the order the event loops admitted a burst in.)
+    extra = [silent_socket(node.host, node.stomp_port) for _ in range(5)]
+    wait_for(lambda: count_closed(first) == 5, timeout=CLOSE_WITHIN,
+             message="five of the older pending sockets closed")
+    assert count_closed(extra) == 0, "the newcomers stay: only older connections made room"
     assert _connects(node), "a real client got in while the pending table was full"
     for s in first + extra:
         s.close()
