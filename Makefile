@@ -9,7 +9,7 @@ RUN_ARGS   ?=
 # Seconds each fuzz target runs in `make fuzz` (and so in `make test`).
 FUZZ_SECONDS ?= 60
 
-.PHONY: run test deps build release release-all unit-test e2e-test tsan fuzz venv clean
+.PHONY: run test deps build release release-all unit-test e2e-test tsan fuzz venv clean settings-table
 
 ## Builds release and starts one node with the built-in defaults (ARGS via RUN_ARGS="...").
 run: deps release
@@ -37,7 +37,7 @@ unit-test: build
 	$(SWIFT) test --skip-build
 
 e2e-test: release-all venv
-	CLUSTER_NODE_BIN=$(RELEASE_BIN) CLUSTERCTL_BIN=$(RELEASE_DIR)/clusterctl $(PYTHON) -m pytest $(E2E_DIR) -q -p no:cacheprovider
+	STOMP_NODE_BIN=$(RELEASE_BIN) CLUSTERCTL_BIN=$(RELEASE_DIR)/clusterctl $(PYTHON) -m pytest $(E2E_DIR) -q -p no:cacheprovider
 
 ## The unit tests under ThreadSanitizer, in a build folder of their own.
 tsan:
@@ -46,6 +46,11 @@ tsan:
 ## Builds the libFuzzer targets (Fuzz/) and runs each for FUZZ_SECONDS; fails on any finding.
 fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) SWIFT=$(SWIFT) scripts/fuzz.sh
+
+## Rewrites the README's table of settings from the one table in the code
+## (Sources/ClusterNode/Settings/SettingsTable.swift); the end-to-end suite checks they agree.
+settings-table: release
+	scripts/settings-table.py $(RELEASE_BIN) README.md
 
 venv: $(VENV)/.installed
 

@@ -22,6 +22,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 command -v swift >/dev/null 2>&1 || {
-    echo "swift is not on PATH; install a Swift 6.1+ toolchain first" >&2
+    echo "swift is not on PATH; install a Swift 6.2+ toolchain first (the dependencies declare swift-tools-version 6.2)" >&2
     exit 1
 }

@@ -19,6 +19,8 @@ public enum AdminModels {
             public var incarnation: UInt64
             public var localHealth: Int
             public var joined: Bool
+            /// Why the node hasn't joined yet (and so isn't ready); absent once it has.
+            public var notJoinedReason: String?
             public var members: [String: Int]
 
             public init(
@@ -27,14 +29,15 @@ public enum AdminModels {
                 incarnation: UInt64,
                 localHealth: Int,
                 joined: Bool,
+                notJoinedReason: String?,
                 members: [String: Int]
-
             ) {
                 self.name = name
                 self.epoch = epoch
                 self.incarnation = incarnation
                 self.localHealth = localHealth
                 self.joined = joined
+                self.notJoinedReason = notJoinedReason
                 self.members = members
             }
         }
@@ -72,10 +75,13 @@ public enum AdminModels {
         public var incarnation: UInt64
         public var epoch: UInt64
         public var isSelf: Bool
+        /// `host:port` of the member's admin API, as it told the cluster; absent until known.
+        public var admin: String?
 
-        public init(node: String, address: String, status: String, incarnation: UInt64, epoch: UInt64, isSelf: Bool) {
+        public init(node: String, address: String, status: String, incarnation: UInt64, epoch: UInt64, isSelf: Bool, admin: String?) {
             self.node = node
             self.address = address
+            self.admin = admin
             self.status = status
             self.incarnation = incarnation
             self.epoch = epoch

@@ -1,4 +1,3 @@
-import Configuration
 import Gossip
 import Logging
 import NIOCore
@@ -12,35 +11,7 @@ import Darwin
 #endif
 
 /// A node's settings, resolved once at start-up and validated before anything binds.
-///
-/// Keys (flag / environment variable / JSON path), with their defaults:
-///
-/// | key | default |
-/// | --- | --- |
-/// | `host` | `0.0.0.0` |
-/// | `ws.port`, `ws.path` | `15674`, `/ws` |
-/// | `stomp.port` | `61613` |
-/// | `tls.cert`, `tls.key` | none; when both are set, `wss.port` (15673) and `stomps.port` (61614) listen too |
-/// | `node.id` | the host name |
-/// | `event-loops` | one per core |
-/// | `log.level` | `info` |
-/// | `limits.frame-size`, `limits.body-size` | 1 MiB + 64 KiB, 1 MiB |
-/// | `limits.header-count`, `limits.header-line-length` | 64, 8192 |
-/// | `limits.websocket-message-size` | frame size + 1 KiB |
-/// | `limits.subscriptions`, `limits.connections` | 1024, 100000 |
-/// | `limits.unacked`, `limits.unacked-bytes` | 1000, 16 MiB (per connection) |
-/// | `limits.queue-depth`, `limits.queue-bytes`, `limits.queues` | 10000, 256 MiB (all queues), 10000 |
-/// | `limits.transaction-bytes` | 16 MiB (per connection) |
-/// | `limits.destination-length`, `limits.destination-words` | 1024, 64 |
-/// | `limits.outbound-bytes`, `limits.node-outbound-bytes` | 8 MiB, 512 MiB |
-/// | `limits.pending-connections`, `limits.connections-per-ip` | 1000, 0 (no limit) |
-/// | `timeouts.upgrade-ms`, `timeouts.tls-handshake-ms`, `timeouts.connect-ms` | 10000, 10000, 10000 |
-/// | `heartbeat.send-ms`, `heartbeat.receive-ms`, `heartbeat.grace` | 10000, 10000, 1.5 |
-///
-/// | `admin.host`, `admin.port`, `admin.token` or `admin.token-file` | `127.0.0.1`, `8222`, none (required beyond loopback) |
-/// | `drain.lb-delay-ms`, `drain.clients-per-second` | 2000, 1000 |
-///
-/// A negative port turns that listener off.
+/// ``SettingsTable`` lists every key with its flag, environment variable and default.
 struct NodeConfiguration: Sendable {
     var nodeID: String
     /// This boot of the node, in wall-clock milliseconds: tells it from earlier boots of the
@@ -53,9 +24,11 @@ struct NodeConfiguration: Sendable {
 
     /// The admin API's listener.
     struct AdminSettings: Sendable {
-        var host = "127.0.0.1"
+        var host: String
         /// `nil` turns the admin API off.
-        var port: Int? = 8222
+        var port: Int?
+        /// `host:port` where others reach it; gossiped so that any node can name it.
+        var advertisedAddress: String?
         /// Required on every request but `/healthz` and `/readyz` when set; must be set when the
         /// API listens beyond loopback.
         var token: String?
@@ -65,91 +38,63 @@ struct NodeConfiguration: Sendable {
     struct DrainSettings: Sendable {
         /// Between turning not-ready and telling clients to go: the time a load balancer needs to
         /// stop routing new clients here (a couple of health-check intervals).
-        var loadBalancerDelay: TimeAmount = .seconds(2)
+        var loadBalancerDelay: TimeAmount
         /// Clients let go per second, so their reconnects don't arrive at the other nodes at once.
-        var clientsPerSecond = 1_000
+        var clientsPerSecond: Int
     }
     var eventLoops: Int
     var logLevel: Logger.Level
     var io: WebSocketIOConfiguration
     var router: Router.Settings
 
-    struct Invalid: Error, CustomStringConvertible {
-        var description: String
-    }
+    init(_ settings: Settings) throws {
+        nodeID = try settings.string("node.id") ?? Self.hostName()
+        eventLoops = try settings.int("event-loops") ?? System.coreCount
+        // The table's choices are exactly Logger.Level's raw values.
+        logLevel = Logger.Level(rawValue: try settings.requiredString("log.level")) ?? .info
 
-    init(reader: ConfigReader) throws {
-        let defaults = WebSocketIOConfiguration()
-        var io = defaults
-
-        nodeID = reader.string(forKey: "node.id", default: Self.hostName())
-        eventLoops = reader.int(forKey: "event-loops", default: System.coreCount)
-        let level = reader.string(forKey: "log.level", default: "info")
-        guard let logLevel = Logger.Level(rawValue: level.lowercased()) else {
-            throw Invalid(description: "log.level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")), not '\(level)'")
-        }
-        self.logLevel = logLevel
-
-        func port(_ key: ConfigKey, _ fallback: Int?) throws -> Int? {
-            let value = reader.int(forKey: key, default: fallback ?? -1)
-            guard value <= 65_535 else { throw Invalid(description: "\(key) must be a port number, not \(value)") }
-            return value < 0 ? nil : value
-        }
-        func positive(_ key: ConfigKey, _ fallback: Int) throws -> Int {
-            let value = reader.int(forKey: key, default: fallback)
-            guard value > 0 else { throw Invalid(description: "\(key) must be positive, not \(value)") }
-            return value
-        }
-        func milliseconds(_ key: ConfigKey, _ fallback: TimeAmount) throws -> TimeAmount {
-            .milliseconds(Int64(try positive(key, Int(fallback.nanoseconds / 1_000_000))))
-        }
-
-        io.host = reader.string(forKey: "host", default: defaults.host)
-        io.webSocketPort = try port("ws.port", defaults.webSocketPort)
-        io.webSocketPath = reader.string(forKey: "ws.path", default: defaults.webSocketPath)
-        guard io.webSocketPath.hasPrefix("/") else { throw Invalid(description: "ws.path must start with '/'") }
-        io.stompPort = try port("stomp.port", defaults.stompPort)
-        io.secureWebSocketPort = try port("wss.port", defaults.secureWebSocketPort)
-        io.secureStompPort = try port("stomps.port", defaults.secureStompPort)
-        switch (reader.string(forKey: "tls.cert"), reader.string(forKey: "tls.key")) {
+        var io = WebSocketIOConfiguration()
+        io.host = try settings.requiredString("host")
+        io.webSocketPort = try settings.port("ws.port")
+        io.webSocketPath = try settings.requiredString("ws.path")
+        guard io.webSocketPath.hasPrefix("/") else { throw SettingsError(description: "ws.path must start with '/', not '\(io.webSocketPath)'") }
+        io.stompPort = try settings.port("stomp.port")
+        io.secureWebSocketPort = try settings.port("wss.port")
+        io.secureStompPort = try settings.port("stomps.port")
+        switch (try settings.string("tls.cert"), try settings.string("tls.key")) {
         case (let cert?, let key?):
             io.tls = .init(certificateChainPath: cert, privateKeyPath: key)
         case (nil, nil):
             io.tls = nil
         default:
-            throw Invalid(description: "tls.cert and tls.key must be given together")
+            throw SettingsError(description: "tls.cert and tls.key must be given together")
         }
 
         io.frameLimits = StompFrameDecoder.Limits(
-            maxFrameSize: try positive("limits.frame-size", defaults.frameLimits.maxFrameSize),
-            maxBodySize: try positive("limits.body-size", defaults.frameLimits.maxBodySize),
-            maxHeaderCount: try positive("limits.header-count", defaults.frameLimits.maxHeaderCount),
-            maxHeaderLineLength: try positive("limits.header-line-length", defaults.frameLimits.maxHeaderLineLength)
+            maxFrameSize: try settings.requiredInt("limits.frame-size"),
+            maxBodySize: try settings.requiredInt("limits.body-size"),
+            maxHeaderCount: try settings.requiredInt("limits.header-count"),
+            maxHeaderLineLength: try settings.requiredInt("limits.header-line-length")
         )
-        io.maxWebSocketMessageSize = try positive("limits.websocket-message-size", io.frameLimits.maxFrameSize + 1_024)
-        io.maxConnections = try positive("limits.connections", defaults.maxConnections)
-        io.maxPendingConnections = try positive("limits.pending-connections", defaults.maxPendingConnections)
-        io.maxConnectionsPerAddress = reader.int(forKey: "limits.connections-per-ip", default: defaults.maxConnectionsPerAddress)
-        guard io.maxConnectionsPerAddress >= 0 else { throw Invalid(description: "limits.connections-per-ip may not be negative (0 turns it off)") }
-        io.maxOutboundBytes = try positive("limits.outbound-bytes", defaults.maxOutboundBytes)
-        io.maxNodeOutboundBytes = try positive("limits.node-outbound-bytes", defaults.maxNodeOutboundBytes)
-        io.upgradeTimeout = try milliseconds("timeouts.upgrade-ms", defaults.upgradeTimeout)
-        io.tlsHandshakeTimeout = try milliseconds("timeouts.tls-handshake-ms", defaults.tlsHandshakeTimeout)
-        io.connectTimeout = try milliseconds("timeouts.connect-ms", defaults.connectTimeout)
+        io.maxWebSocketMessageSize = try settings.int("limits.websocket-message-size") ?? io.frameLimits.maxFrameSize + 1_024
+        io.maxConnections = try settings.requiredInt("limits.connections")
+        io.maxPendingConnections = try settings.requiredInt("limits.pending-connections")
+        io.maxConnectionsPerAddress = try settings.requiredInt("limits.connections-per-ip")
+        io.maxOutboundBytes = try settings.requiredInt("limits.outbound-bytes")
+        io.maxNodeOutboundBytes = try settings.requiredInt("limits.node-outbound-bytes")
+        io.upgradeTimeout = try settings.milliseconds("timeouts.upgrade-ms")
+        io.tlsHandshakeTimeout = try settings.milliseconds("timeouts.tls-handshake-ms")
+        io.connectTimeout = try settings.milliseconds("timeouts.connect-ms")
 
-        var session = defaults.session
-        session.maxSubscriptions = try positive("limits.subscriptions", session.maxSubscriptions)
-        session.maxUnacked = try positive("limits.unacked", session.maxUnacked)
-        session.maxTransactionBytes = try positive("limits.transaction-bytes", session.maxTransactionBytes)
-        session.maxDestinationLength = try positive("limits.destination-length", session.maxDestinationLength)
-        session.maxDestinationWords = try positive("limits.destination-words", session.maxDestinationWords)
-        let send = reader.int(forKey: "heartbeat.send-ms", default: Int(session.heartbeatSend.nanoseconds / 1_000_000))
-        let receive = reader.int(forKey: "heartbeat.receive-ms", default: Int(session.heartbeatReceive.nanoseconds / 1_000_000))
-        guard send >= 0, receive >= 0 else { throw Invalid(description: "heart-beat intervals may not be negative") }
-        session.heartbeatSend = .milliseconds(Int64(send))
-        session.heartbeatReceive = .milliseconds(Int64(receive))
-        session.heartbeatGraceFactor = reader.double(forKey: "heartbeat.grace", default: session.heartbeatGraceFactor)
-        guard session.heartbeatGraceFactor >= 1 else { throw Invalid(description: "heartbeat.grace must be at least 1") }
+        var session = io.session
+        session.maxSubscriptions = try settings.requiredInt("limits.subscriptions")
+        session.maxUnacked = try settings.requiredInt("limits.unacked")
+        session.maxTransactionBytes = try settings.requiredInt("limits.transaction-bytes")
+        session.maxDestinationLength = try settings.requiredInt("limits.destination-length")
+        session.maxDestinationWords = try settings.requiredInt("limits.destination-words")
+        session.heartbeatSend = try settings.milliseconds("heartbeat.send-ms")
+        session.heartbeatReceive = try settings.milliseconds("heartbeat.receive-ms")
+        session.heartbeatGraceFactor = try settings.double("heartbeat.grace")
         session.serverName = "cluster-node/\(NodeVersion.current)"
         io.session = session
         io.sessionIDPrefix = nodeID + "-"
@@ -159,36 +104,43 @@ struct NodeConfiguration: Sendable {
         // across restarts of the same node.
         bootEpoch = UInt64(Self.wallClockMilliseconds())
         let boot = String(bootEpoch, radix: 36)
-        let routerDefaults = Router.Settings(messageIDPrefix: "")
         router = Router.Settings(
             messageIDPrefix: "\(nodeID)-\(boot)-",
-            maxQueueDepth: try positive("limits.queue-depth", routerDefaults.maxQueueDepth),
-            maxQueueBytes: try positive("limits.queue-bytes", routerDefaults.maxQueueBytes),
-            maxQueues: try positive("limits.queues", routerDefaults.maxQueues),
-            maxUnackedBytes: try positive("limits.unacked-bytes", routerDefaults.maxUnackedBytes)
+            maxQueueDepth: try settings.requiredInt("limits.queue-depth"),
+            maxQueueBytes: try settings.requiredInt("limits.queue-bytes"),
+            maxQueues: try settings.requiredInt("limits.queues"),
+            maxUnackedBytes: try settings.requiredInt("limits.unacked-bytes")
         )
-        guard eventLoops > 0 else { throw Invalid(description: "event-loops must be positive") }
-        cluster = try ClusterConfiguration.read(reader, node: nodeID, epoch: bootEpoch)
+        cluster = try ClusterConfiguration.read(settings, node: nodeID, epoch: bootEpoch)
 
-        var admin = AdminSettings()
-        admin.host = reader.string(forKey: "admin.host", default: admin.host)
-        admin.port = try port("admin.port", admin.port)
-        admin.token = reader.string(forKey: "admin.token", isSecret: true)
-        if admin.token == nil, let path = reader.string(forKey: "admin.token-file") {
-            guard let text = ClusterConfiguration.readFile(path) else { throw Invalid(description: "cannot read admin.token-file \(path)") }
+        var admin = AdminSettings(host: try settings.requiredString("admin.host"), port: try settings.port("admin.port"))
+        admin.token = try settings.string("admin.token")
+        if admin.token == nil, let path = try settings.string("admin.token-file") {
+            guard let text = ClusterConfiguration.readFile(path) else { throw SettingsError(description: "cannot read admin.token-file \(path)") }
             admin.token = String(text.trimming(" \t\r\n"))
         }
         let loopback = ["127.0.0.1", "::1", "localhost"]
         if admin.port != nil, !loopback.contains(admin.host), admin.token == nil {
-            throw Invalid(description: "the admin API listens beyond loopback (admin.host \(admin.host)): set admin.token")
+            throw SettingsError(description: "the admin API listens beyond loopback (admin.host \(admin.host)): set admin.token or admin.token-file")
         }
+        admin.advertisedAddress = try settings.string("admin.advertise")
         self.admin = admin
-        var drain = DrainSettings()
-        let delay = reader.int(forKey: "drain.lb-delay-ms", default: Int(drain.loadBalancerDelay.nanoseconds / 1_000_000))
-        guard delay >= 0 else { throw Invalid(description: "drain.lb-delay-ms may not be negative") }
-        drain.loadBalancerDelay = .milliseconds(Int64(delay))
-        drain.clientsPerSecond = try positive("drain.clients-per-second", drain.clientsPerSecond)
-        self.drain = drain
+        drain = DrainSettings(
+            loadBalancerDelay: try settings.milliseconds("drain.lb-delay-ms"),
+            clientsPerSecond: try settings.requiredInt("drain.clients-per-second")
+        )
+    }
+
+    /// Where other members and clusterctl reach the admin API once it is bound on `port`:
+    /// `admin.advertise` when given, else the admin host when it is a specific address, else
+    /// the host peers dial for the cluster link (this node's name on the network).
+    func adminAddress(boundPort port: Int) -> String {
+        if let advertised = admin.advertisedAddress { return advertised }
+        var host = admin.host
+        if ["0.0.0.0", "::"].contains(host) {
+            host = cluster?.advertisedAddress.flatMap { address in address.lastIndex(of: ":").map { String(address[..<$0]) } } ?? Self.hostName()
+        }
+        return host.contains(":") && !host.hasPrefix("[") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 
     static func hostName() -> String {

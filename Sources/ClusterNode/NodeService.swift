@@ -71,6 +71,7 @@ struct NodeService: Service, CustomStringConvertible {
                 let (channel, bound) = try await admin.start(host: configuration.admin.host, port: port, group: group)
                 adminChannel = channel
                 adminPort = bound
+                await cluster?.advertiseAdminAddress(configuration.adminAddress(boundPort: bound))
             }
             state.record(ports, cluster: clusterPort, admin: adminPort)
             if let portsFile { try Self.write(state.boundPorts, to: portsFile) }
@@ -101,6 +102,14 @@ struct NodeService: Service, CustomStringConvertible {
             broker.apply(operation)
         }
         broker.attach(cluster: ClusterBridge(shell: shell))
+        // `clusterctl drain NODE` through another member arrives over the link.
+        shell.onAdminRequest { [drainRequest, logger] action in
+            switch action {
+            case "drain": drainRequest.request(.drain)
+            case "leave": drainRequest.request(.leave)
+            default: logger.warning("unknown admin request from a peer ignored", metadata: ["admin.action": "\(action.prefix(64))"])
+            }
+        }
         return shell
     }
 

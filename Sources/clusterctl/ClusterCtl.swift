@@ -1,3 +1,4 @@
+import AdminSchema
 import ArgumentParser
 import Foundation
 
@@ -35,14 +36,16 @@ struct NodeOptions: ParsableArguments {
         return ["http://127.0.0.1:8222"]
     }
 
-    var clients: [AdminClient] {
-        urls.map {
-            AdminClient(
-                baseURL: $0,
-                token: token ?? ProcessInfo.processInfo.environment["CLUSTERCTL_TOKEN"],
-                timeout: .milliseconds(Int64(timeout * 1_000))
-            )
-        }
+    var clients: [AdminClient] { urls.map(client(forURL:)) }
+
+    func client(forURL url: String) -> AdminClient {
+        AdminClient(baseURL: url, token: token ?? ProcessInfo.processInfo.environment["CLUSTERCTL_TOKEN"], timeout: .milliseconds(Int64(timeout * 1_000)))
+    }
+
+    /// A member's own admin API, at the address it told the cluster, with the same token:
+    /// a cluster's nodes share one.
+    func client(for member: AdminModels.Member) -> AdminClient? {
+        member.admin.map { client(forURL: "http://" + $0) }
     }
 
     var client: AdminClient { clients[0] }

@@ -19,8 +19,18 @@ struct Status: AsyncParsableCommand {
         try await reporting {
             // Two samples a second apart give rates from the nodes' counters; every node is
             // asked at once, so one unreachable node costs one timeout, not one per node.
-            let clients = options.clients
-            let first = await Self.sample(clients)
+            // Besides the nodes given, every live member is asked at the admin address it
+            // told the cluster, so one URL is enough to see the whole cluster.
+            let given = options.clients
+            var first = await Self.sample(given)
+            let reachable = given.first { if case .success? = first[$0.baseURL] { true } else { false } }
+            let members: [AdminModels.Member] = (try? await reachable?.get("/v1/members")) ?? []
+            let known = Set(first.values.compactMap { try? $0.get().id })
+            let others = members
+                .filter { !known.contains($0.node) && ($0.status == "alive" || $0.status == "suspect") }
+                .compactMap { options.client(for: $0) }
+            first.merge(await Self.sample(others)) { old, _ in old }
+            let clients = given + others
             try await Task.sleep(for: .seconds(1))
             let second = await Self.sample(clients)
             let rows: [Row] = clients.map { client in
@@ -38,8 +48,6 @@ struct Status: AsyncParsableCommand {
                     return Row(url: client.baseURL, error: "no answer")
                 }
             }
-            let reachable = clients.first { client in rows.contains { $0.url == client.baseURL && $0.node != nil } }
-            let members: [AdminModels.Member] = (try? await reachable?.get("/v1/members")) ?? []
             if options.json {
                 Output.json(["nodes": rows.map(AnyEncodable.init), "members": members.map(AnyEncodable.init)])
                 return
@@ -58,14 +66,19 @@ struct Status: AsyncParsableCommand {
             )
             if !members.isEmpty {
                 print("")
-                Output.table(["MEMBER", "STATUS", "ADDRESS"], members.map { [$0.node + ($0.isSelf ? " (self)" : ""), $0.status, $0.address] })
+                Output.table(
+                    ["MEMBER", "STATUS", "ADDRESS", "ADMIN"],
+                    members.map { [$0.node + ($0.isSelf ? " (self)" : ""), $0.status, $0.address, $0.admin ?? "-"] }
+                )
             }
             var problems: [String] = []
             for row in rows {
                 if let error = row.error { problems.append(error) }
                 guard let node = row.node else { continue }
                 if node.phase != "running" { problems.append("\(node.id) is \(node.phase)") }
-                if let cluster = node.cluster, !cluster.joined { problems.append("\(node.id) has not joined every live member yet") }
+                if let cluster = node.cluster, !cluster.joined {
+                    problems.append("\(node.id) has not joined: \(cluster.notJoinedReason ?? "not linked to every live member yet")")
+                }
                 if let cluster = node.cluster, cluster.localHealth > 0 { problems.append("\(node.id) reports local health \(cluster.localHealth) (its probes are slow)") }
             }
             for member in members where member.status == "suspect" || member.status == "dead" {
@@ -121,8 +134,8 @@ struct Members: AsyncParsableCommand {
             let members: [AdminModels.Member] = try await options.client.get("/v1/members")
             if options.json { return Output.json(members) }
             Output.table(
-                ["MEMBER", "STATUS", "INCARNATION", "EPOCH", "ADDRESS"],
-                members.map { [$0.node + ($0.isSelf ? " (self)" : ""), $0.status, String($0.incarnation), String($0.epoch), $0.address] }
+                ["MEMBER", "STATUS", "INCARNATION", "EPOCH", "ADDRESS", "ADMIN"],
+                members.map { [$0.node + ($0.isSelf ? " (self)" : ""), $0.status, String($0.incarnation), String($0.epoch), $0.address, $0.admin ?? "-"] }
             )
         }
     }
@@ -195,35 +208,52 @@ struct Connections: AsyncParsableCommand {
 struct Drain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Drain a node: not ready, clients moved elsewhere, queue messages handed to peers, leave, exit.")
 
-    @OptionGroup var action: NodeAction
+    @OptionGroup var action: MemberAction
 
     func run() async throws {
-        try await action.post("/v1/drain", saying: "draining")
+        try await action.perform("drain", saying: "draining")
     }
 }
 
 struct Leave: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Make a node leave the cluster and stop at once, without pacing its clients.")
 
-    @OptionGroup var action: NodeAction
+    @OptionGroup var action: MemberAction
 
     func run() async throws {
-        try await action.post("/v1/leave", saying: "leaving")
+        try await action.perform("leave", saying: "leaving")
     }
 }
 
-/// The target of an action on one node.
-struct NodeAction: ParsableArguments {
-    @Argument(help: "Admin API URL of the node.")
-    var target: String
+/// The target of an action on one member: its name, asked through any node, or its own
+/// admin URL.
+struct MemberAction: ParsableArguments {
+    @Argument(help: "The member's name (asked through --node), or its admin API URL; default: the --node itself.")
+    var target: String?
 
-    @Option(help: "Bearer token for the admin API (env CLUSTERCTL_TOKEN).")
-    var token: String?
+    @OptionGroup var options: NodeOptions
 
-    func post(_ path: String, saying outcome: String) async throws {
+    func perform(_ action: String, saying outcome: String) async throws {
         try await reporting {
-            try await AdminClient(baseURL: target, token: token ?? ProcessInfo.processInfo.environment["CLUSTERCTL_TOKEN"]).post(path)
-            print("\(target): \(outcome)")
+            guard let target else {
+                try await options.client.post("/v1/\(action)")
+                return print("\(options.client.baseURL): \(outcome)")
+            }
+            if target.contains("://") || target.contains(":") || target.contains("/") {
+                try await options.client(forURL: target).post("/v1/\(action)")
+                return print("\(target): \(outcome)")
+            }
+            // Through the first node that answers: a name means "wherever it runs".
+            var lastFailure: AdminClient.Failure?
+            for client in options.clients {
+                do {
+                    try await client.post("/v1/members/\(target)/\(action)")
+                    return print("\(target): \(outcome) (asked through \(client.baseURL))")
+                } catch let failure as AdminClient.Failure where failure.exitCode == 2 {
+                    lastFailure = failure
+                }
+            }
+            if let lastFailure { throw lastFailure }
         }
     }
 }

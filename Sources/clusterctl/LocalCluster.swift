@@ -74,6 +74,9 @@ struct Local: AsyncParsableCommand {
                     "--cluster-host", "127.0.0.1", "--cluster-port", String(base + 3), "--seeds", seed,
                     "--cluster-secret-file", secretPath,
                 ]
+                // n1 is the first node of a new cluster: it may be ready alone, so that
+                // `--nodes 1` works; the others are ready once linked to it.
+                if index == 0 { process.arguments! += ["--cluster-min-members", "1"] }
                 let handle = FileHandle(forWritingAtPath: log)
                 process.standardOutput = handle
                 process.standardError = handle

@@ -1,6 +1,6 @@
 """Run the real `cluster-node` binary for the end-to-end tests.
 
-The binary is taken from $CLUSTER_NODE_BIN, else <repo>/.build/release/cluster-node,
+The binary is taken from $STOMP_NODE_BIN, else <repo>/.build/release/cluster-node,
 the build that `make run` runs (`swift build -c release`). Each node gets a temporary
 directory and a ports file; the fixture waits (bounded) for the node to write the ports file,
 and on teardown sends SIGTERM, waits (bounded), SIGKILLs if it has to, and
@@ -24,7 +24,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-NODE_BIN = Path(os.environ.get("CLUSTER_NODE_BIN", REPO / ".build" / "release" / "cluster-node"))
+NODE_BIN = Path(os.environ.get("STOMP_NODE_BIN", REPO / ".build" / "release" / "cluster-node"))
+
+
+def node_environment(**extra: str) -> dict:
+    """The test's environment for a node, without CLUSTER_NODE_* variables: a node refuses
+    any it doesn't know, and the ones it knows would change what the test asked for."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTER_NODE_")}
+    env.update(extra)
+    return env
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
@@ -103,13 +111,13 @@ class Node:
     def start(self) -> "Node":
         if not NODE_BIN.exists():
             pytest.fail(f"cluster-node binary not found at {NODE_BIN}: run `swift build -c release` "
-                        f"or set CLUSTER_NODE_BIN", pytrace=False)
+                        f"or set STOMP_NODE_BIN", pytrace=False)
         self.workdir.mkdir(parents=True, exist_ok=True)
         # The admin API's default port (8222) would collide between nodes: take any free one.
         cmd = [str(NODE_BIN), "--host", HOST, "--ws-port", "0", "--stomp-port", "0", "--admin-port", "0",
                "--ports-file", str(self.ports_file), "--node-id", self.name, *self.args]
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdin=subprocess.DEVNULL, env=node_environment(),
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:

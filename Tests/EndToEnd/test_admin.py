@@ -120,7 +120,7 @@ def test_bearer_token_guards_everything_but_the_probes(node_factory):
 
 
 def test_admin_beyond_loopback_requires_a_token(tmp_path):
-    binary = os.environ.get("CLUSTER_NODE_BIN", str(ROOT / ".build" / "release" / "cluster-node"))
+    binary = os.environ.get("STOMP_NODE_BIN", str(ROOT / ".build" / "release" / "cluster-node"))
     result = subprocess.run([binary, "--admin-host", "0.0.0.0", "--admin-port", "0", "--ws-port=-1", "--stomp-port=-1"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
@@ -266,3 +266,71 @@ def test_drain_hands_queue_messages_to_a_peer_and_exits(cluster):
 
     assert n2.wait(TIMEOUT) == 0
     wait_log(cluster["n1"], r"member left", r"cluster.peer=n2", timeout=TIMEOUT)
+
+
+# ---------------------------------------------------------------------------
+# Members by name: readiness that means joined, status and drain through any node
+# ---------------------------------------------------------------------------
+
+def test_status_through_one_node_lists_every_member_with_its_admin_address(cluster):
+    result = clusterctl("status", "--node", cluster["n1"].admin_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split()[0] for line in result.stdout.splitlines()[1:4]]
+    assert sorted(rows) == ["n1", "n2", "n3"], result.stdout
+
+    members = json.loads(clusterctl("members", "--json", "--node", cluster["n2"].admin_url).stdout)
+    admin = {m["node"]: m.get("admin") for m in members}
+    expected = {name: f"127.0.0.1:{cluster[name].ports['admin']}" for name in ("n1", "n2", "n3")}
+    assert admin == expected
+
+
+def test_drain_by_member_name_through_another_node(cluster):
+    n3 = cluster["n3"]
+    with StompClient.tcp(n3.host, n3.stomp_port) as client:
+        client.connect()
+        n3.we_signalled = True  # it exits by itself once drained
+        result = clusterctl("drain", "n3", "--node", cluster["n1"].admin_url)
+        assert result.returncode == 0, result.stderr
+        assert "n3: draining" in result.stdout
+        errors = [f for f in client.wait_closed(TIMEOUT) if f.command == "ERROR"]
+        assert errors and "shutting down" in errors[0].header("message", "")
+    assert n3.wait(TIMEOUT) == 0
+    wait_log(cluster["n1"], r"member left", r"cluster.peer=n3", timeout=TIMEOUT)
+
+    result = clusterctl("drain", "nobody", "--node", cluster["n1"].admin_url)
+    assert result.returncode == 3 and "no member named nobody" in result.stderr
+    # n3 left: a name that only a departed member had can't be reached any more.
+    result = clusterctl("leave", "n3", "--node", cluster["n2"].admin_url)
+    assert result.returncode == 3 and "n3" in result.stderr
+
+
+def test_a_seeded_node_is_ready_only_once_it_joined(tmp_path):
+    from cluster import Cluster
+    pair = Cluster(tmp_path / "pair", size=2, seeds="all")
+    try:
+        n1 = pair.start_node("n1")
+        # Its seed n2 isn't up: alone, it must not take clients from a load balancer.
+        wait_for(lambda: "waiting for members" in http(n1.admin_url + "/readyz")[1], TIMEOUT,
+                 message="/readyz explains what n1 waits for")
+        assert http(n1.admin_url + "/readyz")[0] == 503
+        result = clusterctl("status", "--node", n1.admin_url)
+        assert result.returncode == 1 and "n1 has not joined: waiting for members" in result.stdout, result.stdout
+
+        pair.start_node("n2")
+        pair.wait_formed()
+        for node in (pair["n1"], pair["n2"]):
+            wait_for(lambda: http(node.admin_url + "/readyz") == (200, "ready\n"), TIMEOUT, message=f"{node.name} ready")
+    finally:
+        problems = pair.stop()
+    assert not problems, problems
+
+
+def test_the_first_node_of_a_new_cluster_may_start_alone(tmp_path):
+    from cluster import Cluster
+    alone = Cluster(tmp_path / "alone", size=2, seeds="all", extra_args=["--cluster-min-members", "1"])
+    try:
+        n1 = alone.start_node("n1")
+        wait_for(lambda: http(n1.admin_url + "/readyz") == (200, "ready\n"), TIMEOUT, message="n1 ready alone")
+    finally:
+        problems = alone.stop()
+    assert not problems, problems

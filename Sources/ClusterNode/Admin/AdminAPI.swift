@@ -86,6 +86,8 @@ final class AdminAPI: Sendable {
         case (.POST, "/v1/leave"):
             actions.leave()
             return json(.accepted, AdminModels.Action(action: "leave", status: "leaving"))
+        case (.POST, let path) where path.hasPrefix("/v1/members/"):
+            return await memberAction(path.dropFirst("/v1/members/".count))
         case (_, "/healthz"), (_, "/readyz"), (_, "/metrics"), (_, "/v1/node"), (_, "/v1/members"), (_, "/v1/links"), (_, "/v1/interest"),
             (_, "/v1/connections"), (_, "/v1/drain"), (_, "/v1/leave"):
             return json(.methodNotAllowed, AdminModels.Failure(error: "\(request.method) is not allowed on \(request.path)"))
@@ -105,10 +107,34 @@ final class AdminAPI: Sendable {
         case .stopped: return .text(.serviceUnavailable, "stopped\n")
         case .running: break
         }
-        if let cluster, let status = await cluster.status(), !status.isJoined {
-            return .text(.serviceUnavailable, "joining the cluster\n")
+        if let cluster, let status = await cluster.status(), let reason = status.notJoinedReason {
+            return .text(.serviceUnavailable, "joining the cluster: \(reason)\n")
         }
         return .text(.ok, "ready\n")
+    }
+
+    // MARK: - Actions on members by name
+
+    /// `POST /v1/members/NODE/drain` or `.../leave`: on this node itself, or passed to the
+    /// member over its link, so an operator names a member to any node.
+    private func memberAction(_ rest: Substring) async -> AdminResponse {
+        let parts = rest.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty, let action = ["drain", "leave"].first(where: { $0 == parts[1] }) else {
+            return json(.notFound, AdminModels.Failure(error: "expected POST /v1/members/NODE/drain or /v1/members/NODE/leave"))
+        }
+        let member = String(parts[0])
+        let status = action == "drain" ? "draining" : "leaving"
+        if member == nodeID {
+            action == "drain" ? actions.drain() : actions.leave()
+            return json(.accepted, AdminModels.Action(action: action, status: status))
+        }
+        guard let cluster, let view = await cluster.status(), let known = view.members.first(where: { $0.node.name == member }) else {
+            return json(.notFound, AdminModels.Failure(error: "no member named \(member) in this node's view of the cluster"))
+        }
+        guard await cluster.requestAdminAction(action, of: known.node) else {
+            return json(.conflict, AdminModels.Failure(error: "\(member) is \(known.status) and not linked to \(nodeID): ask a node that reaches it"))
+        }
+        return json(.accepted, AdminModels.Action(action: action, status: "\(status) (asked through \(nodeID))"))
     }
 
     // MARK: - Documents
@@ -125,6 +151,7 @@ final class AdminAPI: Sendable {
                 incarnation: status.incarnation,
                 localHealth: status.localHealth,
                 joined: status.isJoined,
+                notJoinedReason: status.notJoinedReason,
                 members: byStatus
             )
         }
@@ -148,7 +175,8 @@ final class AdminAPI: Sendable {
         return status.members.sorted { $0.node < $1.node }.map {
             AdminModels.Member(
                 node: $0.node.name, address: $0.address, status: "\($0.status)", incarnation: $0.incarnation, epoch: $0.epoch,
-                isSelf: $0.node == status.node
+                isSelf: $0.node == status.node,
+                admin: status.adminAddresses[$0.node]
             )
         }
     }

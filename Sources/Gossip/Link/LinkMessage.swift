@@ -98,6 +98,12 @@ public enum LinkMessage: Sendable, Equatable {
     /// The handshake was refused; the text says why. The link closes after it.
     case refuse(String)
     case heartbeat
+    /// Where the sender's admin API is reachable (`host:port`, empty for nowhere), so that
+    /// any member can name every other one to an operator.
+    case nodeInfo(adminAddress: String)
+    /// An operator's request, made through another member's admin API, that the receiver
+    /// act on itself: `drain` or `leave`. Unknown actions are ignored.
+    case adminRequest(action: String)
 
     // Membership (SWIM), each with piggy-backed gossip.
     case ping(sequence: UInt64, gossip: [MemberUpdate])
@@ -140,7 +146,7 @@ public enum LinkMessage: Sendable, Equatable {
 
 extension LinkMessage {
     enum TypeCode: UInt8 {
-        case hello = 1, proof = 2, refuse = 3, heartbeat = 4
+        case hello = 1, proof = 2, refuse = 3, heartbeat = 4, nodeInfo = 5, adminRequest = 6
         case ping = 10, ack = 11, pingRequest = 12, members = 13
         case interestDelta = 20, interestSnapshot = 21, interestAck = 22, interestDigest = 23
         case forward = 30, handoff = 31, handoffAck = 32
@@ -152,6 +158,8 @@ extension LinkMessage {
         case .proof: return .proof
         case .refuse: return .refuse
         case .heartbeat: return .heartbeat
+        case .nodeInfo: return .nodeInfo
+        case .adminRequest: return .adminRequest
         case .ping: return .ping
         case .ack: return .ack
         case .pingRequest: return .pingRequest
@@ -190,6 +198,10 @@ extension LinkMessage {
             buffer.writeLinkString(reason)
         case .heartbeat:
             break
+        case .nodeInfo(let address):
+            buffer.writeLinkString(address)
+        case .adminRequest(let action):
+            buffer.writeLinkString(action)
         case .ping(let sequence, let gossip), .ack(let sequence, let gossip):
             buffer.writeInteger(sequence)
             Self.write(gossip, into: &buffer)
@@ -302,6 +314,10 @@ extension LinkMessage {
             return .refuse(try body.readLinkString())
         case .heartbeat:
             return .heartbeat
+        case .nodeInfo:
+            return .nodeInfo(adminAddress: try body.readLinkString())
+        case .adminRequest:
+            return .adminRequest(action: try body.readLinkString())
         case .ping:
             return .ping(sequence: try body.readLinkInteger(), gossip: try readUpdates(&body))
         case .ack:

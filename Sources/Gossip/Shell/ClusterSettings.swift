@@ -47,6 +47,10 @@ public struct ClusterSettings: Sendable {
         return .init(low: high / 2, high: high)
     }
     /// How long a SUBSCRIBE's receipt waits for every live peer to acknowledge the interest.
+    /// Members, this node included, it must have linked to before it first reports itself
+    /// joined (ready); from then on it only needs every live member linked. 1 lets the first
+    /// node of a new cluster start alone.
+    public var minimumMembers: Int = 1
     public var interestAckTimeout: TimeAmount = .seconds(2)
     /// How often each link exchanges interest digests, repairing anything missed.
     public var digestInterval: TimeAmount = .seconds(5)

@@ -44,6 +44,16 @@ public final class ClusterShell: @unchecked Sendable {
     private var clock: RepeatedTask?
     private var leaving = false
     private var evacuating = false
+    /// Whether the node has once linked to `settings.minimumMembers - 1` peers with their
+    /// interest: the start of "joined". Never reset, so a node that lost its peers later
+    /// stays in service for the clients it has.
+    private var hasFormed = false
+    /// This node's admin API address, told to every peer.
+    private var adminAddress = ""
+    /// Peers' admin API addresses, as they told them; an entry goes when its member leaves.
+    private var peerAdminAddresses: [NodeID: String] = [:]
+    /// Runs an operator's request that arrived from another member ("drain", "leave").
+    private var adminRequestHandler: (@Sendable (String) -> Void)?
     private var random = SystemRandomNumberGenerator()
 
     /// - Parameters:
@@ -160,6 +170,14 @@ public final class ClusterShell: @unchecked Sendable {
             sendDigests()
         }
         releasePropagationWaiters(now: now)
+        noteFormation()
+    }
+
+    /// Latches ``hasFormed`` once enough peers are linked and their interest is held.
+    private func noteFormation() {
+        guard !hasFormed else { return }
+        let linked = links.keys.filter { remoteInterest.version(of: $0) != nil }.count
+        if linked + 1 >= settings.minimumMembers { hasFormed = true }
     }
 
     private func keepLinksAlive(now: NIODeadline) {
@@ -197,6 +215,7 @@ public final class ClusterShell: @unchecked Sendable {
             metadata: ["cluster.peer": "\(update.node)", "cluster.incarnation": "\(update.incarnation)", "cluster.previous": "\(previous.map { "\($0)" } ?? "unknown")"]
         )
         guard update.status >= .dead else { return }
+        if update.status == .left { peerAdminAddresses[update.node] = nil }
         // Its interest goes, so nothing more is routed there; its queue messages in flight
         // come back to this node.
         let entries = remoteInterest.entriesByOrigin[update.node]?.entries.count ?? 0
@@ -322,6 +341,7 @@ public final class ClusterShell: @unchecked Sendable {
         perform(membership.linkEstablished(node: peer.node, epoch: peer.epoch, address: peer.address, now: .now()))
         // A link that (re)connects starts from a full snapshot of this node's interest.
         link.send(.interestSnapshot(epoch: localInterest.epoch, version: localInterest.version, entries: localInterest.snapshot))
+        link.send(.nodeInfo(adminAddress: adminAddress))
     }
 
     private func dialedByLowerID(_ link: LinkChannelHandler, peer: NodeID) -> Bool {
@@ -403,6 +423,15 @@ public final class ClusterShell: @unchecked Sendable {
 
         case .handoffAck(let id):
             pendingHandoffs[id] = nil
+
+        case .nodeInfo(let address):
+            peerAdminAddresses[peer] = address.isEmpty ? nil : String(address.prefix(1_024))
+
+        case .adminRequest(let action):
+            // The peer proved the cluster secret; members may already move each other's
+            // messages, so asking one to drain needs no more than that.
+            logger.notice("admin request from a peer", metadata: ["cluster.peer": "\(peer)", "admin.action": "\(action.prefix(64))"])
+            adminRequestHandler?(action)
 
         case .heartbeat, .hello, .proof, .refuse:
             break
@@ -565,6 +594,33 @@ public final class ClusterShell: @unchecked Sendable {
         waitingForPropagation = still
     }
 
+    // MARK: - Operators
+
+    /// Sets this node's admin API address and tells every peer.
+    public func advertiseAdminAddress(_ address: String) async {
+        try? await eventLoop.submit { [self] in
+            adminAddress = address
+            for link in links.values { link.send(.nodeInfo(adminAddress: address)) }
+        }.get()
+    }
+
+    /// What to do when a peer passes on an operator's request for this node.
+    public func onAdminRequest(_ handler: @escaping @Sendable (String) -> Void) {
+        eventLoop.execute { [self] in adminRequestHandler = handler }
+    }
+
+    /// Passes an operator's request to a member over its link.
+    ///
+    /// - Returns: whether a link to that member was up to carry it.
+    public func requestAdminAction(_ action: String, of member: NodeID) async -> Bool {
+        (try? await eventLoop.submit { [self] () -> Bool in
+            guard let link = links[member] else { return false }
+            link.send(.adminRequest(action: action))
+            link.flushBatches()
+            return true
+        }.get()) ?? false
+    }
+
     // MARK: - Status
 
     /// A snapshot of the cluster as this node sees it.
@@ -591,15 +647,21 @@ public final class ClusterShell: @unchecked Sendable {
         public var links: [Link]
         public var localInterest: Interest
         public var remoteInterest: [Interest]
-        /// Joined: linked to every live member and holding its interest snapshot.
+        /// Joined: linked to enough members once (``ClusterSettings/minimumMembers``), and
+        /// now to every live member, holding its interest snapshot.
         public var isJoined: Bool
+        /// Why the node isn't joined yet, for `/readyz` and clusterctl; `nil` when it is.
+        public var notJoinedReason: String?
+        /// Members' admin API addresses, this node's included, as far as they are known.
+        public var adminAddresses: [NodeID: String]
     }
 
     public func status() async -> Status? {
         try? await eventLoop.submit { [self] in
-            let live = membership.liveMembers
-            let joined = live.allSatisfy { links[$0] != nil && remoteInterest.version(of: $0) != nil }
-                && (settings.seeds.isEmpty || !live.isEmpty || lastSeedAttempt != nil)
+            noteFormation()
+            let reason = notJoinedReason()
+            var adminAddresses = peerAdminAddresses
+            if !adminAddress.isEmpty { adminAddresses[settings.node] = adminAddress }
             return Status(
                 node: settings.node,
                 epoch: settings.epoch,
@@ -613,9 +675,22 @@ public final class ClusterShell: @unchecked Sendable {
                 remoteInterest: remoteInterest.entriesByOrigin.map { origin, held in
                     Status.Interest(origin: origin, epoch: held.epoch, version: held.version, entries: held.entries.map { ($0.key, $0.value) })
                 }.sorted { $0.origin < $1.origin },
-                isJoined: joined
+                isJoined: reason == nil,
+                notJoinedReason: reason,
+                adminAddresses: adminAddresses
             )
         }.get()
+    }
+
+    private func notJoinedReason() -> String? {
+        let holding = Set(links.keys.filter { remoteInterest.version(of: $0) != nil })
+        if !hasFormed {
+            let seeds = settings.seeds.isEmpty ? "no seeds configured" : "seeds " + settings.seeds.joined(separator: ",")
+            return "waiting for members: linked to \(holding.count) of the \(settings.minimumMembers - 1) peer(s) cluster.min-members=\(settings.minimumMembers) asks for (\(seeds))"
+        }
+        let missing = membership.liveMembers.filter { !holding.contains($0) }.map(\.name).sorted()
+        guard !missing.isEmpty else { return nil }
+        return "not yet linked to live member(s) \(missing.joined(separator: ", ")) with their interest"
     }
 
     /// Which peers would receive a message for `destination` (the admin API's "why").
