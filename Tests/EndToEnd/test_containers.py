@@ -54,6 +54,7 @@ K8S_SECRET_VALUES = {"cluster-secret": "k8s-test-cluster-secret-0123456789",
                      "admin-token": "k8s-test-admin-token"}
 FORM_TIMEOUT = 30.0   # upper bounds only; a cluster normally forms within a couple of seconds
 STEP_TIMEOUT = 20.0
+LONE_WATCH = 1.5      # how long a pod without peers is watched to stay not ready
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -470,6 +471,8 @@ class StatefulSetRig:
         return runtime_env(pod, df.relocate_paths(env, moves))
 
     def start(self, pod: str) -> None:
+        if pod in self.cluster.processes:
+            return  # started by an earlier test of the module
         entrypoint, cmd = df.image_command()
         # A container's `command` replaces the ENTRYPOINT and `args` the CMD.
         entrypoint = self.container.get("command") or entrypoint
@@ -498,6 +501,22 @@ def test_statefulset_headless_name_resolves_to_every_pod(statefulset):
         got = sorted({line.split()[0] for line in res.stdout.splitlines()})
         assert got == sorted(want), f"in {pod}, {statefulset.headless} -> {got}, want {want}\n{res.stderr}"
     print(f"{statefulset.headless} -> {want} in every pod")
+
+
+def test_statefulset_lone_pod_is_not_ready(statefulset):
+    """A pod whose peers aren't there yet stays out of the client Service: with seeds, a node
+    is ready only once it has linked to another member (cluster.min-members, 2 by default).
+    The reason the StatefulSet must start its pods in parallel."""
+    lone = statefulset.pods[1]
+    statefulset.start(lone)
+    cluster = statefulset.cluster
+    wait_for(lambda: cluster.members(lone), timeout=STEP_TIMEOUT, message=f"{lone}'s admin API answers")
+    deadline = time.monotonic() + LONE_WATCH
+    while time.monotonic() < deadline:
+        status, body = http(cluster.client, cluster.admin(lone) + "/readyz")
+        assert status == 503, f"{lone} alone: /readyz {status} {body!r}, members {cluster.members(lone)}"
+        time.sleep(0.1)
+    print(f"{lone} alone: /readyz 503 ({body.strip()}) for {LONE_WATCH}s")
 
 
 def test_statefulset_pods_find_each_other_through_the_headless_service(statefulset):
