@@ -222,17 +222,19 @@ class ComposeRig:
         self.haproxy: netns.Process | None = None
         self.envs: dict = {}  # node -> the environment it was started with
         self.clients: list = []  # every STOMP client of the tests, dropped in teardown
+        self.secret_paths: dict = {}  # compose secret -> the test's file holding it
 
     def secret_files(self, service: dict) -> dict:
         """container path -> test file, for the service's compose secrets."""
         moves = {}
         for path, secret in df.compose_secret_mounts(service).items():
-            definition = self.compose["secrets"][secret]
-            value = DOTENV[definition["environment"]]
-            mode = next((e.get("mode", 0o444) for e in service["secrets"]
-                         if isinstance(e, dict) and e["source"] == secret), 0o444)
-            moves[path] = str(write_secret(self.root / "secrets", secret, value, mode))
-            print(f"secret {secret}: compose mounts it at {path}; here it is {moves[path]}")
+            if secret not in self.secret_paths:
+                value = DOTENV[self.compose["secrets"][secret]["environment"]]
+                mode = next((e.get("mode", 0o444) for e in service["secrets"]
+                             if isinstance(e, dict) and e["source"] == secret), 0o444)
+                self.secret_paths[secret] = str(write_secret(self.root / "secrets", secret, value, mode))
+                print(f"secret {secret}: compose mounts it at {path}; here it is {self.secret_paths[secret]}")
+            moves[path] = self.secret_paths[secret]
         return moves
 
     def node_env(self, name: str) -> dict:
