@@ -65,35 +65,15 @@ def _run(*argv) -> subprocess.CompletedProcess:
     return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=30, env={})
 
 
-def _settings_from_help(help_text: str) -> NodeSettings:
-    """Transitional, for a binary without --print-settings: the same facts from --help,
-    where each setting's text ends "(key: K, default D)"."""
-    settings, options = [], []
-    for chunk in re.split(r"\n(?=  -)", help_text.split("OPTIONS:", 1)[-1]):
-        text = " ".join(chunk.split())
-        flags = FLAG.findall(text)[:1]  # the option's own flag comes first
-        key = re.search(r"\(key: ([\w.-]+)(?:, default:? ([^)]*))?\)", text)
-        if not flags:
-            continue
-        if key is None:
-            options.append(flags[0])
-            continue
-        env = "CLUSTER_NODE_" + re.sub(r"[.-]", "_", key[1].upper())
-        settings.append({"key": key[1], "flag": flags[0], "env": env, "default": key[2] or "",
-                         "type": "port" if key[1].endswith(".port") else "?"})
-    return NodeSettings(settings, options, "cluster-node --help (this binary has no --print-settings)")
-
-
 @pytest.fixture(scope="module")
 def node() -> NodeSettings:
     binary = df.node_binary()
     if not binary.exists():
         pytest.fail(f"cluster-node not found at {binary} (set STOMP_NODE_BIN)", pytrace=False)
     res = _run(binary, "--print-settings", "json")
-    if res.returncode == 0:
-        doc = json.loads(res.stdout)
-        return NodeSettings(doc["settings"], doc["options"], "cluster-node --print-settings json")
-    return _settings_from_help(_run(binary, "--help").stdout)
+    assert res.returncode == 0, f"cluster-node --print-settings json failed: {res.stderr}"
+    doc = json.loads(res.stdout)
+    return NodeSettings(doc["settings"], doc["options"], "cluster-node --print-settings json")
 
 
 @lru_cache(maxsize=None)
