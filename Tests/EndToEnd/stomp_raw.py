@@ -269,7 +269,10 @@ class WsTransport:
         try:
             self.ws.send(payload)
         except WsConnectionClosed as e:
-            self._note_close(e)
+            # Messages that arrived before the close (the server's ERROR) are still queued:
+            # recv_chunk must go on returning them, so the connection isn't marked closed here.
+            if e.rcvd is not None:
+                self.close_code = e.rcvd.code
             raise ConnectionClosed(str(e)) from e
 
     def _note_close(self, e: WsConnectionClosed) -> None:
