@@ -65,22 +65,29 @@ private struct EmbeddedNode {
         }
     }
 
-    /// Lets the timers run (heart-beats, the close deadline after an ERROR), closes the
-    /// connection, and tears everything down, so that no input leaves memory behind.
+    /// Lets the timers run out (heart-beats, handshake deadlines, the close handshake's wait),
+    /// closes the connection, and tears everything down, so that no input leaves memory
+    /// behind.
+    ///
+    /// Order matters. `EmbeddedChannel.finish()` cancels every scheduled task, and a close the
+    /// node starts itself on a WebSocket connection is deferred: it sends a WebSocket close
+    /// and lets a 2 s deadline close the socket if the client never answers (this one never
+    /// does). Finishing first would cancel that deadline and leave the connection, with its
+    /// pipeline and its registration in the broker, open after the loop is gone: a cycle that
+    /// only this harness makes, since a real loop always runs the deadline. So simulated time
+    /// is taken past every deadline (upgrade and CONNECT: 10 s; each may start the 2 s wait)
+    /// and a still-open connection is closed, again past its wait, before `finish`.
     func shutDown() {
-        loop.advanceTime(by: .seconds(3))
-        drainOutbound()
-        _ = try? channel.finish(acceptAlreadyClosed: true)
-        // A close the node starts itself sends a WebSocket close and waits up to 2 s for the
-        // client's answer before it drops the connection; this client never answers. A
-        // connection still in its handshake is closed by its deadlines (upgrade, CONNECT:
-        // 10 s each), which may in turn start that 2 s wait. Real time always gets there;
-        // simulated time must be taken past all of them, or the connection is still open
-        // when the loop shuts down and its pipeline looks leaked.
         for _ in 0..<3 {
             loop.advanceTime(by: .seconds(11))
-            loop.run()
+            drainOutbound()
         }
+        if channel.isActive {
+            channel.close(promise: nil)
+            loop.advanceTime(by: .seconds(3))
+            drainOutbound()
+        }
+        _ = try? channel.finish(acceptAlreadyClosed: true)
         do {
             try loop.syncShutdownGracefully()
         } catch {
