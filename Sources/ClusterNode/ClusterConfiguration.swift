@@ -75,7 +75,9 @@ enum ClusterConfiguration {
         let roots = NIOSSLTrustRoots.certificates(try NIOSSLCertificate.fromPEMFile(ca))
         var server = TLSConfiguration.makeServerConfigurationWithMTLS(certificateChain: chain, privateKey: privateKey, trustRoots: roots)
         server.certificateVerification = .noHostnameVerification
+        server.minimumTLSVersion = .tlsv12
         var client = TLSConfiguration.makeClientConfiguration()
+        client.minimumTLSVersion = .tlsv12
         client.certificateChain = chain
         client.privateKey = privateKey
         client.trustRoots = roots

@@ -32,6 +32,12 @@ struct NodeConfiguration: Sendable {
         /// Required on every request but `/healthz` and `/readyz` when set; must be set when the
         /// API listens beyond loopback.
         var token: String?
+        /// Browser origins that may call it; a request with another `Origin` is refused.
+        var allowedOrigins = OriginPolicy([])
+
+        /// Bound to loopback only: then a request must also name loopback in `Host`, so a
+        /// web page can't reach it through DNS rebinding.
+        var isLoopbackOnly: Bool { ["127.0.0.1", "::1", "localhost"].contains(host) }
     }
 
     /// How a drain paces itself.
@@ -58,6 +64,7 @@ struct NodeConfiguration: Sendable {
         io.webSocketPort = try settings.port("ws.port")
         io.webSocketPath = try settings.requiredString("ws.path")
         guard io.webSocketPath.hasPrefix("/") else { throw SettingsError(description: "ws.path must start with '/', not '\(io.webSocketPath)'") }
+        io.allowedOrigins = OriginPolicy(try settings.list("ws.allowed-origins"))
         io.stompPort = try settings.port("stomp.port")
         io.secureWebSocketPort = try settings.port("wss.port")
         io.secureStompPort = try settings.port("stomps.port")
@@ -118,9 +125,10 @@ struct NodeConfiguration: Sendable {
         if admin.token == nil, let path = try settings.string("admin.token-file") {
             guard let text = ClusterConfiguration.readFile(path) else { throw SettingsError(description: "cannot read admin.token-file \(path)") }
             admin.token = String(text.trimming(" \t\r\n"))
+            guard admin.token?.isEmpty == false else { throw SettingsError(description: "admin.token-file \(path) holds no token") }
         }
-        let loopback = ["127.0.0.1", "::1", "localhost"]
-        if admin.port != nil, !loopback.contains(admin.host), admin.token == nil {
+        admin.allowedOrigins = OriginPolicy(try settings.list("admin.allowed-origins"))
+        if admin.port != nil, !admin.isLoopbackOnly, admin.token == nil {
             throw SettingsError(description: "the admin API listens beyond loopback (admin.host \(admin.host)): set admin.token or admin.token-file")
         }
         admin.advertisedAddress = try settings.string("admin.advertise")

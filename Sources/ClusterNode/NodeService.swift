@@ -53,6 +53,8 @@ struct NodeService: Service, CustomStringConvertible {
                 nodeID: configuration.nodeID,
                 clusterName: configuration.cluster?.clusterName,
                 token: configuration.admin.token,
+                allowedOrigins: configuration.admin.allowedOrigins,
+                loopbackOnly: configuration.admin.isLoopbackOnly,
                 broker: broker,
                 cluster: cluster,
                 server: server,

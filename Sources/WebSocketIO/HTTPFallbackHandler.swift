@@ -1,23 +1,30 @@
+import CoreMetrics
 import NIOCore
 import NIOHTTP1
 
 /// Answers HTTP requests on the WebSocket port that are not WebSocket upgrades, so a plain
-/// request gets a clear status instead of a hang: 426 on the WebSocket path, 404 elsewhere.
+/// request gets a clear status instead of a hang: 426 on the WebSocket path, 404 elsewhere,
+/// 403 for an upgrade from a browser origin that isn't allowed (`ws.allowed-origins`).
 final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     private let webSocketPath: String
+    private let origins: OriginPolicy
     private var pending: (status: HTTPResponseStatus, message: String)?
 
-    init(webSocketPath: String) {
+    init(webSocketPath: String, origins: OriginPolicy) {
         self.webSocketPath = webSocketPath
+        self.origins = origins
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            if requestPath(head.uri) == webSocketPath {
+            if requestPath(head.uri) == webSocketPath, !origins.allows(head.headers.first(name: "Origin")) {
+                Self.refusedOrigins.increment()
+                pending = (.forbidden, "This origin may not open STOMP over WebSocket connections here (ws.allowed-origins).\n")
+            } else if requestPath(head.uri) == webSocketPath {
                 pending = (.upgradeRequired, "This endpoint speaks STOMP over WebSocket: send a WebSocket upgrade request (subprotocols v12.stomp, v11.stomp, v10.stomp).\n")
             } else {
                 pending = (.notFound, "Not found. STOMP over WebSocket is served at \(webSocketPath).\n")
@@ -44,6 +51,8 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
 }
 
 extension HTTPFallbackHandler {
+    private static let refusedOrigins = Counter(label: "stomp_upgrades_refused_total", dimensions: [("reason", "origin")])
+
     /// A request that doesn't parse has been answered with 400 by NIO's protocol error
     /// handler; the connection can't be resynchronised, so it ends here. (A refused upgrade
     /// also arrives here as an error, and is answered by `channelRead` instead.)

@@ -57,7 +57,10 @@ public final class StompServer: Sendable {
         if let tls = configuration.tls {
             let chain = try NIOSSLCertificate.fromPEMFile(tls.certificateChainPath).map { NIOSSLCertificateSource.certificate($0) }
             let key = try NIOSSLPrivateKey(file: tls.privateKeyPath, format: .pem)
-            self.sslContext = try NIOSSLContext(configuration: .makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key)))
+            var tlsConfiguration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            // TLS 1.0 and 1.1 are deprecated (RFC 8996).
+            tlsConfiguration.minimumTLSVersion = .tlsv12
+            self.sslContext = try NIOSSLContext(configuration: tlsConfiguration)
         } else {
             self.sslContext = nil
         }
@@ -162,12 +165,14 @@ public final class StompServer: Sendable {
         let upgradeDeadline = channel.closeUnlessCompleted(within: configuration.upgradeTimeout, stage: .upgrade)
         let heldTicket = NIOLoopBound(ticket, eventLoop: channel.eventLoop)
         let path = configuration.webSocketPath
+        let origins = configuration.allowedOrigins
         let maxMessage = configuration.maxWebSocketMessageSize
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: maxMessage,
             automaticErrorHandling: true,
             shouldUpgrade: { channel, head in
-                guard requestPath(head.uri) == path else {
+                // A refused upgrade goes on to HTTPFallbackHandler, which says why (404, 403).
+                guard requestPath(head.uri) == path, origins.allows(head.headers.first(name: "Origin")) else {
                     return channel.eventLoop.makeSucceededFuture(nil)
                 }
                 var headers = HTTPHeaders()
@@ -185,7 +190,7 @@ public final class StompServer: Sendable {
                 }
             }
         )
-        let fallback = HTTPFallbackHandler(webSocketPath: path)
+        let fallback = HTTPFallbackHandler(webSocketPath: path, origins: origins)
         let fallbackBox = NIOLoopBound(fallback, eventLoop: channel.eventLoop)
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(
             withServerUpgrade: (

@@ -24,6 +24,8 @@ public struct WebSocketIOConfiguration: Sendable {
     public var stompPort: Int? = 61613
     /// The HTTP path that upgrades to WebSocket.
     public var webSocketPath: String = "/ws"
+    /// Browser origins allowed to upgrade; others get 403.
+    public var allowedOrigins: OriginPolicy = .any
     /// TLS material. When set, the TLS listeners below start as well.
     public var tls: TLSFiles?
     /// `wss://` when ``tls`` is set (RabbitMQ Web-STOMP's TLS port).

@@ -140,3 +140,15 @@ import Testing
         #expect(SettingSources.closest(to: "CLUSTER_NODE_LIMIT_BODY_SIZE", by: \.environmentName)?.key == "limits.body-size")
     }
 }
+
+/// The admin API on loopback answers only requests that name loopback in `Host`.
+@Suite struct AdminHostTests {
+    @Test func loopbackNamesWithAndWithoutPorts() {
+        for host in ["localhost", "LOCALHOST:8222", "127.0.0.1", "127.0.0.1:8222", "[::1]", "[::1]:8222", "::1"] {
+            #expect(AdminAPI.namesLoopback(host), "\(host)")
+        }
+        for host in ["evil.example", "evil.example:8222", "127.0.0.1.evil.example", "localhost.evil.example:80", "[::2]:8222", ""] {
+            #expect(!AdminAPI.namesLoopback(host), "\(host)")
+        }
+    }
+}

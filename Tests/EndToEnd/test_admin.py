@@ -334,3 +334,58 @@ def test_the_first_node_of_a_new_cluster_may_start_alone(tmp_path):
     finally:
         problems = alone.stop()
     assert not problems, problems
+
+
+# ---------------------------------------------------------------------------
+# Browsers can't drive the admin API
+# ---------------------------------------------------------------------------
+
+def raw_http(url: str, method: str, headers: dict, body: bytes = b"") -> tuple[int, str]:
+    request = urllib.request.Request(url, method=method, data=body or None, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_a_cross_site_simple_post_cannot_drain_the_node(node_factory):
+    node = node_factory(name="csrf")
+    # What a page on another site can send without a preflight: no token on loopback, once.
+    status, body = raw_http(node.admin_url + "/v1/drain", "POST",
+                            {"Origin": "https://evil.example", "Content-Type": "text/plain"}, b"x")
+    assert status == 403 and "admin.allowed-origins" in body
+    assert http(node.admin_url + "/readyz") == (200, "ready\n")
+
+    # DNS rebinding: the page's own name resolved to 127.0.0.1, and no Origin on a GET.
+    port = node.admin_url.rsplit(":", 1)[1]
+    status, body = raw_http(node.admin_url + "/v1/node", "GET", {"Host": f"evil.example:{port}"})
+    assert status == 403 and "Host must name this machine" in body
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "localhost"):
+        assert raw_http(node.admin_url + "/v1/node", "GET", {"Host": host})[0] == 200, host
+
+
+def test_an_allowed_origin_may_call_the_admin_api(node_factory):
+    node = node_factory("--admin-allowed-origins", "https://ops.example", name="origins")
+    assert raw_http(node.admin_url + "/v1/node", "GET", {"Origin": "https://ops.example"})[0] == 200
+    assert raw_http(node.admin_url + "/v1/node", "GET", {"Origin": "https://other.example"})[0] == 403
+
+
+def test_the_admin_token_is_never_empty(tmp_path):
+    empty = tmp_path / "empty-token"
+    empty.write_text("\n")
+    binary = os.environ.get("STOMP_NODE_BIN", str(ROOT / ".build" / "release" / "cluster-node"))
+    for args in (["--admin-token", ""], ["--admin-token-file", str(empty)]):
+        result = subprocess.run([binary, "--admin-port", "0", "--ws-port=-1", "--stomp-port=-1", *args],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode != 0, args
+        assert "admin.token" in result.stderr, result.stderr
+
+
+def test_a_token_file_written_by_echo_works(node_factory, tmp_path):
+    """A file that ends in a newline, as `echo TOKEN > file` writes it, holds the token alone."""
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\n")
+    node = node_factory("--admin-token-file", str(token_file), name="token-file")
+    assert http(node.admin_url + "/v1/node", token="s3cret-token")[0] == 200
+    assert http(node.admin_url + "/v1/node", token="s3cret-token\n".strip() + "x")[0] == 401

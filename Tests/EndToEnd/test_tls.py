@@ -112,3 +112,27 @@ def test_stomp_py_over_tls(tls_node, tls_cert, transport):
         assert m.body == "secret"
     finally:
         c.close()
+
+
+@pytest.mark.parametrize("version", ["TLSv1", "TLSv1_1"])
+def test_tls_before_1_2_is_refused(tls_node, tls_cert, version):
+    """TLS 1.0 and 1.1 are deprecated (RFC 8996): the handshake fails, 1.2 and 1.3 work."""
+    cert, _ = tls_cert
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(cafile=str(cert))
+    # Python's OpenSSL won't offer these versions at its default security level.
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    old.minimum_version = old.maximum_version = getattr(ssl.TLSVersion, version)
+    import socket
+    with socket.create_connection(("127.0.0.1", tls_node.stomps_port), timeout=10) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            with old.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"CONNECT\naccept-version:1.2\n\n\x00")
+                tls.recv(1)
+
+    for modern in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        ctx = ssl.create_default_context(cafile=str(cert))
+        ctx.minimum_version = ctx.maximum_version = modern
+        with StompClient.tcp(tls_node.host, tls_node.stomps_port, tls_context=ctx, server_hostname="localhost") as client:
+            assert client.t.sock.version() == modern.name.replace("_", ".")
+            assert client.connect().command == "CONNECTED"

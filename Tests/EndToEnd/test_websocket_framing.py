@@ -252,3 +252,32 @@ def test_stomp_client_over_ws_round_trip_each_version(node):
             c.subscribe(dest)
             round_trip(c, dest)
             c.disconnect()
+
+
+# ---------------------------------------------------------------------------
+# Origins
+# ---------------------------------------------------------------------------
+
+def test_allowed_origins_gate_browser_upgrades(node_factory):
+    node = node_factory("--ws-allowed-origins", "https://app.example, http://localhost:8080", name="origins")
+
+    def upgrade(origin):
+        kw = {"origin": origin} if origin else {}
+        with ws_connect(node.ws_url, subprotocols=["v12.stomp"], proxy=None, open_timeout=10, **kw) as ws:
+            ws.send("CONNECT\naccept-version:1.2\nhost:/\n\n\x00")
+            return ws.recv(timeout=10)
+
+    assert upgrade("https://app.example").startswith("CONNECTED")
+    assert upgrade("HTTPS://APP.EXAMPLE/").startswith("CONNECTED")  # case and a trailing slash don't matter
+    assert upgrade("http://localhost:8080").startswith("CONNECTED")
+    assert upgrade(None).startswith("CONNECTED")  # not a browser: no Origin, not refused
+    with pytest.raises(InvalidStatus) as refused:
+        upgrade("https://evil.example")
+    assert refused.value.response.status_code == 403
+    assert b"ws.allowed-origins" in refused.value.response.body
+
+
+def test_any_origin_by_default(node):
+    with ws_connect(node.ws_url, subprotocols=["v12.stomp"], proxy=None, origin="https://elsewhere.example") as ws:
+        ws.send("CONNECT\naccept-version:1.2\nhost:/\n\n\x00")
+        assert ws.recv(timeout=10).startswith("CONNECTED")

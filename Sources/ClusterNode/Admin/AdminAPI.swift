@@ -1,5 +1,6 @@
 import AdminSchema
 import CoreMetrics
+import Crypto
 import FoundationEssentials
 import Gossip
 import NIOCore
@@ -20,7 +21,10 @@ final class AdminAPI: Sendable {
 
     private let nodeID: String
     private let clusterName: String?
-    private let token: String?
+    /// The `Authorization` header a request must carry.
+    private let expectedAuthorization: [UInt8]?
+    private let allowedOrigins: OriginPolicy
+    private let loopbackOnly: Bool
     private let broker: Broker
     private let cluster: ClusterShell?
     private let server: StompServer
@@ -33,6 +37,8 @@ final class AdminAPI: Sendable {
         nodeID: String,
         clusterName: String?,
         token: String?,
+        allowedOrigins: OriginPolicy,
+        loopbackOnly: Bool,
         broker: Broker,
         cluster: ClusterShell?,
         server: StompServer,
@@ -42,7 +48,9 @@ final class AdminAPI: Sendable {
     ) {
         self.nodeID = nodeID
         self.clusterName = clusterName
-        self.token = token
+        self.expectedAuthorization = token.map { Array("Bearer \($0)".utf8) }
+        self.allowedOrigins = allowedOrigins
+        self.loopbackOnly = loopbackOnly
         self.broker = broker
         self.cluster = cluster
         self.server = server
@@ -60,8 +68,14 @@ final class AdminAPI: Sendable {
         default:
             break
         }
-        if let token, request.headers.first(name: "Authorization") != "Bearer \(token)" {
-            return json(.unauthorized, AdminModels.Failure(error: "a bearer token is required"))
+        if let refusal = refuseBrowsers(request) { return refusal }
+        if let expectedAuthorization {
+            let given = Array((request.headers.first(name: "Authorization") ?? "").utf8)
+            // Digests compare in constant time, and hashing hides the length: the time taken
+            // tells nothing of the token.
+            guard SHA256.hash(data: given) == SHA256.hash(data: expectedAuthorization) else {
+                return json(.unauthorized, AdminModels.Failure(error: "a bearer token is required"))
+            }
         }
         switch (request.method, request.path) {
         case (.GET, "/metrics"):
@@ -94,6 +108,32 @@ final class AdminAPI: Sendable {
         default:
             return json(.notFound, AdminModels.Failure(error: "no such endpoint: \(request.path)"))
         }
+    }
+
+    // MARK: - Browsers
+
+    /// A web page in an operator's browser must not drive the API: a "simple" cross-site POST
+    /// needs no preflight, and DNS rebinding lets a page reach loopback under its own name.
+    /// Browsers name the page's origin in `Origin` and the name they resolved in `Host`.
+    private func refuseBrowsers(_ request: AdminRequest) -> AdminResponse? {
+        if let origin = request.headers.first(name: "Origin"), !allowedOrigins.allows(origin) {
+            return json(.forbidden, AdminModels.Failure(error: "requests from web pages are refused; allow an origin with admin.allowed-origins"))
+        }
+        if loopbackOnly, let host = request.headers.first(name: "Host"), !Self.namesLoopback(host) {
+            return json(.forbidden, AdminModels.Failure(error: "the admin API listens on loopback; Host must name this machine (localhost, 127.0.0.1 or [::1])"))
+        }
+        return nil
+    }
+
+    /// `Host` without its port is one of loopback's names.
+    static func namesLoopback(_ host: String) -> Bool {
+        var name = Substring(host.lowercased())
+        if name.hasPrefix("["), let close = name.firstIndex(of: "]") {
+            name = name[name.index(after: name.startIndex)..<close]
+        } else if name.filter({ $0 == ":" }).count == 1, let colon = name.firstIndex(of: ":") {
+            name = name[..<colon]
+        }
+        return ["localhost", "127.0.0.1", "::1"].contains(name)
     }
 
     // MARK: - Health

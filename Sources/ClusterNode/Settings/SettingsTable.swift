@@ -21,6 +21,7 @@ enum SettingsTable {
         Setting("host", .text, default: .value(io.host), "Address the client listeners bind."),
         Setting("ws.port", .port, default: .port(io.webSocketPort), "STOMP over WebSocket port; negative turns it off."),
         Setting("ws.path", .path, default: .value(io.webSocketPath), "WebSocket upgrade path."),
+        Setting("ws.allowed-origins", .list, default: .value("*"), "Browser origins (scheme://host[:port]) allowed to open WebSocket connections, comma-separated; * for any. Others get 403; clients that send no Origin are not affected."),
         Setting("stomp.port", .port, default: .port(io.stompPort), "STOMP over TCP port; negative turns it off."),
         Setting("tls.cert", .path, default: .none, "PEM certificate chain; with tls.key, turns on the two TLS listeners."),
         Setting("tls.key", .path, default: .none, "PEM private key of tls.cert."),
@@ -71,6 +72,7 @@ enum SettingsTable {
         Setting("admin.advertise", .text, default: .computed("the host of cluster.advertise and the admin port"), "host:port where other members and clusterctl reach this node's admin API; gossiped to the cluster."),
         Setting("admin.token", .text, default: .none, secret: true, "Bearer token the admin API requires (all but /healthz and /readyz); required beyond loopback."),
         Setting("admin.token-file", .path, default: .none, "File holding the admin API's bearer token."),
+        Setting("admin.allowed-origins", .list, default: .none, "Browser origins allowed to call the admin API, comma-separated; a request with any other Origin header gets 403, so no web page can drive it cross-site."),
         Setting("drain.lb-delay-ms", .milliseconds(minimum: 0), default: .value("2000"), "Pause between turning not-ready and telling clients to go, when draining."),
         Setting("drain.clients-per-second", .count(minimum: 1), default: .value("1000"), "Clients disconnected per second when draining."),
     ]
