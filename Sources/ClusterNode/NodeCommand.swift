@@ -38,6 +38,11 @@ struct NodeCommand: AsyncParsableCommand {
     var settingArguments: [String] = []
 
     func run() async throws {
+        if settingArguments == [HashPasswordCommand.name] {
+            let status = try HashPasswordCommand.run()
+            if status != 0 { throw ExitCode(status) }
+            return
+        }
         if let printSettings {
             print(SettingsDocument.render(printSettings), terminator: "")
             return
@@ -54,8 +59,7 @@ struct NodeCommand: AsyncParsableCommand {
             configuration = try NodeConfiguration(Settings(sources))
         } catch let error as SettingsError {
             // One line that names the source, the key and the value; no usage text around it.
-            let line = Array("cluster-node: \(error)\n".utf8)
-            _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+            writeUnbuffered("cluster-node: \(error)\n", to: STDERR_FILENO)
             throw ExitCode.validationFailure
         }
 

@@ -66,3 +66,25 @@ def test_the_readme_table_is_the_generated_one():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "settings-table.py"), str(NODE_BIN),
                              str(ROOT / "README.md"), "--check"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_hash_password_prints_a_phc_scrypt_string_that_standard_scrypt_verifies():
+    import base64
+    import hashlib
+    result = subprocess.run([str(NODE_BIN), "hash-password"], input="hunter2\n", capture_output=True, text=True,
+                            timeout=60, env=node_environment())
+    assert result.returncode == 0, result.stderr
+    _, algorithm, parameters, salt, digest = result.stdout.strip().split("$")
+    assert algorithm == "scrypt"
+    cost = dict(pair.split("=") for pair in parameters.split(","))
+
+    def unpadded(text):
+        return base64.b64decode(text + "=" * (-len(text) % 4))
+
+    expected = unpadded(digest)
+    derived = hashlib.scrypt(b"hunter2", salt=unpadded(salt), n=2 ** int(cost["ln"]), r=int(cost["r"]),
+                             p=int(cost["p"]), dklen=len(expected), maxmem=2 ** 26)
+    assert derived == expected
+    empty = subprocess.run([str(NODE_BIN), "hash-password"], input="", capture_output=True, text=True, timeout=60,
+                           env=node_environment())
+    assert empty.returncode != 0 and "no password" in empty.stderr

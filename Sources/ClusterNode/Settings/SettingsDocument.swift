@@ -56,6 +56,9 @@ enum SettingsDocument {
             environment, which wins over the file. A name that is no setting, or a value that \
             doesn't fit, stops the node with an error.
 
+            `cluster-node hash-password` reads a password on standard input and prints the \
+            salted scrypt hash (a PHC string) to put in the users file.
+
             SETTINGS:
 
             """
