@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOPosix
 import StompRouting
 
 /// What the router sends one connection.
@@ -78,6 +79,12 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private var connectDeadline: Scheduled<Void>?
     /// Bytes handed to the channel and not yet written to the socket.
     private var unwritten = 0
+    /// Decides CONNECTs; `nil` when every client is anonymous.
+    private let authenticator: (any ClientAuthenticator)?
+    /// A CONNECT is being decided: no frame is decoded, nothing read, until it is.
+    private var authenticating = false
+    /// The authenticator's reload the session's permissions come from.
+    private var permissionsGeneration = 0
     init(
         id: ConnectionID,
         broker: Broker,
@@ -88,9 +95,11 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         frameLimits: StompFrameDecoder.Limits,
         sessionIDPrefix: String,
         framing: OutboundFraming,
+        authenticator: (any ClientAuthenticator)?,
         logger: Logger
     ) {
         self.id = id
+        self.authenticator = authenticator
         self.outbound = OutboundBuffer(framing: framing)
         self.broker = broker
         self.ticket = ticket
@@ -156,7 +165,13 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         } else {
             inbound.writeBuffer(&bytes)
         }
-        while state == .active {
+        decodeInbound()
+    }
+
+    /// Decodes and serves the frames in `inbound`, until it holds no whole frame or a CONNECT
+    /// is being decided.
+    private func decodeInbound() {
+        while state == .active, !authenticating {
             let frame: StompFrame?
             do {
                 frame = try decoder.nextFrame(from: &inbound)
@@ -166,6 +181,8 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
                 return
             }
             guard let frame else { break }
+            refreshPermissionsIfReloaded()
+            guard state == .active else { return }
             session.frameReceived(frame, now: .now(), into: &actions)
             perform(actions)
             actions.removeAll(keepingCapacity: true)
@@ -281,8 +298,62 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
             case .fail(let error):
                 metrics.frameError(error.kind)
                 fail(error)
+            case .authenticate(let credentials):
+                authenticate(credentials)
             }
         }
+    }
+
+    // MARK: - Authentication
+
+    /// Asks the authenticator about a CONNECT. While it decides, nothing more is read or
+    /// decoded, so frames the client sent right behind its CONNECT wait in `inbound`.
+    private func authenticate(_ credentials: ConnectCredentials) {
+        guard let authenticator, let context else {
+            finishAuthentication(.success(.anonymous))
+            return
+        }
+        authenticating = true
+        try? context.channel.syncOptions?.setOption(.autoRead, value: false)
+        permissionsGeneration = authenticator.generation
+        // Either way the answer comes in a task of its own, not from inside the decoding of
+        // the CONNECT that asked.
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        switch authenticator.authenticate(credentials, from: context.remoteAddress) {
+        case .decided(let result):
+            context.eventLoop.execute { handler.value.finishAuthentication(result) }
+        case .later(let work):
+            NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop) { work() }.whenComplete { outcome in
+                let result: Result<SessionIdentity, StompProtocolError> = (try? outcome.get()) ?? .failure(.accessRefused)
+                handler.value.finishAuthentication(result)
+            }
+        }
+    }
+
+    private func finishAuthentication(_ result: Result<SessionIdentity, StompProtocolError>) {
+        authenticating = false
+        guard state == .active else { return }
+        var answers: [SessionStateMachine.Action] = []
+        session.authenticated(result, now: .now(), into: &answers)
+        perform(answers)
+        // The frames that came right behind the CONNECT, then reading again.
+        decodeInbound()
+        if state == .active, !readsPaused { try? context?.channel.syncOptions?.setOption(.autoRead, value: true) }
+        submitPendingOperations()
+        flush()
+    }
+
+    /// A reload (users file, SIGHUP) changed what users may do: this session's permissions
+    /// follow from its next frame, and a user who is gone is let go.
+    private func refreshPermissionsIfReloaded() {
+        guard let authenticator, authenticator.generation != permissionsGeneration else { return }
+        permissionsGeneration = authenticator.generation
+        guard let user = session.identity?.user else { return }
+        guard let permissions = authenticator.currentPermissions(of: user) else {
+            fail(StompProtocolError(.notAuthorized, "access revoked", detail: "User '\(user.prefix(64))' is no longer allowed on this node."))
+            return
+        }
+        session.replacePermissions(permissions)
     }
 
     private func submitPendingOperations() {

@@ -215,6 +215,7 @@ public final class StompServer: Sendable {
             frameLimits: configuration.frameLimits,
             sessionIDPrefix: configuration.sessionIDPrefix,
             framing: framing,
+            authenticator: configuration.authenticator,
             logger: logger
         )
     }

@@ -60,6 +60,11 @@ public struct WebSocketIOConfiguration: Sendable {
 
     public var frameLimits = StompFrameDecoder.Limits()
     public var session = SessionStateMachine.Settings()
+    /// Decides CONNECTs; `nil` lets every client in as anonymous with every permission. When
+    /// set, the sessions ask it (``SessionAuthentication/external``).
+    public var authenticator: (any ClientAuthenticator)? {
+        didSet { session.authentication = authenticator == nil ? .none : .external }
+    }
     /// Prefix of each CONNECTED `session` header, naming the node.
     public var sessionIDPrefix: String = ""
 

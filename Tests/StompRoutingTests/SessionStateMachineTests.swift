@@ -40,15 +40,6 @@ struct SessionDriver {
     }
 }
 
-private struct RefuseAll: StompAuthenticator {
-    func authenticate(login: String?, passcode: String?, host: String?) -> Bool { false }
-}
-
-private struct Credentials: StompAuthenticator {
-    func authenticate(login: String?, passcode: String?, host: String?) -> Bool {
-        login == "guest" && passcode == "secret" && host == "vh"
-    }
-}
 
 @Suite("SessionStateMachine: CONNECT")
 struct SessionConnectTests {
@@ -121,25 +112,34 @@ struct SessionConnectTests {
         #expect(frame.headers[StompHeader.version] == "1.0,1.1,1.2")
     }
 
-    @Test("the authenticator refusing gives notAuthorized")
-    func refused() {
-        var settings = SessionStateMachine.Settings()
-        settings.authenticator = RefuseAll()
-        var driver = SessionDriver(settings: settings)
-        #expect(SessionDriver.failure(driver.connect())?.kind == .notAuthorized)
-        // The session is closed: a retry is ignored.
+    @Test("with external authentication, CONNECT asks the shell and waits for its answer")
+    func externalAuthenticationAsks() {
+        var driver = SessionDriver(settings: SessionStateMachine.Settings(authentication: .external))
+        let asked = driver.receive(.connect, [("accept-version", "1.2"), ("login", "guest"), ("passcode", "secret"), ("host", "vh")])
+        #expect(asked == [.authenticate(ConnectCredentials(login: "guest", passcode: "secret", host: "vh"))])
+        var actions: [SessionStateMachine.Action] = []
+        let alice = SessionIdentity(user: "guest", permissions: .everything)
+        driver.session.authenticated(.success(alice), now: .now(), into: &actions)
+        #expect(actions.first == .connected(.v1_2, .none))
+        #expect(driver.session.identity == alice)
+    }
+
+    @Test("a refused CONNECT gets the shell's ERROR with its receipt, and the session closes")
+    func externalAuthenticationRefuses() {
+        var driver = SessionDriver(settings: SessionStateMachine.Settings(authentication: .external))
+        _ = driver.receive(.connect, [("accept-version", "1.2"), ("login", "guest"), ("passcode", "wrong"), ("receipt", "r-1")])
+        var actions: [SessionStateMachine.Action] = []
+        driver.session.authenticated(.failure(StompProtocolError(.notAuthorized, "access refused")), now: .now(), into: &actions)
+        #expect(SessionDriver.failure(actions)?.kind == .notAuthorized)
+        #expect(SessionDriver.failure(actions)?.receiptID == "r-1")
         #expect(driver.connect().isEmpty)
     }
 
-    @Test("the authenticator sees login, passcode and host")
-    func credentials() {
-        let settings = SessionStateMachine.Settings(authenticator: Credentials())
-        var good = SessionDriver(settings: settings)
-        let accepted = good.receive(.connect, [("accept-version", "1.2"), ("login", "guest"), ("passcode", "secret"), ("host", "vh")])
-        #expect(accepted.first == .connected(.v1_2, .none))
-        var bad = SessionDriver(settings: settings)
-        let refused = bad.receive(.connect, [("accept-version", "1.2"), ("login", "guest"), ("passcode", "wrong"), ("host", "vh")])
-        #expect(SessionDriver.failure(refused)?.kind == .notAuthorized)
+    @Test("a frame while the CONNECT is being decided is a frame before CONNECTED")
+    func frameWhileAuthenticating() {
+        var driver = SessionDriver(settings: SessionStateMachine.Settings(authentication: .external))
+        _ = driver.connect()
+        #expect(SessionDriver.failure(driver.receive(.send, [("destination", "/topic/a")]))?.kind == .notConnected)
     }
 
     @Test("the receipt of a failed CONNECT is echoed")
@@ -533,5 +533,55 @@ struct SessionFrameTests {
         _ = frames.receive(.begin, [("transaction", "t")])
         #expect(frames.receive(.send, [("destination", "/queue/a"), ("transaction", "t")]).isEmpty)
         #expect(SessionDriver.failure(frames.receive(.send, [("destination", "/queue/a"), ("transaction", "t")]))?.kind == .transactionLimit)
+    }
+}
+
+@Suite("SessionStateMachine: permissions")
+struct SessionPermissionTests {
+    /// A session connected as a user who may read prices and use the jobs queue.
+    private static func alice() throws -> SessionDriver {
+        var driver = SessionDriver(settings: SessionStateMachine.Settings(authentication: .external))
+        _ = driver.connect()
+        let permissions = try DestinationPermissions(read: ["/topic/prices.#", "/queue/jobs"], write: ["/queue/jobs"])
+        var actions: [SessionStateMachine.Action] = []
+        driver.session.authenticated(.success(SessionIdentity(user: "alice", permissions: permissions)), now: .now(), into: &actions)
+        return driver
+    }
+
+    @Test("SUBSCRIBE needs a read pattern covering all it can match")
+    func subscribe() throws {
+        var driver = try Self.alice()
+        #expect(SessionDriver.failure(driver.receive(.subscribe, [("id", "1"), ("destination", "/topic/prices.*")])) == nil)
+        let denied = SessionDriver.failure(driver.receive(.subscribe, [("id", "2"), ("destination", "/topic/#"), ("receipt", "r-2")]))
+        #expect(denied?.kind == .accessDenied)
+        #expect(denied?.detail.contains("user 'alice' may not read from /topic/#") == true)
+        #expect(denied?.receiptID == "r-2")
+    }
+
+    @Test("SEND needs a write pattern, in a transaction too")
+    func send() throws {
+        var driver = try Self.alice()
+        #expect(SessionDriver.failure(driver.receive(.send, [("destination", "/queue/jobs")])) == nil)
+        var inTransaction = try Self.alice()
+        _ = inTransaction.receive(.begin, [("transaction", "t")])
+        let denied = SessionDriver.failure(inTransaction.receive(.send, [("destination", "/topic/prices.eur"), ("transaction", "t")]))
+        #expect(denied?.kind == .accessDenied)
+        #expect(denied?.detail.contains("may not write to /topic/prices.eur") == true)
+    }
+
+    @Test("new permissions apply from the next frame")
+    func replaced() throws {
+        var driver = try Self.alice()
+        driver.session.replacePermissions(try DestinationPermissions(read: ["/topic/#"], write: []))
+        #expect(SessionDriver.failure(driver.receive(.subscribe, [("id", "1"), ("destination", "/topic/#")])) == nil)
+        #expect(SessionDriver.failure(driver.receive(.send, [("destination", "/queue/jobs")]))?.kind == .accessDenied)
+    }
+
+    @Test("without authentication every client is anonymous and may do everything")
+    func anonymous() {
+        var driver = SessionDriver()
+        _ = driver.connect()
+        #expect(driver.session.identity == .anonymous)
+        #expect(SessionDriver.failure(driver.receive(.subscribe, [("id", "1"), ("destination", "/topic/#")])) == nil)
     }
 }

@@ -18,7 +18,8 @@ private final class TestConnection {
         webSocket: Bool = false,
         maxConnections: Int = 10,
         maxOutboundBytes: Int = 8 * 1_048_576,
-        nodeOutbound: OutboundBudget = OutboundBudget(limit: 512 * 1_048_576)
+        nodeOutbound: OutboundBudget = OutboundBudget(limit: 512 * 1_048_576),
+        authenticator: (any ClientAuthenticator)? = nil
     ) throws {
         self.broker = broker ?? Broker(
             settings: .init(messageIDPrefix: "test-"),
@@ -38,10 +39,11 @@ private final class TestConnection {
                 nodeOutbound: nodeOutbound
             ),
             metrics: StompMetrics(),
-            sessionSettings: .init(),
+            sessionSettings: .init(authentication: authenticator == nil ? .none : .external),
             frameLimits: .init(),
             sessionIDPrefix: "t-",
             framing: webSocket ? .webSocket : .stream,
+            authenticator: authenticator,
             logger: Logger(label: "test")
         )
         if webSocket {
@@ -310,5 +312,69 @@ private final class TestConnection {
         #expect(throws: ConnectionAdmission.Refusal.addressLimit) { try admission.admit(try channel()).get() }
         first.release()
         _ = try admission.admit(try channel()).get()
+    }
+}
+
+/// Alice may read `/topic/news.#` and write `/topic/news.eu`; everybody else is refused.
+private final class OneUser: ClientAuthenticator, @unchecked Sendable {
+    private(set) var generation = 0
+    private var permissions = try! DestinationPermissions(read: ["/topic/news.#"], write: ["/topic/news.eu"])
+
+    func authenticate(_ credentials: ConnectCredentials, from remote: SocketAddress?) -> AuthenticationDecision {
+        guard credentials.login == "alice", credentials.passcode == "secret" else { return .decided(.failure(.accessRefused)) }
+        return .decided(.success(SessionIdentity(user: "alice", permissions: permissions)))
+    }
+
+    func currentPermissions(of user: String) -> DestinationPermissions? { user == "alice" ? permissions : nil }
+
+    func reload(_ permissions: DestinationPermissions) {
+        self.permissions = permissions
+        generation += 1
+    }
+}
+
+@Suite struct ConnectionAuthenticationTests {
+    @Test func framesRightBehindTheConnectWaitForItsAnswer() throws {
+        let connection = try TestConnection(authenticator: OneUser())
+        // A client that doesn't wait for CONNECTED: its SUBSCRIBE and SEND are held, not lost.
+        try connection.send("CONNECT\naccept-version:1.2\nlogin:alice\npasscode:secret\n\n\0SUBSCRIBE\nid:1\ndestination:/topic/news.*\n\n\0SEND\ndestination:/topic/news.eu\n\nhi\0")
+        connection.channel.embeddedEventLoop.run()
+        let output = try connection.received()
+        #expect(output.hasPrefix("CONNECTED\n"))
+        #expect(output.contains("MESSAGE\nsubscription:1\n"))
+        #expect(output.hasSuffix("hi\0"))
+    }
+
+    @Test func aWrongPasswordIsRefused() throws {
+        let connection = try TestConnection(authenticator: OneUser())
+        try connection.send("CONNECT\naccept-version:1.2\nlogin:alice\npasscode:guess\nreceipt:r\n\n\0")
+        connection.channel.embeddedEventLoop.run()
+        let output = try connection.received()
+        #expect(output.hasPrefix("ERROR\nreceipt-id:r\nmessage:access refused\n") || output.hasPrefix("ERROR\nmessage:access refused\n"))
+        #expect(!connection.channel.isActive)
+    }
+
+    @Test func deniedDestinationsGetAnErrorNamingThem() throws {
+        let connection = try TestConnection(authenticator: OneUser())
+        try connection.send("CONNECT\naccept-version:1.2\nlogin:alice\npasscode:secret\n\n\0")
+        connection.channel.embeddedEventLoop.run()
+        _ = try connection.received()
+        try connection.send("SUBSCRIBE\nid:1\ndestination:/topic/#\n\n\0")
+        let output = try connection.received()
+        #expect(output.hasPrefix("ERROR\nmessage:access denied\n"))
+        #expect(output.contains("user 'alice' may not read from /topic/#"))
+    }
+
+    @Test func aReloadAppliesAtTheNextFrame() throws {
+        let users = OneUser()
+        let connection = try TestConnection(authenticator: users)
+        try connection.send("CONNECT\naccept-version:1.2\nlogin:alice\npasscode:secret\n\n\0")
+        connection.channel.embeddedEventLoop.run()
+        _ = try connection.received()
+        users.reload(try DestinationPermissions(read: ["/topic/#"], write: []))
+        try connection.send("SUBSCRIBE\nid:1\ndestination:/topic/#\nreceipt:r\n\n\0")
+        #expect(try connection.received() == "RECEIPT\nreceipt-id:r\n\n\0")
+        try connection.send("SEND\ndestination:/topic/news.eu\n\nx\0")
+        #expect(try connection.received().hasPrefix("ERROR\nmessage:access denied\n"))
     }
 }

@@ -41,6 +41,7 @@ public struct StompProtocolError: Error, Sendable, Equatable {
         case slowConsumer = "slow_consumer"
         case tooManyConnections = "too_many_connections"
         case notAuthorized = "not_authorized"
+        case accessDenied = "access_denied"
         case shuttingDown = "shutting_down"
     }
 

@@ -35,7 +35,9 @@ public struct SessionStateMachine {
         public var maxDestinationWords: Int
         /// The `server` header of CONNECTED.
         public var serverName: String
-        public var authenticator: any StompAuthenticator
+        /// Who decides a CONNECT: nobody (everyone is anonymous and may do everything), or the
+        /// shell.
+        public var authentication: SessionAuthentication
 
         public init(
             heartbeatSend: TimeAmount = .seconds(10),
@@ -49,7 +51,7 @@ public struct SessionStateMachine {
             maxDestinationLength: Int = 1_024,
             maxDestinationWords: Int = 64,
             serverName: String = "cluster-node",
-            authenticator: any StompAuthenticator = AllowAllAuthenticator()
+            authentication: SessionAuthentication = .none
         ) {
             self.heartbeatSend = heartbeatSend
             self.heartbeatReceive = heartbeatReceive
@@ -62,7 +64,7 @@ public struct SessionStateMachine {
             self.maxDestinationLength = maxDestinationLength
             self.maxDestinationWords = maxDestinationWords
             self.serverName = serverName
-            self.authenticator = authenticator
+            self.authentication = authentication
         }
     }
 
@@ -77,6 +79,9 @@ public struct SessionStateMachine {
         case route(RouterOperation, receipt: String?)
         /// Send an ERROR for this reason and close the connection.
         case fail(StompProtocolError)
+        /// Decide who this is and call ``SessionStateMachine/authenticated(_:now:into:)``;
+        /// hand the session no frame until then.
+        case authenticate(ConnectCredentials)
     }
 
     /// What a clock tick calls for.
@@ -91,6 +96,8 @@ public struct SessionStateMachine {
     private enum State {
         /// Waiting for CONNECT or STOMP; nothing else is allowed.
         case awaitingConnect
+        /// CONNECT arrived; the shell is deciding who it is.
+        case authenticating(PendingConnect)
         /// Connected: frames are served.
         case connected(Connected)
         /// DISCONNECT was received or an error was sent; later frames are ignored.
@@ -105,7 +112,15 @@ public struct SessionStateMachine {
         var bytes = 0
     }
 
+    /// A CONNECT waiting for its answer.
+    private struct PendingConnect {
+        var version: StompVersion
+        var heartbeat: Heartbeat
+        var receipt: String?
+    }
+
     private struct Connected {
+        var identity: SessionIdentity
         var version: StompVersion
         var heartbeat: Heartbeat
         var subscriptionIDs: Set<String> = []
@@ -182,7 +197,7 @@ public struct SessionStateMachine {
     ///   - actions: where the actions are appended, in order.
     public mutating func frameReceived(_ frame: StompFrame, now: NIODeadline, into actions: inout [Action]) {
         let receipt = frame.headers[StompHeader.receipt]
-        do {
+        do throws(StompProtocolError) {
             switch state {
             case .awaitingConnect:
                 try connect(frame, now: now, into: &actions)
@@ -190,6 +205,10 @@ public struct SessionStateMachine {
                 state = .modifying
                 defer { if case .modifying = state { state = .connected(connected) } }
                 try serve(frame, receipt: receipt, connected: &connected, into: &actions)
+            case .authenticating:
+                // The shell holds frames back while it decides; one that slips through is a
+                // frame before CONNECTED.
+                throw StompProtocolError(.notConnected, "not connected", detail: "A frame arrived before the CONNECT was answered.")
             case .closing:
                 return
             case .modifying:
@@ -226,16 +245,55 @@ public struct SessionStateMachine {
                 graceFactor: settings.heartbeatGraceFactor
             )
         }
-        guard
-            settings.authenticator.authenticate(
+        let pending = PendingConnect(version: version, heartbeat: heartbeat, receipt: frame.headers[StompHeader.receipt])
+        switch settings.authentication {
+        case .none:
+            open(pending, as: .anonymous, now: now, into: &actions)
+        case .external:
+            state = .authenticating(pending)
+            let credentials = ConnectCredentials(
                 login: frame.headers[StompHeader.login],
                 passcode: frame.headers[StompHeader.passcode],
                 host: frame.headers[StompHeader.host]
             )
-        else {
-            throw StompProtocolError(.notAuthorized, "access refused", detail: "The login or passcode was not accepted.")
+            actions.append(.authenticate(credentials))
         }
+    }
 
+    /// The shell decided who the client of a CONNECT is (after ``Action/authenticate(_:)``).
+    ///
+    /// - Parameters:
+    ///   - result: who it is, or why it is refused (an ERROR, then the connection closes).
+    ///   - now: the current time, for heart-beat bookkeeping.
+    ///   - actions: where the actions are appended, in order.
+    public mutating func authenticated(_ result: Result<SessionIdentity, StompProtocolError>, now: NIODeadline, into actions: inout [Action]) {
+        guard case .authenticating(let pending) = state else { return }
+        switch result {
+        case .success(let identity):
+            open(pending, as: identity, now: now, into: &actions)
+        case .failure(let error):
+            state = .closing
+            actions.append(.fail(error.answering(receipt: pending.receipt)))
+        }
+    }
+
+    /// What the client may do changed (a reloaded users file): it applies from the next frame.
+    public mutating func replacePermissions(_ permissions: DestinationPermissions) {
+        guard case .connected(var connected) = state else { return }
+        state = .modifying
+        connected.identity.permissions = permissions
+        state = .connected(connected)
+    }
+
+    /// Who the session belongs to, once connected.
+    public var identity: SessionIdentity? {
+        if case .connected(let connected) = state { return connected.identity }
+        return nil
+    }
+
+    private mutating func open(_ pending: PendingConnect, as identity: SessionIdentity, now: NIODeadline, into actions: inout [Action]) {
+        let version = pending.version
+        let heartbeat = pending.heartbeat
         var headers: StompHeaders = [
             StompHeader.version: version.headerValue,
             StompHeader.heartBeat: "\(settings.heartbeatSend.nanoseconds / 1_000_000),\(settings.heartbeatReceive.nanoseconds / 1_000_000)",
@@ -243,10 +301,19 @@ public struct SessionStateMachine {
             StompHeader.session: sessionID,
         ]
         if version == .v1_0 { headers = [StompHeader.session: sessionID] }
-        state = .connected(Connected(version: version, heartbeat: heartbeat, lastReceived: now, lastSent: now))
+        state = .connected(Connected(identity: identity, version: version, heartbeat: heartbeat, lastReceived: now, lastSent: now))
         actions.append(.connected(version, heartbeat))
         actions.append(.send(StompFrame(.connected, headers: headers)))
         actions.append(.route(.open(version), receipt: nil))
+    }
+
+    /// Names what was denied, and to whom: the client learns which pattern it lacks.
+    static func accessDenied(_ identity: SessionIdentity, _ action: String, _ destination: Destination) -> StompProtocolError {
+        StompProtocolError(
+            .accessDenied,
+            "access denied",
+            detail: "\(identity.name) may not \(action) \(destination.description.prefix(200)): no \(action == "read from" ? "read" : "write") permission covers it."
+        )
     }
 
     /// Picks the highest version both sides know. A CONNECT without `accept-version` is 1.0.
@@ -284,6 +351,9 @@ public struct SessionStateMachine {
             guard !destination.isPattern else {
                 throw StompProtocolError(.invalidDestination, "invalid destination", detail: "A SEND may not use a wildcard: '\(destination)' is a subscription pattern.")
             }
+            guard connected.identity.permissions.mayWrite(destination) else {
+                throw Self.accessDenied(connected.identity, "write to", destination)
+            }
             let request = PublishRequest(destination: destination, headers: Self.applicationHeaders(headers), body: frame.body)
             try route(.send(request), transaction: headers[StompHeader.transaction], receipt: receipt, connected: &connected, into: &actions)
 
@@ -292,6 +362,9 @@ public struct SessionStateMachine {
             let id = connected.version == .v1_0 ? (headers[StompHeader.id] ?? destination.description) : try Self.require(StompHeader.id, in: frame)
             guard !connected.subscriptionIDs.contains(id) else {
                 throw StompProtocolError(.duplicateSubscription, "duplicate subscription id", detail: "This connection already has a subscription with id '\(id)'.")
+            }
+            guard connected.identity.permissions.mayRead(destination) else {
+                throw Self.accessDenied(connected.identity, "read from", destination)
             }
             guard connected.subscriptionIDs.count < settings.maxSubscriptions else {
                 throw StompProtocolError(.tooManySubscriptions, "too many subscriptions", detail: "A connection may hold at most \(settings.maxSubscriptions) subscriptions.")

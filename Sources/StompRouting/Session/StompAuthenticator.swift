@@ -1,18 +1,45 @@
-/// Decides whether a CONNECT may proceed: the seam for authentication.
-///
-/// The session asks it synchronously while answering CONNECT. A real implementation (a
-/// credentials file, a token check) plugs in through ``SessionStateMachine/Settings``.
-public protocol StompAuthenticator: Sendable {
-    /// - Parameters:
-    ///   - login: the CONNECT frame's `login` header.
-    ///   - passcode: its `passcode` header.
-    ///   - host: its `host` header (the virtual host).
-    /// - Returns: `true` to accept the connection.
-    func authenticate(login: String?, passcode: String?, host: String?) -> Bool
+/// What a CONNECT presents to be let in.
+public struct ConnectCredentials: Sendable, Equatable {
+    /// The `login` header.
+    public var login: String?
+    /// The `passcode` header: a password or a token.
+    public var passcode: String?
+    /// The `host` header (the virtual host).
+    public var host: String?
+
+    public init(login: String?, passcode: String?, host: String?) {
+        self.login = login
+        self.passcode = passcode
+        self.host = host
+    }
 }
 
-/// Accepts every client: the default until authentication is configured.
-public struct AllowAllAuthenticator: StompAuthenticator {
-    public init() {}
-    public func authenticate(login: String?, passcode: String?, host: String?) -> Bool { true }
+/// Who a session belongs to and what it may read and write. Checked at every SUBSCRIBE and
+/// SEND, so a change (a reloaded users file) applies from the next frame.
+public struct SessionIdentity: Sendable, Equatable {
+    /// `nil` for an anonymous client.
+    public var user: String?
+    public var permissions: DestinationPermissions
+
+    public init(user: String?, permissions: DestinationPermissions) {
+        self.user = user
+        self.permissions = permissions
+    }
+
+    /// An anonymous client allowed everything: the session's default when nothing outside
+    /// it decides (``SessionStateMachine/Settings/authentication``).
+    public static let anonymous = SessionIdentity(user: nil, permissions: .everything)
+
+    /// How ERRORs and logs name the client.
+    public var name: String { user.map { "user '\($0.prefix(64))'" } ?? "an anonymous client" }
+}
+
+/// Who decides a CONNECT.
+public enum SessionAuthentication: Sendable, Equatable {
+    /// Nobody: every client is ``SessionIdentity/anonymous``, decided at once.
+    case none
+    /// The shell: the session asks with ``SessionStateMachine/Action/authenticate(_:)`` and
+    /// waits for ``SessionStateMachine/authenticated(_:now:into:)`` (a password hash is
+    /// checked off the event loop).
+    case external
 }

@@ -1,0 +1,34 @@
+import NIOCore
+import StompRouting
+
+/// Decides who a CONNECT is (a users file, tokens, the rules for anonymous clients) and
+/// answers what a user may do now, for connections to pick up a reload.
+public protocol ClientAuthenticator: Sendable {
+    /// Called on the connection's event loop, so it must not block: work that is slow on
+    /// purpose (a password hash) goes in ``AuthenticationDecision/later(_:)`` and runs on a
+    /// thread pool.
+    func authenticate(_ credentials: ConnectCredentials, from remote: SocketAddress?) -> AuthenticationDecision
+
+    /// Bumped by every reload; a connection compares it at each frame.
+    var generation: Int { get }
+
+    /// What `user` may do after the latest reload; `nil` once the user is gone.
+    func currentPermissions(of user: String) -> DestinationPermissions?
+}
+
+public enum AuthenticationDecision: Sendable {
+    /// Known at once.
+    case decided(Result<SessionIdentity, StompProtocolError>)
+    /// Known after `work`, which blocks and so runs off the event loops.
+    case later(@Sendable () -> Result<SessionIdentity, StompProtocolError>)
+}
+
+extension StompProtocolError {
+    /// The one answer to a failed login, whatever failed: an attacker learns nothing about
+    /// which logins exist.
+    public static let accessRefused = StompProtocolError(
+        .notAuthorized,
+        "access refused",
+        detail: "The login and passcode were not accepted."
+    )
+}
