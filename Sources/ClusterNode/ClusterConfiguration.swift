@@ -13,13 +13,19 @@ import Darwin
 /// between nodes carry every message, so they are never opened unauthenticated.
 enum ClusterConfiguration {
     static func read(_ settings: Settings, node: String, epoch: UInt64) throws -> ClusterSettings? {
-        guard let port = try settings.port("cluster.port") else { return nil }
-        var secret = try settings.string("cluster.secret")
-        if secret == nil, let path = try settings.string("cluster.secret-file") {
-            guard let text = readFile(path) else { throw SettingsError(description: "cannot read cluster.secret-file \(path)") }
-            secret = String(text.trimming(" \t\r\n"))
+        let secret = try readSecret(settings, value: "cluster.secret", file: "cluster.secret-file")
+        guard let port = try settings.port("cluster.port"), let secret else {
+            // Clustering is off. A cluster setting given anyway is a node that was meant to
+            // join and would run alone, ready, without a word: refuse it.
+            let switches: Set = ["cluster.port", "cluster.secret", "cluster.secret-file"]
+            if let given = SettingsTable.all.first(where: { $0.key.hasPrefix("cluster.") && !switches.contains($0.key) && settings.isGiven($0.key) }) {
+                throw SettingsError(
+                    description: "\(given.key) is set but clustering is off: "
+                        + (secret == nil ? "set cluster.secret or cluster.secret-file" : "cluster.port is negative")
+                )
+            }
+            return nil
         }
-        guard let secret else { return nil }
         guard secret.utf8.count >= 16 else {
             throw SettingsError(description: "the cluster secret must be at least 16 bytes")
         }
@@ -83,6 +89,18 @@ enum ClusterConfiguration {
         client.trustRoots = roots
         client.certificateVerification = .noHostnameVerification
         return ClusterSettings.TLS(server: try NIOSSLContext(configuration: server), client: try NIOSSLContext(configuration: client))
+    }
+
+    /// A secret given either as a value or as a file holding it, never both: which one wins
+    /// would be a guess. A file written by `echo` ends in a newline that isn't the secret's.
+    static func readSecret(_ settings: Settings, value: String, file: String) throws -> String? {
+        let direct = try settings.string(value)
+        guard let path = try settings.string(file) else { return direct }
+        guard direct == nil else { throw SettingsError(description: "\(value) and \(file) are both set; give one") }
+        guard let text = readFile(path) else { throw SettingsError(description: "cannot read \(file) \(path)") }
+        let secret = String(text.trimming(" \t\r\n"))
+        guard !secret.isEmpty else { throw SettingsError(description: "\(file) \(path) holds nothing") }
+        return secret
     }
 
     static func readFile(_ path: String) -> String? {

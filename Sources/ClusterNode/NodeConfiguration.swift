@@ -121,12 +121,7 @@ struct NodeConfiguration: Sendable {
         cluster = try ClusterConfiguration.read(settings, node: nodeID, epoch: bootEpoch)
 
         var admin = AdminSettings(host: try settings.requiredString("admin.host"), port: try settings.port("admin.port"))
-        admin.token = try settings.string("admin.token")
-        if admin.token == nil, let path = try settings.string("admin.token-file") {
-            guard let text = ClusterConfiguration.readFile(path) else { throw SettingsError(description: "cannot read admin.token-file \(path)") }
-            admin.token = String(text.trimming(" \t\r\n"))
-            guard admin.token?.isEmpty == false else { throw SettingsError(description: "admin.token-file \(path) holds no token") }
-        }
+        admin.token = try ClusterConfiguration.readSecret(settings, value: "admin.token", file: "admin.token-file")
         admin.allowedOrigins = OriginPolicy(try settings.list("admin.allowed-origins"))
         if admin.port != nil, !admin.isLoopbackOnly, admin.token == nil {
             throw SettingsError(description: "the admin API listens beyond loopback (admin.host \(admin.host)): set admin.token or admin.token-file")

@@ -42,10 +42,12 @@ struct NodeOptions: ParsableArguments {
         AdminClient(baseURL: url, token: token ?? ProcessInfo.processInfo.environment["CLUSTERCTL_TOKEN"], timeout: .milliseconds(Int64(timeout * 1_000)))
     }
 
-    /// A member's own admin API, at the address it told the cluster, with the same token:
-    /// a cluster's nodes share one.
+    /// A member's own admin API, at the address it told the cluster, with the same token (a
+    /// cluster's nodes share one) and the scheme of the first `--node`, so a token meant for
+    /// https never travels in clear.
     func client(for member: AdminModels.Member) -> AdminClient? {
-        member.admin.map { client(forURL: "http://" + $0) }
+        let scheme = urls.first?.hasPrefix("https://") == true ? "https://" : "http://"
+        return member.admin.map { client(forURL: scheme + $0) }
     }
 
     var client: AdminClient { clients[0] }

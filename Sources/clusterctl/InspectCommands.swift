@@ -72,8 +72,11 @@ struct Status: AsyncParsableCommand {
                 )
             }
             var problems: [String] = []
+            let gossiped = Set(others.map(\.baseURL))
             for row in rows {
-                if let error = row.error { problems.append(error) }
+                // A member found through gossip may be out of this machine's reach (a pod
+                // address seen from outside); its membership status says whether it is well.
+                if let error = row.error, !gossiped.contains(row.url) { problems.append(error) }
                 guard let node = row.node else { continue }
                 if node.phase != "running" { problems.append("\(node.id) is \(node.phase)") }
                 if let cluster = node.cluster, !cluster.joined {
@@ -228,17 +231,13 @@ struct Leave: AsyncParsableCommand {
 /// The target of an action on one member: its name, asked through any node, or its own
 /// admin URL.
 struct MemberAction: ParsableArguments {
-    @Argument(help: "The member's name (asked through --node), or its admin API URL; default: the --node itself.")
-    var target: String?
+    @Argument(help: "The member's name (asked through --node), or its admin API URL.")
+    var target: String
 
     @OptionGroup var options: NodeOptions
 
     func perform(_ action: String, saying outcome: String) async throws {
         try await reporting {
-            guard let target else {
-                try await options.client.post("/v1/\(action)")
-                return print("\(options.client.baseURL): \(outcome)")
-            }
             if target.contains("://") || target.contains(":") || target.contains("/") {
                 try await options.client(forURL: target).post("/v1/\(action)")
                 return print("\(target): \(outcome)")

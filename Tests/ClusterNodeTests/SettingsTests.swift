@@ -79,6 +79,25 @@ import Testing
         #expect(failure(file: "{").contains("not valid JSON"))
     }
 
+    @Test func clusterSettingsWithoutClusteringStopTheNode() {
+        #expect(failure(environment: ["CLUSTER_NODE_CLUSTER_SEEDS": "n1:7946"]).contains("cluster.seeds is set but clustering is off: set cluster.secret"))
+        let secret = ["CLUSTER_NODE_CLUSTER_SECRET": "0123456789abcdef0123"]
+        #expect(failure(flags: ["--cluster-port=-1", "--seeds", "n1:7946"], environment: secret).contains("cluster.port is negative"))
+        // The port alone may turn clustering off.
+        #expect(failure(flags: ["--cluster-port=-1"], environment: secret) == "no error")
+    }
+
+    @Test func aSecretComesFromAValueOrAFileNeverBoth() {
+        #expect(failure(flags: ["--cluster-secret-file", "/nonexistent"], environment: ["CLUSTER_NODE_CLUSTER_SECRET": "0123456789abcdef0123"]).contains("cluster.secret and cluster.secret-file are both set"))
+        #expect(failure(flags: ["--admin-token", "t", "--admin-token-file", "/nonexistent"]).contains("admin.token and admin.token-file are both set"))
+    }
+
+    @Test func anEmptyListIsRefusedAndAFlagValueMayHoldEqualsSigns() throws {
+        #expect(failure(environment: ["CLUSTER_NODE_CLUSTER_SEEDS": " , "]).contains("at least one entry"))
+        let node = try configuration(flags: ["--admin-token=a=b=c"])
+        #expect(node.admin.token == "a=b=c")
+    }
+
     @Test func aSecretIsNeverEchoed() {
         let message = failure(environment: ["CLUSTER_NODE_CLUSTER_SECRET": "short"])
         #expect(message.contains("at least 16 bytes"))

@@ -13,6 +13,7 @@ test_deployment_files.py (which checks them against the binaries without running
 from __future__ import annotations
 
 import json
+import shlex
 import os
 import re
 from pathlib import Path
@@ -27,8 +28,8 @@ DOCKERFILE = DOCKER / "Dockerfile"
 COMPOSE = DOCKER / "compose.yaml"
 K8S = DOCKER / "k8s"
 
-# What the Debian-based image's environment holds before compose or Kubernetes add theirs
-# (docker/Dockerfile sets no ENV of its own); the runtime adds HOSTNAME.
+# What the Debian-based image's environment holds before the Dockerfile's ENV and compose or
+# Kubernetes add theirs; the runtime adds HOSTNAME.
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -101,6 +102,17 @@ def image_command(path: Path = DOCKERFILE) -> tuple:
         elif instruction == "CMD":
             cmd = exec_form(args)
     return entrypoint, cmd
+
+
+def image_environment(path: Path = DOCKERFILE) -> dict:
+    """The image's environment: the base image's PATH and the last stage's `ENV K=V ...`."""
+    env = {"PATH": IMAGE_PATH}
+    for instruction, args in final_stage(path):
+        if instruction == "ENV":
+            for pair in shlex.split(args):
+                key, _, value = pair.partition("=")
+                env[key] = value
+    return env
 
 
 def container_argv(binary: Path, entrypoint: list, args: list) -> list:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cluster import running_cluster, wait_log
-from nodes import wait_for
+from nodes import node_environment, wait_for
 from stomp_raw import StompClient, unique
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,7 +122,7 @@ def test_bearer_token_guards_everything_but_the_probes(node_factory):
 def test_admin_beyond_loopback_requires_a_token(tmp_path):
     binary = os.environ.get("STOMP_NODE_BIN", str(ROOT / ".build" / "release" / "cluster-node"))
     result = subprocess.run([binary, "--admin-host", "0.0.0.0", "--admin-port", "0", "--ws-port=-1", "--stomp-port=-1"],
-                            capture_output=True, text=True, timeout=30)
+                            capture_output=True, text=True, timeout=30, env=node_environment())
     assert result.returncode != 0
     assert "admin.token" in result.stderr
 
@@ -284,12 +284,29 @@ def test_status_through_one_node_lists_every_member_with_its_admin_address(clust
     assert admin == expected
 
 
-def test_drain_by_member_name_through_another_node(cluster):
+TOKEN_ENV = {"CLUSTERCTL_TOKEN": "cluster-admin-token"}
+
+
+@pytest.fixture
+def token_cluster(tmp_path):
+    yield from running_cluster(tmp_path / "token-cluster", seeds="all", extra_args=["--admin-token", "cluster-admin-token"])
+
+
+def test_a_node_without_a_token_acts_on_itself_only(cluster):
+    """Without a token, any local process may call the API: it may stop this node, but
+    never reach through it to the others."""
+    result = clusterctl("drain", "n3", "--node", cluster["n1"].admin_url)
+    assert result.returncode == 3 and "has no admin token, so it acts on itself only" in result.stderr
+    assert cluster["n3"].proc.poll() is None
+
+
+def test_drain_by_member_name_through_another_node(token_cluster):
+    cluster = token_cluster
     n3 = cluster["n3"]
     with StompClient.tcp(n3.host, n3.stomp_port) as client:
         client.connect()
         n3.we_signalled = True  # it exits by itself once drained
-        result = clusterctl("drain", "n3", "--node", cluster["n1"].admin_url)
+        result = clusterctl("drain", "n3", "--node", cluster["n1"].admin_url, env=TOKEN_ENV)
         assert result.returncode == 0, result.stderr
         assert "n3: draining" in result.stdout
         errors = [f for f in client.wait_closed(TIMEOUT) if f.command == "ERROR"]
@@ -297,11 +314,11 @@ def test_drain_by_member_name_through_another_node(cluster):
     assert n3.wait(TIMEOUT) == 0
     wait_log(cluster["n1"], r"member left", r"cluster.peer=n3", timeout=TIMEOUT)
 
-    result = clusterctl("drain", "nobody", "--node", cluster["n1"].admin_url)
-    assert result.returncode == 3 and "no member named nobody" in result.stderr
+    result = clusterctl("drain", "nobody", "--node", cluster["n1"].admin_url, env=TOKEN_ENV)
+    assert result.returncode == 3 and "404" in result.stderr and "no member named nobody" in result.stderr
     # n3 left: a name that only a departed member had can't be reached any more.
-    result = clusterctl("leave", "n3", "--node", cluster["n2"].admin_url)
-    assert result.returncode == 3 and "n3" in result.stderr
+    result = clusterctl("leave", "n3", "--node", cluster["n2"].admin_url, env=TOKEN_ENV)
+    assert result.returncode == 3 and "409" in result.stderr and "n3 is left and not linked to n2" in result.stderr
 
 
 def test_a_seeded_node_is_ready_only_once_it_joined(tmp_path):
@@ -377,7 +394,7 @@ def test_the_admin_token_is_never_empty(tmp_path):
     binary = os.environ.get("STOMP_NODE_BIN", str(ROOT / ".build" / "release" / "cluster-node"))
     for args in (["--admin-token", ""], ["--admin-token-file", str(empty)]):
         result = subprocess.run([binary, "--admin-port", "0", "--ws-port=-1", "--stomp-port=-1", *args],
-                                capture_output=True, text=True, timeout=30)
+                                capture_output=True, text=True, timeout=30, env=node_environment())
         assert result.returncode != 0, args
         assert "admin.token" in result.stderr, result.stderr
 

@@ -106,8 +106,9 @@ def write_secret(directory: Path, name: str, value: str, mode: int = 0o400) -> P
 
 
 def runtime_env(hostname: str, env: dict) -> dict:
-    """What the container sees: the image's PATH, the runtime's HOSTNAME, then the file's."""
-    return {"PATH": df.IMAGE_PATH, "HOSTNAME": hostname, **env}
+    """What the container sees: the image's environment, the runtime's HOSTNAME, then the
+    file's."""
+    return {**df.image_environment(), "HOSTNAME": hostname, **env}
 
 
 def start_node(name: str, host: netns.Host, argv: list, env: dict, logs: Path) -> netns.Process:
@@ -516,7 +517,8 @@ def test_statefulset_lone_pod_is_not_ready(statefulset):
     deadline = time.monotonic() + LONE_WATCH
     while time.monotonic() < deadline:
         status, body = http(cluster.client, cluster.admin(lone) + "/readyz")
-        assert status == 503, f"{lone} alone: /readyz {status} {body!r}, members {cluster.members(lone)}"
+        assert status == 503 and "waiting for members" in body, \
+            f"{lone} alone: /readyz {status} {body!r}, members {cluster.members(lone)}"
         time.sleep(0.1)
     print(f"{lone} alone: /readyz 503 ({body.strip()}) for {LONE_WATCH}s")
 

@@ -168,6 +168,12 @@ final class AdminAPI: Sendable {
             action == "drain" ? actions.drain() : actions.leave()
             return json(.accepted, AdminModels.Action(action: action, status: status))
         }
+        // The other member's own API may want a token this node's doesn't: only a node that
+        // has one itself passes requests on, so a local process on a host without a token can
+        // stop that host's node, never its peers.
+        guard expectedAuthorization != nil else {
+            return json(.forbidden, AdminModels.Failure(error: "\(nodeID) has no admin token, so it acts on itself only; set admin.token on the nodes to drain or stop another member through this one"))
+        }
         guard let cluster, let view = await cluster.status(), let known = view.members.first(where: { $0.node.name == member }) else {
             return json(.notFound, AdminModels.Failure(error: "no member named \(member) in this node's view of the cluster"))
         }

@@ -39,8 +39,8 @@ struct PasswordHash: Sendable, Equatable, CustomStringConvertible {
         var description: String
     }
 
-    /// Parses a PHC scrypt string. The cost is bounded, so a users file can't make one login
-    /// take minutes or gigabytes.
+    /// Parses a PHC scrypt string. The cost is bounded (64 MiB, ln at most 20), so a users
+    /// file can't make one login take minutes or gigabytes.
     init(parsing text: String) throws {
         let parts = text.split(separator: "$", omittingEmptySubsequences: false)
         guard parts.count == 5, parts[0].isEmpty, parts[1] == "scrypt" else {
@@ -55,8 +55,10 @@ struct PasswordHash: Sendable, Equatable, CustomStringConvertible {
         guard let logCost = parameters["ln"], let blockSize = parameters["r"], let parallelism = parameters["p"], parameters.count == 3 else {
             throw Invalid(description: "scrypt parameters must be ln, r and p")
         }
-        guard (10...20).contains(logCost), (1...32).contains(blockSize), (1...8).contains(parallelism) else {
-            throw Invalid(description: "scrypt parameters out of range (ln 10...20, r 1...32, p 1...8)")
+        guard (10...20).contains(logCost), (1...32).contains(blockSize), (1...8).contains(parallelism),
+            Self.memory(logCost: logCost, blockSize: blockSize) <= Self.maximumMemory
+        else {
+            throw Invalid(description: "scrypt parameters out of range (ln 10...20, r 1...32, p 1...8, 128 x r x 2^ln at most 64 MiB)")
         }
         guard let salt = Self.decode(parts[3]), salt.count >= 8, let hash = Self.decode(parts[4]), (16...64).contains(hash.count) else {
             throw Invalid(description: "salt (8+ bytes) or hash (16 to 64 bytes) is not valid unpadded base64")
@@ -72,9 +74,16 @@ struct PasswordHash: Sendable, Equatable, CustomStringConvertible {
         self.hash = hash
     }
 
+    /// What one check may take: each runs on a thread of its own, several at once.
+    static let maximumMemory = 64 * 1_048_576
+
+    /// scrypt's working memory: 128 x r x N bytes.
+    static func memory(logCost: Int, blockSize: Int) -> Int { (128 * blockSize) << logCost }
+
     static func derive(_ password: String, salt: [UInt8], logCost: Int, blockSize: Int, parallelism: Int, length: Int) throws -> [UInt8] {
         let key = try KDF.Scrypt.deriveKey(
-            from: Array(password.utf8), salt: salt, outputByteCount: length, rounds: 1 << logCost, blockSize: blockSize, parallelism: parallelism
+            from: Array(password.utf8), salt: salt, outputByteCount: length, rounds: 1 << logCost, blockSize: blockSize, parallelism: parallelism,
+            maxMemory: maximumMemory + 1_048_576
         )
         return key.withUnsafeBytes { Array($0) }
     }

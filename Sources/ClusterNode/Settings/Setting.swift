@@ -83,7 +83,9 @@ struct Setting: Sendable {
             return text.isEmpty ? .failure(Rejection("expected a non-empty \(typeName)")) : .success(.text(text))
         case .list:
             let items = text.split(separator: ",").map { String($0.trimming(" ")) }.filter { !$0.isEmpty }
-            return .success(.list(items))
+            // An empty list is most often a variable that expanded to nothing; leave the
+            // setting out instead.
+            return items.isEmpty ? .failure(Rejection("expected a comma-separated list of at least one entry")) : .success(.list(items))
         case .choice(let choices):
             let lowered = text.lowercased()
             return choices.contains(lowered) ? .success(.text(lowered)) : .failure(Rejection("expected one of \(choices.joined(separator: ", "))"))

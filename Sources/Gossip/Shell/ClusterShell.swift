@@ -215,7 +215,7 @@ public final class ClusterShell: @unchecked Sendable {
             metadata: ["cluster.peer": "\(update.node)", "cluster.incarnation": "\(update.incarnation)", "cluster.previous": "\(previous.map { "\($0)" } ?? "unknown")"]
         )
         guard update.status >= .dead else { return }
-        if update.status == .left { peerAdminAddresses[update.node] = nil }
+        peerAdminAddresses[update.node] = nil
         // Its interest goes, so nothing more is routed there; its queue messages in flight
         // come back to this node.
         let entries = remoteInterest.entriesByOrigin[update.node]?.entries.count ?? 0
@@ -425,12 +425,15 @@ public final class ClusterShell: @unchecked Sendable {
             pendingHandoffs[id] = nil
 
         case .nodeInfo(let address):
-            peerAdminAddresses[peer] = address.isEmpty ? nil : String(address.prefix(1_024))
+            // Shown to operators and dialled by clusterctl: only a plausible host:port is kept.
+            let plausible = address.utf8.count <= 300 && address.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F } && SeedResolver.split(address) != nil
+            peerAdminAddresses[peer] = plausible ? address : nil
 
         case .adminRequest(let action):
-            // The peer proved the cluster secret; members may already move each other's
-            // messages, so asking one to drain needs no more than that.
-            logger.notice("admin request from a peer", metadata: ["cluster.peer": "\(peer)", "admin.action": "\(action.prefix(64))"])
+            // The peer proved the cluster secret, and its admin API accepted the operator's
+            // token; members may already move each other's messages, so asking one to drain
+            // needs no more than that.
+            logger.notice("admin request from a peer", metadata: ["cluster.peer": "\(peer)", "admin.action": "\(String(reflecting: String(action.prefix(64))))"])
             adminRequestHandler?(action)
 
         case .heartbeat, .hello, .proof, .refuse:
