@@ -22,13 +22,3 @@ public enum AuthenticationDecision: Sendable {
     /// Known after `work`, which blocks and so runs off the event loops.
     case later(@Sendable () -> Result<SessionIdentity, StompProtocolError>)
 }
-
-extension StompProtocolError {
-    /// The one answer to a failed login, whatever failed: an attacker learns nothing about
-    /// which logins exist.
-    public static let accessRefused = StompProtocolError(
-        .notAuthorized,
-        "access refused",
-        detail: "The login and passcode were not accepted."
-    )
-}

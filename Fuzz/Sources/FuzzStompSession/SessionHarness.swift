@@ -41,8 +41,23 @@ struct SessionHarness {
             maxTransactions: 2,
             maxTransactionFrames: 8
         )
-        clients = (0..<2).map { Client(id: ConnectionID(UInt64($0 + 1)), session: SessionStateMachine(settings: settings, sessionID: "s-\($0)")) }
+        // The second client logs in: its CONNECT is decided outside the session and what it
+        // may do is checked at every SUBSCRIBE and SEND.
+        var external = settings
+        external.authentication = .external
+        clients = (0..<2).map {
+            Client(id: ConnectionID(UInt64($0 + 1)), session: SessionStateMachine(settings: $0 == 0 ? settings : external, sessionID: "s-\($0)"))
+        }
     }
+
+    /// Who a login is, as a users file would say: `refused` is refused, anyone else may read
+    /// `/topic/a.#` and `/queue/q` and write `/topic/a.b` and `/queue/q`.
+    private static func decide(_ credentials: ConnectCredentials) -> Result<SessionIdentity, StompProtocolError> {
+        guard credentials.login != "refused" else { return .failure(.accessRefused) }
+        return .success(SessionIdentity(user: credentials.login, permissions: permissions))
+    }
+
+    private static let permissions = try! DestinationPermissions(read: ["/topic/a.#", "/queue/q"], write: ["/topic/a.b", "/queue/q"])
 
     // MARK: - Input
 
@@ -120,6 +135,10 @@ struct SessionHarness {
                 dispatch()
             case .fail(let error):
                 fail(index, error)
+            case .authenticate(let credentials):
+                var answers: [SessionStateMachine.Action] = []
+                clients[index].session.authenticated(Self.decide(credentials), now: now, into: &answers)
+                perform(answers, on: index)
             }
         }
     }

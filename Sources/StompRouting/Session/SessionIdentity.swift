@@ -43,3 +43,12 @@ public enum SessionAuthentication: Sendable, Equatable {
     /// checked off the event loop).
     case external
 }
+
+extension StompProtocolError {
+    /// The one answer to a failed login, whatever failed: nobody learns which logins exist.
+    public static let accessRefused = StompProtocolError(
+        .notAuthorized,
+        "access refused",
+        detail: "The login and passcode were not accepted."
+    )
+}
