@@ -21,6 +21,13 @@ struct NodeConfiguration: Sendable {
     var cluster: ClusterSettings?
     var admin: AdminSettings
     var drain: DrainSettings
+    var auth: AuthSettings
+
+    /// Who may connect (see ``AccessControl``).
+    struct AuthSettings: Sendable {
+        var usersFile: String?
+        var anonymous: AccessControl.AnonymousAccess
+    }
 
     /// The admin API's listener.
     struct AdminSettings: Sendable {
@@ -128,6 +135,11 @@ struct NodeConfiguration: Sendable {
         }
         admin.advertisedAddress = try settings.string("admin.advertise")
         self.admin = admin
+        auth = AuthSettings(
+            usersFile: try settings.string("auth.users-file"),
+            // The table's choices are exactly AnonymousAccess's raw values.
+            anonymous: AccessControl.AnonymousAccess(rawValue: try settings.requiredString("auth.anonymous")) ?? .loopback
+        )
         drain = DrainSettings(
             loadBalancerDelay: try settings.milliseconds("drain.lb-delay-ms"),
             clientsPerSecond: try settings.requiredInt("drain.clients-per-second")

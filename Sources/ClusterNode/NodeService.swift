@@ -6,6 +6,7 @@ import Prometheus
 import ServiceLifecycle
 import StompRouting
 import Synchronization
+import UnixSignals
 import WebSocketIO
 
 #if canImport(Glibc)
@@ -42,11 +43,17 @@ struct NodeService: Service, CustomStringConvertible {
     var description: String { "NodeService(node: \(configuration.nodeID))" }
 
     func run() async throws {
+        // The users file is read before anything binds: a node doesn't start with fewer users
+        // than its operator wrote.
+        let access = try AccessControl(anonymous: configuration.auth.anonymous, usersFile: configuration.auth.usersFile, logger: logger)
+        logger.info("clients accepted", metadata: ["auth": "\(access.summary)"])
+        var io = configuration.io
+        io.authenticator = access
         let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoops)
         LimitMetrics.record(configuration)
         let state = NodeState()
         let broker = Broker(settings: configuration.router, eventLoop: group.next(), logger: logger)
-        let server = try StompServer(configuration: configuration.io, broker: broker, group: group, logger: logger)
+        let server = try StompServer(configuration: io, broker: broker, group: group, logger: logger)
         let cluster = makeCluster(broker: broker)
         let admin = AdminServer(
             api: AdminAPI(
@@ -60,7 +67,11 @@ struct NodeService: Service, CustomStringConvertible {
                 server: server,
                 state: state,
                 registry: registry,
-                actions: .init(drain: { [drainRequest] in drainRequest.request(.drain) }, leave: { [drainRequest] in drainRequest.request(.leave) })
+                actions: .init(
+                    drain: { [drainRequest] in drainRequest.request(.drain) },
+                    leave: { [drainRequest] in drainRequest.request(.leave) },
+                    reloadUsers: { try access.reload() }
+                )
             ),
             logger: logger
         )
@@ -80,6 +91,8 @@ struct NodeService: Service, CustomStringConvertible {
             state.enter(.running)
             logger.info("node started", metadata: ["node.version": "\(NodeVersion.current)", "event-loops": "\(configuration.eventLoops)"])
 
+            let reloads = Task { await reloadUsersOnHangup(access) }
+            defer { reloads.cancel() }
             let how = await waitForEnd()
             _ = state.beginDrain()
             await drain(how: how, server: server, broker: broker, cluster: cluster)
@@ -113,6 +126,18 @@ struct NodeService: Service, CustomStringConvertible {
             }
         }
         return shell
+    }
+
+    /// SIGHUP re-reads the users file, as nginx and RabbitMQ's plugins do; connected clients
+    /// stay and follow the new permissions from their next frame.
+    private func reloadUsersOnHangup(_ access: AccessControl) async {
+        for await _ in await UnixSignalsSequence(trapping: .sighup) {
+            do {
+                _ = try access.reload()
+            } catch {
+                logger.error("users file not reloaded; the users before stay", metadata: ["error": "\(error)"])
+            }
+        }
     }
 
     /// Waits for a signal (through the service group) or an admin request to end.

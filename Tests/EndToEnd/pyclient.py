@@ -103,8 +103,10 @@ class PyClient:
     """A connected stomp.py client with bounded helpers."""
 
     def __init__(self, host: str, port: int, transport: str, version: str, *,
-                 ssl_ca: str | None = None, ws_path: str = "/ws", connect: bool = True):
+                 ssl_ca: str | None = None, ws_path: str = "/ws", connect: bool = True,
+                 login: str | None = None, passcode: str | None = None):
         self.transport, self.version = transport, version
+        self.login, self.passcode = login, passcode
         hp = [(host, port)]
         if transport == "tcp":
             cls = {"1.0": StompConnection10, "1.1": StompConnection11, "1.2": StompConnection12}[version]
@@ -125,13 +127,19 @@ class PyClient:
         return cls(node.host, port, transport, version, **kw)
 
     def connect(self, timeout: float = DEFAULT_TIMEOUT):
-        self.conn.connect(wait=False)
-        self.rec.wait(lambda: self.rec.connected_frame is not None or self.rec.errors, timeout, "CONNECTED")
+        self.try_connect(timeout)
         assert not self.rec.errors, f"ERROR on connect: {self.rec.errors!r}"
         frame = self.rec.connected_frame
         if self.version != "1.0":
             assert frame.headers.get("version") == self.version, frame.headers
         return frame
+
+    def try_connect(self, timeout: float = DEFAULT_TIMEOUT) -> list:
+        """CONNECT (with the client's login, if any); returns the ERROR frames it got instead
+        of CONNECTED, if any."""
+        self.conn.connect(username=self.login, passcode=self.passcode, wait=False)
+        self.rec.wait(lambda: self.rec.connected_frame is not None or self.rec.errors, timeout, "CONNECTED")
+        return list(self.rec.errors)
 
     def _receipt(self) -> str:
         return f"r-{uuid.uuid4().hex[:12]}"

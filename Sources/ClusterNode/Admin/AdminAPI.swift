@@ -17,6 +17,8 @@ final class AdminAPI: Sendable {
         var drain: @Sendable () -> Void
         /// Leaves the cluster and stops, without draining.
         var leave: @Sendable () -> Void
+        /// Re-reads the users file; returns how many users it holds.
+        var reloadUsers: @Sendable () throws -> Int
     }
 
     private let nodeID: String
@@ -100,10 +102,17 @@ final class AdminAPI: Sendable {
         case (.POST, "/v1/leave"):
             actions.leave()
             return json(.accepted, AdminModels.Action(action: "leave", status: "leaving"))
+        case (.POST, "/v1/auth/reload"):
+            do {
+                let users = try actions.reloadUsers()
+                return json(.ok, AdminModels.Action(action: "reload", status: "\(users) user(s)"))
+            } catch {
+                return json(.unprocessableEntity, AdminModels.Failure(error: "users file not reloaded, the users before stay: \(error)"))
+            }
         case (.POST, let path) where path.hasPrefix("/v1/members/"):
             return await memberAction(path.dropFirst("/v1/members/".count))
         case (_, "/healthz"), (_, "/readyz"), (_, "/metrics"), (_, "/v1/node"), (_, "/v1/members"), (_, "/v1/links"), (_, "/v1/interest"),
-            (_, "/v1/connections"), (_, "/v1/drain"), (_, "/v1/leave"):
+            (_, "/v1/connections"), (_, "/v1/drain"), (_, "/v1/leave"), (_, "/v1/auth/reload"):
             return json(.methodNotAllowed, AdminModels.Failure(error: "\(request.method) is not allowed on \(request.path)"))
         default:
             return json(.notFound, AdminModels.Failure(error: "no such endpoint: \(request.path)"))

@@ -10,7 +10,7 @@ import WebSocketIO
 /// Defaults come from the modules' own settings types where they have one, so the table
 /// documents what the code does.
 enum SettingsTable {
-    static let all: [Setting] = node + limits + timeouts + heartbeats + admin + cluster
+    static let all: [Setting] = node + auth + limits + timeouts + heartbeats + admin + cluster
 
     private static let io = WebSocketIOConfiguration()
     private static let session = SessionStateMachine.Settings()
@@ -30,6 +30,11 @@ enum SettingsTable {
         Setting("node.id", .text, default: .computed("the host name"), "This node's name, unique in the cluster; in session and message ids."),
         Setting("event-loops", .count(minimum: 1), default: .computed("one per core"), "I/O threads."),
         Setting("log.level", .choice(["trace", "debug", "info", "notice", "warning", "error", "critical"]), default: .value("info"), "Least severe level logged."),
+    ]
+
+    private static let auth: [Setting] = [
+        Setting("auth.users-file", .path, default: .none, "JSON users file: logins, scrypt password hashes (cluster-node hash-password) and read/write destination patterns; re-read on SIGHUP and POST /v1/auth/reload."),
+        Setting("auth.anonymous", .choice(["on", "loopback", "off"]), default: .value("loopback"), "Clients that CONNECT without a login: accepted from anywhere, from this machine only, or refused. An anonymous client may read and write everything."),
     ]
 
     private static let limits: [Setting] = [

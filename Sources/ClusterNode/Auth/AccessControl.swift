@@ -1,0 +1,121 @@
+import CoreMetrics
+import Logging
+import NIOCore
+import StompRouting
+import Synchronization
+import WebSocketIO
+
+/// Who may connect and what they may do: the users file (`auth.users-file`) and the rule for
+/// clients that present no login (`auth.anonymous`). Connections ask it at CONNECT, off the
+/// event loops for a password, and at each frame after a reload.
+final class AccessControl: ClientAuthenticator {
+    /// Clients without a login: let in from anywhere, from loopback only (the default, as
+    /// RabbitMQ's guest user), or not at all.
+    enum AnonymousAccess: String, Sendable, CaseIterable {
+        case on, loopback, off
+    }
+
+    private let anonymous: AnonymousAccess
+    private let usersFile: String?
+    private let users: Mutex<UsersFile?>
+    private let reloads = Atomic<Int>(0)
+    private let logger: Logger
+    private let failures = Dictionary(
+        uniqueKeysWithValues: ["unknown_user", "bad_password", "anonymous_refused"].map {
+            ($0, Counter(label: "stomp_auth_failures_total", dimensions: [("reason", $0)]))
+        }
+    )
+
+    /// - Throws: when the users file can't be read or is invalid: a node must not start with
+    ///   fewer users than its operator wrote.
+    init(anonymous: AnonymousAccess, usersFile: String?, logger: Logger) throws {
+        self.anonymous = anonymous
+        self.usersFile = usersFile
+        self.logger = logger
+        self.users = Mutex(try usersFile.map(Self.read))
+    }
+
+    /// What the node accepts, for the log line at start.
+    var summary: String {
+        let count = users.withLock { $0?.users.count }
+        let login = count.map { "\($0) user(s) from \(usersFile ?? "")" } ?? "no users file"
+        return "\(login); anonymous clients: \(anonymous == .on ? "from anywhere" : anonymous == .loopback ? "from loopback only" : "refused")"
+    }
+
+    var generation: Int { reloads.load(ordering: .acquiring) }
+
+    /// Reads the users file again. Connected clients keep their connections; what they may
+    /// do follows from their next frame. A file that doesn't read keeps the users there were.
+    ///
+    /// - Returns: the number of users now.
+    func reload() throws -> Int {
+        guard let usersFile else { return 0 }
+        let file = try Self.read(usersFile)
+        users.withLock { $0 = file }
+        reloads.add(1, ordering: .releasing)
+        logger.notice("users file reloaded", metadata: ["auth.users": "\(file.users.count)"])
+        return file.users.count
+    }
+
+    func currentPermissions(of user: String) -> DestinationPermissions? {
+        users.withLock { $0?.users[user]?.permissions }
+    }
+
+    func authenticate(_ credentials: ConnectCredentials, from remote: SocketAddress?) -> AuthenticationDecision {
+        guard let login = credentials.login, !login.isEmpty else {
+            guard anonymous == .on || (anonymous == .loopback && Self.isLoopback(remote)) else {
+                failures["anonymous_refused"]?.increment()
+                return .decided(.failure(anonymousRefused))
+            }
+            return .decided(.success(.anonymous))
+        }
+        guard let user = users.withLock({ $0?.users[login] }) else {
+            failures["unknown_user"]?.increment()
+            logger.info("login refused", metadata: ["auth.login": "\(String(reflecting: String(login.prefix(64))))", "auth.reason": "unknown user"])
+            // A known user costs a hash; an unknown one answers as slowly, so timing doesn't
+            // tell which logins exist.
+            let decoy = Self.decoy
+            let passcode = credentials.passcode ?? ""
+            return .later { _ = decoy.verify(passcode); return .failure(.accessRefused) }
+        }
+        let passcode = credentials.passcode ?? ""
+        let failures = failures["bad_password"]
+        let logger = logger
+        return .later {
+            guard user.password.verify(passcode) else {
+                failures?.increment()
+                logger.info("login refused", metadata: ["auth.login": "\(String(reflecting: String(login.prefix(64))))", "auth.reason": "wrong passcode"])
+                return .failure(.accessRefused)
+            }
+            return .success(SessionIdentity(user: user.login, permissions: user.permissions))
+        }
+    }
+
+    private var anonymousRefused: StompProtocolError {
+        StompProtocolError(
+            .notAuthorized,
+            "access refused",
+            detail: anonymous == .off
+                ? "This node accepts no anonymous clients: CONNECT with a login and passcode."
+                : "Anonymous clients are accepted from this node's own machine only (auth.anonymous=loopback): CONNECT with a login and passcode."
+        )
+    }
+
+    /// 127.0.0.0/8, ::1, or 127.x mapped into IPv6.
+    private static func isLoopback(_ address: SocketAddress?) -> Bool {
+        guard let ip = address?.ipAddress else { return false }
+        return ip.hasPrefix("127.") || ip == "::1" || ip.lowercased().hasPrefix("::ffff:127.")
+    }
+
+    private static func read(_ path: String) throws -> UsersFile {
+        guard let text = ClusterConfiguration.readFile(path) else { throw SettingsError(description: "cannot read auth.users-file \(path)") }
+        do {
+            return try UsersFile(path: path, contents: Array(text.utf8))
+        } catch {
+            throw SettingsError(description: "\(error)")
+        }
+    }
+
+    /// A hash of nothing anyone knows, checked for unknown logins.
+    private static let decoy = try! PasswordHash.make(password: "decoy \(UInt64.random(in: 0...UInt64.max))")
+}
