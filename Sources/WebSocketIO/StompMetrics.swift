@@ -6,6 +6,9 @@ import StompRouting
 struct StompMetrics: Sendable {
     private let slowConsumers = Counter(label: "stomp_slow_consumer_disconnects_total")
     private let frameErrors: [StompProtocolError.Kind: Counter]
+    /// Frames refused by permissions, by what they tried.
+    private let subscribesDenied = Counter(label: "stomp_access_denied_total", dimensions: [("action", "subscribe")])
+    private let sendsDenied = Counter(label: "stomp_access_denied_total", dimensions: [("action", "send")])
 
     init() {
         var errors: [StompProtocolError.Kind: Counter] = [:]
@@ -21,5 +24,10 @@ struct StompMetrics: Sendable {
 
     func frameError(_ kind: StompProtocolError.Kind) {
         frameErrors[kind]?.increment()
+        switch kind {
+        case .readDenied: subscribesDenied.increment()
+        case .writeDenied: sendsDenied.increment()
+        default: break
+        }
     }
 }

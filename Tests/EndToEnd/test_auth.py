@@ -7,6 +7,7 @@ and WebSocket."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -69,6 +70,11 @@ def test_good_and_bad_passwords_and_unknown_users(users_node, transport):
         message = refused(users_node, transport, login, passcode)
         assert message.startswith("access refused"), message
     assert "accepts no anonymous clients" in refused(users_node, transport)
+    with urllib.request.urlopen(users_node.admin_url + "/metrics", timeout=10) as answer:
+        metrics = answer.read().decode()
+    for reason in ("bad_password", "unknown_user", "anonymous_refused"):
+        match = re.search(r'stomp_auth_failures_total\{reason="' + reason + r'"\} (\d+)', metrics)
+        assert match and int(match.group(1)) >= 1, reason
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -88,6 +94,15 @@ def test_each_frame_is_held_to_the_users_patterns(users_node, transport):
     bob.conn.send("/queue/jobs", "not bob's")
     bob.rec.wait(lambda: bob.rec.errors, what="ERROR for the SEND")
     assert "user 'bob' may not write to /queue/jobs" in bob.rec.errors[0].body
+
+    with urllib.request.urlopen(users_node.admin_url + "/metrics", timeout=10) as answer:
+        metrics = answer.read().decode()
+    def count(series):
+        match = re.search(re.escape(series) + r" (\d+)", metrics)
+        return int(match.group(1)) if match else 0
+
+    assert count('stomp_access_denied_total{action="subscribe"}') >= 1
+    assert count('stomp_access_denied_total{action="send"}') >= 1
 
 
 def test_anonymous_clients_come_from_loopback_by_default(node_factory):

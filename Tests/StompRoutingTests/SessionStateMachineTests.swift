@@ -553,7 +553,7 @@ struct SessionPermissionTests {
         var driver = try Self.alice()
         #expect(SessionDriver.failure(driver.receive(.subscribe, [("id", "1"), ("destination", "/topic/prices.*")])) == nil)
         let denied = SessionDriver.failure(driver.receive(.subscribe, [("id", "2"), ("destination", "/topic/#"), ("receipt", "r-2")]))
-        #expect(denied?.kind == .accessDenied)
+        #expect(denied?.kind == .readDenied)
         #expect(denied?.detail.contains("user 'alice' may not read from /topic/#") == true)
         #expect(denied?.receiptID == "r-2")
     }
@@ -565,7 +565,7 @@ struct SessionPermissionTests {
         var inTransaction = try Self.alice()
         _ = inTransaction.receive(.begin, [("transaction", "t")])
         let denied = SessionDriver.failure(inTransaction.receive(.send, [("destination", "/topic/prices.eur"), ("transaction", "t")]))
-        #expect(denied?.kind == .accessDenied)
+        #expect(denied?.kind == .writeDenied)
         #expect(denied?.detail.contains("may not write to /topic/prices.eur") == true)
     }
 
@@ -574,7 +574,7 @@ struct SessionPermissionTests {
         var driver = try Self.alice()
         driver.session.replacePermissions(try DestinationPermissions(read: ["/topic/#"], write: []))
         #expect(SessionDriver.failure(driver.receive(.subscribe, [("id", "1"), ("destination", "/topic/#")])) == nil)
-        #expect(SessionDriver.failure(driver.receive(.send, [("destination", "/queue/jobs")]))?.kind == .accessDenied)
+        #expect(SessionDriver.failure(driver.receive(.send, [("destination", "/queue/jobs")]))?.kind == .writeDenied)
     }
 
     @Test("without authentication every client is anonymous and may do everything")

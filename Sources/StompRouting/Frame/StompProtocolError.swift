@@ -41,7 +41,10 @@ public struct StompProtocolError: Error, Sendable, Equatable {
         case slowConsumer = "slow_consumer"
         case tooManyConnections = "too_many_connections"
         case notAuthorized = "not_authorized"
-        case accessDenied = "access_denied"
+        /// A SUBSCRIBE that no read permission covers.
+        case readDenied = "read_denied"
+        /// A SEND that no write permission matches.
+        case writeDenied = "write_denied"
         case shuttingDown = "shutting_down"
     }
 

@@ -308,11 +308,11 @@ public struct SessionStateMachine {
     }
 
     /// Names what was denied, and to whom: the client learns which pattern it lacks.
-    static func accessDenied(_ identity: SessionIdentity, _ action: String, _ destination: Destination) -> StompProtocolError {
+    static func accessDenied(_ identity: SessionIdentity, reading: Bool, _ destination: Destination) -> StompProtocolError {
         StompProtocolError(
-            .accessDenied,
+            reading ? .readDenied : .writeDenied,
             "access denied",
-            detail: "\(identity.name) may not \(action) \(destination.description.prefix(200)): no \(action == "read from" ? "read" : "write") permission covers it."
+            detail: "\(identity.name) may not \(reading ? "read from" : "write to") \(destination.description.prefix(200)): no \(reading ? "read" : "write") permission covers it."
         )
     }
 
@@ -352,7 +352,7 @@ public struct SessionStateMachine {
                 throw StompProtocolError(.invalidDestination, "invalid destination", detail: "A SEND may not use a wildcard: '\(destination)' is a subscription pattern.")
             }
             guard connected.identity.permissions.mayWrite(destination) else {
-                throw Self.accessDenied(connected.identity, "write to", destination)
+                throw Self.accessDenied(connected.identity, reading: false, destination)
             }
             let request = PublishRequest(destination: destination, headers: Self.applicationHeaders(headers), body: frame.body)
             try route(.send(request), transaction: headers[StompHeader.transaction], receipt: receipt, connected: &connected, into: &actions)
@@ -364,7 +364,7 @@ public struct SessionStateMachine {
                 throw StompProtocolError(.duplicateSubscription, "duplicate subscription id", detail: "This connection already has a subscription with id '\(id)'.")
             }
             guard connected.identity.permissions.mayRead(destination) else {
-                throw Self.accessDenied(connected.identity, "read from", destination)
+                throw Self.accessDenied(connected.identity, reading: true, destination)
             }
             guard connected.subscriptionIDs.count < settings.maxSubscriptions else {
                 throw StompProtocolError(.tooManySubscriptions, "too many subscriptions", detail: "A connection may hold at most \(settings.maxSubscriptions) subscriptions.")
