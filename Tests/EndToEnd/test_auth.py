@@ -111,6 +111,8 @@ def test_anonymous_clients_come_from_loopback_by_default(node_factory):
     c.subscribe("/topic/#", "all")    # anonymous may read and write everything
     c.send("/topic/a", "x", receipt=True)
     c.conn.disconnect()
+    # Without a users file a login is nobody's: RabbitMQ habits (guest/guest) still get in.
+    client(node, "ws", "guest", "guest").conn.disconnect()
 
 
 def test_reloads_apply_to_connected_clients_at_their_next_frame(users_node, hashes):

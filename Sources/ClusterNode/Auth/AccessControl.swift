@@ -62,7 +62,10 @@ final class AccessControl: ClientAuthenticator {
     }
 
     func authenticate(_ credentials: ConnectCredentials, from remote: SocketAddress?) -> AuthenticationDecision {
-        guard let login = credentials.login, !login.isEmpty else {
+        // Without a users file there is nobody to check a login against: a client that sends
+        // one anyway (RabbitMQ's guest/guest, say) is an anonymous client like any other.
+        let hasUsers = users.withLock { $0 != nil }
+        guard let login = credentials.login, !login.isEmpty, hasUsers else {
             guard anonymous == .on || (anonymous == .loopback && Self.isLoopback(remote)) else {
                 failures["anonymous_refused"]?.increment()
                 return .decided(.failure(anonymousRefused))
