@@ -128,7 +128,10 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterNodeTests",
-            dependencies: ["ClusterNode"]
+            dependencies: [
+                "ClusterNode",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "ClusterctlTests",

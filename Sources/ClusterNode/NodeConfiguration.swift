@@ -99,6 +99,7 @@ struct NodeConfiguration: Sendable {
         io.upgradeTimeout = try settings.milliseconds("timeouts.upgrade-ms")
         io.tlsHandshakeTimeout = try settings.milliseconds("timeouts.tls-handshake-ms")
         io.connectTimeout = try settings.milliseconds("timeouts.connect-ms")
+        io.failedLoginDelay = try settings.milliseconds("auth.failure-delay-ms")
 
         var session = io.session
         session.maxSubscriptions = try settings.requiredInt("limits.subscriptions")

@@ -26,6 +26,9 @@ struct ConnectionLimits: Sendable {
     var nodeConnections: Int
     /// Unwritten bytes over all clients (`limits.node-outbound-bytes`).
     var nodeOutbound: OutboundBudget
+    /// How long a refused login waits for its ERROR (`auth.failure-delay-ms`): guessing
+    /// passwords one connection at a time gets slow.
+    var failedLoginDelay: TimeAmount = .milliseconds(500)
 }
 
 /// Drives one client connection: bytes in, frames decoded, the session consulted, operations
@@ -321,13 +324,23 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         switch authenticator.authenticate(credentials, from: context.remoteAddress) {
         case .decided(let result):
-            context.eventLoop.execute { handler.value.finishAuthentication(result) }
+            context.eventLoop.execute { handler.value.answerAuthentication(result) }
         case .later(let work):
             NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop) { work() }.whenComplete { outcome in
                 let result: Result<SessionIdentity, StompProtocolError> = (try? outcome.get()) ?? .failure(.accessRefused)
-                handler.value.finishAuthentication(result)
+                handler.value.answerAuthentication(result)
             }
         }
+    }
+
+    /// A refusal waits before it is told; an acceptance doesn't.
+    private func answerAuthentication(_ result: Result<SessionIdentity, StompProtocolError>) {
+        guard case .failure = result, limits.failedLoginDelay > .zero, let context else {
+            finishAuthentication(result)
+            return
+        }
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: limits.failedLoginDelay) { handler.value.finishAuthentication(result) }
     }
 
     private func finishAuthentication(_ result: Result<SessionIdentity, StompProtocolError>) {

@@ -52,7 +52,8 @@ public final class StompServer: Sendable {
             maxOutboundBytes: configuration.maxOutboundBytes,
             connectTimeout: configuration.connectTimeout,
             nodeConnections: configuration.maxConnections,
-            nodeOutbound: OutboundBudget(limit: configuration.maxNodeOutboundBytes)
+            nodeOutbound: OutboundBudget(limit: configuration.maxNodeOutboundBytes),
+            failedLoginDelay: configuration.failedLoginDelay
         )
         if let tls = configuration.tls {
             let chain = try NIOSSLCertificate.fromPEMFile(tls.certificateChainPath).map { NIOSSLCertificateSource.certificate($0) }

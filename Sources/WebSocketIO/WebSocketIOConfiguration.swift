@@ -60,6 +60,8 @@ public struct WebSocketIOConfiguration: Sendable {
 
     public var frameLimits = StompFrameDecoder.Limits()
     public var session = SessionStateMachine.Settings()
+    /// How long a refused login waits for its ERROR.
+    public var failedLoginDelay: TimeAmount = .milliseconds(500)
     /// Decides CONNECTs; `nil` lets every client in as anonymous with every permission. When
     /// set, the sessions ask it (``SessionAuthentication/external``).
     public var authenticator: (any ClientAuthenticator)? {

@@ -1,3 +1,4 @@
+import NIOCore
 import StompRouting
 import Testing
 
@@ -88,4 +89,29 @@ import Testing
 
 extension String {
     fileprivate func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
+}
+
+@Suite struct LoginThrottleTests {
+    @Test func anAddressIsRefusedAfterItsFailuresUntilItsWindowEnds() {
+        let throttle = LoginThrottle(failuresPerWindow: 3, window: .seconds(60), capacity: 100)
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        for _ in 0..<3 {
+            #expect(!throttle.isThrottled("10.0.0.1", now: start))
+            throttle.recordFailure("10.0.0.1", now: start)
+        }
+        #expect(throttle.isThrottled("10.0.0.1", now: start + .seconds(59)))
+        #expect(!throttle.isThrottled("10.0.0.2", now: start))  // others are not affected
+        #expect(!throttle.isThrottled("10.0.0.1", now: start + .seconds(60)))
+    }
+
+    @Test func itRemembersABoundedNumberOfAddresses() {
+        let throttle = LoginThrottle(failuresPerWindow: 1, window: .seconds(60), capacity: 50)
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        for index in 0..<1_000 {
+            throttle.recordFailure("10.0.\(index / 256).\(index % 256)", now: start + .milliseconds(Int64(index)))
+        }
+        #expect(throttle.trackedAddresses <= 50)
+        // The latest ones are the ones kept.
+        #expect(throttle.isThrottled("10.0.3.231", now: start + .seconds(1)))
+    }
 }

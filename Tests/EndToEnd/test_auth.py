@@ -149,3 +149,14 @@ def test_a_broken_users_file_stops_the_node_at_start(tmp_path):
                             capture_output=True, text=True, timeout=30, env=node_environment())
     assert result.returncode != 0
     assert "user 1 (a): password: not a PHC scrypt string" in result.stderr
+
+
+def test_an_address_that_keeps_failing_is_refused_at_once(node_factory, tmp_path, hashes):
+    users = tmp_path / "users.json"
+    write_users(users, hashes)
+    node = node_factory("--auth-users-file", str(users), "--auth-failure-delay-ms", "0", name="throttle")
+    for _ in range(10):
+        assert refused(node, "tcp", "alice", "guess").startswith("access refused")
+    # The eleventh try in the minute isn't even checked, and the right password waits too.
+    assert "Too many failed logins from this address" in refused(node, "tcp", "alice", "guess")
+    assert "Too many failed logins from this address" in refused(node, "ws", "alice", "alice-pw")

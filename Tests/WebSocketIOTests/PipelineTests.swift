@@ -349,6 +349,9 @@ private final class OneUser: ClientAuthenticator, @unchecked Sendable {
         let connection = try TestConnection(authenticator: OneUser())
         try connection.send("CONNECT\naccept-version:1.2\nlogin:alice\npasscode:guess\nreceipt:r\n\n\0")
         connection.channel.embeddedEventLoop.run()
+        // A refusal waits before it is told: guessing gets slow.
+        #expect(try connection.received().isEmpty)
+        connection.channel.embeddedEventLoop.advanceTime(by: .milliseconds(500))
         let output = try connection.received()
         #expect(output.hasPrefix("ERROR\nreceipt-id:r\nmessage:access refused\n") || output.hasPrefix("ERROR\nmessage:access refused\n"))
         #expect(!connection.channel.isActive)

@@ -20,8 +20,9 @@ final class AccessControl: ClientAuthenticator {
     private let users: Mutex<UsersFile?>
     private let reloads = Atomic<Int>(0)
     private let logger: Logger
+    private let throttle = LoginThrottle()
     private let failures = Dictionary(
-        uniqueKeysWithValues: ["unknown_user", "bad_password", "anonymous_refused"].map {
+        uniqueKeysWithValues: ["unknown_user", "bad_password", "anonymous_refused", "throttled"].map {
             ($0, Counter(label: "stomp_auth_failures_total", dimensions: [("reason", $0)]))
         }
     )
@@ -72,8 +73,14 @@ final class AccessControl: ClientAuthenticator {
             }
             return .decided(.success(.anonymous))
         }
+        let address = remote?.ipAddress ?? "?"
+        guard !throttle.isThrottled(address) else {
+            failures["throttled"]?.increment()
+            return .decided(.failure(Self.throttled))
+        }
         guard let user = users.withLock({ $0?.users[login] }) else {
             failures["unknown_user"]?.increment()
+            throttle.recordFailure(address)
             logger.info("login refused", metadata: ["auth.login": "\(String(reflecting: String(login.prefix(64))))", "auth.reason": "unknown user"])
             // A known user costs a hash; an unknown one answers as slowly, so timing doesn't
             // tell which logins exist.
@@ -84,15 +91,23 @@ final class AccessControl: ClientAuthenticator {
         let passcode = credentials.passcode ?? ""
         let failures = failures["bad_password"]
         let logger = logger
+        let throttle = throttle
         return .later {
             guard user.password.verify(passcode) else {
                 failures?.increment()
+                throttle.recordFailure(address)
                 logger.info("login refused", metadata: ["auth.login": "\(String(reflecting: String(login.prefix(64))))", "auth.reason": "wrong passcode"])
                 return .failure(.accessRefused)
             }
             return .success(SessionIdentity(user: user.login, permissions: user.permissions))
         }
     }
+
+    private static let throttled = StompProtocolError(
+        .notAuthorized,
+        "access refused",
+        detail: "Too many failed logins from this address; try again in a minute."
+    )
 
     private var anonymousRefused: StompProtocolError {
         StompProtocolError(

@@ -34,6 +34,7 @@ enum SettingsTable {
 
     private static let auth: [Setting] = [
         Setting("auth.users-file", .path, default: .none, "JSON users file: logins, scrypt password hashes (cluster-node hash-password) and read/write destination patterns; re-read on SIGHUP and POST /v1/auth/reload."),
+        Setting("auth.failure-delay-ms", .milliseconds(minimum: 0), default: .milliseconds(io.failedLoginDelay), "How long a refused login waits for its ERROR. An address with 10 failed logins in a minute is refused at once until the minute is over."),
         Setting("auth.anonymous", .choice(["on", "loopback", "off"]), default: .value("loopback"), "Clients that CONNECT without a login: accepted from anywhere, from this machine only, or refused. An anonymous client may read and write everything."),
     ]
 
