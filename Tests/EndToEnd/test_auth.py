@@ -160,3 +160,30 @@ def test_an_address_that_keeps_failing_is_refused_at_once(node_factory, tmp_path
     # The eleventh try in the minute isn't even checked, and the right password waits too.
     assert "Too many failed logins from this address" in refused(node, "tcp", "alice", "guess")
     assert "Too many failed logins from this address" in refused(node, "ws", "alice", "alice-pw")
+
+
+def test_permissions_hold_across_the_cluster(tmp_path, hashes):
+    """A subscription is checked on its own node; what another node forwards reaches only
+    subscriptions that were allowed there."""
+    from cluster import Cluster
+    users = tmp_path / "users.json"
+    write_users(users, hashes)
+    pair = Cluster(tmp_path / "pair", size=2, seeds="all", extra_args=["--auth-users-file", str(users), "--auth-anonymous", "off"])
+    try:
+        pair.start()
+        alice = client(pair["n2"], "ws", "alice", "alice-pw")
+        alice.subscribe("/topic/prices.*", "prices")          # allowed on n2, so n1 forwards to it
+        too_wide = client(pair["n2"], "tcp", "alice", "alice-pw")
+        too_wide.conn.subscribe("/topic/#", id="all")       # refused on n2: nothing of n1's reaches it
+        too_wide.rec.wait(lambda: too_wide.rec.errors, what="ERROR for /topic/#")
+
+        feed = client(pair["n1"], "tcp", "bob", "bob-pw")      # bob may write /topic/prices.#
+        feed.send("/topic/prices.eur", "1.08", receipt=True)
+        alice.rec.wait(lambda: alice.rec.bodies() == ["1.08"], what="the forwarded price")
+        assert too_wide.rec.errors[0].headers["message"] == "access denied"
+        assert not too_wide.rec.messages
+        for c in (alice, feed):
+            c.conn.disconnect()
+    finally:
+        problems = pair.stop()
+    assert not problems, problems
