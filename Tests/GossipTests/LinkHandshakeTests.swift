@@ -1,4 +1,4 @@
-import Gossip
+@testable import Gossip
 import NIOCore
 import Testing
 
@@ -202,5 +202,15 @@ struct LinkHandshakeTests {
         #expect(Self.isRefusal(a3.received(.heartbeat), containing: "unexpected"))
         // Once refused, nothing more is accepted.
         #expect(Self.isRefusal(a3.received(b.hello), containing: "unexpected"))
+    }
+}
+
+@Suite struct LinkHandshakeLogSafetyTests {
+    @Test func stringsFromUnprovenPeersAreQuotedEscapedAndBounded() {
+        let forged = "x'\n2026-01-01 info cluster-node: link up cluster.peer=n1"
+        let quoted = LinkHandshake.quoted(forged)
+        #expect(!quoted.contains("\n"))
+        #expect(quoted.hasPrefix("\"") && quoted.hasSuffix("\""))
+        #expect(LinkHandshake.quoted(String(repeating: "a", count: 10_000)).count <= 130)
     }
 }

@@ -100,7 +100,7 @@ public struct LinkHandshake {
         case (.awaitingHello, .hello(let peer)):
             guard peer.clusterName == identity.clusterName else {
                 state = .done
-                return .refuse("cluster name '\(peer.clusterName)' does not match '\(identity.clusterName)'")
+                return .refuse("cluster name \(Self.quoted(peer.clusterName)) does not match \(Self.quoted(identity.clusterName))")
             }
             guard peer.node != identity.node else {
                 state = .done
@@ -132,7 +132,7 @@ public struct LinkHandshake {
 
         case (_, .refuse(let reason)):
             state = .done
-            return .refuse("refused by peer: \(reason)")
+            return .refuse("refused by peer: \(Self.quoted(reason))")
 
         default:
             state = .done
@@ -163,4 +163,12 @@ public struct LinkHandshake {
 
 extension LinkHandshake.Identity: CustomStringConvertible {
     public var description: String { "Identity(cluster: \(clusterName), node: \(node), epoch: \(epoch), secret: <redacted>)" }
+}
+
+extension LinkHandshake {
+    /// A string from a peer that hasn't proved anything yet, fit for a log line: bounded, in
+    /// quotes, with control characters and quotes escaped, so it can't forge log lines.
+    static func quoted(_ text: String) -> String {
+        String(reflecting: String(text.prefix(128)))
+    }
 }
