@@ -21,7 +21,9 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            if requestPath(head.uri) == webSocketPath, !origins.allows(head.headers.first(name: "Origin")) {
+            if requestPath(head.uri) == webSocketPath, declaresBody(head) {
+                pending = (.badRequest, "A WebSocket opening handshake has no body (RFC 6455, section 4.1).\n")
+            } else if requestPath(head.uri) == webSocketPath, !origins.allows(head.headers.first(name: "Origin")) {
                 Self.refusedOrigins.increment()
                 pending = (.forbidden, "This origin may not open STOMP over WebSocket connections here (ws.allowed-origins).\n")
             } else if requestPath(head.uri) == webSocketPath {

@@ -172,8 +172,11 @@ public final class StompServer: Sendable {
             maxFrameSize: maxMessage,
             automaticErrorHandling: true,
             shouldUpgrade: { channel, head in
-                // A refused upgrade goes on to HTTPFallbackHandler, which says why (404, 403).
-                guard requestPath(head.uri) == path, origins.allows(head.headers.first(name: "Origin")) else {
+                // A refused upgrade goes on to HTTPFallbackHandler, which says why (404, 403,
+                // 400). An opening handshake has no body (RFC 6455 section 4.1): NIO's upgrader
+                // would wait for one, and a connection closed while it waits kept its whole
+                // pipeline (about 6 KB) for ever.
+                guard requestPath(head.uri) == path, origins.allows(head.headers.first(name: "Origin")), !declaresBody(head) else {
                     return channel.eventLoop.makeSucceededFuture(nil)
                 }
                 var headers = HTTPHeaders()
@@ -239,4 +242,10 @@ extension ChannelPipeline.SynchronousOperations {
         try addHandler(WebSocketStompBridge())
         try addHandler(connection)
     }
+}
+
+/// Whether a request says a body follows (`Content-Length` above 0, or chunked).
+func declaresBody(_ head: HTTPRequestHead) -> Bool {
+    if head.headers.contains(name: "Transfer-Encoding") { return true }
+    return head.headers[canonicalForm: "Content-Length"].contains { $0 != "0" }
 }
