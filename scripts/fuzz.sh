@@ -53,20 +53,12 @@ for target in "${targets[@]}"; do
     options=(-rss_limit_mb=2048 -timeout=10 -max_len="$(max_len "$target")" -print_final_stats=1
         -artifact_prefix="$findings/$target/")
     [ -f "Fuzz/Dictionaries/$target.dict" ] && options+=(-dict="Fuzz/Dictionaries/$target.dict")
-    # An open finding (Fuzz/Open/<target>/, see its README) turns off only the leak check for
-    # its target until it is fixed; crashes, hangs and ASan's memory errors are still caught.
-    leaks=1
-    if [ -d "Fuzz/Open/$target" ]; then
-        echo "!! $target: leak detection off while Fuzz/Open/$target holds an open finding"
-        options+=(-detect_leaks=0)
-        leaks=0
-    fi
     log="$findings/$target/last-run.log"
 
     if compgen -G "Fuzz/Regressions/$target/*" >/dev/null; then
         echo "== $target: replaying Fuzz/Regressions/$target"
         # Three times each: a leak may show only once an input runs after another one.
-        if ! ASAN_OPTIONS="detect_leaks=$leaks" "$bin/$target" "${options[@]}" -runs=3 Fuzz/Regressions/"$target"/* >"$log" 2>&1; then
+        if ! "$bin/$target" "${options[@]}" -runs=3 Fuzz/Regressions/"$target"/* >"$log" 2>&1; then
             echo "!! $target: a regression input still fails (log: $log)"
             grep -E "ERROR|Fatal error|SUMMARY|Running:" "$log" | tail -5 || true
             failed+=("$target")
@@ -76,7 +68,7 @@ for target in "${targets[@]}"; do
 
     echo "== $target: fuzzing for ${seconds}s"
     status=0
-    ASAN_OPTIONS="detect_leaks=$leaks" "$bin/$target" "$work/corpus" "${options[@]}" -max_total_time="$seconds" >"$log" 2>&1 || status=$?
+    "$bin/$target" "$work/corpus" "${options[@]}" -max_total_time="$seconds" >"$log" 2>&1 || status=$?
     executions="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")"
     rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")"
     coverage="$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1)"
