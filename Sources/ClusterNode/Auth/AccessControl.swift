@@ -65,8 +65,8 @@ final class AccessControl: ClientAuthenticator {
     func authenticate(_ credentials: ConnectCredentials, from remote: SocketAddress?) -> AuthenticationDecision {
         // Without a users file there is nobody to check a login against: a client that sends
         // one anyway (RabbitMQ's guest/guest, say) is an anonymous client like any other.
-        let hasUsers = users.withLock { $0 != nil }
-        guard let login = credentials.login, !login.isEmpty, hasUsers else {
+        let file = users.withLock { $0 }
+        guard let login = credentials.login, !login.isEmpty, let file else {
             guard anonymous == .on || (anonymous == .loopback && Self.isLoopback(remote)) else {
                 failures["anonymous_refused"]?.increment()
                 return .decided(.failure(anonymousRefused))
@@ -78,7 +78,7 @@ final class AccessControl: ClientAuthenticator {
             failures["throttled"]?.increment()
             return .decided(.failure(Self.throttled))
         }
-        guard let user = users.withLock({ $0?.users[login] }) else {
+        guard let user = file.users[login] else {
             failures["unknown_user"]?.increment()
             throttle.recordFailure(address)
             logger.info("login refused", metadata: ["auth.login": "\(String(reflecting: String(login.prefix(64))))", "auth.reason": "unknown user"])
