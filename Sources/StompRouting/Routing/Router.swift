@@ -286,9 +286,11 @@ public struct Router {
             matchCache.removeAll(keepingCapacity: true)
         case .queue(let name):
             queues[name]?.consumers.removeAll { $0 == key }
-            // Whatever the consumer held goes back to the front, in its original order.
-            for entry in subscription.unacked.reversed() where queues[name] != nil {
-                queues[name]!.pending.prepend(PendingMessage(message: entry.message, redelivered: true))
+            // Whatever the consumer held goes back to the front, in its original order. The
+            // queue may be gone: when a connection closes, an earlier sibling's dispatch drops
+            // the queue once it has neither consumers nor messages, and these must not go with it.
+            for entry in subscription.unacked.reversed() {
+                queues[name, default: QueueState()].pending.prepend(PendingMessage(message: entry.message, redelivered: true))
                 queuedBytes += entry.message.footprint
             }
             dispatch(queue: name, into: &outputs)
@@ -304,7 +306,8 @@ public struct Router {
                 queues[name]?.consumers.removeAll { $0 == subscription.key }
             }
         }
-        for id in state.subscriptions.keys {
+        // In a fixed order, so that what a close does doesn't depend on the hash seed.
+        for id in state.subscriptions.keys.sorted() {
             unsubscribe(SubscriptionKey(connection: connection, id: id), into: &outputs)
         }
         connections[connection] = nil
