@@ -27,6 +27,9 @@ struct NodeConfiguration: Sendable {
     struct AuthSettings: Sendable {
         var usersFile: String?
         var anonymous: AccessControl.AnonymousAccess
+        /// The JSON Web Key Set whose tokens are accepted as passcodes.
+        var tokenKeysFile: String?
+        var tokenPolicy: TokenPolicy
     }
 
     /// The admin API's listener.
@@ -139,7 +142,13 @@ struct NodeConfiguration: Sendable {
         auth = AuthSettings(
             usersFile: try settings.string("auth.users-file"),
             // The table's choices are exactly AnonymousAccess's raw values.
-            anonymous: AccessControl.AnonymousAccess(rawValue: try settings.requiredString("auth.anonymous")) ?? .loopback
+            anonymous: AccessControl.AnonymousAccess(rawValue: try settings.requiredString("auth.anonymous")) ?? .loopback,
+            tokenKeysFile: try settings.string("auth.jwt-keys"),
+            tokenPolicy: TokenPolicy(
+                audience: try settings.string("auth.jwt-audience"),
+                scopePrefix: try settings.requiredString("auth.jwt-scope-prefix"),
+                leeway: .nanoseconds(try settings.milliseconds("auth.jwt-leeway-ms").nanoseconds)
+            )
         )
         drain = DrainSettings(
             loadBalancerDelay: try settings.milliseconds("drain.lb-delay-ms"),

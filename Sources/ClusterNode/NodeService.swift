@@ -45,7 +45,13 @@ struct NodeService: Service, CustomStringConvertible {
     func run() async throws {
         // The users file is read before anything binds: a node doesn't start with fewer users
         // than its operator wrote.
-        let access = try AccessControl(anonymous: configuration.auth.anonymous, usersFile: configuration.auth.usersFile, logger: logger)
+        let access = try await AccessControl(
+            anonymous: configuration.auth.anonymous,
+            usersFile: configuration.auth.usersFile,
+            tokenKeysFile: configuration.auth.tokenKeysFile,
+            tokenPolicy: configuration.auth.tokenPolicy,
+            logger: logger
+        )
         logger.info("clients accepted", metadata: ["auth": "\(access.summary)"])
         var io = configuration.io
         io.authenticator = access
@@ -70,7 +76,7 @@ struct NodeService: Service, CustomStringConvertible {
                 actions: .init(
                     drain: { [drainRequest] in drainRequest.request(.drain) },
                     leave: { [drainRequest] in drainRequest.request(.leave) },
-                    reloadUsers: { try access.reload() }
+                    reloadCredentials: { try await access.reload() }
                 )
             ),
             logger: logger
@@ -91,7 +97,7 @@ struct NodeService: Service, CustomStringConvertible {
             state.enter(.running)
             logger.info("node started", metadata: ["node.version": "\(NodeVersion.current)", "event-loops": "\(configuration.eventLoops)"])
 
-            let reloads = Task { await reloadUsersOnHangup(access) }
+            let reloads = Task { await reloadCredentialsOnHangup(access) }
             defer { reloads.cancel() }
             let how = await waitForEnd()
             _ = state.beginDrain()
@@ -128,14 +134,14 @@ struct NodeService: Service, CustomStringConvertible {
         return shell
     }
 
-    /// SIGHUP re-reads the users file, as nginx and RabbitMQ's plugins do; connected clients
+    /// SIGHUP re-reads the users file and the token keys, as nginx and RabbitMQ's plugins do; connected clients
     /// stay and follow the new permissions from their next frame.
-    private func reloadUsersOnHangup(_ access: AccessControl) async {
+    private func reloadCredentialsOnHangup(_ access: AccessControl) async {
         for await _ in await UnixSignalsSequence(trapping: .sighup) {
             do {
-                _ = try access.reload()
+                _ = try await access.reload()
             } catch {
-                logger.error("users file not reloaded; the users before stay", metadata: ["error": "\(error)"])
+                logger.error("credentials not reloaded; the users and keys before stay", metadata: ["error": "\(error)"])
             }
         }
     }

@@ -12,7 +12,8 @@ public protocol ClientAuthenticator: Sendable {
     /// Bumped by every reload; a connection compares it at each frame.
     var generation: Int { get }
 
-    /// What `user` may do after the latest reload; `nil` once the user is gone.
+    /// What `user`, who logged in with a password, may do after the latest reload; `nil`
+    /// once the user is gone. (A token's permissions are its own and don't follow reloads.)
     func currentPermissions(of user: String) -> DestinationPermissions?
 }
 
@@ -21,4 +22,6 @@ public enum AuthenticationDecision: Sendable {
     case decided(Result<SessionIdentity, StompProtocolError>)
     /// Known after `work`, which blocks and so runs off the event loops.
     case later(@Sendable () -> Result<SessionIdentity, StompProtocolError>)
+    /// Known after `work`, which awaits (a token's signature check) but doesn't block.
+    case awaiting(@Sendable () async -> Result<SessionIdentity, StompProtocolError>)
 }

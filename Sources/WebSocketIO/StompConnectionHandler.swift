@@ -80,6 +80,8 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private var heartbeatTask: RepeatedTask?
     /// Closes a connection that doesn't CONNECT in time.
     private var connectDeadline: Scheduled<Void>?
+    /// Ends a connection when the token it logged in with expires.
+    private var credentialExpiry: Scheduled<Void>?
     /// Bytes handed to the channel and not yet written to the socket.
     private var unwritten = 0
     /// Decides CONNECTs; `nil` when every client is anonymous.
@@ -255,6 +257,9 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         heartbeatTask = nil
         connectDeadline?.cancel()
         connectDeadline = nil
+        // It holds this handler until the token's expiry, hours away perhaps.
+        credentialExpiry?.cancel()
+        credentialExpiry = nil
         pendingOperations.removeAll()
         if registered {
             broker.submit([(.closed, receipt: nil)], from: id)
@@ -330,6 +335,10 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
                 let result: Result<SessionIdentity, StompProtocolError> = (try? outcome.get()) ?? .failure(.accessRefused)
                 handler.value.answerAuthentication(result)
             }
+        case .awaiting(let work):
+            let promise = context.eventLoop.makePromise(of: Result<SessionIdentity, StompProtocolError>.self)
+            promise.completeWithTask { await work() }
+            promise.futureResult.whenSuccess { result in handler.value.answerAuthentication(result) }
         }
     }
 
@@ -349,6 +358,7 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         var answers: [SessionStateMachine.Action] = []
         session.authenticated(result, now: .now(), into: &answers)
         perform(answers)
+        if case .success(let identity) = result, let expiresAt = identity.expiresAt { endConnection(at: expiresAt) }
         // The frames that came right behind the CONNECT, then reading again.
         decodeInbound()
         if state == .active, !readsPaused { try? context?.channel.syncOptions?.setOption(.autoRead, value: true) }
@@ -356,12 +366,25 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         flush()
     }
 
+    /// A connection that logged in with a token ends when the token does: an ERROR, then
+    /// the close. (A client that wants to stay connects again with a fresh token.)
+    private func endConnection(at deadline: NIODeadline) {
+        guard let context else { return }
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        credentialExpiry = context.eventLoop.scheduleTask(deadline: deadline) {
+            let handler = handler.value
+            guard handler.state == .active else { return }
+            handler.metrics.frameError(.credentialsExpired)
+            handler.fail(.credentialsExpired)
+        }
+    }
+
     /// A reload (users file, SIGHUP) changed what users may do: this session's permissions
     /// follow from its next frame, and a user who is gone is let go.
     private func refreshPermissionsIfReloaded() {
         guard let authenticator, authenticator.generation != permissionsGeneration else { return }
         permissionsGeneration = authenticator.generation
-        guard let user = session.identity?.user else { return }
+        guard let identity = session.identity, identity.credential == .password, let user = identity.user else { return }
         guard let permissions = authenticator.currentPermissions(of: user) else {
             fail(StompProtocolError(.notAuthorized, "access revoked", detail: "User '\(user.prefix(64))' is no longer allowed on this node."))
             return

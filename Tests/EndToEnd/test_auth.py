@@ -120,7 +120,7 @@ def test_reloads_apply_to_connected_clients_at_their_next_frame(users_node, hash
     # Widen alice's read permission and reload with SIGHUP, while she stays connected.
     write_users(users_node.users_file, hashes, alice_read=("/topic/#",))
     users_node.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: "users file reloaded" in users_node.log_tail(), timeout=10, message="reload logged")
+    wait_for(lambda: "credentials reloaded" in users_node.log_tail(), timeout=10, message="reload logged")
     alice.subscribe("/topic/#", "now-allowed")
 
     # Through the admin API, a broken file keeps the users there were.
@@ -129,14 +129,14 @@ def test_reloads_apply_to_connected_clients_at_their_next_frame(users_node, hash
     with pytest.raises(urllib.error.HTTPError) as failed:
         urllib.request.urlopen(request, timeout=10)
     assert failed.value.code == 422
-    assert "the users before stay" in failed.value.read().decode()
+    assert "the users and keys before stay" in failed.value.read().decode()
     alice.subscribe("/topic/x.*", "still-allowed")
     client(users_node, "ws", "bob", "bob-pw").conn.disconnect()
 
     # A user removed is let go at the next frame.
     users_node.users_file.write_text(json.dumps({"users": [{"login": "bob", "password": hashes["bob"]}]}))
     with urllib.request.urlopen(urllib.request.Request(users_node.admin_url + "/v1/auth/reload", method="POST"), timeout=10) as answer:
-        assert json.loads(answer.read())["status"] == "1 user(s)"
+        assert json.loads(answer.read())["status"] == "1 user(s), 0 token key(s)"
     alice.conn.send("/queue/jobs", "after removal")
     alice.rec.wait(lambda: alice.rec.errors, what="ERROR after the user was removed")
     assert alice.rec.errors[0].headers["message"] == "access revoked"

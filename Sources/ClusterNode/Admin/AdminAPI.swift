@@ -18,7 +18,7 @@ final class AdminAPI: Sendable {
         /// Leaves the cluster and stops, without draining.
         var leave: @Sendable () -> Void
         /// Re-reads the users file; returns how many users it holds.
-        var reloadUsers: @Sendable () throws -> Int
+        var reloadCredentials: @Sendable () async throws -> String
     }
 
     private let nodeID: String
@@ -104,10 +104,10 @@ final class AdminAPI: Sendable {
             return json(.accepted, AdminModels.Action(action: "leave", status: "leaving"))
         case (.POST, "/v1/auth/reload"):
             do {
-                let users = try actions.reloadUsers()
-                return json(.ok, AdminModels.Action(action: "reload", status: "\(users) user(s)"))
+                let loaded = try await actions.reloadCredentials()
+                return json(.ok, AdminModels.Action(action: "reload", status: loaded))
             } catch {
-                return json(.unprocessableEntity, AdminModels.Failure(error: "users file not reloaded, the users before stay: \(error)"))
+                return json(.unprocessableEntity, AdminModels.Failure(error: "credentials not reloaded, the users and keys before stay: \(error)"))
             }
         case (.POST, let path) where path.hasPrefix("/v1/members/"):
             return await memberAction(path.dropFirst("/v1/members/".count))

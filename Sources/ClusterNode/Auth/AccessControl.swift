@@ -1,13 +1,15 @@
 import CoreMetrics
+import FoundationEssentials
 import Logging
 import NIOCore
 import StompRouting
 import Synchronization
 import WebSocketIO
 
-/// Who may connect and what they may do: the users file (`auth.users-file`) and the rule for
-/// clients that present no login (`auth.anonymous`). Connections ask it at CONNECT, off the
-/// event loops for a password, and at each frame after a reload.
+/// Who may connect and what they may do: the users file (`auth.users-file`), the keys of the
+/// tokens web applications hand out (`auth.jwt-keys`), and the rule for clients that present
+/// no login (`auth.anonymous`). Connections ask it at CONNECT, off the event loops for a
+/// password or a token, and at each frame after a reload.
 final class AccessControl: ClientAuthenticator {
     /// Clients without a login: let in from anywhere, from loopback only (the default, as
     /// RabbitMQ's guest user), or not at all.
@@ -18,44 +20,67 @@ final class AccessControl: ClientAuthenticator {
     private let anonymous: AnonymousAccess
     private let usersFile: String?
     private let users: Mutex<UsersFile?>
+    private let tokenKeysFile: String?
+    private let tokenKeys: Mutex<TokenKeys?>
+    private let tokenPolicy: TokenPolicy
+    /// The wall clock tokens are checked against (injected by tests).
+    private let now: @Sendable () -> Date
     private let reloads = Atomic<Int>(0)
     private let logger: Logger
     private let throttle = LoginThrottle()
     private let failures = Dictionary(
-        uniqueKeysWithValues: ["unknown_user", "bad_password", "anonymous_refused", "throttled"].map {
+        uniqueKeysWithValues: [
+            "unknown_user", "bad_password", "anonymous_refused", "throttled",
+            "token_invalid", "token_expired", "token_not_yet_valid", "token_wrong_audience", "token_unusable",
+        ].map {
             ($0, Counter(label: "stomp_auth_failures_total", dimensions: [("reason", $0)]))
         }
     )
 
-    /// - Throws: when the users file can't be read or is invalid: a node must not start with
-    ///   fewer users than its operator wrote.
-    init(anonymous: AnonymousAccess, usersFile: String?, logger: Logger) throws {
+    /// - Throws: when the users file or the key set can't be read or is invalid: a node must
+    ///   not start with fewer users than its operator wrote.
+    init(
+        anonymous: AnonymousAccess,
+        usersFile: String?,
+        tokenKeysFile: String? = nil,
+        tokenPolicy: TokenPolicy = TokenPolicy(audience: nil, scopePrefix: "stomp.", leeway: .seconds(30)),
+        now: @escaping @Sendable () -> Date = { Date() },
+        logger: Logger
+    ) async throws {
         self.anonymous = anonymous
         self.usersFile = usersFile
+        self.tokenKeysFile = tokenKeysFile
+        self.tokenPolicy = tokenPolicy
+        self.now = now
         self.logger = logger
         self.users = Mutex(try usersFile.map(Self.read))
+        self.tokenKeys = Mutex(try await Self.readKeys(tokenKeysFile))
     }
 
     /// What the node accepts, for the log line at start.
     var summary: String {
         let count = users.withLock { $0?.users.count }
+        let keys = tokenKeys.withLock { $0?.count }
         let login = count.map { "\($0) user(s) from \(usersFile ?? "")" } ?? "no users file"
-        return "\(login); anonymous clients: \(anonymous == .on ? "from anywhere" : anonymous == .loopback ? "from loopback only" : "refused")"
+        let tokens = keys.map { "tokens signed by \($0) key(s) from \(tokenKeysFile ?? "")" } ?? "no tokens"
+        return "\(login); \(tokens); anonymous clients: \(anonymous == .on ? "from anywhere" : anonymous == .loopback ? "from loopback only" : "refused")"
     }
 
     var generation: Int { reloads.load(ordering: .acquiring) }
 
-    /// Reads the users file again. Connected clients keep their connections; what they may
-    /// do follows from their next frame. A file that doesn't read keeps the users there were.
+    /// Reads the users file and the key set again. Connected clients keep their connections;
+    /// what password users may do follows from their next frame (a token keeps what it
+    /// granted until it expires). If either file doesn't read, both stay as they were.
     ///
-    /// - Returns: the number of users now.
-    func reload() throws -> Int {
-        guard let usersFile else { return 0 }
-        let file = try Self.read(usersFile)
-        users.withLock { $0 = file }
+    /// - Returns: what is loaded now, for the operator.
+    func reload() async throws -> String {
+        let file = try usersFile.map(Self.read)
+        let keys = try await Self.readKeys(tokenKeysFile)
+        if let file { users.withLock { $0 = file } }
+        if let keys { tokenKeys.withLock { $0 = keys } }
         reloads.add(1, ordering: .releasing)
-        logger.notice("users file reloaded", metadata: ["auth.users": "\(file.users.count)"])
-        return file.users.count
+        logger.notice("credentials reloaded", metadata: ["auth.users": "\(file?.users.count ?? 0)", "auth.jwt-keys": "\(keys?.count ?? 0)"])
+        return "\(file?.users.count ?? 0) user(s), \(keys?.count ?? 0) token key(s)"
     }
 
     func currentPermissions(of user: String) -> DestinationPermissions? {
@@ -66,6 +91,11 @@ final class AccessControl: ClientAuthenticator {
         // Without a users file there is nobody to check a login against: a client that sends
         // one anyway (RabbitMQ's guest/guest, say) is an anonymous client like any other.
         let file = users.withLock { $0 }
+        if let keys = tokenKeys.withLock({ $0 }), let passcode = credentials.passcode, TokenKeys.looksLikeToken(passcode),
+            file?.users[credentials.login ?? ""] == nil
+        {
+            return authenticate(token: passcode, keys: keys, from: remote)
+        }
         guard let login = credentials.login, !login.isEmpty, let file else {
             guard anonymous == .on || (anonymous == .loopback && Self.isLoopback(remote)) else {
                 failures["anonymous_refused"]?.increment()
@@ -103,6 +133,31 @@ final class AccessControl: ClientAuthenticator {
         }
     }
 
+    /// A passcode that is a token (the login, if any, is not looked at: the token's `sub`
+    /// names the user). Verifying a signature is quick, but not free: off the event loop.
+    private func authenticate(token: String, keys: TokenKeys, from remote: SocketAddress?) -> AuthenticationDecision {
+        let address = remote?.ipAddress ?? "?"
+        guard !throttle.isThrottled(address) else {
+            failures["throttled"]?.increment()
+            return .decided(.failure(Self.throttled))
+        }
+        let (policy, now, failures, throttle, logger) = (tokenPolicy, now, failures, throttle, logger)
+        return .awaiting {
+            let checkedAt = now()
+            switch await keys.verify(token, policy: policy, now: checkedAt) {
+            case .failure(let refusal):
+                failures[refusal.reason]?.increment()
+                throttle.recordFailure(address)
+                logger.info("token refused", metadata: ["auth.reason": "\(refusal.reason)", "auth.detail": "\(refusal.error.detail)"])
+                return .failure(refusal.error)
+            case .success(let grant):
+                let remaining = grant.validUntil.timeIntervalSince(checkedAt)
+                let expiresAt = NIODeadline.now() + .nanoseconds(Int64(min(remaining, 365 * 86_400) * 1e9))
+                return .success(SessionIdentity(user: grant.user, permissions: grant.permissions, credential: .token(expiresAt: expiresAt)))
+            }
+        }
+    }
+
     private static let throttled = StompProtocolError(
         .notAuthorized,
         "access refused",
@@ -129,6 +184,16 @@ final class AccessControl: ClientAuthenticator {
         guard let text = ClusterConfiguration.readFile(path) else { throw SettingsError(description: "cannot read auth.users-file \(path)") }
         do {
             return try UsersFile(path: path, contents: Array(text.utf8))
+        } catch {
+            throw SettingsError(description: "\(error)")
+        }
+    }
+
+    private static func readKeys(_ path: String?) async throws -> TokenKeys? {
+        guard let path else { return nil }
+        guard let text = ClusterConfiguration.readFile(path) else { throw SettingsError(description: "cannot read auth.jwt-keys \(path)") }
+        do {
+            return try await TokenKeys.load(path: path, contents: Array(text.utf8))
         } catch {
             throw SettingsError(description: "\(error)")
         }

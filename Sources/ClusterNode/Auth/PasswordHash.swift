@@ -1,6 +1,6 @@
 import Crypto
 import FoundationEssentials
-import _CryptoExtras
+import CryptoExtras
 
 /// A password stored as a salted, slow hash in the PHC string format:
 /// `$scrypt$ln=15,r=8,p=1$SALT$HASH` (salt and hash in unpadded base64), the form passlib and

@@ -36,6 +36,10 @@ enum SettingsTable {
         Setting("auth.users-file", .path, default: .none, "JSON users file: logins, scrypt password hashes (cluster-node hash-password) and read/write destination patterns; re-read on SIGHUP and POST /v1/auth/reload."),
         Setting("auth.failure-delay-ms", .milliseconds(minimum: 0), default: .milliseconds(io.failedLoginDelay), "How long a refused login waits for its ERROR. An address with 10 failed logins in a minute is refused at once until the minute is over."),
         Setting("auth.anonymous", .choice(["on", "loopback", "off"]), default: .value("loopback"), "Clients that CONNECT without a login: accepted from anywhere, from this machine only, or refused. An anonymous client may read and write everything."),
+        Setting("auth.jwt-keys", .path, default: .none, "JSON Web Key Set (HS256/384/512 oct, RS/PS, ES256/384/512, EdDSA keys; kid names each) whose tokens are accepted as passcodes; re-read on SIGHUP and POST /v1/auth/reload."),
+        Setting("auth.jwt-audience", .text, default: .none, "When set, a token's aud claim must name it."),
+        Setting("auth.jwt-scope-prefix", .text, default: .value("stomp."), "Prefix of the token scopes that grant permissions: PREFIXread:PATTERN and PREFIXwrite:PATTERN."),
+        Setting("auth.jwt-leeway-ms", .milliseconds(minimum: 0), default: .value("30000"), "Clock skew allowed on a token's exp and nbf; a connection ends this long after its token's exp."),
     ]
 
     private static let limits: [Setting] = [

@@ -41,6 +41,8 @@ public struct StompProtocolError: Error, Sendable, Equatable {
         case slowConsumer = "slow_consumer"
         case tooManyConnections = "too_many_connections"
         case notAuthorized = "not_authorized"
+        /// The token a connection logged in with expired while it was open.
+        case credentialsExpired = "credentials_expired"
         /// A SUBSCRIBE that no read permission covers.
         case readDenied = "read_denied"
         /// A SEND that no write permission matches.
