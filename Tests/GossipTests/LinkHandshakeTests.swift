@@ -205,12 +205,46 @@ struct LinkHandshakeTests {
     }
 }
 
-@Suite struct LinkHandshakeLogSafetyTests {
-    @Test func stringsFromUnprovenPeersAreQuotedEscapedAndBounded() {
+@Suite("Peer text in logs")
+struct LinkHandshakeLogSafetyTests {
+    @Test func plainIdsAndAddressesStayAsTheyAre() {
+        for text in ["n1", "node-a.internal", "10.0.0.1:7946", "[::1]:7946", "nœud-ü", "ノード"] {
+            #expect(LinkHandshake.quoted(text) == text)
+        }
+    }
+
+    @Test func newlinesCannotForgeLogLines() {
         let forged = "x'\n2026-01-01 info cluster-node: link up cluster.peer=n1"
         let quoted = LinkHandshake.quoted(forged)
         #expect(!quoted.contains("\n"))
-        #expect(quoted.hasPrefix("\"") && quoted.hasSuffix("\""))
-        #expect(LinkHandshake.quoted(String(repeating: "a", count: 10_000)).count <= 130)
+        #expect(quoted == "\"x'\\n2026-01-01 info cluster-node: link up cluster.peer=n1\"")
+        #expect(LinkHandshake.quoted("a\r\nb\tc") == "\"a\\r\\nb\\tc\"")
+    }
+
+    @Test func controlAndFormatCharactersAreEscaped() {
+        #expect(LinkHandshake.quoted("\u{0}\u{7}\u{7F}") == "\"\\u{0}\\u{7}\\u{7F}\"")
+        // ANSI colour and cursor movement: no ESC reaches the terminal.
+        let ansi = LinkHandshake.quoted("\u{1B}[31mred\u{1B}[0m\u{1B}[2K\u{9B}1A")
+        #expect(!ansi.unicodeScalars.contains { $0.value == 0x1B || $0.value == 0x9B })
+        #expect(ansi == "\"\\u{1B}[31mred\\u{1B}[0m\\u{1B}[2K\\u{9B}1A\"")
+        // A bidirectional override would make the line read differently from what it says.
+        #expect(LinkHandshake.quoted("n1\u{202E}evil") == "\"n1\\u{202E}evil\"")
+        // Quotes and backslashes can't close the quoting early.
+        #expect(LinkHandshake.quoted("a\" b=\\") == "\"a\\\" b=\\\\\"")
+        #expect(LinkHandshake.quoted("") == "\"\"")
+        #expect(LinkHandshake.quoted("two words") == "\"two words\"")
+    }
+
+    @Test func longTextIsCut() {
+        let long = LinkHandshake.quoted(String(repeating: "a", count: 10_000))
+        #expect(long == "\"" + String(repeating: "a", count: 128) + "\"…")
+        // Escapes make a cut text longer, never unbounded.
+        let escapes = LinkHandshake.quoted(String(repeating: "\u{1B}", count: 10_000))
+        #expect(escapes.count <= 2 + 128 * "\\u{1B}".count + 1)
+        // One character may hold thousands of combining marks: the bound is on scalars.
+        let zalgo = LinkHandshake.quoted("a" + String(repeating: "\u{301}", count: 10_000))
+        #expect(zalgo.unicodeScalars.count <= 131)
+        // Exactly at the limit, a plain text is left alone.
+        #expect(LinkHandshake.quoted(String(repeating: "b", count: 128)) == String(repeating: "b", count: 128))
     }
 }

@@ -165,10 +165,82 @@ extension LinkHandshake.Identity: CustomStringConvertible {
     public var description: String { "Identity(cluster: \(clusterName), node: \(node), epoch: \(epoch), secret: <redacted>)" }
 }
 
+// MARK: - Peer text in logs
+
 extension LinkHandshake {
-    /// A string from a peer that hasn't proved anything yet, fit for a log line: bounded, in
-    /// quotes, with control characters and quotes escaped, so it can't forge log lines.
-    static func quoted(_ text: String) -> String {
-        String(reflecting: String(text.prefix(128)))
+    /// The most Unicode scalars of a peer string a log line shows. Scalars, not characters:
+    /// one character may hold any number of combining marks.
+    static let quotedLimit = 128
+
+    /// A string from a peer, fit for a log line or a metric label: the one helper every
+    /// peer-supplied string goes through in `Gossip` (ids, cluster names, addresses, refuse
+    /// texts, admin actions, error descriptions).
+    ///
+    /// A plain string (at most ``quotedLimit`` scalars, all letters, digits, marks,
+    /// punctuation or symbols: no space, quote, backslash, control or format character) comes
+    /// back as it is, so `cluster.peer=n1` stays greppable. Anything else comes back cut to
+    /// ``quotedLimit`` scalars, in double quotes, with quotes and backslashes escaped, `\n`,
+    /// `\r` and `\t` for those, and every other control, format (such as a bidirectional
+    /// override), separator or unassigned scalar written as `\u{1B}`, the way
+    /// `String(reflecting:)` writes them; `…` follows the closing quote when the text was cut.
+    /// So it can't forge a log line, colour a terminal or fill a disk.
+    ///
+    /// - Parameter text: what the peer sent.
+    /// - Returns: the text to log.
+    public static func quoted(_ text: String) -> String {
+        let scalars = text.unicodeScalars
+        var plain = !scalars.isEmpty
+        var count = 0
+        for scalar in scalars {
+            count += 1
+            if count > quotedLimit || !isPlain(scalar) {
+                plain = false
+                break
+            }
+        }
+        if plain { return text }
+        var quoted = "\""
+        count = 0
+        for scalar in scalars {
+            count += 1
+            if count > quotedLimit {
+                quoted += "\"…"
+                return quoted
+            }
+            switch scalar {
+            case "\"": quoted += "\\\""
+            case "\\": quoted += "\\\\"
+            case "\n": quoted += "\\n"
+            case "\r": quoted += "\\r"
+            case "\t": quoted += "\\t"
+            case " ": quoted += " "
+            default:
+                if isPlain(scalar) {
+                    quoted.unicodeScalars.append(scalar)
+                } else {
+                    quoted += "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}"
+                }
+            }
+        }
+        return quoted + "\""
+    }
+
+    private static func isPlain(_ scalar: Unicode.Scalar) -> Bool {
+        if scalar.isASCII {
+            return scalar.value > 0x20 && scalar.value < 0x7F && scalar != "\"" && scalar != "\\"
+        }
+        switch scalar.properties.generalCategory {
+        case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter,
+            .nonspacingMark, .spacingMark, .enclosingMark,
+            .decimalNumber, .letterNumber, .otherNumber,
+            .connectorPunctuation, .dashPunctuation, .openPunctuation, .closePunctuation,
+            .initialPunctuation, .finalPunctuation, .otherPunctuation,
+            .mathSymbol, .currencySymbol, .modifierSymbol, .otherSymbol:
+            return true
+        default:
+            // Controls, format characters (bidirectional overrides), separators, surrogates,
+            // private use and unassigned code points.
+            return false
+        }
     }
 }

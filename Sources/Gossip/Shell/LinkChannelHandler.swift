@@ -132,7 +132,8 @@ final class LinkChannelHandler: ChannelInboundHandler {
                 messages.removeAll(keepingCapacity: true)
             }
         } catch {
-            shell.linkFailed(self, reason: "malformed input: \(error)")
+            // Decoding errors describe peer bytes: quoted like everything else from a peer.
+            shell.linkFailed(self, reason: "malformed input: \(LinkHandshake.quoted(String(describing: error)))")
             context.close(promise: nil)
             return
         }
@@ -208,6 +209,8 @@ final class LinkChannelHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // NIO's and NIOSSL's errors (I/O, TLS alerts, BoringSSL's error strings) carry no
+        // bytes from the peer, and a TLS failure's full text is what an operator needs.
         shell.linkFailed(self, reason: "\(error)")
         context.close(promise: nil)
     }
