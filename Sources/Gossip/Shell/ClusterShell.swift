@@ -399,8 +399,15 @@ public final class ClusterShell: @unchecked Sendable {
         }
     }
 
+    /// The handshake found this node at both ends (it lists itself as a seed, under another
+    /// address than it advertises): the dialled address is remembered as its own and never
+    /// dialled again.
     func linkReachedItself(_ link: LinkChannelHandler) {
         if let address = link.dialedAddress { ownAddresses.insert(address) }
+        logger.debug(
+            "link reached this node itself",
+            metadata: ["net.address": "\(link.dialedAddress.map(LinkHandshake.quoted) ?? "inbound")", "link.outbound": "\(link.isOutbound)"]
+        )
     }
 
     // MARK: - Messages from peers
@@ -460,7 +467,7 @@ public final class ClusterShell: @unchecked Sendable {
             )
             adminRequestHandler?(action)
 
-        case .heartbeat, .hello, .proof, .refuse:
+        case .heartbeat, .hello, .challenge, .proof, .refuse:
             break
         }
     }

@@ -2,6 +2,11 @@ import NIOCore
 
 /// One end of a link to another node: framing, the handshake, and batching.
 ///
+/// The handshake is ``LinkHandshake``'s: the dialler says hello as soon as the connection is
+/// open, the listener only answers. Until the link is established, frames are held to the
+/// small handshake size and a deadline runs from the moment the connection opened, on both
+/// sides.
+///
 /// Messages handed to ``send(_:)`` are encoded into one of two batches, control and bulk,
 /// and written as (at most) two frames at the end of the event-loop tick, control first, so
 /// membership and interest never wait behind forwarded messages that were queued in the
@@ -70,7 +75,7 @@ final class LinkChannelHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if context.channel.isActive { sendHello() }
+        if context.channel.isActive { open() }
     }
 
     /// The pipeline lets go of its handlers when the channel closes. The context holds this
@@ -86,13 +91,14 @@ final class LinkChannelHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        sendHello()
+        open()
         context.fireChannelActive()
     }
 
-    /// The connection is up: register with the shell and open the handshake. (A dial that
-    /// fails never gets here, so it leaves nothing behind.)
-    private func sendHello() {
+    /// The connection is up: register with the shell, start the handshake's deadline (on
+    /// both sides: a dialler that never speaks is closed too) and, as the dialler, say hello.
+    /// (A dial that fails never gets here, so it leaves nothing behind.)
+    private func open() {
         guard handshakeDeadline == nil, let context else { return }
         let channel = context.channel
         let shell = shell
@@ -102,7 +108,7 @@ final class LinkChannelHandler: ChannelInboundHandler {
             channel.close(promise: nil)
         }
         shell.linkOpened(self)
-        send(handshake.hello)
+        if let opening = handshake.opening { send(opening) }
     }
 
     /// The peer proved itself: it may now send frames of any allowed size.
@@ -152,15 +158,17 @@ final class LinkChannelHandler: ChannelInboundHandler {
             break
         case .established(let hello, _):
             established(hello)
-        case .sendAndEstablish(let reply, let hello, _):
-            send(reply)
+        case .sendAndEstablish(let replies, let hello, _):
+            for reply in replies { send(reply) }
             established(hello)
-        case .refuse(let reason):
-            send(.refuse(reason))
+        case .refuse(let refusal):
+            if let told = refusal.told { send(.refuse(told)) }
             flushBatches()
-            shell.linkFailed(self, reason: reason)
+            shell.linkFailed(self, reason: refusal.reason)
             context.close(promise: nil)
-        case .selfConnection:
+        case .selfConnection(let replies):
+            for reply in replies { send(reply) }
+            flushBatches()
             shell.linkReachedItself(self)
             context.close(promise: nil)
         }
