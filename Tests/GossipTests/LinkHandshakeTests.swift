@@ -186,14 +186,16 @@ struct LinkHandshakeTests {
 
     @Test func refusalsOfStrangersAllReadAlike() throws {
         /// What a dialler `b` is told by a listener `a`.
-        func told(_ dialerIdentity: LinkHandshake.Identity) throws -> String? {
+        func told(_ dialerIdentity: LinkHandshake.Identity, certificateNames: [String]? = nil) throws -> String? {
             var listener = Self.listener(Self.identity("a"), nonce: 1)
+            listener.peerCertificateNames = certificateNames
             var dialer = Self.dialer(dialerIdentity, nonce: 2)
             return try #require(Self.refusal(Self.upToTheDialersProof(&dialer, &listener).answer)).told
         }
         let wrongSecret = try told(Self.identity("b", secret: Array("wrong".utf8)))
         let wrongCluster = try told(Self.identity("b", cluster: "other"))
-        #expect([wrongSecret, wrongCluster] == Array(repeating: LinkHandshake.genericRefusal, count: 2))
+        let wrongCertificate = try told(Self.identity("b"), certificateNames: ["c"])
+        #expect([wrongSecret, wrongCluster, wrongCertificate] == Array(repeating: LinkHandshake.genericRefusal, count: 3))
     }
 
     // MARK: - Replays and relays
@@ -384,6 +386,88 @@ struct LinkHandshakeTests {
         var impostor = Self.dialer(Self.identity("a", secret: Array("wrong".utf8)), nonce: 2)
         let (_, answer) = try Self.upToTheDialersProof(&impostor, &listener)
         #expect(Self.isSilentRefusal(answer, containing: "does not know the cluster secret"))
+    }
+
+    // MARK: - Certificates
+
+    @Test func withTLSTheListenerChecksTheDialersCertificateBeforeItSpeaks() throws {
+        var listener = Self.listener(Self.identity("a"), nonce: 1)
+        listener.peerCertificateNames = ["c", "b.example"]
+        var dialer = Self.dialer(Self.identity("b"), nonce: 2)
+        let (_, answer) = try Self.upToTheDialersProof(&dialer, &listener)
+        #expect(Self.isSilentRefusal(answer, containing: "certificate does not name node b"))
+
+        var listener2 = Self.listener(Self.identity("a"), nonce: 1)
+        listener2.peerCertificateNames = ["c", "B"]
+        var dialer2 = Self.dialer(Self.identity("b"), nonce: 2)
+        guard case .sendAndEstablish = try Self.upToTheDialersProof(&dialer2, &listener2).answer else {
+            Issue.record("a certificate naming the dialler was refused")
+            return
+        }
+    }
+
+    @Test func withTLSTheDialerChecksTheListenersCertificate() throws {
+        var listener = Self.listener(Self.identity("a"), nonce: 1)
+        var dialer = Self.dialer(Self.identity("b"), nonce: 2)
+        dialer.peerCertificateNames = ["b"]
+        guard case .sendAndEstablish(let replies, _, _) = try Self.upToTheDialersProof(&dialer, &listener).answer else {
+            Issue.record("the listener refused")
+            return
+        }
+        let step = dialer.received(replies[0])
+        #expect(Self.isRefusal(step, containing: "certificate does not name node a"))
+        // The dialler has said who it is already: the listener may hear why.
+        #expect(Self.refusal(step)?.told == Self.refusal(step)?.reason)
+
+        var listener2 = Self.listener(Self.identity("a"), nonce: 1)
+        var dialer2 = Self.dialer(Self.identity("b"), nonce: 2)
+        dialer2.peerCertificateNames = ["a"]
+        guard case .sendAndEstablish(let replies2, let peer, _) = try Self.upToTheDialersProof(&dialer2, &listener2).answer else {
+            Issue.record("the listener refused")
+            return
+        }
+        #expect(peer.node == NodeID("b"))
+        #expect(dialer2.received(replies2[0]) == .wait)
+        #expect(dialer2.received(replies2[1]) == .established(Self.helloOf(listener2), version: 2))
+    }
+}
+
+@Suite("Link certificate check")
+struct LinkCertificateCheckTests {
+    @Test(arguments: [
+        (["n1"], "n1"),
+        (["other", "n1"], "n1"),
+        (["N1"], "n1"),
+        (["node-a.internal"], "NODE-A.internal"),
+    ])
+    func aNameEqualToTheIdPasses(names: [String], id: String) {
+        #expect(LinkCertificateCheck.refusal(dnsNames: names, claimed: NodeID(id)) == nil)
+    }
+
+    @Test(arguments: [
+        ([], "n1"),
+        (["n10"], "n1"),
+        (["n1.example"], "n1"),
+        (["xn1"], "n1"),
+        (["*"], "n1"),
+        (["*.example"], "n1.example"),
+        (["n1."], "n1"),
+        ([""], ""),
+        // Case-insensitive for ASCII only: a Unicode case mapping could make ids collide.
+        (["ü"], "Ü"),
+    ])
+    func anyOtherNameIsRefused(names: [String], id: String) {
+        let reason = LinkCertificateCheck.refusal(dnsNames: names, claimed: NodeID(id))
+        #expect(reason?.hasPrefix("certificate does not name node ") == true)
+    }
+
+    @Test func theReasonQuotesWhatItShows() throws {
+        let reason = try #require(LinkCertificateCheck.refusal(dnsNames: ["evil\nline", "b"], claimed: NodeID("a\u{1B}[31m")))
+        #expect(!reason.contains("\n") && !reason.contains("\u{1B}"))
+        #expect(reason == "certificate does not name node \"a\\u{1B}[31m\" (its DNS names: \"evil\\nline\", b)")
+        #expect(LinkCertificateCheck.refusal(dnsNames: [], claimed: NodeID("a")) == "certificate does not name node a (it has no DNS names)")
+        let many = (0..<20).map { "n\($0)" }
+        #expect(LinkCertificateCheck.refusal(dnsNames: many, claimed: NodeID("x"))?.hasSuffix("n7, ...)") == true)
     }
 }
 

@@ -1,7 +1,9 @@
+import Foundation
 import Gossip
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 import Testing
 
@@ -109,5 +111,125 @@ struct LinkLoopbackTests {
         #expect(noticed.filter { $0.contains("link.outbound=true") && $0.contains("net.address=127.0.0.1:\(port)") }.count == 1, "\(log.all)")
         #expect(noticed.filter { $0.contains("link.outbound=false") }.count == 1, "\(log.all)")
         await a.leave()
+    }
+}
+
+// MARK: - Mutual TLS
+
+/// Links with mutual TLS whose certificates, made at test time with the openssl CLI, name
+/// (or don't) the node ids their holders claim.
+@Suite("Link mutual TLS over loopback", .serialized)
+struct LinkTLSLoopbackTests {
+    /// A throwaway CA in a temporary directory, and certificates it signs.
+    final class PKI {
+        let directory: String
+
+        init() throws {
+            directory = FileManager.default.temporaryDirectory.appendingPathComponent("link-tls-\(UInt64.random(in: 0...UInt64.max))").path
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try openssl(
+                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=test CA",
+                "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                "-keyout", "\(directory)/ca.key", "-out", "\(directory)/ca.pem"
+            )
+        }
+
+        deinit { try? FileManager.default.removeItem(atPath: directory) }
+
+        private func openssl(_ arguments: String...) throws {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["openssl"] + arguments
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            guard process.terminationStatus == 0 else { throw PKIError(description: "openssl \(arguments.joined(separator: " ")) failed") }
+        }
+
+        struct PKIError: Error, CustomStringConvertible { var description: String }
+
+        /// Mutual TLS contexts, built the way the node builds them, with a certificate whose
+        /// subjectAltName holds these DNS names.
+        func tls(_ file: String, dnsNames: [String]) throws -> ClusterSettings.TLS {
+            let base = "\(directory)/\(file)"
+            try openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=\(file)", "-keyout", "\(base).key", "-out", "\(base).csr")
+            let sans = (dnsNames.map { "DNS:\($0)" } + ["IP:127.0.0.1"]).joined(separator: ",")
+            try "subjectAltName=\(sans)\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n"
+                .write(toFile: "\(base).ext", atomically: true, encoding: .utf8)
+            try openssl(
+                "x509", "-req", "-in", "\(base).csr", "-CA", "\(directory)/ca.pem", "-CAkey", "\(directory)/ca.key", "-CAcreateserial", "-days", "1",
+                "-extfile", "\(base).ext", "-out", "\(base).pem"
+            )
+            let chain = try NIOSSLCertificate.fromPEMFile("\(base).pem").map { NIOSSLCertificateSource.certificate($0) }
+            let key = NIOSSLPrivateKeySource.privateKey(try NIOSSLPrivateKey(file: "\(base).key", format: .pem))
+            let roots = NIOSSLTrustRoots.certificates(try NIOSSLCertificate.fromPEMFile("\(directory)/ca.pem"))
+            var server = TLSConfiguration.makeServerConfigurationWithMTLS(certificateChain: chain, privateKey: key, trustRoots: roots)
+            server.certificateVerification = .noHostnameVerification
+            var client = TLSConfiguration.makeClientConfiguration()
+            client.certificateChain = chain
+            client.privateKey = key
+            client.trustRoots = roots
+            client.certificateVerification = .noHostnameVerification
+            return ClusterSettings.TLS(server: try NIOSSLContext(configuration: server), client: try NIOSSLContext(configuration: client))
+        }
+    }
+
+    static func shell(_ name: String, seeds: [String] = [], tls: ClusterSettings.TLS, log: LinkLoopbackTests.LogCapture) -> ClusterShell {
+        var settings = ClusterSettings(clusterName: "loop", secret: LinkLoopbackTests.secret, node: NodeID(name), epoch: 1, host: "127.0.0.1", port: 0, seeds: seeds)
+        settings.tls = tls
+        settings.handshakeTimeout = .seconds(2)
+        return ClusterShell(settings: settings, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: log.logger(name)) { _ in }
+    }
+
+    @Test func certificatesNamingTheirNodesLink() async throws {
+        let pki = try PKI()
+        let logA = LinkLoopbackTests.LogCapture(), logB = LinkLoopbackTests.LogCapture()
+        let a = Self.shell("a", tls: try pki.tls("a", dnsNames: ["a"]), log: logA)
+        let portA = try await a.start()
+        let b = Self.shell("b", seeds: ["127.0.0.1:\(portA)"], tls: try pki.tls("b", dnsNames: ["other", "B"]), log: logB)
+        _ = try await b.start()
+        let linked = try await LinkLoopbackTests.eventually {
+            let peersOfA = await a.status()?.links.map(\.peer)
+            let peersOfB = await b.status()?.links.map(\.peer)
+            return peersOfA == [NodeID("b")] && peersOfB == [NodeID("a")]
+        }
+        #expect(linked, "a: \(logA.all)\nb: \(logB.all)")
+        await b.leave()
+        await a.leave()
+    }
+
+    @Test func theListenerRefusesADialerWhoseCertificateNamesAnotherNode() async throws {
+        let pki = try PKI()
+        let logA = LinkLoopbackTests.LogCapture(), logC = LinkLoopbackTests.LogCapture()
+        let a = Self.shell("a", tls: try pki.tls("a", dnsNames: ["a"]), log: logA)
+        let portA = try await a.start()
+        // Signed by the cluster's CA and holding the secret, but its certificate is x's.
+        let c = Self.shell("c", seeds: ["127.0.0.1:\(portA)"], tls: try pki.tls("c", dnsNames: ["x"]), log: logC)
+        _ = try await c.start()
+        let refused = try await LinkLoopbackTests.eventually {
+            logA.all.contains { $0.contains("link refused") && $0.contains("certificate does not name node c (its DNS names: x)") }
+                && logC.all.contains { $0.contains("link refused") && $0.contains("refused by peer: \"authentication failed\"") }
+        }
+        #expect(refused, "a: \(logA.all)\nc: \(logC.all)")
+        #expect(await a.status()?.links.isEmpty == true)
+        await c.leave()
+        await a.leave()
+    }
+
+    @Test func theDialerRefusesAListenerWhoseCertificateNamesAnotherNode() async throws {
+        let pki = try PKI()
+        let logD = LinkLoopbackTests.LogCapture(), logB = LinkLoopbackTests.LogCapture()
+        let d = Self.shell("d", tls: try pki.tls("d", dnsNames: ["x"]), log: logD)
+        let portD = try await d.start()
+        let b = Self.shell("b", seeds: ["127.0.0.1:\(portD)"], tls: try pki.tls("b", dnsNames: ["b"]), log: logB)
+        _ = try await b.start()
+        let refused = try await LinkLoopbackTests.eventually {
+            logB.all.contains { $0.contains("link refused") && $0.contains("certificate does not name node d (its DNS names: x)") }
+        }
+        #expect(refused, "b: \(logB.all)\nd: \(logD.all)")
+        #expect(await b.status()?.links.isEmpty == true)
+        await b.leave()
+        await d.leave()
     }
 }

@@ -22,8 +22,9 @@ import NIOCore
 /// a TCP connection to the cluster port. The dialler chose to dial, so it says who it is first;
 /// the listener's challenge carries only its wire versions and a nonce. Its cluster name,
 /// node id, boot epoch and address come with its hello, after the dialler's proof checked
-/// out. Refusals before that point are just as silent: a wrong cluster name and a bad proof
-/// are answered with the same ``genericRefusal``, and the cluster name is checked only when the proof arrives, so a
+/// out. Refusals before that point are just as silent: a wrong cluster name, a bad proof or a
+/// certificate that names another node are all answered with the same
+/// ``genericRefusal``, and the cluster name is checked only when the proof arrives, so a
 /// stranger can't even tell a wrong cluster name from a wrong secret by the moment it is
 /// refused. The precise reason goes to the listener's own log (``Refusal/reason``). A
 /// version mismatch names version numbers, which identify no one.
@@ -31,13 +32,18 @@ import NIOCore
 /// **No member can be used as an oracle.** A listener proves itself only to a dialler that
 /// proved itself first, and a proof is bound to its role, so an impostor dialling two members
 /// can't get one to produce the proof the other expects. (A man in the middle of a link can
-/// relay a genuine member's proof, as with any challenge-response without channel binding.)
+/// relay a genuine member's proof, as with any challenge-response without channel binding:
+/// mutual TLS, whose certificates must name the node they claim, closes that.)
 ///
 /// **Self-connections.** A node may list itself as a seed. Its listener can't tell its own
 /// hello from another's without revealing something, so the handshake runs as with anyone:
 /// once the listener has verified a proof from a dialler claiming its own id, it sends its
 /// hello and proof and closes, and the dialler, on that proof, reports
 /// ``Step/selfConnection(send:)`` so the shell stops dialling that address.
+///
+/// **Mutual TLS.** With ``peerCertificateNames`` set, the peer's certificate must name the
+/// node id it claims (``LinkCertificateCheck``): the listener checks it before it reveals its
+/// hello, the dialler when the listener's hello arrives.
 ///
 /// Version 1 sent both hellos at once; a node of version 1 and one of version 2 refuse each
 /// other with "no common wire version" (see `WIRE-FORMAT.md`).
@@ -71,7 +77,7 @@ public struct LinkHandshake {
     public static let supportedVersions: ClosedRange<UInt16> = 2...2
 
     /// What a listener tells a dialler it refuses before the dialler proved itself, whatever
-    /// the reason: a wrong cluster name or a wrong secret.
+    /// the reason: a wrong cluster name, a wrong secret or a certificate naming another node.
     /// One text for all, so the refusal tells a stranger nothing.
     public static let genericRefusal = "authentication failed"
 
@@ -137,6 +143,11 @@ public struct LinkHandshake {
     private let nonce: [UInt8]
     private let role: Role
     private var state: State
+
+    /// With mutual TLS, the subjectAltName DNS entries of the peer's verified certificate;
+    /// `nil` without TLS. Set by the shell before the first message is handed in; the peer's
+    /// claimed node id must be one of them (``LinkCertificateCheck``).
+    public var peerCertificateNames: [String]?
 
     /// - Parameters:
     ///   - identity: this node.
@@ -250,6 +261,9 @@ public struct LinkHandshake {
         guard isValid(mac, for: expected) else {
             return .refuse(.silent("authentication failed: the dialler does not know the cluster secret \(claims)"))
         }
+        if let names = peerCertificateNames, let reason = LinkCertificateCheck.refusal(dnsNames: names, claimed: peer.node) {
+            return .refuse(.silent(reason))
+        }
         let input = Self.listenerProofInput(
             cluster: identity.clusterName, listener: identity.node, listenerNonce: nonce, dialer: peer.node, dialerNonce: peer.nonce
         )
@@ -283,6 +297,9 @@ public struct LinkHandshake {
         }
         guard peer.clusterName == identity.clusterName else {
             return .refuse(.open("cluster name \(Self.quoted(peer.clusterName)) does not match \(Self.quoted(identity.clusterName))"))
+        }
+        if let names = peerCertificateNames, let reason = LinkCertificateCheck.refusal(dnsNames: names, claimed: peer.node) {
+            return .refuse(.open(reason))
         }
         state = .awaitingListenerProof(peer, version: version)
         return .wait

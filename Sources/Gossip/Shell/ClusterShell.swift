@@ -315,6 +315,7 @@ public final class ClusterShell: @unchecked Sendable {
             handshake: LinkHandshake(identity: identity, nonce: nonce, role: outbound ? .dialer : .listener),
             isOutbound: outbound,
             dialedAddress: address,
+            checksPeerCertificate: settings.tls != nil,
             handshakeFrameSize: settings.handshakeFrameSize,
             maxFrameSize: settings.maxLinkFrameSize,
             handshakeTimeout: settings.handshakeTimeout

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOSSL
 
 /// One end of a link to another node: framing, the handshake, and batching.
 ///
@@ -28,6 +29,9 @@ final class LinkChannelHandler: ChannelInboundHandler {
     private var context: ChannelHandlerContext?
     private var inbound = ByteBuffer()
     private var decoder: LinkFrame.Decoder
+    /// With mutual TLS: the peer's certificate must name the node id it claims, so the
+    /// handshake is given the certificate's DNS names.
+    private let checksPeerCertificate: Bool
     /// The frame size allowed once the handshake is done; until then only small frames are.
     private let establishedFrameSize: Int
     private let handshakeTimeout: TimeAmount
@@ -50,11 +54,14 @@ final class LinkChannelHandler: ChannelInboundHandler {
     ///     secret. A stranger must not make the node buffer megabytes.
     ///   - maxFrameSize: the largest frame accepted after.
     ///   - handshakeTimeout: how long the handshake may take before the link is closed.
+    ///   - checksPeerCertificate: whether a `NIOSSLHandler` ahead of this one holds a
+    ///     verified peer certificate that must name the node id the peer claims.
     init(
         shell: ClusterShell,
         handshake: LinkHandshake,
         isOutbound: Bool,
         dialedAddress: String?,
+        checksPeerCertificate: Bool,
         handshakeFrameSize: Int,
         maxFrameSize: Int,
         handshakeTimeout: TimeAmount
@@ -63,6 +70,7 @@ final class LinkChannelHandler: ChannelInboundHandler {
         self.handshake = handshake
         self.isOutbound = isOutbound
         self.dialedAddress = dialedAddress
+        self.checksPeerCertificate = checksPeerCertificate
         self.decoder = LinkFrame.Decoder(maxFrameSize: min(handshakeFrameSize, maxFrameSize))
         self.establishedFrameSize = maxFrameSize
         self.handshakeTimeout = handshakeTimeout
@@ -151,6 +159,9 @@ final class LinkChannelHandler: ChannelInboundHandler {
             shell.received(message, on: self)
             return
         }
+        if checksPeerCertificate, handshake.peerCertificateNames == nil {
+            handshake.peerCertificateNames = Self.certificateNames(context: context)
+        }
         switch handshake.received(message) {
         case .send(let reply):
             send(reply)
@@ -172,6 +183,14 @@ final class LinkChannelHandler: ChannelInboundHandler {
             shell.linkReachedItself(self)
             context.close(promise: nil)
         }
+    }
+
+    /// The subjectAltName DNS entries of the peer's certificate. Read when the first message
+    /// arrives: TLS delivers no data before its handshake completed and verified the chain.
+    /// No TLS handler or no certificate gives no names, which no claimed id passes.
+    private static func certificateNames(context: ChannelHandlerContext) -> [String] {
+        guard let certificate = try? context.pipeline.syncOperations.nioSSL_peerCertificate() else { return [] }
+        return LinkCertificateCheck.dnsNames(of: certificate)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
