@@ -62,13 +62,17 @@ enum ClusterConfiguration {
         cluster.handshakeTimeout = try settings.milliseconds("cluster.handshake-timeout-ms")
         cluster.handshakeFrameSize = try settings.requiredInt("cluster.handshake-frame-size")
         cluster.compressionThreshold = try settings.requiredInt("cluster.compression-threshold")
-        cluster.tls = try tls(settings)
+        cluster.tls = try tls(settings, node: NodeID(node))
         return cluster
     }
 
     /// Mutual TLS: each side presents its certificate and verifies the other's against the CA.
-    /// Peers are addressed by IP as often as by name, so the chain is checked, not the name.
-    private static func tls(_ settings: Settings) throws -> ClusterSettings.TLS? {
+    /// Peers are addressed by IP as often as by name, so TLS checks the chain, not the host
+    /// name; the link's handshake then checks that the peer's certificate names the node id
+    /// it claims (a subjectAltName DNS entry, `LinkCertificateCheck`). This node's own
+    /// certificate must name its id too, or every peer would refuse it: that is checked here,
+    /// at start-up.
+    private static func tls(_ settings: Settings, node: NodeID) throws -> ClusterSettings.TLS? {
         let cert = try settings.string("cluster.tls.cert")
         let key = try settings.string("cluster.tls.key")
         let ca = try settings.string("cluster.tls.ca")
@@ -76,7 +80,15 @@ enum ClusterConfiguration {
         guard let cert, let key, let ca else {
             throw SettingsError(description: "cluster.tls.cert, cluster.tls.key and cluster.tls.ca must be given together")
         }
-        let chain = try NIOSSLCertificate.fromPEMFile(cert).map { NIOSSLCertificateSource.certificate($0) }
+        let certificates = try NIOSSLCertificate.fromPEMFile(cert)
+        guard let leaf = certificates.first else { throw SettingsError(description: "cluster.tls.cert \(cert) holds no certificate") }
+        if let reason = LinkCertificateCheck.refusal(dnsNames: LinkCertificateCheck.dnsNames(of: leaf), claimed: node) {
+            throw SettingsError(
+                description: "cluster.tls.cert \(cert): \(reason); peers would refuse this node's links: "
+                    + "give it subjectAltName DNS:\(node.name)"
+            )
+        }
+        let chain = certificates.map { NIOSSLCertificateSource.certificate($0) }
         let privateKey = NIOSSLPrivateKeySource.privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
         let roots = NIOSSLTrustRoots.certificates(try NIOSSLCertificate.fromPEMFile(ca))
         var server = TLSConfiguration.makeServerConfigurationWithMTLS(certificateChain: chain, privateKey: privateKey, trustRoots: roots)

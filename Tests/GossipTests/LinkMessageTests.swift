@@ -34,6 +34,8 @@ struct LinkMessageTests {
     static var everyCase: [LinkMessage] {
         [
             .hello(sampleHello()),
+            .challenge(minVersion: 2, maxVersion: 3, nonce: (0..<32).map { UInt8($0 * 3) }),
+            .challenge(minVersion: 0, maxVersion: .max, nonce: []),
             .proof((0..<32).map { UInt8(255 - $0) }),
             .refuse("cluster name 'x' does not match 'y'"),
             .heartbeat,
@@ -96,9 +98,17 @@ struct LinkMessageTests {
             return
         }
         #expect(decodedHello == hello)
-        #expect(decodedHello.minVersion == 1 && decodedHello.maxVersion == 1)
+        #expect(decodedHello.minVersion == 2 && decodedHello.maxVersion == 2)
         #expect(decodedHello.capabilities == 0xDEAD_BEEF_0000_0001)
         #expect(decodedHello.node == NodeID("node-a") && decodedHello.epoch == 1_700_000_000_123)
+
+        guard case .challenge(let minVersion, let maxVersion, let nonce) = try decode(encode(.challenge(minVersion: 2, maxVersion: 5, nonce: [9, 8, 7]))).first else {
+            Issue.record("not a challenge")
+            return
+        }
+        #expect(minVersion == 2 && maxVersion == 5 && nonce == [9, 8, 7])
+        // The wire layout: type 7, body length, two versions, then the nonce with its length.
+        #expect(Array(encode(.challenge(minVersion: 2, maxVersion: 5, nonce: [9])).readableBytesView) == [7, 0, 0, 0, 9, 0, 2, 0, 5, 0, 0, 0, 1, 9])
 
         guard case .pingRequest(let sequence, let target, let gossip) = try decode(encode(.pingRequest(sequence: 12, target: NodeID("t"), gossip: Self.updates))).first else {
             Issue.record("not a pingRequest")
@@ -171,6 +181,12 @@ struct LinkMessageTests {
         ping.writeInteger(UInt64(1))
         ping.writeInteger(UInt32(1_000_000))
         #expect(throws: LinkWire.Malformed.self) { try decode(ping) }
+
+        // A challenge whose nonce claims more than the 1 KiB any nonce may have.
+        var challenge = encode(.challenge(minVersion: 2, maxVersion: 2, nonce: [UInt8](repeating: 1, count: 1_025)))
+        #expect(throws: LinkWire.Malformed.self) { try decode(challenge) }
+        challenge = encode(.challenge(minVersion: 2, maxVersion: 2, nonce: [UInt8](repeating: 1, count: 1_024)))
+        #expect((try? decode(challenge))?.count == 1)
 
         // A string length far beyond the message.
         var refuse = ByteBuffer()

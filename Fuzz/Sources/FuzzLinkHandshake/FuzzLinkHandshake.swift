@@ -6,9 +6,13 @@ import NIOCore
 ///
 /// The first byte picks the local role (dialler or listener); the rest is what the peer
 /// sends, read as link frames. Messages go to ``LinkHandshake`` until it establishes the
-/// link or refuses it. An established link is then checked against what only the secret
-/// can produce: the peer's proof must be the one an honest peer with the secret computes,
-/// and the peer must be another node of the same cluster at a supported version.
+/// link, refuses it or finds it is a self-connection. Checked on the way:
+///
+/// - a listener reveals nothing before the peer proved the secret: all it sends is its
+///   challenge, and its refusals name neither its cluster, id nor address;
+/// - a link is established (or a self-connection recognised) only on the proof an honest
+///   peer with the secret computes, with another node of the same cluster at a supported
+///   version.
 ///
 /// - Parameters:
 ///   - data: the input.
@@ -19,20 +23,43 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard size > 0 else { return 0 }
     let role = FuzzCluster.localRole(data[0])
     var handshake = LinkHandshake(identity: FuzzCluster.local, nonce: FuzzCluster.localNonce, role: role)
-    let hello = handshake.hello
+    precondition((handshake.opening != nil) == (role == .dialer), "only the dialler speaks first")
     var stream = ByteBuffer(bytes: UnsafeBufferPointer(start: data + 1, count: size - 1))
     var sentProof: [UInt8]?
+    var peerHello: LinkHello?
     LinkStream.forEachFrame(in: &stream) { _, messages in
         for message in messages {
+            if case .hello(let hello) = message { peerHello = hello }
             switch handshake.received(message) {
             case .send(let reply):
-                if case .proof(let mac) = reply { sentProof = mac }
+                switch (role, reply) {
+                case (.dialer, .proof(let mac)):
+                    sentProof = mac
+                case (.listener, .challenge(_, _, let nonce)):
+                    precondition(nonce == FuzzCluster.localNonce, "a challenge with another nonce")
+                default:
+                    preconditionFailure("the \(role) sent \(reply) during the handshake")
+                }
             case .wait:
                 break
-            case .established(let peer, let version), .sendAndEstablish(_, let peer, let version):
-                checkEstablished(peer: peer, version: version, proof: message, role: role, localHello: hello, localProof: sentProof)
+            case .established(let peer, let version):
+                checkEstablished(peer: peer, version: version, proof: message, role: role, localProof: sentProof)
                 return false
-            case .refuse, .selfConnection:
+            case .sendAndEstablish(let replies, let peer, let version):
+                precondition(replies.first == handshake.hello, "the listener's answer does not start with its hello")
+                checkEstablished(peer: peer, version: version, proof: message, role: role, localProof: sentProof)
+                return false
+            case .selfConnection:
+                guard let peerHello else { preconditionFailure("a self-connection without a hello") }
+                precondition(peerHello.node == FuzzCluster.local.node, "a self-connection with \(peerHello.node)")
+                precondition(honestProof(of: peerHello, role: role, localProof: sentProof) == macOf(message), "a self-connection on a proof an honest peer would not send")
+                return false
+            case .refuse(let refusal):
+                if role == .listener, let told = refusal.told {
+                    for revealing in [FuzzCluster.local.clusterName, FuzzCluster.local.node.name, FuzzCluster.local.address] {
+                        precondition(!told.contains(revealing), "the listener's refusal \(told) reveals \(revealing)")
+                    }
+                }
                 return false
             }
         }
@@ -41,28 +68,46 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     return 0
 }
 
+private func macOf(_ message: LinkMessage) -> [UInt8]? {
+    guard case .proof(let mac) = message else { return nil }
+    return mac
+}
+
 /// Traps unless an honest peer, knowing the secret, would have sent exactly `proof`.
-private func checkEstablished(peer: LinkHello, version: UInt16, proof: LinkMessage, role: LinkHandshake.Role, localHello: LinkMessage, localProof: [UInt8]?) {
+private func checkEstablished(peer: LinkHello, version: UInt16, proof: LinkMessage, role: LinkHandshake.Role, localProof: [UInt8]?) {
     precondition(peer.clusterName == FuzzCluster.local.clusterName, "established with cluster '\(peer.clusterName)'")
     precondition(peer.node != FuzzCluster.local.node, "established with itself")
     precondition(LinkHandshake.supportedVersions.contains(version), "established at unsupported version \(version)")
     precondition(peer.nonce.count >= 16, "established with a \(peer.nonce.count)-byte nonce")
-    guard case .proof(let mac) = proof else { preconditionFailure("established on \(proof), not on a proof") }
+    guard let mac = macOf(proof) else { preconditionFailure("established on \(proof), not on a proof") }
+    precondition(mac == honestProof(of: peer, role: role, localProof: localProof), "established on a proof an honest peer would not send")
+}
 
+/// The proof an honest peer that said `peer` in its hello sends the local side.
+private func honestProof(of peer: LinkHello, role: LinkHandshake.Role, localProof: [UInt8]?) -> [UInt8] {
     let identity = LinkHandshake.Identity(clusterName: peer.clusterName, node: peer.node, epoch: peer.epoch, address: peer.address, secret: FuzzCluster.secret)
-    var honest = LinkHandshake(identity: identity, nonce: peer.nonce, role: role == .dialer ? .listener : .dialer)
-    var expected: [UInt8]?
-    switch (role, honest.received(localHello)) {
-    case (.listener, .send(.proof(let honestMac))):
-        expected = honestMac
-    case (.dialer, .wait):
-        // A listener proves itself only after the dialler's proof checked out.
-        guard let localProof, case .sendAndEstablish(.proof(let honestMac), _, _) = honest.received(.proof(localProof)) else {
-            preconditionFailure("the dialler's own proof does not convince an honest listener")
+    let local = LinkHandshake(identity: FuzzCluster.local, nonce: FuzzCluster.localNonce, role: role)
+    switch role {
+    case .listener:
+        // The peer dialled: its proof answers the local challenge.
+        var honest = LinkHandshake(identity: identity, nonce: peer.nonce, role: .dialer)
+        let challenge = LinkMessage.challenge(
+            minVersion: LinkHandshake.supportedVersions.lowerBound, maxVersion: LinkHandshake.supportedVersions.upperBound, nonce: FuzzCluster.localNonce
+        )
+        guard case .send(.proof(let mac)) = honest.received(challenge) else { preconditionFailure("an honest dialler does not answer the challenge") }
+        return mac
+    case .dialer:
+        // The peer listened: it proves itself only once the local proof checked out.
+        var honest = LinkHandshake(identity: identity, nonce: peer.nonce, role: .listener)
+        guard case .send(.challenge) = honest.received(local.hello), let localProof else {
+            preconditionFailure("an honest listener does not challenge the local hello, or no local proof was sent")
         }
-        expected = honestMac
-    case (_, let step):
-        preconditionFailure("an honest peer answers the local hello with \(step)")
+        switch honest.received(.proof(localProof)) {
+        case .sendAndEstablish(let replies, _, _), .selfConnection(let replies):
+            guard let mac = replies.last.flatMap(macOf) else { preconditionFailure("an honest listener's answer ends without a proof") }
+            return mac
+        case let step:
+            preconditionFailure("the dialler's own proof does not convince an honest listener: \(step)")
+        }
     }
-    precondition(mac == expected, "established on a proof an honest peer would not send")
 }

@@ -18,7 +18,13 @@ enum LinkSeeds {
         return Array(wire.readableBytesView)
     }
 
-    static let peerHello = LinkHandshake(identity: FuzzCluster.peer, nonce: FuzzCluster.peerNonce, role: .listener).hello
+    /// The peer's hello, as the dialler's first message (a listener sends the same after the
+    /// dialler's proof, with its challenge's nonce).
+    static let peerHello = LinkHandshake(identity: FuzzCluster.peer, nonce: FuzzCluster.peerNonce, role: .dialer).hello
+
+    static let peerChallenge = LinkMessage.challenge(
+        minVersion: LinkHandshake.supportedVersions.lowerBound, maxVersion: LinkHandshake.supportedVersions.upperBound, nonce: FuzzCluster.peerNonce
+    )
 
     static let members = [
         MemberUpdate(node: NodeID("peer"), epoch: 2, address: "10.0.0.2:7946", incarnation: 1, status: .alive),
@@ -35,7 +41,7 @@ enum LinkSeeds {
 
     static let frames: [(String, [UInt8])] = [
         ("control", frame([.heartbeat, .ping(sequence: 1, gossip: members), .ack(sequence: 1, gossip: []), .pingRequest(sequence: 2, target: NodeID("third"), gossip: members)])),
-        ("handshake-messages", frame([peerHello, .proof([UInt8](repeating: 7, count: 32)), .refuse("no")])),
+        ("handshake-messages", frame([peerHello, peerChallenge, .proof([UInt8](repeating: 7, count: 32)), .refuse("no")])),
         ("members", frame([.members(members)])),
         (
             "interest",
@@ -54,24 +60,65 @@ enum LinkSeeds {
 
     // MARK: - Handshakes
 
-    /// The local side dials, so the peer listens: its hello, then its proof once it checked
-    /// the local one.
+    /// The local side dials, so the peer listens: its challenge, then (once it checked the
+    /// local proof) its hello and its proof.
     static func dialerSucceeds() -> [UInt8] {
         var local = LinkHandshake(identity: FuzzCluster.local, nonce: FuzzCluster.localNonce, role: .dialer)
         var peer = LinkHandshake(identity: FuzzCluster.peer, nonce: FuzzCluster.peerNonce, role: .listener)
-        guard case .wait = peer.received(local.hello),
-            case .send(let localProof) = local.received(peer.hello),
-            case .sendAndEstablish(let peerProof, _, _) = peer.received(localProof)
+        guard let opening = local.opening,
+            case .send(let challenge) = peer.received(opening),
+            case .send(let localProof) = local.received(challenge),
+            case .sendAndEstablish(let answer, _, _) = peer.received(localProof)
         else { fatalError("the seed handshake did not complete") }
-        return [0] + frame([peer.hello]) + frame([peerProof, .heartbeat])
+        return [0] + frame([challenge]) + frame(answer + [.heartbeat])
     }
 
-    /// The local side listens, so the peer dials: hello and proof together.
+    /// The local side listens, so the peer dials: its hello, then its proof over the local
+    /// challenge (whose nonce is fixed, so the proof can be made ahead).
     static func listenerSucceeds() -> [UInt8] {
-        let local = LinkHandshake(identity: FuzzCluster.local, nonce: FuzzCluster.localNonce, role: .listener)
+        var local = LinkHandshake(identity: FuzzCluster.local, nonce: FuzzCluster.localNonce, role: .listener)
         var peer = LinkHandshake(identity: FuzzCluster.peer, nonce: FuzzCluster.peerNonce, role: .dialer)
-        guard case .send(let peerProof) = peer.received(local.hello) else { fatalError("the seed handshake did not complete") }
-        return [1] + frame([peer.hello, peerProof])
+        guard let opening = peer.opening,
+            case .send(let challenge) = local.received(opening),
+            case .send(let peerProof) = peer.received(challenge)
+        else { fatalError("the seed handshake did not complete") }
+        return [1] + frame([opening]) + frame([peerProof])
+    }
+
+    /// A node dialling itself: the local listener hears its own hello and proof.
+    static func listenerSeesItself() -> [UInt8] {
+        var local = LinkHandshake(identity: FuzzCluster.local, nonce: FuzzCluster.localNonce, role: .listener)
+        var itself = LinkHandshake(identity: FuzzCluster.local, nonce: FuzzCluster.peerNonce, role: .dialer)
+        guard let opening = itself.opening,
+            case .send(let challenge) = local.received(opening),
+            case .send(let proof) = itself.received(challenge)
+        else { fatalError("the seed handshake did not complete") }
+        return [1] + frame([opening, proof])
+    }
+
+    /// A node dialling itself: the local dialler hears its own listener's answer.
+    static func dialerSeesItself() -> [UInt8] {
+        var local = LinkHandshake(identity: FuzzCluster.local, nonce: FuzzCluster.localNonce, role: .dialer)
+        var itself = LinkHandshake(identity: FuzzCluster.local, nonce: FuzzCluster.peerNonce, role: .listener)
+        guard let opening = local.opening,
+            case .send(let challenge) = itself.received(opening),
+            case .send(let localProof) = local.received(challenge),
+            case .selfConnection(let answer) = itself.received(localProof)
+        else { fatalError("the seed handshake did not complete") }
+        return [0] + frame([challenge]) + frame(answer)
+    }
+
+    /// The local dialler's proof, as the seeds' listener answers it, for seeds that go wrong
+    /// after it.
+    static func listenerAnswer() -> [LinkMessage] {
+        var local = LinkHandshake(identity: FuzzCluster.local, nonce: FuzzCluster.localNonce, role: .dialer)
+        var peer = LinkHandshake(identity: FuzzCluster.peer, nonce: FuzzCluster.peerNonce, role: .listener)
+        guard let opening = local.opening,
+            case .send(let challenge) = peer.received(opening),
+            case .send(let localProof) = local.received(challenge),
+            case .sendAndEstablish(let answer, _, _) = peer.received(localProof)
+        else { fatalError("the seed handshake did not complete") }
+        return answer
     }
 
     static func hello(_ change: (inout LinkHello) -> Void) -> LinkMessage {
@@ -83,12 +130,21 @@ enum LinkSeeds {
     static let handshakes: [(String, [UInt8])] = [
         ("dialer-succeeds", dialerSucceeds()),
         ("listener-succeeds", listenerSucceeds()),
+        ("dialer-sees-itself", dialerSeesItself()),
+        ("listener-sees-itself", listenerSeesItself()),
         ("wrong-proof", [1] + frame([peerHello, .proof([UInt8](repeating: 0, count: 32))])),
-        ("other-cluster", [0] + frame([hello { $0.clusterName = "other" }])),
-        ("itself", [0] + frame([hello { $0.node = FuzzCluster.local.node }])),
-        ("no-common-version", [1] + frame([hello { $0.minVersion = 2; $0.maxVersion = 9 }])),
-        ("short-nonce", [0] + frame([hello { $0.nonce = [1, 2, 3] }])),
+        ("listener-wrong-proof", [0] + frame([peerChallenge]) + frame([listenerAnswer()[0], .proof([UInt8](repeating: 0, count: 32))])),
+        ("other-cluster", [1] + frame([hello { $0.clusterName = "other" }, .proof([UInt8](repeating: 0, count: 32))])),
+        ("listener-other-cluster", [0] + frame([peerChallenge, hello { $0.clusterName = "other" }])),
+        ("hello-nonce-is-not-the-challenges", [0] + frame([peerChallenge, hello { $0.nonce = [UInt8](repeating: 0x33, count: 32) }])),
+        ("version-1-listener", [0] + frame([hello { $0.minVersion = 1; $0.maxVersion = 1 }])),
+        ("version-1-dialer", [1] + frame([hello { $0.minVersion = 1; $0.maxVersion = 1 }])),
+        ("no-common-version", [1] + frame([hello { $0.minVersion = 3; $0.maxVersion = 9 }])),
+        ("challenge-no-common-version", [0] + frame([.challenge(minVersion: 3, maxVersion: 9, nonce: FuzzCluster.peerNonce)])),
+        ("short-nonce", [1] + frame([hello { $0.nonce = [1, 2, 3] }])),
+        ("short-challenge-nonce", [0] + frame([.challenge(minVersion: 2, maxVersion: 2, nonce: [1, 2, 3])])),
         ("refused", [0] + frame([.refuse("go away")])),
         ("proof-first", [1] + frame([.proof([1])])),
+        ("challenge-to-a-listener", [1] + frame([peerChallenge])),
     ]
 }

@@ -96,7 +96,7 @@ enum SettingsTable {
         Setting("cluster.name", .text, default: .value("stomp-cluster"), "Nodes only link with nodes of the same cluster name."),
         Setting("cluster.secret", .text, default: .none, secret: true, "Shared cluster secret, 16 bytes or more; clustering is on once it is set. Prefer cluster.secret-file."),
         Setting("cluster.secret-file", .path, default: .none, "File holding the cluster secret."),
-        Setting("cluster.tls.cert", .path, default: .none, "PEM certificate for mutual TLS on cluster links."),
+        Setting("cluster.tls.cert", .path, default: .none, "PEM certificate for mutual TLS on cluster links; needs a subjectAltName DNS entry equal to the node id, and peers' certificates must name the ids they claim."),
         Setting("cluster.tls.key", .path, default: .none, "PEM private key for mutual TLS on cluster links."),
         Setting("cluster.tls.ca", .path, default: .none, "PEM CA certificates that peers' link certificates must chain to."),
         Setting("cluster.probe-interval-ms", .milliseconds(minimum: 1), default: .milliseconds(link.membership.probeInterval), flag: "probe-interval-ms", "SWIM protocol period."),

@@ -52,19 +52,21 @@ public enum InterestKey: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// The first message on a link, from each side.
+/// Who a node is, on a link: the dialler's first message, and the listener's once the
+/// dialler has proved the cluster secret (see ``LinkHandshake``).
 public struct LinkHello: Sendable, Equatable {
     /// Versions of this wire format the sender speaks; the link uses the highest in common.
     public var minVersion: UInt16
     public var maxVersion: UInt16
-    /// Capability bits (none defined in version 1; receivers ignore unknown ones).
+    /// Capability bits (none defined yet; receivers ignore unknown ones).
     public var capabilities: UInt64
     public var clusterName: String
     public var node: NodeID
     public var epoch: UInt64
     /// The address peers should dial to reach the sender's link listener.
     public var address: String
-    /// 32 random bytes the other side must prove knowledge of the cluster secret over.
+    /// 32 random bytes the other side must prove knowledge of the cluster secret over. The
+    /// listener's is the one its ``LinkMessage/challenge(minVersion:maxVersion:nonce:)`` carried.
     public var nonce: [UInt8]
 }
 
@@ -93,7 +95,12 @@ public struct LinkMessageBody: Sendable, Equatable {
 public enum LinkMessage: Sendable, Equatable {
     // Handshake and link upkeep.
     case hello(LinkHello)
-    /// HMAC-SHA256(secret, receiver's nonce || sender's node id || sender's nonce).
+    /// The listener's answer to the dialler's hello: the versions it speaks and the nonce the
+    /// dialler must prove the cluster secret over. Nothing about who the listener is: that
+    /// waits until the dialler has proved itself.
+    case challenge(minVersion: UInt16, maxVersion: UInt16, nonce: [UInt8])
+    /// HMAC-SHA256 of the cluster secret over the prover's role, the cluster name, node ids
+    /// and nonces (see ``LinkHandshake`` and `WIRE-FORMAT.md`).
     case proof([UInt8])
     /// The handshake was refused; the text says why. The link closes after it.
     case refuse(String)
@@ -146,15 +153,16 @@ public enum LinkMessage: Sendable, Equatable {
 
 extension LinkMessage {
     enum TypeCode: UInt8 {
-        case hello = 1, proof = 2, refuse = 3, heartbeat = 4, nodeInfo = 5, adminRequest = 6
+        case hello = 1, proof = 2, refuse = 3, heartbeat = 4, nodeInfo = 5, adminRequest = 6, challenge = 7
         case ping = 10, ack = 11, pingRequest = 12, members = 13
         case interestDelta = 20, interestSnapshot = 21, interestAck = 22, interestDigest = 23
         case forward = 30, handoff = 31, handoffAck = 32
     }
 
-    private var typeCode: TypeCode {
+    var typeCode: TypeCode {
         switch self {
         case .hello: return .hello
+        case .challenge: return .challenge
         case .proof: return .proof
         case .refuse: return .refuse
         case .heartbeat: return .heartbeat
@@ -191,6 +199,11 @@ extension LinkMessage {
             buffer.writeLinkString(hello.address)
             buffer.writeInteger(UInt32(hello.nonce.count))
             buffer.writeBytes(hello.nonce)
+        case .challenge(let minVersion, let maxVersion, let nonce):
+            buffer.writeInteger(minVersion)
+            buffer.writeInteger(maxVersion)
+            buffer.writeInteger(UInt32(nonce.count))
+            buffer.writeBytes(nonce)
         case .proof(let mac):
             buffer.writeInteger(UInt32(mac.count))
             buffer.writeBytes(mac)
@@ -306,6 +319,12 @@ extension LinkMessage {
                     node: node, epoch: epoch, address: address, nonce: nonce
                 )
             )
+        case .challenge:
+            let minVersion: UInt16 = try body.readLinkInteger()
+            let maxVersion: UInt16 = try body.readLinkInteger()
+            let nonceLength = Int(try body.readLinkInteger(as: UInt32.self))
+            guard nonceLength <= 1_024, let nonce = body.readBytes(length: nonceLength) else { throw LinkWire.Malformed("bad nonce") }
+            return .challenge(minVersion: minVersion, maxVersion: maxVersion, nonce: nonce)
         case .proof:
             let length = Int(try body.readLinkInteger(as: UInt32.self))
             guard length <= 1_024, let mac = body.readBytes(length: length) else { throw LinkWire.Malformed("bad proof") }

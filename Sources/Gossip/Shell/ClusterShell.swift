@@ -184,7 +184,7 @@ public final class ClusterShell: @unchecked Sendable {
         for link in openLinks.values {
             // A link this node stopped reading isn't silent; it just isn't being listened to.
             if now - link.lastReceived > settings.linkTimeout, !link.isPausedForFlowControl {
-                logger.info("closing silent link", metadata: ["cluster.peer": "\(link.peer?.node.name ?? link.dialedAddress ?? "?")"])
+                logger.info("closing silent link", metadata: ["cluster.peer": "\(LinkHandshake.quoted(link.peer?.node.name ?? link.dialedAddress ?? "?"))"])
                 link.close()
             } else if link.isEstablished, now - link.lastSent >= settings.heartbeatInterval {
                 link.send(.heartbeat)
@@ -212,7 +212,10 @@ public final class ClusterShell: @unchecked Sendable {
     private func memberChanged(_ update: MemberUpdate, previous: MemberUpdate.Status?) {
         logger.info(
             "member \(update.status)",
-            metadata: ["cluster.peer": "\(update.node)", "cluster.incarnation": "\(update.incarnation)", "cluster.previous": "\(previous.map { "\($0)" } ?? "unknown")"]
+            metadata: [
+                "cluster.peer": "\(LinkHandshake.quoted(update.node.name))", "cluster.incarnation": "\(update.incarnation)",
+                "cluster.previous": "\(previous.map { "\($0)" } ?? "unknown")",
+            ]
         )
         guard update.status >= .dead else { return }
         peerAdminAddresses[update.node] = nil
@@ -220,7 +223,10 @@ public final class ClusterShell: @unchecked Sendable {
         // come back to this node.
         let entries = remoteInterest.entriesByOrigin[update.node]?.entries.count ?? 0
         for queue in remoteInterest.remove(update.node) { announceRemoteConsumers(queue) }
-        logger.info("dropped interest of departed member", metadata: ["cluster.peer": "\(update.node)", "cluster.interest.entries": "\(entries)"])
+        logger.info(
+            "dropped interest of departed member",
+            metadata: ["cluster.peer": "\(LinkHandshake.quoted(update.node.name))", "cluster.interest.entries": "\(entries)"]
+        )
         acknowledged[update.node] = nil
         links.removeValue(forKey: update.node)?.close()
         reclaimHandoffs(to: update.node)
@@ -276,7 +282,8 @@ public final class ClusterShell: @unchecked Sendable {
             dialing.remove(address)
             if case .failure(let error) = result {
                 scheduleRetry(address)
-                logger.debug("dial failed", metadata: ["net.address": "\(address)", "error": "\(error)"])
+                // The address may come from a peer's gossip, and NIO's connect errors name it.
+                logger.debug("dial failed", metadata: ["net.address": "\(LinkHandshake.quoted(address))", "error": "\(LinkHandshake.quoted("\(error)"))"])
             }
         }
     }
@@ -308,6 +315,7 @@ public final class ClusterShell: @unchecked Sendable {
             handshake: LinkHandshake(identity: identity, nonce: nonce, role: outbound ? .dialer : .listener),
             isOutbound: outbound,
             dialedAddress: address,
+            checksPeerCertificate: settings.tls != nil,
             handshakeFrameSize: settings.handshakeFrameSize,
             maxFrameSize: settings.maxLinkFrameSize,
             handshakeTimeout: settings.handshakeTimeout
@@ -337,7 +345,13 @@ public final class ClusterShell: @unchecked Sendable {
         }
         links[peer.node] = link
         if acknowledged[peer.node]?.peerEpoch != peer.epoch { acknowledged[peer.node] = nil }
-        logger.info("link up", metadata: ["cluster.peer": "\(peer.node)", "net.address": "\(peer.address)", "link.outbound": "\(link.isOutbound)"])
+        logger.info(
+            "link up",
+            metadata: [
+                "cluster.peer": "\(LinkHandshake.quoted(peer.node.name))", "net.address": "\(LinkHandshake.quoted(peer.address))",
+                "link.outbound": "\(link.isOutbound)",
+            ]
+        )
         perform(membership.linkEstablished(node: peer.node, epoch: peer.epoch, address: peer.address, now: .now()))
         // A link that (re)connects starts from a full snapshot of this node's interest.
         link.send(.interestSnapshot(epoch: localInterest.epoch, version: localInterest.version, entries: localInterest.snapshot))
@@ -359,7 +373,7 @@ public final class ClusterShell: @unchecked Sendable {
         logger.info(
             "link down",
             metadata: [
-                "cluster.peer": "\(peer)",
+                "cluster.peer": "\(LinkHandshake.quoted(peer.name))",
                 "link.bytes.sent.raw": "\(counters.rawBytesSent)",
                 "link.bytes.sent.wire": "\(counters.wireBytesSent)",
                 "link.frames.sent": "\(counters.framesSent)",
@@ -369,17 +383,32 @@ public final class ClusterShell: @unchecked Sendable {
         if !leaving { perform(membership.linkClosed(node: peer, now: .now())) }
     }
 
+    /// A link ended in error. `reason` is composed by the link and its handshake, with every
+    /// part that came from the peer already quoted (``LinkHandshake/quoted(_:)``).
     func linkFailed(_ link: LinkChannelHandler, reason: String) {
         if !link.isEstablished {
             metrics.linkRefused()
-            logger.warning("link refused", metadata: ["net.address": "\(link.dialedAddress ?? "inbound")", "reason": "\(reason)"])
+            var metadata: Logger.Metadata = [
+                "net.address": "\(link.dialedAddress.map(LinkHandshake.quoted) ?? "inbound")",
+                "reason": "\(reason)",
+            ]
+            // Who knocked: the socket's address, not anything the peer said.
+            if let remote = link.channel?.remoteAddress { metadata["net.peer.address"] = "\(remote)" }
+            logger.warning("link refused", metadata: metadata)
         } else {
-            logger.info("link failed", metadata: ["cluster.peer": "\(link.peer?.node.name ?? "?")", "reason": "\(reason)"])
+            logger.info("link failed", metadata: ["cluster.peer": "\(LinkHandshake.quoted(link.peer?.node.name ?? "?"))", "reason": "\(reason)"])
         }
     }
 
+    /// The handshake found this node at both ends (it lists itself as a seed, under another
+    /// address than it advertises): the dialled address is remembered as its own and never
+    /// dialled again.
     func linkReachedItself(_ link: LinkChannelHandler) {
         if let address = link.dialedAddress { ownAddresses.insert(address) }
+        logger.debug(
+            "link reached this node itself",
+            metadata: ["net.address": "\(link.dialedAddress.map(LinkHandshake.quoted) ?? "inbound")", "link.outbound": "\(link.isOutbound)"]
+        )
     }
 
     // MARK: - Messages from peers
@@ -433,10 +462,13 @@ public final class ClusterShell: @unchecked Sendable {
             // The peer proved the cluster secret, and its admin API accepted the operator's
             // token; members may already move each other's messages, so asking one to drain
             // needs no more than that.
-            logger.notice("admin request from a peer", metadata: ["cluster.peer": "\(peer)", "admin.action": "\(String(reflecting: String(action.prefix(64))))"])
+            logger.notice(
+                "admin request from a peer",
+                metadata: ["cluster.peer": "\(LinkHandshake.quoted(peer.name))", "admin.action": "\(LinkHandshake.quoted(action))"]
+            )
             adminRequestHandler?(action)
 
-        case .heartbeat, .hello, .proof, .refuse:
+        case .heartbeat, .hello, .challenge, .proof, .refuse:
             break
         }
     }
@@ -691,7 +723,8 @@ public final class ClusterShell: @unchecked Sendable {
             let seeds = settings.seeds.isEmpty ? "no seeds configured" : "seeds " + settings.seeds.joined(separator: ",")
             return "waiting for members: linked to \(holding.count) of the \(settings.minimumMembers - 1) peer(s) cluster.min-members=\(settings.minimumMembers) asks for (\(seeds))"
         }
-        let missing = membership.liveMembers.filter { !holding.contains($0) }.map(\.name).sorted()
+        // Member ids come from peers' gossip: shown to operators, so quoted like in the logs.
+        let missing = membership.liveMembers.filter { !holding.contains($0) }.map { LinkHandshake.quoted($0.name) }.sorted()
         guard !missing.isEmpty else { return nil }
         return "not yet linked to live member(s) \(missing.joined(separator: ", ")) with their interest"
     }

@@ -1,6 +1,12 @@
 import NIOCore
+import NIOSSL
 
 /// One end of a link to another node: framing, the handshake, and batching.
+///
+/// The handshake is ``LinkHandshake``'s: the dialler says hello as soon as the connection is
+/// open, the listener only answers. Until the link is established, frames are held to the
+/// small handshake size and a deadline runs from the moment the connection opened, on both
+/// sides.
 ///
 /// Messages handed to ``send(_:)`` are encoded into one of two batches, control and bulk,
 /// and written as (at most) two frames at the end of the event-loop tick, control first, so
@@ -23,6 +29,9 @@ final class LinkChannelHandler: ChannelInboundHandler {
     private var context: ChannelHandlerContext?
     private var inbound = ByteBuffer()
     private var decoder: LinkFrame.Decoder
+    /// With mutual TLS: the peer's certificate must name the node id it claims, so the
+    /// handshake is given the certificate's DNS names.
+    private let checksPeerCertificate: Bool
     /// The frame size allowed once the handshake is done; until then only small frames are.
     private let establishedFrameSize: Int
     private let handshakeTimeout: TimeAmount
@@ -45,11 +54,14 @@ final class LinkChannelHandler: ChannelInboundHandler {
     ///     secret. A stranger must not make the node buffer megabytes.
     ///   - maxFrameSize: the largest frame accepted after.
     ///   - handshakeTimeout: how long the handshake may take before the link is closed.
+    ///   - checksPeerCertificate: whether a `NIOSSLHandler` ahead of this one holds a
+    ///     verified peer certificate that must name the node id the peer claims.
     init(
         shell: ClusterShell,
         handshake: LinkHandshake,
         isOutbound: Bool,
         dialedAddress: String?,
+        checksPeerCertificate: Bool,
         handshakeFrameSize: Int,
         maxFrameSize: Int,
         handshakeTimeout: TimeAmount
@@ -58,6 +70,7 @@ final class LinkChannelHandler: ChannelInboundHandler {
         self.handshake = handshake
         self.isOutbound = isOutbound
         self.dialedAddress = dialedAddress
+        self.checksPeerCertificate = checksPeerCertificate
         self.decoder = LinkFrame.Decoder(maxFrameSize: min(handshakeFrameSize, maxFrameSize))
         self.establishedFrameSize = maxFrameSize
         self.handshakeTimeout = handshakeTimeout
@@ -70,7 +83,7 @@ final class LinkChannelHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if context.channel.isActive { sendHello() }
+        if context.channel.isActive { open() }
     }
 
     /// The pipeline lets go of its handlers when the channel closes. The context holds this
@@ -86,13 +99,14 @@ final class LinkChannelHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        sendHello()
+        open()
         context.fireChannelActive()
     }
 
-    /// The connection is up: register with the shell and open the handshake. (A dial that
-    /// fails never gets here, so it leaves nothing behind.)
-    private func sendHello() {
+    /// The connection is up: register with the shell, start the handshake's deadline (on
+    /// both sides: a dialler that never speaks is closed too) and, as the dialler, say hello.
+    /// (A dial that fails never gets here, so it leaves nothing behind.)
+    private func open() {
         guard handshakeDeadline == nil, let context else { return }
         let channel = context.channel
         let shell = shell
@@ -102,7 +116,7 @@ final class LinkChannelHandler: ChannelInboundHandler {
             channel.close(promise: nil)
         }
         shell.linkOpened(self)
-        send(handshake.hello)
+        if let opening = handshake.opening { send(opening) }
     }
 
     /// The peer proved itself: it may now send frames of any allowed size.
@@ -132,7 +146,8 @@ final class LinkChannelHandler: ChannelInboundHandler {
                 messages.removeAll(keepingCapacity: true)
             }
         } catch {
-            shell.linkFailed(self, reason: "malformed input: \(error)")
+            // Decoding errors describe peer bytes: quoted like everything else from a peer.
+            shell.linkFailed(self, reason: "malformed input: \(LinkHandshake.quoted(String(describing: error)))")
             context.close(promise: nil)
             return
         }
@@ -144,6 +159,9 @@ final class LinkChannelHandler: ChannelInboundHandler {
             shell.received(message, on: self)
             return
         }
+        if checksPeerCertificate, handshake.peerCertificateNames == nil {
+            handshake.peerCertificateNames = Self.certificateNames(context: context)
+        }
         switch handshake.received(message) {
         case .send(let reply):
             send(reply)
@@ -151,18 +169,28 @@ final class LinkChannelHandler: ChannelInboundHandler {
             break
         case .established(let hello, _):
             established(hello)
-        case .sendAndEstablish(let reply, let hello, _):
-            send(reply)
+        case .sendAndEstablish(let replies, let hello, _):
+            for reply in replies { send(reply) }
             established(hello)
-        case .refuse(let reason):
-            send(.refuse(reason))
+        case .refuse(let refusal):
+            if let told = refusal.told { send(.refuse(told)) }
             flushBatches()
-            shell.linkFailed(self, reason: reason)
+            shell.linkFailed(self, reason: refusal.reason)
             context.close(promise: nil)
-        case .selfConnection:
+        case .selfConnection(let replies):
+            for reply in replies { send(reply) }
+            flushBatches()
             shell.linkReachedItself(self)
             context.close(promise: nil)
         }
+    }
+
+    /// The subjectAltName DNS entries of the peer's certificate. Read when the first message
+    /// arrives: TLS delivers no data before its handshake completed and verified the chain.
+    /// No TLS handler or no certificate gives no names, which no claimed id passes.
+    private static func certificateNames(context: ChannelHandlerContext) -> [String] {
+        guard let certificate = try? context.pipeline.syncOperations.nioSSL_peerCertificate() else { return [] }
+        return LinkCertificateCheck.dnsNames(of: certificate)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -208,6 +236,8 @@ final class LinkChannelHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // NIO's and NIOSSL's errors (I/O, TLS alerts, BoringSSL's error strings) carry no
+        // bytes from the peer, and a TLS failure's full text is what an operator needs.
         shell.linkFailed(self, reason: "\(error)")
         context.close(promise: nil)
     }
