@@ -128,7 +128,7 @@ struct NodeService: Service, CustomStringConvertible {
             switch action {
             case "drain": drainRequest.request(.drain)
             case "leave": drainRequest.request(.leave)
-            default: logger.warning("unknown admin request from a peer ignored", metadata: ["admin.action": "\(String(reflecting: String(action.prefix(64))))"])
+            default: logger.warning("unknown admin request from a peer ignored", metadata: ["admin.action": "\(LinkHandshake.quoted(action))"])
             }
         }
         return shell
