@@ -105,6 +105,17 @@ def test_each_frame_is_held_to_the_users_patterns(users_node, transport):
     assert count('stomp_access_denied_total{action="send"}') >= 1
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_reply_to_must_be_writable_by_the_requester(users_node, transport):
+    """A service answering with wider rights must not write where its caller may not."""
+    alice = client(users_node, transport, "alice", "alice-pw")
+    alice.send("/queue/jobs", "reply to jobs", headers={"reply-to": "/queue/jobs"}, receipt=True)
+    alice.conn.send("/queue/jobs", "reply to prices", headers={"reply-to": "/topic/prices.eur"})
+    alice.rec.wait(lambda: alice.rec.errors, what="ERROR for the reply-to")
+    assert alice.rec.errors[0].headers["message"] == "access denied"
+    assert "user 'alice' may not name /topic/prices.eur as reply-to" in alice.rec.errors[0].body
+
+
 def test_anonymous_clients_come_from_loopback_by_default(node_factory):
     node = node_factory(name="anon")   # no users file: as `make run`
     c = client(node, "tcp")

@@ -569,6 +569,19 @@ struct SessionPermissionTests {
         #expect(denied?.detail.contains("may not write to /topic/prices.eur") == true)
     }
 
+    @Test("a reply-to must name a destination the sender could write to")
+    func replyTo() throws {
+        var driver = try Self.alice()
+        #expect(SessionDriver.failure(driver.receive(.send, [("destination", "/queue/jobs"), ("reply-to", "/queue/jobs")])) == nil)
+        // Not a destination of this broker: nobody can be made to write there.
+        #expect(SessionDriver.failure(driver.receive(.send, [("destination", "/queue/jobs"), ("reply-to", "somewhere else")])) == nil)
+        var confused = try Self.alice()
+        let denied = SessionDriver.failure(confused.receive(.send, [("destination", "/queue/jobs"), ("reply-to", "/queue/admin"), ("receipt", "r")]))
+        #expect(denied?.kind == .writeDenied)
+        #expect(denied?.detail.contains("user 'alice' may not name /queue/admin as reply-to") == true)
+        #expect(denied?.receiptID == "r")
+    }
+
     @Test("new permissions apply from the next frame")
     func replaced() throws {
         var driver = try Self.alice()

@@ -157,5 +157,6 @@ public enum StompHeader {
     public static let session = "session"
     public static let subscription = "subscription"
     public static let transaction = "transaction"
+    public static let replyTo = "reply-to"
     public static let version = "version"
 }

@@ -307,6 +307,19 @@ public struct SessionStateMachine {
         actions.append(.route(.open(version), receipt: nil))
     }
 
+    /// A `reply-to` asks whoever answers to write there: a client may name only a destination
+    /// it could write to itself, or a request to a service with wider rights would let it
+    /// write where it may not. (A value that is no destination of this broker's names nothing
+    /// anyone can write to, and passes through.)
+    private func checkReplyTo(_ replyTo: String?, of identity: SessionIdentity) throws(StompProtocolError) {
+        guard let replyTo, let destination = try? Destination(parsing: replyTo), !identity.permissions.mayWrite(destination) else { return }
+        throw StompProtocolError(
+            .writeDenied,
+            "access denied",
+            detail: "\(identity.name) may not name \(destination.description.prefix(200)) as reply-to: no write permission covers it."
+        )
+    }
+
     /// Names what was denied, and to whom: the client learns which pattern it lacks.
     static func accessDenied(_ identity: SessionIdentity, reading: Bool, _ destination: Destination) -> StompProtocolError {
         StompProtocolError(
@@ -354,6 +367,7 @@ public struct SessionStateMachine {
             guard connected.identity.permissions.mayWrite(destination) else {
                 throw Self.accessDenied(connected.identity, reading: false, destination)
             }
+            try checkReplyTo(headers[StompHeader.replyTo], of: connected.identity)
             let request = PublishRequest(destination: destination, headers: Self.applicationHeaders(headers), body: frame.body)
             try route(.send(request), transaction: headers[StompHeader.transaction], receipt: receipt, connected: &connected, into: &actions)
 
