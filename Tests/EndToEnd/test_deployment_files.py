@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
+import yaml
 
 import deployfiles as df
 
@@ -386,3 +387,23 @@ def test_statefulset_starts_pods_in_parallel_without_service_links():
         # Service links would add <SERVICE>_* variables; one named like CLUSTER_NODE_* stops a node.
         assert spec["template"]["spec"].get("enableServiceLinks") is False, "set enableServiceLinks: false"
     print("StatefulSet: podManagementPolicy Parallel, enableServiceLinks false")
+
+
+def test_the_secure_compose_overlay_mounts_every_file_it_names():
+    """compose.secure.yaml, layered over compose.yaml: its services are compose.yaml's nodes,
+    and every path a node is given under /run/secrets/ is one of that node's secrets, which
+    are all defined (as files next to the compose files)."""
+    overlay = yaml.safe_load((df.DOCKER / "compose.secure.yaml").read_text())
+    base = df.load_compose({"CLUSTER_SECRET": "x" * 24, "ADMIN_TOKEN": "t"})
+    nodes = {name for name, service in base["services"].items() if df.built_from_our_dockerfile(service)}
+    assert set(overlay["services"]) == nodes, f"overlay services {set(overlay['services'])}, compose nodes {nodes}"
+    checked = 0
+    for name, service in overlay["services"].items():
+        mounts = df.compose_secret_mounts(service)
+        for source in mounts.values():
+            assert "file" in overlay["secrets"][source], f"{name}: secret {source} is not defined as a file"
+        for variable, value in (service.get("environment") or {}).items():
+            if str(value).startswith("/run/secrets/"):
+                assert value in mounts, f"{name}: {variable}={value} is not one of its secrets {sorted(mounts)}"
+                checked += 1
+    assert checked == 3 * 5, f"{checked} secret paths checked, not 5 per node"
