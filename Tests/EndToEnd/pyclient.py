@@ -141,6 +141,16 @@ class PyClient:
         self.rec.wait(lambda: self.rec.connected_frame is not None or self.rec.errors, timeout, "CONNECTED")
         return list(self.rec.errors)
 
+    def refusal(self, timeout: float = DEFAULT_TIMEOUT) -> str:
+        """CONNECT, expecting an ERROR: its message and body, as "message / body"."""
+        try:
+            errors = self.try_connect(timeout)
+            assert errors, "CONNECT was accepted"
+            return errors[0].headers.get("message", "") + " / " + errors[0].body
+        finally:
+            if self.conn.is_connected():
+                self.conn.disconnect()
+
     def _receipt(self) -> str:
         return f"r-{uuid.uuid4().hex[:12]}"
 

@@ -53,13 +53,7 @@ def client(node, transport, login=None, passcode=None, connect=True):
 
 
 def refused(node, transport, login=None, passcode=None) -> str:
-    c = client(node, transport, login, passcode, connect=False)
-    try:
-        errors = c.try_connect()
-        assert errors, "CONNECT was accepted"
-        return errors[0].headers.get("message", "") + " / " + errors[0].body
-    finally:
-        c.conn.disconnect() if c.conn.is_connected() else None
+    return client(node, transport, login, passcode, connect=False).refusal()
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -75,13 +75,7 @@ def client(node, transport, token, login=None, connect=True):
 
 
 def refusal(node, transport, token) -> str:
-    c = client(node, transport, token, connect=False)
-    try:
-        errors = c.try_connect()
-        assert errors, "CONNECT was accepted"
-        return errors[0].headers.get("message", "") + " / " + errors[0].body
-    finally:
-        c.conn.disconnect() if c.conn.is_connected() else None
+    return client(node, transport, token, connect=False).refusal()
 
 
 def metric(node, series: str) -> int:

@@ -63,13 +63,7 @@ enum LinkSeeds {
     /// The local side dials, so the peer listens: its challenge, then (once it checked the
     /// local proof) its hello and its proof.
     static func dialerSucceeds() -> [UInt8] {
-        var local = LinkHandshake(identity: FuzzCluster.local, nonce: FuzzCluster.localNonce, role: .dialer)
-        var peer = LinkHandshake(identity: FuzzCluster.peer, nonce: FuzzCluster.peerNonce, role: .listener)
-        guard let opening = local.opening,
-            case .send(let challenge) = peer.received(opening),
-            case .send(let localProof) = local.received(challenge),
-            case .sendAndEstablish(let answer, _, _) = peer.received(localProof)
-        else { fatalError("the seed handshake did not complete") }
+        let (challenge, answer) = dialerHandshake()
         return [0] + frame([challenge]) + frame(answer + [.heartbeat])
     }
 
@@ -111,6 +105,12 @@ enum LinkSeeds {
     /// The local dialler's proof, as the seeds' listener answers it, for seeds that go wrong
     /// after it.
     static func listenerAnswer() -> [LinkMessage] {
+        dialerHandshake().answer
+    }
+
+    /// What the seeds' listener sends a local dialler: its challenge, then its answer to the
+    /// local proof.
+    private static func dialerHandshake() -> (challenge: LinkMessage, answer: [LinkMessage]) {
         var local = LinkHandshake(identity: FuzzCluster.local, nonce: FuzzCluster.localNonce, role: .dialer)
         var peer = LinkHandshake(identity: FuzzCluster.peer, nonce: FuzzCluster.peerNonce, role: .listener)
         guard let opening = local.opening,
@@ -118,7 +118,7 @@ enum LinkSeeds {
             case .send(let localProof) = local.received(challenge),
             case .sendAndEstablish(let answer, _, _) = peer.received(localProof)
         else { fatalError("the seed handshake did not complete") }
-        return answer
+        return (challenge, answer)
     }
 
     static func hello(_ change: (inout LinkHello) -> Void) -> LinkMessage {
