@@ -315,12 +315,20 @@ private final class TestConnection {
     }
 }
 
-/// Alice may read `/topic/news.#` and write `/topic/news.eu`; everybody else is refused.
+/// Alice may read `/topic/news.#` and write `/topic/news.eu`; everybody else is refused. The
+/// passcode "token" logs her in with a token good for `tokenLifetime`.
 private final class OneUser: ClientAuthenticator, @unchecked Sendable {
     private(set) var generation = 0
     private var permissions = try! DestinationPermissions(read: ["/topic/news.#"], write: ["/topic/news.eu"])
+    var tokenLifetime = TimeAmount.seconds(60)
+    /// The clock of the loop the connection runs on.
+    var now: () -> NIODeadline = { .now() }
 
     func authenticate(_ credentials: ConnectCredentials, from remote: SocketAddress?) -> AuthenticationDecision {
+        if credentials.passcode == "token" {
+            let expiresAt = now() + tokenLifetime
+            return .decided(.success(SessionIdentity(user: "alice", permissions: permissions, credential: .token(expiresAt: expiresAt))))
+        }
         guard credentials.login == "alice", credentials.passcode == "secret" else { return .decided(.failure(.accessRefused)) }
         return .decided(.success(SessionIdentity(user: "alice", permissions: permissions)))
     }
@@ -379,5 +387,27 @@ private final class OneUser: ClientAuthenticator, @unchecked Sendable {
         #expect(try connection.received() == "RECEIPT\nreceipt-id:r\n\n\0")
         try connection.send("SEND\ndestination:/topic/news.eu\n\nx\0")
         #expect(try connection.received().hasPrefix("ERROR\nmessage:access denied\n"))
+    }
+
+    @Test func aTokenConnectionEndsWhenItsTokenDoes() throws {
+        let users = OneUser()
+        let connection = try TestConnection(authenticator: users)
+        users.now = { [loop = connection.channel.embeddedEventLoop] in loop.now }
+        try connection.send("CONNECT\naccept-version:1.2\npasscode:token\n\n\0")
+        connection.channel.embeddedEventLoop.run()
+        #expect(try connection.received().hasPrefix("CONNECTED\n"))
+        // A reload leaves what the token granted alone: it isn't a password user's.
+        users.reload(try DestinationPermissions(read: [String](), write: [String]()))
+        try connection.send("SUBSCRIBE\nid:1\ndestination:/topic/news.*\nreceipt:r\n\n\0")
+        #expect(try connection.received() == "RECEIPT\nreceipt-id:r\n\n\0")
+        connection.channel.embeddedEventLoop.advanceTime(by: .seconds(59))
+        #expect(try connection.received().isEmpty)
+        #expect(connection.channel.isActive)
+        connection.channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        let output = try connection.received()
+        #expect(output.hasPrefix("ERROR\nmessage:credentials expired\n"))
+        #expect(output.contains("connect again with a fresh one"))
+        connection.channel.embeddedEventLoop.run()
+        #expect(!connection.channel.isActive)
     }
 }
