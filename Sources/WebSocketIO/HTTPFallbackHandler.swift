@@ -4,32 +4,33 @@ import NIOHTTP1
 
 /// Answers HTTP requests on the WebSocket port that are not WebSocket upgrades, so a plain
 /// request gets a clear status instead of a hang: 426 on the WebSocket path, 404 elsewhere,
-/// 403 for an upgrade from a browser origin that isn't allowed (`ws.allowed-origins`).
+/// and for a refused upgrade (``UpgradeRequestPolicy``) 403 (a browser origin that isn't
+/// allowed, `ws.allowed-origins`) or 400 (a request with a body).
 final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private let webSocketPath: String
-    private let origins: OriginPolicy
+    private let policy: UpgradeRequestPolicy
     private var pending: (status: HTTPResponseStatus, message: String)?
 
-    init(webSocketPath: String, origins: OriginPolicy) {
-        self.webSocketPath = webSocketPath
-        self.origins = origins
+    init(policy: UpgradeRequestPolicy) {
+        self.policy = policy
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            if requestPath(head.uri) == webSocketPath, declaresBody(head) {
+            switch policy.refusal(of: head) {
+            case .body:
                 pending = (.badRequest, "A WebSocket opening handshake has no body (RFC 6455, section 4.1).\n")
-            } else if requestPath(head.uri) == webSocketPath, !origins.allows(head.headers.first(name: "Origin")) {
+            case .origin:
                 Self.refusedOrigins.increment()
                 pending = (.forbidden, "This origin may not open STOMP over WebSocket connections here (ws.allowed-origins).\n")
-            } else if requestPath(head.uri) == webSocketPath {
+            case .notFound:
+                pending = (.notFound, "Not found. STOMP over WebSocket is served at \(policy.path).\n")
+            case nil:
+                // Upgradable, but it came here: no upgrade was asked for.
                 pending = (.upgradeRequired, "This endpoint speaks STOMP over WebSocket: send a WebSocket upgrade request (subprotocols v12.stomp, v11.stomp, v10.stomp).\n")
-            } else {
-                pending = (.notFound, "Not found. STOMP over WebSocket is served at \(webSocketPath).\n")
             }
         case .body:
             break
@@ -63,9 +64,4 @@ extension HTTPFallbackHandler {
             context.close(promise: nil)
         }
     }
-}
-
-/// The path of a request target, without its query.
-func requestPath(_ uri: String) -> Substring {
-    uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
 }

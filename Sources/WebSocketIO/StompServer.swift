@@ -165,18 +165,14 @@ public final class StompServer: Sendable {
         // finishes its request would hold it for ever.
         let upgradeDeadline = channel.closeUnlessCompleted(within: configuration.upgradeTimeout, stage: .upgrade)
         let heldTicket = NIOLoopBound(ticket, eventLoop: channel.eventLoop)
-        let path = configuration.webSocketPath
-        let origins = configuration.allowedOrigins
+        let policy = UpgradeRequestPolicy(path: configuration.webSocketPath, origins: configuration.allowedOrigins)
         let maxMessage = configuration.maxWebSocketMessageSize
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: maxMessage,
             automaticErrorHandling: true,
             shouldUpgrade: { channel, head in
-                // A refused upgrade goes on to HTTPFallbackHandler, which says why (404, 403,
-                // 400). An opening handshake has no body (RFC 6455 section 4.1): NIO's upgrader
-                // would wait for one, and a connection closed while it waits kept its whole
-                // pipeline (about 6 KB) for ever.
-                guard requestPath(head.uri) == path, origins.allows(head.headers.first(name: "Origin")), !declaresBody(head) else {
+                // A refused upgrade goes on to HTTPFallbackHandler, which says why.
+                guard policy.refusal(of: head) == nil else {
                     return channel.eventLoop.makeSucceededFuture(nil)
                 }
                 var headers = HTTPHeaders()
@@ -194,7 +190,7 @@ public final class StompServer: Sendable {
                 }
             }
         )
-        let fallback = HTTPFallbackHandler(webSocketPath: path, origins: origins)
+        let fallback = HTTPFallbackHandler(policy: policy)
         let fallbackBox = NIOLoopBound(fallback, eventLoop: channel.eventLoop)
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(
             withServerUpgrade: (
@@ -242,10 +238,4 @@ extension ChannelPipeline.SynchronousOperations {
         try addHandler(WebSocketStompBridge())
         try addHandler(connection)
     }
-}
-
-/// Whether a request says a body follows (`Content-Length` above 0, or chunked).
-func declaresBody(_ head: HTTPRequestHead) -> Bool {
-    if head.headers.contains(name: "Transfer-Encoding") { return true }
-    return head.headers[canonicalForm: "Content-Length"].contains { $0 != "0" }
 }

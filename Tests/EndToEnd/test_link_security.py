@@ -202,6 +202,16 @@ class LinkPeer:
                 if m[0] == code:
                     return seen
 
+    def prove(self, node: str, *, cluster: str = CLUSTER_NAME, secret: str = DEFAULT_SECRET) -> tuple:
+        """Says hello as `node` of `cluster` and answers the challenge with a proof made with
+        `secret`: (this dialler's nonce, the listener's)."""
+        nonce = os.urandom(32)
+        self.send(hello(cluster, node, nonce))
+        (_, body), = self.read_until(CHALLENGE)
+        listener_nonce = parse_challenge(body)["nonce"]
+        self.send(proof(dialer_proof(secret, cluster, node, nonce, listener_nonce)))
+        return nonce, listener_nonce
+
     def silent_for(self, seconds: float) -> bool:
         """True when nothing arrives (and the connection stays open) for `seconds`."""
         return not self._fill(time.monotonic() + seconds) and not self.closed
@@ -271,13 +281,9 @@ def test_refusals_before_the_proof_are_generic_and_the_log_is_precise(listener, 
     peer = dial(port)
     try:
         cluster = CLUSTER_NAME if case == "wrong-secret" else "not-this-cluster"
-        nonce = os.urandom(32)
-        peer.send(hello(cluster, "py-dialer", nonce))
-        # A wrong cluster name is challenged like any other: the refusal's moment tells nothing.
-        (code, body), = peer.read_until(CHALLENGE)
-        ch = parse_challenge(body)
         secret = DEFAULT_SECRET if case == "wrong-cluster" else "not-the-cluster-secret-0123456789"
-        peer.send(proof(dialer_proof(secret, cluster, "py-dialer", nonce, ch["nonce"])))
+        # A wrong cluster name is challenged like any other: the refusal's moment tells nothing.
+        peer.prove("py-dialer", cluster=cluster, secret=secret)
         messages = peer.read_until(REFUSE)
         assert refuse_text(messages) == GENERIC_REFUSAL
         assert peer.wait_closed(), "the listener did not close after refusing"
@@ -454,18 +460,17 @@ def client_context(pki: PKI, cert: Path, key: Path) -> ssl.SSLContext:
     return ctx
 
 
+def tls_dial(port: int, context: ssl.SSLContext) -> LinkPeer:
+    return LinkPeer(context.wrap_socket(socket.create_connection((HOST, port), timeout=WAIT)))
+
+
 def test_a_dialler_whose_certificate_names_another_node_is_refused(tls_listener, pki):
     """A CA-signed certificate for n9 and the cluster secret are not enough to join as n3."""
     node, port = tls_listener
     cert, key = pki.issue("impostor", ["n9"])
-    raw = socket.create_connection((HOST, port), timeout=WAIT)
-    peer = LinkPeer(client_context(pki, cert, key).wrap_socket(raw))
+    peer = tls_dial(port, client_context(pki, cert, key))
     try:
-        nonce = os.urandom(32)
-        peer.send(hello(CLUSTER_NAME, "n3", nonce))
-        (_, body), = peer.read_until(CHALLENGE)
-        listener_nonce = parse_challenge(body)["nonce"]
-        peer.send(proof(dialer_proof(DEFAULT_SECRET, CLUSTER_NAME, "n3", nonce, listener_nonce)))
+        peer.prove("n3")
         messages = peer.read_until(REFUSE)
         assert refuse_text(messages) == GENERIC_REFUSAL
         assert not [m for m in messages if m[0] == HELLO], "the listener said hello to an impostor"
@@ -476,14 +481,9 @@ def test_a_dialler_whose_certificate_names_another_node_is_refused(tls_listener,
     assert not matching(node, r"\[Gossip\] link up"), node.log_tail()
 
     # The same certificate claiming the id it names is accepted.
-    raw = socket.create_connection((HOST, port), timeout=WAIT)
-    peer = LinkPeer(client_context(pki, cert, key).wrap_socket(raw))
+    peer = tls_dial(port, client_context(pki, cert, key))
     try:
-        nonce = os.urandom(32)
-        peer.send(hello(CLUSTER_NAME, "n9", nonce))
-        (_, body), = peer.read_until(CHALLENGE)
-        listener_nonce = parse_challenge(body)["nonce"]
-        peer.send(proof(dialer_proof(DEFAULT_SECRET, CLUSTER_NAME, "n9", nonce, listener_nonce)))
+        peer.prove("n9")
         messages = peer.read_until(PROOF)
         assert [parse_hello(b)["node"] for code, b in messages if code == HELLO] == ["n1"]
     finally:

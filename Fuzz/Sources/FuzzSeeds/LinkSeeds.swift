@@ -70,24 +70,25 @@ enum LinkSeeds {
     /// The local side listens, so the peer dials: its hello, then its proof over the local
     /// challenge (whose nonce is fixed, so the proof can be made ahead).
     static func listenerSucceeds() -> [UInt8] {
-        var local = LinkHandshake(identity: FuzzCluster.local, nonce: FuzzCluster.localNonce, role: .listener)
-        var peer = LinkHandshake(identity: FuzzCluster.peer, nonce: FuzzCluster.peerNonce, role: .dialer)
-        guard let opening = peer.opening,
-            case .send(let challenge) = local.received(opening),
-            case .send(let peerProof) = peer.received(challenge)
-        else { fatalError("the seed handshake did not complete") }
-        return [1] + frame([opening]) + frame([peerProof])
+        let (opening, proof) = dialledBy(FuzzCluster.peer)
+        return [1] + frame([opening]) + frame([proof])
     }
 
     /// A node dialling itself: the local listener hears its own hello and proof.
     static func listenerSeesItself() -> [UInt8] {
-        var local = LinkHandshake(identity: FuzzCluster.local, nonce: FuzzCluster.localNonce, role: .listener)
-        var itself = LinkHandshake(identity: FuzzCluster.local, nonce: FuzzCluster.peerNonce, role: .dialer)
-        guard let opening = itself.opening,
-            case .send(let challenge) = local.received(opening),
-            case .send(let proof) = itself.received(challenge)
-        else { fatalError("the seed handshake did not complete") }
+        let (opening, proof) = dialledBy(FuzzCluster.local)
         return [1] + frame([opening, proof])
+    }
+
+    /// What `dialer` sends the local listener: its hello, and its proof over the challenge.
+    private static func dialledBy(_ dialer: LinkHandshake.Identity) -> (opening: LinkMessage, proof: LinkMessage) {
+        var local = LinkHandshake(identity: FuzzCluster.local, nonce: FuzzCluster.localNonce, role: .listener)
+        var peer = LinkHandshake(identity: dialer, nonce: FuzzCluster.peerNonce, role: .dialer)
+        guard let opening = peer.opening,
+            case .send(let challenge) = local.received(opening),
+            case .send(let proof) = peer.received(challenge)
+        else { fatalError("the seed handshake did not complete") }
+        return (opening, proof)
     }
 
     /// A node dialling itself: the local dialler hears its own listener's answer.

@@ -94,7 +94,8 @@ final class AccessControl: ClientAuthenticator {
         if let keys = tokenKeys.withLock({ $0 }), let passcode = credentials.passcode, TokenKeys.looksLikeToken(passcode),
             file?.users[credentials.login ?? ""] == nil
         {
-            return authenticate(token: passcode, keys: keys, from: remote)
+            let address = Self.address(of: remote)
+            return refuseIfThrottled(address) ?? authenticate(token: passcode, keys: keys, from: address)
         }
         guard let login = credentials.login, !login.isEmpty, let file else {
             guard anonymous == .on || (anonymous == .loopback && Self.isLoopback(remote)) else {
@@ -103,11 +104,8 @@ final class AccessControl: ClientAuthenticator {
             }
             return .decided(.success(.anonymous))
         }
-        let address = remote?.ipAddress ?? "?"
-        guard !throttle.isThrottled(address) else {
-            failures["throttled"]?.increment()
-            return .decided(.failure(Self.throttled))
-        }
+        let address = Self.address(of: remote)
+        if let refused = refuseIfThrottled(address) { return refused }
         guard let user = file.users[login] else {
             failures["unknown_user"]?.increment()
             throttle.recordFailure(address)
@@ -135,12 +133,7 @@ final class AccessControl: ClientAuthenticator {
 
     /// A passcode that is a token (the login, if any, is not looked at: the token's `sub`
     /// names the user). Verifying a signature is quick, but not free: off the event loop.
-    private func authenticate(token: String, keys: TokenKeys, from remote: SocketAddress?) -> AuthenticationDecision {
-        let address = remote?.ipAddress ?? "?"
-        guard !throttle.isThrottled(address) else {
-            failures["throttled"]?.increment()
-            return .decided(.failure(Self.throttled))
-        }
+    private func authenticate(token: String, keys: TokenKeys, from address: String) -> AuthenticationDecision {
         let (policy, now, failures, throttle, logger) = (tokenPolicy, now, failures, throttle, logger)
         return .awaiting {
             let checkedAt = now()
@@ -157,6 +150,17 @@ final class AccessControl: ClientAuthenticator {
             }
         }
     }
+
+    /// An address that failed too often lately is refused at once, without the cost of a
+    /// hash or a signature check.
+    private func refuseIfThrottled(_ address: String) -> AuthenticationDecision? {
+        guard throttle.isThrottled(address) else { return nil }
+        failures["throttled"]?.increment()
+        return .decided(.failure(Self.throttled))
+    }
+
+    /// What failed logins are counted against.
+    private static func address(of remote: SocketAddress?) -> String { remote?.ipAddress ?? "?" }
 
     private static let throttled = StompProtocolError(
         .notAuthorized,
