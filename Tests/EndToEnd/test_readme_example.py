@@ -8,61 +8,32 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import subprocess
 import time
-from pathlib import Path
 
 import jwt
 import pytest
 
-from nodes import REPO, wait_for
+import readme_blocks
+from nodes import REPO
 from pyclient import PyClient
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-BEGIN, END = "<!-- locked-down-example:begin -->", "<!-- locked-down-example:end -->"
 WS_PORTS = (15674, 15684, 15694)
 STOMP_PORTS = (61613, 61623, 61633)
 
 
-def example() -> str:
-    text = (REPO / "README.md").read_text()
-    block = text[text.index(BEGIN):text.index(END)]
-    return block.split("```sh\n", 1)[1].rsplit("```", 1)[0]
-
-
-def started_here(directory: Path) -> list:
-    """The nodes the example left running: processes whose working directory is its own."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if Path(os.readlink(entry / "cwd")) == directory and "cluster-node" in (entry / "cmdline").read_text():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
 @pytest.fixture(scope="module")
 def walkthrough(tmp_path_factory):
-    from deployfiles import clusterctl_binary, node_binary
     home = tmp_path_factory.mktemp("home")
     directory = home / "stomp-secure"
-    binaries = {node_binary().resolve().parent, clusterctl_binary().resolve().parent}
-    env = {"HOME": str(home), "PATH": os.pathsep.join([*map(str, binaries), os.environ["PATH"]])}
-    script = example().replace('export PATH="$PWD/.build/release:$PATH"', 'export PATH="$PATH"', 1)
-    result = subprocess.run(["bash", "-e", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    script = readme_blocks.block("locked-down-example").replace(
+        'export PATH="$PWD/.build/release:$PATH"', 'export PATH="$PATH"', 1)
     try:
-        assert result.returncode == 0, f"the README's example failed:\n{result.stdout}\n{result.stderr}"
-        yield directory, result.stdout
+        output = readme_blocks.run(script, cwd=REPO, env=readme_blocks.environment(home))
+        yield directory, output
     finally:
-        pids = started_here(directory)
-        for pid in pids:
-            os.kill(pid, signal.SIGTERM)
-        wait_for(lambda: not started_here(directory), timeout=30, message="the example's nodes to stop")
+        readme_blocks.stop_nodes_in(directory)
 
 
 def test_the_three_nodes_form_one_cluster_over_mutual_tls(walkthrough):
