@@ -14,6 +14,7 @@ enum LimitMetrics {
             ("limits.connections", io.maxConnections),
             ("limits.pending-connections", io.maxPendingConnections),
             ("limits.connections-per-ip", io.maxConnectionsPerAddress),
+            ("limits.pending-logins", configuration.auth.maxPendingLogins),
             ("limits.frame-size", io.frameLimits.maxFrameSize),
             ("limits.body-size", io.frameLimits.maxBodySize),
             ("limits.websocket-message-size", io.maxWebSocketMessageSize),

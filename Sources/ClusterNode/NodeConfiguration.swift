@@ -30,6 +30,8 @@ struct NodeConfiguration: Sendable {
         /// The JSON Web Key Set whose tokens are accepted as passcodes.
         var tokenKeysFile: String?
         var tokenPolicy: TokenPolicy
+        /// Password checks waiting or running at once.
+        var maxPendingLogins: Int
     }
 
     /// The admin API's listener.
@@ -148,7 +150,8 @@ struct NodeConfiguration: Sendable {
                 audience: try settings.string("auth.jwt-audience"),
                 scopePrefix: try settings.requiredString("auth.jwt-scope-prefix"),
                 leeway: .nanoseconds(try settings.milliseconds("auth.jwt-leeway-ms").nanoseconds)
-            )
+            ),
+            maxPendingLogins: try settings.requiredInt("limits.pending-logins")
         )
         drain = DrainSettings(
             loadBalancerDelay: try settings.milliseconds("drain.lb-delay-ms"),

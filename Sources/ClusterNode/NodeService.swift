@@ -50,6 +50,7 @@ struct NodeService: Service, CustomStringConvertible {
             usersFile: configuration.auth.usersFile,
             tokenKeysFile: configuration.auth.tokenKeysFile,
             tokenPolicy: configuration.auth.tokenPolicy,
+            maxPendingLogins: configuration.auth.maxPendingLogins,
             logger: logger
         )
         logger.info("clients accepted", metadata: ["auth": "\(access.summary)"])

@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import StompRouting
+import Synchronization
 
 /// What the router sends one connection.
 enum ConnectionOutput: Sendable {
@@ -88,6 +89,9 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private let authenticator: (any ClientAuthenticator)?
     /// A CONNECT is being decided: no frame is decoded, nothing read, until it is.
     private var authenticating = false
+    /// Read by a password check waiting on the thread pool, so that it skips the hash once
+    /// nobody waits for it.
+    private let connectionClosed = SharedFlag()
     /// The authenticator's reload the session's permissions come from.
     private var permissionsGeneration = 0
     init(
@@ -253,6 +257,7 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
 
     func channelInactive(context: ChannelHandlerContext) {
         state = .closed
+        connectionClosed.value.store(true, ordering: .relaxed)
         heartbeatTask?.cancel()
         heartbeatTask = nil
         connectDeadline?.cancel()
@@ -331,7 +336,8 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         case .decided(let result):
             context.eventLoop.execute { handler.value.answerAuthentication(result) }
         case .later(let work):
-            NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop) { work() }.whenComplete { outcome in
+            let closed = connectionClosed
+            NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop) { work(closed.value.load(ordering: .relaxed)) }.whenComplete { outcome in
                 let result: Result<SessionIdentity, StompProtocolError> = (try? outcome.get()) ?? .failure(.accessRefused)
                 handler.value.answerAuthentication(result)
             }
@@ -537,4 +543,9 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
             fail(error)
         }
     }
+}
+
+/// A flag set on an event loop and read on a worker thread.
+private final class SharedFlag: Sendable {
+    let value = Atomic<Bool>(false)
 }

@@ -17,6 +17,7 @@ import pytest
 
 from nodes import NODE_BIN, node_environment, wait_for
 from pyclient import PyClient
+from stomp_raw import StompClient
 
 TRANSPORTS = ("tcp", "ws")
 
@@ -165,6 +166,32 @@ def test_an_address_that_keeps_failing_is_refused_at_once(node_factory, tmp_path
     # The eleventh try in the minute isn't even checked, and the right password waits too.
     assert "Too many failed logins from this address" in refused(node, "tcp", "alice", "guess")
     assert "Too many failed logins from this address" in refused(node, "ws", "alice", "alice-pw")
+
+
+def test_logins_beyond_the_pending_bound_are_told_the_server_is_busy(node_factory, tmp_path, hashes):
+    """Every password costs a scrypt hash on a worker thread: with limits.pending-logins=1, a
+    burst of right logins gets CONNECTED for those checked and ERROR 'server busy' (naming
+    the setting) for the rest, and the node serves on."""
+    users = tmp_path / "users.json"
+    write_users(users, hashes)
+    node = node_factory("--auth-users-file", str(users), "--max-pending-logins", "1",
+                        "--auth-failure-delay-ms", "0", name="busy")
+    burst = [StompClient.open(node, "tcp") for _ in range(20)]
+    for raw in burst:
+        raw.send_frame("CONNECT", {"accept-version": "1.2", "host": "/", "login": "alice", "passcode": "alice-pw"})
+    answers = [raw.recv_frame() for raw in burst]
+    for raw in burst:
+        raw.close()
+    busy = [frame for frame in answers if frame.command == "ERROR"]
+    assert busy and all(frame.header("message") == "server busy" for frame in busy), answers
+    assert "limits.pending-logins" in busy[0].text
+    assert any(frame.command == "CONNECTED" for frame in answers), answers
+    alice = client(node, "ws", "alice", "alice-pw")
+    alice.conn.disconnect()
+    with urllib.request.urlopen(node.admin_url + "/metrics", timeout=10) as answer:
+        metrics = answer.read().decode()
+    assert re.search(r'stomp_auth_failures_total\{reason="busy"\} [1-9]', metrics), metrics
+    assert 'node_limit{name="limits.pending-logins"} 1' in metrics
 
 
 def test_permissions_hold_across_the_cluster(tmp_path, hashes):

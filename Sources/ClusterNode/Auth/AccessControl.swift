@@ -28,9 +28,14 @@ final class AccessControl: ClientAuthenticator {
     private let reloads = Atomic<Int>(0)
     private let logger: Logger
     private let throttle = LoginThrottle()
+    /// Password checks queued for or running on the thread pool, at most `maxPendingLogins`:
+    /// each costs a scrypt hash, and clients that only knew a login could otherwise queue
+    /// them faster than the pool's threads get through them.
+    private let pendingLogins = Atomic<Int>(0)
+    private let maxPendingLogins: Int
     private let failures = Dictionary(
         uniqueKeysWithValues: [
-            "unknown_user", "bad_password", "anonymous_refused", "throttled",
+            "unknown_user", "bad_password", "anonymous_refused", "throttled", "busy",
             "token_invalid", "token_expired", "token_not_yet_valid", "token_wrong_audience", "token_unusable",
         ].map {
             ($0, Counter(label: "stomp_auth_failures_total", dimensions: [("reason", $0)]))
@@ -44,6 +49,7 @@ final class AccessControl: ClientAuthenticator {
         usersFile: String?,
         tokenKeysFile: String? = nil,
         tokenPolicy: TokenPolicy = TokenPolicy(audience: nil, scopePrefix: "stomp.", leeway: .seconds(30)),
+        maxPendingLogins: Int = AccessControl.defaultMaxPendingLogins,
         now: @escaping @Sendable () -> Date = { Date() },
         logger: Logger
     ) async throws {
@@ -51,11 +57,14 @@ final class AccessControl: ClientAuthenticator {
         self.usersFile = usersFile
         self.tokenKeysFile = tokenKeysFile
         self.tokenPolicy = tokenPolicy
+        self.maxPendingLogins = maxPendingLogins
         self.now = now
         self.logger = logger
         self.users = Mutex(try usersFile.map(Self.read))
         self.tokenKeys = Mutex(try await Self.readKeys(tokenKeysFile))
     }
+
+    static let defaultMaxPendingLogins = 64
 
     /// What the node accepts, for the log line at start.
     var summary: String {
@@ -114,13 +123,13 @@ final class AccessControl: ClientAuthenticator {
             // tell which logins exist.
             let decoy = Self.decoy
             let passcode = credentials.passcode ?? ""
-            return .later { _ = decoy.verify(passcode); return .failure(.accessRefused) }
+            return checkPassword { _ = decoy.verify(passcode); return .failure(.accessRefused) }
         }
         let passcode = credentials.passcode ?? ""
         let failures = failures["bad_password"]
         let logger = logger
         let throttle = throttle
-        return .later {
+        return checkPassword {
             guard user.password.verify(passcode) else {
                 failures?.increment()
                 throttle.recordFailure(address)
@@ -128,6 +137,20 @@ final class AccessControl: ClientAuthenticator {
                 return .failure(.accessRefused)
             }
             return .success(SessionIdentity(user: user.login, permissions: user.permissions))
+        }
+    }
+
+    /// Runs `hash` on the thread pool if fewer than `maxPendingLogins` checks wait there, and
+    /// skips it when the client hung up before its turn came.
+    private func checkPassword(_ hash: @escaping @Sendable () -> Result<SessionIdentity, StompProtocolError>) -> AuthenticationDecision {
+        guard pendingLogins.add(1, ordering: .relaxed).newValue <= maxPendingLogins else {
+            pendingLogins.subtract(1, ordering: .relaxed)
+            failures["busy"]?.increment()
+            return .decided(.failure(busy))
+        }
+        return .later { [self] connectionClosed in
+            defer { pendingLogins.subtract(1, ordering: .relaxed) }
+            return connectionClosed ? .failure(.accessRefused) : hash()
         }
     }
 
@@ -167,6 +190,14 @@ final class AccessControl: ClientAuthenticator {
         "access refused",
         detail: "Too many failed logins from this address; try again in a minute."
     )
+
+    private var busy: StompProtocolError {
+        StompProtocolError(
+            .serverBusy,
+            "server busy",
+            detail: "\(maxPendingLogins) logins are being checked already (limits.pending-logins); try again in a moment."
+        )
+    }
 
     private var anonymousRefused: StompProtocolError {
         StompProtocolError(

@@ -51,6 +51,7 @@ enum SettingsTable {
         Setting("limits.subscriptions", .count(minimum: 1), default: .value(session.maxSubscriptions), flag: "max-subscriptions", "Subscriptions per connection."),
         Setting("limits.connections", .count(minimum: 1), default: .value(io.maxConnections), flag: "max-connections", "Client connections per node, counted from CONNECT."),
         Setting("limits.pending-connections", .count(minimum: 1), default: .value(io.maxPendingConnections), flag: "max-pending-connections", "Connections still in TLS, WebSocket upgrade or CONNECT; beyond it new sockets are closed at once."),
+        Setting("limits.pending-logins", .count(minimum: 1), default: .value(AccessControl.defaultMaxPendingLogins), flag: "max-pending-logins", "Password checks (a scrypt hash each, on worker threads) waiting or running at once; beyond it a CONNECT with a password gets ERROR 'server busy'."),
         Setting("limits.connections-per-ip", .count(minimum: 0), default: .value(io.maxConnectionsPerAddress), flag: "max-connections-per-ip", "Connections, pending or connected, from one remote address; 0 for no limit."),
         Setting("limits.unacked", .count(minimum: 1), default: .value(session.maxUnacked), flag: "max-unacked", "Unacknowledged messages per subscription: default and ceiling of prefetch-count."),
         Setting("limits.unacked-bytes", .count(minimum: 1), default: .value(router.maxUnackedBytes), flag: "max-unacked-bytes", "Bytes of one connection's unacknowledged deliveries."),

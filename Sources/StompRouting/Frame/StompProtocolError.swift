@@ -41,6 +41,8 @@ public struct StompProtocolError: Error, Sendable, Equatable {
         case slowConsumer = "slow_consumer"
         case tooManyConnections = "too_many_connections"
         case notAuthorized = "not_authorized"
+        /// A CONNECT while too many logins are being checked (`limits.pending-logins`).
+        case serverBusy = "server_busy"
         /// The token a connection logged in with expired while it was open.
         case credentialsExpired = "credentials_expired"
         /// A SUBSCRIBE that no read permission covers.
