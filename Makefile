@@ -9,22 +9,32 @@ RUN_ARGS   ?=
 # Seconds each fuzz target runs in `make fuzz` (and so in `make test`).
 FUZZ_SECONDS ?= 60
 
-.PHONY: run test deps build release release-all unit-test e2e-test tsan fuzz venv clean settings-table
+.PHONY: run test deps lint format build release release-all unit-test e2e-test tsan fuzz venv clean settings-table
 
 ## Builds release and starts one node with the built-in defaults (ARGS via RUN_ARGS="...").
 run: deps release
 	$(RELEASE_BIN) $(RUN_ARGS)
 
-## Runs every test: unit tests, end-to-end tests against the release executables that
+## Runs every test: the style check, unit tests, end-to-end tests against the release executables that
 ## `make run` runs, the unit tests again under ThreadSanitizer, then a bounded run of each
 ## fuzz target.
-test: deps venv build release-all unit-test e2e-test tsan fuzz
+test: deps venv lint build release-all unit-test e2e-test tsan fuzz
 
 deps:
 	@scripts/install-deps.sh $(if $(filter test,$(MAKECMDGOALS)),--test,)
 
 build:
 	$(SWIFT) build --build-tests
+
+FORMAT_PATHS := Sources Tests Benchmarks Fuzz
+
+## Fails when a Swift file isn't in the shared style (.swift-format: swift-nio's).
+lint:
+	$(SWIFT) format lint --strict --recursive --parallel $(FORMAT_PATHS)
+
+## Rewrites the Swift files in that style; run it before committing.
+format:
+	$(SWIFT) format --in-place --recursive --parallel $(FORMAT_PATHS)
 
 release:
 	$(SWIFT) build -c release --product cluster-node

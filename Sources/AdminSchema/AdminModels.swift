@@ -78,7 +78,15 @@ public enum AdminModels {
         /// `host:port` of the member's admin API, as it told the cluster; absent until known.
         public var admin: String?
 
-        public init(node: String, address: String, status: String, incarnation: UInt64, epoch: UInt64, isSelf: Bool, admin: String?) {
+        public init(
+            node: String,
+            address: String,
+            status: String,
+            incarnation: UInt64,
+            epoch: UInt64,
+            isSelf: Bool,
+            admin: String?
+        ) {
             self.node = node
             self.address = address
             self.admin = admin

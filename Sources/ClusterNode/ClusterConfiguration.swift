@@ -18,7 +18,9 @@ enum ClusterConfiguration {
             // Clustering is off. A cluster setting given anyway is a node that was meant to
             // join and would run alone, ready, without a word: refuse it.
             let switches: Set = ["cluster.port", "cluster.secret", "cluster.secret-file"]
-            if let given = SettingsTable.all.first(where: { $0.key.hasPrefix("cluster.") && !switches.contains($0.key) && settings.isGiven($0.key) }) {
+            if let given = SettingsTable.all.first(where: {
+                $0.key.hasPrefix("cluster.") && !switches.contains($0.key) && settings.isGiven($0.key)
+            }) {
                 throw SettingsError(
                     description: "\(given.key) is set but clustering is off: "
                         + (secret == nil ? "set cluster.secret or cluster.secret-file" : "cluster.port is negative")
@@ -78,10 +80,14 @@ enum ClusterConfiguration {
         let ca = try settings.string("cluster.tls.ca")
         guard cert != nil || key != nil || ca != nil else { return nil }
         guard let cert, let key, let ca else {
-            throw SettingsError(description: "cluster.tls.cert, cluster.tls.key and cluster.tls.ca must be given together")
+            throw SettingsError(
+                description: "cluster.tls.cert, cluster.tls.key and cluster.tls.ca must be given together"
+            )
         }
         let certificates = try NIOSSLCertificate.fromPEMFile(cert)
-        guard let leaf = certificates.first else { throw SettingsError(description: "cluster.tls.cert \(cert) holds no certificate") }
+        guard let leaf = certificates.first else {
+            throw SettingsError(description: "cluster.tls.cert \(cert) holds no certificate")
+        }
         if let reason = LinkCertificateCheck.refusal(dnsNames: LinkCertificateCheck.dnsNames(of: leaf), claimed: node) {
             throw SettingsError(
                 description: "cluster.tls.cert \(cert): \(reason); peers would refuse this node's links: "
@@ -91,7 +97,11 @@ enum ClusterConfiguration {
         let chain = certificates.map { NIOSSLCertificateSource.certificate($0) }
         let privateKey = NIOSSLPrivateKeySource.privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
         let roots = NIOSSLTrustRoots.certificates(try NIOSSLCertificate.fromPEMFile(ca))
-        var server = TLSConfiguration.makeServerConfigurationWithMTLS(certificateChain: chain, privateKey: privateKey, trustRoots: roots)
+        var server = TLSConfiguration.makeServerConfigurationWithMTLS(
+            certificateChain: chain,
+            privateKey: privateKey,
+            trustRoots: roots
+        )
         server.certificateVerification = .noHostnameVerification
         server.minimumTLSVersion = .tlsv12
         var client = TLSConfiguration.makeClientConfiguration()
@@ -100,7 +110,10 @@ enum ClusterConfiguration {
         client.privateKey = privateKey
         client.trustRoots = roots
         client.certificateVerification = .noHostnameVerification
-        return ClusterSettings.TLS(server: try NIOSSLContext(configuration: server), client: try NIOSSLContext(configuration: client))
+        return ClusterSettings.TLS(
+            server: try NIOSSLContext(configuration: server),
+            client: try NIOSSLContext(configuration: client)
+        )
     }
 
     /// A secret given either as a value or as a file holding it, never both: which one wins

@@ -55,7 +55,11 @@ struct NodeCommand: AsyncParsableCommand {
                 }
                 return try ConfigFile(path: path, contents: Array(contents.utf8))
             }
-            let sources = try SettingSources(flags: settingArguments, environment: ProcessInfo.processInfo.environment, file: file)
+            let sources = try SettingSources(
+                flags: settingArguments,
+                environment: ProcessInfo.processInfo.environment,
+                file: file
+            )
             configuration = try NodeConfiguration(Settings(sources))
         } catch let error as SettingsError {
             // One line that names the source, the key and the value; no usage text around it.

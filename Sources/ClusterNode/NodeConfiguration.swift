@@ -75,7 +75,9 @@ struct NodeConfiguration: Sendable {
         io.host = try settings.requiredString("host")
         io.webSocketPort = try settings.port("ws.port")
         io.webSocketPath = try settings.requiredString("ws.path")
-        guard io.webSocketPath.hasPrefix("/") else { throw SettingsError(description: "ws.path must start with '/', not '\(io.webSocketPath)'") }
+        guard io.webSocketPath.hasPrefix("/") else {
+            throw SettingsError(description: "ws.path must start with '/', not '\(io.webSocketPath)'")
+        }
         io.allowedOrigins = OriginPolicy(try settings.list("ws.allowed-origins"))
         io.stompPort = try settings.port("stomp.port")
         io.secureWebSocketPort = try settings.port("wss.port")
@@ -95,7 +97,8 @@ struct NodeConfiguration: Sendable {
             maxHeaderCount: try settings.requiredInt("limits.header-count"),
             maxHeaderLineLength: try settings.requiredInt("limits.header-line-length")
         )
-        io.maxWebSocketMessageSize = try settings.int("limits.websocket-message-size") ?? io.frameLimits.maxFrameSize + 1_024
+        io.maxWebSocketMessageSize =
+            try settings.int("limits.websocket-message-size") ?? io.frameLimits.maxFrameSize + 1_024
         io.maxConnections = try settings.requiredInt("limits.connections")
         io.maxPendingConnections = try settings.requiredInt("limits.pending-connections")
         io.maxConnectionsPerAddress = try settings.requiredInt("limits.connections-per-ip")
@@ -133,18 +136,25 @@ struct NodeConfiguration: Sendable {
         )
         cluster = try ClusterConfiguration.read(settings, node: nodeID, epoch: bootEpoch)
 
-        var admin = AdminSettings(host: try settings.requiredString("admin.host"), port: try settings.port("admin.port"))
+        var admin = AdminSettings(
+            host: try settings.requiredString("admin.host"),
+            port: try settings.port("admin.port")
+        )
         admin.token = try ClusterConfiguration.readSecret(settings, value: "admin.token", file: "admin.token-file")
         admin.allowedOrigins = OriginPolicy(try settings.list("admin.allowed-origins"))
         if admin.port != nil, !admin.isLoopbackOnly, admin.token == nil {
-            throw SettingsError(description: "the admin API listens beyond loopback (admin.host \(admin.host)): set admin.token or admin.token-file")
+            throw SettingsError(
+                description:
+                    "the admin API listens beyond loopback (admin.host \(admin.host)): set admin.token or admin.token-file"
+            )
         }
         admin.advertisedAddress = try settings.string("admin.advertise")
         self.admin = admin
         auth = AuthSettings(
             usersFile: try settings.string("auth.users-file"),
             // The table's choices are exactly AnonymousAccess's raw values.
-            anonymous: AccessControl.AnonymousAccess(rawValue: try settings.requiredString("auth.anonymous")) ?? .loopback,
+            anonymous: AccessControl.AnonymousAccess(rawValue: try settings.requiredString("auth.anonymous"))
+                ?? .loopback,
             tokenKeysFile: try settings.string("auth.jwt-keys"),
             tokenPolicy: TokenPolicy(
                 audience: try settings.string("auth.jwt-audience"),
@@ -166,7 +176,10 @@ struct NodeConfiguration: Sendable {
         if let advertised = admin.advertisedAddress { return advertised }
         var host = admin.host
         if ["0.0.0.0", "::"].contains(host) {
-            host = cluster?.advertisedAddress.flatMap { address in address.lastIndex(of: ":").map { String(address[..<$0]) } } ?? Self.hostName()
+            host =
+                cluster?.advertisedAddress.flatMap { address in
+                    address.lastIndex(of: ":").map { String(address[..<$0]) }
+                } ?? Self.hostName()
         }
         return host.contains(":") && !host.hasPrefix("[") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }

@@ -96,7 +96,10 @@ struct NodeService: Service, CustomStringConvertible {
             state.record(ports, cluster: clusterPort, admin: adminPort)
             if let portsFile { try Self.write(state.boundPorts, to: portsFile) }
             state.enter(.running)
-            logger.info("node started", metadata: ["node.version": "\(NodeVersion.current)", "event-loops": "\(configuration.eventLoops)"])
+            logger.info(
+                "node started",
+                metadata: ["node.version": "\(NodeVersion.current)", "event-loops": "\(configuration.eventLoops)"]
+            )
 
             let reloads = Task { await reloadCredentialsOnHangup(access) }
             defer { reloads.cancel() }
@@ -117,10 +120,17 @@ struct NodeService: Service, CustomStringConvertible {
 
     private func makeCluster(broker: Broker) -> ClusterShell? {
         guard let settings = configuration.cluster else {
-            logger.info("clustering is off: set a cluster secret (cluster.secret or cluster.secret-file) to join a cluster")
+            logger.info(
+                "clustering is off: set a cluster secret (cluster.secret or cluster.secret-file) to join a cluster"
+            )
             return nil
         }
-        let shell = ClusterShell(settings: settings, eventLoop: broker.eventLoop, logger: logger, flowControl: broker.flowControl) { [broker] operation in
+        let shell = ClusterShell(
+            settings: settings,
+            eventLoop: broker.eventLoop,
+            logger: logger,
+            flowControl: broker.flowControl
+        ) { [broker] operation in
             broker.apply(operation)
         }
         broker.attach(cluster: ClusterBridge(shell: shell))
@@ -129,7 +139,11 @@ struct NodeService: Service, CustomStringConvertible {
             switch action {
             case "drain": drainRequest.request(.drain)
             case "leave": drainRequest.request(.leave)
-            default: logger.warning("unknown admin request from a peer ignored", metadata: ["admin.action": "\(LinkHandshake.quoted(action))"])
+            default:
+                logger.warning(
+                    "unknown admin request from a peer ignored",
+                    metadata: ["admin.action": "\(LinkHandshake.quoted(action))"]
+                )
             }
         }
         return shell
@@ -142,7 +156,10 @@ struct NodeService: Service, CustomStringConvertible {
             do {
                 _ = try await access.reload()
             } catch {
-                logger.error("credentials not reloaded; the users and keys before stay", metadata: ["error": "\(error)"])
+                logger.error(
+                    "credentials not reloaded; the users and keys before stay",
+                    metadata: ["error": "\(error)"]
+                )
             }
         }
     }
@@ -170,7 +187,11 @@ struct NodeService: Service, CustomStringConvertible {
             try? await Task.sleep(for: .nanoseconds(settings.loadBalancerDelay.nanoseconds))
         }
         await broker.shutdown(
-            reason: StompProtocolError(.shuttingDown, "node is shutting down", detail: "This node is shutting down; reconnect to another node."),
+            reason: StompProtocolError(
+                .shuttingDown,
+                "node is shutting down",
+                detail: "This node is shutting down; reconnect to another node."
+            ),
             clientsPerSecond: how == .drain ? settings.clientsPerSecond : nil
         )
         // Clients' unacknowledged queue messages are back in their queues once their
@@ -180,14 +201,17 @@ struct NodeService: Service, CustomStringConvertible {
         }
         if let cluster {
             let left = await cluster.evacuate()
-            if left > 0 { logger.warning("queue messages not taken by a peer before leaving", metadata: ["count": "\(left)"]) }
+            if left > 0 {
+                logger.warning("queue messages not taken by a peer before leaving", metadata: ["count": "\(left)"])
+            }
             await cluster.leave()
         }
     }
 
     /// Writes the bound ports atomically, so a reader never sees a partial file.
     private static func write(_ ports: [String: Int], to path: String) throws {
-        let json = "{" + ports.sorted { $0.key < $1.key }.map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ") + "}\n"
+        let json =
+            "{" + ports.sorted { $0.key < $1.key }.map { "\"\($0.key)\": \($0.value)" }.joined(separator: ", ") + "}\n"
         let temporary = path + ".tmp"
         guard let file = fopen(temporary, "w") else { throw PortsFileError(path: temporary) }
         fputs(json, file)

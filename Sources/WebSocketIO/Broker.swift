@@ -38,7 +38,6 @@ public final class Broker: @unchecked Sendable {
     private let publishedCounter = Counter(label: "stomp_messages_published_total")
     private let deliveredCounter = Counter(label: "stomp_messages_delivered_total")
 
-
     /// SEND frames applied since start (those in committed transactions included).
     public var messagesPublished: Int { published.load(ordering: .relaxed) }
     /// MESSAGE frames written to clients since start.
@@ -56,7 +55,12 @@ public final class Broker: @unchecked Sendable {
     ///   - eventLoop: the loop that runs the router.
     ///   - logger: for connection-level events.
     ///   - flowControl: the bounds on work queued between loops.
-    public init(settings: Router.Settings, eventLoop: any EventLoop, logger: Logger, flowControl: FlowControl = FlowControl()) {
+    public init(
+        settings: Router.Settings,
+        eventLoop: any EventLoop,
+        logger: Logger,
+        flowControl: FlowControl = FlowControl()
+    ) {
         self.router = Router(settings: settings)
         self.eventLoop = eventLoop
         self.logger = logger

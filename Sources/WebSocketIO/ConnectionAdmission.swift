@@ -151,7 +151,9 @@ final class ConnectionAdmission: Sendable {
         let pending = Gauge(label: "stomp_pending_connections")
         let opened = Counter(label: "stomp_connections_opened_total")
         let refused = Dictionary(
-            uniqueKeysWithValues: Refusal.allCases.map { ($0, Counter(label: "stomp_connections_refused_total", dimensions: [("reason", $0.rawValue)])) }
+            uniqueKeysWithValues: Refusal.allCases.map {
+                ($0, Counter(label: "stomp_connections_refused_total", dimensions: [("reason", $0.rawValue)]))
+            }
         )
     }
 }

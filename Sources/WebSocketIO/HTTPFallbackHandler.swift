@@ -25,12 +25,17 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
                 pending = (.badRequest, "A WebSocket opening handshake has no body (RFC 6455, section 4.1).\n")
             case .origin:
                 Self.refusedOrigins.increment()
-                pending = (.forbidden, "This origin may not open STOMP over WebSocket connections here (ws.allowed-origins).\n")
+                pending = (
+                    .forbidden, "This origin may not open STOMP over WebSocket connections here (ws.allowed-origins).\n"
+                )
             case .notFound:
                 pending = (.notFound, "Not found. STOMP over WebSocket is served at \(policy.path).\n")
             case nil:
                 // Upgradable, but it came here: no upgrade was asked for.
-                pending = (.upgradeRequired, "This endpoint speaks STOMP over WebSocket: send a WebSocket upgrade request (subprotocols v12.stomp, v11.stomp, v10.stomp).\n")
+                pending = (
+                    .upgradeRequired,
+                    "This endpoint speaks STOMP over WebSocket: send a WebSocket upgrade request (subprotocols v12.stomp, v11.stomp, v10.stomp).\n"
+                )
             }
         case .body:
             break
@@ -44,7 +49,10 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
             if status == .upgradeRequired {
                 headers.add(name: "Upgrade", value: "websocket")
             }
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+            context.write(
+                wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))),
+                promise: nil
+            )
             context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: message)))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { [channel = context.channel] _ in
                 channel.close(promise: nil)
@@ -54,7 +62,10 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
 }
 
 extension HTTPFallbackHandler {
-    private static let refusedOrigins = Counter(label: "stomp_upgrades_refused_total", dimensions: [("reason", "origin")])
+    private static let refusedOrigins = Counter(
+        label: "stomp_upgrades_refused_total",
+        dimensions: [("reason", "origin")]
+    )
 
     /// A request that doesn't parse has been answered with 400 by NIO's protocol error
     /// handler; the connection can't be resynchronised, so it ends here. (A refused upgrade

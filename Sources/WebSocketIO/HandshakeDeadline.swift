@@ -14,7 +14,9 @@ enum HandshakeStage: String, Sendable, CaseIterable {
     var timeouts: Counter { Self.counters[self]! }
 
     private static let counters = Dictionary(
-        uniqueKeysWithValues: allCases.map { ($0, Counter(label: "stomp_handshake_timeouts_total", dimensions: [("stage", $0.rawValue)])) }
+        uniqueKeysWithValues: allCases.map {
+            ($0, Counter(label: "stomp_handshake_timeouts_total", dimensions: [("stage", $0.rawValue)]))
+        }
     )
 }
 

@@ -17,10 +17,17 @@ final class RateLimitedLog: Sendable {
     }
 
     /// Writes `message` at `level` unless a line was written less than the interval ago.
-    func log(_ logger: Logger, _ message: @autoclosure () -> Logger.Message, level: Logger.Level = .info, metadata: Logger.Metadata = [:]) {
+    func log(
+        _ logger: Logger,
+        _ message: @autoclosure () -> Logger.Message,
+        level: Logger.Level = .info,
+        metadata: Logger.Metadata = [:]
+    ) {
         let now = Int64(NIODeadline.now().uptimeNanoseconds)
         let until = quietUntil.load(ordering: .relaxed)
-        guard now >= until, quietUntil.compareExchange(expected: until, desired: now + interval, ordering: .relaxed).exchanged else {
+        guard now >= until,
+            quietUntil.compareExchange(expected: until, desired: now + interval, ordering: .relaxed).exchanged
+        else {
             heldBack.add(1, ordering: .relaxed)
             return
         }

@@ -157,7 +157,8 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
                 StompProtocolError(
                     .connectTimeout,
                     "connect timeout",
-                    detail: "No CONNECT frame arrived within \(timeout.nanoseconds / 1_000_000) ms of connecting (timeouts.connect-ms)."
+                    detail:
+                        "No CONNECT frame arrived within \(timeout.nanoseconds / 1_000_000) ms of connecting (timeouts.connect-ms)."
                 )
             )
         }
@@ -241,7 +242,10 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         // The outbound buffer passed its high-water mark: the client reads slower than it is
         // sent to. Holding more would let one client exhaust the node's memory.
         if !context.channel.isWritable, state == .active {
-            disconnectSlowConsumer(detail: "More than \(limits.maxOutboundBytes) bytes (limits.outbound-bytes) were waiting for this client to read them.")
+            disconnectSlowConsumer(
+                detail:
+                    "More than \(limits.maxOutboundBytes) bytes (limits.outbound-bytes) were waiting for this client to read them."
+            )
         }
         context.fireChannelWritabilityChanged()
     }
@@ -249,7 +253,11 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private func disconnectSlowConsumer(detail: String) {
         guard state == .active else { return }
         metrics.slowConsumerDisconnected()
-        Self.slowConsumerLog.log(logger, "disconnecting slow consumer", metadata: ["stomp.outbound.bytes": "\(outbound.byteCount + unwritten)"])
+        Self.slowConsumerLog.log(
+            logger,
+            "disconnecting slow consumer",
+            metadata: ["stomp.outbound.bytes": "\(outbound.byteCount + unwritten)"]
+        )
         // What was gathered for it and not yet handed over is dropped: it is the backlog.
         _ = outbound.take()
         fail(StompProtocolError(.slowConsumer, "slow consumer", detail: detail))
@@ -295,7 +303,14 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
                 connectDeadline?.cancel()
                 connectDeadline = nil
                 guard ticket.promote() else {
-                    fail(StompProtocolError(.tooManyConnections, "too many connections", detail: "This node serves at most \(limits.nodeConnections) connections (limits.connections); try another node."))
+                    fail(
+                        StompProtocolError(
+                            .tooManyConnections,
+                            "too many connections",
+                            detail:
+                                "This node serves at most \(limits.nodeConnections) connections (limits.connections); try another node."
+                        )
+                    )
                     return
                 }
                 decoder.version = version
@@ -337,8 +352,11 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
             context.eventLoop.execute { handler.value.answerAuthentication(result) }
         case .later(let work):
             let closed = connectionClosed
-            NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop) { work(closed.value.load(ordering: .relaxed)) }.whenComplete { outcome in
-                let result: Result<SessionIdentity, StompProtocolError> = (try? outcome.get()) ?? .failure(.accessRefused)
+            NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop) {
+                work(closed.value.load(ordering: .relaxed))
+            }.whenComplete { outcome in
+                let result: Result<SessionIdentity, StompProtocolError> =
+                    (try? outcome.get()) ?? .failure(.accessRefused)
                 handler.value.answerAuthentication(result)
             }
         case .awaiting(let work):
@@ -390,9 +408,17 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private func refreshPermissionsIfReloaded() {
         guard let authenticator, authenticator.generation != permissionsGeneration else { return }
         permissionsGeneration = authenticator.generation
-        guard let identity = session.identity, identity.credential == .password, let user = identity.user else { return }
+        guard let identity = session.identity, identity.credential == .password, let user = identity.user else {
+            return
+        }
         guard let permissions = authenticator.currentPermissions(of: user) else {
-            fail(StompProtocolError(.notAuthorized, "access revoked", detail: "User '\(user.prefix(64))' is no longer allowed on this node."))
+            fail(
+                StompProtocolError(
+                    .notAuthorized,
+                    "access revoked",
+                    detail: "User '\(user.prefix(64))' is no longer allowed on this node."
+                )
+            )
             return
         }
         session.replacePermissions(permissions)
@@ -415,7 +441,10 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
             // A fan-out stops building deliveries for a client as soon as it is over its
             // bound, rather than after a whole batch of them piled up.
             guard outbound.byteCount + unwritten + delivery.maximumSize <= limits.maxOutboundBytes else {
-                disconnectSlowConsumer(detail: "More than \(limits.maxOutboundBytes) bytes (limits.outbound-bytes) were waiting for this client to read them.")
+                disconnectSlowConsumer(
+                    detail:
+                        "More than \(limits.maxOutboundBytes) bytes (limits.outbound-bytes) were waiting for this client to read them."
+                )
                 return
             }
             outbound.append(delivery)
@@ -462,7 +491,10 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         // While the node as a whole holds more unwritten bytes than its budget, the clients
         // holding a good share of their own bound are the ones filling it.
         if state == .active, unwritten > limits.maxOutboundBytes / 8, limits.nodeOutbound.isExceeded {
-            disconnectSlowConsumer(detail: "The node's outbound budget (limits.node-outbound-bytes) is exhausted and this client holds \(unwritten) unread bytes.")
+            disconnectSlowConsumer(
+                detail:
+                    "The node's outbound budget (limits.node-outbound-bytes) is exhausted and this client holds \(unwritten) unread bytes."
+            )
             return
         }
         context.writeAndFlush(wrapOutboundOut(bytes), promise: track(bytes.readableBytes, context: context))
@@ -496,7 +528,11 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         state = .closing
         session.failed()
         heartbeatTask?.cancel()
-        Self.errorLog.log(logger, "closing connection with ERROR", metadata: ["error.type": "\(error.kind.rawValue)", "stomp.error": "\(error.summary)"])
+        Self.errorLog.log(
+            logger,
+            "closing connection with ERROR",
+            metadata: ["error.type": "\(error.kind.rawValue)", "stomp.error": "\(error.summary)"]
+        )
         connectDeadline?.cancel()
         connectDeadline = nil
         write(error.errorFrame(version: session.version))

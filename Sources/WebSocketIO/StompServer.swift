@@ -36,7 +36,12 @@ public final class StompServer: Sendable {
     /// Validates the configuration and loads TLS material once, before anything binds.
     ///
     /// - Throws: when the TLS files can't be read or don't form a usable server identity.
-    public init(configuration: WebSocketIOConfiguration, broker: Broker, group: any EventLoopGroup, logger: Logger) throws {
+    public init(
+        configuration: WebSocketIOConfiguration,
+        broker: Broker,
+        group: any EventLoopGroup,
+        logger: Logger
+    ) throws {
         self.configuration = configuration
         self.broker = broker
         self.group = group
@@ -56,9 +61,14 @@ public final class StompServer: Sendable {
             failedLoginDelay: configuration.failedLoginDelay
         )
         if let tls = configuration.tls {
-            let chain = try NIOSSLCertificate.fromPEMFile(tls.certificateChainPath).map { NIOSSLCertificateSource.certificate($0) }
+            let chain = try NIOSSLCertificate.fromPEMFile(tls.certificateChainPath).map {
+                NIOSSLCertificateSource.certificate($0)
+            }
             let key = try NIOSSLPrivateKey(file: tls.privateKeyPath, format: .pem)
-            var tlsConfiguration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            var tlsConfiguration = TLSConfiguration.makeServerConfiguration(
+                certificateChain: chain,
+                privateKey: .privateKey(key)
+            )
             // TLS 1.0 and 1.1 are deprecated (RFC 8996).
             tlsConfiguration.minimumTLSVersion = .tlsv12
             self.sslContext = try NIOSSLContext(configuration: tlsConfiguration)
@@ -124,7 +134,8 @@ public final class StompServer: Sendable {
         logger.info(
             "listening",
             metadata: [
-                "stomp.transport": "\(transport == .webSocket ? (tls == nil ? "ws" : "wss") : (tls == nil ? "stomp" : "stomp+tls"))",
+                "stomp.transport":
+                    "\(transport == .webSocket ? (tls == nil ? "ws" : "wss") : (tls == nil ? "stomp" : "stomp+tls"))",
                 "net.address": "\(configuration.host):\(bound)",
             ]
         )
@@ -176,7 +187,9 @@ public final class StompServer: Sendable {
                     return channel.eventLoop.makeSucceededFuture(nil)
                 }
                 var headers = HTTPHeaders()
-                if let chosen = StompSubprotocol.choose(from: head.headers[canonicalForm: "Sec-WebSocket-Protocol"].map(String.init)) {
+                if let chosen = StompSubprotocol.choose(
+                    from: head.headers[canonicalForm: "Sec-WebSocket-Protocol"].map(String.init)
+                ) {
                     headers.add(name: "Sec-WebSocket-Protocol", value: chosen)
                 }
                 return channel.eventLoop.makeSucceededFuture(headers)

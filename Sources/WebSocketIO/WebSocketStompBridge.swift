@@ -129,7 +129,9 @@ final class WebSocketStompBridge: ChannelDuplexHandler, RemovableChannelHandler 
             return
         }
         var message = ByteBuffer()
-        message.writeWebSocketMessage(opcode: opcode, maximumPayloadSize: payload.readableBytes) { $0.writeImmutableBuffer(payload) }
+        message.writeWebSocketMessage(opcode: opcode, maximumPayloadSize: payload.readableBytes) {
+            $0.writeImmutableBuffer(payload)
+        }
         output.writeAndFlush(NIOAny(message), promise: promise)
     }
 }

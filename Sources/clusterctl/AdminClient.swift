@@ -17,7 +17,11 @@ struct AdminClient: Sendable {
 
         /// The node answered with an error.
         static func http(_ url: String, _ status: HTTPResponseStatus, _ body: String) -> Failure {
-            Failure(description: "\(url) answered \(status.code) \(status.reasonPhrase): \(body.trimmingCharacters(in: .whitespacesAndNewlines))", exitCode: 3)
+            Failure(
+                description:
+                    "\(url) answered \(status.code) \(status.reasonPhrase): \(body.trimmingCharacters(in: .whitespacesAndNewlines))",
+                exitCode: 3
+            )
         }
     }
 

@@ -7,16 +7,21 @@ import Foundation
 struct ClusterCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "clusterctl",
-        abstract: "Administer a stomp-cluster: status, members, interest, connections, drain, leave, pub, sub, local clusters.",
+        abstract:
+            "Administer a stomp-cluster: status, members, interest, connections, drain, leave, pub, sub, local clusters.",
         subcommands: [
-            Status.self, Members.self, Interest.self, Connections.self, Drain.self, Leave.self, Pub.self, Sub.self, Bench.self, Local.self,
+            Status.self, Members.self, Interest.self, Connections.self, Drain.self, Leave.self, Pub.self, Sub.self,
+            Bench.self, Local.self,
         ]
     )
 }
 
 /// How to reach a node's admin API, shared by every command.
 struct NodeOptions: ParsableArguments {
-    @Option(name: .long, help: "Admin API URL of a node (repeat for several; env CLUSTERCTL_NODE, default http://127.0.0.1:8222).")
+    @Option(
+        name: .long,
+        help: "Admin API URL of a node (repeat for several; env CLUSTERCTL_NODE, default http://127.0.0.1:8222)."
+    )
     var node: [String] = []
 
     @Option(help: "Bearer token for the admin API (env CLUSTERCTL_TOKEN).")
@@ -39,7 +44,11 @@ struct NodeOptions: ParsableArguments {
     var clients: [AdminClient] { urls.map(client(forURL:)) }
 
     func client(forURL url: String) -> AdminClient {
-        AdminClient(baseURL: url, token: token ?? ProcessInfo.processInfo.environment["CLUSTERCTL_TOKEN"], timeout: .milliseconds(Int64(timeout * 1_000)))
+        AdminClient(
+            baseURL: url,
+            token: token ?? ProcessInfo.processInfo.environment["CLUSTERCTL_TOKEN"],
+            timeout: .milliseconds(Int64(timeout * 1_000))
+        )
     }
 
     /// A member's own admin API, at the address it told the cluster, with the same token (a

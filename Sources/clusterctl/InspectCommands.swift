@@ -3,7 +3,9 @@ import ArgumentParser
 import Foundation
 
 struct Status: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "One screen: the cluster's nodes, their state, connections, message rates, and anything unhealthy.")
+    static let configuration = CommandConfiguration(
+        abstract: "One screen: the cluster's nodes, their state, connections, message rates, and anything unhealthy."
+    )
 
     @OptionGroup var options: NodeOptions
 
@@ -26,7 +28,8 @@ struct Status: AsyncParsableCommand {
             let reachable = given.first { if case .success? = first[$0.baseURL] { true } else { false } }
             let members: [AdminModels.Member] = (try? await reachable?.get("/v1/members")) ?? []
             let known = Set(first.values.compactMap { try? $0.get().id })
-            let others = members
+            let others =
+                members
                 .filter { !known.contains($0.node) && ($0.status == "alive" || $0.status == "suspect") }
                 .compactMap { options.client(for: $0) }
             first.merge(await Self.sample(others)) { old, _ in old }
@@ -59,7 +62,8 @@ struct Status: AsyncParsableCommand {
                     return [
                         node.id, node.phase, node.cluster.map { $0.joined ? "joined" : "joining" } ?? "off",
                         String(node.connections), String(node.subscriptions),
-                        row.publishedPerSecond.map { String(Int($0)) } ?? "-", row.deliveredPerSecond.map { String(Int($0)) } ?? "-",
+                        row.publishedPerSecond.map { String(Int($0)) } ?? "-",
+                        row.deliveredPerSecond.map { String(Int($0)) } ?? "-",
                         "\(Int(node.uptimeSeconds))s",
                     ]
                 }
@@ -80,9 +84,13 @@ struct Status: AsyncParsableCommand {
                 guard let node = row.node else { continue }
                 if node.phase != "running" { problems.append("\(node.id) is \(node.phase)") }
                 if let cluster = node.cluster, !cluster.joined {
-                    problems.append("\(node.id) has not joined: \(cluster.notJoinedReason ?? "not linked to every live member yet")")
+                    problems.append(
+                        "\(node.id) has not joined: \(cluster.notJoinedReason ?? "not linked to every live member yet")"
+                    )
                 }
-                if let cluster = node.cluster, cluster.localHealth > 0 { problems.append("\(node.id) reports local health \(cluster.localHealth) (its probes are slow)") }
+                if let cluster = node.cluster, cluster.localHealth > 0 {
+                    problems.append("\(node.id) reports local health \(cluster.localHealth) (its probes are slow)")
+                }
             }
             for member in members where member.status == "suspect" || member.status == "dead" {
                 problems.append("member \(member.node) is \(member.status)")
@@ -128,7 +136,9 @@ extension Status {
 }
 
 struct Members: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "The members as the node sees them, with state and incarnation.")
+    static let configuration = CommandConfiguration(
+        abstract: "The members as the node sees them, with state and incarnation."
+    )
 
     @OptionGroup var options: NodeOptions
 
@@ -138,14 +148,21 @@ struct Members: AsyncParsableCommand {
             if options.json { return Output.json(members) }
             Output.table(
                 ["MEMBER", "STATUS", "INCARNATION", "EPOCH", "ADDRESS", "ADMIN"],
-                members.map { [$0.node + ($0.isSelf ? " (self)" : ""), $0.status, String($0.incarnation), String($0.epoch), $0.address, $0.admin ?? "-"] }
+                members.map {
+                    [
+                        $0.node + ($0.isSelf ? " (self)" : ""), $0.status, String($0.incarnation), String($0.epoch),
+                        $0.address, $0.admin ?? "-",
+                    ]
+                }
             )
         }
     }
 }
 
 struct Interest: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Interest by origin, or which nodes would receive a message to a destination and why.")
+    static let configuration = CommandConfiguration(
+        abstract: "Interest by origin, or which nodes would receive a message to a destination and why."
+    )
 
     @OptionGroup var options: NodeOptions
 
@@ -155,7 +172,10 @@ struct Interest: AsyncParsableCommand {
     func run() async throws {
         try await reporting {
             if let destination {
-                let encoded = destination.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed.subtracting(CharacterSet(charactersIn: "&=+#"))) ?? destination
+                let encoded =
+                    destination.addingPercentEncoding(
+                        withAllowedCharacters: .urlQueryAllowed.subtracting(CharacterSet(charactersIn: "&=+#"))
+                    ) ?? destination
                 let route: AdminModels.Route = try await options.client.get("/v1/interest?destination=\(encoded)")
                 if options.json { return Output.json(route) }
                 print("\(route.destination): local subscribers \(route.localSubscribers ? "yes" : "no")")
@@ -173,7 +193,9 @@ struct Interest: AsyncParsableCommand {
                 for entry in origin.entries {
                     rows.append([origin.origin, "\(origin.epoch)/\(origin.version)", entry.name, String(entry.count)])
                 }
-                if origin.entries.isEmpty { rows.append([origin.origin, "\(origin.epoch)/\(origin.version)", "-", "-"]) }
+                if origin.entries.isEmpty {
+                    rows.append([origin.origin, "\(origin.epoch)/\(origin.version)", "-", "-"])
+                }
             }
             Output.table(["ORIGIN", "EPOCH/VERSION", "DESTINATION", "COUNT"], rows)
         }
@@ -181,7 +203,9 @@ struct Interest: AsyncParsableCommand {
 }
 
 struct Connections: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "The node's client connections, their subscriptions, and its queues.")
+    static let configuration = CommandConfiguration(
+        abstract: "The node's client connections, their subscriptions, and its queues."
+    )
 
     @OptionGroup var options: NodeOptions
 
@@ -191,9 +215,14 @@ struct Connections: AsyncParsableCommand {
             if options.json { return Output.json(connections) }
             var rows: [[String]] = []
             for connection in connections.connections {
-                if connection.subscriptions.isEmpty { rows.append([String(connection.id), connection.version, "-", "-", "-", "-"]) }
+                if connection.subscriptions.isEmpty {
+                    rows.append([String(connection.id), connection.version, "-", "-", "-", "-"])
+                }
                 for subscription in connection.subscriptions {
-                    rows.append([String(connection.id), connection.version, subscription.id, subscription.destination, subscription.ack, String(subscription.unacked)])
+                    rows.append([
+                        String(connection.id), connection.version, subscription.id, subscription.destination,
+                        subscription.ack, String(subscription.unacked),
+                    ])
                 }
             }
             Output.table(["CONNECTION", "VERSION", "SUBSCRIPTION", "DESTINATION", "ACK", "UNACKED"], rows)
@@ -201,7 +230,12 @@ struct Connections: AsyncParsableCommand {
                 print("")
                 Output.table(
                     ["QUEUE", "LOCAL CONSUMERS", "REMOTE CONSUMERS", "PENDING", "UNACKED"],
-                    connections.queues.map { [$0.name, String($0.localConsumers), String($0.remoteConsumers), String($0.pending), String($0.unacked)] }
+                    connections.queues.map {
+                        [
+                            $0.name, String($0.localConsumers), String($0.remoteConsumers), String($0.pending),
+                            String($0.unacked),
+                        ]
+                    }
                 )
             }
         }
@@ -209,7 +243,9 @@ struct Connections: AsyncParsableCommand {
 }
 
 struct Drain: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Drain a node: not ready, clients moved elsewhere, queue messages handed to peers, leave, exit.")
+    static let configuration = CommandConfiguration(
+        abstract: "Drain a node: not ready, clients moved elsewhere, queue messages handed to peers, leave, exit."
+    )
 
     @OptionGroup var action: MemberAction
 
@@ -219,7 +255,9 @@ struct Drain: AsyncParsableCommand {
 }
 
 struct Leave: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Make a node leave the cluster and stop at once, without pacing its clients.")
+    static let configuration = CommandConfiguration(
+        abstract: "Make a node leave the cluster and stop at once, without pacing its clients."
+    )
 
     @OptionGroup var action: MemberAction
 

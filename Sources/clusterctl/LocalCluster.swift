@@ -49,7 +49,9 @@ struct Local: AsyncParsableCommand {
                 throw ValidationError("a local cluster is already up (\(statePath)); run `clusterctl local down` first")
             }
             guard nodes >= 1 else { throw ValidationError("--nodes must be at least 1") }
-            let executable = binary ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            let executable =
+                binary
+                ?? URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
                 .deletingLastPathComponent().appendingPathComponent("cluster-node").path
             guard FileManager.default.isExecutableFile(atPath: executable) else {
                 throw ValidationError("cannot find cluster-node at \(executable); pass --binary")
@@ -57,7 +59,11 @@ struct Local: AsyncParsableCommand {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             let secretPath = dir + "/secret"
             let secret = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
-            FileManager.default.createFile(atPath: secretPath, contents: Data(secret.utf8), attributes: [.posixPermissions: 0o600])
+            FileManager.default.createFile(
+                atPath: secretPath,
+                contents: Data(secret.utf8),
+                attributes: [.posixPermissions: 0o600]
+            )
 
             var state = State(nodes: [])
             let seed = "127.0.0.1:\(basePort + 3)"
@@ -82,7 +88,17 @@ struct Local: AsyncParsableCommand {
                 process.standardError = handle
                 process.standardInput = FileHandle.nullDevice
                 try process.run()
-                state.nodes.append(.init(id: id, pid: process.processIdentifier, ws: base, stomp: base + 1, admin: base + 2, cluster: base + 3, log: log))
+                state.nodes.append(
+                    .init(
+                        id: id,
+                        pid: process.processIdentifier,
+                        ws: base,
+                        stomp: base + 1,
+                        admin: base + 2,
+                        cluster: base + 3,
+                        log: log
+                    )
+                )
             }
             try JSONEncoder().encode(state).write(to: URL(fileURLWithPath: statePath))
 
@@ -99,9 +115,16 @@ struct Local: AsyncParsableCommand {
             }
             Output.table(
                 ["NODE", "WEBSOCKET", "STOMP", "ADMIN", "PID", "LOG"],
-                state.nodes.map { ["\($0.id)", "ws://127.0.0.1:\($0.ws)/ws", "127.0.0.1:\($0.stomp)", "http://127.0.0.1:\($0.admin)", String($0.pid), $0.log] }
+                state.nodes.map {
+                    [
+                        "\($0.id)", "ws://127.0.0.1:\($0.ws)/ws", "127.0.0.1:\($0.stomp)",
+                        "http://127.0.0.1:\($0.admin)", String($0.pid), $0.log,
+                    ]
+                }
             )
-            print("\nexport CLUSTERCTL_NODE=\(state.nodes.map { "http://127.0.0.1:\($0.admin)" }.joined(separator: ","))")
+            print(
+                "\nexport CLUSTERCTL_NODE=\(state.nodes.map { "http://127.0.0.1:\($0.admin)" }.joined(separator: ","))"
+            )
         }
     }
 

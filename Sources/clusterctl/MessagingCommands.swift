@@ -16,7 +16,10 @@ struct StompTarget: ParsableArguments {
         if let url { return url }
         let node: AdminModels.Node = try await options.client.get("/v1/node")
         guard let port = node.ports["ws"] else {
-            throw AdminClient.Failure(description: "\(options.client.baseURL) serves no WebSocket listener", exitCode: 3)
+            throw AdminClient.Failure(
+                description: "\(options.client.baseURL) serves no WebSocket listener",
+                exitCode: 3
+            )
         }
         let host = URLComponents(string: options.client.baseURL)?.host ?? "127.0.0.1"
         return "ws://\(host):\(port)/ws"
@@ -48,13 +51,22 @@ struct Pub: AsyncParsableCommand {
                     // A receipt every 1000 messages and on the last keeps the broker's buffers
                     // bounded and confirms the whole run.
                     if index == count || index % 1_000 == 0 { headers.add(StompHeader.receipt, "r\(index)") }
-                    try await send(StompFrame(.send, headers: headers, body: ByteBuffer(string: body.replacingOccurrences(of: "{n}", with: String(index)))))
+                    try await send(
+                        StompFrame(
+                            .send,
+                            headers: headers,
+                            body: ByteBuffer(string: body.replacingOccurrences(of: "{n}", with: String(index)))
+                        )
+                    )
                     if headers[StompHeader.receipt] != nil {
                         guard let answer = try await frames.next() else {
                             throw StompWebSocketClient.Failure(description: "the connection closed before the receipt")
                         }
                         guard answer.command == .receipt else {
-                            throw StompWebSocketClient.Failure(description: "the broker answered \(answer.command.rawValue): \(answer.headers["message"] ?? "")")
+                            throw StompWebSocketClient.Failure(
+                                description:
+                                    "the broker answered \(answer.command.rawValue): \(answer.headers["message"] ?? "")"
+                            )
                         }
                     }
                 }
@@ -67,7 +79,9 @@ struct Pub: AsyncParsableCommand {
 }
 
 struct Sub: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Subscribe to a destination and print what arrives (a STOMP client over WebSocket).")
+    static let configuration = CommandConfiguration(
+        abstract: "Subscribe to a destination and print what arrives (a STOMP client over WebSocket)."
+    )
 
     @Argument(help: "Destination or pattern, e.g. /topic/chat.# or /queue/jobs.")
     var destination: String
@@ -82,7 +96,15 @@ struct Sub: AsyncParsableCommand {
             let url = try await target.resolve()
             let client = try await StompWebSocketClient.open(url)
             try await client.session { send, frames in
-                try await send(StompFrame(.subscribe, headers: [StompHeader.id: "clusterctl", StompHeader.destination: destination, StompHeader.receipt: "subscribed"]))
+                try await send(
+                    StompFrame(
+                        .subscribe,
+                        headers: [
+                            StompHeader.id: "clusterctl", StompHeader.destination: destination,
+                            StompHeader.receipt: "subscribed",
+                        ]
+                    )
+                )
                 var received = 0
                 while let frame = try await frames.next() {
                     switch frame.command {
@@ -101,7 +123,10 @@ struct Sub: AsyncParsableCommand {
                         }
                         if let count, received >= count { return }
                     case .error:
-                        throw StompWebSocketClient.Failure(description: "the broker sent ERROR: \(frame.headers["message"] ?? "") \(String(buffer: frame.body))")
+                        throw StompWebSocketClient.Failure(
+                            description:
+                                "the broker sent ERROR: \(frame.headers["message"] ?? "") \(String(buffer: frame.body))"
+                        )
                     default:
                         break
                     }

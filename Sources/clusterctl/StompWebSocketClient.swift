@@ -26,7 +26,8 @@ struct StompWebSocketClient {
         let rest = url.dropFirst("ws://".count)
         let authority = rest.prefix { $0 != "/" }
         let path = rest.dropFirst(authority.count)
-        guard let colon = authority.lastIndex(of: ":"), let port = Int(authority[authority.index(after: colon)...]) else {
+        guard let colon = authority.lastIndex(of: ":"), let port = Int(authority[authority.index(after: colon)...])
+        else {
             throw Failure(description: "the URL \(url) needs a port")
         }
         let host = String(authority[..<colon])
@@ -37,7 +38,11 @@ struct StompWebSocketClient {
                     let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(maxFrameSize: 1 << 24) { channel, _ in
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(
-                                NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 4_096, maxAccumulatedFrameSize: 1 << 24)
+                                NIOWebSocketFrameAggregator(
+                                    minNonFinalFragmentSize: 0,
+                                    maxAccumulatedFrameCount: 4_096,
+                                    maxAccumulatedFrameSize: 1 << 24
+                                )
                             )
                             return .upgraded(try NIOAsyncChannel(wrappingChannelSynchronously: channel))
                         }
@@ -46,7 +51,12 @@ struct StompWebSocketClient {
                     headers.add(name: "Host", value: String(authority))
                     headers.add(name: "Sec-WebSocket-Protocol", value: "v12.stomp")
                     headers.add(name: "Content-Length", value: "0")
-                    let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path.isEmpty ? "/ws" : String(path), headers: headers)
+                    let head = HTTPRequestHead(
+                        version: .http1_1,
+                        method: .GET,
+                        uri: path.isEmpty ? "/ws" : String(path),
+                        headers: headers
+                    )
                     let configuration = NIOTypedHTTPClientUpgradeConfiguration<Upgrade>(
                         upgradeRequestHead: head,
                         upgraders: [upgrader],
@@ -66,7 +76,10 @@ struct StompWebSocketClient {
     /// Runs a session: CONNECT, CONNECTED, then `body` with a way to send frames and an
     /// iterator over the frames received; DISCONNECT and close when `body` returns.
     func session<T>(
-        _ body: (_ send: (StompFrame) async throws -> Void, _ frames: inout AsyncThrowingStream<StompFrame, any Error>.AsyncIterator) async throws -> T
+        _ body: (
+            _ send: (StompFrame) async throws -> Void,
+            _ frames: inout AsyncThrowingStream<StompFrame, any Error>.AsyncIterator
+        ) async throws -> T
     ) async throws -> T {
         try await channel.executeThenClose { inbound, outbound in
             func send(_ frame: StompFrame) async throws {
@@ -95,9 +108,14 @@ struct StompWebSocketClient {
             defer { reader.cancel() }
             try await send(StompFrame(.connect, headers: ["accept-version": "1.2", "host": "/", "heart-beat": "0,0"]))
             var iterator = frames.makeAsyncIterator()
-            guard let connected = try await iterator.next() else { throw Failure(description: "the connection closed before CONNECTED") }
+            guard let connected = try await iterator.next() else {
+                throw Failure(description: "the connection closed before CONNECTED")
+            }
             guard connected.command == .connected else {
-                throw Failure(description: "the broker refused the connection: \(connected.headers["message"] ?? connected.command.rawValue)")
+                throw Failure(
+                    description:
+                        "the broker refused the connection: \(connected.headers["message"] ?? connected.command.rawValue)"
+                )
             }
             let result = try await body(send, &iterator)
             try? await send(StompFrame(.disconnect))

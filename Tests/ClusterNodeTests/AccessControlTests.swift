@@ -3,9 +3,9 @@ import Logging
 import NIOCore
 import StompRouting
 import Testing
+import WebSocketIO
 
 @testable import ClusterNode
-import WebSocketIO
 
 /// Password checks wait on a thread pool: how many may wait is bounded, and one whose client
 /// hung up is skipped rather than hashed.
@@ -16,13 +16,22 @@ import WebSocketIO
     func accessControl(maxPendingLogins: Int) async throws -> AccessControl {
         let hash = try PasswordHash.make(password: "change-me", logCost: 10)
         let file = FileManager.default.temporaryDirectory.appending(path: "users-\(UUID().uuidString).json")
-        let users = #"{"users": [{"login": "ops", "password": "\#(hash)", "read": ["/topic/#"], "write": ["/topic/#"]}]}"#
+        let users =
+            #"{"users": [{"login": "ops", "password": "\#(hash)", "read": ["/topic/#"], "write": ["/topic/#"]}]}"#
         try Data(users.utf8).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
-        return try await AccessControl(anonymous: .off, usersFile: file.path, maxPendingLogins: maxPendingLogins, logger: Logger(label: "test"))
+        return try await AccessControl(
+            anonymous: .off,
+            usersFile: file.path,
+            maxPendingLogins: maxPendingLogins,
+            logger: Logger(label: "test")
+        )
     }
 
-    func check(_ decision: AuthenticationDecision, connectionClosed: Bool = false) -> Result<SessionIdentity, StompProtocolError>? {
+    func check(
+        _ decision: AuthenticationDecision,
+        connectionClosed: Bool = false
+    ) -> Result<SessionIdentity, StompProtocolError>? {
         guard case .later(let work) = decision else { return nil }
         return work(connectionClosed)
     }

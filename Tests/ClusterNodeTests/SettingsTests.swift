@@ -5,7 +5,11 @@ import Testing
 /// Settings come from three sources and one table: anything that names no setting, and any
 /// value that doesn't fit, stops the node with an error that says where it came from.
 @Suite struct SettingsTests {
-    private func configuration(flags: [String] = [], environment: [String: String] = [:], file: String? = nil) throws -> NodeConfiguration {
+    private func configuration(
+        flags: [String] = [],
+        environment: [String: String] = [:],
+        file: String? = nil
+    ) throws -> NodeConfiguration {
         let config = try file.map { try ConfigFile(path: "node.json", contents: Array($0.utf8)) }
         return try NodeConfiguration(Settings(SettingSources(flags: flags, environment: environment, file: config)))
     }
@@ -72,7 +76,11 @@ import Testing
         #expect(fromFlag.contains("at least 1"))
         #expect(failure(flags: ["--ws-port", "70000"]).contains("up to 65535"))
         // A flag that overrides a wrong value doesn't hide it.
-        #expect(failure(flags: ["--ws-port", "1"], environment: ["CLUSTER_NODE_WS_PORT": "x"]).contains("environment variable CLUSTER_NODE_WS_PORT"))
+        #expect(
+            failure(flags: ["--ws-port", "1"], environment: ["CLUSTER_NODE_WS_PORT": "x"]).contains(
+                "environment variable CLUSTER_NODE_WS_PORT"
+            )
+        )
         #expect(failure(flags: ["--log-level", "loud"]).contains("expected one of trace"))
         #expect(failure(file: #"{"limits": {"body-size": 0}}"#).contains("expected at least 1"))
         #expect(failure(file: "[1]").contains("must hold a JSON object"))
@@ -80,16 +88,33 @@ import Testing
     }
 
     @Test func clusterSettingsWithoutClusteringStopTheNode() {
-        #expect(failure(environment: ["CLUSTER_NODE_CLUSTER_SEEDS": "n1:7946"]).contains("cluster.seeds is set but clustering is off: set cluster.secret"))
+        #expect(
+            failure(environment: ["CLUSTER_NODE_CLUSTER_SEEDS": "n1:7946"]).contains(
+                "cluster.seeds is set but clustering is off: set cluster.secret"
+            )
+        )
         let secret = ["CLUSTER_NODE_CLUSTER_SECRET": "0123456789abcdef0123"]
-        #expect(failure(flags: ["--cluster-port=-1", "--seeds", "n1:7946"], environment: secret).contains("cluster.port is negative"))
+        #expect(
+            failure(flags: ["--cluster-port=-1", "--seeds", "n1:7946"], environment: secret).contains(
+                "cluster.port is negative"
+            )
+        )
         // The port alone may turn clustering off.
         #expect(failure(flags: ["--cluster-port=-1"], environment: secret) == "no error")
     }
 
     @Test func aSecretComesFromAValueOrAFileNeverBoth() {
-        #expect(failure(flags: ["--cluster-secret-file", "/nonexistent"], environment: ["CLUSTER_NODE_CLUSTER_SECRET": "0123456789abcdef0123"]).contains("cluster.secret and cluster.secret-file are both set"))
-        #expect(failure(flags: ["--admin-token", "t", "--admin-token-file", "/nonexistent"]).contains("admin.token and admin.token-file are both set"))
+        #expect(
+            failure(
+                flags: ["--cluster-secret-file", "/nonexistent"],
+                environment: ["CLUSTER_NODE_CLUSTER_SECRET": "0123456789abcdef0123"]
+            ).contains("cluster.secret and cluster.secret-file are both set")
+        )
+        #expect(
+            failure(flags: ["--admin-token", "t", "--admin-token-file", "/nonexistent"]).contains(
+                "admin.token and admin.token-file are both set"
+            )
+        )
     }
 
     @Test func anEmptyListIsRefusedAndAFlagValueMayHoldEqualsSigns() throws {
@@ -102,7 +127,12 @@ import Testing
         let message = failure(environment: ["CLUSTER_NODE_CLUSTER_SECRET": "short"])
         #expect(message.contains("at least 16 bytes"))
         #expect(!message.contains("short'"))
-        let invalid = SettingsError.invalid(SettingsTable.setting("admin.token"), "hunter2", from: .flag("--admin-token"), Setting.Rejection("x"))
+        let invalid = SettingsError.invalid(
+            SettingsTable.setting("admin.token"),
+            "hunter2",
+            from: .flag("--admin-token"),
+            Setting.Rejection("x")
+        )
         #expect(!invalid.description.contains("hunter2"))
     }
 
@@ -110,7 +140,9 @@ import Testing
         let secret = ["CLUSTER_NODE_CLUSTER_SECRET": "0123456789abcdef0123"]
         let alone = try configuration(environment: secret)
         #expect(alone.cluster?.minimumMembers == 1)
-        let seeded = try configuration(environment: secret.merging(["CLUSTER_NODE_CLUSTER_SEEDS": "n1:7946, n2:7946"]) { $1 })
+        let seeded = try configuration(
+            environment: secret.merging(["CLUSTER_NODE_CLUSTER_SEEDS": "n1:7946, n2:7946"]) { $1 }
+        )
         #expect(seeded.cluster?.seeds == ["n1:7946", "n2:7946"])
         #expect(seeded.cluster?.minimumMembers == 2)
         let first = try configuration(flags: ["--seeds", "n2:7946", "--cluster-min-members", "1"], environment: secret)
@@ -121,7 +153,10 @@ import Testing
 
     @Test func theAdminAddressFollowsTheClusterAddressUnlessGiven() throws {
         let secret = ["CLUSTER_NODE_CLUSTER_SECRET": "0123456789abcdef0123"]
-        let node = try configuration(flags: ["--admin-host", "0.0.0.0", "--admin-token", "t", "--cluster-advertise", "n1:7946"], environment: secret)
+        let node = try configuration(
+            flags: ["--admin-host", "0.0.0.0", "--admin-token", "t", "--cluster-advertise", "n1:7946"],
+            environment: secret
+        )
         #expect(node.adminAddress(boundPort: 8222) == "n1:8222")
         let loopback = try configuration()
         #expect(loopback.adminAddress(boundPort: 9000) == "127.0.0.1:9000")
@@ -156,7 +191,9 @@ import Testing
 
     @Test func theClosestNameIsFoundByEditDistance() {
         #expect(SettingSources.editDistance(Array("kitten".utf8), Array("sitting".utf8)) == 3)
-        #expect(SettingSources.closest(to: "CLUSTER_NODE_LIMIT_BODY_SIZE", by: \.environmentName)?.key == "limits.body-size")
+        #expect(
+            SettingSources.closest(to: "CLUSTER_NODE_LIMIT_BODY_SIZE", by: \.environmentName)?.key == "limits.body-size"
+        )
     }
 }
 
@@ -166,7 +203,10 @@ import Testing
         for host in ["localhost", "LOCALHOST:8222", "127.0.0.1", "127.0.0.1:8222", "[::1]", "[::1]:8222", "::1"] {
             #expect(AdminAPI.namesLoopback(host), "\(host)")
         }
-        for host in ["evil.example", "evil.example:8222", "127.0.0.1.evil.example", "localhost.evil.example:80", "[::2]:8222", ""] {
+        for host in [
+            "evil.example", "evil.example:8222", "127.0.0.1.evil.example", "localhost.evil.example:80", "[::2]:8222",
+            "",
+        ] {
             #expect(!AdminAPI.namesLoopback(host), "\(host)")
         }
     }

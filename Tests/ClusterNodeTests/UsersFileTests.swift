@@ -28,15 +28,24 @@ import Testing
 
     /// The derivation is scrypt itself: the reference vector of RFC 7914, section 12.
     @Test func derivesTheScryptReferenceVector() throws {
-        let derived = try PasswordHash.derive("password", salt: Array("NaCl".utf8), logCost: 10, blockSize: 8, parallelism: 16, length: 64)
-        let expected = "fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b3731622eaf30d92e22a3886ff109279d9830dac727afb94a83ee6d8360cbdfa2cc0640"
+        let derived = try PasswordHash.derive(
+            "password",
+            salt: Array("NaCl".utf8),
+            logCost: 10,
+            blockSize: 8,
+            parallelism: 16,
+            length: 64
+        )
+        let expected =
+            "fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b3731622eaf30d92e22a3886ff109279d9830dac727afb94a83ee6d8360cbdfa2cc0640"
         #expect(derived.map { String($0, radix: 16).leftPadded(to: 2) }.joined() == expected)
     }
 
     @Test func badStringsAreRefusedWithAReason() {
         for bad in [
             "plaintext", "$2b$12$bcryptisnotscrypt", "$scrypt$ln=15,r=8$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
-            "$scrypt$ln=30,r=8,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA", "$scrypt$ln=15,r=8,p=1$!!$aGFzaGhhc2hoYXNoaGFzaA",
+            "$scrypt$ln=30,r=8,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            "$scrypt$ln=15,r=8,p=1$!!$aGFzaGhhc2hoYXNoaGFzaA",
             "$scrypt$ln=15,r=8,p=1,x=2$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA", "$scrypt$ln=15,r=8,p=1$c2FsdHNhbHQ$aGFzaA",
         ] {
             #expect(throws: PasswordHash.Invalid.self, "\(bad)") { try PasswordHash(parsing: bad) }
@@ -61,12 +70,14 @@ import Testing
     }
 
     @Test func usersWithTheirPasswordsAndPermissions() throws {
-        let file = try read("""
+        let file = try read(
+            """
             {"users": [
               {"login": "alice", "password": "\(Self.hash)", "read": ["/topic/prices.#", "/queue/jobs"], "write": ["/queue/jobs"]},
               {"login": "bob", "password": "\(Self.hash)"}
             ]}
-            """)
+            """
+        )
         let alice = try #require(file.users["alice"])
         #expect(alice.password.verify("secret"))
         #expect(alice.permissions.mayRead(.topic("prices.*")))
@@ -79,10 +90,26 @@ import Testing
 
     @Test func mistakesStopTheReadAndSayWhere() {
         #expect(failure("{}").contains("users file users.json is not of the form"))
-        #expect(failure(#"{"users": [{"login": "a", "password": "plain"}]}"#).contains("user 1 (a): password: not a PHC scrypt string"))
-        #expect(failure(#"{"users": [{"login": "a", "password": "\#(Self.hash)", "reads": ["/topic/#"]}]}"#).contains("unknown key 'reads'"))
-        #expect(failure(#"{"users": [{"login": "a", "password": "\#(Self.hash)", "read": ["prices.#"]}]}"#).contains("user 1 (a)"))
-        #expect(failure(#"{"users": [{"login": "a", "password": "\#(Self.hash)"}, {"login": "a", "password": "\#(Self.hash)"}]}"#).contains("login appears twice"))
+        #expect(
+            failure(#"{"users": [{"login": "a", "password": "plain"}]}"#).contains(
+                "user 1 (a): password: not a PHC scrypt string"
+            )
+        )
+        #expect(
+            failure(#"{"users": [{"login": "a", "password": "\#(Self.hash)", "reads": ["/topic/#"]}]}"#).contains(
+                "unknown key 'reads'"
+            )
+        )
+        #expect(
+            failure(#"{"users": [{"login": "a", "password": "\#(Self.hash)", "read": ["prices.#"]}]}"#).contains(
+                "user 1 (a)"
+            )
+        )
+        #expect(
+            failure(
+                #"{"users": [{"login": "a", "password": "\#(Self.hash)"}, {"login": "a", "password": "\#(Self.hash)"}]}"#
+            ).contains("login appears twice")
+        )
         #expect(failure(#"{"users": [{"login": "", "password": "\#(Self.hash)"}]}"#).contains("login must be"))
     }
 }

@@ -7,7 +7,13 @@ import Testing
 /// The generator reads benchmark MESSAGEs straight from the bytes and checks every delivery
 /// against per-publisher sequence numbers: what makes a benchmark figure trustworthy.
 @Suite struct BenchMessageScannerTests {
-    static func message(publisher: Int = 3, sequence: Int = 41, sentAt: UInt64 = 123_456_789, body: String = "hello", extraHeaders: [(String, String)] = []) -> ByteBuffer {
+    static func message(
+        publisher: Int = 3,
+        sequence: Int = 41,
+        sentAt: UInt64 = 123_456_789,
+        body: String = "hello",
+        extraHeaders: [(String, String)] = []
+    ) -> ByteBuffer {
         var headers: StompHeaders = [:]
         headers.add("subscription", "s0")
         headers.add("message-id", "node-1-41")
@@ -16,7 +22,10 @@ import Testing
         headers.add("bench-ts", String(sentAt))
         headers.add("bench-seq", String(sequence))
         headers.add("bench-pub", String(publisher))
-        return StompFrameEncoder.encode(StompFrame(.message, headers: headers, body: ByteBuffer(string: body)), version: .v1_2)
+        return StompFrameEncoder.encode(
+            StompFrame(.message, headers: headers, body: ByteBuffer(string: body)),
+            version: .v1_2
+        )
     }
 
     @Test func aCompleteMessageGivesItsLengthAndFields() throws {
@@ -46,7 +55,10 @@ import Testing
         #expect(BenchMessageScanner.scan(receipt) == nil)
         var plain: StompHeaders = ["subscription": "s0", "destination": "/topic/other"]
         plain.add("message-id", "m")
-        let message = StompFrameEncoder.encode(StompFrame(.message, headers: plain, body: ByteBuffer(string: "x")), version: .v1_2)
+        let message = StompFrameEncoder.encode(
+            StompFrame(.message, headers: plain, body: ByteBuffer(string: "x")),
+            version: .v1_2
+        )
         #expect(BenchMessageScanner.scan(message) == nil)
     }
 }
@@ -57,7 +69,13 @@ import Testing
         for sequence in 0..<100 {
             for publisher in 0..<2 {
                 for subscriber in 0..<2 {
-                    statistics.record(stream: subscriber, subscriber: subscriber, publisher: publisher, sequence: sequence, latencyNanoseconds: 1_000)
+                    statistics.record(
+                        stream: subscriber,
+                        subscriber: subscriber,
+                        publisher: publisher,
+                        sequence: sequence,
+                        latencyNanoseconds: 1_000
+                    )
                 }
             }
         }

@@ -17,9 +17,18 @@ struct InterestTableTests {
 
     @Test func deltasInOrderApply() {
         let table = InterestTable()
-        #expect(table.applyDelta(from: a, epoch: 1, version: 1, changes: [(.topic("prices.eur"), 1)]) == .applied(version: 1, queues: []))
-        #expect(table.applyDelta(from: a, epoch: 1, version: 2, changes: [(.queue("jobs"), 3)]) == .applied(version: 2, queues: ["jobs"]))
-        #expect(table.applyDelta(from: a, epoch: 1, version: 3, changes: [(.topic("news.#"), 1), (.queue("jobs"), 4)]) == .applied(version: 3, queues: ["jobs"]))
+        #expect(
+            table.applyDelta(from: a, epoch: 1, version: 1, changes: [(.topic("prices.eur"), 1)])
+                == .applied(version: 1, queues: [])
+        )
+        #expect(
+            table.applyDelta(from: a, epoch: 1, version: 2, changes: [(.queue("jobs"), 3)])
+                == .applied(version: 2, queues: ["jobs"])
+        )
+        #expect(
+            table.applyDelta(from: a, epoch: 1, version: 3, changes: [(.topic("news.#"), 1), (.queue("jobs"), 4)])
+                == .applied(version: 3, queues: ["jobs"])
+        )
         #expect(peers(table, "prices.eur") == [a])
         #expect(peers(table, "news.sport.football") == [a])
         #expect(peers(table, "prices.usd").isEmpty)
@@ -28,7 +37,10 @@ struct InterestTableTests {
         #expect(table.entryCount == 3)
 
         // Withdrawals.
-        #expect(table.applyDelta(from: a, epoch: 1, version: 4, changes: [(.topic("prices.eur"), 0), (.queue("jobs"), 0)]) == .applied(version: 4, queues: ["jobs"]))
+        #expect(
+            table.applyDelta(from: a, epoch: 1, version: 4, changes: [(.topic("prices.eur"), 0), (.queue("jobs"), 0)])
+                == .applied(version: 4, queues: ["jobs"])
+        )
         #expect(peers(table, "prices.eur").isEmpty)
         #expect(table.consumers(ofQueue: "jobs").isEmpty)
         #expect(entries(table, a) == [.topic("news.#"): 1])
@@ -59,14 +71,20 @@ struct InterestTableTests {
         #expect(peers(table, "y").isEmpty)
         #expect(table.version(of: a)?.version == 1)
         // The missing delta then applies as usual.
-        #expect(table.applyDelta(from: a, epoch: 1, version: 2, changes: [(.topic("z"), 1)]) == .applied(version: 2, queues: []))
+        #expect(
+            table.applyDelta(from: a, epoch: 1, version: 2, changes: [(.topic("z"), 1)])
+                == .applied(version: 2, queues: [])
+        )
     }
 
     @Test func aSnapshotReplacesEverything() {
         let table = InterestTable()
         _ = table.applyDelta(from: a, epoch: 1, version: 1, changes: [(.topic("old.*"), 1)])
         _ = table.applyDelta(from: a, epoch: 1, version: 2, changes: [(.queue("q"), 2)])
-        #expect(table.applySnapshot(from: a, epoch: 1, version: 7, entries: [(.topic("new.#"), 1), (.queue("r"), 5)]) == .applied(version: 7, queues: ["q", "r"]))
+        #expect(
+            table.applySnapshot(from: a, epoch: 1, version: 7, entries: [(.topic("new.#"), 1), (.queue("r"), 5)])
+                == .applied(version: 7, queues: ["q", "r"])
+        )
         #expect(peers(table, "old.x").isEmpty)
         #expect(peers(table, "new.x.y") == [a])
         #expect(table.consumers(ofQueue: "q").isEmpty)
@@ -77,7 +95,10 @@ struct InterestTableTests {
         #expect(table.applySnapshot(from: a, epoch: 1, version: 7, entries: []) == .duplicate(version: 7))
         #expect(table.applySnapshot(from: a, epoch: 1, version: 6, entries: []) == .stale)
         #expect(entries(table, a) == [.topic("new.#"): 1, .queue("r"): 5])
-        #expect(table.applyDelta(from: a, epoch: 1, version: 8, changes: [(.queue("r"), 0)]) == .applied(version: 8, queues: ["r"]))
+        #expect(
+            table.applyDelta(from: a, epoch: 1, version: 8, changes: [(.queue("r"), 0)])
+                == .applied(version: 8, queues: ["r"])
+        )
         #expect(table.consumers(ofQueue: "r").isEmpty)
 
         // A snapshot of an unknown origin, and an empty snapshot that clears an origin.
@@ -94,7 +115,12 @@ struct InterestTableTests {
         _ = table.applyDelta(from: a, epoch: 1, version: 2, changes: [(.queue("q"), 2)])
         _ = table.applyDelta(from: a, epoch: 1, version: 3, changes: [(.queue("kept"), 1)])
         // The restarted node's first change: what the old boot announced is gone.
-        let outcome = table.applyDelta(from: a, epoch: 2, version: 1, changes: [(.topic("after"), 1), (.queue("kept"), 4)])
+        let outcome = table.applyDelta(
+            from: a,
+            epoch: 2,
+            version: 1,
+            changes: [(.topic("after"), 1), (.queue("kept"), 4)]
+        )
         #expect(table.version(of: a)?.epoch == 2 && table.version(of: a)?.version == 1)
         #expect(peers(table, "before").isEmpty)
         #expect(peers(table, "after") == [a])
@@ -123,7 +149,12 @@ struct InterestTableTests {
 
     @Test func removingAnOriginDropsItsInterest() {
         let table = InterestTable()
-        _ = table.applySnapshot(from: a, epoch: 1, version: 2, entries: [(.topic("a.*"), 1), (.topic("shared"), 1), (.queue("q1"), 3), (.queue("q2"), 1)])
+        _ = table.applySnapshot(
+            from: a,
+            epoch: 1,
+            version: 2,
+            entries: [(.topic("a.*"), 1), (.topic("shared"), 1), (.queue("q1"), 3), (.queue("q2"), 1)]
+        )
         _ = table.applySnapshot(from: b, epoch: 1, version: 1, entries: [(.topic("shared"), 1), (.queue("q1"), 2)])
         #expect(table.remove(a) == ["q1", "q2"])
         #expect(table.version(of: a) == nil)
@@ -135,13 +166,21 @@ struct InterestTableTests {
         // Removing again is harmless; the origin may come back from scratch.
         #expect(table.remove(a).isEmpty)
         #expect(table.applyDelta(from: a, epoch: 1, version: 3, changes: [(.topic("a.*"), 1)]) == .gap)
-        #expect(table.applyDelta(from: a, epoch: 1, version: 1, changes: [(.topic("a.*"), 1)]) == .applied(version: 1, queues: []))
+        #expect(
+            table.applyDelta(from: a, epoch: 1, version: 1, changes: [(.topic("a.*"), 1)])
+                == .applied(version: 1, queues: [])
+        )
         #expect(peers(table, "a.x") == [a])
     }
 
     @Test func wildcardsMatchAndEachPeerComesOnce() {
         let table = InterestTable()
-        _ = table.applySnapshot(from: a, epoch: 1, version: 1, entries: [(.topic("prices.*"), 1), (.topic("prices.#"), 1), (.topic("prices.eur"), 1), (.topic("#"), 1)])
+        _ = table.applySnapshot(
+            from: a,
+            epoch: 1,
+            version: 1,
+            entries: [(.topic("prices.*"), 1), (.topic("prices.#"), 1), (.topic("prices.eur"), 1), (.topic("#"), 1)]
+        )
         _ = table.applySnapshot(from: b, epoch: 1, version: 1, entries: [(.topic("*.eur.#"), 1)])
         _ = table.applySnapshot(from: c, epoch: 1, version: 1, entries: [(.topic("news.*.today"), 1)])
         _ = table.applySnapshot(from: d, epoch: 1, version: 1, entries: [(.topic("prices.#.close"), 1)])
@@ -177,9 +216,15 @@ struct InterestTableTests {
         #expect(table.consumers(ofQueue: "jobs") == [a: 3, b: 1])
         #expect(table.consumers(ofQueue: "mail") == [b: 2])
         #expect(table.consumers(ofQueue: "none").isEmpty)
-        #expect(table.applyDelta(from: b, epoch: 1, version: 2, changes: [(.queue("jobs"), 0)]) == .applied(version: 2, queues: ["jobs"]))
+        #expect(
+            table.applyDelta(from: b, epoch: 1, version: 2, changes: [(.queue("jobs"), 0)])
+                == .applied(version: 2, queues: ["jobs"])
+        )
         #expect(table.consumers(ofQueue: "jobs") == [a: 3])
-        #expect(table.applyDelta(from: a, epoch: 1, version: 2, changes: [(.queue("jobs"), 5)]) == .applied(version: 2, queues: ["jobs"]))
+        #expect(
+            table.applyDelta(from: a, epoch: 1, version: 2, changes: [(.queue("jobs"), 5)])
+                == .applied(version: 2, queues: ["jobs"])
+        )
         #expect(table.consumers(ofQueue: "jobs") == [a: 5])
     }
 }

@@ -54,6 +54,9 @@ struct LinkCertificateNamesTests {
     @Test func aCommonNameIsNotAName() throws {
         let certificate = try NIOSSLCertificate(bytes: Array(Self.commonNameOnly.utf8), format: .pem)
         #expect(LinkCertificateCheck.dnsNames(of: certificate).isEmpty)
-        #expect(LinkCertificateCheck.refusal(dnsNames: [], claimed: NodeID("n1")) == "certificate does not name node n1 (it has no DNS names)")
+        #expect(
+            LinkCertificateCheck.refusal(dnsNames: [], claimed: NodeID("n1"))
+                == "certificate does not name node n1 (it has no DNS names)"
+        )
     }
 }

@@ -14,7 +14,8 @@ struct LinkCompressionReportTests {
     private static func jsonBody(_ index: Int, _ generator: inout Generator) -> ByteBuffer {
         let symbols = ["EURUSD", "GBPUSD", "USDJPY", "AUDUSD", "USDCHF"]
         let bid = Double(Int.random(in: 10_000...19_999, using: &generator)) / 10_000
-        let text = #"{"symbol":"\#(symbols[index % symbols.count])","bid":\#(bid),"ask":\#(bid + 0.0002),"seq":\#(index),"ts":\#(1_764_000_000_000 + index * 7)}"#
+        let text =
+            #"{"symbol":"\#(symbols[index % symbols.count])","bid":\#(bid),"ask":\#(bid + 0.0002),"seq":\#(index),"ts":\#(1_764_000_000_000 + index * 7)}"#
         return ByteBuffer(string: text)
     }
 
@@ -52,7 +53,9 @@ struct LinkCompressionReportTests {
         var generator = Generator(seed: 7)
         let sizes = Self.frame(count: batch) { _ in Self.randomBody(&generator) }
         let overhead = Double(sizes.wire) / Double(sizes.raw) - 1
-        print("LINK random batch=\(batch) raw=\(sizes.raw) wire=\(sizes.wire) overhead=\(String(format: "%.2f", overhead * 100))%")
+        print(
+            "LINK random batch=\(batch) raw=\(sizes.raw) wire=\(sizes.wire) overhead=\(String(format: "%.2f", overhead * 100))%"
+        )
         // Framing headers, message ids and destinations still compress a little; the bodies
         // can't, and a batch never grows by more than its 5-byte frame header.
         #expect(sizes.wire <= sizes.raw + 5)
@@ -66,7 +69,9 @@ struct LinkCompressionReportTests {
         var generator = Generator(seed: 11)
         let sizes = Self.frame(count: batch) { _ in Self.randomBody(&generator, size: 4_096) }
         let overhead = Double(sizes.wire) / Double(sizes.raw) - 1
-        print("LINK random-4KiB batch=\(batch) raw=\(sizes.raw) wire=\(sizes.wire) overhead=\(String(format: "%.3f", overhead * 100))%")
+        print(
+            "LINK random-4KiB batch=\(batch) raw=\(sizes.raw) wire=\(sizes.wire) overhead=\(String(format: "%.3f", overhead * 100))%"
+        )
         #expect(overhead <= 0.01)
     }
 }

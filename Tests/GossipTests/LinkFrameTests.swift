@@ -4,7 +4,10 @@ import Testing
 
 @Suite("Link frames and LZ4")
 struct LinkFrameTests {
-    private func roundTrip(_ messages: [LinkMessage], threshold: Int) throws -> (messages: [LinkMessage], sizes: LinkFrame.Sizes) {
+    private func roundTrip(
+        _ messages: [LinkMessage],
+        threshold: Int
+    ) throws -> (messages: [LinkMessage], sizes: LinkFrame.Sizes) {
         var payload = ByteBuffer()
         for message in messages { message.encode(into: &payload) }
         var wire = ByteBuffer()
@@ -37,7 +40,11 @@ struct LinkFrameTests {
     @Test func incompressibleBatchIsSentRaw() throws {
         var generator = SystemRandomNumberGenerator()
         let bytes = (0..<8_192).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        let messages = [LinkMessage.forward(LinkMessageBody(destination: "/topic/x", messageID: "1", headers: [], body: ByteBuffer(bytes: bytes)))]
+        let messages = [
+            LinkMessage.forward(
+                LinkMessageBody(destination: "/topic/x", messageID: "1", headers: [], body: ByteBuffer(bytes: bytes))
+            )
+        ]
         let (decoded, sizes) = try roundTrip(messages, threshold: 512)
         #expect(decoded == messages)
         #expect(sizes.wire == sizes.raw + 5)

@@ -1,6 +1,7 @@
-@testable import Gossip
 import NIOCore
 import Testing
+
+@testable import Gossip
 
 /// The handshake of wire version 2: the dialler says hello, the listener challenges, the
 /// dialler proves, and only then does the listener say who it is and prove itself.
@@ -8,8 +9,19 @@ import Testing
 struct LinkHandshakeTests {
     static let secret = Array("correct horse battery staple".utf8)
 
-    static func identity(_ name: String, cluster: String = "prod", epoch: UInt64 = 1, secret: [UInt8] = secret) -> LinkHandshake.Identity {
-        LinkHandshake.Identity(clusterName: cluster, node: NodeID(name), epoch: epoch, address: "\(name):7946", secret: secret)
+    static func identity(
+        _ name: String,
+        cluster: String = "prod",
+        epoch: UInt64 = 1,
+        secret: [UInt8] = secret
+    ) -> LinkHandshake.Identity {
+        LinkHandshake.Identity(
+            clusterName: cluster,
+            node: NodeID(name),
+            epoch: epoch,
+            address: "\(name):7946",
+            secret: secret
+        )
     }
 
     static func dialer(_ identity: LinkHandshake.Identity, nonce seed: UInt64) -> LinkHandshake {
@@ -70,11 +82,19 @@ struct LinkHandshakeTests {
     ///
     /// - Returns: the dialler's proof and the listener's answer to it.
     static func upToTheDialersProof(
-        _ dialer: inout LinkHandshake, _ listener: inout LinkHandshake, sourceLocation: SourceLocation = #_sourceLocation
+        _ dialer: inout LinkHandshake,
+        _ listener: inout LinkHandshake,
+        sourceLocation: SourceLocation = #_sourceLocation
     ) throws -> (proof: LinkMessage, answer: LinkHandshake.Step) {
         let opening = try #require(dialer.opening, sourceLocation: sourceLocation)
-        let challenge = try #require(sent(listener.received(opening), sourceLocation: sourceLocation), sourceLocation: sourceLocation)
-        let proof = try #require(sent(dialer.received(challenge), sourceLocation: sourceLocation), sourceLocation: sourceLocation)
+        let challenge = try #require(
+            sent(listener.received(opening), sourceLocation: sourceLocation),
+            sourceLocation: sourceLocation
+        )
+        let proof = try #require(
+            sent(dialer.received(challenge), sourceLocation: sourceLocation),
+            sourceLocation: sourceLocation
+        )
         return (proof, listener.received(proof))
     }
 
@@ -83,8 +103,12 @@ struct LinkHandshakeTests {
     @Test func aGoodHandshakeEstablishesBothSides() throws {
         var listener = Self.listener(Self.identity("a", epoch: 10), nonce: 1)
         var dialer = Self.dialer(Self.identity("b", epoch: 20), nonce: 2)
-        let helloA = Self.helloOf(listener), helloB = Self.helloOf(dialer)
-        #expect(helloA.node == NodeID("a") && helloA.epoch == 10 && helloA.address == "a:7946" && helloA.clusterName == "prod")
+        let helloA = Self.helloOf(listener)
+        let helloB = Self.helloOf(dialer)
+        #expect(
+            helloA.node == NodeID("a") && helloA.epoch == 10 && helloA.address == "a:7946"
+                && helloA.clusterName == "prod"
+        )
         #expect(helloA.nonce == Self.nonce(1) && helloA.minVersion == 2 && helloA.maxVersion == 2)
 
         // The dialler speaks first; the listener says nothing until spoken to.
@@ -133,13 +157,20 @@ struct LinkHandshakeTests {
     @Test func theListenersFirstMessageRevealsNothingAboutIt() throws {
         let epoch: UInt64 = 0x1122_3344_5566_7788
         let identity = LinkHandshake.Identity(
-            clusterName: "prod-cluster-eu", node: NodeID("listener-node-7"), epoch: epoch, address: "10.1.2.3:7946", secret: Self.secret
+            clusterName: "prod-cluster-eu",
+            node: NodeID("listener-node-7"),
+            epoch: epoch,
+            address: "10.1.2.3:7946",
+            secret: Self.secret
         )
         var listener = LinkHandshake(identity: identity, nonce: Self.nonce(1), role: .listener)
         let dialer = Self.dialer(Self.identity("b", cluster: "prod-cluster-eu"), nonce: 2)
         let challenge = try #require(Self.sent(listener.received(dialer.hello)))
         let wire = Self.bytes([challenge])
-        for revealing in [Array("listener-node-7".utf8), Array("prod-cluster-eu".utf8), Array("10.1.2.3".utf8), withUnsafeBytes(of: epoch.bigEndian, Array.init)] {
+        for revealing in [
+            Array("listener-node-7".utf8), Array("prod-cluster-eu".utf8), Array("10.1.2.3".utf8),
+            withUnsafeBytes(of: epoch.bigEndian, Array.init),
+        ] {
             #expect(!Self.contains(wire, revealing), "the challenge reveals \(revealing)")
         }
         // Versions (u16, u16) and the nonce with its length: nothing else.
@@ -195,7 +226,9 @@ struct LinkHandshakeTests {
         let wrongSecret = try told(Self.identity("b", secret: Array("wrong".utf8)))
         let wrongCluster = try told(Self.identity("b", cluster: "other"))
         let wrongCertificate = try told(Self.identity("b"), certificateNames: ["c"])
-        #expect([wrongSecret, wrongCluster, wrongCertificate] == Array(repeating: LinkHandshake.genericRefusal, count: 3))
+        #expect(
+            [wrongSecret, wrongCluster, wrongCertificate] == Array(repeating: LinkHandshake.genericRefusal, count: 3)
+        )
     }
 
     // MARK: - Replays and relays
@@ -240,7 +273,13 @@ struct LinkHandshakeTests {
         let n = Self.nonce(5)
         #expect(
             LinkHandshake.dialerProofInput(cluster: "prod", dialer: NodeID("b"), dialerNonce: n, listenerNonce: n)
-                != LinkHandshake.listenerProofInput(cluster: "prod", listener: NodeID("b"), listenerNonce: n, dialer: NodeID("b"), dialerNonce: n)
+                != LinkHandshake.listenerProofInput(
+                    cluster: "prod",
+                    listener: NodeID("b"),
+                    listenerNonce: n,
+                    dialer: NodeID("b"),
+                    dialerNonce: n
+                )
         )
     }
 
@@ -248,7 +287,9 @@ struct LinkHandshakeTests {
     @Test func aDialersProofReflectedBackIsNotAListenersProof() throws {
         var dialer = Self.dialer(Self.identity("b"), nonce: 2)
         let challengeNonce = Self.nonce(9)
-        let proof = try #require(Self.sent(dialer.received(.challenge(minVersion: 2, maxVersion: 2, nonce: challengeNonce))))
+        let proof = try #require(
+            Self.sent(dialer.received(.challenge(minVersion: 2, maxVersion: 2, nonce: challengeNonce)))
+        )
         var reflected = Self.helloOf(dialer)
         reflected.node = NodeID("c")
         reflected.nonce = challengeNonce
@@ -288,9 +329,19 @@ struct LinkHandshakeTests {
 
         // And a challenge offering only version 1 (or only later ones) is refused the same way.
         var dialer2 = Self.dialer(Self.identity("b"), nonce: 2)
-        #expect(Self.isRefusal(dialer2.received(.challenge(minVersion: 1, maxVersion: 1, nonce: Self.nonce(1))), containing: "no common wire version"))
+        #expect(
+            Self.isRefusal(
+                dialer2.received(.challenge(minVersion: 1, maxVersion: 1, nonce: Self.nonce(1))),
+                containing: "no common wire version"
+            )
+        )
         var dialer3 = Self.dialer(Self.identity("b"), nonce: 2)
-        #expect(Self.isRefusal(dialer3.received(.challenge(minVersion: 5, maxVersion: 6, nonce: Self.nonce(1))), containing: "no common wire version"))
+        #expect(
+            Self.isRefusal(
+                dialer3.received(.challenge(minVersion: 5, maxVersion: 6, nonce: Self.nonce(1))),
+                containing: "no common wire version"
+            )
+        )
     }
 
     @Test func aNewerPeerOverlappingOneVersionSettlesOnIt() throws {
@@ -322,21 +373,32 @@ struct LinkHandshakeTests {
         #expect(Self.isRefusal(listener.received(shortDialer.hello), containing: "nonce too short"))
 
         var dialer = Self.dialer(Self.identity("b"), nonce: 2)
-        #expect(Self.isRefusal(dialer.received(.challenge(minVersion: 2, maxVersion: 2, nonce: [1, 2, 3])), containing: "nonce too short"))
+        #expect(
+            Self.isRefusal(
+                dialer.received(.challenge(minVersion: 2, maxVersion: 2, nonce: [1, 2, 3])),
+                containing: "nonce too short"
+            )
+        )
     }
 
     // MARK: - Order
 
     @Test func unexpectedMessageOrdersAreRefused() throws {
         // A listener: anything but a hello first.
-        for first: LinkMessage in [.proof(Self.nonce(9)), .challenge(minVersion: 2, maxVersion: 2, nonce: Self.nonce(9)), .heartbeat, .members([])] {
+        for first: LinkMessage in [
+            .proof(Self.nonce(9)), .challenge(minVersion: 2, maxVersion: 2, nonce: Self.nonce(9)), .heartbeat,
+            .members([]),
+        ] {
             var listener = Self.listener(Self.identity("a"), nonce: 1)
             let refusal = Self.refusal(listener.received(first))
             #expect(refusal?.reason.contains("unexpected") == true, "\(first)")
             #expect(refusal?.told == "unexpected message during handshake")
         }
         // A listener that challenged: a second hello, a challenge or a heartbeat instead of a proof.
-        for second: LinkMessage in [Self.dialer(Self.identity("b"), nonce: 2).hello, .challenge(minVersion: 2, maxVersion: 2, nonce: Self.nonce(9)), .heartbeat] {
+        for second: LinkMessage in [
+            Self.dialer(Self.identity("b"), nonce: 2).hello,
+            .challenge(minVersion: 2, maxVersion: 2, nonce: Self.nonce(9)), .heartbeat,
+        ] {
             var listener = Self.listener(Self.identity("a"), nonce: 1)
             _ = try #require(Self.sent(listener.received(Self.dialer(Self.identity("b"), nonce: 2).hello)))
             #expect(Self.isRefusal(listener.received(second), containing: "unexpected"), "\(second)")
@@ -344,7 +406,9 @@ struct LinkHandshakeTests {
         // A dialler: a proof before the challenge; a proof or a second challenge before the hello.
         var dialer = Self.dialer(Self.identity("b"), nonce: 2)
         #expect(Self.isRefusal(dialer.received(.proof(Self.nonce(9))), containing: "unexpected"))
-        for second: LinkMessage in [.proof(Self.nonce(9)), .challenge(minVersion: 2, maxVersion: 2, nonce: Self.nonce(9))] {
+        for second: LinkMessage in [
+            .proof(Self.nonce(9)), .challenge(minVersion: 2, maxVersion: 2, nonce: Self.nonce(9)),
+        ] {
             var dialer = Self.dialer(Self.identity("b"), nonce: 2)
             _ = try #require(Self.sent(dialer.received(.challenge(minVersion: 2, maxVersion: 2, nonce: Self.nonce(1)))))
             #expect(Self.isRefusal(dialer.received(second), containing: "unexpected"), "\(second)")
@@ -352,7 +416,12 @@ struct LinkHandshakeTests {
         // Once ended, nothing more is accepted.
         var ended = Self.listener(Self.identity("a"), nonce: 1)
         _ = ended.received(.heartbeat)
-        #expect(Self.isRefusal(ended.received(Self.dialer(Self.identity("b"), nonce: 2).hello), containing: "after the handshake ended"))
+        #expect(
+            Self.isRefusal(
+                ended.received(Self.dialer(Self.identity("b"), nonce: 2).hello),
+                containing: "after the handshake ended"
+            )
+        )
     }
 
     @Test func aPeersRefusalEndsTheHandshakeQuotedAndUnanswered() {
@@ -361,7 +430,10 @@ struct LinkHandshakeTests {
         #expect(refusal?.reason == "refused by peer: \"go away\\nforged line\"")
         #expect(refusal?.told == nil)
         var dialer = Self.dialer(Self.identity("b"), nonce: 2)
-        #expect(Self.refusal(dialer.received(.refuse("authentication failed")))?.reason == "refused by peer: \"authentication failed\"")
+        #expect(
+            Self.refusal(dialer.received(.refuse("authentication failed")))?.reason
+                == "refused by peer: \"authentication failed\""
+        )
     }
 
     // MARK: - Self-connections
@@ -422,7 +494,10 @@ struct LinkHandshakeTests {
         var listener2 = Self.listener(Self.identity("a"), nonce: 1)
         var dialer2 = Self.dialer(Self.identity("b"), nonce: 2)
         dialer2.peerCertificateNames = ["a"]
-        guard case .sendAndEstablish(let replies2, let peer, _) = try Self.upToTheDialersProof(&dialer2, &listener2).answer else {
+        guard
+            case .sendAndEstablish(let replies2, let peer, _) = try Self.upToTheDialersProof(&dialer2, &listener2)
+                .answer
+        else {
             Issue.record("the listener refused")
             return
         }
@@ -462,10 +537,15 @@ struct LinkCertificateCheckTests {
     }
 
     @Test func theReasonQuotesWhatItShows() throws {
-        let reason = try #require(LinkCertificateCheck.refusal(dnsNames: ["evil\nline", "b"], claimed: NodeID("a\u{1B}[31m")))
+        let reason = try #require(
+            LinkCertificateCheck.refusal(dnsNames: ["evil\nline", "b"], claimed: NodeID("a\u{1B}[31m"))
+        )
         #expect(!reason.contains("\n") && !reason.contains("\u{1B}"))
         #expect(reason == "certificate does not name node \"a\\u{1B}[31m\" (its DNS names: \"evil\\nline\", b)")
-        #expect(LinkCertificateCheck.refusal(dnsNames: [], claimed: NodeID("a")) == "certificate does not name node a (it has no DNS names)")
+        #expect(
+            LinkCertificateCheck.refusal(dnsNames: [], claimed: NodeID("a"))
+                == "certificate does not name node a (it has no DNS names)"
+        )
         let many = (0..<20).map { "n\($0)" }
         #expect(LinkCertificateCheck.refusal(dnsNames: many, claimed: NodeID("x"))?.hasSuffix("n7, ...)") == true)
     }

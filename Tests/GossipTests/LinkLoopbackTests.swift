@@ -42,12 +42,29 @@ struct LinkLoopbackTests {
     }
 
     static func shell(
-        _ name: String, port: Int = 0, seeds: [String] = [], secret: [UInt8] = secret, advertise: String? = nil, log: LogCapture
+        _ name: String,
+        port: Int = 0,
+        seeds: [String] = [],
+        secret: [UInt8] = secret,
+        advertise: String? = nil,
+        log: LogCapture
     ) -> ClusterShell {
-        var settings = ClusterSettings(clusterName: "loop", secret: secret, node: NodeID(name), epoch: 1, host: "127.0.0.1", port: port, seeds: seeds)
+        var settings = ClusterSettings(
+            clusterName: "loop",
+            secret: secret,
+            node: NodeID(name),
+            epoch: 1,
+            host: "127.0.0.1",
+            port: port,
+            seeds: seeds
+        )
         settings.advertisedAddress = advertise
         settings.handshakeTimeout = .seconds(2)
-        return ClusterShell(settings: settings, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: log.logger(name)) { _ in }
+        return ClusterShell(
+            settings: settings,
+            eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
+            logger: log.logger(name)
+        ) { _ in }
     }
 
     /// Polls `condition` every 20 ms for at most `seconds`.
@@ -61,7 +78,8 @@ struct LinkLoopbackTests {
     }
 
     @Test func twoShellsLink() async throws {
-        let logA = LogCapture(), logB = LogCapture()
+        let logA = LogCapture()
+        let logB = LogCapture()
         let a = Self.shell("a", log: logA)
         let portA = try await a.start()
         let b = Self.shell("b", seeds: ["127.0.0.1:\(portA)"], log: logB)
@@ -79,14 +97,25 @@ struct LinkLoopbackTests {
     }
 
     @Test func aWrongSecretIsRefusedGenericallyAndLoggedPrecisely() async throws {
-        let logA = LogCapture(), logC = LogCapture()
+        let logA = LogCapture()
+        let logC = LogCapture()
         let a = Self.shell("a", log: logA)
         let portA = try await a.start()
-        let c = Self.shell("c", seeds: ["127.0.0.1:\(portA)"], secret: Array("another-secret-0123456789".utf8), log: logC)
+        let c = Self.shell(
+            "c",
+            seeds: ["127.0.0.1:\(portA)"],
+            secret: Array("another-secret-0123456789".utf8),
+            log: logC
+        )
         _ = try await c.start()
         let refused = try await Self.eventually {
-            logA.all.contains { $0.contains("link refused") && $0.contains("the dialler does not know the cluster secret") && $0.contains("claims node c") }
-                && logC.all.contains { $0.contains("link refused") && $0.contains("refused by peer: \"authentication failed\"") }
+            logA.all.contains {
+                $0.contains("link refused") && $0.contains("the dialler does not know the cluster secret")
+                    && $0.contains("claims node c")
+            }
+                && logC.all.contains {
+                    $0.contains("link refused") && $0.contains("refused by peer: \"authentication failed\"")
+                }
         }
         #expect(refused, "a: \(logA.all)\nc: \(logC.all)")
         #expect(await a.status()?.links.isEmpty == true)
@@ -96,7 +125,10 @@ struct LinkLoopbackTests {
 
     @Test func aShellThatDialsItselfStaysQuiet() async throws {
         // A free port, so the seed can name the shell by another address than it advertises.
-        let probe = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let probe = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(
+            host: "127.0.0.1",
+            port: 0
+        ).get()
         let port = try #require(probe.localAddress?.port)
         try await probe.close()
         let log = LogCapture()
@@ -108,7 +140,11 @@ struct LinkLoopbackTests {
         #expect(!log.all.contains { $0.contains("link refused") || $0.contains("link up") }, "\(log.all)")
         // Both ends of the handshake saw it, and the dialler remembered the address: dialled once.
         let noticed = log.all.filter { $0.contains("link reached this node itself") }
-        #expect(noticed.filter { $0.contains("link.outbound=true") && $0.contains("net.address=127.0.0.1:\(port)") }.count == 1, "\(log.all)")
+        #expect(
+            noticed.filter { $0.contains("link.outbound=true") && $0.contains("net.address=127.0.0.1:\(port)") }.count
+                == 1,
+            "\(log.all)"
+        )
         #expect(noticed.filter { $0.contains("link.outbound=false") }.count == 1, "\(log.all)")
         await a.leave()
     }
@@ -125,12 +161,31 @@ struct LinkTLSLoopbackTests {
         let directory: String
 
         init() throws {
-            directory = FileManager.default.temporaryDirectory.appendingPathComponent("link-tls-\(UInt64.random(in: 0...UInt64.max))").path
+            directory =
+                FileManager.default.temporaryDirectory.appendingPathComponent(
+                    "link-tls-\(UInt64.random(in: 0...UInt64.max))"
+                ).path
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             try openssl(
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=test CA",
-                "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-                "-keyout", "\(directory)/ca.key", "-out", "\(directory)/ca.pem"
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-keyout",
+                "\(directory)/ca.key",
+                "-out",
+                "\(directory)/ca.pem"
             )
         }
 
@@ -144,7 +199,9 @@ struct LinkTLSLoopbackTests {
             process.standardError = FileHandle.nullDevice
             try process.run()
             process.waitUntilExit()
-            guard process.terminationStatus == 0 else { throw PKIError(description: "openssl \(arguments.joined(separator: " ")) failed") }
+            guard process.terminationStatus == 0 else {
+                throw PKIError(description: "openssl \(arguments.joined(separator: " ")) failed")
+            }
         }
 
         struct PKIError: Error, CustomStringConvertible { var description: String }
@@ -153,41 +210,99 @@ struct LinkTLSLoopbackTests {
         /// subjectAltName holds these DNS names.
         func tls(_ file: String, dnsNames: [String]) throws -> ClusterSettings.TLS {
             let base = "\(directory)/\(file)"
-            try openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=\(file)", "-keyout", "\(base).key", "-out", "\(base).csr")
+            try openssl(
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-subj",
+                "/CN=\(file)",
+                "-keyout",
+                "\(base).key",
+                "-out",
+                "\(base).csr"
+            )
             let sans = (dnsNames.map { "DNS:\($0)" } + ["IP:127.0.0.1"]).joined(separator: ",")
-            try "subjectAltName=\(sans)\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n"
+            try
+                "subjectAltName=\(sans)\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n"
                 .write(toFile: "\(base).ext", atomically: true, encoding: .utf8)
             try openssl(
-                "x509", "-req", "-in", "\(base).csr", "-CA", "\(directory)/ca.pem", "-CAkey", "\(directory)/ca.key", "-CAcreateserial", "-days", "1",
-                "-extfile", "\(base).ext", "-out", "\(base).pem"
+                "x509",
+                "-req",
+                "-in",
+                "\(base).csr",
+                "-CA",
+                "\(directory)/ca.pem",
+                "-CAkey",
+                "\(directory)/ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                "\(base).ext",
+                "-out",
+                "\(base).pem"
             )
             let chain = try NIOSSLCertificate.fromPEMFile("\(base).pem").map { NIOSSLCertificateSource.certificate($0) }
             let key = NIOSSLPrivateKeySource.privateKey(try NIOSSLPrivateKey(file: "\(base).key", format: .pem))
             let roots = NIOSSLTrustRoots.certificates(try NIOSSLCertificate.fromPEMFile("\(directory)/ca.pem"))
-            var server = TLSConfiguration.makeServerConfigurationWithMTLS(certificateChain: chain, privateKey: key, trustRoots: roots)
+            var server = TLSConfiguration.makeServerConfigurationWithMTLS(
+                certificateChain: chain,
+                privateKey: key,
+                trustRoots: roots
+            )
             server.certificateVerification = .noHostnameVerification
             var client = TLSConfiguration.makeClientConfiguration()
             client.certificateChain = chain
             client.privateKey = key
             client.trustRoots = roots
             client.certificateVerification = .noHostnameVerification
-            return ClusterSettings.TLS(server: try NIOSSLContext(configuration: server), client: try NIOSSLContext(configuration: client))
+            return ClusterSettings.TLS(
+                server: try NIOSSLContext(configuration: server),
+                client: try NIOSSLContext(configuration: client)
+            )
         }
     }
 
-    static func shell(_ name: String, seeds: [String] = [], tls: ClusterSettings.TLS, log: LinkLoopbackTests.LogCapture) -> ClusterShell {
-        var settings = ClusterSettings(clusterName: "loop", secret: LinkLoopbackTests.secret, node: NodeID(name), epoch: 1, host: "127.0.0.1", port: 0, seeds: seeds)
+    static func shell(
+        _ name: String,
+        seeds: [String] = [],
+        tls: ClusterSettings.TLS,
+        log: LinkLoopbackTests.LogCapture
+    ) -> ClusterShell {
+        var settings = ClusterSettings(
+            clusterName: "loop",
+            secret: LinkLoopbackTests.secret,
+            node: NodeID(name),
+            epoch: 1,
+            host: "127.0.0.1",
+            port: 0,
+            seeds: seeds
+        )
         settings.tls = tls
         settings.handshakeTimeout = .seconds(2)
-        return ClusterShell(settings: settings, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: log.logger(name)) { _ in }
+        return ClusterShell(
+            settings: settings,
+            eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
+            logger: log.logger(name)
+        ) { _ in }
     }
 
     @Test func certificatesNamingTheirNodesLink() async throws {
         let pki = try PKI()
-        let logA = LinkLoopbackTests.LogCapture(), logB = LinkLoopbackTests.LogCapture()
+        let logA = LinkLoopbackTests.LogCapture()
+        let logB = LinkLoopbackTests.LogCapture()
         let a = Self.shell("a", tls: try pki.tls("a", dnsNames: ["a"]), log: logA)
         let portA = try await a.start()
-        let b = Self.shell("b", seeds: ["127.0.0.1:\(portA)"], tls: try pki.tls("b", dnsNames: ["other", "B"]), log: logB)
+        let b = Self.shell(
+            "b",
+            seeds: ["127.0.0.1:\(portA)"],
+            tls: try pki.tls("b", dnsNames: ["other", "B"]),
+            log: logB
+        )
         _ = try await b.start()
         let linked = try await LinkLoopbackTests.eventually {
             let peersOfA = await a.status()?.links.map(\.peer)
@@ -201,15 +316,20 @@ struct LinkTLSLoopbackTests {
 
     @Test func theListenerRefusesADialerWhoseCertificateNamesAnotherNode() async throws {
         let pki = try PKI()
-        let logA = LinkLoopbackTests.LogCapture(), logC = LinkLoopbackTests.LogCapture()
+        let logA = LinkLoopbackTests.LogCapture()
+        let logC = LinkLoopbackTests.LogCapture()
         let a = Self.shell("a", tls: try pki.tls("a", dnsNames: ["a"]), log: logA)
         let portA = try await a.start()
         // Signed by the cluster's CA and holding the secret, but its certificate is x's.
         let c = Self.shell("c", seeds: ["127.0.0.1:\(portA)"], tls: try pki.tls("c", dnsNames: ["x"]), log: logC)
         _ = try await c.start()
         let refused = try await LinkLoopbackTests.eventually {
-            logA.all.contains { $0.contains("link refused") && $0.contains("certificate does not name node c (its DNS names: x)") }
-                && logC.all.contains { $0.contains("link refused") && $0.contains("refused by peer: \"authentication failed\"") }
+            logA.all.contains {
+                $0.contains("link refused") && $0.contains("certificate does not name node c (its DNS names: x)")
+            }
+                && logC.all.contains {
+                    $0.contains("link refused") && $0.contains("refused by peer: \"authentication failed\"")
+                }
         }
         #expect(refused, "a: \(logA.all)\nc: \(logC.all)")
         #expect(await a.status()?.links.isEmpty == true)
@@ -219,13 +339,16 @@ struct LinkTLSLoopbackTests {
 
     @Test func theDialerRefusesAListenerWhoseCertificateNamesAnotherNode() async throws {
         let pki = try PKI()
-        let logD = LinkLoopbackTests.LogCapture(), logB = LinkLoopbackTests.LogCapture()
+        let logD = LinkLoopbackTests.LogCapture()
+        let logB = LinkLoopbackTests.LogCapture()
         let d = Self.shell("d", tls: try pki.tls("d", dnsNames: ["x"]), log: logD)
         let portD = try await d.start()
         let b = Self.shell("b", seeds: ["127.0.0.1:\(portD)"], tls: try pki.tls("b", dnsNames: ["b"]), log: logB)
         _ = try await b.start()
         let refused = try await LinkLoopbackTests.eventually {
-            logB.all.contains { $0.contains("link refused") && $0.contains("certificate does not name node d (its DNS names: x)") }
+            logB.all.contains {
+                $0.contains("link refused") && $0.contains("certificate does not name node d (its DNS names: x)")
+            }
         }
         #expect(refused, "b: \(logB.all)\nd: \(logD.all)")
         #expect(await b.status()?.links.isEmpty == true)

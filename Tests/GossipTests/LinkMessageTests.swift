@@ -7,9 +7,16 @@ struct LinkMessageTests {
     /// A hello as a real handshake sends it (``LinkHello`` has no public initializer).
     static func sampleHello() -> LinkHello {
         let identity = LinkHandshake.Identity(
-            clusterName: "prod-eu", node: NodeID("node-a"), epoch: 1_700_000_000_123, address: "10.0.0.1:7946", secret: Array("s3cret".utf8)
+            clusterName: "prod-eu",
+            node: NodeID("node-a"),
+            epoch: 1_700_000_000_123,
+            address: "10.0.0.1:7946",
+            secret: Array("s3cret".utf8)
         )
-        guard case .hello(var hello) = LinkHandshake(identity: identity, nonce: (0..<32).map { UInt8($0) }, role: .dialer).hello else {
+        guard
+            case .hello(var hello) = LinkHandshake(identity: identity, nonce: (0..<32).map { UInt8($0) }, role: .dialer)
+                .hello
+        else {
             fatalError("a handshake's hello is a .hello")
         }
         hello.capabilities = 0xDEAD_BEEF_0000_0001
@@ -48,7 +55,11 @@ struct LinkMessageTests {
             .pingRequest(sequence: 12, target: NodeID("node-c"), gossip: Array(updates.prefix(2))),
             .members(updates),
             .members([]),
-            .interestDelta(epoch: 5, version: 6, changes: [(.topic("a.*.c"), 1), (.queue("jobs"), 0), (.topic("a.#"), 0)]),
+            .interestDelta(
+                epoch: 5,
+                version: 6,
+                changes: [(.topic("a.*.c"), 1), (.queue("jobs"), 0), (.topic("a.#"), 0)]
+            ),
             .interestSnapshot(epoch: 5, version: 6, entries: [(.queue("jobs"), 1_000), (.topic("#"), 1)]),
             .interestSnapshot(epoch: 1, version: 0, entries: []),
             .interestAck(epoch: 5, version: 6),
@@ -102,28 +113,48 @@ struct LinkMessageTests {
         #expect(decodedHello.capabilities == 0xDEAD_BEEF_0000_0001)
         #expect(decodedHello.node == NodeID("node-a") && decodedHello.epoch == 1_700_000_000_123)
 
-        guard case .challenge(let minVersion, let maxVersion, let nonce) = try decode(encode(.challenge(minVersion: 2, maxVersion: 5, nonce: [9, 8, 7]))).first else {
+        guard
+            case .challenge(let minVersion, let maxVersion, let nonce) = try decode(
+                encode(.challenge(minVersion: 2, maxVersion: 5, nonce: [9, 8, 7]))
+            ).first
+        else {
             Issue.record("not a challenge")
             return
         }
         #expect(minVersion == 2 && maxVersion == 5 && nonce == [9, 8, 7])
         // The wire layout: type 7, body length, two versions, then the nonce with its length.
-        #expect(Array(encode(.challenge(minVersion: 2, maxVersion: 5, nonce: [9])).readableBytesView) == [7, 0, 0, 0, 9, 0, 2, 0, 5, 0, 0, 0, 1, 9])
+        #expect(
+            Array(encode(.challenge(minVersion: 2, maxVersion: 5, nonce: [9])).readableBytesView) == [
+                7, 0, 0, 0, 9, 0, 2, 0, 5, 0, 0, 0, 1, 9,
+            ]
+        )
 
-        guard case .pingRequest(let sequence, let target, let gossip) = try decode(encode(.pingRequest(sequence: 12, target: NodeID("t"), gossip: Self.updates))).first else {
+        guard
+            case .pingRequest(let sequence, let target, let gossip) = try decode(
+                encode(.pingRequest(sequence: 12, target: NodeID("t"), gossip: Self.updates))
+            ).first
+        else {
             Issue.record("not a pingRequest")
             return
         }
         #expect(sequence == 12 && target == NodeID("t") && gossip == Self.updates)
 
-        guard case .interestDelta(let epoch, let version, let changes) = try decode(encode(.interestDelta(epoch: 9, version: 10, changes: [(.topic("a.b"), 1), (.queue("q"), 3)]))).first else {
+        guard
+            case .interestDelta(let epoch, let version, let changes) = try decode(
+                encode(.interestDelta(epoch: 9, version: 10, changes: [(.topic("a.b"), 1), (.queue("q"), 3)]))
+            ).first
+        else {
             Issue.record("not an interestDelta")
             return
         }
         #expect(epoch == 9 && version == 10)
         #expect(changes.map(\.0) == [.topic("a.b"), .queue("q")] && changes.map(\.1) == [1, 3])
 
-        guard case .handoff(let id, let queue, let message, let redelivered, let hops) = try decode(encode(.handoff(id: 5, queue: "jobs", message: Self.body, redelivered: true, hops: 3))).first else {
+        guard
+            case .handoff(let id, let queue, let message, let redelivered, let hops) = try decode(
+                encode(.handoff(id: 5, queue: "jobs", message: Self.body, redelivered: true, hops: 3))
+            ).first
+        else {
             Issue.record("not a handoff")
             return
         }
@@ -135,9 +166,18 @@ struct LinkMessageTests {
         #expect(LinkMessage.ping(sequence: 1, gossip: []) != .ack(sequence: 1, gossip: []))
         #expect(LinkMessage.ping(sequence: 1, gossip: []) != .ping(sequence: 2, gossip: []))
         #expect(LinkMessage.members(Self.updates) != .members(Array(Self.updates.reversed())))
-        #expect(LinkMessage.handoff(id: 1, queue: "q", message: Self.body, redelivered: true, hops: 1) != .handoff(id: 1, queue: "q", message: Self.body, redelivered: false, hops: 1))
-        #expect(LinkMessage.interestDelta(epoch: 1, version: 1, changes: [(.topic("a"), 1)]) != .interestSnapshot(epoch: 1, version: 1, entries: [(.topic("a"), 1)]))
-        #expect(LinkMessage.interestDelta(epoch: 1, version: 1, changes: [(.topic("a"), 1)]) != .interestDelta(epoch: 1, version: 1, changes: [(.queue("a"), 1)]))
+        #expect(
+            LinkMessage.handoff(id: 1, queue: "q", message: Self.body, redelivered: true, hops: 1)
+                != .handoff(id: 1, queue: "q", message: Self.body, redelivered: false, hops: 1)
+        )
+        #expect(
+            LinkMessage.interestDelta(epoch: 1, version: 1, changes: [(.topic("a"), 1)])
+                != .interestSnapshot(epoch: 1, version: 1, entries: [(.topic("a"), 1)])
+        )
+        #expect(
+            LinkMessage.interestDelta(epoch: 1, version: 1, changes: [(.topic("a"), 1)])
+                != .interestDelta(epoch: 1, version: 1, changes: [(.queue("a"), 1)])
+        )
     }
 
     @Test func everyTruncatedPrefixThrows() {

@@ -12,7 +12,9 @@ struct LocalInterestTests {
             }
         }
         #expect(announced.count == 1)
-        #expect(announced.first?.version == 1 && announced.first?.key == .topic("prices.*") && announced.first?.count == 1)
+        #expect(
+            announced.first?.version == 1 && announced.first?.key == .topic("prices.*") && announced.first?.count == 1
+        )
         #expect(interest.count(of: .topic("prices.*")) == 1_000)
         #expect(interest.version == 1)
 

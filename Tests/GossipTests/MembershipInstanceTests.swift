@@ -12,7 +12,12 @@ struct MembershipInstanceTests {
         .uptimeNanoseconds(0) + .milliseconds(milliseconds)
     }
 
-    static func update(_ node: NodeID, epoch: UInt64 = 1, incarnation: UInt64 = 0, _ status: MemberUpdate.Status) -> MemberUpdate {
+    static func update(
+        _ node: NodeID,
+        epoch: UInt64 = 1,
+        incarnation: UInt64 = 0,
+        _ status: MemberUpdate.Status
+    ) -> MemberUpdate {
         MemberUpdate(node: node, epoch: epoch, address: "\(node.name):7946", incarnation: incarnation, status: status)
     }
 
@@ -66,7 +71,11 @@ struct MembershipInstanceTests {
 
     @Test func membersListsIntroduceMembersToConnectTo() {
         var m = Self.instance(peers: [Self.b])
-        let directives = m.received(.members([Self.update(Self.b, .alive), Self.update(Self.c, .alive), Self.update(Self.a, .alive)]), from: Self.b, now: Self.t(5))
+        let directives = m.received(
+            .members([Self.update(Self.b, .alive), Self.update(Self.c, .alive), Self.update(Self.a, .alive)]),
+            from: Self.b,
+            now: Self.t(5)
+        )
         #expect(directives.contains(.connect(Self.c, address: "c:7946")))
         #expect(Self.statusChanges(directives).map(\.0.node) == [Self.c])
         #expect(Set(m.liveMembers) == [Self.b, Self.c])
@@ -75,19 +84,30 @@ struct MembershipInstanceTests {
 
     @Test func suspicionOfItselfIsRefutedWithAHigherIncarnation() {
         var m = Self.instance()
-        var directives = m.received(.members([Self.update(Self.a, incarnation: 0, .suspect)]), from: Self.b, now: Self.t(0))
+        var directives = m.received(
+            .members([Self.update(Self.a, incarnation: 0, .suspect)]),
+            from: Self.b,
+            now: Self.t(0)
+        )
         #expect(m.incarnation == 1)
         #expect(directives == [.broadcast(.members([Self.update(Self.a, incarnation: 1, .alive)]))])
         #expect(m.myself.status == .alive)
 
         // Declared dead at a later incarnation: refuted above it.
-        directives = m.received(.ping(sequence: 9, gossip: [Self.update(Self.a, incarnation: 3, .dead)]), from: Self.c, now: Self.t(1))
+        directives = m.received(
+            .ping(sequence: 9, gossip: [Self.update(Self.a, incarnation: 3, .dead)]),
+            from: Self.c,
+            now: Self.t(1)
+        )
         #expect(m.incarnation == 4)
         #expect(directives.contains(.broadcast(.members([Self.update(Self.a, incarnation: 4, .alive)]))))
         #expect(directives.contains { if case .send(.ack(9, _), Self.c) = $0 { true } else { false } })
 
         // Old news (a lower incarnation, an earlier boot, or "alive") needs no refutation.
-        for stale in [Self.update(Self.a, incarnation: 2, .suspect), Self.update(Self.a, epoch: 0, incarnation: 9, .dead), Self.update(Self.a, incarnation: 7, .alive)] {
+        for stale in [
+            Self.update(Self.a, incarnation: 2, .suspect), Self.update(Self.a, epoch: 0, incarnation: 9, .dead),
+            Self.update(Self.a, incarnation: 7, .alive),
+        ] {
             #expect(m.received(.members([stale]), from: Self.b, now: Self.t(2)).isEmpty)
         }
         #expect(m.incarnation == 4)
@@ -230,7 +250,10 @@ struct MembershipInstanceTests {
         // Left is final for that boot...
         _ = m.received(.members([Self.update(Self.b, incarnation: 3, .left)]), from: Self.b, now: Self.t(8))
         #expect(status()?.status == .left)
-        for update in [Self.update(Self.b, incarnation: 99, .alive), Self.update(Self.b, incarnation: 99, .suspect), Self.update(Self.b, incarnation: 99, .dead)] {
+        for update in [
+            Self.update(Self.b, incarnation: 99, .alive), Self.update(Self.b, incarnation: 99, .suspect),
+            Self.update(Self.b, incarnation: 99, .dead),
+        ] {
             #expect(m.received(.members([update]), from: Self.c, now: Self.t(9)).isEmpty)
         }
         #expect(m.linkEstablished(node: Self.b, epoch: 1, address: "b:7946", now: Self.t(10)).count == 1)
@@ -240,7 +263,11 @@ struct MembershipInstanceTests {
         let rebooted = m.linkEstablished(node: Self.b, epoch: 2, address: "b:7946", now: Self.t(11))
         #expect(rebooted.contains(.statusChanged(Self.update(Self.b, epoch: 2, .alive), previous: .left)))
         #expect(status() == Self.update(Self.b, epoch: 2, .alive))
-        _ = m.received(.members([Self.update(Self.b, epoch: 1, incarnation: 100, .dead)]), from: Self.c, now: Self.t(12))
+        _ = m.received(
+            .members([Self.update(Self.b, epoch: 1, incarnation: 100, .dead)]),
+            from: Self.c,
+            now: Self.t(12)
+        )
         #expect(status() == Self.update(Self.b, epoch: 2, .alive))
     }
 
@@ -251,14 +278,22 @@ struct MembershipInstanceTests {
         #expect(m.tick(now: Self.t(0)).isEmpty)
         #expect(m.tick(now: Self.t(5_000)).isEmpty)
         // Being suspected while leaving is not refuted.
-        let directives = m.received(.members([Self.update(Self.a, incarnation: 1, .suspect)]), from: Self.b, now: Self.t(6_000))
+        let directives = m.received(
+            .members([Self.update(Self.a, incarnation: 1, .suspect)]),
+            from: Self.b,
+            now: Self.t(6_000)
+        )
         #expect(directives.isEmpty)
         #expect(m.incarnation == 1)
     }
 
     @Test func peersSeeALeaveAsFinal() {
         var m = Self.instance()
-        let directives = m.received(.members([Self.update(Self.b, incarnation: 1, .left)]), from: Self.b, now: Self.t(0))
+        let directives = m.received(
+            .members([Self.update(Self.b, incarnation: 1, .left)]),
+            from: Self.b,
+            now: Self.t(0)
+        )
         #expect(directives.contains(.statusChanged(Self.update(Self.b, incarnation: 1, .left), previous: .alive)))
         #expect(!m.liveMembers.contains(Self.b))
         #expect(!directives.contains { if case .connect = $0 { true } else { false } })
@@ -322,7 +357,11 @@ struct MembershipInstanceTests {
         _ = m.received(.members([Self.update(Self.c, .alive)]), from: Self.b, now: Self.t(0))
         var carried = 0
         for sequence in 1...40 {
-            let reply = m.received(.ping(sequence: UInt64(sequence), gossip: []), from: Self.b, now: Self.t(Int64(sequence)))
+            let reply = m.received(
+                .ping(sequence: UInt64(sequence), gossip: []),
+                from: Self.b,
+                now: Self.t(Int64(sequence))
+            )
             guard case .send(.ack(_, let gossip), Self.b) = reply.first else {
                 Issue.record("expected an ack")
                 return
@@ -340,7 +379,13 @@ struct MembershipInstanceTests {
         _ = m.received(.members(many), from: Self.b, now: Self.t(0))
         var seen = Set<NodeID>()
         for sequence in 1...20 {
-            guard case .send(.ack(_, let gossip), _) = m.received(.ping(sequence: UInt64(sequence), gossip: []), from: Self.b, now: Self.t(1)).first else {
+            guard
+                case .send(.ack(_, let gossip), _) = m.received(
+                    .ping(sequence: UInt64(sequence), gossip: []),
+                    from: Self.b,
+                    now: Self.t(1)
+                ).first
+            else {
                 Issue.record("expected an ack")
                 return
             }

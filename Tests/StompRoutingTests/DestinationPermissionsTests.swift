@@ -87,9 +87,11 @@ import Testing
             if prefix.count < 6 { for word in ["a", "b", "c"] { keysOf(prefix + [word]) } }
         }
         keysOf([])
-        let matchesOf = Dictionary(uniqueKeysWithValues: patterns.map { pattern in
-            (pattern, Set(keys.filter { TopicTrie<Int>.matches(pattern: pattern, key: $0) }))
-        })
+        let matchesOf = Dictionary(
+            uniqueKeysWithValues: patterns.map { pattern in
+                (pattern, Set(keys.filter { TopicTrie<Int>.matches(pattern: pattern, key: $0) }))
+            }
+        )
         func hashOnlyAtTheEnd(_ pattern: String) -> Bool { !pattern.dropLast().contains("#") }
         var exactPairs = 0
         for outer in patterns {
@@ -102,7 +104,10 @@ import Testing
                 }
                 if hashOnlyAtTheEnd(outer), hashOnlyAtTheEnd(inner) {
                     exactPairs += 1
-                    #expect(allowed == contained, "/topic/\(outer) over /topic/\(inner): allowed \(allowed), contained \(contained)")
+                    #expect(
+                        allowed == contained,
+                        "/topic/\(outer) over /topic/\(inner): allowed \(allowed), contained \(contained)"
+                    )
                 }
             }
         }

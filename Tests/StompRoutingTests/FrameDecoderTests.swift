@@ -171,7 +171,10 @@ struct FrameDecoderTests {
         #expect(decodeError(buffer("SEND\nk\\t:v\n\n\0"))?.kind == .invalidHeader)
     }
 
-    @Test("STOMP 1.0 has no escapes: backslashes are literal", arguments: ["a\\nb", "a\\cb", "a\\tb", "a\\rb", "ab\\", "\\\\"])
+    @Test(
+        "STOMP 1.0 has no escapes: backslashes are literal",
+        arguments: ["a\\nb", "a\\cb", "a\\tb", "a\\rb", "ab\\", "\\\\"]
+    )
     func noEscapesIn1_0(raw: String) throws {
         let frame = try decodeOne("SEND\nk:\(raw)\n\n\0", version: .v1_0)
         #expect(frame.headers["k"] == raw)

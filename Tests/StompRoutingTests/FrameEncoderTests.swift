@@ -66,7 +66,11 @@ struct FrameEncoderTests {
     @Test("encode(into:) appends after the bytes already there")
     func encodeIntoAppends() {
         var out = buffer("\n")
-        StompFrameEncoder.encode(StompFrame(.receipt, headers: [StompHeader.receiptID: "1"]), version: .v1_2, into: &out)
+        StompFrameEncoder.encode(
+            StompFrame(.receipt, headers: [StompHeader.receiptID: "1"]),
+            version: .v1_2,
+            into: &out
+        )
         #expect(String(buffer: out) == "\nRECEIPT\nreceipt-id:1\n\n\0")
     }
 

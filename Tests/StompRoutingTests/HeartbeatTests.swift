@@ -30,17 +30,32 @@ struct HeartbeatNegotiationTests {
 
     @Test("a server side of zero turns that direction off")
     func serverZero() {
-        let noSend = Heartbeat(client: (send: 5_000, receive: 5_000), serverSend: .zero, serverReceive: .seconds(10), graceFactor: 1.5)
+        let noSend = Heartbeat(
+            client: (send: 5_000, receive: 5_000),
+            serverSend: .zero,
+            serverReceive: .seconds(10),
+            graceFactor: 1.5
+        )
         #expect(noSend.sendInterval == nil)
         #expect(noSend.receiveTimeout == .seconds(15))
-        let noReceive = Heartbeat(client: (send: 5_000, receive: 5_000), serverSend: .seconds(10), serverReceive: .zero, graceFactor: 1.5)
+        let noReceive = Heartbeat(
+            client: (send: 5_000, receive: 5_000),
+            serverSend: .seconds(10),
+            serverReceive: .zero,
+            graceFactor: 1.5
+        )
         #expect(noReceive.sendInterval == .seconds(10))
         #expect(noReceive.receiveTimeout == nil)
     }
 
     @Test("a grace factor below 1 counts as 1")
     func graceAtLeastOne() {
-        let heartbeat = Heartbeat(client: (send: 5_000, receive: 0), serverSend: .seconds(1), serverReceive: .seconds(1), graceFactor: 0.5)
+        let heartbeat = Heartbeat(
+            client: (send: 5_000, receive: 0),
+            serverSend: .seconds(1),
+            serverReceive: .seconds(1),
+            graceFactor: 0.5
+        )
         #expect(heartbeat.receiveTimeout == .seconds(5))
     }
 
@@ -59,7 +74,10 @@ struct HeartbeatNegotiationTests {
         #expect(parsed.receive == expected.1)
     }
 
-    @Test("rejecting a malformed heart-beat header", arguments: ["", "1", "1,2,3", "a,1", "-1,1", "1,-1", ",", "1,", "86400001,0", "1.5,2"])
+    @Test(
+        "rejecting a malformed heart-beat header",
+        arguments: ["", "1", "1,2,3", "a,1", "-1,1", "1,-1", ",", "1,", "86400001,0", "1.5,2"]
+    )
     func parseInvalid(value: String) {
         #expect(Heartbeat.parse(value) == nil)
     }
@@ -67,7 +85,9 @@ struct HeartbeatNegotiationTests {
     @Test("tick interval: a quarter of the shortest interval, at least 10 ms")
     func tickInterval() {
         #expect(Heartbeat.none.tickInterval == nil)
-        #expect(Heartbeat(sendInterval: .seconds(10), receiveTimeout: .seconds(15)).tickInterval == .milliseconds(2_500))
+        #expect(
+            Heartbeat(sendInterval: .seconds(10), receiveTimeout: .seconds(15)).tickInterval == .milliseconds(2_500)
+        )
         #expect(Heartbeat(sendInterval: nil, receiveTimeout: .seconds(4)).tickInterval == .seconds(1))
         #expect(Heartbeat(sendInterval: .milliseconds(20), receiveTimeout: nil).tickInterval == .milliseconds(10))
     }
@@ -130,7 +150,11 @@ struct SessionHeartbeatTests {
         // The session is closed: later ticks and frames do nothing.
         #expect(session.tick(now: at(100)) == .none)
         var actions: [SessionStateMachine.Action] = []
-        session.frameReceived(StompFrame(.send, headers: [StompHeader.destination: "/queue/a"]), now: at(100), into: &actions)
+        session.frameReceived(
+            StompFrame(.send, headers: [StompHeader.destination: "/queue/a"]),
+            now: at(100),
+            into: &actions
+        )
         #expect(actions.isEmpty)
     }
 

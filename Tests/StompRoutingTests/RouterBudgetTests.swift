@@ -16,7 +16,11 @@ struct RouterBudgetTests {
         let publisher = driver.open(1)
         for _ in 0..<3 { #expect(driver.send(publisher, "/queue/q", Self.body).isEmpty) }
         #expect(driver.router.queuedBytes > 3_000)
-        #expect(driver.send(publisher, "/queue/q", Self.body, receipt: "r") == [.fail(publisher, .queueBytesLimit, receiptID: "r")])
+        #expect(
+            driver.send(publisher, "/queue/q", Self.body, receipt: "r") == [
+                .fail(publisher, .queueBytesLimit, receiptID: "r")
+            ]
+        )
     }
 
     @Test("queued bytes return to zero as consumers take and acknowledge the messages")
@@ -48,7 +52,9 @@ struct RouterBudgetTests {
         driver.subscribe(client, id: "b", "/queue/b")
         #expect(driver.send(client, "/queue/a", "2").isEmpty, "an existing queue takes more")
         let other = driver.open(2)
-        #expect(driver.subscribe(other, id: "c", "/queue/c", receipt: "r") == [.fail(other, .tooManyQueues, receiptID: "r")])
+        #expect(
+            driver.subscribe(other, id: "c", "/queue/c", receipt: "r") == [.fail(other, .tooManyQueues, receiptID: "r")]
+        )
         let third = driver.open(3)
         #expect(driver.send(third, "/queue/d", "1") == [.fail(third, .tooManyQueues, receiptID: nil)])
     }

@@ -7,12 +7,19 @@ import Testing
 @Suite("Router: cluster seam")
 struct RouterClusterTests {
     private func envelope(_ destination: String, _ body: String, id: String = "n2-x-1") -> MessageEnvelope {
-        MessageEnvelope(destination: try! Destination(parsing: destination), messageID: id, headers: [:], body: ByteBuffer(string: body))
+        MessageEnvelope(
+            destination: try! Destination(parsing: destination),
+            messageID: id,
+            headers: [:],
+            body: ByteBuffer(string: body)
+        )
     }
 
     private func handOffs(_ outputs: [RouterOutput]) -> [(queue: String, body: String, hops: UInt8)] {
         outputs.compactMap {
-            if case .handOff(let queue, let message, _, let hops) = $0 { return (queue, String(buffer: message.body), hops) }
+            if case .handOff(let queue, let message, _, let hops) = $0 {
+                return (queue, String(buffer: message.body), hops)
+            }
             return nil
         }
     }

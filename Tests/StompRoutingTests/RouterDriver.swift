@@ -61,7 +61,11 @@ struct RouterDriver {
     }
 
     @discardableResult
-    mutating func run(_ operation: RouterOperation, from connection: ConnectionID, receipt: String? = nil) -> [RouterEvent] {
+    mutating func run(
+        _ operation: RouterOperation,
+        from connection: ConnectionID,
+        receipt: String? = nil
+    ) -> [RouterEvent] {
         var outputs: [RouterOutput] = []
         router.handle(operation, from: connection, receipt: receipt, into: &outputs)
         return events(outputs)
@@ -88,10 +92,18 @@ struct RouterDriver {
                 #expect(bytes.readableBytes <= delivery.maximumSize)
                 #expect(delivery.version == versions[connection] ?? .v1_2)
                 lastRawDeliveries.append((connection, bytes))
-                return .deliver(connection, decode(bytes, version: versions[connection] ?? .v1_2), isText: delivery.isText)
+                return .deliver(
+                    connection,
+                    decode(bytes, version: versions[connection] ?? .v1_2),
+                    isText: delivery.isText
+                )
             case .receipt(let connection, let frame):
                 lastRawDeliveries.append((connection, frame.bytes))
-                return .deliver(connection, decode(frame.bytes, version: versions[connection] ?? .v1_2), isText: frame.isText)
+                return .deliver(
+                    connection,
+                    decode(frame.bytes, version: versions[connection] ?? .v1_2),
+                    isText: frame.isText
+                )
             case .fail(let connection, let error):
                 return .fail(connection, error.kind, receiptID: error.receiptID)
             case .close(let connection):
@@ -112,7 +124,12 @@ struct RouterDriver {
         prefetch: Int = 1_000,
         receipt: String? = nil
     ) -> [RouterEvent] {
-        let request = SubscribeRequest(id: id, destination: try! Destination(parsing: destination), ackMode: ack, prefetch: prefetch)
+        let request = SubscribeRequest(
+            id: id,
+            destination: try! Destination(parsing: destination),
+            ackMode: ack,
+            prefetch: prefetch
+        )
         return run(.subscribe(request), from: connection, receipt: receipt)
     }
 
@@ -128,7 +145,11 @@ struct RouterDriver {
     }
 
     static func publish(_ destination: String, _ body: String = "", headers: StompHeaders = [:]) -> PublishRequest {
-        PublishRequest(destination: try! Destination(parsing: destination), headers: headers, body: ByteBuffer(string: body))
+        PublishRequest(
+            destination: try! Destination(parsing: destination),
+            headers: headers,
+            body: ByteBuffer(string: body)
+        )
     }
 
     /// The single frame `bytes` must hold.

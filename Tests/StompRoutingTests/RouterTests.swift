@@ -142,7 +142,11 @@ struct RouterTopicTests {
         driver.subscribe(subscriber, id: "s", "/topic/t", ack: .clientIndividual)
         let frame = try #require(driver.send(subscriber, "/topic/t", "1").messages.first)
         #expect(driver.run(.nack(AckRequest(ackID: frame.ackID)), from: subscriber).isEmpty)
-        #expect(driver.run(.ack(AckRequest(ackID: frame.ackID)), from: subscriber) == [.fail(subscriber, .unknownAck, receiptID: nil)])
+        #expect(
+            driver.run(.ack(AckRequest(ackID: frame.ackID)), from: subscriber) == [
+                .fail(subscriber, .unknownAck, receiptID: nil)
+            ]
+        )
     }
 }
 
@@ -226,8 +230,15 @@ struct RouterQueueTests {
         // Acknowledging the second leaves room for exactly one more: the third.
         #expect(driver.run(.ack(AckRequest(ackID: m2.ackID)), from: consumer).bodies(to: consumer) == ["3"])
         // The first is still outstanding and can be acknowledged once.
-        #expect(driver.run(.ack(AckRequest(ackID: m1.ackID)), from: consumer, receipt: "r").first?.frame?.isReceipt("r") == true)
-        #expect(driver.run(.ack(AckRequest(ackID: m1.ackID)), from: consumer) == [.fail(consumer, .unknownAck, receiptID: nil)])
+        #expect(
+            driver.run(.ack(AckRequest(ackID: m1.ackID)), from: consumer, receipt: "r").first?.frame?.isReceipt("r")
+                == true
+        )
+        #expect(
+            driver.run(.ack(AckRequest(ackID: m1.ackID)), from: consumer) == [
+                .fail(consumer, .unknownAck, receiptID: nil)
+            ]
+        )
     }
 
     @Test("client ACK is cumulative")
@@ -244,7 +255,11 @@ struct RouterQueueTests {
         // ACK of the second settles the first and the second: two more messages fit.
         let events = driver.run(.ack(AckRequest(ackID: frames[1].ackID)), from: consumer)
         #expect(events.bodies(to: consumer) == ["4", "5"])
-        #expect(driver.run(.ack(AckRequest(ackID: frames[0].ackID)), from: consumer) == [.fail(consumer, .unknownAck, receiptID: nil)])
+        #expect(
+            driver.run(.ack(AckRequest(ackID: frames[0].ackID)), from: consumer) == [
+                .fail(consumer, .unknownAck, receiptID: nil)
+            ]
+        )
     }
 
     @Test("client ACK of the last message settles all of them")
@@ -416,7 +431,10 @@ struct RouterAckVersionTests {
         driver.subscribe(consumer, id: "c", "/queue/q", ack: .clientIndividual, prefetch: 1)
         let first = try #require(driver.send(consumer, "/queue/q", "1").messages.first)
         #expect(driver.send(consumer, "/queue/q", "2").isEmpty)
-        let wrongSubscription = driver.run(.ack(AckRequest(messageID: first.messageID, subscription: "x")), from: consumer)
+        let wrongSubscription = driver.run(
+            .ack(AckRequest(messageID: first.messageID, subscription: "x")),
+            from: consumer
+        )
         #expect(wrongSubscription == [.fail(consumer, .unknownAck, receiptID: nil)])
 
         var fresh = RouterDriver()
@@ -455,7 +473,9 @@ struct RouterAckVersionTests {
         let thief = driver.open(2)
         driver.subscribe(owner, id: "c", "/queue/q", ack: .clientIndividual)
         let frame = try #require(driver.send(thief, "/queue/q").messages.first)
-        #expect(driver.run(.ack(AckRequest(ackID: frame.ackID)), from: thief) == [.fail(thief, .unknownAck, receiptID: nil)])
+        #expect(
+            driver.run(.ack(AckRequest(ackID: frame.ackID)), from: thief) == [.fail(thief, .unknownAck, receiptID: nil)]
+        )
         #expect(driver.run(.ack(AckRequest(ackID: frame.ackID)), from: owner).isEmpty)
     }
 }
@@ -471,18 +491,26 @@ struct RouterReceiptTests {
         let events = driver.send(connection, "/topic/t", "x", receipt: "r")
         #expect(events.count == 3)
         #expect(events.prefix(2).allSatisfy { $0.frame?.command == .message })
-        #expect(events.last == .deliver(connection, StompFrame(.receipt, headers: [StompHeader.receiptID: "r"]), isText: true))
+        #expect(
+            events.last
+                == .deliver(connection, StompFrame(.receipt, headers: [StompHeader.receiptID: "r"]), isText: true)
+        )
     }
 
-    @Test("every operation answers its receipt", arguments: [
-        RouterOperation.barrier, .commit([]), .unsubscribe(id: "s"),
-    ])
+    @Test(
+        "every operation answers its receipt",
+        arguments: [
+            RouterOperation.barrier, .commit([]), .unsubscribe(id: "s"),
+        ]
+    )
     func receipts(operation: RouterOperation) {
         var driver = RouterDriver()
         let connection = driver.open(1)
         driver.subscribe(connection, id: "s", "/topic/t")
         let events = driver.run(operation, from: connection, receipt: "r")
-        #expect(events == [.deliver(connection, StompFrame(.receipt, headers: [StompHeader.receiptID: "r"]), isText: true)])
+        #expect(
+            events == [.deliver(connection, StompFrame(.receipt, headers: [StompHeader.receiptID: "r"]), isText: true)]
+        )
     }
 
     @Test("the receipt is written in the connection's version")
@@ -549,10 +577,12 @@ struct RouterReceiptTests {
         let connection = driver.open(1)
         driver.subscribe(connection, id: "s", "/topic/t")
         let events = driver.run(.disconnect, from: connection, receipt: "bye")
-        #expect(events == [
-            .deliver(connection, StompFrame(.receipt, headers: [StompHeader.receiptID: "bye"]), isText: true),
-            .close(connection),
-        ])
+        #expect(
+            events == [
+                .deliver(connection, StompFrame(.receipt, headers: [StompHeader.receiptID: "bye"]), isText: true),
+                .close(connection),
+            ]
+        )
         #expect(driver.router.connectionCount == 0)
         #expect(driver.router.subscriptionCount == 0)
     }
@@ -611,9 +641,18 @@ struct RouterMessageTests {
         let connection = driver.open(1)
         driver.subscribe(connection, id: "s", "/queue/q", ack: .client)
         let frame = try #require(
-            driver.send(connection, "/queue/q", "body", headers: StompHeaders([("content-type", "text/plain"), ("x-b", "2")])).messages.first
+            driver.send(
+                connection,
+                "/queue/q",
+                "body",
+                headers: StompHeaders([("content-type", "text/plain"), ("x-b", "2")])
+            ).messages.first
         )
-        #expect(frame.headers.map(\.name) == ["subscription", "ack", "message-id", "destination", "content-type", "x-b", "content-length"])
+        #expect(
+            frame.headers.map(\.name) == [
+                "subscription", "ack", "message-id", "destination", "content-type", "x-b", "content-length",
+            ]
+        )
         #expect(frame.headers[StompHeader.destination] == "/queue/q")
         #expect(frame.headers[StompHeader.contentLength] == "4")
     }
@@ -668,7 +707,10 @@ struct RouterMessageTests {
             #expect(frame.body == ByteBuffer(bytes: bytes))
         }
         // NUL is valid UTF-8; the content-length header lets it through.
-        let nul = driver.run(.send(PublishRequest(destination: .topic("t"), headers: [:], body: ByteBuffer(bytes: [0x61, 0x00]))), from: connection)
+        let nul = driver.run(
+            .send(PublishRequest(destination: .topic("t"), headers: [:], body: ByteBuffer(bytes: [0x61, 0x00]))),
+            from: connection
+        )
         #expect(nul.first == .deliver(connection, try #require(nul.first?.frame), isText: true))
     }
 }

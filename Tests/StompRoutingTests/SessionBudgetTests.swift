@@ -20,10 +20,18 @@ struct SessionBudgetTests {
         var driver = connected(.init(maxTransactionBytes: 3 * 1_100))
         _ = driver.receive(.begin, [("transaction", "t")])
         _ = driver.receive(.begin, [("transaction", "u")])
-        #expect(driver.receive(.send, [("destination", "/queue/a"), ("transaction", "t")], body: Self.kilobyte).isEmpty)
-        #expect(driver.receive(.send, [("destination", "/queue/a"), ("transaction", "u")], body: Self.kilobyte).isEmpty)
-        #expect(driver.receive(.send, [("destination", "/queue/a"), ("transaction", "t")], body: Self.kilobyte).isEmpty)
-        let error = SessionDriver.failure(driver.receive(.send, [("destination", "/queue/a"), ("transaction", "u")], body: Self.kilobyte))
+        #expect(
+            driver.receive(.send, [("destination", "/queue/a"), ("transaction", "t")], body: Self.kilobyte).isEmpty
+        )
+        #expect(
+            driver.receive(.send, [("destination", "/queue/a"), ("transaction", "u")], body: Self.kilobyte).isEmpty
+        )
+        #expect(
+            driver.receive(.send, [("destination", "/queue/a"), ("transaction", "t")], body: Self.kilobyte).isEmpty
+        )
+        let error = SessionDriver.failure(
+            driver.receive(.send, [("destination", "/queue/a"), ("transaction", "u")], body: Self.kilobyte)
+        )
         #expect(error?.kind == .transactionBytesLimit)
         #expect(error?.detail.contains("limits.transaction-bytes") == true, "the ERROR names the budget")
     }
@@ -33,8 +41,14 @@ struct SessionBudgetTests {
         var driver = connected(.init(maxTransactionBytes: 2 * 1_100))
         for round in 0..<5 {
             _ = driver.receive(.begin, [("transaction", "t\(round)")])
-            #expect(driver.receive(.send, [("destination", "/queue/a"), ("transaction", "t\(round)")], body: Self.kilobyte).isEmpty)
-            #expect(driver.receive(.send, [("destination", "/queue/a"), ("transaction", "t\(round)")], body: Self.kilobyte).isEmpty)
+            #expect(
+                driver.receive(.send, [("destination", "/queue/a"), ("transaction", "t\(round)")], body: Self.kilobyte)
+                    .isEmpty
+            )
+            #expect(
+                driver.receive(.send, [("destination", "/queue/a"), ("transaction", "t\(round)")], body: Self.kilobyte)
+                    .isEmpty
+            )
             let end: StompCommand = round.isMultiple(of: 2) ? .commit : .abort
             #expect(SessionDriver.failure(driver.receive(end, [("transaction", "t\(round)")])) == nil)
         }
@@ -47,7 +61,11 @@ struct SessionBudgetTests {
         var readBuffer = ByteBuffer(repeating: UInt8(ascii: "b"), count: 64 * 1_024)
         let slice = readBuffer.readSlice(length: 16)
         let body = try #require(slice)
-        let send = StompFrame(.send, headers: StompHeaders([("destination", "/queue/a"), ("transaction", "t")]), body: body)
+        let send = StompFrame(
+            .send,
+            headers: StompHeaders([("destination", "/queue/a"), ("transaction", "t")]),
+            body: body
+        )
         #expect(driver.receive(send).isEmpty)
         let actions = driver.receive(.commit, [("transaction", "t")])
         guard case .route(.commit(let operations), _) = actions.first, case .send(let request) = operations.first else {
@@ -62,7 +80,9 @@ struct SessionBudgetTests {
     func destinationLength() {
         var driver = connected(.init(maxDestinationLength: 32))
         #expect(driver.receive(.send, [("destination", "/topic/" + String(repeating: "a", count: 25))]).count == 1)
-        let error = SessionDriver.failure(driver.receive(.send, [("destination", "/topic/" + String(repeating: "a", count: 26))]))
+        let error = SessionDriver.failure(
+            driver.receive(.send, [("destination", "/topic/" + String(repeating: "a", count: 26))])
+        )
         #expect(error?.kind == .destinationTooLong)
         #expect(error?.detail.contains("limits.destination-length") == true)
     }
@@ -73,11 +93,21 @@ struct SessionBudgetTests {
         let tooMany = "/topic/" + Array(repeating: "#", count: 9).joined(separator: ".")
         var driver = connected(.init(maxDestinationWords: 8))
         #expect(driver.receive(.subscribe, [("destination", fine), ("id", "1")]).count == 1)
-        #expect(SessionDriver.failure(driver.receive(.subscribe, [("destination", tooMany), ("id", "2")]))?.kind == .destinationTooLong)
+        #expect(
+            SessionDriver.failure(driver.receive(.subscribe, [("destination", tooMany), ("id", "2")]))?.kind
+                == .destinationTooLong
+        )
         var sender = connected(.init(maxDestinationWords: 8))
-        #expect(SessionDriver.failure(sender.receive(.send, [("destination", fine + ".a")]))?.kind == .destinationTooLong)
+        #expect(
+            SessionDriver.failure(sender.receive(.send, [("destination", fine + ".a")]))?.kind == .destinationTooLong
+        )
         // A queue's name is not split into words.
         var queueSender = connected(.init(maxDestinationWords: 8))
-        #expect(queueSender.receive(.send, [("destination", "/queue/" + Array(repeating: "a", count: 20).joined(separator: "."))]).count == 1)
+        #expect(
+            queueSender.receive(
+                .send,
+                [("destination", "/queue/" + Array(repeating: "a", count: 20).joined(separator: "."))]
+            ).count == 1
+        )
     }
 }

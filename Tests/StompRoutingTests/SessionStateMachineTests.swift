@@ -26,7 +26,11 @@ struct SessionDriver {
 
     /// Connects with `accept-version` (none when nil) and returns the actions.
     @discardableResult
-    mutating func connect(acceptVersion: String? = "1.2", heartBeat: String? = nil, command: StompCommand = .connect) -> [Action] {
+    mutating func connect(
+        acceptVersion: String? = "1.2",
+        heartBeat: String? = nil,
+        command: StompCommand = .connect
+    ) -> [Action] {
         var headers: [(String, String)] = [(StompHeader.host, "/")]
         if let acceptVersion { headers.append((StompHeader.acceptVersion, acceptVersion)) }
         if let heartBeat { headers.append((StompHeader.heartBeat, heartBeat)) }
@@ -39,7 +43,6 @@ struct SessionDriver {
         return actions.count == 1 ? error : nil
     }
 }
-
 
 @Suite("SessionStateMachine: CONNECT")
 struct SessionConnectTests {
@@ -115,7 +118,10 @@ struct SessionConnectTests {
     @Test("with external authentication, CONNECT asks the shell and waits for its answer")
     func externalAuthenticationAsks() {
         var driver = SessionDriver(settings: SessionStateMachine.Settings(authentication: .external))
-        let asked = driver.receive(.connect, [("accept-version", "1.2"), ("login", "guest"), ("passcode", "secret"), ("host", "vh")])
+        let asked = driver.receive(
+            .connect,
+            [("accept-version", "1.2"), ("login", "guest"), ("passcode", "secret"), ("host", "vh")]
+        )
         #expect(asked == [.authenticate(ConnectCredentials(login: "guest", passcode: "secret", host: "vh"))])
         var actions: [SessionStateMachine.Action] = []
         let alice = SessionIdentity(user: "guest", permissions: .everything)
@@ -127,9 +133,16 @@ struct SessionConnectTests {
     @Test("a refused CONNECT gets the shell's ERROR with its receipt, and the session closes")
     func externalAuthenticationRefuses() {
         var driver = SessionDriver(settings: SessionStateMachine.Settings(authentication: .external))
-        _ = driver.receive(.connect, [("accept-version", "1.2"), ("login", "guest"), ("passcode", "wrong"), ("receipt", "r-1")])
+        _ = driver.receive(
+            .connect,
+            [("accept-version", "1.2"), ("login", "guest"), ("passcode", "wrong"), ("receipt", "r-1")]
+        )
         var actions: [SessionStateMachine.Action] = []
-        driver.session.authenticated(.failure(StompProtocolError(.notAuthorized, "access refused")), now: .now(), into: &actions)
+        driver.session.authenticated(
+            .failure(StompProtocolError(.notAuthorized, "access refused")),
+            now: .now(),
+            into: &actions
+        )
         #expect(SessionDriver.failure(actions)?.kind == .notAuthorized)
         #expect(SessionDriver.failure(actions)?.receiptID == "r-1")
         #expect(driver.connect().isEmpty)
@@ -149,14 +162,20 @@ struct SessionConnectTests {
         #expect(SessionDriver.failure(actions)?.receiptID == "r-9")
     }
 
-    @Test("frames before CONNECT fail with notConnected", arguments: [StompCommand.send, .subscribe, .unsubscribe, .ack, .nack, .begin, .commit, .abort, .disconnect])
+    @Test(
+        "frames before CONNECT fail with notConnected",
+        arguments: [StompCommand.send, .subscribe, .unsubscribe, .ack, .nack, .begin, .commit, .abort, .disconnect]
+    )
     func frameBeforeConnect(command: StompCommand) {
         var driver = SessionDriver()
         let actions = driver.receive(command, [("destination", "/queue/a"), ("id", "1"), ("transaction", "t")])
         #expect(SessionDriver.failure(actions)?.kind == .notConnected)
     }
 
-    @Test("server frames from the client fail, before and after CONNECT", arguments: [StompCommand.connected, .message, .receipt, .error])
+    @Test(
+        "server frames from the client fail, before and after CONNECT",
+        arguments: [StompCommand.connected, .message, .receipt, .error]
+    )
     func serverFrames(command: StompCommand) {
         var before = SessionDriver()
         #expect(SessionDriver.failure(before.receive(command))?.kind == .unexpectedFrame)
@@ -188,7 +207,8 @@ struct SessionConnectTests {
 
 @Suite("SessionStateMachine: frames")
 struct SessionFrameTests {
-    private func connected(_ version: String = "1.2", settings: SessionStateMachine.Settings = .init()) -> SessionDriver {
+    private func connected(_ version: String = "1.2", settings: SessionStateMachine.Settings = .init()) -> SessionDriver
+    {
         var driver = SessionDriver(settings: settings)
         driver.connect(acceptVersion: version)
         return driver
@@ -202,7 +222,8 @@ struct SessionFrameTests {
         let actions = driver.receive(
             .send,
             [
-                ("destination", "/topic/a.b"), ("receipt", "r1"), ("content-type", "text/plain"), ("x", "1"), ("x", "2"),
+                ("destination", "/topic/a.b"), ("receipt", "r1"), ("content-type", "text/plain"), ("x", "1"),
+                ("x", "2"),
                 ("message-id", "forged"), ("subscription", "forged"), ("ack", "forged"), ("redelivered", "true"),
                 ("content-length", "5"),
             ],
@@ -227,7 +248,10 @@ struct SessionFrameTests {
         var send = connected()
         #expect(SessionDriver.failure(send.receive(.send, [("destination", value)]))?.kind == .invalidDestination)
         var subscribe = connected()
-        #expect(SessionDriver.failure(subscribe.receive(.subscribe, [("destination", value), ("id", "1")]))?.kind == .invalidDestination)
+        #expect(
+            SessionDriver.failure(subscribe.receive(.subscribe, [("destination", value), ("id", "1")]))?.kind
+                == .invalidDestination
+        )
     }
 
     @Test("SEND to a wildcard topic fails", arguments: ["/topic/a.*", "/topic/#", "/topic/a.#.b", "/topic/*"])
@@ -240,7 +264,14 @@ struct SessionFrameTests {
     func queueIsNeverPattern() {
         var driver = connected()
         let actions = driver.receive(.send, [("destination", "/queue/a.*")])
-        #expect(actions == [.route(.send(PublishRequest(destination: .queue("a.*"), headers: [:], body: ByteBuffer())), receipt: nil)])
+        #expect(
+            actions == [
+                .route(
+                    .send(PublishRequest(destination: .queue("a.*"), headers: [:], body: ByteBuffer())),
+                    receipt: nil
+                )
+            ]
+        )
     }
 
     // MARK: - SUBSCRIBE / UNSUBSCRIBE
@@ -253,14 +284,20 @@ struct SessionFrameTests {
         #expect(actions == [.route(.subscribe(request), receipt: "r")])
     }
 
-    @Test("ack modes and prefetch-count, capped by maxUnacked", arguments: [
-        ("auto", "5", AckMode.auto, 5),
-        ("client", "1", .client, 1),
-        ("client-individual", "50", .clientIndividual, 10),
-    ])
+    @Test(
+        "ack modes and prefetch-count, capped by maxUnacked",
+        arguments: [
+            ("auto", "5", AckMode.auto, 5),
+            ("client", "1", .client, 1),
+            ("client-individual", "50", .clientIndividual, 10),
+        ]
+    )
     func subscribeOptions(ack: String, prefetch: String, mode: AckMode, expected: Int) {
         var driver = connected(settings: .init(maxUnacked: 10))
-        let actions = driver.receive(.subscribe, [("destination", "/queue/q"), ("id", "1"), ("ack", ack), ("prefetch-count", prefetch)])
+        let actions = driver.receive(
+            .subscribe,
+            [("destination", "/queue/q"), ("id", "1"), ("ack", ack), ("prefetch-count", prefetch)]
+        )
         let request = SubscribeRequest(id: "1", destination: .queue("q"), ackMode: mode, prefetch: expected)
         #expect(actions == [.route(.subscribe(request), receipt: nil)])
     }
@@ -268,7 +305,9 @@ struct SessionFrameTests {
     @Test("SUBSCRIBE needs an id in 1.1 and 1.2", arguments: ["1.1", "1.2"])
     func subscribeNeedsID(version: String) {
         var driver = connected(version)
-        #expect(SessionDriver.failure(driver.receive(.subscribe, [("destination", "/queue/a")]))?.kind == .missingHeader)
+        #expect(
+            SessionDriver.failure(driver.receive(.subscribe, [("destination", "/queue/a")]))?.kind == .missingHeader
+        )
     }
 
     @Test("SUBSCRIBE without id in 1.0 uses the destination as id, and UNSUBSCRIBE by destination ends it")
@@ -277,7 +316,11 @@ struct SessionFrameTests {
         let actions = driver.receive(.subscribe, [("destination", "/queue/a")])
         let request = SubscribeRequest(id: "/queue/a", destination: .queue("a"), ackMode: .auto, prefetch: 1_000)
         #expect(actions == [.route(.subscribe(request), receipt: nil)])
-        #expect(driver.receive(.unsubscribe, [("destination", "/queue/a")]) == [.route(.unsubscribe(id: "/queue/a"), receipt: nil)])
+        #expect(
+            driver.receive(.unsubscribe, [("destination", "/queue/a")]) == [
+                .route(.unsubscribe(id: "/queue/a"), receipt: nil)
+            ]
+        )
     }
 
     @Test("SUBSCRIBE without destination fails")
@@ -298,7 +341,11 @@ struct SessionFrameTests {
     func reuseAfterUnsubscribe() {
         var driver = connected()
         _ = driver.receive(.subscribe, [("destination", "/queue/a"), ("id", "1")])
-        #expect(driver.receive(.unsubscribe, [("id", "1"), ("receipt", "u")]) == [.route(.unsubscribe(id: "1"), receipt: "u")])
+        #expect(
+            driver.receive(.unsubscribe, [("id", "1"), ("receipt", "u")]) == [
+                .route(.unsubscribe(id: "1"), receipt: "u")
+            ]
+        )
         let again = driver.receive(.subscribe, [("destination", "/queue/a"), ("id", "1")])
         #expect(again.count == 1)
         #expect(SessionDriver.failure(again) == nil)
@@ -314,7 +361,9 @@ struct SessionFrameTests {
     func unsubscribeWithoutID(version: String) {
         var driver = connected(version)
         _ = driver.receive(.subscribe, [("destination", "/queue/a"), ("id", "/queue/a")])
-        #expect(SessionDriver.failure(driver.receive(.unsubscribe, [("destination", "/queue/a")]))?.kind == .missingHeader)
+        #expect(
+            SessionDriver.failure(driver.receive(.unsubscribe, [("destination", "/queue/a")]))?.kind == .missingHeader
+        )
     }
 
     @Test("more than maxSubscriptions subscriptions fail")
@@ -451,7 +500,11 @@ struct SessionFrameTests {
         var driver = connected()
         _ = driver.receive(.begin, [("transaction", "t")])
         let actions = driver.receive(.send, [("destination", "/queue/a")])
-        #expect(actions == [.route(.send(PublishRequest(destination: .queue("a"), headers: [:], body: ByteBuffer())), receipt: nil)])
+        #expect(
+            actions == [
+                .route(.send(PublishRequest(destination: .queue("a"), headers: [:], body: ByteBuffer())), receipt: nil)
+            ]
+        )
     }
 
     @Test("ABORT discards the transaction")
@@ -474,8 +527,16 @@ struct SessionFrameTests {
     func receiptsInTransaction() {
         var driver = connected()
         #expect(driver.receive(.begin, [("transaction", "t"), ("receipt", "b")]) == [.route(.barrier, receipt: "b")])
-        #expect(driver.receive(.send, [("destination", "/queue/a"), ("transaction", "t"), ("receipt", "s")]) == [.route(.barrier, receipt: "s")])
-        #expect(driver.receive(.ack, [("id", "1"), ("transaction", "t"), ("receipt", "a")]) == [.route(.barrier, receipt: "a")])
+        #expect(
+            driver.receive(.send, [("destination", "/queue/a"), ("transaction", "t"), ("receipt", "s")]) == [
+                .route(.barrier, receipt: "s")
+            ]
+        )
+        #expect(
+            driver.receive(.ack, [("id", "1"), ("transaction", "t"), ("receipt", "a")]) == [
+                .route(.barrier, receipt: "a")
+            ]
+        )
         #expect(driver.receive(.abort, [("transaction", "t"), ("receipt", "x")]) == [.route(.barrier, receipt: "x")])
     }
 
@@ -487,9 +548,23 @@ struct SessionFrameTests {
         _ = driver.receive(.send, [("destination", "/queue/one"), ("transaction", "t1")])
         _ = driver.receive(.send, [("destination", "/queue/two"), ("transaction", "t2")])
         let two = driver.receive(.commit, [("transaction", "t2")])
-        #expect(two == [.route(.commit([.send(PublishRequest(destination: .queue("two"), headers: [:], body: ByteBuffer()))]), receipt: nil)])
+        #expect(
+            two == [
+                .route(
+                    .commit([.send(PublishRequest(destination: .queue("two"), headers: [:], body: ByteBuffer()))]),
+                    receipt: nil
+                )
+            ]
+        )
         let one = driver.receive(.commit, [("transaction", "t1")])
-        #expect(one == [.route(.commit([.send(PublishRequest(destination: .queue("one"), headers: [:], body: ByteBuffer()))]), receipt: nil)])
+        #expect(
+            one == [
+                .route(
+                    .commit([.send(PublishRequest(destination: .queue("one"), headers: [:], body: ByteBuffer()))]),
+                    receipt: nil
+                )
+            ]
+        )
     }
 
     @Test(
@@ -532,7 +607,10 @@ struct SessionFrameTests {
         var frames = connected(settings: .init(maxTransactions: 1, maxTransactionFrames: 1))
         _ = frames.receive(.begin, [("transaction", "t")])
         #expect(frames.receive(.send, [("destination", "/queue/a"), ("transaction", "t")]).isEmpty)
-        #expect(SessionDriver.failure(frames.receive(.send, [("destination", "/queue/a"), ("transaction", "t")]))?.kind == .transactionLimit)
+        #expect(
+            SessionDriver.failure(frames.receive(.send, [("destination", "/queue/a"), ("transaction", "t")]))?.kind
+                == .transactionLimit
+        )
     }
 }
 
@@ -544,15 +622,23 @@ struct SessionPermissionTests {
         _ = driver.connect()
         let permissions = try DestinationPermissions(read: ["/topic/prices.#", "/queue/jobs"], write: ["/queue/jobs"])
         var actions: [SessionStateMachine.Action] = []
-        driver.session.authenticated(.success(SessionIdentity(user: "alice", permissions: permissions)), now: .now(), into: &actions)
+        driver.session.authenticated(
+            .success(SessionIdentity(user: "alice", permissions: permissions)),
+            now: .now(),
+            into: &actions
+        )
         return driver
     }
 
     @Test("SUBSCRIBE needs a read pattern covering all it can match")
     func subscribe() throws {
         var driver = try Self.alice()
-        #expect(SessionDriver.failure(driver.receive(.subscribe, [("id", "1"), ("destination", "/topic/prices.*")])) == nil)
-        let denied = SessionDriver.failure(driver.receive(.subscribe, [("id", "2"), ("destination", "/topic/#"), ("receipt", "r-2")]))
+        #expect(
+            SessionDriver.failure(driver.receive(.subscribe, [("id", "1"), ("destination", "/topic/prices.*")])) == nil
+        )
+        let denied = SessionDriver.failure(
+            driver.receive(.subscribe, [("id", "2"), ("destination", "/topic/#"), ("receipt", "r-2")])
+        )
         #expect(denied?.kind == .readDenied)
         #expect(denied?.detail.contains("user 'alice' may not read from /topic/#") == true)
         #expect(denied?.receiptID == "r-2")
@@ -564,7 +650,9 @@ struct SessionPermissionTests {
         #expect(SessionDriver.failure(driver.receive(.send, [("destination", "/queue/jobs")])) == nil)
         var inTransaction = try Self.alice()
         _ = inTransaction.receive(.begin, [("transaction", "t")])
-        let denied = SessionDriver.failure(inTransaction.receive(.send, [("destination", "/topic/prices.eur"), ("transaction", "t")]))
+        let denied = SessionDriver.failure(
+            inTransaction.receive(.send, [("destination", "/topic/prices.eur"), ("transaction", "t")])
+        )
         #expect(denied?.kind == .writeDenied)
         #expect(denied?.detail.contains("may not write to /topic/prices.eur") == true)
     }
@@ -572,11 +660,20 @@ struct SessionPermissionTests {
     @Test("a reply-to must name a destination the sender could write to")
     func replyTo() throws {
         var driver = try Self.alice()
-        #expect(SessionDriver.failure(driver.receive(.send, [("destination", "/queue/jobs"), ("reply-to", "/queue/jobs")])) == nil)
+        #expect(
+            SessionDriver.failure(driver.receive(.send, [("destination", "/queue/jobs"), ("reply-to", "/queue/jobs")]))
+                == nil
+        )
         // Not a destination of this broker: nobody can be made to write there.
-        #expect(SessionDriver.failure(driver.receive(.send, [("destination", "/queue/jobs"), ("reply-to", "somewhere else")])) == nil)
+        #expect(
+            SessionDriver.failure(
+                driver.receive(.send, [("destination", "/queue/jobs"), ("reply-to", "somewhere else")])
+            ) == nil
+        )
         var confused = try Self.alice()
-        let denied = SessionDriver.failure(confused.receive(.send, [("destination", "/queue/jobs"), ("reply-to", "/queue/admin"), ("receipt", "r")]))
+        let denied = SessionDriver.failure(
+            confused.receive(.send, [("destination", "/queue/jobs"), ("reply-to", "/queue/admin"), ("receipt", "r")])
+        )
         #expect(denied?.kind == .writeDenied)
         #expect(denied?.detail.contains("user 'alice' may not name /queue/admin as reply-to") == true)
         #expect(denied?.receiptID == "r")

@@ -163,7 +163,9 @@ struct TopicTrieTests {
         }
         #expect(trie.count == 0)
         let root = try #require(Mirror(reflecting: trie).children.first { $0.label == "root" }?.value)
-        let children = try #require(Mirror(reflecting: root).children.first { $0.label == "children" }?.value as? [Substring: Any])
+        let children = try #require(
+            Mirror(reflecting: root).children.first { $0.label == "children" }?.value as? [Substring: Any]
+        )
         #expect(children.isEmpty)
     }
 }
@@ -212,7 +214,10 @@ struct TopicTrieWorstCaseTests {
                 let key = Array(repeating: "a", count: keyWords - 1).joined(separator: ".") + "." + last
                 var result = Set<Int>()
                 trie.matches(key, into: &result)
-                #expect(result.isEmpty == !Self.referenceMatches(pattern: pattern, key: key), "\(pattern) vs \(keyWords) words ending in \(last)")
+                #expect(
+                    result.isEmpty == !Self.referenceMatches(pattern: pattern, key: key),
+                    "\(pattern) vs \(keyWords) words ending in \(last)"
+                )
                 // Trie nodes are at most the pattern's words plus the root.
                 #expect(trie.lastLookupSteps <= (patternWords + 1) * (keyWords + 1))
             }

@@ -58,7 +58,9 @@ import Testing
         let taken = buffer.take()
         let frames = try decodeMessages(try #require(taken))
         #expect(frames.map(\.opcode) == [.text, .binary, .text])
-        #expect(frames.map { String(buffer: $0.data) } == ["RECEIPT\nreceipt-id:1\n\n\0", String(buffer: binary), "\n"])
+        #expect(
+            frames.map { String(buffer: $0.data) } == ["RECEIPT\nreceipt-id:1\n\n\0", String(buffer: binary), "\n"]
+        )
         #expect(buffer.isEmpty)
         let again = buffer.take()
         #expect(again == nil)
@@ -80,9 +82,21 @@ import Testing
         let subscriber = ConnectionID(1)
         router.handle(.open(.v1_2), from: subscriber, receipt: nil, into: &outputs)
         let id = String(repeating: ":\\\n", count: 50)
-        router.handle(.subscribe(SubscribeRequest(id: id, destination: .topic("t"), ackMode: .client, prefetch: 10)), from: subscriber, receipt: nil, into: &outputs)
-        router.handle(.send(PublishRequest(destination: .topic("t"), headers: [:], body: ByteBuffer(string: "x"))), from: subscriber, receipt: nil, into: &outputs)
-        let delivery = try #require(outputs.compactMap { if case .deliver(_, let delivery) = $0 { delivery } else { nil } }.first)
+        router.handle(
+            .subscribe(SubscribeRequest(id: id, destination: .topic("t"), ackMode: .client, prefetch: 10)),
+            from: subscriber,
+            receipt: nil,
+            into: &outputs
+        )
+        router.handle(
+            .send(PublishRequest(destination: .topic("t"), headers: [:], body: ByteBuffer(string: "x"))),
+            from: subscriber,
+            receipt: nil,
+            into: &outputs
+        )
+        let delivery = try #require(
+            outputs.compactMap { if case .deliver(_, let delivery) = $0 { delivery } else { nil } }.first
+        )
         var buffer = OutboundBuffer(framing: .webSocket)
         buffer.append(delivery)
         let taken = buffer.take()

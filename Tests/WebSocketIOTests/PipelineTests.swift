@@ -21,13 +21,17 @@ private final class TestConnection {
         nodeOutbound: OutboundBudget = OutboundBudget(limit: 512 * 1_048_576),
         authenticator: (any ClientAuthenticator)? = nil
     ) throws {
-        self.broker = broker ?? Broker(
-            settings: .init(messageIDPrefix: "test-"),
-            eventLoop: channel.embeddedEventLoop,
-            logger: Logger(label: "test")
-        )
+        self.broker =
+            broker
+            ?? Broker(
+                settings: .init(messageIDPrefix: "test-"),
+                eventLoop: channel.embeddedEventLoop,
+                logger: Logger(label: "test")
+            )
         let pipeline = channel.pipeline.syncOperations
-        let admission = ConnectionAdmission(limits: .init(connections: maxConnections, pendingConnections: 10, perAddress: 0))
+        let admission = ConnectionAdmission(
+            limits: .init(connections: maxConnections, pendingConnections: 10, perAddress: 0)
+        )
         handler = StompConnectionHandler(
             id: self.broker.makeConnectionID(),
             broker: self.broker,
@@ -103,7 +107,9 @@ private final class TestConnection {
     @Test func frameSplitAcrossReadsAndSeveralFramesInOneRead() throws {
         let connection = try TestConnection()
         try connection.send("CONNECT\naccept-")
-        try connection.send("version:1.2\n\n\0\nSUBSCRIBE\nid:1\ndestination:/queue/q\n\n\0SEND\ndestination:/queue/q\n\nx\0")
+        try connection.send(
+            "version:1.2\n\n\0\nSUBSCRIBE\nid:1\ndestination:/queue/q\n\n\0SEND\ndestination:/queue/q\n\nx\0"
+        )
         let output = try connection.received()
         #expect(output.hasPrefix("CONNECTED\n"))
         #expect(output.contains("MESSAGE\nsubscription:1\n"))
@@ -210,11 +216,19 @@ private final class TestConnection {
 @Suite struct WebSocketStompBridgeTests {
     @Test func textAndBinaryMessagesFollowUTF8Validity() throws {
         let connection = try TestConnection(webSocket: true)
-        try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "CONNECT\naccept-version:1.2\n\n\0")))
+        try connection.channel.writeInbound(
+            WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "CONNECT\naccept-version:1.2\n\n\0"))
+        )
         let connected = try #require(try connection.readMessage())
         #expect(connected.opcode == .text)
 
-        try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .binary, data: ByteBuffer(string: "SUBSCRIBE\nid:1\ndestination:/topic/t\n\n\0")))
+        try connection.channel.writeInbound(
+            WebSocketFrame(
+                fin: true,
+                opcode: .binary,
+                data: ByteBuffer(string: "SUBSCRIBE\nid:1\ndestination:/topic/t\n\n\0")
+            )
+        )
         var body = ByteBuffer(string: "SEND\ndestination:/topic/t\ncontent-length:2\n\n")
         body.writeBytes([0xFF, 0xFE, 0])
         try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .binary, data: body))
@@ -244,7 +258,9 @@ private final class TestConnection {
 
     @Test func errorEndsWithACloseFrame() throws {
         let connection = try TestConnection(webSocket: true)
-        try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "NOPE\n\n\0")))
+        try connection.channel.writeInbound(
+            WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "NOPE\n\n\0"))
+        )
         let error = try #require(try connection.readMessage())
         #expect(String(buffer: error.data).hasPrefix("ERROR\n"))
         connection.channel.embeddedEventLoop.run()
@@ -254,13 +270,15 @@ private final class TestConnection {
 }
 
 @Suite struct SubprotocolTests {
-    @Test(arguments: [
-        (["v10.stomp", "v11.stomp", "v12.stomp"], "v12.stomp"),
-        (["v11.stomp", "v10.stomp"], "v11.stomp"),
-        (["V10.STOMP"], "v10.stomp"),
-        (["mqtt"], nil),
-        ([], nil),
-    ] as [([String], String?)])
+    @Test(
+        arguments: [
+            (["v10.stomp", "v11.stomp", "v12.stomp"], "v12.stomp"),
+            (["v11.stomp", "v10.stomp"], "v11.stomp"),
+            (["V10.STOMP"], "v10.stomp"),
+            (["mqtt"], nil),
+            ([], nil),
+        ] as [([String], String?)]
+    )
     func highestKnownProtocolIsChosen(offered: [String], expected: String?) {
         #expect(StompSubprotocol.choose(from: offered) == expected)
     }
@@ -327,9 +345,15 @@ private final class OneUser: ClientAuthenticator, @unchecked Sendable {
     func authenticate(_ credentials: ConnectCredentials, from remote: SocketAddress?) -> AuthenticationDecision {
         if credentials.passcode == "token" {
             let expiresAt = now() + tokenLifetime
-            return .decided(.success(SessionIdentity(user: "alice", permissions: permissions, credential: .token(expiresAt: expiresAt))))
+            return .decided(
+                .success(
+                    SessionIdentity(user: "alice", permissions: permissions, credential: .token(expiresAt: expiresAt))
+                )
+            )
         }
-        guard credentials.login == "alice", credentials.passcode == "secret" else { return .decided(.failure(.accessRefused)) }
+        guard credentials.login == "alice", credentials.passcode == "secret" else {
+            return .decided(.failure(.accessRefused))
+        }
         return .decided(.success(SessionIdentity(user: "alice", permissions: permissions)))
     }
 
@@ -345,7 +369,9 @@ private final class OneUser: ClientAuthenticator, @unchecked Sendable {
     @Test func framesRightBehindTheConnectWaitForItsAnswer() throws {
         let connection = try TestConnection(authenticator: OneUser())
         // A client that doesn't wait for CONNECTED: its SUBSCRIBE and SEND are held, not lost.
-        try connection.send("CONNECT\naccept-version:1.2\nlogin:alice\npasscode:secret\n\n\0SUBSCRIBE\nid:1\ndestination:/topic/news.*\n\n\0SEND\ndestination:/topic/news.eu\n\nhi\0")
+        try connection.send(
+            "CONNECT\naccept-version:1.2\nlogin:alice\npasscode:secret\n\n\0SUBSCRIBE\nid:1\ndestination:/topic/news.*\n\n\0SEND\ndestination:/topic/news.eu\n\nhi\0"
+        )
         connection.channel.embeddedEventLoop.run()
         let output = try connection.received()
         #expect(output.hasPrefix("CONNECTED\n"))
@@ -361,7 +387,10 @@ private final class OneUser: ClientAuthenticator, @unchecked Sendable {
         #expect(try connection.received().isEmpty)
         connection.channel.embeddedEventLoop.advanceTime(by: .milliseconds(500))
         let output = try connection.received()
-        #expect(output.hasPrefix("ERROR\nreceipt-id:r\nmessage:access refused\n") || output.hasPrefix("ERROR\nmessage:access refused\n"))
+        #expect(
+            output.hasPrefix("ERROR\nreceipt-id:r\nmessage:access refused\n")
+                || output.hasPrefix("ERROR\nmessage:access refused\n")
+        )
         #expect(!connection.channel.isActive)
     }
 

@@ -16,7 +16,10 @@ let benchmarks: @Sendable () -> Void = {
     let sendFrame: ByteBuffer = {
         var headers: StompHeaders = ["destination": "/topic/prices.eur", "content-type": "application/json"]
         headers.add("receipt", "r-1")
-        return StompFrameEncoder.encode(StompFrame(.send, headers: headers, body: ByteBuffer(repeating: UInt8(ascii: "x"), count: 100)), version: .v1_2)
+        return StompFrameEncoder.encode(
+            StompFrame(.send, headers: headers, body: ByteBuffer(repeating: UInt8(ascii: "x"), count: 100)),
+            version: .v1_2
+        )
     }()
 
     Benchmark("decode a SEND with a 100-byte body", configuration: configuration) { benchmark in
@@ -37,7 +40,10 @@ let benchmarks: @Sendable () -> Void = {
     // MARK: Router
 
     for subscribers in [1, 50] {
-        Benchmark("publish to a topic with \(subscribers) subscriber(s) and write the deliveries", configuration: configuration) { benchmark in
+        Benchmark(
+            "publish to a topic with \(subscribers) subscriber(s) and write the deliveries",
+            configuration: configuration
+        ) { benchmark in
             var router = Router(settings: .init(messageIDPrefix: "bench-"))
             var outputs: [RouterOutput] = []
             for index in 0..<subscribers {
@@ -46,7 +52,11 @@ let benchmarks: @Sendable () -> Void = {
                 let request = SubscribeRequest(id: "s", destination: .topic("prices.*"), ackMode: .auto, prefetch: 100)
                 router.handle(.subscribe(request), from: connection, receipt: nil, into: &outputs)
             }
-            let publish = PublishRequest(destination: .topic("prices.eur"), headers: [:], body: ByteBuffer(repeating: 120, count: 100))
+            let publish = PublishRequest(
+                destination: .topic("prices.eur"),
+                headers: [:],
+                body: ByteBuffer(repeating: 120, count: 100)
+            )
             let publisher = ConnectionID(1_000_000)
             router.handle(.open(.v1_2), from: publisher, receipt: nil, into: &outputs)
             // Each delivery written out as a connection would, into a buffer that is already
@@ -114,7 +124,12 @@ let benchmarks: @Sendable () -> Void = {
         let table = InterestTable()
         for origin in 0..<1_000 {
             let changes: [(InterestKey, Int)] = (0..<10).map { (.topic("app.\(origin).\($0).*"), 1) }
-            _ = table.applySnapshot(from: NodeID("n\(origin)"), epoch: 1, version: 1, entries: changes + [(.topic("broadcast.#"), 1)])
+            _ = table.applySnapshot(
+                from: NodeID("n\(origin)"),
+                epoch: 1,
+                version: 1,
+                entries: changes + [(.topic("broadcast.#"), 1)]
+            )
         }
         return table
     }()
@@ -134,7 +149,9 @@ let benchmarks: @Sendable () -> Void = {
         var payload = ByteBuffer()
         for index in 0..<100 {
             let body = ByteBuffer(string: #"{"symbol":"EURUSD","bid":1.08\#(index % 10),"ask":1.09,"seq":\#(index)}"#)
-            LinkMessage.forward(LinkMessageBody(destination: "/topic/prices.eur", messageID: "n1-x-\(index)", headers: [], body: body)).encode(into: &payload)
+            LinkMessage.forward(
+                LinkMessageBody(destination: "/topic/prices.eur", messageID: "n1-x-\(index)", headers: [], body: body)
+            ).encode(into: &payload)
         }
         return payload
     }()

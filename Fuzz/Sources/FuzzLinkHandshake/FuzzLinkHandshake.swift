@@ -52,11 +52,16 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             case .selfConnection:
                 guard let peerHello else { preconditionFailure("a self-connection without a hello") }
                 precondition(peerHello.node == FuzzCluster.local.node, "a self-connection with \(peerHello.node)")
-                precondition(honestProof(of: peerHello, role: role, localProof: sentProof) == macOf(message), "a self-connection on a proof an honest peer would not send")
+                precondition(
+                    honestProof(of: peerHello, role: role, localProof: sentProof) == macOf(message),
+                    "a self-connection on a proof an honest peer would not send"
+                )
                 return false
             case .refuse(let refusal):
                 if role == .listener, let told = refusal.told {
-                    for revealing in [FuzzCluster.local.clusterName, FuzzCluster.local.node.name, FuzzCluster.local.address] {
+                    for revealing in [
+                        FuzzCluster.local.clusterName, FuzzCluster.local.node.name, FuzzCluster.local.address,
+                    ] {
                         precondition(!told.contains(revealing), "the listener's refusal \(told) reveals \(revealing)")
                     }
                 }
@@ -74,27 +79,46 @@ private func macOf(_ message: LinkMessage) -> [UInt8]? {
 }
 
 /// Traps unless an honest peer, knowing the secret, would have sent exactly `proof`.
-private func checkEstablished(peer: LinkHello, version: UInt16, proof: LinkMessage, role: LinkHandshake.Role, localProof: [UInt8]?) {
+private func checkEstablished(
+    peer: LinkHello,
+    version: UInt16,
+    proof: LinkMessage,
+    role: LinkHandshake.Role,
+    localProof: [UInt8]?
+) {
     precondition(peer.clusterName == FuzzCluster.local.clusterName, "established with cluster '\(peer.clusterName)'")
     precondition(peer.node != FuzzCluster.local.node, "established with itself")
     precondition(LinkHandshake.supportedVersions.contains(version), "established at unsupported version \(version)")
     precondition(peer.nonce.count >= 16, "established with a \(peer.nonce.count)-byte nonce")
     guard let mac = macOf(proof) else { preconditionFailure("established on \(proof), not on a proof") }
-    precondition(mac == honestProof(of: peer, role: role, localProof: localProof), "established on a proof an honest peer would not send")
+    precondition(
+        mac == honestProof(of: peer, role: role, localProof: localProof),
+        "established on a proof an honest peer would not send"
+    )
 }
 
 /// The proof an honest peer that said `peer` in its hello sends the local side.
 private func honestProof(of peer: LinkHello, role: LinkHandshake.Role, localProof: [UInt8]?) -> [UInt8] {
-    let identity = LinkHandshake.Identity(clusterName: peer.clusterName, node: peer.node, epoch: peer.epoch, address: peer.address, secret: FuzzCluster.secret)
+    let identity = LinkHandshake.Identity(
+        clusterName: peer.clusterName,
+        node: peer.node,
+        epoch: peer.epoch,
+        address: peer.address,
+        secret: FuzzCluster.secret
+    )
     let local = LinkHandshake(identity: FuzzCluster.local, nonce: FuzzCluster.localNonce, role: role)
     switch role {
     case .listener:
         // The peer dialled: its proof answers the local challenge.
         var honest = LinkHandshake(identity: identity, nonce: peer.nonce, role: .dialer)
         let challenge = LinkMessage.challenge(
-            minVersion: LinkHandshake.supportedVersions.lowerBound, maxVersion: LinkHandshake.supportedVersions.upperBound, nonce: FuzzCluster.localNonce
+            minVersion: LinkHandshake.supportedVersions.lowerBound,
+            maxVersion: LinkHandshake.supportedVersions.upperBound,
+            nonce: FuzzCluster.localNonce
         )
-        guard case .send(.proof(let mac)) = honest.received(challenge) else { preconditionFailure("an honest dialler does not answer the challenge") }
+        guard case .send(.proof(let mac)) = honest.received(challenge) else {
+            preconditionFailure("an honest dialler does not answer the challenge")
+        }
         return mac
     case .dialer:
         // The peer listened: it proves itself only once the local proof checked out.
@@ -104,7 +128,9 @@ private func honestProof(of peer: LinkHello, role: LinkHandshake.Role, localProo
         }
         switch honest.received(.proof(localProof)) {
         case .sendAndEstablish(let replies, _, _), .selfConnection(let replies):
-            guard let mac = replies.last.flatMap(macOf) else { preconditionFailure("an honest listener's answer ends without a proof") }
+            guard let mac = replies.last.flatMap(macOf) else {
+                preconditionFailure("an honest listener's answer ends without a proof")
+            }
             return mac
         case let step:
             preconditionFailure("the dialler's own proof does not convince an honest listener: \(step)")

@@ -6,9 +6,21 @@ import Gossip
 public enum FuzzCluster {
     public static let secret = Array("fuzzing-only cluster secret, 32b".utf8)
     /// The side the fuzz target runs.
-    public static let local = LinkHandshake.Identity(clusterName: "fuzz", node: NodeID("local"), epoch: 1, address: "10.0.0.1:7946", secret: secret)
+    public static let local = LinkHandshake.Identity(
+        clusterName: "fuzz",
+        node: NodeID("local"),
+        epoch: 1,
+        address: "10.0.0.1:7946",
+        secret: secret
+    )
     /// The side the input speaks for, in the seeds.
-    public static let peer = LinkHandshake.Identity(clusterName: "fuzz", node: NodeID("peer"), epoch: 2, address: "10.0.0.2:7946", secret: secret)
+    public static let peer = LinkHandshake.Identity(
+        clusterName: "fuzz",
+        node: NodeID("peer"),
+        epoch: 2,
+        address: "10.0.0.2:7946",
+        secret: secret
+    )
     public static let localNonce = [UInt8](repeating: 0x11, count: 32)
     public static let peerNonce = [UInt8](repeating: 0x22, count: 32)
 

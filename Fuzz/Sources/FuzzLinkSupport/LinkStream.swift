@@ -22,7 +22,10 @@ public enum LinkStream {
             messages.removeAll(keepingCapacity: true)
             do {
                 guard let (payload, sizes) = try decoder.nextPayload(from: &stream) else { return }
-                precondition(sizes.raw == payload.readableBytes, "frame reports \(sizes.raw) raw bytes for a payload of \(payload.readableBytes)")
+                precondition(
+                    sizes.raw == payload.readableBytes,
+                    "frame reports \(sizes.raw) raw bytes for a payload of \(payload.readableBytes)"
+                )
                 var reader = payload
                 try LinkMessage.decodeAll(&reader, into: &messages)
                 guard body(payload, messages) else { return }

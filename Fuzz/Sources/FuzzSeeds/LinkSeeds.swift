@@ -23,7 +23,9 @@ enum LinkSeeds {
     static let peerHello = LinkHandshake(identity: FuzzCluster.peer, nonce: FuzzCluster.peerNonce, role: .dialer).hello
 
     static let peerChallenge = LinkMessage.challenge(
-        minVersion: LinkHandshake.supportedVersions.lowerBound, maxVersion: LinkHandshake.supportedVersions.upperBound, nonce: FuzzCluster.peerNonce
+        minVersion: LinkHandshake.supportedVersions.lowerBound,
+        maxVersion: LinkHandshake.supportedVersions.upperBound,
+        nonce: FuzzCluster.peerNonce
     )
 
     static let members = [
@@ -40,8 +42,17 @@ enum LinkSeeds {
     )
 
     static let frames: [(String, [UInt8])] = [
-        ("control", frame([.heartbeat, .ping(sequence: 1, gossip: members), .ack(sequence: 1, gossip: []), .pingRequest(sequence: 2, target: NodeID("third"), gossip: members)])),
-        ("handshake-messages", frame([peerHello, peerChallenge, .proof([UInt8](repeating: 7, count: 32)), .refuse("no")])),
+        (
+            "control",
+            frame([
+                .heartbeat, .ping(sequence: 1, gossip: members), .ack(sequence: 1, gossip: []),
+                .pingRequest(sequence: 2, target: NodeID("third"), gossip: members),
+            ])
+        ),
+        (
+            "handshake-messages",
+            frame([peerHello, peerChallenge, .proof([UInt8](repeating: 7, count: 32)), .refuse("no")])
+        ),
         ("members", frame([.members(members)])),
         (
             "interest",
@@ -54,7 +65,13 @@ enum LinkSeeds {
         ),
         ("forward-raw", frame([.forward(body)])),
         ("forward-compressed", frame([.forward(body), .forward(body)], compressionThreshold: 64)),
-        ("handoff-compressed", frame([.handoff(id: 3, queue: "jobs", message: body, redelivered: true, hops: 1), .handoffAck(id: 2)], compressionThreshold: 64)),
+        (
+            "handoff-compressed",
+            frame(
+                [.handoff(id: 3, queue: "jobs", message: body, redelivered: true, hops: 1), .handoffAck(id: 2)],
+                compressionThreshold: 64
+            )
+        ),
         ("two-frames", frame([.heartbeat]) + frame([.members(members), .forward(body)], compressionThreshold: 64)),
     ]
 
@@ -134,14 +151,50 @@ enum LinkSeeds {
         ("dialer-sees-itself", dialerSeesItself()),
         ("listener-sees-itself", listenerSeesItself()),
         ("wrong-proof", [1] + frame([peerHello, .proof([UInt8](repeating: 0, count: 32))])),
-        ("listener-wrong-proof", [0] + frame([peerChallenge]) + frame([listenerAnswer()[0], .proof([UInt8](repeating: 0, count: 32))])),
+        (
+            "listener-wrong-proof",
+            [0] + frame([peerChallenge]) + frame([listenerAnswer()[0], .proof([UInt8](repeating: 0, count: 32))])
+        ),
         ("other-cluster", [1] + frame([hello { $0.clusterName = "other" }, .proof([UInt8](repeating: 0, count: 32))])),
         ("listener-other-cluster", [0] + frame([peerChallenge, hello { $0.clusterName = "other" }])),
-        ("hello-nonce-is-not-the-challenges", [0] + frame([peerChallenge, hello { $0.nonce = [UInt8](repeating: 0x33, count: 32) }])),
-        ("version-1-listener", [0] + frame([hello { $0.minVersion = 1; $0.maxVersion = 1 }])),
-        ("version-1-dialer", [1] + frame([hello { $0.minVersion = 1; $0.maxVersion = 1 }])),
-        ("no-common-version", [1] + frame([hello { $0.minVersion = 3; $0.maxVersion = 9 }])),
-        ("challenge-no-common-version", [0] + frame([.challenge(minVersion: 3, maxVersion: 9, nonce: FuzzCluster.peerNonce)])),
+        (
+            "hello-nonce-is-not-the-challenges",
+            [0] + frame([peerChallenge, hello { $0.nonce = [UInt8](repeating: 0x33, count: 32) }])
+        ),
+        (
+            "version-1-listener",
+            [0]
+                + frame([
+                    hello {
+                        $0.minVersion = 1
+                        $0.maxVersion = 1
+                    }
+                ])
+        ),
+        (
+            "version-1-dialer",
+            [1]
+                + frame([
+                    hello {
+                        $0.minVersion = 1
+                        $0.maxVersion = 1
+                    }
+                ])
+        ),
+        (
+            "no-common-version",
+            [1]
+                + frame([
+                    hello {
+                        $0.minVersion = 3
+                        $0.maxVersion = 9
+                    }
+                ])
+        ),
+        (
+            "challenge-no-common-version",
+            [0] + frame([.challenge(minVersion: 3, maxVersion: 9, nonce: FuzzCluster.peerNonce)])
+        ),
         ("short-nonce", [1] + frame([hello { $0.nonce = [1, 2, 3] }])),
         ("short-challenge-nonce", [0] + frame([.challenge(minVersion: 2, maxVersion: 2, nonce: [1, 2, 3])])),
         ("refused", [0] + frame([.refuse("go away")])),

@@ -34,21 +34,30 @@ enum WebSocketSeeds {
         ),
         (
             "fragmented-and-batched",
-            upgrade(protocols: "v11.stomp") + text("CONNECT\naccept-version:1.1\nhost:/\n\n\0SUBSCRIBE\nid:q\ndestination:/queue/q\nack:client\n\n\0")
+            upgrade(protocols: "v11.stomp")
+                + text(
+                    "CONNECT\naccept-version:1.1\nhost:/\n\n\0SUBSCRIBE\nid:q\ndestination:/queue/q\nack:client\n\n\0"
+                )
                 + text("SEND\ndestination:/queue/q\n", fin: false) + frame(0, Array("\nbody\0".utf8))
-                + text("SEND\ndestination:/queue/q\n\n") + text("split\0") + text("\n") + text("ACK\nsubscription:q\nmessage-id:m-1\n\n\0")
+                + text("SEND\ndestination:/queue/q\n\n") + text("split\0") + text("\n")
+                + text("ACK\nsubscription:q\nmessage-id:m-1\n\n\0")
         ),
         (
             "binary-ping-close",
             upgrade(protocols: nil) + frame(2, Array(connect.utf8)) + frame(9, Array("ping".utf8))
-                + frame(2, Array("SEND\ndestination:/topic/b\ncontent-length:2\n\n\u{0}\u{1}\0".utf8)) + frame(8, [0x03, 0xE8])
+                + frame(2, Array("SEND\ndestination:/topic/b\ncontent-length:2\n\n\u{0}\u{1}\0".utf8))
+                + frame(8, [0x03, 0xE8])
         ),
         (
             "large-frame",
-            upgrade(protocols: "v10.stomp") + text(connect) + text("SEND\ndestination:/topic/big\n\n" + String(repeating: "x", count: 300) + "\0")
+            upgrade(protocols: "v10.stomp") + text(connect)
+                + text("SEND\ndestination:/topic/big\n\n" + String(repeating: "x", count: 300) + "\0")
         ),
         ("plain-request-on-ws-path", Array("GET /ws HTTP/1.1\r\nHost: localhost\r\n\r\n".utf8)),
-        ("plain-request-elsewhere", Array("POST /other?x=1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\nhi".utf8)),
+        (
+            "plain-request-elsewhere",
+            Array("POST /other?x=1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\nhi".utf8)
+        ),
         ("upgrade-on-wrong-path", upgrade(path: "/nope") + text(connect)),
     ]
 }

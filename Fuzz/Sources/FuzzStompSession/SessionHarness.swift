@@ -46,7 +46,10 @@ struct SessionHarness {
         var external = settings
         external.authentication = .external
         clients = (0..<2).map {
-            Client(id: ConnectionID(UInt64($0 + 1)), session: SessionStateMachine(settings: $0 == 0 ? settings : external, sessionID: "s-\($0)"))
+            Client(
+                id: ConnectionID(UInt64($0 + 1)),
+                session: SessionStateMachine(settings: $0 == 0 ? settings : external, sessionID: "s-\($0)")
+            )
         }
     }
 
@@ -57,7 +60,10 @@ struct SessionHarness {
         return .success(SessionIdentity(user: credentials.login, permissions: permissions))
     }
 
-    private static let permissions = try! DestinationPermissions(read: ["/topic/a.#", "/queue/q"], write: ["/topic/a.b", "/queue/q"])
+    private static let permissions = try! DestinationPermissions(
+        read: ["/topic/a.#", "/queue/q"],
+        write: ["/topic/a.b", "/queue/q"]
+    )
 
     // MARK: - Input
 
@@ -147,7 +153,11 @@ struct SessionHarness {
     private mutating func fail(_ index: Int, _ error: StompProtocolError) {
         guard clients[index].active else { return }
         clients[index].session.failed()
-        StompFrameEncoder.encode(error.errorFrame(version: clients[index].session.version), version: clients[index].session.version, into: &written)
+        StompFrameEncoder.encode(
+            error.errorFrame(version: clients[index].session.version),
+            version: clients[index].session.version,
+            into: &written
+        )
         close(index)
     }
 
@@ -201,7 +211,10 @@ struct SessionHarness {
             router.handle(.deliverForwarded(envelope), into: &outputs)
         case .handOff(let queue, let envelope, let redelivered, let hops):
             // ClusterShell counts the hop on arrival the same way.
-            router.handle(.acceptHandoff(queue: queue, envelope, redelivered: redelivered, hops: hops == .max ? hops : hops + 1), into: &outputs)
+            router.handle(
+                .acceptHandoff(queue: queue, envelope, redelivered: redelivered, hops: hops == .max ? hops : hops + 1),
+                into: &outputs
+            )
         }
     }
 

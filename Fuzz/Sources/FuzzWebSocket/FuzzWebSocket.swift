@@ -33,7 +33,12 @@ private struct EmbeddedNode {
     /// below without costing much per input.
     private static let configuration: WebSocketIOConfiguration = {
         var configuration = WebSocketIOConfiguration()
-        configuration.session = SessionStateMachine.Settings(heartbeatSend: .seconds(1), heartbeatReceive: .seconds(1), maxSubscriptions: 8, maxUnacked: 4)
+        configuration.session = SessionStateMachine.Settings(
+            heartbeatSend: .seconds(1),
+            heartbeatReceive: .seconds(1),
+            maxSubscriptions: 8,
+            maxUnacked: 4
+        )
         configuration.maxWebSocketMessageSize = 65_536
         configuration.frameLimits = StompFrameDecoder.Limits(maxFrameSize: 32_768, maxBodySize: 16_384)
         return configuration
@@ -44,10 +49,19 @@ private struct EmbeddedNode {
     let channel: EmbeddedChannel
 
     init() {
-        let broker = Broker(settings: Router.Settings(messageIDPrefix: "m-", maxQueueDepth: 64), eventLoop: loop, logger: Self.logger)
+        let broker = Broker(
+            settings: Router.Settings(messageIDPrefix: "m-", maxQueueDepth: 64),
+            eventLoop: loop,
+            logger: Self.logger
+        )
         channel = EmbeddedChannel(loop: loop)
         do {
-            let server = try StompServer(configuration: Self.configuration, broker: broker, group: loop, logger: Self.logger)
+            let server = try StompServer(
+                configuration: Self.configuration,
+                broker: broker,
+                group: loop,
+                logger: Self.logger
+            )
             try server.configureAcceptedWebSocketConnection(channel)
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 40_000)).wait()
         } catch {

@@ -82,7 +82,11 @@ final class AdminAPI: Sendable {
         switch (request.method, request.path) {
         case (.GET, "/metrics"):
             await gauges.refresh(broker: broker, server: server, cluster: cluster)
-            return AdminResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: ByteBuffer(bytes: registry.emitToBuffer()))
+            return AdminResponse(
+                status: .ok,
+                contentType: "text/plain; version=0.0.4; charset=utf-8",
+                body: ByteBuffer(bytes: registry.emitToBuffer())
+            )
         case (.GET, "/v1/node"):
             return json(.ok, await node())
         case (.GET, "/v1/members"):
@@ -107,13 +111,20 @@ final class AdminAPI: Sendable {
                 let loaded = try await actions.reloadCredentials()
                 return json(.ok, AdminModels.Action(action: "reload", status: loaded))
             } catch {
-                return json(.unprocessableEntity, AdminModels.Failure(error: "credentials not reloaded, the users and keys before stay: \(error)"))
+                return json(
+                    .unprocessableEntity,
+                    AdminModels.Failure(error: "credentials not reloaded, the users and keys before stay: \(error)")
+                )
             }
         case (.POST, let path) where path.hasPrefix("/v1/members/"):
             return await memberAction(path.dropFirst("/v1/members/".count))
-        case (_, "/healthz"), (_, "/readyz"), (_, "/metrics"), (_, "/v1/node"), (_, "/v1/members"), (_, "/v1/links"), (_, "/v1/interest"),
+        case (_, "/healthz"), (_, "/readyz"), (_, "/metrics"), (_, "/v1/node"), (_, "/v1/members"), (_, "/v1/links"),
+            (_, "/v1/interest"),
             (_, "/v1/connections"), (_, "/v1/drain"), (_, "/v1/leave"), (_, "/v1/auth/reload"):
-            return json(.methodNotAllowed, AdminModels.Failure(error: "\(request.method) is not allowed on \(request.path)"))
+            return json(
+                .methodNotAllowed,
+                AdminModels.Failure(error: "\(request.method) is not allowed on \(request.path)")
+            )
         default:
             return json(.notFound, AdminModels.Failure(error: "no such endpoint: \(request.path)"))
         }
@@ -126,10 +137,21 @@ final class AdminAPI: Sendable {
     /// Browsers name the page's origin in `Origin` and the name they resolved in `Host`.
     private func refuseBrowsers(_ request: AdminRequest) -> AdminResponse? {
         if let origin = request.headers.first(name: "Origin"), !allowedOrigins.allows(origin) {
-            return json(.forbidden, AdminModels.Failure(error: "requests from web pages are refused; allow an origin with admin.allowed-origins"))
+            return json(
+                .forbidden,
+                AdminModels.Failure(
+                    error: "requests from web pages are refused; allow an origin with admin.allowed-origins"
+                )
+            )
         }
         if loopbackOnly, let host = request.headers.first(name: "Host"), !Self.namesLoopback(host) {
-            return json(.forbidden, AdminModels.Failure(error: "the admin API listens on loopback; Host must name this machine (localhost, 127.0.0.1 or [::1])"))
+            return json(
+                .forbidden,
+                AdminModels.Failure(
+                    error:
+                        "the admin API listens on loopback; Host must name this machine (localhost, 127.0.0.1 or [::1])"
+                )
+            )
         }
         return nil
     }
@@ -168,8 +190,12 @@ final class AdminAPI: Sendable {
     /// member over its link, so an operator names a member to any node.
     private func memberAction(_ rest: Substring) async -> AdminResponse {
         let parts = rest.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 2, !parts[0].isEmpty, let action = ["drain", "leave"].first(where: { $0 == parts[1] }) else {
-            return json(.notFound, AdminModels.Failure(error: "expected POST /v1/members/NODE/drain or /v1/members/NODE/leave"))
+        guard parts.count == 2, !parts[0].isEmpty, let action = ["drain", "leave"].first(where: { $0 == parts[1] })
+        else {
+            return json(
+                .notFound,
+                AdminModels.Failure(error: "expected POST /v1/members/NODE/drain or /v1/members/NODE/leave")
+            )
         }
         let member = String(parts[0])
         let status = action == "drain" ? "draining" : "leaving"
@@ -181,13 +207,29 @@ final class AdminAPI: Sendable {
         // has one itself passes requests on, so a local process on a host without a token can
         // stop that host's node, never its peers.
         guard expectedAuthorization != nil else {
-            return json(.forbidden, AdminModels.Failure(error: "\(nodeID) has no admin token, so it acts on itself only; set admin.token on the nodes to drain or stop another member through this one"))
+            return json(
+                .forbidden,
+                AdminModels.Failure(
+                    error:
+                        "\(nodeID) has no admin token, so it acts on itself only; set admin.token on the nodes to drain or stop another member through this one"
+                )
+            )
         }
-        guard let cluster, let view = await cluster.status(), let known = view.members.first(where: { $0.node.name == member }) else {
-            return json(.notFound, AdminModels.Failure(error: "no member named \(member) in this node's view of the cluster"))
+        guard let cluster, let view = await cluster.status(),
+            let known = view.members.first(where: { $0.node.name == member })
+        else {
+            return json(
+                .notFound,
+                AdminModels.Failure(error: "no member named \(member) in this node's view of the cluster")
+            )
         }
         guard await cluster.requestAdminAction(action, of: known.node) else {
-            return json(.conflict, AdminModels.Failure(error: "\(member) is \(known.status) and not linked to \(nodeID): ask a node that reaches it"))
+            return json(
+                .conflict,
+                AdminModels.Failure(
+                    error: "\(member) is \(known.status) and not linked to \(nodeID): ask a node that reaches it"
+                )
+            )
         }
         return json(.accepted, AdminModels.Action(action: action, status: "\(status) (asked through \(nodeID))"))
     }
@@ -229,7 +271,11 @@ final class AdminAPI: Sendable {
         guard let status = await cluster?.status() else { return [] }
         return status.members.sorted { $0.node < $1.node }.map {
             AdminModels.Member(
-                node: $0.node.name, address: $0.address, status: "\($0.status)", incarnation: $0.incarnation, epoch: $0.epoch,
+                node: $0.node.name,
+                address: $0.address,
+                status: "\($0.status)",
+                incarnation: $0.incarnation,
+                epoch: $0.epoch,
                 isSelf: $0.node == status.node,
                 admin: status.adminAddresses[$0.node]
             )
@@ -240,10 +286,15 @@ final class AdminAPI: Sendable {
         guard let status = await cluster?.status() else { return [] }
         return status.links.map {
             AdminModels.Link(
-                peer: $0.peer.name, address: $0.address, outbound: $0.outbound,
-                framesSent: $0.counters.framesSent, framesReceived: $0.counters.framesReceived,
-                rawBytesSent: $0.counters.rawBytesSent, wireBytesSent: $0.counters.wireBytesSent,
-                rawBytesReceived: $0.counters.rawBytesReceived, wireBytesReceived: $0.counters.wireBytesReceived
+                peer: $0.peer.name,
+                address: $0.address,
+                outbound: $0.outbound,
+                framesSent: $0.counters.framesSent,
+                framesReceived: $0.counters.framesReceived,
+                rawBytesSent: $0.counters.rawBytesSent,
+                wireBytesSent: $0.counters.wireBytesSent,
+                rawBytesReceived: $0.counters.rawBytesReceived,
+                wireBytesReceived: $0.counters.wireBytesReceived
             )
         }
     }
@@ -254,12 +305,21 @@ final class AdminAPI: Sendable {
             var entries: [String: AdminModels.InterestEntry] = [:]
             for subscription in snapshot.connections.flatMap(\.subscriptions) {
                 let kind = subscription.destination.hasPrefix("/queue/") ? "queue" : "topic"
-                entries[subscription.destination, default: .init(kind: kind, name: subscription.destination, count: 0)].count += 1
+                entries[subscription.destination, default: .init(kind: kind, name: subscription.destination, count: 0)]
+                    .count += 1
             }
-            let local = AdminModels.InterestOrigin(origin: nodeID, epoch: 0, version: 0, entries: entries.values.sorted { $0.name < $1.name })
+            let local = AdminModels.InterestOrigin(
+                origin: nodeID,
+                epoch: 0,
+                version: 0,
+                entries: entries.values.sorted { $0.name < $1.name }
+            )
             return AdminModels.Interest(local: local, peers: [])
         }
-        return AdminModels.Interest(local: Self.origin(status.localInterest), peers: status.remoteInterest.map(Self.origin))
+        return AdminModels.Interest(
+            local: Self.origin(status.localInterest),
+            peers: status.remoteInterest.map(Self.origin)
+        )
     }
 
     private static func origin(_ interest: ClusterShell.Status.Interest) -> AdminModels.InterestOrigin {
@@ -287,7 +347,10 @@ final class AdminAPI: Sendable {
             case .queue: return subscription.destination == destination.description
             case .topic(let key):
                 guard subscription.destination.hasPrefix("/topic/") else { return false }
-                return TopicTrie<Int>.matches(pattern: String(subscription.destination.dropFirst("/topic/".count)), key: key)
+                return TopicTrie<Int>.matches(
+                    pattern: String(subscription.destination.dropFirst("/topic/".count)),
+                    key: key
+                )
             }
         }
         let peers = await cluster?.routing(for: destination) ?? [:]
@@ -296,7 +359,9 @@ final class AdminAPI: Sendable {
             AdminModels.Route(
                 destination: destination.description,
                 localSubscribers: local,
-                peers: peers.map { AdminModels.RouteTarget(node: $0.key.name, reason: $0.value) }.sorted { $0.node < $1.node }
+                peers: peers.map { AdminModels.RouteTarget(node: $0.key.name, reason: $0.value) }.sorted {
+                    $0.node < $1.node
+                }
             )
         )
     }
@@ -308,11 +373,19 @@ final class AdminAPI: Sendable {
                 AdminModels.Connection(
                     id: connection.id.rawValue,
                     version: connection.version,
-                    subscriptions: connection.subscriptions.map { .init(id: $0.id, destination: $0.destination, ack: $0.ackMode, unacked: $0.unacked) }
+                    subscriptions: connection.subscriptions.map {
+                        .init(id: $0.id, destination: $0.destination, ack: $0.ackMode, unacked: $0.unacked)
+                    }
                 )
             },
             queues: snapshot.queues.map {
-                AdminModels.Queue(name: $0.name, localConsumers: $0.localConsumers, remoteConsumers: $0.remoteConsumers, pending: $0.pending, unacked: $0.unacked)
+                AdminModels.Queue(
+                    name: $0.name,
+                    localConsumers: $0.localConsumers,
+                    remoteConsumers: $0.remoteConsumers,
+                    pending: $0.pending,
+                    unacked: $0.unacked
+                )
             }
         )
     }
@@ -339,7 +412,9 @@ private final class SnapshotGauges: Sendable {
     private let interestEntries = CoreMetrics.Gauge(label: "cluster_interest_entries")
     private let linksUp = CoreMetrics.Gauge(label: "cluster_links")
     private let members: [String: CoreMetrics.Gauge] = Dictionary(
-        uniqueKeysWithValues: ["alive", "suspect", "dead", "left"].map { ($0, CoreMetrics.Gauge(label: "cluster_members", dimensions: [("state", $0)])) }
+        uniqueKeysWithValues: ["alive", "suspect", "dead", "left"].map {
+            ($0, CoreMetrics.Gauge(label: "cluster_members", dimensions: [("state", $0)]))
+        }
     )
 
     func refresh(broker: Broker, server: StompServer, cluster: ClusterShell?) async {

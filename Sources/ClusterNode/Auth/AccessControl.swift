@@ -72,7 +72,8 @@ final class AccessControl: ClientAuthenticator {
         let keys = tokenKeys.withLock { $0?.count }
         let login = count.map { "\($0) user(s) from \(usersFile ?? "")" } ?? "no users file"
         let tokens = keys.map { "tokens signed by \($0) key(s) from \(tokenKeysFile ?? "")" } ?? "no tokens"
-        return "\(login); \(tokens); anonymous clients: \(anonymous == .on ? "from anywhere" : anonymous == .loopback ? "from loopback only" : "refused")"
+        return
+            "\(login); \(tokens); anonymous clients: \(anonymous == .on ? "from anywhere" : anonymous == .loopback ? "from loopback only" : "refused")"
     }
 
     var generation: Int { reloads.load(ordering: .acquiring) }
@@ -88,7 +89,10 @@ final class AccessControl: ClientAuthenticator {
         if let file { users.withLock { $0 = file } }
         if let keys { tokenKeys.withLock { $0 = keys } }
         reloads.add(1, ordering: .releasing)
-        logger.notice("credentials reloaded", metadata: ["auth.users": "\(file?.users.count ?? 0)", "auth.jwt-keys": "\(keys?.count ?? 0)"])
+        logger.notice(
+            "credentials reloaded",
+            metadata: ["auth.users": "\(file?.users.count ?? 0)", "auth.jwt-keys": "\(keys?.count ?? 0)"]
+        )
         return "\(file?.users.count ?? 0) user(s), \(keys?.count ?? 0) token key(s)"
     }
 
@@ -100,7 +104,8 @@ final class AccessControl: ClientAuthenticator {
         // Without a users file there is nobody to check a login against: a client that sends
         // one anyway (RabbitMQ's guest/guest, say) is an anonymous client like any other.
         let file = users.withLock { $0 }
-        if let keys = tokenKeys.withLock({ $0 }), let passcode = credentials.passcode, TokenKeys.looksLikeToken(passcode),
+        if let keys = tokenKeys.withLock({ $0 }), let passcode = credentials.passcode,
+            TokenKeys.looksLikeToken(passcode),
             file?.users[credentials.login ?? ""] == nil
         {
             let address = Self.address(of: remote)
@@ -118,12 +123,20 @@ final class AccessControl: ClientAuthenticator {
         guard let user = file.users[login] else {
             failures["unknown_user"]?.increment()
             throttle.recordFailure(address)
-            logger.info("login refused", metadata: ["auth.login": "\(String(reflecting: String(login.prefix(64))))", "auth.reason": "unknown user"])
+            logger.info(
+                "login refused",
+                metadata: [
+                    "auth.login": "\(String(reflecting: String(login.prefix(64))))", "auth.reason": "unknown user",
+                ]
+            )
             // A known user costs a hash; an unknown one answers as slowly, so timing doesn't
             // tell which logins exist.
             let decoy = Self.decoy
             let passcode = credentials.passcode ?? ""
-            return checkPassword { _ = decoy.verify(passcode); return .failure(.accessRefused) }
+            return checkPassword {
+                _ = decoy.verify(passcode)
+                return .failure(.accessRefused)
+            }
         }
         let passcode = credentials.passcode ?? ""
         let failures = failures["bad_password"]
@@ -133,7 +146,13 @@ final class AccessControl: ClientAuthenticator {
             guard user.password.verify(passcode) else {
                 failures?.increment()
                 throttle.recordFailure(address)
-                logger.info("login refused", metadata: ["auth.login": "\(String(reflecting: String(login.prefix(64))))", "auth.reason": "wrong passcode"])
+                logger.info(
+                    "login refused",
+                    metadata: [
+                        "auth.login": "\(String(reflecting: String(login.prefix(64))))",
+                        "auth.reason": "wrong passcode",
+                    ]
+                )
                 return .failure(.accessRefused)
             }
             return .success(SessionIdentity(user: user.login, permissions: user.permissions))
@@ -142,7 +161,9 @@ final class AccessControl: ClientAuthenticator {
 
     /// Runs `hash` on the thread pool if fewer than `maxPendingLogins` checks wait there, and
     /// skips it when the client hung up before its turn came.
-    private func checkPassword(_ hash: @escaping @Sendable () -> Result<SessionIdentity, StompProtocolError>) -> AuthenticationDecision {
+    private func checkPassword(
+        _ hash: @escaping @Sendable () -> Result<SessionIdentity, StompProtocolError>
+    ) -> AuthenticationDecision {
         guard pendingLogins.add(1, ordering: .relaxed).newValue <= maxPendingLogins else {
             pendingLogins.subtract(1, ordering: .relaxed)
             failures["busy"]?.increment()
@@ -164,12 +185,21 @@ final class AccessControl: ClientAuthenticator {
             case .failure(let refusal):
                 failures[refusal.reason]?.increment()
                 throttle.recordFailure(address)
-                logger.info("token refused", metadata: ["auth.reason": "\(refusal.reason)", "auth.detail": "\(refusal.error.detail)"])
+                logger.info(
+                    "token refused",
+                    metadata: ["auth.reason": "\(refusal.reason)", "auth.detail": "\(refusal.error.detail)"]
+                )
                 return .failure(refusal.error)
             case .success(let grant):
                 let remaining = grant.validUntil.timeIntervalSince(checkedAt)
                 let expiresAt = NIODeadline.now() + .nanoseconds(Int64(min(remaining, 365 * 86_400) * 1e9))
-                return .success(SessionIdentity(user: grant.user, permissions: grant.permissions, credential: .token(expiresAt: expiresAt)))
+                return .success(
+                    SessionIdentity(
+                        user: grant.user,
+                        permissions: grant.permissions,
+                        credential: .token(expiresAt: expiresAt)
+                    )
+                )
             }
         }
     }
@@ -195,7 +225,8 @@ final class AccessControl: ClientAuthenticator {
         StompProtocolError(
             .serverBusy,
             "server busy",
-            detail: "\(maxPendingLogins) logins are being checked already (limits.pending-logins); try again in a moment."
+            detail:
+                "\(maxPendingLogins) logins are being checked already (limits.pending-logins); try again in a moment."
         )
     }
 
@@ -216,7 +247,9 @@ final class AccessControl: ClientAuthenticator {
     }
 
     private static func read(_ path: String) throws -> UsersFile {
-        guard let text = ClusterConfiguration.readFile(path) else { throw SettingsError(description: "cannot read auth.users-file \(path)") }
+        guard let text = ClusterConfiguration.readFile(path) else {
+            throw SettingsError(description: "cannot read auth.users-file \(path)")
+        }
         do {
             return try UsersFile(path: path, contents: Array(text.utf8))
         } catch {
@@ -226,7 +259,9 @@ final class AccessControl: ClientAuthenticator {
 
     private static func readKeys(_ path: String?) async throws -> TokenKeys? {
         guard let path else { return nil }
-        guard let text = ClusterConfiguration.readFile(path) else { throw SettingsError(description: "cannot read auth.jwt-keys \(path)") }
+        guard let text = ClusterConfiguration.readFile(path) else {
+            throw SettingsError(description: "cannot read auth.jwt-keys \(path)")
+        }
         do {
             return try await TokenKeys.load(path: path, contents: Array(text.utf8))
         } catch {

@@ -1,6 +1,6 @@
 import Crypto
-import FoundationEssentials
 import CryptoExtras
+import FoundationEssentials
 
 /// A password stored as a salted, slow hash in the PHC string format:
 /// `$scrypt$ln=15,r=8,p=1$SALT$HASH` (salt and hash in unpadded base64), the form passlib and
@@ -24,7 +24,16 @@ struct PasswordHash: Sendable, Equatable, CustomStringConvertible {
 
     /// Whether `password` is the one hashed. Slow on purpose: call it off the event loops.
     func verify(_ password: String) -> Bool {
-        guard let derived = try? Self.derive(password, salt: salt, logCost: logCost, blockSize: blockSize, parallelism: parallelism, length: hash.count) else {
+        guard
+            let derived = try? Self.derive(
+                password,
+                salt: salt,
+                logCost: logCost,
+                blockSize: blockSize,
+                parallelism: parallelism,
+                length: hash.count
+            )
+        else {
             return false
         }
         // Keys compare in constant time.
@@ -44,23 +53,35 @@ struct PasswordHash: Sendable, Equatable, CustomStringConvertible {
     init(parsing text: String) throws {
         let parts = text.split(separator: "$", omittingEmptySubsequences: false)
         guard parts.count == 5, parts[0].isEmpty, parts[1] == "scrypt" else {
-            throw Invalid(description: "not a PHC scrypt string ($scrypt$ln=..,r=..,p=..$SALT$HASH); make one with `cluster-node hash-password`")
+            throw Invalid(
+                description:
+                    "not a PHC scrypt string ($scrypt$ln=..,r=..,p=..$SALT$HASH); make one with `cluster-node hash-password`"
+            )
         }
         var parameters: [Substring: Int] = [:]
         for pair in parts[2].split(separator: ",") {
             let keyValue = pair.split(separator: "=", maxSplits: 1)
-            guard keyValue.count == 2, let value = Int(keyValue[1]) else { throw Invalid(description: "bad scrypt parameter '\(pair)'") }
+            guard keyValue.count == 2, let value = Int(keyValue[1]) else {
+                throw Invalid(description: "bad scrypt parameter '\(pair)'")
+            }
             parameters[keyValue[0]] = value
         }
-        guard let logCost = parameters["ln"], let blockSize = parameters["r"], let parallelism = parameters["p"], parameters.count == 3 else {
+        guard let logCost = parameters["ln"], let blockSize = parameters["r"], let parallelism = parameters["p"],
+            parameters.count == 3
+        else {
             throw Invalid(description: "scrypt parameters must be ln, r and p")
         }
         guard (10...20).contains(logCost), (1...32).contains(blockSize), (1...8).contains(parallelism),
             Self.memory(logCost: logCost, blockSize: blockSize) <= Self.maximumMemory
         else {
-            throw Invalid(description: "scrypt parameters out of range (ln 10...20, r 1...32, p 1...8, 128 x r x 2^ln at most 64 MiB)")
+            throw Invalid(
+                description:
+                    "scrypt parameters out of range (ln 10...20, r 1...32, p 1...8, 128 x r x 2^ln at most 64 MiB)"
+            )
         }
-        guard let salt = Self.decode(parts[3]), salt.count >= 8, let hash = Self.decode(parts[4]), (16...64).contains(hash.count) else {
+        guard let salt = Self.decode(parts[3]), salt.count >= 8, let hash = Self.decode(parts[4]),
+            (16...64).contains(hash.count)
+        else {
             throw Invalid(description: "salt (8+ bytes) or hash (16 to 64 bytes) is not valid unpadded base64")
         }
         self.init(logCost: logCost, blockSize: blockSize, parallelism: parallelism, salt: salt, hash: hash)
@@ -80,9 +101,21 @@ struct PasswordHash: Sendable, Equatable, CustomStringConvertible {
     /// scrypt's working memory: 128 x r x N bytes.
     static func memory(logCost: Int, blockSize: Int) -> Int { (128 * blockSize) << logCost }
 
-    static func derive(_ password: String, salt: [UInt8], logCost: Int, blockSize: Int, parallelism: Int, length: Int) throws -> [UInt8] {
+    static func derive(
+        _ password: String,
+        salt: [UInt8],
+        logCost: Int,
+        blockSize: Int,
+        parallelism: Int,
+        length: Int
+    ) throws -> [UInt8] {
         let key = try KDF.Scrypt.deriveKey(
-            from: Array(password.utf8), salt: salt, outputByteCount: length, rounds: 1 << logCost, blockSize: blockSize, parallelism: parallelism,
+            from: Array(password.utf8),
+            salt: salt,
+            outputByteCount: length,
+            rounds: 1 << logCost,
+            blockSize: blockSize,
+            parallelism: parallelism,
             maxMemory: maximumMemory + 1_048_576
         )
         return key.withUnsafeBytes { Array($0) }

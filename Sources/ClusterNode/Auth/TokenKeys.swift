@@ -25,10 +25,18 @@ struct TokenKeys: Sendable {
 
     /// The verifier for a token's header, or why there is none.
     func verifier(kid: String?, algorithm: String?) -> Result<JWTKeyCollection, TokenRefusal> {
-        guard let algorithm, algorithm != "none" else { return .failure(.invalid("the token is not signed (alg none)")) }
+        guard let algorithm, algorithm != "none" else {
+            return .failure(.invalid("the token is not signed (alg none)"))
+        }
         let kid = kid ?? ""
         guard let allowed = algorithms[kid] else {
-            return .failure(.invalid(kid.isEmpty ? "the token names no key (kid) and this node has several" : "the token's key (kid) is not one of this node's"))
+            return .failure(
+                .invalid(
+                    kid.isEmpty
+                        ? "the token names no key (kid) and this node has several"
+                        : "the token's key (kid) is not one of this node's"
+                )
+            )
         }
         guard allowed.contains(algorithm), let verifier = verifiers[Self.verifierName(kid, algorithm)] else {
             return .failure(.invalid("the token's algorithm does not go with its key"))
@@ -51,8 +59,11 @@ struct TokenKeys: Sendable {
         var verifiers: [String: JWTKeyCollection] = [:]
         for (index, key) in keys.enumerated() {
             let kid = key.kid ?? ""
-            let name = "auth.jwt-keys \(path), key \(index + 1)\(kid.isEmpty ? "" : " (\(String(reflecting: String(kid.prefix(64)))))")"
-            guard !kid.isEmpty || keys.count == 1 else { throw Invalid(description: "\(name): a set of several keys needs a \"kid\" on each") }
+            let name =
+                "auth.jwt-keys \(path), key \(index + 1)\(kid.isEmpty ? "" : " (\(String(reflecting: String(kid.prefix(64)))))")"
+            guard !kid.isEmpty || keys.count == 1 else {
+                throw Invalid(description: "\(name): a set of several keys needs a \"kid\" on each")
+            }
             guard algorithms[kid] == nil else { throw Invalid(description: "\(name): kid appears twice") }
             do {
                 let added = try await verifiersOf(key)
@@ -101,7 +112,9 @@ struct TokenKeys: Sendable {
     /// One verifier for each algorithm the key may verify.
     private static func verifiersOf(_ key: Entry) async throws -> [String: JWTKeyCollection] {
         let type = key.kty
-        if let use = key.use, use != "sig" { throw Invalid(description: "\"use\" is \(String(reflecting: use)), not \"sig\"") }
+        if let use = key.use, use != "sig" {
+            throw Invalid(description: "\"use\" is \(String(reflecting: use)), not \"sig\"")
+        }
         let allowed: Set<String>
         switch type {
         case "oct": allowed = ["HS256", "HS384", "HS512"]
@@ -128,14 +141,23 @@ struct TokenKeys: Sendable {
             }
             // RFC 7518 3.2: a key at least as long as the hash, so a short key goes with the
             // shorter hashes only.
-            let digests: [String: (DigestAlgorithm, Int)] = ["HS256": (.sha256, 32), "HS384": (.sha384, 48), "HS512": (.sha512, 64)]
+            let digests: [String: (DigestAlgorithm, Int)] = [
+                "HS256": (.sha256, 32), "HS384": (.sha384, 48), "HS512": (.sha512, 64),
+            ]
             for algorithm in algorithms {
                 guard let (digest, size) = digests[algorithm] else { continue }
                 guard secret.count >= size else {
-                    if key.alg != nil || size == 32 { throw Invalid(description: "an \(algorithm) key must be at least \(size) bytes (it has \(secret.count))") }
+                    if key.alg != nil || size == 32 {
+                        throw Invalid(
+                            description: "an \(algorithm) key must be at least \(size) bytes (it has \(secret.count))"
+                        )
+                    }
                     continue
                 }
-                verifiers[algorithm] = await JWTKeyCollection().add(hmac: HMACKey(from: secret), digestAlgorithm: digest)
+                verifiers[algorithm] = await JWTKeyCollection().add(
+                    hmac: HMACKey(from: secret),
+                    digestAlgorithm: digest
+                )
             }
             return verifiers
         }

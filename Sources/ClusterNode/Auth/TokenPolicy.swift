@@ -96,9 +96,13 @@ struct TokenPolicy: Sendable {
         guard let expiry = claims.exp?.value else { return .failure(.unusable("it has no expiry (exp)")) }
         let validUntil = expiry.addingTimeInterval(leeway)
         guard now < validUntil else { return .failure(.expired) }
-        if let notBefore = claims.nbf?.value, now.addingTimeInterval(leeway) < notBefore { return .failure(.notYetValid) }
+        if let notBefore = claims.nbf?.value, now.addingTimeInterval(leeway) < notBefore {
+            return .failure(.notYetValid)
+        }
         if let audience {
-            guard let audiences = claims.aud?.value, audiences.contains(audience) else { return .failure(.wrongAudience) }
+            guard let audiences = claims.aud?.value, audiences.contains(audience) else {
+                return .failure(.wrongAudience)
+            }
         }
         guard let user = claims.sub?.value, !user.isEmpty, user.utf8.count <= 256 else {
             return .failure(.unusable("its subject (sub) must name the user in 1 to 256 bytes"))

@@ -30,12 +30,17 @@ struct UsersFile: Sendable {
         do {
             document = try JSONDecoder().decode(Document.self, from: Data(contents))
         } catch {
-            throw Invalid(description: "users file \(path) is not of the form {\"users\": [{\"login\", \"password\", \"read\", \"write\"}]}: \(error)")
+            throw Invalid(
+                description:
+                    "users file \(path) is not of the form {\"users\": [{\"login\", \"password\", \"read\", \"write\"}]}: \(error)"
+            )
         }
         var users: [String: User] = [:]
         for (index, entry) in document.users.enumerated() {
             let name = "users file \(path), user \(index + 1) (\(entry.login.prefix(64)))"
-            guard !entry.login.isEmpty, entry.login.utf8.count <= 256 else { throw Invalid(description: "\(name): login must be 1 to 256 bytes") }
+            guard !entry.login.isEmpty, entry.login.utf8.count <= 256 else {
+                throw Invalid(description: "\(name): login must be 1 to 256 bytes")
+            }
             guard users[entry.login] == nil else { throw Invalid(description: "\(name): login appears twice") }
             let password: PasswordHash
             do {
@@ -80,7 +85,13 @@ struct UsersFile: Sendable {
             let all = try decoder.container(keyedBy: AnyKey.self)
             let known = Set(CodingKeys.allCases.map(\.rawValue))
             if let unknown = all.allKeys.first(where: { !known.contains($0.stringValue) }) {
-                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "unknown key '\(unknown.stringValue)' (a user has login, password, read and write)"))
+                throw DecodingError.dataCorrupted(
+                    .init(
+                        codingPath: decoder.codingPath,
+                        debugDescription:
+                            "unknown key '\(unknown.stringValue)' (a user has login, password, read and write)"
+                    )
+                )
             }
             let container = try decoder.container(keyedBy: CodingKeys.self)
             login = try container.decode(String.self, forKey: .login)

@@ -39,7 +39,14 @@ struct Setting: Sendable {
     /// `--` and the key with `-` for `.`, unless the table gives a shorter one.
     let flag: String
 
-    init(_ key: String, _ kind: Kind, default defaultValue: Default, flag: String? = nil, secret: Bool = false, _ help: String) {
+    init(
+        _ key: String,
+        _ kind: Kind,
+        default defaultValue: Default,
+        flag: String? = nil,
+        secret: Bool = false,
+        _ help: String
+    ) {
         self.key = key
         self.kind = kind
         self.defaultValue = defaultValue
@@ -50,7 +57,8 @@ struct Setting: Sendable {
 
     /// `CLUSTER_NODE_` and the key in upper case with `_` for `.` and `-`.
     var environmentName: String {
-        Self.environmentPrefix + key.uppercased().map { $0 == "." || $0 == "-" ? "_" : $0 }.reduce(into: "") { $0.append($1) }
+        Self.environmentPrefix
+            + key.uppercased().map { $0 == "." || $0 == "-" ? "_" : $0 }.reduce(into: "") { $0.append($1) }
     }
 
     static let environmentPrefix = "CLUSTER_NODE_"
@@ -85,10 +93,12 @@ struct Setting: Sendable {
             let items = text.split(separator: ",").map { String($0.trimming(" ")) }.filter { !$0.isEmpty }
             // An empty list is most often a variable that expanded to nothing; leave the
             // setting out instead.
-            return items.isEmpty ? .failure(Rejection("expected a comma-separated list of at least one entry")) : .success(.list(items))
+            return items.isEmpty
+                ? .failure(Rejection("expected a comma-separated list of at least one entry")) : .success(.list(items))
         case .choice(let choices):
             let lowered = text.lowercased()
-            return choices.contains(lowered) ? .success(.text(lowered)) : .failure(Rejection("expected one of \(choices.joined(separator: ", "))"))
+            return choices.contains(lowered)
+                ? .success(.text(lowered)) : .failure(Rejection("expected one of \(choices.joined(separator: ", "))"))
         case .port:
             guard let port = Int(text), port <= 65_535 else {
                 return .failure(Rejection("expected a port number up to 65535 (negative turns the listener off)"))

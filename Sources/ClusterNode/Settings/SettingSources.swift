@@ -26,9 +26,16 @@ struct SettingsError: Error, Sendable, Equatable, CustomStringConvertible {
         return SettingsError(description: "unknown \(what): no setting has that name\(hint)")
     }
 
-    static func invalid(_ setting: Setting, _ value: String, from origin: SettingOrigin, _ rejection: Setting.Rejection) -> SettingsError {
+    static func invalid(
+        _ setting: Setting,
+        _ value: String,
+        from origin: SettingOrigin,
+        _ rejection: Setting.Rejection
+    ) -> SettingsError {
         let shown = setting.isSecret ? "(secret, not shown)" : "'\(value)'"
-        return SettingsError(description: "invalid value \(shown) for \(setting.key) from \(origin): \(rejection.expected)")
+        return SettingsError(
+            description: "invalid value \(shown) for \(setting.key) from \(origin): \(rejection.expected)"
+        )
     }
 }
 
@@ -43,23 +50,36 @@ struct SettingSources: Sendable {
         if let file {
             for (key, value) in file.values {
                 guard let setting = SettingsTable.all.first(where: { $0.key == key }) else {
-                    throw SettingsError.unknown("key \(key) in config file \(file.path)", closest: Self.closest(to: key, by: \.key), as: \.key)
+                    throw SettingsError.unknown(
+                        "key \(key) in config file \(file.path)",
+                        closest: Self.closest(to: key, by: \.key),
+                        as: \.key
+                    )
                 }
                 try record(setting, value, from: .file(path: file.path, key: key))
             }
         }
         for (name, value) in environment where name.hasPrefix(Setting.environmentPrefix) {
             guard let setting = SettingsTable.all.first(where: { $0.environmentName == name }) else {
-                throw SettingsError.unknown("environment variable \(name)", closest: Self.closest(to: name, by: \.environmentName), as: \.environmentName)
+                throw SettingsError.unknown(
+                    "environment variable \(name)",
+                    closest: Self.closest(to: name, by: \.environmentName),
+                    as: \.environmentName
+                )
             }
             try record(setting, value, from: .environment(name))
         }
         var arguments = flags[...]
         while let argument = arguments.popFirst() {
             guard argument.hasPrefix("--") else {
-                throw SettingsError(description: "unexpected argument '\(argument)': settings are given as --flag VALUE")
+                throw SettingsError(
+                    description: "unexpected argument '\(argument)': settings are given as --flag VALUE"
+                )
             }
-            let (flag, inline) = argument.firstIndex(of: "=").map { (String(argument[..<$0]), Optional(String(argument[argument.index(after: $0)...]))) }
+            let (flag, inline) =
+                argument.firstIndex(of: "=").map {
+                    (String(argument[..<$0]), Optional(String(argument[argument.index(after: $0)...])))
+                }
                 ?? (argument, nil)
             guard let setting = SettingsTable.all.first(where: { $0.flag == flag }) else {
                 throw SettingsError.unknown("flag \(flag)", closest: Self.closest(to: flag, by: \.flag), as: \.flag)
@@ -88,7 +108,12 @@ struct SettingSources: Sendable {
         func distance(_ setting: Setting) -> Int {
             var spellings = [spelling(setting)]
             if let dot = setting.key.firstIndex(of: ".") {
-                let ungrouped = Setting(String(setting.key[setting.key.index(after: dot)...]), setting.kind, default: .none, "")
+                let ungrouped = Setting(
+                    String(setting.key[setting.key.index(after: dot)...]),
+                    setting.kind,
+                    default: .none,
+                    ""
+                )
                 spellings.append(spelling(ungrouped))
             }
             return spellings.map { editDistance(target, Array($0.lowercased().utf8)) }.min()!
@@ -126,13 +151,20 @@ struct ConfigFile: Sendable {
         } catch {
             throw SettingsError(description: "config file \(path) is not valid JSON: \(error)")
         }
-        guard case .object = root else { throw SettingsError(description: "config file \(path) must hold a JSON object") }
+        guard case .object = root else {
+            throw SettingsError(description: "config file \(path) must hold a JSON object")
+        }
         var values: [(String, String)] = []
         try Self.flatten(root, prefix: nil, path: path, into: &values)
         self.values = values
     }
 
-    private static func flatten(_ value: JSONValue, prefix: String?, path: String, into values: inout [(String, String)]) throws {
+    private static func flatten(
+        _ value: JSONValue,
+        prefix: String?,
+        path: String,
+        into values: inout [(String, String)]
+    ) throws {
         switch value {
         case .object(let members):
             for (name, member) in members.sorted(by: { $0.key < $1.key }) {
@@ -143,7 +175,9 @@ struct ConfigFile: Sendable {
         case .array(let items):
             values.append((prefix ?? "", items.joined(separator: ",")))
         case .null:
-            throw SettingsError(description: "config file \(path): \(prefix ?? "") is null; leave a setting out to use its default")
+            throw SettingsError(
+                description: "config file \(path): \(prefix ?? "") is null; leave a setting out to use its default"
+            )
         }
     }
 

@@ -49,7 +49,9 @@ struct Settings: Sendable {
     }
 
     func double(_ key: String) throws -> Double {
-        guard case .number(let number)? = try value(key) else { preconditionFailure("\(key) has no number default in SettingsTable") }
+        guard case .number(let number)? = try value(key) else {
+            preconditionFailure("\(key) has no number default in SettingsTable")
+        }
         return number
     }
 

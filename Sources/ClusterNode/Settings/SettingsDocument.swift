@@ -21,8 +21,11 @@ enum SettingsDocument {
     static var markdown: String {
         var lines = ["| flag | key | default | meaning |", "| --- | --- | --- | --- |"]
         for setting in SettingsTable.all {
-            let fallback = if case .value(let value) = setting.defaultValue { "`\(value)`" } else { setting.defaultDescription }
-            lines.append("| `\(setting.flag)` | `\(setting.key)` | \(fallback) | \(setting.help.replacing("|", with: "\\|")) |")
+            let fallback =
+                if case .value(let value) = setting.defaultValue { "`\(value)`" } else { setting.defaultDescription }
+            lines.append(
+                "| `\(setting.flag)` | `\(setting.key)` | \(fallback) | \(setting.help.replacing("|", with: "\\|")) |"
+            )
         }
         return lines.joined(separator: "\n") + "\n"
     }
@@ -38,7 +41,15 @@ enum SettingsDocument {
         }
         let document = Document(
             settings: SettingsTable.all.map {
-                Entry(key: $0.key, flag: $0.flag, env: $0.environmentName, type: $0.typeName, default: $0.defaultDescription, help: $0.help, secret: $0.isSecret)
+                Entry(
+                    key: $0.key,
+                    flag: $0.flag,
+                    env: $0.environmentName,
+                    type: $0.typeName,
+                    default: $0.defaultDescription,
+                    help: $0.help,
+                    secret: $0.isSecret
+                )
             },
             options: commandLineOptions
         )

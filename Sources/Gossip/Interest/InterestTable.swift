@@ -41,7 +41,8 @@ public final class InterestTable {
 
     // MARK: - Updates
 
-    public func applyDelta(from node: NodeID, epoch: UInt64, version: UInt64, changes: [(InterestKey, Int)]) -> Outcome {
+    public func applyDelta(from node: NodeID, epoch: UInt64, version: UInt64, changes: [(InterestKey, Int)]) -> Outcome
+    {
         var changedQueues = Set<String>()
         if let origin = origins[node] {
             if epoch < origin.epoch { return .stale }
@@ -67,7 +68,12 @@ public final class InterestTable {
         return .applied(version: version, queues: changedQueues)
     }
 
-    public func applySnapshot(from node: NodeID, epoch: UInt64, version: UInt64, entries: [(InterestKey, Int)]) -> Outcome {
+    public func applySnapshot(
+        from node: NodeID,
+        epoch: UInt64,
+        version: UInt64,
+        entries: [(InterestKey, Int)]
+    ) -> Outcome {
         if let origin = origins[node] {
             if epoch < origin.epoch || (epoch == origin.epoch && version < origin.version) { return .stale }
             if epoch == origin.epoch && version == origin.version { return .duplicate(version: version) }
@@ -102,7 +108,13 @@ public final class InterestTable {
         return changed
     }
 
-    private func set(_ key: InterestKey, count: Int, of node: NodeID, in origin: inout Origin, changedQueues: inout Set<String>) {
+    private func set(
+        _ key: InterestKey,
+        count: Int,
+        of node: NodeID,
+        in origin: inout Origin,
+        changedQueues: inout Set<String>
+    ) {
         let had = origin.entries[key] != nil
         origin.entries[key] = count > 0 ? count : nil
         switch key {

@@ -32,7 +32,11 @@ public enum LZ4Block {
     /// Decompresses a block that must expand to exactly `rawSize` bytes.
     ///
     /// - Returns: the raw bytes, or `nil` when the block is corrupt or of another size.
-    public static func decompress(_ source: ByteBuffer, rawSize: Int, allocator: ByteBufferAllocator = .init()) -> ByteBuffer? {
+    public static func decompress(
+        _ source: ByteBuffer,
+        rawSize: Int,
+        allocator: ByteBufferAllocator = .init()
+    ) -> ByteBuffer? {
         guard rawSize > 0, source.readableBytes > 0 else { return nil }
         var output = allocator.buffer(capacity: rawSize)
         let produced = source.withUnsafeReadableBytes { input in

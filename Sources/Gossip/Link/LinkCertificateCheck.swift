@@ -25,7 +25,8 @@ public enum LinkCertificateCheck {
         let wanted = asciiLowercased(node.name)
         if !wanted.isEmpty, dnsNames.contains(where: { asciiLowercased($0) == wanted }) { return nil }
         let shown = dnsNames.prefix(8).map(LinkHandshake.quoted).joined(separator: ", ")
-        let names = dnsNames.isEmpty ? "it has no DNS names" : "its DNS names: " + shown + (dnsNames.count > 8 ? ", ..." : "")
+        let names =
+            dnsNames.isEmpty ? "it has no DNS names" : "its DNS names: " + shown + (dnsNames.count > 8 ? ", ..." : "")
         return "certificate does not name node \(LinkHandshake.quoted(node.name)) (\(names))"
     }
 

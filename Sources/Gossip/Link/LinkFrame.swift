@@ -26,7 +26,8 @@ public enum LinkFrame {
     ///   - buffer: the output.
     /// - Returns: the raw and on-the-wire sizes.
     @discardableResult
-    public static func encode(_ payload: ByteBuffer, compressionThreshold: Int, into buffer: inout ByteBuffer) -> Sizes {
+    public static func encode(_ payload: ByteBuffer, compressionThreshold: Int, into buffer: inout ByteBuffer) -> Sizes
+    {
         let start = buffer.writerIndex
         if payload.readableBytes >= compressionThreshold {
             buffer.writeInteger(UInt32(0))
@@ -59,9 +60,13 @@ public enum LinkFrame {
         ///
         /// - Returns: the raw payload and its sizes, or `nil` when more bytes are needed.
         /// - Throws: ``LinkWire/Malformed`` for oversized, corrupt or unknown frames.
-        public func nextPayload(from buffer: inout ByteBuffer) throws(LinkWire.Malformed) -> (payload: ByteBuffer, sizes: Sizes)? {
+        public func nextPayload(
+            from buffer: inout ByteBuffer
+        ) throws(LinkWire.Malformed) -> (payload: ByteBuffer, sizes: Sizes)? {
             guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
-            guard length >= 1, Int(length) <= maxFrameSize else { throw LinkWire.Malformed("frame length \(length) out of bounds") }
+            guard length >= 1, Int(length) <= maxFrameSize else {
+                throw LinkWire.Malformed("frame length \(length) out of bounds")
+            }
             guard buffer.readableBytes >= 4 + Int(length) else { return nil }
             buffer.moveReaderIndex(forwardBy: 4)
             let flags: UInt8 = buffer.readInteger()!

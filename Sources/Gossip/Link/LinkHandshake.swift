@@ -211,12 +211,22 @@ public struct LinkHandshake {
             return .refuse(.open("unexpected hello before the listener's challenge"))
 
         case (.awaitingListenerHello(let expectedNonce, let minVersion, let maxVersion, let version), .hello(let peer)):
-            return listenerHelloReceived(peer, nonce: expectedNonce, minVersion: minVersion, maxVersion: maxVersion, version: version)
+            return listenerHelloReceived(
+                peer,
+                nonce: expectedNonce,
+                minVersion: minVersion,
+                maxVersion: maxVersion,
+                version: version
+            )
 
         case (.awaitingListenerProof(let peer, let version), .proof(let mac)):
             state = .done
             let expected = Self.listenerProofInput(
-                cluster: identity.clusterName, listener: peer.node, listenerNonce: peer.nonce, dialer: identity.node, dialerNonce: nonce
+                cluster: identity.clusterName,
+                listener: peer.node,
+                listenerNonce: peer.nonce,
+                dialer: identity.node,
+                dialerNonce: nonce
             )
             guard isValid(mac, for: expected) else {
                 return .refuse(.open("authentication failed: the listener does not know the cluster secret"))
@@ -232,7 +242,12 @@ public struct LinkHandshake {
 
         default:
             state = .done
-            return .refuse(Refusal(reason: "unexpected \(message.typeCode) during handshake", told: "unexpected message during handshake"))
+            return .refuse(
+                Refusal(
+                    reason: "unexpected \(message.typeCode) during handshake",
+                    told: "unexpected message during handshake"
+                )
+            )
         }
     }
 
@@ -248,31 +263,57 @@ public struct LinkHandshake {
             return .refuse(.open("nonce too short"))
         }
         state = .awaitingDialerProof(peer, version: version)
-        return .send(.challenge(minVersion: Self.supportedVersions.lowerBound, maxVersion: Self.supportedVersions.upperBound, nonce: nonce))
+        return .send(
+            .challenge(
+                minVersion: Self.supportedVersions.lowerBound,
+                maxVersion: Self.supportedVersions.upperBound,
+                nonce: nonce
+            )
+        )
     }
 
     /// The listener checks the dialler's proof and, only if it holds, says who it is.
     private func dialerProofReceived(_ mac: [UInt8], peer: LinkHello, version: UInt16) -> Step {
         let claims = "(the dialler claims node \(Self.quoted(peer.node.name)))"
         guard peer.clusterName == identity.clusterName else {
-            return .refuse(.silent("cluster name \(Self.quoted(peer.clusterName)) does not match \(Self.quoted(identity.clusterName)) \(claims)"))
+            return .refuse(
+                .silent(
+                    "cluster name \(Self.quoted(peer.clusterName)) does not match \(Self.quoted(identity.clusterName)) \(claims)"
+                )
+            )
         }
-        let expected = Self.dialerProofInput(cluster: identity.clusterName, dialer: peer.node, dialerNonce: peer.nonce, listenerNonce: nonce)
+        let expected = Self.dialerProofInput(
+            cluster: identity.clusterName,
+            dialer: peer.node,
+            dialerNonce: peer.nonce,
+            listenerNonce: nonce
+        )
         guard isValid(mac, for: expected) else {
             return .refuse(.silent("authentication failed: the dialler does not know the cluster secret \(claims)"))
         }
-        if let names = peerCertificateNames, let reason = LinkCertificateCheck.refusal(dnsNames: names, claimed: peer.node) {
+        if let names = peerCertificateNames,
+            let reason = LinkCertificateCheck.refusal(dnsNames: names, claimed: peer.node)
+        {
             return .refuse(.silent(reason))
         }
         let input = Self.listenerProofInput(
-            cluster: identity.clusterName, listener: identity.node, listenerNonce: nonce, dialer: peer.node, dialerNonce: peer.nonce
+            cluster: identity.clusterName,
+            listener: identity.node,
+            listenerNonce: nonce,
+            dialer: peer.node,
+            dialerNonce: peer.nonce
         )
         let answer = [hello, .proof(authenticationCode(for: input))]
-        return peer.node == identity.node ? .selfConnection(send: answer) : .sendAndEstablish(answer, peer, version: version)
+        return peer.node == identity.node
+            ? .selfConnection(send: answer) : .sendAndEstablish(answer, peer, version: version)
     }
 
     /// The dialler answers the listener's challenge with its proof.
-    private mutating func challengeReceived(minVersion: UInt16, maxVersion: UInt16, nonce challengeNonce: [UInt8]) -> Step {
+    private mutating func challengeReceived(
+        minVersion: UInt16,
+        maxVersion: UInt16,
+        nonce challengeNonce: [UInt8]
+    ) -> Step {
         guard let version = Self.commonVersion(minVersion, maxVersion) else {
             state = .done
             return .refuse(Self.noCommonVersion(minVersion, maxVersion))
@@ -281,13 +322,29 @@ public struct LinkHandshake {
             state = .done
             return .refuse(.open("nonce too short"))
         }
-        state = .awaitingListenerHello(nonce: challengeNonce, minVersion: minVersion, maxVersion: maxVersion, version: version)
-        let input = Self.dialerProofInput(cluster: identity.clusterName, dialer: identity.node, dialerNonce: nonce, listenerNonce: challengeNonce)
+        state = .awaitingListenerHello(
+            nonce: challengeNonce,
+            minVersion: minVersion,
+            maxVersion: maxVersion,
+            version: version
+        )
+        let input = Self.dialerProofInput(
+            cluster: identity.clusterName,
+            dialer: identity.node,
+            dialerNonce: nonce,
+            listenerNonce: challengeNonce
+        )
         return .send(.proof(authenticationCode(for: input)))
     }
 
     /// The dialler reads the listener's hello; its proof follows.
-    private mutating func listenerHelloReceived(_ peer: LinkHello, nonce expected: [UInt8], minVersion: UInt16, maxVersion: UInt16, version: UInt16) -> Step {
+    private mutating func listenerHelloReceived(
+        _ peer: LinkHello,
+        nonce expected: [UInt8],
+        minVersion: UInt16,
+        maxVersion: UInt16,
+        version: UInt16
+    ) -> Step {
         state = .done
         guard peer.nonce == expected else {
             return .refuse(.open("the listener's hello does not carry the nonce of its challenge"))
@@ -296,9 +353,15 @@ public struct LinkHandshake {
             return .refuse(.open("the listener's hello names other wire versions than its challenge"))
         }
         guard peer.clusterName == identity.clusterName else {
-            return .refuse(.open("cluster name \(Self.quoted(peer.clusterName)) does not match \(Self.quoted(identity.clusterName))"))
+            return .refuse(
+                .open(
+                    "cluster name \(Self.quoted(peer.clusterName)) does not match \(Self.quoted(identity.clusterName))"
+                )
+            )
         }
-        if let names = peerCertificateNames, let reason = LinkCertificateCheck.refusal(dnsNames: names, claimed: peer.node) {
+        if let names = peerCertificateNames,
+            let reason = LinkCertificateCheck.refusal(dnsNames: names, claimed: peer.node)
+        {
             return .refuse(.open(reason))
         }
         state = .awaitingListenerProof(peer, version: version)
@@ -331,13 +394,29 @@ public struct LinkHandshake {
 
     /// What the dialler's proof authenticates. The listener's id is not known to the dialler
     /// yet, so it isn't in it; the listener's fresh nonce binds the proof to this link.
-    static func dialerProofInput(cluster: String, dialer: NodeID, dialerNonce: [UInt8], listenerNonce: [UInt8]) -> [UInt8] {
+    static func dialerProofInput(
+        cluster: String,
+        dialer: NodeID,
+        dialerNonce: [UInt8],
+        listenerNonce: [UInt8]
+    ) -> [UInt8] {
         proofInput(role: .dialer, fields: [Array(cluster.utf8), Array(dialer.name.utf8), dialerNonce, listenerNonce])
     }
 
     /// What the listener's proof authenticates: both ids and both nonces.
-    static func listenerProofInput(cluster: String, listener: NodeID, listenerNonce: [UInt8], dialer: NodeID, dialerNonce: [UInt8]) -> [UInt8] {
-        proofInput(role: .listener, fields: [Array(cluster.utf8), Array(listener.name.utf8), listenerNonce, Array(dialer.name.utf8), dialerNonce])
+    static func listenerProofInput(
+        cluster: String,
+        listener: NodeID,
+        listenerNonce: [UInt8],
+        dialer: NodeID,
+        dialerNonce: [UInt8]
+    ) -> [UInt8] {
+        proofInput(
+            role: .listener,
+            fields: [
+                Array(cluster.utf8), Array(listener.name.utf8), listenerNonce, Array(dialer.name.utf8), dialerNonce,
+            ]
+        )
     }
 
     /// A label, the prover's role, then each field length-prefixed so no two different inputs
@@ -347,7 +426,9 @@ public struct LinkHandshake {
         input.append(role.rawValue)
         for field in fields {
             let count = UInt32(field.count)
-            input.append(contentsOf: [UInt8(count >> 24), UInt8(count >> 16 & 0xFF), UInt8(count >> 8 & 0xFF), UInt8(count & 0xFF)])
+            input.append(contentsOf: [
+                UInt8(count >> 24), UInt8(count >> 16 & 0xFF), UInt8(count >> 8 & 0xFF), UInt8(count & 0xFF),
+            ])
             input.append(contentsOf: field)
         }
         return input
@@ -355,7 +436,9 @@ public struct LinkHandshake {
 }
 
 extension LinkHandshake.Identity: CustomStringConvertible {
-    public var description: String { "Identity(cluster: \(clusterName), node: \(node), epoch: \(epoch), secret: <redacted>)" }
+    public var description: String {
+        "Identity(cluster: \(clusterName), node: \(node), epoch: \(epoch), secret: <redacted>)"
+    }
 }
 
 // MARK: - Peer text in logs

@@ -142,7 +142,8 @@ public enum LinkMessage: Sendable, Equatable {
     }
 
     public static func == (lhs: LinkMessage, rhs: LinkMessage) -> Bool {
-        var left = ByteBuffer(), right = ByteBuffer()
+        var left = ByteBuffer()
+        var right = ByteBuffer()
         lhs.encode(into: &left)
         rhs.encode(into: &right)
         return left == right
@@ -153,10 +154,24 @@ public enum LinkMessage: Sendable, Equatable {
 
 extension LinkMessage {
     enum TypeCode: UInt8 {
-        case hello = 1, proof = 2, refuse = 3, heartbeat = 4, nodeInfo = 5, adminRequest = 6, challenge = 7
-        case ping = 10, ack = 11, pingRequest = 12, members = 13
-        case interestDelta = 20, interestSnapshot = 21, interestAck = 22, interestDigest = 23
-        case forward = 30, handoff = 31, handoffAck = 32
+        case hello = 1
+        case proof = 2
+        case refuse = 3
+        case heartbeat = 4
+        case nodeInfo = 5
+        case adminRequest = 6
+        case challenge = 7
+        case ping = 10
+        case ack = 11
+        case pingRequest = 12
+        case members = 13
+        case interestDelta = 20
+        case interestSnapshot = 21
+        case interestAck = 22
+        case interestDigest = 23
+        case forward = 30
+        case handoff = 31
+        case handoffAck = 32
     }
 
     var typeCode: TypeCode {
@@ -224,7 +239,8 @@ extension LinkMessage {
             Self.write(gossip, into: &buffer)
         case .members(let members):
             Self.write(members, into: &buffer)
-        case .interestDelta(let epoch, let version, let entries), .interestSnapshot(let epoch, let version, let entries):
+        case .interestDelta(let epoch, let version, let entries),
+            .interestSnapshot(let epoch, let version, let entries):
             buffer.writeInteger(epoch)
             buffer.writeInteger(version)
             buffer.writeInteger(UInt32(entries.count))
@@ -291,7 +307,10 @@ extension LinkMessage {
     ///
     /// - Returns: the messages, in order. Messages of unknown types are skipped.
     /// - Throws: ``LinkWire/Malformed`` when the payload is truncated or inconsistent.
-    public static func decodeAll(_ payload: inout ByteBuffer, into messages: inout [LinkMessage]) throws(LinkWire.Malformed) {
+    public static func decodeAll(
+        _ payload: inout ByteBuffer,
+        into messages: inout [LinkMessage]
+    ) throws(LinkWire.Malformed) {
         while payload.readableBytes > 0 {
             let code: UInt8 = try payload.readLinkInteger()
             let length = Int(try payload.readLinkInteger(as: UInt32.self))
@@ -312,22 +331,34 @@ extension LinkMessage {
             let epoch: UInt64 = try body.readLinkInteger()
             let address = try body.readLinkString()
             let nonceLength = Int(try body.readLinkInteger(as: UInt32.self))
-            guard nonceLength <= 1_024, let nonce = body.readBytes(length: nonceLength) else { throw LinkWire.Malformed("bad nonce") }
+            guard nonceLength <= 1_024, let nonce = body.readBytes(length: nonceLength) else {
+                throw LinkWire.Malformed("bad nonce")
+            }
             return .hello(
                 LinkHello(
-                    minVersion: minVersion, maxVersion: maxVersion, capabilities: capabilities, clusterName: clusterName,
-                    node: node, epoch: epoch, address: address, nonce: nonce
+                    minVersion: minVersion,
+                    maxVersion: maxVersion,
+                    capabilities: capabilities,
+                    clusterName: clusterName,
+                    node: node,
+                    epoch: epoch,
+                    address: address,
+                    nonce: nonce
                 )
             )
         case .challenge:
             let minVersion: UInt16 = try body.readLinkInteger()
             let maxVersion: UInt16 = try body.readLinkInteger()
             let nonceLength = Int(try body.readLinkInteger(as: UInt32.self))
-            guard nonceLength <= 1_024, let nonce = body.readBytes(length: nonceLength) else { throw LinkWire.Malformed("bad nonce") }
+            guard nonceLength <= 1_024, let nonce = body.readBytes(length: nonceLength) else {
+                throw LinkWire.Malformed("bad nonce")
+            }
             return .challenge(minVersion: minVersion, maxVersion: maxVersion, nonce: nonce)
         case .proof:
             let length = Int(try body.readLinkInteger(as: UInt32.self))
-            guard length <= 1_024, let mac = body.readBytes(length: length) else { throw LinkWire.Malformed("bad proof") }
+            guard length <= 1_024, let mac = body.readBytes(length: length) else {
+                throw LinkWire.Malformed("bad proof")
+            }
             return .proof(mac)
         case .refuse:
             return .refuse(try body.readLinkString())
@@ -382,7 +413,13 @@ extension LinkMessage {
             let queue = try body.readLinkString()
             let redelivered: UInt8 = try body.readLinkInteger()
             let hops: UInt8 = try body.readLinkInteger()
-            return .handoff(id: id, queue: queue, message: try readMessage(&body), redelivered: redelivered != 0, hops: hops)
+            return .handoff(
+                id: id,
+                queue: queue,
+                message: try readMessage(&body),
+                redelivered: redelivered != 0,
+                hops: hops
+            )
         case .handoffAck:
             return .handoffAck(id: try body.readLinkInteger())
         }
@@ -398,8 +435,12 @@ extension LinkMessage {
             let address = try body.readLinkString()
             let incarnation: UInt64 = try body.readLinkInteger()
             let rawStatus: UInt8 = try body.readLinkInteger()
-            guard let status = MemberUpdate.Status(rawValue: rawStatus) else { throw LinkWire.Malformed("unknown member status") }
-            updates.append(MemberUpdate(node: node, epoch: epoch, address: address, incarnation: incarnation, status: status))
+            guard let status = MemberUpdate.Status(rawValue: rawStatus) else {
+                throw LinkWire.Malformed("unknown member status")
+            }
+            updates.append(
+                MemberUpdate(node: node, epoch: epoch, address: address, incarnation: incarnation, status: status)
+            )
         }
         return updates
     }
@@ -413,6 +454,11 @@ extension LinkMessage {
         for _ in 0..<count {
             headers.append((try body.readLinkString(), try body.readLinkString()))
         }
-        return LinkMessageBody(destination: destination, messageID: messageID, headers: headers, body: try body.readLinkBytes())
+        return LinkMessageBody(
+            destination: destination,
+            messageID: messageID,
+            headers: headers,
+            body: try body.readLinkBytes()
+        )
     }
 }

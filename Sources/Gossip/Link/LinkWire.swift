@@ -49,7 +49,9 @@ extension ByteBuffer {
 
     mutating func readLinkCount() throws(LinkWire.Malformed) -> Int {
         let count = Int(try readLinkInteger(as: UInt32.self))
-        guard count <= LinkWire.maxListCount, count <= readableBytes else { throw LinkWire.Malformed("implausible list length") }
+        guard count <= LinkWire.maxListCount, count <= readableBytes else {
+            throw LinkWire.Malformed("implausible list length")
+        }
         return count
     }
 }

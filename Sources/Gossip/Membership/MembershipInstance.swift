@@ -90,7 +90,13 @@ public struct MembershipInstance {
     private var gossip: [NodeID: Gossip] = [:]
     private var random: any RandomNumberGenerator
 
-    public init(node: NodeID, epoch: UInt64, address: String, settings: Settings = Settings(), random: any RandomNumberGenerator = SystemRandomNumberGenerator()) {
+    public init(
+        node: NodeID,
+        epoch: UInt64,
+        address: String,
+        settings: Settings = Settings(),
+        random: any RandomNumberGenerator = SystemRandomNumberGenerator()
+    ) {
         self.node = node
         self.epoch = epoch
         self.address = address
@@ -102,7 +108,13 @@ public struct MembershipInstance {
 
     /// This node as its peers should see it.
     public var myself: MemberUpdate {
-        MemberUpdate(node: node, epoch: epoch, address: address, incarnation: incarnation, status: leaving ? .left : .alive)
+        MemberUpdate(
+            node: node,
+            epoch: epoch,
+            address: address,
+            incarnation: incarnation,
+            status: leaving ? .left : .alive
+        )
     }
 
     /// Every member known, this node included, dead and departed ones while remembered
@@ -129,10 +141,19 @@ public struct MembershipInstance {
 
     /// A link to `hello.node` completed its handshake: the peer is alive right now, at the
     /// epoch it announced.
-    public mutating func linkEstablished(node peer: NodeID, epoch: UInt64, address: String, now: NIODeadline) -> [Directive] {
+    public mutating func linkEstablished(
+        node peer: NodeID,
+        epoch: UInt64,
+        address: String,
+        now: NIODeadline
+    ) -> [Directive] {
         var directives: [Directive] = []
         let incarnation = members[peer].map { $0.update.epoch == epoch ? $0.update.incarnation : 0 } ?? 0
-        apply(MemberUpdate(node: peer, epoch: epoch, address: address, incarnation: incarnation, status: .alive), now: now, into: &directives)
+        apply(
+            MemberUpdate(node: peer, epoch: epoch, address: address, incarnation: incarnation, status: .alive),
+            now: now,
+            into: &directives
+        )
         directives.append(.send(.members(allMembers), to: peer))
         return directives
     }
@@ -204,7 +225,9 @@ public struct MembershipInstance {
         }
 
         for (peer, member) in members {
-            if member.update.status == .suspect, let since = member.suspectedAt, now - since >= settings.suspicionTimeout {
+            if member.update.status == .suspect, let since = member.suspectedAt,
+                now - since >= settings.suspicionTimeout
+            {
                 var update = member.update
                 update.status = .dead
                 apply(update, now: now, into: &directives)
@@ -259,7 +282,13 @@ public struct MembershipInstance {
     private mutating func startProbe(of target: NodeID, now: NIODeadline, into directives: inout [Directive]) {
         nextSequence += 1
         let timeout = settings.probeTimeout * Int64(1 + localHealth)
-        probes[nextSequence] = Probe(target: target, started: now, deadline: now + timeout, indirect: false, onBehalfOf: nil)
+        probes[nextSequence] = Probe(
+            target: target,
+            started: now,
+            deadline: now + timeout,
+            indirect: false,
+            onBehalfOf: nil
+        )
         directives.append(.send(.ping(sequence: nextSequence, gossip: takeGossip()), to: target))
     }
 
@@ -273,9 +302,17 @@ public struct MembershipInstance {
             return
         }
         nextSequence += 1
-        probes[nextSequence] = Probe(target: probe.target, started: probe.started, deadline: now + settings.indirectProbeTimeout, indirect: true, onBehalfOf: nil)
+        probes[nextSequence] = Probe(
+            target: probe.target,
+            started: probe.started,
+            deadline: now + settings.indirectProbeTimeout,
+            indirect: true,
+            onBehalfOf: nil
+        )
         for helper in helpers {
-            directives.append(.send(.pingRequest(sequence: nextSequence, target: probe.target, gossip: takeGossip()), to: helper))
+            directives.append(
+                .send(.pingRequest(sequence: nextSequence, target: probe.target, gossip: takeGossip()), to: helper)
+            )
         }
     }
 
@@ -348,7 +385,8 @@ public struct MembershipInstance {
         case .alive:
             return new.incarnation > old.incarnation
         case .suspect:
-            return old.status != .dead && (new.incarnation > old.incarnation || (new.incarnation == old.incarnation && old.status == .alive))
+            return old.status != .dead
+                && (new.incarnation > old.incarnation || (new.incarnation == old.incarnation && old.status == .alive))
         case .dead:
             return old.status != .dead && new.incarnation >= old.incarnation
         case .left:
@@ -358,7 +396,9 @@ public struct MembershipInstance {
 
     /// Someone says this node is suspect or dead: announce a higher incarnation.
     private mutating func refuteIfNeeded(_ update: MemberUpdate, into directives: inout [Directive]) {
-        guard update.epoch == epoch, update.status != .alive, update.incarnation >= incarnation, !leaving else { return }
+        guard update.epoch == epoch, update.status != .alive, update.incarnation >= incarnation, !leaving else {
+            return
+        }
         incarnation = update.incarnation + 1
         localHealth = min(localHealth + 1, settings.maxLocalHealth)
         gossip[node] = Gossip(update: myself, remaining: gossipRepeats)
@@ -375,7 +415,9 @@ public struct MembershipInstance {
     /// The updates to piggy-back on the next message: those sent the fewest times first.
     private mutating func takeGossip() -> [MemberUpdate] {
         guard !gossip.isEmpty else { return [] }
-        let chosen = gossip.values.sorted { ($0.remaining, $1.update.node) > ($1.remaining, $0.update.node) }.prefix(settings.maxGossipPerMessage)
+        let chosen = gossip.values.sorted { ($0.remaining, $1.update.node) > ($1.remaining, $0.update.node) }.prefix(
+            settings.maxGossipPerMessage
+        )
         var updates: [MemberUpdate] = []
         for entry in chosen {
             updates.append(entry.update)

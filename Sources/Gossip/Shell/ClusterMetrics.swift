@@ -7,7 +7,10 @@ final class ClusterMetrics: Sendable {
     private let forwarded = Counter(label: "cluster_messages_forwarded_total")
     private let handedOff = Counter(label: "cluster_queue_handoffs_total")
     private let droppedNoLink = Counter(label: "cluster_forward_dropped_total", dimensions: [("reason", "no_link")])
-    private let droppedBackpressure = Counter(label: "cluster_forward_dropped_total", dimensions: [("reason", "link_backpressure")])
+    private let droppedBackpressure = Counter(
+        label: "cluster_forward_dropped_total",
+        dimensions: [("reason", "link_backpressure")]
+    )
     private let ackTimeouts = Counter(label: "cluster_interest_ack_timeouts_total")
     private let propagation = Timer(label: "cluster_interest_propagation_seconds")
     private let refused = Counter(label: "cluster_links_refused_total")

@@ -82,7 +82,15 @@ public struct ClusterSettings: Sendable {
         }
     }
 
-    public init(clusterName: String, secret: [UInt8], node: NodeID, epoch: UInt64, host: String, port: Int, seeds: [String]) {
+    public init(
+        clusterName: String,
+        secret: [UInt8],
+        node: NodeID,
+        epoch: UInt64,
+        host: String,
+        port: Int,
+        seeds: [String]
+    ) {
         self.clusterName = clusterName
         self.secret = secret
         self.node = node

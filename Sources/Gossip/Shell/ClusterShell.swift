@@ -37,7 +37,8 @@ public final class ClusterShell: @unchecked Sendable {
     /// Per peer, its boot and the highest version of this node's interest it acknowledged.
     private var acknowledged: [NodeID: (peerEpoch: UInt64, version: UInt64)] = [:]
     private var waitingForPropagation: [(version: UInt64, since: NIODeadline, body: () -> Void)] = []
-    private var pendingHandoffs: [UInt64: (peer: NodeID, queue: String, message: MessageEnvelope, redelivered: Bool, hops: UInt8)] = [:]
+    private var pendingHandoffs:
+        [UInt64: (peer: NodeID, queue: String, message: MessageEnvelope, redelivered: Bool, hops: UInt8)] = [:]
     private var nextHandoffID: UInt64 = 0
     private var topicScratch = Set<NodeID>()
     private var listener: (any Channel)?
@@ -109,12 +110,22 @@ public final class ClusterShell: @unchecked Sendable {
         try await eventLoop.submit { [self] in
             listener = channel
             if settings.advertisedAddress == nil {
-                membership = MembershipInstance(node: settings.node, epoch: settings.epoch, address: "\(settings.host):\(port)", settings: settings.membership)
+                membership = MembershipInstance(
+                    node: settings.node,
+                    epoch: settings.epoch,
+                    address: "\(settings.host):\(port)",
+                    settings: settings.membership
+                )
             }
             ownAddresses.insert(membership.address)
-            clock = eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: settings.tickInterval) { [self] _ in tick() }
+            clock = eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: settings.tickInterval) { [self] _ in
+                tick()
+            }
         }.get()
-        logger.info("cluster link listening", metadata: ["net.address": "\(settings.host):\(port)", "cluster.name": "\(settings.clusterName)"])
+        logger.info(
+            "cluster link listening",
+            metadata: ["net.address": "\(settings.host):\(port)", "cluster.name": "\(settings.clusterName)"]
+        )
         return port
     }
 
@@ -184,7 +195,12 @@ public final class ClusterShell: @unchecked Sendable {
         for link in openLinks.values {
             // A link this node stopped reading isn't silent; it just isn't being listened to.
             if now - link.lastReceived > settings.linkTimeout, !link.isPausedForFlowControl {
-                logger.info("closing silent link", metadata: ["cluster.peer": "\(LinkHandshake.quoted(link.peer?.node.name ?? link.dialedAddress ?? "?"))"])
+                logger.info(
+                    "closing silent link",
+                    metadata: [
+                        "cluster.peer": "\(LinkHandshake.quoted(link.peer?.node.name ?? link.dialedAddress ?? "?"))"
+                    ]
+                )
                 link.close()
             } else if link.isEstablished, now - link.lastSent >= settings.heartbeatInterval {
                 link.send(.heartbeat)
@@ -213,7 +229,8 @@ public final class ClusterShell: @unchecked Sendable {
         logger.info(
             "member \(update.status)",
             metadata: [
-                "cluster.peer": "\(LinkHandshake.quoted(update.node.name))", "cluster.incarnation": "\(update.incarnation)",
+                "cluster.peer": "\(LinkHandshake.quoted(update.node.name))",
+                "cluster.incarnation": "\(update.incarnation)",
                 "cluster.previous": "\(previous.map { "\($0)" } ?? "unknown")",
             ]
         )
@@ -225,7 +242,9 @@ public final class ClusterShell: @unchecked Sendable {
         for queue in remoteInterest.remove(update.node) { announceRemoteConsumers(queue) }
         logger.info(
             "dropped interest of departed member",
-            metadata: ["cluster.peer": "\(LinkHandshake.quoted(update.node.name))", "cluster.interest.entries": "\(entries)"]
+            metadata: [
+                "cluster.peer": "\(LinkHandshake.quoted(update.node.name))", "cluster.interest.entries": "\(entries)",
+            ]
         )
         acknowledged[update.node] = nil
         links.removeValue(forKey: update.node)?.close()
@@ -253,7 +272,9 @@ public final class ClusterShell: @unchecked Sendable {
         if !settings.seeds.isEmpty, lastSeedAttempt.map({ now - $0 >= seedInterval }) ?? true {
             lastSeedAttempt = now
             SeedResolver.resolve(settings.seeds, on: eventLoop).whenSuccess { [self] addresses in
-                let linked = Set(openLinks.values.compactMap(\.dialedAddress)).union(links.values.compactMap(\.peer?.address))
+                let linked = Set(openLinks.values.compactMap(\.dialedAddress)).union(
+                    links.values.compactMap(\.peer?.address)
+                )
                 for address in addresses where !linked.contains(address) {
                     dial(address, now: .now(), force: false)
                 }
@@ -273,7 +294,9 @@ public final class ClusterShell: @unchecked Sendable {
         bootstrap = bootstrap.channelInitializer { [self] channel in
             channel.eventLoop.makeCompletedFuture {
                 if let tls = settings.tls {
-                    try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls.client, serverHostname: nil))
+                    try channel.pipeline.syncOperations.addHandler(
+                        try NIOSSLClientHandler(context: tls.client, serverHostname: nil)
+                    )
                 }
                 try channel.pipeline.syncOperations.addHandler(makeLinkHandler(outbound: true, address: address))
             }
@@ -283,7 +306,13 @@ public final class ClusterShell: @unchecked Sendable {
             if case .failure(let error) = result {
                 scheduleRetry(address)
                 // The address may come from a peer's gossip, and NIO's connect errors name it.
-                logger.debug("dial failed", metadata: ["net.address": "\(LinkHandshake.quoted(address))", "error": "\(LinkHandshake.quoted("\(error)"))"])
+                logger.debug(
+                    "dial failed",
+                    metadata: [
+                        "net.address": "\(LinkHandshake.quoted(address))",
+                        "error": "\(LinkHandshake.quoted("\(error)"))",
+                    ]
+                )
             }
         }
     }
@@ -296,7 +325,11 @@ public final class ClusterShell: @unchecked Sendable {
             settings.reconnectBackoffMinimum.nanoseconds << min(attempts, 20),
             settings.reconnectBackoffMaximum.nanoseconds
         )
-        let delay = Int64.random(in: settings.reconnectBackoffMinimum.nanoseconds...max(ceiling, settings.reconnectBackoffMinimum.nanoseconds), using: &random)
+        let delay = Int64.random(
+            in: settings.reconnectBackoffMinimum
+                .nanoseconds...max(ceiling, settings.reconnectBackoffMinimum.nanoseconds),
+            using: &random
+        )
         backoff[address] = (attempts, .now() + .nanoseconds(delay))
     }
 
@@ -335,7 +368,8 @@ public final class ClusterShell: @unchecked Sendable {
             // Both sides dialled at once. Keep the link the lower node id dialled, on both ends
             // alike, unless the peer rebooted: then the new link wins.
             let existingEpoch = existing.peer?.epoch ?? 0
-            let keepNew = peer.epoch > existingEpoch || (peer.epoch == existingEpoch && dialedByLowerID(link, peer: peer.node))
+            let keepNew =
+                peer.epoch > existingEpoch || (peer.epoch == existingEpoch && dialedByLowerID(link, peer: peer.node))
             if !keepNew {
                 link.close()
                 return
@@ -348,13 +382,20 @@ public final class ClusterShell: @unchecked Sendable {
         logger.info(
             "link up",
             metadata: [
-                "cluster.peer": "\(LinkHandshake.quoted(peer.node.name))", "net.address": "\(LinkHandshake.quoted(peer.address))",
+                "cluster.peer": "\(LinkHandshake.quoted(peer.node.name))",
+                "net.address": "\(LinkHandshake.quoted(peer.address))",
                 "link.outbound": "\(link.isOutbound)",
             ]
         )
         perform(membership.linkEstablished(node: peer.node, epoch: peer.epoch, address: peer.address, now: .now()))
         // A link that (re)connects starts from a full snapshot of this node's interest.
-        link.send(.interestSnapshot(epoch: localInterest.epoch, version: localInterest.version, entries: localInterest.snapshot))
+        link.send(
+            .interestSnapshot(
+                epoch: localInterest.epoch,
+                version: localInterest.version,
+                entries: localInterest.snapshot
+            )
+        )
         link.send(.nodeInfo(adminAddress: adminAddress))
     }
 
@@ -396,7 +437,12 @@ public final class ClusterShell: @unchecked Sendable {
             if let remote = link.channel?.remoteAddress { metadata["net.peer.address"] = "\(remote)" }
             logger.warning("link refused", metadata: metadata)
         } else {
-            logger.info("link failed", metadata: ["cluster.peer": "\(LinkHandshake.quoted(link.peer?.node.name ?? "?"))", "reason": "\(reason)"])
+            logger.info(
+                "link failed",
+                metadata: [
+                    "cluster.peer": "\(LinkHandshake.quoted(link.peer?.node.name ?? "?"))", "reason": "\(reason)",
+                ]
+            )
         }
     }
 
@@ -407,7 +453,10 @@ public final class ClusterShell: @unchecked Sendable {
         if let address = link.dialedAddress { ownAddresses.insert(address) }
         logger.debug(
             "link reached this node itself",
-            metadata: ["net.address": "\(link.dialedAddress.map(LinkHandshake.quoted) ?? "inbound")", "link.outbound": "\(link.isOutbound)"]
+            metadata: [
+                "net.address": "\(link.dialedAddress.map(LinkHandshake.quoted) ?? "inbound")",
+                "link.outbound": "\(link.isOutbound)",
+            ]
         )
     }
 
@@ -421,10 +470,20 @@ public final class ClusterShell: @unchecked Sendable {
             perform(membership.received(message, from: peer, now: now))
 
         case .interestDelta(let epoch, let version, let changes):
-            answer(remoteInterest.applyDelta(from: peer, epoch: epoch, version: version, changes: changes), epoch: epoch, to: link, peer: peer)
+            answer(
+                remoteInterest.applyDelta(from: peer, epoch: epoch, version: version, changes: changes),
+                epoch: epoch,
+                to: link,
+                peer: peer
+            )
 
         case .interestSnapshot(let epoch, let version, let entries):
-            answer(remoteInterest.applySnapshot(from: peer, epoch: epoch, version: version, entries: entries), epoch: epoch, to: link, peer: peer)
+            answer(
+                remoteInterest.applySnapshot(from: peer, epoch: epoch, version: version, entries: entries),
+                epoch: epoch,
+                to: link,
+                peer: peer
+            )
 
         case .interestAck(let epoch, let version):
             guard epoch == localInterest.epoch, let peerEpoch = link.peer?.epoch else { break }
@@ -435,7 +494,13 @@ public final class ClusterShell: @unchecked Sendable {
         case .interestDigest(let epoch, let version, let yourEpoch, let yourVersion):
             // The peer holds an older view of this node's interest: send it all.
             if yourEpoch != localInterest.epoch || yourVersion != localInterest.version {
-                link.send(.interestSnapshot(epoch: localInterest.epoch, version: localInterest.version, entries: localInterest.snapshot))
+                link.send(
+                    .interestSnapshot(
+                        epoch: localInterest.epoch,
+                        version: localInterest.version,
+                        entries: localInterest.snapshot
+                    )
+                )
             }
             // This node holds an older view of the peer's: its digest of us will make it resend.
             if let held = remoteInterest.version(of: peer), held.epoch == epoch, held.version == version { break }
@@ -447,7 +512,9 @@ public final class ClusterShell: @unchecked Sendable {
 
         case .handoff(let id, let queue, let body, let redelivered, let hops):
             guard let envelope = Self.envelope(body) else { break }
-            deliver(.acceptHandoff(queue: queue, envelope, redelivered: redelivered, hops: hops == .max ? hops : hops + 1))
+            deliver(
+                .acceptHandoff(queue: queue, envelope, redelivered: redelivered, hops: hops == .max ? hops : hops + 1)
+            )
             link.send(.handoffAck(id: id))
 
         case .handoffAck(let id):
@@ -455,7 +522,9 @@ public final class ClusterShell: @unchecked Sendable {
 
         case .nodeInfo(let address):
             // Shown to operators and dialled by clusterctl: only a plausible host:port is kept.
-            let plausible = address.utf8.count <= 300 && address.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F } && SeedResolver.split(address) != nil
+            let plausible =
+                address.utf8.count <= 300 && address.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }
+                && SeedResolver.split(address) != nil
             peerAdminAddresses[peer] = plausible ? address : nil
 
         case .adminRequest(let action):
@@ -464,7 +533,10 @@ public final class ClusterShell: @unchecked Sendable {
             // needs no more than that.
             logger.notice(
                 "admin request from a peer",
-                metadata: ["cluster.peer": "\(LinkHandshake.quoted(peer.name))", "admin.action": "\(LinkHandshake.quoted(action))"]
+                metadata: [
+                    "cluster.peer": "\(LinkHandshake.quoted(peer.name))",
+                    "admin.action": "\(LinkHandshake.quoted(action))",
+                ]
             )
             adminRequestHandler?(action)
 
@@ -489,7 +561,12 @@ public final class ClusterShell: @unchecked Sendable {
 
     private func digest(for peer: NodeID) -> LinkMessage {
         let held = remoteInterest.version(of: peer)
-        return .interestDigest(epoch: localInterest.epoch, version: localInterest.version, yourEpoch: held?.epoch ?? 0, yourVersion: held?.version ?? 0)
+        return .interestDigest(
+            epoch: localInterest.epoch,
+            version: localInterest.version,
+            yourEpoch: held?.epoch ?? 0,
+            yourVersion: held?.version ?? 0
+        )
     }
 
     private func sendDigests() {
@@ -503,7 +580,12 @@ public final class ClusterShell: @unchecked Sendable {
 
     private static func envelope(_ body: LinkMessageBody) -> MessageEnvelope? {
         guard let destination = try? Destination(parsing: body.destination) else { return nil }
-        return MessageEnvelope(destination: destination, messageID: body.messageID, headers: StompHeaders(body.headers), body: body.body)
+        return MessageEnvelope(
+            destination: destination,
+            messageID: body.messageID,
+            headers: StompHeaders(body.headers),
+            body: body.body
+        )
     }
 
     // MARK: - From the local router
@@ -570,7 +652,9 @@ public final class ClusterShell: @unchecked Sendable {
         }
         nextHandoffID += 1
         pendingHandoffs[nextHandoffID] = (chosen, queue, message, redelivered, hops)
-        links[chosen]!.send(.handoff(id: nextHandoffID, queue: queue, message: Self.body(message), redelivered: redelivered, hops: hops))
+        links[chosen]!.send(
+            .handoff(id: nextHandoffID, queue: queue, message: Self.body(message), redelivered: redelivered, hops: hops)
+        )
         metrics.queueHandedOff()
     }
 
@@ -581,7 +665,14 @@ public final class ClusterShell: @unchecked Sendable {
     private func reclaimHandoffs(to peer: NodeID) {
         for (id, handoff) in pendingHandoffs where handoff.peer == peer {
             pendingHandoffs[id] = nil
-            deliver(.acceptHandoff(queue: handoff.queue, handoff.message, redelivered: handoff.redelivered, hops: handoff.hops))
+            deliver(
+                .acceptHandoff(
+                    queue: handoff.queue,
+                    handoff.message,
+                    redelivered: handoff.redelivered,
+                    hops: handoff.hops
+                )
+            )
         }
     }
 
@@ -704,11 +795,28 @@ public final class ClusterShell: @unchecked Sendable {
                 localHealth: membership.localHealth,
                 members: membership.allMembers,
                 links: links.values.compactMap { link in
-                    link.peer.map { Status.Link(peer: $0.node, address: $0.address, outbound: link.isOutbound, counters: link.counters) }
+                    link.peer.map {
+                        Status.Link(
+                            peer: $0.node,
+                            address: $0.address,
+                            outbound: link.isOutbound,
+                            counters: link.counters
+                        )
+                    }
                 }.sorted { $0.peer < $1.peer },
-                localInterest: Status.Interest(origin: settings.node, epoch: localInterest.epoch, version: localInterest.version, entries: localInterest.snapshot),
+                localInterest: Status.Interest(
+                    origin: settings.node,
+                    epoch: localInterest.epoch,
+                    version: localInterest.version,
+                    entries: localInterest.snapshot
+                ),
                 remoteInterest: remoteInterest.entriesByOrigin.map { origin, held in
-                    Status.Interest(origin: origin, epoch: held.epoch, version: held.version, entries: held.entries.map { ($0.key, $0.value) })
+                    Status.Interest(
+                        origin: origin,
+                        epoch: held.epoch,
+                        version: held.version,
+                        entries: held.entries.map { ($0.key, $0.value) }
+                    )
                 }.sorted { $0.origin < $1.origin },
                 isJoined: reason == nil,
                 notJoinedReason: reason,
@@ -720,11 +828,14 @@ public final class ClusterShell: @unchecked Sendable {
     private func notJoinedReason() -> String? {
         let holding = Set(links.keys.filter { remoteInterest.version(of: $0) != nil })
         if !hasFormed {
-            let seeds = settings.seeds.isEmpty ? "no seeds configured" : "seeds " + settings.seeds.joined(separator: ",")
-            return "waiting for members: linked to \(holding.count) of the \(settings.minimumMembers - 1) peer(s) cluster.min-members=\(settings.minimumMembers) asks for (\(seeds))"
+            let seeds =
+                settings.seeds.isEmpty ? "no seeds configured" : "seeds " + settings.seeds.joined(separator: ",")
+            return
+                "waiting for members: linked to \(holding.count) of the \(settings.minimumMembers - 1) peer(s) cluster.min-members=\(settings.minimumMembers) asks for (\(seeds))"
         }
         // Member ids come from peers' gossip: shown to operators, so quoted like in the logs.
-        let missing = membership.liveMembers.filter { !holding.contains($0) }.map { LinkHandshake.quoted($0.name) }.sorted()
+        let missing = membership.liveMembers.filter { !holding.contains($0) }.map { LinkHandshake.quoted($0.name) }
+            .sorted()
         guard !missing.isEmpty else { return nil }
         return "not yet linked to live member(s) \(missing.joined(separator: ", ")) with their interest"
     }
@@ -738,10 +849,13 @@ public final class ClusterShell: @unchecked Sendable {
                 remoteInterest.peers(forTopic: key, into: &peers)
                 var reasons: [NodeID: String] = [:]
                 for peer in peers {
-                    let patterns = remoteInterest.entriesByOrigin[peer]?.entries.keys.compactMap { entry -> String? in
-                        if case .topic(let pattern) = entry, TopicTrie<Int>.matches(pattern: pattern, key: key) { return pattern }
-                        return nil
-                    } ?? []
+                    let patterns =
+                        remoteInterest.entriesByOrigin[peer]?.entries.keys.compactMap { entry -> String? in
+                            if case .topic(let pattern) = entry, TopicTrie<Int>.matches(pattern: pattern, key: key) {
+                                return pattern
+                            }
+                            return nil
+                        } ?? []
                     reasons[peer] = "subscribed to " + patterns.sorted().map { "/topic/" + $0 }.joined(separator: ", ")
                 }
                 return reasons

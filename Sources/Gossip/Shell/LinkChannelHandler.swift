@@ -151,7 +151,11 @@ final class LinkChannelHandler: ChannelInboundHandler {
             context.close(promise: nil)
             return
         }
-        if inbound.readableBytes == 0 { inbound = ByteBuffer() } else if inbound.readerIndex > 1_048_576 { inbound.discardReadBytes() }
+        if inbound.readableBytes == 0 {
+            inbound = ByteBuffer()
+        } else if inbound.readerIndex > 1_048_576 {
+            inbound.discardReadBytes()
+        }
     }
 
     private func handle(_ message: LinkMessage, context: ChannelHandlerContext) {

@@ -28,7 +28,9 @@ enum SeedResolver {
 
     /// Splits `host:port` or `[v6]:port`.
     static func split(_ address: String) -> (host: String, port: Int)? {
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), port > 0, port < 65_536 else {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), port > 0,
+            port < 65_536
+        else {
             return nil
         }
         var host = String(address[..<colon])
@@ -46,7 +48,15 @@ enum SeedResolver {
         var cursor: UnsafeMutablePointer<addrinfo>? = first
         while let entry = cursor {
             var buffer = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-            if getnameinfo(entry.pointee.ai_addr, entry.pointee.ai_addrlen, &buffer, socklen_t(buffer.count), nil, 0, NI_NUMERICHOST) == 0 {
+            if getnameinfo(
+                entry.pointee.ai_addr,
+                entry.pointee.ai_addrlen,
+                &buffer,
+                socklen_t(buffer.count),
+                nil,
+                0,
+                NI_NUMERICHOST
+            ) == 0 {
                 let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
                 if !names.contains(name) { names.append(name) }
             }

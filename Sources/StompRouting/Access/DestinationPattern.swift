@@ -80,10 +80,16 @@ public struct DestinationPattern: Sendable, Hashable, CustomStringConvertible {
                     case .one:
                         // One word: an inner literal or `*`, never an inner `#` (which may be
                         // no word or several).
-                        guard i < inner.count, inner[i] != .any else { result = false; break }
+                        guard i < inner.count, inner[i] != .any else {
+                            result = false
+                            break
+                        }
                         result = covered[index(i + 1, j + 1)]
                     case .literal(let word):
-                        guard i < inner.count, inner[i] == .literal(word) else { result = false; break }
+                        guard i < inner.count, inner[i] == .literal(word) else {
+                            result = false
+                            break
+                        }
                         result = covered[index(i + 1, j + 1)]
                     }
                 }
@@ -106,7 +112,10 @@ public struct DestinationPermissions: Sendable, Hashable {
 
     /// Reads and writes everything: what an anonymous client gets where anonymous access is
     /// allowed, and what every client had before permissions existed.
-    public static let everything = try! DestinationPermissions(read: ["/topic/#", "/queue/#"], write: ["/topic/#", "/queue/#"])
+    public static let everything = try! DestinationPermissions(
+        read: ["/topic/#", "/queue/#"],
+        write: ["/topic/#", "/queue/#"]
+    )
 
     /// - Throws: ``StompProtocolError`` for a pattern that isn't a destination.
     public init(read: [String], write: [String]) throws(StompProtocolError) {

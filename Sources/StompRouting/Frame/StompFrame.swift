@@ -30,7 +30,10 @@ public enum StompCommand: String, Sendable, CaseIterable {
         return nil
     }
 
-    private static let byFrequency: [StompCommand] = [.send, .ack, .nack, .subscribe, .unsubscribe, .begin, .commit, .abort, .connect, .stomp, .disconnect, .message, .receipt, .error, .connected]
+    private static let byFrequency: [StompCommand] = [
+        .send, .ack, .nack, .subscribe, .unsubscribe, .begin, .commit, .abort, .connect, .stomp, .disconnect, .message,
+        .receipt, .error, .connected,
+    ]
 
     /// CONNECT and CONNECTED are never escaped, in any version, so that a client can
     /// negotiate before it knows which escaping rules apply.

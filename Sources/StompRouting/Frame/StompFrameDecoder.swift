@@ -95,7 +95,11 @@ public struct StompFrameDecoder: Sendable {
                     state = .readingBody(command, contentLength: contentLength, frameBytes: total, scanned: 0)
                 } else {
                     guard headers.count < limits.maxHeaderCount else {
-                        throw fail(.tooManyHeaders, "too many headers", "A frame may carry at most \(limits.maxHeaderCount) headers.")
+                        throw fail(
+                            .tooManyHeaders,
+                            "too many headers",
+                            "A frame may carry at most \(limits.maxHeaderCount) headers."
+                        )
                     }
                     let header = try parseHeader(line.bytes, unescape: command.escapesHeaders && version >= .v1_1)
                     headers.add(header.name, header.value)
@@ -106,7 +110,11 @@ public struct StompFrameDecoder: Sendable {
                 if let contentLength {
                     guard buffer.readableBytes > contentLength else { return nil }
                     guard buffer.getInteger(at: buffer.readerIndex + contentLength, as: UInt8.self) == 0 else {
-                        throw fail(.malformedFrame, "frame not terminated by NUL", "The \(contentLength) body bytes given by content-length must be followed by a NUL byte.")
+                        throw fail(
+                            .malformedFrame,
+                            "frame not terminated by NUL",
+                            "The \(contentLength) body bytes given by content-length must be followed by a NUL byte."
+                        )
                     }
                     let body = buffer.readSlice(length: contentLength)!
                     buffer.moveReaderIndex(forwardBy: 1)
@@ -176,7 +184,11 @@ public struct StompFrameDecoder: Sendable {
     }
 
     private mutating func lineTooLong() -> StompProtocolError {
-        fail(.headerLineTooLong, "header line too long", "A command or header line may be at most \(limits.maxHeaderLineLength) bytes.")
+        fail(
+            .headerLineTooLong,
+            "header line too long",
+            "A command or header line may be at most \(limits.maxHeaderLineLength) bytes."
+        )
     }
 
     // MARK: - Command and headers
@@ -188,7 +200,10 @@ public struct StompFrameDecoder: Sendable {
         throw fail(.unknownCommand, "unknown command", "'\(shown)' is not a STOMP command.")
     }
 
-    private mutating func parseHeader(_ line: ByteBuffer, unescape: Bool) throws(StompProtocolError) -> (name: String, value: String) {
+    private mutating func parseHeader(
+        _ line: ByteBuffer,
+        unescape: Bool
+    ) throws(StompProtocolError) -> (name: String, value: String) {
         let view = line.readableBytesView
         guard let colon = view.firstIndex(of: UInt8(ascii: ":")) else {
             throw fail(.invalidHeader, "malformed header", "A header line must have the form name:value.")
@@ -219,8 +234,13 @@ public struct StompFrameDecoder: Sendable {
                 case UInt8(ascii: "\\"): result.append(UInt8(ascii: "\\"))
                 case UInt8(ascii: "r") where version >= .v1_2: result.append(UInt8(ascii: "\r"))
                 default:
-                    let shown = byte >= 0x20 && byte < 0x7F ? String(UnicodeScalar(byte)) : "\\x\(String(byte, radix: 16))"
-                    throw fail(.invalidHeader, "invalid header escape", "'\\\(shown)' is not a defined escape sequence in STOMP \(version.headerValue).")
+                    let shown =
+                        byte >= 0x20 && byte < 0x7F ? String(UnicodeScalar(byte)) : "\\x\(String(byte, radix: 16))"
+                    throw fail(
+                        .invalidHeader,
+                        "invalid header escape",
+                        "'\\\(shown)' is not a defined escape sequence in STOMP \(version.headerValue)."
+                    )
                 }
                 escaping = false
             } else if byte == UInt8(ascii: "\\") {
@@ -237,10 +257,15 @@ public struct StompFrameDecoder: Sendable {
 
     private mutating func parseContentLength(_ headers: StompHeaders) throws(StompProtocolError) -> Int? {
         guard let text = headers[StompHeader.contentLength] else { return nil }
-        guard !text.isEmpty, text.utf8.count <= 18, text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+        guard !text.isEmpty, text.utf8.count <= 18,
+            text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
             let length = Int(text)
         else {
-            throw fail(.invalidHeader, "invalid content-length", "content-length must be a non-negative decimal integer.")
+            throw fail(
+                .invalidHeader,
+                "invalid content-length",
+                "content-length must be a non-negative decimal integer."
+            )
         }
         return length
     }
@@ -260,7 +285,11 @@ public struct StompFrameDecoder: Sendable {
         }
     }
 
-    private mutating func fail(_ kind: StompProtocolError.Kind, _ summary: String, _ detail: String) -> StompProtocolError {
+    private mutating func fail(
+        _ kind: StompProtocolError.Kind,
+        _ summary: String,
+        _ detail: String
+    ) -> StompProtocolError {
         let error = StompProtocolError(kind, summary, detail: detail)
         state = .failed(error)
         return error

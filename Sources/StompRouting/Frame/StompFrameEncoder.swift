@@ -31,7 +31,12 @@ public enum StompFrameEncoder {
     }
 
     /// Appends one `name:value` line.
-    public static func writeHeader(_ name: String, _ value: String, escaping: HeaderEscaping, into buffer: inout ByteBuffer) {
+    public static func writeHeader(
+        _ name: String,
+        _ value: String,
+        escaping: HeaderEscaping,
+        into buffer: inout ByteBuffer
+    ) {
         write(name, escaping: escaping, isName: true, into: &buffer)
         buffer.writeInteger(UInt8(ascii: ":"))
         write(value, escaping: escaping, isName: false, into: &buffer)
@@ -113,7 +118,9 @@ private func needsEscaping(_ text: String) -> Bool {
     var text = text
     return text.withUTF8 { bytes in
         for byte in bytes where byte <= UInt8(ascii: "\\") {
-            if byte == UInt8(ascii: "\n") || byte == UInt8(ascii: "\r") || byte == UInt8(ascii: ":") || byte == UInt8(ascii: "\\") {
+            if byte == UInt8(ascii: "\n") || byte == UInt8(ascii: "\r") || byte == UInt8(ascii: ":")
+                || byte == UInt8(ascii: "\\")
+            {
                 return true
             }
         }

@@ -22,7 +22,8 @@ public enum Destination: Hashable, Sendable, CustomStringConvertible {
             throw StompProtocolError(
                 .invalidDestination,
                 "invalid destination",
-                detail: "'\(header.prefix(200))' is not a destination this broker serves; use /topic/NAME or /queue/NAME."
+                detail:
+                    "'\(header.prefix(200))' is not a destination this broker serves; use /topic/NAME or /queue/NAME."
             )
         }
     }

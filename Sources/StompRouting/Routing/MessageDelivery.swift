@@ -17,7 +17,8 @@ public struct MessageDelivery: Sendable {
     /// Whether the frame is valid UTF-8, so that a WebSocket transport may send it as text.
     public let isText: Bool
 
-    init(subscription: String, ackID: String?, redelivered: Bool, version: StompVersion, tail: ByteBuffer, isText: Bool) {
+    init(subscription: String, ackID: String?, redelivered: Bool, version: StompVersion, tail: ByteBuffer, isText: Bool)
+    {
         self.subscription = subscription
         self.ackID = ackID
         self.redelivered = redelivered

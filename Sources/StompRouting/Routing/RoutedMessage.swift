@@ -22,7 +22,10 @@ final class RoutedMessage {
     private var tail12: ByteBuffer?
 
     convenience init(_ envelope: MessageEnvelope) {
-        self.init(id: envelope.messageID, request: PublishRequest(destination: envelope.destination, headers: envelope.headers, body: envelope.body))
+        self.init(
+            id: envelope.messageID,
+            request: PublishRequest(destination: envelope.destination, headers: envelope.headers, body: envelope.body)
+        )
     }
 
     /// The message as it crosses to another node.

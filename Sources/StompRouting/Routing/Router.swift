@@ -83,7 +83,9 @@ public struct Router {
             self.budget = budget
         }
 
-        var hasRoom: Bool { request.ackMode == .auto || (unacked.count < request.prefetch && budget.bytes < budget.limit) }
+        var hasRoom: Bool {
+            request.ackMode == .auto || (unacked.count < request.prefetch && budget.bytes < budget.limit)
+        }
 
         /// Why a subscription without room has none: the error a topic subscriber gets.
         var noRoomError: StompProtocolError {
@@ -97,7 +99,8 @@ public struct Router {
             return StompProtocolError(
                 .unackedBytesLimit,
                 "unacknowledged bytes budget exceeded",
-                detail: "This connection's unacknowledged deliveries reached \(budget.limit) bytes (limits.unacked-bytes)."
+                detail:
+                    "This connection's unacknowledged deliveries reached \(budget.limit) bytes (limits.unacked-bytes)."
             )
         }
     }
@@ -164,16 +167,26 @@ public struct Router {
 
     // MARK: - Views for the snapshot
 
-    var connectionStates: [(ConnectionID, StompVersion, [(id: String, destination: Destination, ackMode: AckMode, unacked: Int)])] {
+    var connectionStates:
+        [(ConnectionID, StompVersion, [(id: String, destination: Destination, ackMode: AckMode, unacked: Int)])]
+    {
         connections.map { id, state in
-            (id, state.version, state.subscriptions.values.map { ($0.key.id, $0.request.destination, $0.request.ackMode, $0.unacked.count) })
+            (
+                id, state.version,
+                state.subscriptions.values.map {
+                    ($0.key.id, $0.request.destination, $0.request.ackMode, $0.unacked.count)
+                }
+            )
         }
     }
 
     var queueStates: [(name: String, consumers: Int, pending: Int, remote: Int)] {
         let names = Set(queues.keys).union(remoteQueueConsumers.keys)
         return names.map { name in
-            (name, queues[name]?.consumers.count ?? 0, queues[name]?.pending.count ?? 0, remoteQueueConsumers[name] ?? 0)
+            (
+                name, queues[name]?.consumers.count ?? 0, queues[name]?.pending.count ?? 0,
+                remoteQueueConsumers[name] ?? 0
+            )
         }
     }
 
@@ -195,7 +208,10 @@ public struct Router {
         into outputs: inout [RouterOutput]
     ) {
         if case .open(let version) = operation {
-            connections[connection] = ConnectionState(version: version, unacked: UnackedBudget(limit: settings.maxUnackedBytes))
+            connections[connection] = ConnectionState(
+                version: version,
+                unacked: UnackedBudget(limit: settings.maxUnackedBytes)
+            )
             return
         }
         if case .closed = operation {
@@ -213,7 +229,12 @@ public struct Router {
         }
         if let receipt, let version = connections[connection]?.version {
             let frame = StompFrame(.receipt, headers: [StompHeader.receiptID: receipt])
-            outputs.append(.receipt(connection, OutboundFrame(bytes: StompFrameEncoder.encode(frame, version: version), isText: true)))
+            outputs.append(
+                .receipt(
+                    connection,
+                    OutboundFrame(bytes: StompFrameEncoder.encode(frame, version: version), isText: true)
+                )
+            )
         }
         if case .disconnect = operation {
             outputs.append(.close(connection))
@@ -255,11 +276,20 @@ public struct Router {
 
     // MARK: - Subscriptions
 
-    private mutating func subscribe(_ request: SubscribeRequest, connection: ConnectionID, into outputs: inout [RouterOutput]) throws(StompProtocolError) {
+    private mutating func subscribe(
+        _ request: SubscribeRequest,
+        connection: ConnectionID,
+        into outputs: inout [RouterOutput]
+    ) throws(StompProtocolError) {
         guard let state = connections[connection] else { return }
         if case .queue(let name) = request.destination { try checkRoomForQueue(name) }
         let key = SubscriptionKey(connection: connection, id: request.id)
-        connections[connection]!.subscriptions[request.id] = Subscription(key: key, request: request, version: state.version, budget: state.unacked)
+        connections[connection]!.subscriptions[request.id] = Subscription(
+            key: key,
+            request: request,
+            version: state.version,
+            budget: state.unacked
+        )
         switch request.destination {
         case .topic(let pattern):
             topics.insert(key, pattern: pattern)
@@ -290,7 +320,9 @@ public struct Router {
             // queue may be gone: when a connection closes, an earlier sibling's dispatch drops
             // the queue once it has neither consumers nor messages, and these must not go with it.
             for entry in subscription.unacked.reversed() {
-                queues[name, default: QueueState()].pending.prepend(PendingMessage(message: entry.message, redelivered: true))
+                queues[name, default: QueueState()].pending.prepend(
+                    PendingMessage(message: entry.message, redelivered: true)
+                )
                 queuedBytes += entry.message.footprint
             }
             dispatch(queue: name, into: &outputs)
@@ -313,14 +345,22 @@ public struct Router {
         connections[connection] = nil
     }
 
-    private mutating func fail(_ connection: ConnectionID, _ error: StompProtocolError, into outputs: inout [RouterOutput]) {
+    private mutating func fail(
+        _ connection: ConnectionID,
+        _ error: StompProtocolError,
+        into outputs: inout [RouterOutput]
+    ) {
         outputs.append(.fail(connection, error))
         close(connection, into: &outputs)
     }
 
     // MARK: - Publishing
 
-    private mutating func publish(_ request: PublishRequest, from connection: ConnectionID, into outputs: inout [RouterOutput]) throws(StompProtocolError) {
+    private mutating func publish(
+        _ request: PublishRequest,
+        from connection: ConnectionID,
+        into outputs: inout [RouterOutput]
+    ) throws(StompProtocolError) {
         switch request.destination {
         case .topic:
             let message = makeMessage(request)
@@ -337,7 +377,8 @@ public struct Router {
                 throw StompProtocolError(
                     .queueFull,
                     "queue full",
-                    detail: "\(request.destination) already holds \(settings.maxQueueDepth) messages waiting for a consumer."
+                    detail:
+                        "\(request.destination) already holds \(settings.maxQueueDepth) messages waiting for a consumer."
                 )
             }
             try checkRoomForQueue(name)
@@ -346,7 +387,8 @@ public struct Router {
                 throw StompProtocolError(
                     .queueBytesLimit,
                     "queue bytes budget exceeded",
-                    detail: "This node's queues already hold their limit of \(settings.maxQueueBytes) bytes (limits.queue-bytes); try again once consumers catch up."
+                    detail:
+                        "This node's queues already hold their limit of \(settings.maxQueueBytes) bytes (limits.queue-bytes); try again once consumers catch up."
                 )
             }
             let message = makeMessage(request)
@@ -408,7 +450,14 @@ public struct Router {
         if queue.consumers.isEmpty, remoteQueueConsumers[name, default: 0] > 0 {
             while let pending = queue.pending.popFirst() {
                 queuedBytes -= pending.message.footprint
-                outputs.append(.handOff(queue: name, pending.message.envelope, redelivered: pending.redelivered, hops: pending.hops))
+                outputs.append(
+                    .handOff(
+                        queue: name,
+                        pending.message.envelope,
+                        redelivered: pending.redelivered,
+                        hops: pending.hops
+                    )
+                )
             }
             return
         }
@@ -424,7 +473,9 @@ public struct Router {
         for offset in 0..<count {
             let index = (queue.nextConsumer + offset) % count
             let key = queue.consumers[index]
-            if key != excluded, let subscription = connections[key.connection]?.subscriptions[key.id], subscription.hasRoom {
+            if key != excluded, let subscription = connections[key.connection]?.subscriptions[key.id],
+                subscription.hasRoom
+            {
                 queue.nextConsumer = (index + 1) % count
                 return subscription
             }
@@ -432,7 +483,12 @@ public struct Router {
         return nil
     }
 
-    private mutating func deliver(_ message: RoutedMessage, redelivered: Bool, to subscription: Subscription, into outputs: inout [RouterOutput]) {
+    private mutating func deliver(
+        _ message: RoutedMessage,
+        redelivered: Bool,
+        to subscription: Subscription,
+        into outputs: inout [RouterOutput]
+    ) {
         var ackID: String?
         if subscription.request.ackMode != .auto {
             nextDeliveryTag += 1
@@ -471,7 +527,9 @@ public struct Router {
             }
             let message = RoutedMessage(envelope)
             message.compactBody()
-            queues[name, default: QueueState()].pending.append(PendingMessage(message: message, redelivered: redelivered, hops: hops))
+            queues[name, default: QueueState()].pending.append(
+                PendingMessage(message: message, redelivered: redelivered, hops: hops)
+            )
             queuedBytes += message.footprint
             if hasLocalConsumers { dispatch(queue: name, into: &outputs) }
 
@@ -483,7 +541,9 @@ public struct Router {
             for name in queues.keys.sorted() {
                 while let pending = queues[name]?.pending.popFirst() {
                     queuedBytes -= pending.message.footprint
-                    outputs.append(.handOff(queue: name, pending.message.envelope, redelivered: pending.redelivered, hops: 0))
+                    outputs.append(
+                        .handOff(queue: name, pending.message.envelope, redelivered: pending.redelivered, hops: 0)
+                    )
                 }
                 if queues[name]?.isUnused == true { queues[name] = nil }
             }
@@ -500,7 +560,11 @@ public struct Router {
     ) throws(StompProtocolError) {
         guard let state = connections[connection], let (subscription, index) = find(request, in: state) else {
             let named = request.ackID ?? request.messageID ?? "?"
-            throw StompProtocolError(.unknownAck, "unknown ack id", detail: "'\(named)' names no message awaiting acknowledgement on this connection.")
+            throw StompProtocolError(
+                .unknownAck,
+                "unknown ack id",
+                detail: "'\(named)' names no message awaiting acknowledgement on this connection."
+            )
         }
         // `client` mode acknowledges cumulatively: the named message and all before it.
         let range = subscription.request.ackMode == .client ? 0...index : index...index

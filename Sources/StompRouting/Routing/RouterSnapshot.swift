@@ -41,7 +41,9 @@ extension Router {
                 id: id,
                 version: version.headerValue,
                 subscriptions: subscriptions.map { subscription in
-                    if case .queue(let name) = subscription.destination { unackedByQueue[name, default: 0] += subscription.unacked }
+                    if case .queue(let name) = subscription.destination {
+                        unackedByQueue[name, default: 0] += subscription.unacked
+                    }
                     return RouterSnapshot.Subscription(
                         id: subscription.id,
                         destination: subscription.destination.description,
@@ -52,7 +54,13 @@ extension Router {
             )
         }.sorted { $0.id.rawValue < $1.id.rawValue }
         let queues = queueStates.map { name, consumers, pending, remote in
-            RouterSnapshot.Queue(name: name, localConsumers: consumers, remoteConsumers: remote, pending: pending, unacked: unackedByQueue[name] ?? 0)
+            RouterSnapshot.Queue(
+                name: name,
+                localConsumers: consumers,
+                remoteConsumers: remote,
+                pending: pending,
+                unacked: unackedByQueue[name] ?? 0
+            )
         }.sorted { $0.name < $1.name }
         return RouterSnapshot(connections: connections, queues: queues, topicSubscriptions: topicSubscriptionCount)
     }

@@ -21,9 +21,16 @@ public struct Heartbeat: Sendable, Equatable {
     ///   - serverSend: `sx`, the fastest the server offers to beat.
     ///   - serverReceive: `sy`, the rate the server would like to hear from the client.
     ///   - graceFactor: the receive timeout is the client's interval times this (at least 1).
-    public init(client: (send: Int, receive: Int), serverSend: TimeAmount, serverReceive: TimeAmount, graceFactor: Double) {
-        let cx = Int64(client.send), cy = Int64(client.receive)
-        let sx = serverSend.nanoseconds / 1_000_000, sy = serverReceive.nanoseconds / 1_000_000
+    public init(
+        client: (send: Int, receive: Int),
+        serverSend: TimeAmount,
+        serverReceive: TimeAmount,
+        graceFactor: Double
+    ) {
+        let cx = Int64(client.send)
+        let cy = Int64(client.receive)
+        let sx = serverSend.nanoseconds / 1_000_000
+        let sy = serverReceive.nanoseconds / 1_000_000
         self.sendInterval = (cy > 0 && sx > 0) ? .milliseconds(max(sx, cy)) : nil
         if cx > 0 && sy > 0 {
             let interval = Double(max(cx, sy))

@@ -208,7 +208,11 @@ public struct SessionStateMachine {
             case .authenticating:
                 // The shell holds frames back while it decides; one that slips through is a
                 // frame before CONNECTED.
-                throw StompProtocolError(.notConnected, "not connected", detail: "A frame arrived before the CONNECT was answered.")
+                throw StompProtocolError(
+                    .notConnected,
+                    "not connected",
+                    detail: "A frame arrived before the CONNECT was answered."
+                )
             case .closing:
                 return
             case .modifying:
@@ -222,12 +226,20 @@ public struct SessionStateMachine {
 
     // MARK: - CONNECT
 
-    private mutating func connect(_ frame: StompFrame, now: NIODeadline, into actions: inout [Action]) throws(StompProtocolError) {
+    private mutating func connect(
+        _ frame: StompFrame,
+        now: NIODeadline,
+        into actions: inout [Action]
+    ) throws(StompProtocolError) {
         switch frame.command {
         case .connect, .stomp:
             break
         case .send, .subscribe, .unsubscribe, .ack, .nack, .begin, .commit, .abort, .disconnect:
-            throw StompProtocolError(.notConnected, "not connected", detail: "The first frame must be CONNECT or STOMP, not \(frame.command.rawValue).")
+            throw StompProtocolError(
+                .notConnected,
+                "not connected",
+                detail: "The first frame must be CONNECT or STOMP, not \(frame.command.rawValue)."
+            )
         case .connected, .message, .receipt, .error:
             throw Self.serverFrame(frame.command)
         }
@@ -236,7 +248,11 @@ public struct SessionStateMachine {
         var heartbeat = Heartbeat.none
         if version >= .v1_1, let value = frame.headers[StompHeader.heartBeat] {
             guard let client = Heartbeat.parse(value) else {
-                throw StompProtocolError(.invalidHeader, "invalid heart-beat", detail: "heart-beat must be two non-negative integers, as in 'heart-beat:10000,10000'.")
+                throw StompProtocolError(
+                    .invalidHeader,
+                    "invalid heart-beat",
+                    detail: "heart-beat must be two non-negative integers, as in 'heart-beat:10000,10000'."
+                )
             }
             heartbeat = Heartbeat(
                 client: client,
@@ -245,7 +261,11 @@ public struct SessionStateMachine {
                 graceFactor: settings.heartbeatGraceFactor
             )
         }
-        let pending = PendingConnect(version: version, heartbeat: heartbeat, receipt: frame.headers[StompHeader.receipt])
+        let pending = PendingConnect(
+            version: version,
+            heartbeat: heartbeat,
+            receipt: frame.headers[StompHeader.receipt]
+        )
         switch settings.authentication {
         case .none:
             open(pending, as: .anonymous, now: now, into: &actions)
@@ -266,7 +286,11 @@ public struct SessionStateMachine {
     ///   - result: who it is, or why it is refused (an ERROR, then the connection closes).
     ///   - now: the current time, for heart-beat bookkeeping.
     ///   - actions: where the actions are appended, in order.
-    public mutating func authenticated(_ result: Result<SessionIdentity, StompProtocolError>, now: NIODeadline, into actions: inout [Action]) {
+    public mutating func authenticated(
+        _ result: Result<SessionIdentity, StompProtocolError>,
+        now: NIODeadline,
+        into actions: inout [Action]
+    ) {
         guard case .authenticating(let pending) = state else { return }
         switch result {
         case .success(let identity):
@@ -291,17 +315,25 @@ public struct SessionStateMachine {
         return nil
     }
 
-    private mutating func open(_ pending: PendingConnect, as identity: SessionIdentity, now: NIODeadline, into actions: inout [Action]) {
+    private mutating func open(
+        _ pending: PendingConnect,
+        as identity: SessionIdentity,
+        now: NIODeadline,
+        into actions: inout [Action]
+    ) {
         let version = pending.version
         let heartbeat = pending.heartbeat
         var headers: StompHeaders = [
             StompHeader.version: version.headerValue,
-            StompHeader.heartBeat: "\(settings.heartbeatSend.nanoseconds / 1_000_000),\(settings.heartbeatReceive.nanoseconds / 1_000_000)",
+            StompHeader.heartBeat:
+                "\(settings.heartbeatSend.nanoseconds / 1_000_000),\(settings.heartbeatReceive.nanoseconds / 1_000_000)",
             StompHeader.server: settings.serverName,
             StompHeader.session: sessionID,
         ]
         if version == .v1_0 { headers = [StompHeader.session: sessionID] }
-        state = .connected(Connected(identity: identity, version: version, heartbeat: heartbeat, lastReceived: now, lastSent: now))
+        state = .connected(
+            Connected(identity: identity, version: version, heartbeat: heartbeat, lastReceived: now, lastSent: now)
+        )
         actions.append(.connected(version, heartbeat))
         actions.append(.send(StompFrame(.connected, headers: headers)))
         actions.append(.route(.open(version), receipt: nil))
@@ -312,20 +344,28 @@ public struct SessionStateMachine {
     /// write where it may not. (A value that is no destination of this broker's names nothing
     /// anyone can write to, and passes through.)
     private func checkReplyTo(_ replyTo: String?, of identity: SessionIdentity) throws(StompProtocolError) {
-        guard let replyTo, let destination = try? Destination(parsing: replyTo), !identity.permissions.mayWrite(destination) else { return }
+        guard let replyTo, let destination = try? Destination(parsing: replyTo),
+            !identity.permissions.mayWrite(destination)
+        else { return }
         throw StompProtocolError(
             .writeDenied,
             "access denied",
-            detail: "\(identity.name) may not name \(destination.description.prefix(200)) as reply-to: no write permission covers it."
+            detail:
+                "\(identity.name) may not name \(destination.description.prefix(200)) as reply-to: no write permission covers it."
         )
     }
 
     /// Names what was denied, and to whom: the client learns which pattern it lacks.
-    static func accessDenied(_ identity: SessionIdentity, reading: Bool, _ destination: Destination) -> StompProtocolError {
+    static func accessDenied(
+        _ identity: SessionIdentity,
+        reading: Bool,
+        _ destination: Destination
+    ) -> StompProtocolError {
         StompProtocolError(
             reading ? .readDenied : .writeDenied,
             "access denied",
-            detail: "\(identity.name) may not \(reading ? "read from" : "write to") \(destination.description.prefix(200)): no \(reading ? "read" : "write") permission covers it."
+            detail:
+                "\(identity.name) may not \(reading ? "read from" : "write to") \(destination.description.prefix(200)): no \(reading ? "read" : "write") permission covers it."
         )
     }
 
@@ -354,7 +394,11 @@ public struct SessionStateMachine {
         let headers = frame.headers
         switch frame.command {
         case .connect, .stomp:
-            throw StompProtocolError(.alreadyConnected, "already connected", detail: "CONNECT may be sent only once per connection.")
+            throw StompProtocolError(
+                .alreadyConnected,
+                "already connected",
+                detail: "CONNECT may be sent only once per connection."
+            )
 
         case .connected, .message, .receipt, .error:
             throw Self.serverFrame(frame.command)
@@ -362,26 +406,50 @@ public struct SessionStateMachine {
         case .send:
             let destination = try destination(of: frame)
             guard !destination.isPattern else {
-                throw StompProtocolError(.invalidDestination, "invalid destination", detail: "A SEND may not use a wildcard: '\(destination)' is a subscription pattern.")
+                throw StompProtocolError(
+                    .invalidDestination,
+                    "invalid destination",
+                    detail: "A SEND may not use a wildcard: '\(destination)' is a subscription pattern."
+                )
             }
             guard connected.identity.permissions.mayWrite(destination) else {
                 throw Self.accessDenied(connected.identity, reading: false, destination)
             }
             try checkReplyTo(headers[StompHeader.replyTo], of: connected.identity)
-            let request = PublishRequest(destination: destination, headers: Self.applicationHeaders(headers), body: frame.body)
-            try route(.send(request), transaction: headers[StompHeader.transaction], receipt: receipt, connected: &connected, into: &actions)
+            let request = PublishRequest(
+                destination: destination,
+                headers: Self.applicationHeaders(headers),
+                body: frame.body
+            )
+            try route(
+                .send(request),
+                transaction: headers[StompHeader.transaction],
+                receipt: receipt,
+                connected: &connected,
+                into: &actions
+            )
 
         case .subscribe:
             let destination = try destination(of: frame)
-            let id = connected.version == .v1_0 ? (headers[StompHeader.id] ?? destination.description) : try Self.require(StompHeader.id, in: frame)
+            let id =
+                connected.version == .v1_0
+                ? (headers[StompHeader.id] ?? destination.description) : try Self.require(StompHeader.id, in: frame)
             guard !connected.subscriptionIDs.contains(id) else {
-                throw StompProtocolError(.duplicateSubscription, "duplicate subscription id", detail: "This connection already has a subscription with id '\(id)'.")
+                throw StompProtocolError(
+                    .duplicateSubscription,
+                    "duplicate subscription id",
+                    detail: "This connection already has a subscription with id '\(id)'."
+                )
             }
             guard connected.identity.permissions.mayRead(destination) else {
                 throw Self.accessDenied(connected.identity, reading: true, destination)
             }
             guard connected.subscriptionIDs.count < settings.maxSubscriptions else {
-                throw StompProtocolError(.tooManySubscriptions, "too many subscriptions", detail: "A connection may hold at most \(settings.maxSubscriptions) subscriptions.")
+                throw StompProtocolError(
+                    .tooManySubscriptions,
+                    "too many subscriptions",
+                    detail: "A connection may hold at most \(settings.maxSubscriptions) subscriptions."
+                )
             }
             let request = SubscribeRequest(
                 id: id,
@@ -400,22 +468,40 @@ public struct SessionStateMachine {
                 id = try Self.require(StompHeader.id, in: frame)
             }
             guard connected.subscriptionIDs.remove(id) != nil else {
-                throw StompProtocolError(.unknownSubscription, "unknown subscription", detail: "This connection has no subscription with id '\(id)'.")
+                throw StompProtocolError(
+                    .unknownSubscription,
+                    "unknown subscription",
+                    detail: "This connection has no subscription with id '\(id)'."
+                )
             }
             actions.append(.route(.unsubscribe(id: id), receipt: receipt))
 
         case .ack, .nack:
             let request = try ackRequest(frame, version: connected.version)
             let operation: TransactionalOperation = frame.command == .ack ? .ack(request) : .nack(request)
-            try route(operation, transaction: headers[StompHeader.transaction], receipt: receipt, connected: &connected, into: &actions)
+            try route(
+                operation,
+                transaction: headers[StompHeader.transaction],
+                receipt: receipt,
+                connected: &connected,
+                into: &actions
+            )
 
         case .begin:
             let transaction = try Self.require(StompHeader.transaction, in: frame)
             guard connected.transactions[transaction] == nil else {
-                throw StompProtocolError(.duplicateTransaction, "duplicate transaction", detail: "Transaction '\(transaction)' has already begun.")
+                throw StompProtocolError(
+                    .duplicateTransaction,
+                    "duplicate transaction",
+                    detail: "Transaction '\(transaction)' has already begun."
+                )
             }
             guard connected.transactions.count < settings.maxTransactions else {
-                throw StompProtocolError(.transactionLimit, "too many transactions", detail: "A connection may hold at most \(settings.maxTransactions) open transactions.")
+                throw StompProtocolError(
+                    .transactionLimit,
+                    "too many transactions",
+                    detail: "A connection may hold at most \(settings.maxTransactions) open transactions."
+                )
             }
             connected.transactions[transaction] = Transaction()
             if let receipt { actions.append(.route(.barrier, receipt: receipt)) }
@@ -456,7 +542,11 @@ public struct SessionStateMachine {
         }
         guard connected.transactions[transaction] != nil else { throw Self.unknownTransaction(transaction) }
         guard connected.transactions[transaction]!.operations.count < settings.maxTransactionFrames else {
-            throw StompProtocolError(.transactionLimit, "transaction too large", detail: "A transaction may hold at most \(settings.maxTransactionFrames) frames.")
+            throw StompProtocolError(
+                .transactionLimit,
+                "transaction too large",
+                detail: "A transaction may hold at most \(settings.maxTransactionFrames) frames."
+            )
         }
         var operation = operation
         let bytes = operation.footprint
@@ -464,7 +554,8 @@ public struct SessionStateMachine {
             throw StompProtocolError(
                 .transactionBytesLimit,
                 "transaction bytes budget exceeded",
-                detail: "This connection's open transactions may hold at most \(settings.maxTransactionBytes) bytes (limits.transaction-bytes) until COMMIT."
+                detail:
+                    "This connection's open transactions may hold at most \(settings.maxTransactionBytes) bytes (limits.transaction-bytes) until COMMIT."
             )
         }
         // A held body must not keep alive the whole read buffer it arrived in.
@@ -487,7 +578,8 @@ public struct SessionStateMachine {
             throw StompProtocolError(
                 .destinationTooLong,
                 "destination too long",
-                detail: "A destination may have at most \(settings.maxDestinationLength) bytes (limits.destination-length)."
+                detail:
+                    "A destination may have at most \(settings.maxDestinationLength) bytes (limits.destination-length)."
             )
         }
         let destination = try Destination(parsing: header)
@@ -495,7 +587,8 @@ public struct SessionStateMachine {
             throw StompProtocolError(
                 .destinationTooLong,
                 "destination has too many words",
-                detail: "A topic name or pattern may have at most \(settings.maxDestinationWords) dot-separated words (limits.destination-words)."
+                detail:
+                    "A topic name or pattern may have at most \(settings.maxDestinationWords) dot-separated words (limits.destination-words)."
             )
         }
         return destination
@@ -503,7 +596,11 @@ public struct SessionStateMachine {
 
     private static func require(_ name: String, in frame: StompFrame) throws(StompProtocolError) -> String {
         guard let value = frame.headers[name] else {
-            throw StompProtocolError(.missingHeader, "missing header '\(name)'", detail: "A \(frame.command.rawValue) frame must have a '\(name)' header.")
+            throw StompProtocolError(
+                .missingHeader,
+                "missing header '\(name)'",
+                detail: "A \(frame.command.rawValue) frame must have a '\(name)' header."
+            )
         }
         return value
     }
@@ -511,7 +608,11 @@ public struct SessionStateMachine {
     private static func ackMode(_ value: String?) throws(StompProtocolError) -> AckMode {
         guard let value else { return .auto }
         guard let mode = AckMode(rawValue: value) else {
-            throw StompProtocolError(.invalidHeader, "invalid ack mode", detail: "ack must be auto, client or client-individual, not '\(value.prefix(64))'.")
+            throw StompProtocolError(
+                .invalidHeader,
+                "invalid ack mode",
+                detail: "ack must be auto, client or client-individual, not '\(value.prefix(64))'."
+            )
         }
         return mode
     }
@@ -519,7 +620,11 @@ public struct SessionStateMachine {
     private func prefetch(_ value: String?) throws(StompProtocolError) -> Int {
         guard let value else { return settings.maxUnacked }
         guard let count = Int(value), count > 0 else {
-            throw StompProtocolError(.invalidHeader, "invalid prefetch-count", detail: "prefetch-count must be a positive integer.")
+            throw StompProtocolError(
+                .invalidHeader,
+                "invalid prefetch-count",
+                detail: "prefetch-count must be a positive integer."
+            )
         }
         return min(count, settings.maxUnacked)
     }
@@ -534,7 +639,10 @@ public struct SessionStateMachine {
                 subscription: try Self.require(StompHeader.subscription, in: frame)
             )
         case .v1_0:
-            return AckRequest(messageID: try Self.require(StompHeader.messageID, in: frame), subscription: frame.headers[StompHeader.subscription])
+            return AckRequest(
+                messageID: try Self.require(StompHeader.messageID, in: frame),
+                subscription: frame.headers[StompHeader.subscription]
+            )
         }
     }
 
@@ -559,10 +667,18 @@ public struct SessionStateMachine {
     }
 
     private static func unknownTransaction(_ name: String) -> StompProtocolError {
-        StompProtocolError(.unknownTransaction, "unknown transaction", detail: "No transaction '\(name)' is open on this connection.")
+        StompProtocolError(
+            .unknownTransaction,
+            "unknown transaction",
+            detail: "No transaction '\(name)' is open on this connection."
+        )
     }
 
     private static func serverFrame(_ command: StompCommand) -> StompProtocolError {
-        StompProtocolError(.unexpectedFrame, "unexpected frame", detail: "\(command.rawValue) is a server frame; a client may not send it.")
+        StompProtocolError(
+            .unexpectedFrame,
+            "unexpected frame",
+            detail: "\(command.rawValue) is a server frame; a client may not send it."
+        )
     }
 }

@@ -24,10 +24,16 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "one-to-one, fan-out, many-to-many, queue or idle.")
     var scenario: Scenario = .oneToOne
 
-    @Option(name: .customLong("pub-url"), help: "Where publishers connect (repeatable; ws://host:port/ws or tcp://host:port).")
+    @Option(
+        name: .customLong("pub-url"),
+        help: "Where publishers connect (repeatable; ws://host:port/ws or tcp://host:port)."
+    )
     var pubURLs: [String] = ["ws://127.0.0.1:15674/ws"]
 
-    @Option(name: .customLong("sub-url"), help: "Where subscribers connect (repeatable; spread round robin). Default: the publisher URLs.")
+    @Option(
+        name: .customLong("sub-url"),
+        help: "Where subscribers connect (repeatable; spread round robin). Default: the publisher URLs."
+    )
     var subURLs: [String] = []
 
     @Option(help: "Publishers (many-to-many and queue; 1 otherwise).")
@@ -60,7 +66,10 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Idle scenario: subscribed connections to open.")
     var connections = 10_000
 
-    @Option(name: .customLong("server-pid"), help: "Idle scenario: broker process(es) whose resident memory to measure (repeatable).")
+    @Option(
+        name: .customLong("server-pid"),
+        help: "Idle scenario: broker process(es) whose resident memory to measure (repeatable)."
+    )
     var serverPIDs: [Int32] = []
 
     @Flag(help: "Print JSON.")
@@ -121,7 +130,13 @@ struct Bench: AsyncParsableCommand {
         let run = BenchRun(
             loop: loop,
             plan: plan,
-            settings: .init(duration: .milliseconds(Int64(duration * 1_000)), rate: rate > 0 ? rate : nil, bodySize: size, window: max(window, 1), inFlight: max(inFlight, 1))
+            settings: .init(
+                duration: .milliseconds(Int64(duration * 1_000)),
+                rate: rate > 0 ? rate : nil,
+                bodySize: size,
+                window: max(window, 1),
+                inFlight: max(inFlight, 1)
+            )
         )
         try await run.subscribeAll()
         try await run.openPublishers()
@@ -143,7 +158,10 @@ struct Bench: AsyncParsableCommand {
         switch scenario {
         case .oneToOne:
             let topic = "/topic/bench.\(tag).0"
-            return .init(subscriptions: [.init(endpoint: sub(0), destination: topic, stream: 0)], publishers: [.init(endpoint: pub(0), destination: topic, copies: 1)])
+            return .init(
+                subscriptions: [.init(endpoint: sub(0), destination: topic, stream: 0)],
+                publishers: [.init(endpoint: pub(0), destination: topic, copies: 1)]
+            )
         case .fanOut:
             let topic = "/topic/bench.\(tag).fan"
             return .init(
@@ -152,20 +170,32 @@ struct Bench: AsyncParsableCommand {
             )
         case .manyToMany:
             return .init(
-                subscriptions: (0..<publishers).map { .init(endpoint: sub($0), destination: "/topic/bench.\(tag).\($0)", stream: $0) },
-                publishers: (0..<publishers).map { .init(endpoint: pub($0), destination: "/topic/bench.\(tag).\($0)", copies: 1) }
+                subscriptions: (0..<publishers).map {
+                    .init(endpoint: sub($0), destination: "/topic/bench.\(tag).\($0)", stream: $0)
+                },
+                publishers: (0..<publishers).map {
+                    .init(endpoint: pub($0), destination: "/topic/bench.\(tag).\($0)", copies: 1)
+                }
             )
         case .queue:
             var subscriptions: [BenchRun.Plan.Subscription] = []
             for queue in 0..<queues {
                 for consumer in 0..<consumersPerQueue {
                     // Every consumer of a queue shares its stream: each message must arrive once among them.
-                    subscriptions.append(.init(endpoint: sub(queue * consumersPerQueue + consumer), destination: "/queue/bench.\(tag).\(queue)", stream: queue))
+                    subscriptions.append(
+                        .init(
+                            endpoint: sub(queue * consumersPerQueue + consumer),
+                            destination: "/queue/bench.\(tag).\(queue)",
+                            stream: queue
+                        )
+                    )
                 }
             }
             return .init(
                 subscriptions: subscriptions,
-                publishers: (0..<publishers).map { .init(endpoint: pub($0), destination: "/queue/bench.\(tag).\($0 % queues)", copies: 1) }
+                publishers: (0..<publishers).map {
+                    .init(endpoint: pub($0), destination: "/queue/bench.\(tag).\($0 % queues)", copies: 1)
+                }
             )
         case .idle:
             return .init(subscriptions: [], publishers: [])
@@ -174,7 +204,11 @@ struct Bench: AsyncParsableCommand {
 
     private func runIdle(_ subs: [BenchEndpoint], loop: any EventLoop) async throws {
         let before = residentKiB()
-        let run = BenchRun(loop: loop, plan: .init(subscriptions: [], publishers: []), settings: .init(duration: .zero, rate: nil, bodySize: 0, window: 1, inFlight: 1))
+        let run = BenchRun(
+            loop: loop,
+            plan: .init(subscriptions: [], publishers: []),
+            settings: .init(duration: .zero, rate: nil, bodySize: 0, window: 1, inFlight: 1)
+        )
         // Waves of concurrent connections: some brokers take a while per handshake, and
         // opening ten thousand one after the other would measure that instead.
         var open: [BenchConnection] = []
@@ -193,7 +227,11 @@ struct Bench: AsyncParsableCommand {
                                 if frame.command == .receipt {
                                     subscribed.succeed()
                                 } else {
-                                    subscribed.fail(BenchError("SUBSCRIBE answered with \(frame.command.rawValue): \(frame.headers["message"] ?? "")"))
+                                    subscribed.fail(
+                                        BenchError(
+                                            "SUBSCRIBE answered with \(frame.command.rawValue): \(frame.headers["message"] ?? "")"
+                                        )
+                                    )
                                 }
                             }
                             connection.onClose = {
@@ -201,7 +239,14 @@ struct Bench: AsyncParsableCommand {
                                 settled = true
                                 subscribed.fail(BenchError("the broker closed an idle connection before its receipt"))
                             }
-                            connection.write(StompFrame(.subscribe, headers: ["id": "idle", "destination": "/topic/bench.idle.\(index)", "receipt": "s"]))
+                            connection.write(
+                                StompFrame(
+                                    .subscribe,
+                                    headers: [
+                                        "id": "idle", "destination": "/topic/bench.idle.\(index)", "receipt": "s",
+                                    ]
+                                )
+                            )
                         }.get()
                         try await subscribed.futureResult.get()
                         return connection
@@ -225,7 +270,9 @@ struct Bench: AsyncParsableCommand {
         if json {
             Output.json(report)
         } else {
-            Swift.print("idle: \(connections) subscribed connections; server RSS \(before) KiB -> \(after) KiB: \(String(format: "%.1f", report.kibPerConnection)) KiB per connection")
+            Swift.print(
+                "idle: \(connections) subscribed connections; server RSS \(before) KiB -> \(after) KiB: \(String(format: "%.1f", report.kibPerConnection)) KiB per connection"
+            )
         }
     }
 
@@ -263,25 +310,36 @@ struct Bench: AsyncParsableCommand {
             latencyMicroseconds: latency,
             generatorCPUSeconds: cpu,
             connectionsClosedUnexpectedly: run.closedUnexpectedly,
-            ok: lost == 0 && statistics.duplicates == 0 && statistics.reordered == 0 && statistics.unknown == 0 && run.closedUnexpectedly == 0
+            ok: lost == 0 && statistics.duplicates == 0 && statistics.reordered == 0 && statistics.unknown == 0
+                && run.closedUnexpectedly == 0
         )
     }
 
     private func print(report: Report) {
         if json { return Output.json(report) }
         func rate(_ value: Double) -> String { String(format: "%.0f", value) }
-        Swift.print("\(report.scenario): \(report.publishers) publisher(s), \(report.subscribers) subscriber(s), \(report.bodySize)-byte bodies, \(report.rate == 0 ? "unlimited rate" : "\(report.rate) msgs/s per publisher"), \(String(format: "%.1f", report.seconds)) s")
+        Swift.print(
+            "\(report.scenario): \(report.publishers) publisher(s), \(report.subscribers) subscriber(s), \(report.bodySize)-byte bodies, \(report.rate == 0 ? "unlimited rate" : "\(report.rate) msgs/s per publisher"), \(String(format: "%.1f", report.seconds)) s"
+        )
         Swift.print("  published  \(report.published) (\(rate(report.publishedPerSecond)) msgs/s)")
-        Swift.print("  delivered  \(report.delivered) (\(rate(report.deliveredPerSecond)) msgs/s) of \(report.expectedDeliveries) expected")
+        Swift.print(
+            "  delivered  \(report.delivered) (\(rate(report.deliveredPerSecond)) msgs/s) of \(report.expectedDeliveries) expected"
+        )
         if !report.latencyMicroseconds.isEmpty {
-            let latency = ["p50", "p99", "p99.9", "max"].map { "\($0) \(String(format: "%.0f", report.latencyMicroseconds[$0] ?? 0)) µs" }.joined(separator: ", ")
+            let latency = ["p50", "p99", "p99.9", "max"].map {
+                "\($0) \(String(format: "%.0f", report.latencyMicroseconds[$0] ?? 0)) µs"
+            }.joined(separator: ", ")
             Swift.print("  latency    \(latency)")
         }
-        Swift.print("  generator  \(String(format: "%.2f", report.generatorCPUSeconds)) CPU-s on its one thread over \(String(format: "%.1f", report.seconds)) s (\(String(format: "%.0f", 100 * report.generatorCPUSeconds / max(report.seconds, 0.001)))% of a core)")
+        Swift.print(
+            "  generator  \(String(format: "%.2f", report.generatorCPUSeconds)) CPU-s on its one thread over \(String(format: "%.1f", report.seconds)) s (\(String(format: "%.0f", 100 * report.generatorCPUSeconds / max(report.seconds, 0.001)))% of a core)"
+        )
         if report.ok {
             Swift.print("  correctness: no loss, no duplicates, no reordering")
         } else {
-            Swift.print("  correctness: \(report.lost) lost, \(report.duplicated) duplicated, \(report.reordered) out of order, \(report.unrecognized) unrecognized, \(report.connectionsClosedUnexpectedly) connection(s) closed")
+            Swift.print(
+                "  correctness: \(report.lost) lost, \(report.duplicated) duplicated, \(report.reordered) out of order, \(report.unrecognized) unrecognized, \(report.connectionsClosedUnexpectedly) connection(s) closed"
+            )
         }
     }
 
@@ -301,7 +359,9 @@ struct Bench: AsyncParsableCommand {
     private func loopCPUSeconds() -> Double {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
-        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(
+            usage.ru_utime.tv_usec + usage.ru_stime.tv_usec
+        ) / 1e6
     }
 
     /// Thousands of connections need more descriptors than the usual soft limit.

@@ -1,10 +1,11 @@
+import NIOCore
+import StompRouting
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import NIOCore
-import StompRouting
 
 /// One benchmark client connection: decodes STOMP frames and hands them to its owner; writes
 /// are flushed once per event-loop tick.
@@ -15,7 +16,9 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private var decoder = StompFrameDecoder(limits: .init(maxFrameSize: 1 << 24, maxBodySize: 1 << 24, maxHeaderCount: 256))
+    private var decoder = StompFrameDecoder(
+        limits: .init(maxFrameSize: 1 << 24, maxBodySize: 1 << 24, maxHeaderCount: 256)
+    )
     private var inbound = ByteBuffer()
     private var context: ChannelHandlerContext?
     private var flushScheduled = false
@@ -152,7 +155,8 @@ enum BenchMessageScanner {
         return base.distance(to: UnsafeRawPointer(found))
     }
 
-    private static func number(after name: StaticString, in bytes: UnsafeRawBufferPointer, line: Int, end: Int) -> Int? {
+    private static func number(after name: StaticString, in bytes: UnsafeRawBufferPointer, line: Int, end: Int) -> Int?
+    {
         let count = name.utf8CodeUnitCount
         guard end - line > count else { return nil }
         for index in 0..<count where bytes[line + index] != name.utf8Start[index] { return nil }

@@ -73,14 +73,22 @@ final class BenchRun: @unchecked Sendable {
             connection.onFrame = { frame in
                 guard !settled else { return }
                 settled = true
-                if frame.command == .connected { connected.succeed() } else { connected.fail(BenchError("CONNECT answered with \(frame.command.rawValue): \(frame.headers["message"] ?? "")")) }
+                if frame.command == .connected {
+                    connected.succeed()
+                } else {
+                    connected.fail(
+                        BenchError("CONNECT answered with \(frame.command.rawValue): \(frame.headers["message"] ?? "")")
+                    )
+                }
             }
             connection.onClose = {
                 guard !settled else { return }
                 settled = true
                 connected.fail(BenchError("\(endpoint) closed the connection"))
             }
-            connection.write(StompFrame(.connect, headers: ["accept-version": "1.2", "host": "/", "heart-beat": "0,0"]))
+            connection.write(
+                StompFrame(.connect, headers: ["accept-version": "1.2", "host": "/", "heart-beat": "0,0"])
+            )
         }.get()
         try await connected.futureResult.get()
         return connection
@@ -102,10 +110,21 @@ final class BenchRun: @unchecked Sendable {
                     }
                 }
                 connection.onBenchMessage = { [self] publisher, sequence, sentAt in
-                    received(publisher: publisher, sequence: sequence, sentAt: sentAt, subscriber: index, stream: subscription.stream)
+                    received(
+                        publisher: publisher,
+                        sequence: sequence,
+                        sentAt: sentAt,
+                        subscriber: index,
+                        stream: subscription.stream
+                    )
                 }
                 connection.onClose = { [self] in if running { closedUnexpectedly += 1 } }
-                connection.write(StompFrame(.subscribe, headers: ["id": "s\(index)", "destination": subscription.destination, "receipt": "sub"]))
+                connection.write(
+                    StompFrame(
+                        .subscribe,
+                        headers: ["id": "s\(index)", "destination": subscription.destination, "receipt": "sub"]
+                    )
+                )
                 subscribers.append(connection)
             }.get()
             try await receipt.futureResult.get()
@@ -116,7 +135,12 @@ final class BenchRun: @unchecked Sendable {
         for (index, publisher) in plan.publishers.enumerated() {
             let connection = try await open(publisher.endpoint)
             try await loop.submit { [self] in
-                let state = PublisherState(index: index, connection: connection, run: self, destination: publisher.destination)
+                let state = PublisherState(
+                    index: index,
+                    connection: connection,
+                    run: self,
+                    destination: publisher.destination
+                )
                 connection.onFrame = { frame in
                     if frame.command == .receipt { state.receiptArrived() }
                 }
@@ -255,11 +279,15 @@ private final class PublisherState: @unchecked Sendable {
         active = false
         rateTask?.cancel()
         // A last receipt confirms that the broker has applied everything this publisher sent.
-        connection.write(StompFrame(.send, headers: ["destination": destination, "receipt": "final"], body: ByteBuffer()))
+        connection.write(
+            StompFrame(.send, headers: ["destination": destination, "receipt": "final"], body: ByteBuffer())
+        )
     }
 
     private func send(receipt: Bool) {
-        connection.write(run.encodeSend(destination: destination, publisher: index, sequence: sequence, receipt: receipt))
+        connection.write(
+            run.encodeSend(destination: destination, publisher: index, sequence: sequence, receipt: receipt)
+        )
         sequence += 1
         run.sent(by: index)
     }

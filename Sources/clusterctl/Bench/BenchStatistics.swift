@@ -8,15 +8,22 @@ struct BenchStatistics {
         private var words: [UInt64] = []
         /// - Returns: whether `sequence` was new.
         mutating func insert(_ sequence: Int) -> Bool {
-            let word = sequence >> 6, bit = UInt64(1) << UInt64(sequence & 63)
-            if word >= words.count { words.append(contentsOf: repeatElement(0, count: word - words.count + 1 + words.count / 2)) }
+            let word = sequence >> 6
+            let bit = UInt64(1) << UInt64(sequence & 63)
+            if word >= words.count {
+                words.append(contentsOf: repeatElement(0, count: word - words.count + 1 + words.count / 2))
+            }
             defer { words[word] |= bit }
             return words[word] & bit == 0
         }
         var count: Int { words.reduce(0) { $0 + $1.nonzeroBitCount } }
     }
 
-    var latency = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
+    var latency = Histogram<UInt64>(
+        lowestDiscernibleValue: 1,
+        highestTrackableValue: 60_000_000_000,
+        numberOfSignificantValueDigits: .three
+    )
     var delivered = 0
     var duplicates = 0
     var reordered = 0

@@ -6,7 +6,10 @@ import NIOWebSocket
 /// Where a benchmark client connects: `ws://host:port/path` (STOMP over WebSocket) or
 /// `tcp://host:port` (STOMP over TCP).
 struct BenchEndpoint: Sendable, CustomStringConvertible {
-    enum Kind: Sendable { case webSocket(path: String), tcp }
+    enum Kind: Sendable {
+        case webSocket(path: String)
+        case tcp
+    }
 
     var host: String
     var port: Int
@@ -30,7 +33,8 @@ struct BenchEndpoint: Sendable, CustomStringConvertible {
     }
 
     private static func split(_ authority: Substring) throws -> (String, Int) {
-        guard let colon = authority.lastIndex(of: ":"), let port = Int(authority[authority.index(after: colon)...]) else {
+        guard let colon = authority.lastIndex(of: ":"), let port = Int(authority[authority.index(after: colon)...])
+        else {
             throw BenchError("\(authority) needs a port")
         }
         return (String(authority[..<colon]), port)
@@ -45,7 +49,10 @@ struct BenchEndpoint: Sendable, CustomStringConvertible {
 
     /// Opens a connection whose pipeline ends in `handler`, which then reads and writes raw
     /// STOMP bytes whatever the transport.
-    func connect(on loop: any EventLoop, handler: @escaping @Sendable () -> any ChannelHandler) -> EventLoopFuture<any Channel> {
+    func connect(
+        on loop: any EventLoop,
+        handler: @escaping @Sendable () -> any ChannelHandler
+    ) -> EventLoopFuture<any Channel> {
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(.seconds(10))
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
@@ -55,10 +62,13 @@ struct BenchEndpoint: Sendable, CustomStringConvertible {
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler()) }
             }.connect(host: host, port: port)
         case .webSocket(let path):
-            let host = host, port = port
+            let host = host
+            let port = port
             return bootstrap.connect(host: host, port: port).flatMap { channel in
                 let upgraded = channel.eventLoop.makePromise(of: Void.self)
-                let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 24, automaticErrorHandling: true) { channel, _ in
+                let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 24, automaticErrorHandling: true) {
+                    channel,
+                    _ in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(WebSocketClientBridge())
                         try channel.pipeline.syncOperations.addHandler(handler())
@@ -98,7 +108,10 @@ final class WebSocketClientBridge: ChannelDuplexHandler {
         case .text, .binary, .continuation:
             context.fireChannelRead(wrapInboundOut(frame.unmaskedData))
         case .ping:
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData)), promise: nil)
+            context.writeAndFlush(
+                wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData)),
+                promise: nil
+            )
         case .connectionClose:
             context.close(promise: nil)
         default:
@@ -108,7 +121,10 @@ final class WebSocketClientBridge: ChannelDuplexHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let bytes = unwrapOutboundIn(data)
-        context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: bytes)), promise: promise)
+        context.write(
+            wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: bytes)),
+            promise: promise
+        )
     }
 }
 

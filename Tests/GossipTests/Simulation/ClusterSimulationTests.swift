@@ -6,7 +6,11 @@ import Testing
 @Suite("Cluster simulation")
 struct ClusterSimulationTests {
     /// A cluster whose nodes only know node 0, run until every node knows every other as alive.
-    static func convergedCluster(size: Int = 5, seed: UInt64 = 1, configure: (inout SimulatedCluster.Configuration) -> Void = { _ in }) throws -> SimulatedCluster {
+    static func convergedCluster(
+        size: Int = 5,
+        seed: UInt64 = 1,
+        configure: (inout SimulatedCluster.Configuration) -> Void = { _ in }
+    ) throws -> SimulatedCluster {
         var configuration = SimulatedCluster.Configuration(size: size)
         configuration.seed = seed
         configure(&configuration)
@@ -57,7 +61,10 @@ struct ClusterSimulationTests {
         cluster.run(for: 10_000)
         #expect(Self.deaths(cluster, since: killedAt).allSatisfy { $0.update.node == NodeID("n3") })
         for observer in Self.everyoneElse(cluster, but: [3]) {
-            #expect(Set(cluster.nodes[observer].membership.liveMembers) == Set([0, 1, 2, 4].filter { $0 != observer }.map { NodeID("n\($0)") }))
+            #expect(
+                Set(cluster.nodes[observer].membership.liveMembers)
+                    == Set([0, 1, 2, 4].filter { $0 != observer }.map { NodeID("n\($0)") })
+            )
         }
     }
 
@@ -75,19 +82,29 @@ struct ClusterSimulationTests {
         cluster.setExtraDelay(2, nil)
         _ = try #require(cluster.run(until: 5_000) { $0.membershipConverged })
         let suspicions = cluster.history.filter { $0.time >= start && $0.update.status == .suspect }
-        print("SIMULATION busy node (+0...\(delay) ms each way, 10 s, seed \(seed)): \(suspicions.filter { $0.update.node == NodeID("n2") }.count) suspicions of it, \(suspicions.filter { $0.update.node != NodeID("n2") }.count) of others, incarnations \(cluster.nodes.map(\.membership.incarnation))")
+        print(
+            "SIMULATION busy node (+0...\(delay) ms each way, 10 s, seed \(seed)): \(suspicions.filter { $0.update.node == NodeID("n2") }.count) suspicions of it, \(suspicions.filter { $0.update.node != NodeID("n2") }.count) of others, incarnations \(cluster.nodes.map(\.membership.incarnation))"
+        )
         #expect(Self.deaths(cluster, since: start).isEmpty)
         Self.expectRefuted(suspicions, in: cluster)
     }
 
     /// Every suspicion was refuted with a higher incarnation, which every other node holds.
-    static func expectRefuted(_ suspicions: [SimulatedCluster.StatusEvent], in cluster: SimulatedCluster, sourceLocation: SourceLocation = #_sourceLocation) {
+    static func expectRefuted(
+        _ suspicions: [SimulatedCluster.StatusEvent],
+        in cluster: SimulatedCluster,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) {
         for node in cluster.nodes where node.up {
             let suspected = suspicions.filter { $0.update.node == node.id }.map(\.update.incarnation).max()
             guard let suspected else { continue }
             #expect(node.membership.incarnation > suspected, "\(node.id)", sourceLocation: sourceLocation)
             for observer in everyoneElse(cluster, but: [node.index]) {
-                #expect(cluster.view(of: node.index, by: observer)?.incarnation == node.membership.incarnation, "\(node.id) seen by n\(observer)", sourceLocation: sourceLocation)
+                #expect(
+                    cluster.view(of: node.index, by: observer)?.incarnation == node.membership.incarnation,
+                    "\(node.id) seen by n\(observer)",
+                    sourceLocation: sourceLocation
+                )
             }
         }
     }
@@ -104,7 +121,10 @@ struct ClusterSimulationTests {
         cluster.run(for: 3_000)
         #expect(cluster.nodes[3].membership.incarnation == 1)
         for observer in Self.everyoneElse(cluster, but: [3]) {
-            #expect(cluster.view(of: 3, by: observer) == MemberUpdate(node: NodeID("n3"), epoch: 1, address: "n3:7946", incarnation: 1, status: .alive))
+            #expect(
+                cluster.view(of: 3, by: observer)
+                    == MemberUpdate(node: NodeID("n3"), epoch: 1, address: "n3:7946", incarnation: 1, status: .alive)
+            )
         }
         #expect(Self.deaths(cluster, since: start).isEmpty)
     }
@@ -121,7 +141,9 @@ struct ClusterSimulationTests {
         }
         let suspicions = cluster.history.filter { $0.time >= start && $0.update.status == .suspect }
         let deaths = Self.deaths(cluster, since: start)
-        print("SIMULATION 5 stalls of 1.5 s: \(suspicions.count) suspicions, \(deaths.count) false deaths, incarnations \(cluster.nodes.map(\.membership.incarnation))")
+        print(
+            "SIMULATION 5 stalls of 1.5 s: \(suspicions.count) suspicions, \(deaths.count) false deaths, incarnations \(cluster.nodes.map(\.membership.incarnation))"
+        )
         #expect(!suspicions.isEmpty)
         #expect(deaths.isEmpty)
         #expect(cluster.membershipConverged)
@@ -197,7 +219,10 @@ struct ClusterSimulationTests {
         let took = try #require(cluster.run(until: 10_000) { $0.membershipConverged })
         print("SIMULATION restarted node (epoch 2) known alive by all in \(took) ms")
         for observer in 0..<4 {
-            #expect(cluster.view(of: 4, by: observer) == MemberUpdate(node: NodeID("n4"), epoch: 2, address: "n4:7946", incarnation: 0, status: .alive))
+            #expect(
+                cluster.view(of: 4, by: observer)
+                    == MemberUpdate(node: NodeID("n4"), epoch: 2, address: "n4:7946", incarnation: 0, status: .alive)
+            )
         }
         _ = try #require(cluster.run(until: 5_000) { $0.interestConverged })
         for observer in 0..<4 {
@@ -262,7 +287,9 @@ struct ClusterSimulationTests {
         _ = try #require(cluster.run(until: 10_000) { $0.interestConverged && $0.membershipConverged })
         let deaths = Self.deaths(cluster, since: start)
         let suspicions = cluster.history.filter { $0.time >= start && $0.update.status == .suspect }
-        print("SIMULATION 2% loss, 60 s: \(cluster.messagesDropped) of \(cluster.messagesSent) messages dropped, \(suspicions.count) suspicions, \(deaths.count) deaths")
+        print(
+            "SIMULATION 2% loss, 60 s: \(cluster.messagesDropped) of \(cluster.messagesSent) messages dropped, \(suspicions.count) suspicions, \(deaths.count) deaths"
+        )
         #expect(deaths.isEmpty)
     }
 }

@@ -16,10 +16,20 @@ struct LargeClusterSimulationTests {
         let cluster = SimulatedCluster(configuration)
         for i in 0..<size { cluster.subscribe(i, to: .topic("node\(i).*.events")) }
 
-        let membership = try #require(cluster.run(until: 120_000) { $0.membershipConverged }, "membership of \(size) nodes did not converge")
-        print("SIMULATION membership \(size) nodes converged in \(Self.periods(membership)) periods (\(membership) ms), \(cluster.messagesSent) messages")
-        let interest = try #require(cluster.run(until: 60_000) { $0.interestConverged }, "interest of \(size) nodes did not converge")
-        print("SIMULATION interest \(size) nodes converged in \(Self.periods(membership + interest)) periods (\(membership + interest) ms from start)")
+        let membership = try #require(
+            cluster.run(until: 120_000) { $0.membershipConverged },
+            "membership of \(size) nodes did not converge"
+        )
+        print(
+            "SIMULATION membership \(size) nodes converged in \(Self.periods(membership)) periods (\(membership) ms), \(cluster.messagesSent) messages"
+        )
+        let interest = try #require(
+            cluster.run(until: 60_000) { $0.interestConverged },
+            "interest of \(size) nodes did not converge"
+        )
+        print(
+            "SIMULATION interest \(size) nodes converged in \(Self.periods(membership + interest)) periods (\(membership + interest) ms from start)"
+        )
 
         #expect(cluster.history.allSatisfy { $0.update.status == .alive }, "no false suspicion while joining")
         #expect(cluster.nodes.allSatisfy { $0.table.entryCount == size - 1 })
@@ -43,13 +53,22 @@ struct LargeClusterSimulationTests {
         cluster.run(for: 5_000)
         let killedAt = cluster.now
         cluster.kill(42)
-        let took = try #require(cluster.run(until: 30_000) { cluster in
-            cluster.nodes.allSatisfy { !$0.up || cluster.view(of: 42, by: $0.index)?.status == .dead }
-        })
-        let firstSuspicion = cluster.events(about: 42, since: killedAt).filter { $0.update.status == .suspect }.map(\.time).min() ?? -1
-        print("SIMULATION failure detection 100 nodes: first suspicion after \(firstSuspicion - killedAt) ms, all 99 declared it dead after \(took) ms (\(Self.periods(took)) periods)")
+        let took = try #require(
+            cluster.run(until: 30_000) { cluster in
+                cluster.nodes.allSatisfy { !$0.up || cluster.view(of: 42, by: $0.index)?.status == .dead }
+            }
+        )
+        let firstSuspicion =
+            cluster.events(about: 42, since: killedAt).filter { $0.update.status == .suspect }.map(\.time).min() ?? -1
+        print(
+            "SIMULATION failure detection 100 nodes: first suspicion after \(firstSuspicion - killedAt) ms, all 99 declared it dead after \(took) ms (\(Self.periods(took)) periods)"
+        )
         #expect(took <= 5_000)
-        #expect(cluster.history.filter { $0.time >= killedAt && $0.update.status == .dead }.allSatisfy { $0.update.node == NodeID("n42") })
+        #expect(
+            cluster.history.filter { $0.time >= killedAt && $0.update.status == .dead }.allSatisfy {
+                $0.update.node == NodeID("n42")
+            }
+        )
         // And its interest is gone everywhere.
         #expect(cluster.nodes.allSatisfy { !$0.up || $0.table.version(of: NodeID("n42")) == nil })
     }
@@ -66,11 +85,19 @@ struct LargeClusterSimulationTests {
             cluster.run(for: 5_000)
             let killedAt = cluster.now
             cluster.kill(size / 2)
-            let took = try #require(cluster.run(until: 30_000) { cluster in
-                cluster.nodes.allSatisfy { !$0.up || cluster.view(of: size / 2, by: $0.index)?.status == .dead }
-            })
-            print("SIMULATION failure detection \(size) nodes: all \(size - 1) declared it dead after \(took) ms (\(Self.periods(took)) periods)")
-            #expect(cluster.history.filter { $0.time >= killedAt && $0.update.status == .dead }.allSatisfy { $0.update.node == NodeID("n\(size / 2)") })
+            let took = try #require(
+                cluster.run(until: 30_000) { cluster in
+                    cluster.nodes.allSatisfy { !$0.up || cluster.view(of: size / 2, by: $0.index)?.status == .dead }
+                }
+            )
+            print(
+                "SIMULATION failure detection \(size) nodes: all \(size - 1) declared it dead after \(took) ms (\(Self.periods(took)) periods)"
+            )
+            #expect(
+                cluster.history.filter { $0.time >= killedAt && $0.update.status == .dead }.allSatisfy {
+                    $0.update.node == NodeID("n\(size / 2)")
+                }
+            )
         }
     }
 }

@@ -76,7 +76,13 @@ final class SimulatedCluster {
             self.id = NodeID("n\(index)")
             self.address = "n\(index):7946"
             self.epoch = epoch
-            membership = MembershipInstance(node: id, epoch: epoch, address: address, settings: settings, random: SplitMix64(seed: seed))
+            membership = MembershipInstance(
+                node: id,
+                epoch: epoch,
+                address: address,
+                settings: settings,
+                random: SplitMix64(seed: seed)
+            )
             interest = LocalInterest(epoch: epoch)
         }
     }
@@ -122,7 +128,12 @@ final class SimulatedCluster {
         self.configuration = configuration
         random = SplitMix64(seed: configuration.seed)
         for i in 0..<configuration.size {
-            let node = Node(index: i, epoch: 1, settings: configuration.settings, seed: configuration.seed &* 1_000_003 &+ UInt64(i))
+            let node = Node(
+                index: i,
+                epoch: 1,
+                settings: configuration.settings,
+                seed: configuration.seed &* 1_000_003 &+ UInt64(i)
+            )
             nodes.append(node)
             index[node.id] = i
         }
@@ -182,7 +193,10 @@ final class SimulatedCluster {
         node.up = false
         for peer in node.links.sorted() {
             unlink(i, peer)
-            schedule(.linkClosed(at: peer, peer: i, boot: nodes[peer].boot), at: now + randomDelay(configuration.latency))
+            schedule(
+                .linkClosed(at: peer, peer: i, boot: nodes[peer].boot),
+                at: now + randomDelay(configuration.latency)
+            )
         }
     }
 
@@ -190,7 +204,12 @@ final class SimulatedCluster {
     func restart(_ i: Int, epoch: UInt64) {
         let old = nodes[i]
         precondition(!old.up, "kill it first")
-        let node = Node(index: i, epoch: epoch, settings: configuration.settings, seed: configuration.seed &* 7_919 &+ epoch &* 31 &+ UInt64(i))
+        let node = Node(
+            index: i,
+            epoch: epoch,
+            settings: configuration.settings,
+            seed: configuration.seed &* 7_919 &+ epoch &* 31 &+ UInt64(i)
+        )
         node.boot = old.boot + 1
         node.extraDelay = old.extraDelay
         nodes[i] = node
@@ -213,8 +232,14 @@ final class SimulatedCluster {
         for node in nodes {
             for peer in node.links.sorted() where peer > node.index && !canReach(node.index, peer) {
                 unlink(node.index, peer)
-                perform(nodes[node.index].membership.linkClosed(node: nodes[peer].id, now: Self.deadline(now)), of: node.index)
-                perform(nodes[peer].membership.linkClosed(node: nodes[node.index].id, now: Self.deadline(now)), of: peer)
+                perform(
+                    nodes[node.index].membership.linkClosed(node: nodes[peer].id, now: Self.deadline(now)),
+                    of: node.index
+                )
+                perform(
+                    nodes[peer].membership.linkClosed(node: nodes[node.index].id, now: Self.deadline(now)),
+                    of: peer
+                )
             }
         }
     }
@@ -238,7 +263,11 @@ final class SimulatedCluster {
         let node = nodes[i]
         guard let change = node.interest.adjust(key, by: delta) else { return }
         for peer in node.links.sorted() {
-            transmit(.interestDelta(epoch: node.epoch, version: change.version, changes: [change.change]), from: i, to: peer)
+            transmit(
+                .interestDelta(epoch: node.epoch, version: change.version, changes: [change.change]),
+                from: i,
+                to: peer
+            )
         }
     }
 
@@ -251,7 +280,9 @@ final class SimulatedCluster {
         let live = nodes.filter(\.up)
         for observer in live {
             for subject in live where subject.index != observer.index {
-                guard let update = observer.membership.status(of: subject.id), update.status == .alive, update.epoch == subject.epoch else {
+                guard let update = observer.membership.status(of: subject.id), update.status == .alive,
+                    update.epoch == subject.epoch
+                else {
                     return false
                 }
             }
@@ -264,7 +295,9 @@ final class SimulatedCluster {
         let live = nodes.filter(\.up)
         for observer in live {
             for subject in live where subject.index != observer.index {
-                guard let held = observer.table.version(of: subject.id), held.epoch == subject.epoch, held.version == subject.interest.version else {
+                guard let held = observer.table.version(of: subject.id), held.epoch == subject.epoch,
+                    held.version == subject.interest.version
+                else {
                     return false
                 }
             }
@@ -301,7 +334,10 @@ final class SimulatedCluster {
                     nodes[i].table.remove(update.node)
                     if isLinked(i, j) {
                         unlink(i, j)
-                        schedule(.linkClosed(at: j, peer: i, boot: nodes[j].boot), at: now + randomDelay(configuration.latency))
+                        schedule(
+                            .linkClosed(at: j, peer: i, boot: nodes[j].boot),
+                            at: now + randomDelay(configuration.latency)
+                        )
                     }
                 }
             }
@@ -310,7 +346,10 @@ final class SimulatedCluster {
 
     private func transmit(_ message: LinkMessage, from i: Int, to j: Int) {
         messagesSent += 1
-        if nodes[i].muted || nodes[j].muted || (configuration.dropProbability > 0 && Double.random(in: 0..<1, using: &random) < configuration.dropProbability) {
+        if nodes[i].muted || nodes[j].muted
+            || (configuration.dropProbability > 0
+                && Double.random(in: 0..<1, using: &random) < configuration.dropProbability)
+        {
             messagesDropped += 1
             return
         }
@@ -339,8 +378,24 @@ final class SimulatedCluster {
             nodes[a].links.insert(b)
             nodes[b].links.insert(a)
             let time = Self.deadline(now)
-            perform(nodes[a].membership.linkEstablished(node: nodes[b].id, epoch: nodes[b].epoch, address: nodes[b].address, now: time), of: a)
-            perform(nodes[b].membership.linkEstablished(node: nodes[a].id, epoch: nodes[a].epoch, address: nodes[a].address, now: time), of: b)
+            perform(
+                nodes[a].membership.linkEstablished(
+                    node: nodes[b].id,
+                    epoch: nodes[b].epoch,
+                    address: nodes[b].address,
+                    now: time
+                ),
+                of: a
+            )
+            perform(
+                nodes[b].membership.linkEstablished(
+                    node: nodes[a].id,
+                    epoch: nodes[a].epoch,
+                    address: nodes[a].address,
+                    now: time
+                ),
+                of: b
+            )
             sendSnapshot(from: a, to: b)
             sendSnapshot(from: b, to: a)
 
@@ -354,12 +409,23 @@ final class SimulatedCluster {
     }
 
     private func deliver(_ message: LinkMessage, from i: Int, to j: Int) {
-        let receiver = nodes[j], sender = nodes[i].id
+        let receiver = nodes[j]
+        let sender = nodes[i].id
         switch message {
         case .interestDelta(let epoch, let version, let changes):
-            answer(receiver.table.applyDelta(from: sender, epoch: epoch, version: version, changes: changes), epoch: epoch, from: j, to: i)
+            answer(
+                receiver.table.applyDelta(from: sender, epoch: epoch, version: version, changes: changes),
+                epoch: epoch,
+                from: j,
+                to: i
+            )
         case .interestSnapshot(let epoch, let version, let entries):
-            answer(receiver.table.applySnapshot(from: sender, epoch: epoch, version: version, entries: entries), epoch: epoch, from: j, to: i)
+            answer(
+                receiver.table.applySnapshot(from: sender, epoch: epoch, version: version, entries: entries),
+                epoch: epoch,
+                from: j,
+                to: i
+            )
         case .interestAck:
             break
         case .interestDigest(let epoch, let version, let yourEpoch, let yourVersion):
@@ -388,13 +454,26 @@ final class SimulatedCluster {
 
     private func sendSnapshot(from i: Int, to j: Int) {
         let node = nodes[i]
-        transmit(.interestSnapshot(epoch: node.epoch, version: node.interest.version, entries: node.interest.snapshot), from: i, to: j)
+        transmit(
+            .interestSnapshot(epoch: node.epoch, version: node.interest.version, entries: node.interest.snapshot),
+            from: i,
+            to: j
+        )
     }
 
     private func sendDigest(from i: Int, to j: Int) {
         let node = nodes[i]
         let held = node.table.version(of: nodes[j].id)
-        transmit(.interestDigest(epoch: node.epoch, version: node.interest.version, yourEpoch: held?.epoch ?? 0, yourVersion: held?.version ?? 0), from: i, to: j)
+        transmit(
+            .interestDigest(
+                epoch: node.epoch,
+                version: node.interest.version,
+                yourEpoch: held?.epoch ?? 0,
+                yourVersion: held?.version ?? 0
+            ),
+            from: i,
+            to: j
+        )
     }
 
     private func requestLink(_ a: Int, _ b: Int) {
@@ -459,7 +538,8 @@ final class SimulatedCluster {
             queue[0] = last
             var parent = 0
             while true {
-                let left = 2 * parent + 1, right = left + 1
+                let left = 2 * parent + 1
+                let right = left + 1
                 var smallest = parent
                 if left < queue.count, queue[left].precedes(queue[smallest]) { smallest = left }
                 if right < queue.count, queue[right].precedes(queue[smallest]) { smallest = right }
