@@ -23,7 +23,7 @@ public final class Broker: @unchecked Sendable {
     public let flowControl: FlowControl
 
     // Confined to `eventLoop`.
-    private var router: Router
+    private let router: Router
     private var sinks: [ConnectionID: ConnectionSink] = [:]
     private var outputs: [RouterOutput] = []
     /// Indices into `outputs` of SUBSCRIBE receipts, which wait for the cluster.

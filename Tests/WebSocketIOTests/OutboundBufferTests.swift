@@ -77,7 +77,7 @@ import Testing
     /// A delivery's stated maximum holds even when every byte of its own headers needs an
     /// escape.
     @Test func deliveryWithEscapedHeadersStaysWithinItsMaximum() throws {
-        var router = Router(settings: .init(messageIDPrefix: "m-"))
+        let router = Router(settings: .init(messageIDPrefix: "m-"))
         var outputs: [RouterOutput] = []
         let subscriber = ConnectionID(1)
         router.handle(.open(.v1_2), from: subscriber, receipt: nil, into: &outputs)

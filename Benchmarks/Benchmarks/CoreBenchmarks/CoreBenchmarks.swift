@@ -44,7 +44,7 @@ let benchmarks: @Sendable () -> Void = {
             "publish to a topic with \(subscribers) subscriber(s) and write the deliveries",
             configuration: configuration
         ) { benchmark in
-            var router = Router(settings: .init(messageIDPrefix: "bench-"))
+            let router = Router(settings: .init(messageIDPrefix: "bench-"))
             var outputs: [RouterOutput] = []
             for index in 0..<subscribers {
                 let connection = ConnectionID(UInt64(index))

@@ -22,7 +22,7 @@ struct SessionHarness {
     }
 
     private var clients: [Client]
-    private var router = Router(settings: Router.Settings(messageIDPrefix: "m-", maxQueueDepth: 64))
+    private let router = Router(settings: Router.Settings(messageIDPrefix: "m-", maxQueueDepth: 64))
     private var now = NIODeadline.uptimeNanoseconds(1_000_000_000)
     private var actions: [SessionStateMachine.Action] = []
     private var outputs: [RouterOutput] = []

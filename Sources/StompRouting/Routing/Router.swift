@@ -8,7 +8,11 @@ import NIOCore
 /// order each connection's frames arrived, and carries out the ``RouterOutput``s it returns.
 /// Because every operation of a connection passes through here in order, a receipt emitted
 /// after an operation means that operation, and every earlier one, has taken effect.
-public struct Router {
+///
+/// A class, because its indexes hold references (subscriptions shared by the match cache,
+/// messages shared by their deliveries) that a copy would share rather than duplicate. It is
+/// confined to one thread: the broker's event loop, or a test.
+public final class Router {
     /// The router's knobs. Each bound ends in a clear ERROR rather than unbounded memory.
     public struct Settings: Sendable {
         /// Prefix of every message-id this node assigns. It names the node and its boot, so ids
@@ -201,7 +205,7 @@ public struct Router {
     ///   - connection: who asked.
     ///   - receipt: the `receipt` header of the frame, answered once the operation took effect.
     ///   - outputs: where the work for the shell is appended.
-    public mutating func handle(
+    public func handle(
         _ operation: RouterOperation,
         from connection: ConnectionID,
         receipt: String?,
@@ -242,7 +246,7 @@ public struct Router {
         }
     }
 
-    private mutating func apply(
+    private func apply(
         _ operation: RouterOperation,
         from connection: ConnectionID,
         into outputs: inout [RouterOutput]
@@ -276,7 +280,7 @@ public struct Router {
 
     // MARK: - Subscriptions
 
-    private mutating func subscribe(
+    private func subscribe(
         _ request: SubscribeRequest,
         connection: ConnectionID,
         into outputs: inout [RouterOutput]
@@ -303,7 +307,7 @@ public struct Router {
         }
     }
 
-    private mutating func unsubscribe(_ key: SubscriptionKey, into outputs: inout [RouterOutput]) {
+    private func unsubscribe(_ key: SubscriptionKey, into outputs: inout [RouterOutput]) {
         guard let subscription = connections[key.connection]?.subscriptions.removeValue(forKey: key.id) else { return }
         for entry in subscription.unacked {
             connections[key.connection]?.ackIndex[String(entry.tag)] = nil
@@ -329,7 +333,7 @@ public struct Router {
         }
     }
 
-    private mutating func close(_ connection: ConnectionID, into outputs: inout [RouterOutput]) {
+    private func close(_ connection: ConnectionID, into outputs: inout [RouterOutput]) {
         guard let state = connections[connection] else { return }
         // Withdraw every queue consumer of this connection before requeueing anything, so that
         // what one subscription returns can't be handed to another of the same connection.
@@ -345,7 +349,7 @@ public struct Router {
         connections[connection] = nil
     }
 
-    private mutating func fail(
+    private func fail(
         _ connection: ConnectionID,
         _ error: StompProtocolError,
         into outputs: inout [RouterOutput]
@@ -356,7 +360,7 @@ public struct Router {
 
     // MARK: - Publishing
 
-    private mutating func publish(
+    private func publish(
         _ request: PublishRequest,
         from connection: ConnectionID,
         into outputs: inout [RouterOutput]
@@ -411,7 +415,7 @@ public struct Router {
         )
     }
 
-    private mutating func subscribers(ofTopic key: String) -> [Subscription] {
+    private func subscribers(ofTopic key: String) -> [Subscription] {
         if let cached = matchCache[key] { return cached }
         matchScratch.removeAll(keepingCapacity: true)
         topics.matches(key, into: &matchScratch)
@@ -421,7 +425,7 @@ public struct Router {
         return matched
     }
 
-    private mutating func deliverToTopicSubscribers(_ message: RoutedMessage, into outputs: inout [RouterOutput]) {
+    private func deliverToTopicSubscribers(_ message: RoutedMessage, into outputs: inout [RouterOutput]) {
         guard case .topic(let key) = message.destination else { return }
         for subscription in subscribers(ofTopic: key) {
             let subscriber = subscription.key
@@ -437,14 +441,14 @@ public struct Router {
         }
     }
 
-    private mutating func makeMessage(_ request: PublishRequest) -> RoutedMessage {
+    private func makeMessage(_ request: PublishRequest) -> RoutedMessage {
         nextMessageNumber += 1
         return RoutedMessage(id: settings.messageIDPrefix + String(nextMessageNumber), request: request)
     }
 
     /// Hands a queue's pending messages to consumers with room, round robin, until either
     /// runs out. With no consumer here but some on other nodes, they go there instead.
-    private mutating func dispatch(queue name: String, into outputs: inout [RouterOutput]) {
+    private func dispatch(queue name: String, into outputs: inout [RouterOutput]) {
         guard var queue = queues.removeValue(forKey: name) else { return }
         defer { if !queue.isUnused { queues[name] = queue } }
         if queue.consumers.isEmpty, remoteQueueConsumers[name, default: 0] > 0 {
@@ -483,7 +487,7 @@ public struct Router {
         return nil
     }
 
-    private mutating func deliver(
+    private func deliver(
         _ message: RoutedMessage,
         redelivered: Bool,
         to subscription: Subscription,
@@ -512,7 +516,7 @@ public struct Router {
     // MARK: - From other nodes
 
     /// Applies work that comes from the cluster.
-    public mutating func handle(_ operation: RouterClusterOperation, into outputs: inout [RouterOutput]) {
+    public func handle(_ operation: RouterClusterOperation, into outputs: inout [RouterOutput]) {
         switch operation {
         case .deliverForwarded(let envelope):
             deliverToTopicSubscribers(RoutedMessage(envelope), into: &outputs)
@@ -552,7 +556,7 @@ public struct Router {
 
     // MARK: - Acknowledgements
 
-    private mutating func acknowledge(
+    private func acknowledge(
         _ request: AckRequest,
         connection: ConnectionID,
         requeue: Bool,
