@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "cluster-node", targets: ["ClusterNode"]),
         .executable(name: "clusterctl", targets: ["clusterctl"]),
         .library(name: "StompRouting", targets: ["StompRouting"]),
+        .library(name: "BrokerShell", targets: ["BrokerShell"]),
         .library(name: "WebSocketIO", targets: ["WebSocketIO"]),
         .library(name: "Gossip", targets: ["Gossip"]),
     ],
@@ -57,11 +58,23 @@ let package = Package(
             ],
             exclude: ["Link/WIRE-FORMAT.md"]
         ),
+        // The router's shell: confines it to one event loop, carries its outputs to the clients'
+        // connections and to the cluster, paces shutdown, and bounds the work queued between loops.
+        .target(
+            name: "BrokerShell",
+            dependencies: [
+                "StompRouting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
         // Bytes <-> frames: TCP, WebSocket upgrade, TLS, and the channel handler that drives a session.
         .target(
             name: "WebSocketIO",
             dependencies: [
                 "StompRouting",
+                "BrokerShell",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -81,6 +94,7 @@ let package = Package(
             dependencies: [
                 "AdminSchema",
                 "StompRouting",
+                "BrokerShell",
                 "WebSocketIO",
                 "Gossip",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -148,9 +162,16 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "BrokerShellTests",
+            dependencies: [
+                "BrokerShell",
+            ]
+        ),
+        .testTarget(
             name: "WebSocketIOTests",
             dependencies: [
                 "WebSocketIO",
+                "BrokerShell",
                 "StompRouting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

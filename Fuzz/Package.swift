@@ -28,6 +28,7 @@ let package = Package(
             dependencies: [
                 "FuzzDriver",
                 .product(name: "StompRouting", package: "stomp-cluster"),
+                .product(name: "BrokerShell", package: "stomp-cluster"),
                 .product(name: "WebSocketIO", package: "stomp-cluster"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -1,3 +1,4 @@
+import BrokerShell
 import Gossip
 import Logging
 import NIOCore

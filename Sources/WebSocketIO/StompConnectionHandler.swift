@@ -1,3 +1,4 @@
+import BrokerShell
 import Logging
 import NIOCore
 import NIOPosix
@@ -53,7 +54,8 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     private let id: ConnectionID
-    private let broker: Broker
+    private let connections: ConnectionRegistry
+    private var broker: Broker { connections.broker }
     private let ticket: AdmissionTicket
     private let limits: ConnectionLimits
     private let metrics: StompMetrics
@@ -96,7 +98,7 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private var permissionsGeneration = 0
     init(
         id: ConnectionID,
-        broker: Broker,
+        connections: ConnectionRegistry,
         ticket: AdmissionTicket,
         limits: ConnectionLimits,
         metrics: StompMetrics,
@@ -110,7 +112,7 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         self.id = id
         self.authenticator = authenticator
         self.outbound = OutboundBuffer(framing: framing)
-        self.broker = broker
+        self.connections = connections
         self.ticket = ticket
         self.limits = limits
         self.metrics = metrics
@@ -275,7 +277,7 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         credentialExpiry = nil
         pendingOperations.removeAll()
         if registered {
-            broker.submit([(.closed, receipt: nil)], from: id)
+            connections.closed(id)
             registered = false
         }
         ticket.release()
@@ -315,7 +317,7 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
                 }
                 decoder.version = version
                 registered = true
-                broker.register(id, handler: NIOLoopBound(self, eventLoop: context!.eventLoop))
+                connections.register(id, handler: NIOLoopBound(self, eventLoop: context!.eventLoop))
                 startHeartbeats(heartbeat)
             case .route(let operation, let receipt):
                 switch operation {

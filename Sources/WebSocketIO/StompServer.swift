@@ -1,3 +1,4 @@
+import BrokerShell
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -24,7 +25,7 @@ public final class StompServer: Sendable {
     }
 
     private let configuration: WebSocketIOConfiguration
-    private let broker: Broker
+    private let connections: ConnectionRegistry
     private let group: any EventLoopGroup
     private let logger: Logger
     private let sslContext: NIOSSLContext?
@@ -43,7 +44,7 @@ public final class StompServer: Sendable {
         logger: Logger
     ) throws {
         self.configuration = configuration
-        self.broker = broker
+        self.connections = ConnectionRegistry(broker: broker)
         self.group = group
         self.logger = logger
         self.admission = ConnectionAdmission(
@@ -219,8 +220,8 @@ public final class StompServer: Sendable {
 
     private func makeConnectionHandler(framing: OutboundFraming, ticket: AdmissionTicket) -> StompConnectionHandler {
         StompConnectionHandler(
-            id: broker.makeConnectionID(),
-            broker: broker,
+            id: connections.broker.makeConnectionID(),
+            connections: connections,
             ticket: ticket,
             limits: connectionLimits,
             metrics: metrics,

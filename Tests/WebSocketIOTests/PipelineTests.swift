@@ -1,3 +1,4 @@
+import BrokerShell
 import Logging
 import NIOCore
 import NIOEmbedded
@@ -10,31 +11,35 @@ import Testing
 /// A STOMP connection over an in-memory channel: the real handlers and broker, no sockets.
 private final class TestConnection {
     let channel = EmbeddedChannel()
-    let broker: Broker
+    let connections: ConnectionRegistry
+    var broker: Broker { connections.broker }
     private let handler: StompConnectionHandler
 
+    /// - Parameter connections: another test connection's, to share its broker.
     init(
-        broker: Broker? = nil,
+        connections: ConnectionRegistry? = nil,
         webSocket: Bool = false,
         maxConnections: Int = 10,
         maxOutboundBytes: Int = 8 * 1_048_576,
         nodeOutbound: OutboundBudget = OutboundBudget(limit: 512 * 1_048_576),
         authenticator: (any ClientAuthenticator)? = nil
     ) throws {
-        self.broker =
-            broker
-            ?? Broker(
-                settings: .init(messageIDPrefix: "test-"),
-                eventLoop: channel.embeddedEventLoop,
-                logger: Logger(label: "test")
+        self.connections =
+            connections
+            ?? ConnectionRegistry(
+                broker: Broker(
+                    settings: .init(messageIDPrefix: "test-"),
+                    eventLoop: channel.embeddedEventLoop,
+                    logger: Logger(label: "test")
+                )
             )
         let pipeline = channel.pipeline.syncOperations
         let admission = ConnectionAdmission(
             limits: .init(connections: maxConnections, pendingConnections: 10, perAddress: 0)
         )
         handler = StompConnectionHandler(
-            id: self.broker.makeConnectionID(),
-            broker: self.broker,
+            id: self.connections.broker.makeConnectionID(),
+            connections: self.connections,
             ticket: try admission.admit(channel).get(),
             limits: ConnectionLimits(
                 maxOutboundBytes: maxOutboundBytes,
@@ -142,7 +147,7 @@ private final class TestConnection {
 
     @Test func publisherStopsReadingWhileTheBrokerIsBehind() throws {
         let connection = try TestConnection()
-        let subscriber = try TestConnection(broker: connection.broker)
+        let subscriber = try TestConnection(connections: connection.connections)
         try connection.send("CONNECT\naccept-version:1.2\n\n\0")
         try subscriber.send("CONNECT\naccept-version:1.2\n\n\0SUBSCRIBE\nid:1\ndestination:/topic/t\n\n\0")
         let flow = connection.broker.flowControl
@@ -189,7 +194,7 @@ private final class TestConnection {
         // One connection with many subscriptions to one topic: a single SEND would put a copy
         // per subscription in its outbound buffer. It is cut as soon as it passes its bound.
         let subscriber = try TestConnection(maxOutboundBytes: 64 * 1_024)
-        let publisher = try TestConnection(broker: subscriber.broker)
+        let publisher = try TestConnection(connections: subscriber.connections)
         try subscriber.send("CONNECT\naccept-version:1.2\n\n\0")
         for id in 0..<64 { try subscriber.send("SUBSCRIBE\nid:\(id)\ndestination:/topic/t\n\n\0") }
         _ = try subscriber.received()

@@ -1,3 +1,4 @@
+import BrokerShell
 import Logging
 import NIOCore
 import NIOEmbedded

@@ -1,4 +1,5 @@
 import AdminSchema
+import BrokerShell
 import CoreMetrics
 import Crypto
 import FoundationEssentials

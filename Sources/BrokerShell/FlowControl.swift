@@ -52,12 +52,12 @@ public final class FlowControl: Sendable {
     // MARK: - Accounting (broker)
 
     /// `count` items were queued for another loop.
-    func queued(_ count: Int) {
+    package func queued(_ count: Int) {
         backlog.add(count, ordering: .relaxed)
     }
 
     /// `count` items queued earlier were carried out.
-    func completed(_ count: Int) {
+    package func completed(_ count: Int) {
         let remaining = backlog.subtract(count, ordering: .relaxed).newValue
         if remaining <= lowWater, remaining + count > lowWater {
             resumeIfPossible()
@@ -91,7 +91,7 @@ public final class FlowControl: Sendable {
     /// Records that a publishing client paused (``shouldPausePublishers`` was true), and calls
     /// `resume`, on any thread, once the backlog is under the low-water mark and no link is
     /// congested; at once if that is already so.
-    func clientPaused(resume: @escaping @Sendable () -> Void) {
+    package func clientPaused(resume: @escaping @Sendable () -> Void) {
         clientPauses.increment()
         waiting.withLock { $0.clients.append(resume) }
         resumeIfPossible()

@@ -1,7 +1,7 @@
 import Synchronization
 import Testing
 
-@testable import WebSocketIO
+@testable import BrokerShell
 
 /// Counts how often a resume callback ran.
 private final class Resumes: Sendable {

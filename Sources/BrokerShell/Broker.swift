@@ -5,7 +5,8 @@ import StompRouting
 import Synchronization
 
 /// The shell around the ``Router``: it confines the router to one event loop and carries
-/// its outputs to the connections, which live on any loop of the group.
+/// its outputs to the connections (through ``ClientConnections``, which reaches each on its
+/// own loop) and to the rest of the cluster (through ``BrokerClusterDelegate``).
 ///
 /// Every connection hands its operations over in the order its frames arrived, and the
 /// router's outputs travel back to each connection in the order they were produced, so a
@@ -24,7 +25,7 @@ public final class Broker: @unchecked Sendable {
 
     // Confined to `eventLoop`.
     private let router: Router
-    private var sinks: [ConnectionID: ConnectionSink] = [:]
+    private var connections: (any ClientConnections)?
     private var outputs: [RouterOutput] = []
     /// Indices into `outputs` of SUBSCRIBE receipts, which wait for the cluster.
     private var gatedReceipts: Set<Int> = []
@@ -44,12 +45,6 @@ public final class Broker: @unchecked Sendable {
     public var messagesDelivered: Int { delivered.load(ordering: .relaxed) }
     private let shutdownError = Mutex<StompProtocolError?>(nil)
 
-    /// Where a connection's outputs go: its handler, reached on its own loop.
-    struct ConnectionSink: Sendable {
-        let handler: NIOLoopBound<StompConnectionHandler>
-        var eventLoop: any EventLoop { handler.eventLoop }
-    }
-
     /// - Parameters:
     ///   - settings: the router's settings.
     ///   - eventLoop: the loop that runs the router.
@@ -67,6 +62,11 @@ public final class Broker: @unchecked Sendable {
         self.flowControl = flowControl
     }
 
+    /// Connects the router to the clients' transports. Called once, before any client connects.
+    public func attach(connections: any ClientConnections) {
+        onRouterLoop { $0.connections = connections }
+    }
+
     /// Connects the router to the cluster. Called once, before any client connects.
     public func attach(cluster: any BrokerClusterDelegate) {
         onRouterLoop { $0.cluster = cluster }
@@ -80,33 +80,17 @@ public final class Broker: @unchecked Sendable {
     }
 
     /// A new identifier for a connection, unique for this process.
-    func makeConnectionID() -> ConnectionID {
+    package func makeConnectionID() -> ConnectionID {
         ConnectionID(nextConnection.add(1, ordering: .relaxed).newValue)
     }
 
-    /// Why new work is being refused, once ``shutdown(reason:)`` was called.
-    var refusal: StompProtocolError? { shutdownError.withLock { $0 } }
+    /// Why new work is being refused, once ``shutdown(reason:clientsPerSecond:)`` was called.
+    package var refusal: StompProtocolError? { shutdownError.withLock { $0 } }
 
     // MARK: - From connections
 
-    /// Registers the handler that receives a connection's outputs. Called before the
-    /// connection's first operation is submitted.
-    func register(_ connection: ConnectionID, handler: NIOLoopBound<StompConnectionHandler>) {
-        let sink = ConnectionSink(handler: handler)
-        onRouterLoop { broker in
-            if let refusal = broker.refusal {
-                broker.outputs.append(.fail(connection, refusal))
-                broker.sinks[connection] = sink
-                broker.dispatchOutputs()
-                broker.sinks[connection] = nil
-                return
-            }
-            broker.sinks[connection] = sink
-        }
-    }
-
     /// Applies a connection's operations, in order.
-    func submit(_ operations: [(RouterOperation, receipt: String?)], from connection: ConnectionID) {
+    package func submit(_ operations: [(RouterOperation, receipt: String?)], from connection: ConnectionID) {
         guard !operations.isEmpty else { return }
         let crossesLoops = !eventLoop.inEventLoop
         if crossesLoops { flowControl.queued(operations.count) }
@@ -134,13 +118,12 @@ public final class Broker: @unchecked Sendable {
                 broker.publishedCounter.increment(by: sends)
             }
             broker.dispatchOutputs()
-            if operations.contains(where: { if case .closed = $0.0 { return true } else { return false } }) {
-                broker.sinks[connection] = nil
-            }
         }
     }
 
-    private func onRouterLoop(_ body: @escaping @Sendable (Broker) -> Void) {
+    /// Runs `body` on the router's loop: at once when called there, else as a task (tasks
+    /// from one loop run in the order they were submitted).
+    package func onRouterLoop(_ body: @escaping @Sendable (Broker) -> Void) {
         if eventLoop.inEventLoop {
             body(self)
         } else {
@@ -148,11 +131,10 @@ public final class Broker: @unchecked Sendable {
         }
     }
 
-    // MARK: - To connections
+    // MARK: - To connections and to the cluster
 
-    /// Sends each output to its connection. Outputs for connections on the router's loop are
-    /// handed over directly; the rest are grouped per loop, so one task per loop carries all
-    /// of a publish's deliveries there.
+    /// Carries out the router's outputs: the cluster's first, in order, then the connections'
+    /// in one batch. A SEND's receipt thus leaves after its message was handed to the links.
     ///
     /// Re-entrant calls (the cluster may release a held receipt synchronously, from inside a
     /// dispatch) only append; the dispatch in progress picks their outputs up.
@@ -171,61 +153,30 @@ public final class Broker: @unchecked Sendable {
     }
 
     private func dispatch(_ outputs: [RouterOutput], gated gatedReceipts: Set<Int>) {
-        var messages = 0
-        // Few loops: a short array beats a dictionary per batch.
-        var remote: [(loop: any EventLoop, items: [(ConnectionSink, ConnectionOutput)])] = []
-        for (index, routerOutput) in outputs.enumerated() {
-            let connection: ConnectionID
-            let output: ConnectionOutput
-            switch routerOutput {
-            case .deliver(let id, let delivery):
-                messages += 1
-                (connection, output) = (id, .message(delivery))
-            case .fail(let id, let error):
-                (connection, output) = (id, .fail(error))
-            case .close(let id):
-                (connection, output) = (id, .close)
-            case .receipt(let id, let frame):
-                if gatedReceipts.contains(index), let cluster {
+        if let cluster {
+            for index in outputs.indices {
+                switch outputs[index] {
+                case .interest(let destination, let delta):
+                    cluster.interestChanged(destination, delta: delta)
+                case .forward(let message):
+                    cluster.forward(message)
+                case .handOff(let queue, let message, let redelivered, let hops):
+                    cluster.handOff(queue: queue, message, redelivered: redelivered, hops: hops)
+                case .receipt(let id, let frame) where gatedReceipts.contains(index):
                     cluster.afterInterestPropagated { [self] in
                         self.outputs.append(.receipt(id, frame))
                         dispatchOutputs()
                     }
-                    continue
+                case .deliver, .receipt, .fail, .close:
+                    break
                 }
-                (connection, output) = (id, .frame(frame))
-            case .interest(let destination, let delta):
-                cluster?.interestChanged(destination, delta: delta)
-                continue
-            case .forward(let message):
-                cluster?.forward(message)
-                continue
-            case .handOff(let queue, let message, let redelivered, let hops):
-                cluster?.handOff(queue: queue, message, redelivered: redelivered, hops: hops)
-                continue
-            }
-            guard let sink = sinks[connection] else { continue }
-            if case .fail = output { sinks[connection] = nil }
-            if case .close = output { sinks[connection] = nil }
-            if sink.eventLoop === eventLoop {
-                sink.handler.value.routerOutput(output)
-            } else if let slot = remote.firstIndex(where: { $0.loop === sink.eventLoop }) {
-                remote[slot].items.append((sink, output))
-            } else {
-                remote.append((sink.eventLoop, [(sink, output)]))
             }
         }
+        guard let connections else { return }
+        let messages = connections.send(outputs, holding: cluster == nil ? [] : gatedReceipts)
         if messages > 0 {
             delivered.add(messages, ordering: .relaxed)
             deliveredCounter.increment(by: messages)
-        }
-        // One task per loop carries all of this batch's outputs for connections there.
-        for (loop, items) in remote {
-            flowControl.queued(items.count)
-            loop.execute { [flowControl] in
-                for (sink, output) in items { sink.handler.value.routerOutput(output) }
-                flowControl.completed(items.count)
-            }
         }
     }
 
@@ -253,13 +204,13 @@ public final class Broker: @unchecked Sendable {
     /// - Returns: once every connection has been told.
     public func shutdown(reason: StompProtocolError, clientsPerSecond: Int? = nil) async {
         shutdownError.withLock { $0 = reason }
-        let connections = await withRouter { Array($0.sinks.keys) }
+        let connections = await withRouter { $0.connections?.connectionIDs ?? [] }
         let batchSize = clientsPerSecond.map { max($0 / 100, 1) } ?? max(connections.count, 1)
         var generator = SystemRandomNumberGenerator()
         for start in stride(from: 0, to: connections.count, by: batchSize) {
             let batch = connections[start..<min(start + batchSize, connections.count)]
             await withRouter { broker in
-                for connection in batch where broker.sinks[connection] != nil {
+                for connection in batch where broker.connections?.contains(connection) == true {
                     broker.disconnect(connection, reason: reason)
                 }
                 broker.dispatchOutputs()
@@ -271,7 +222,7 @@ public final class Broker: @unchecked Sendable {
         }
         // Anyone who connected meanwhile (before the listeners closed) goes too.
         await withRouter { broker in
-            for connection in broker.sinks.keys { broker.disconnect(connection, reason: reason) }
+            for connection in broker.connections?.connectionIDs ?? [] { broker.disconnect(connection, reason: reason) }
             broker.dispatchOutputs()
         }
     }
