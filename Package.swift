@@ -48,6 +48,7 @@ let package = Package(
             name: "Gossip",
             dependencies: [
                 "StompRouting",
+                "BrokerShell",
                 "CLZ4",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

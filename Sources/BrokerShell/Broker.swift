@@ -6,7 +6,8 @@ import Synchronization
 
 /// The shell around the ``Router``: it confines the router to one event loop and carries
 /// its outputs to the connections (through ``ClientConnections``, which reaches each on its
-/// own loop) and to the rest of the cluster (through ``BrokerClusterDelegate``).
+/// own loop) and to the rest of the cluster (through ``ClusterSeam``), and applies what other
+/// nodes send (as ``RouterClusterInput``).
 ///
 /// Every connection hands its operations over in the order its frames arrived, and the
 /// router's outputs travel back to each connection in the order they were produced, so a
@@ -16,7 +17,7 @@ import Synchronization
 /// Lock ordering: there is none to get wrong. The router's state is touched on
 /// ``eventLoop`` only; a connection's state on its own loop only; the two meet through
 /// `EventLoop.execute`.
-public final class Broker: @unchecked Sendable {
+public final class Broker: RouterClusterInput, @unchecked Sendable {
     /// The loop that owns the router.
     public let eventLoop: any EventLoop
     public let logger: Logger
@@ -29,7 +30,7 @@ public final class Broker: @unchecked Sendable {
     private var outputs: [RouterOutput] = []
     /// Indices into `outputs` of SUBSCRIBE receipts, which wait for the cluster.
     private var gatedReceipts: Set<Int> = []
-    private var cluster: (any BrokerClusterDelegate)?
+    private var cluster: (any ClusterSeam)?
     private var dispatching = false
 
     // Any thread.
@@ -68,7 +69,7 @@ public final class Broker: @unchecked Sendable {
     }
 
     /// Connects the router to the cluster. Called once, before any client connects.
-    public func attach(cluster: any BrokerClusterDelegate) {
+    public func attach(cluster: any ClusterSeam) {
         onRouterLoop { $0.cluster = cluster }
     }
 
@@ -241,18 +242,4 @@ public final class Broker: @unchecked Sendable {
         onRouterLoop { promise.succeed(body($0)) }
         return try! await promise.futureResult.get()
     }
-}
-
-/// The cluster, as the broker sees it. Every method is called on the broker's event loop,
-/// in the order the router produced the corresponding outputs.
-public protocol BrokerClusterDelegate: AnyObject, Sendable {
-    /// Local subscriptions to a topic pattern or a queue changed by `delta`.
-    func interestChanged(_ destination: Destination, delta: Int)
-    /// A topic message published on this node, for peers with matching subscriptions.
-    func forward(_ message: MessageEnvelope)
-    /// A queue message for a peer with consumers.
-    func handOff(queue: String, _ message: MessageEnvelope, redelivered: Bool, hops: UInt8)
-    /// Runs `body` once every live peer has acknowledged this node's current interest, or
-    /// when the configured wait runs out.
-    func afterInterestPropagated(_ body: @escaping () -> Void)
 }

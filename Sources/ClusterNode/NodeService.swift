@@ -130,11 +130,10 @@ struct NodeService: Service, CustomStringConvertible {
             settings: settings,
             eventLoop: broker.eventLoop,
             logger: logger,
-            flowControl: broker.flowControl
-        ) { [broker] operation in
-            broker.apply(operation)
-        }
-        broker.attach(cluster: ClusterBridge(shell: shell))
+            flowControl: broker.flowControl,
+            router: broker
+        )
+        broker.attach(cluster: shell)
         // `clusterctl drain NODE` through another member arrives over the link.
         shell.onAdminRequest { [drainRequest, logger] action in
             switch action {
@@ -270,24 +269,4 @@ final class DrainRequest: Sendable {
             waiter?.resume(returning: .drain)
         }
     }
-}
-
-/// Connects the broker's cluster seam to the cluster shell; both run on the same loop.
-/// The broker's flow control is what the links pause for. Both modules are this package's;
-/// neither needs to know the other.
-extension FlowControl: LinkFlowControl {}
-
-final class ClusterBridge: BrokerClusterDelegate {
-    let shell: ClusterShell
-
-    init(shell: ClusterShell) {
-        self.shell = shell
-    }
-
-    func interestChanged(_ destination: Destination, delta: Int) { shell.interestChanged(destination, delta: delta) }
-    func forward(_ message: MessageEnvelope) { shell.forward(message) }
-    func handOff(queue: String, _ message: MessageEnvelope, redelivered: Bool, hops: UInt8) {
-        shell.handOff(queue: queue, message, redelivered: redelivered, hops: hops)
-    }
-    func afterInterestPropagated(_ body: @escaping () -> Void) { shell.afterInterestPropagated(body) }
 }

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import StompRouting
 import Synchronization
 import Testing
 
@@ -63,8 +64,9 @@ struct LinkLoopbackTests {
         return ClusterShell(
             settings: settings,
             eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
-            logger: log.logger(name)
-        ) { _ in }
+            logger: log.logger(name),
+            router: DiscardingRouter.shared
+        )
     }
 
     /// Polls `condition` every 20 ms for at most `seconds`.
@@ -287,8 +289,9 @@ struct LinkTLSLoopbackTests {
         return ClusterShell(
             settings: settings,
             eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
-            logger: log.logger(name)
-        ) { _ in }
+            logger: log.logger(name),
+            router: DiscardingRouter.shared
+        )
     }
 
     @Test func certificatesNamingTheirNodesLink() async throws {
@@ -355,4 +358,10 @@ struct LinkTLSLoopbackTests {
         await b.leave()
         await d.leave()
     }
+}
+
+/// A router that drops what the cluster sends it: these tests look at links and membership.
+private final class DiscardingRouter: RouterClusterInput {
+    static let shared = DiscardingRouter()
+    func apply(_ operation: RouterClusterOperation) {}
 }

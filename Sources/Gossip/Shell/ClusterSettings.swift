@@ -34,7 +34,7 @@ public struct ClusterSettings: Sendable {
     /// Batches smaller than this are sent uncompressed.
     public var compressionThreshold: Int = 512
     /// Unsent bytes above which a link counts as congested: its peer is behind, and this
-    /// node's publishers pause until the link drains to half of it (see ``LinkFlowControl``).
+    /// node's publishers pause until the link drains to half of it (see ``FlowControl``).
     public var linkHighWaterBytes: Int = 2 * 1_048_576
     /// The most bytes a link may hold unsent before forwarded messages to it are dropped
     /// (and counted): a stalled peer must not exhaust this node's memory. Publishers pause

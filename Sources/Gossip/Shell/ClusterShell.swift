@@ -1,3 +1,4 @@
+import BrokerShell
 import Logging
 import NIOCore
 import NIOPosix
@@ -10,15 +11,15 @@ import StompRouting
 /// Confined to one event loop, the router's, so that matching a publish against peers'
 /// interest and writing to links need no locks and no hops: links are bootstrapped on that
 /// loop too. `@unchecked Sendable` because of that confinement; every entry point asserts it.
-public final class ClusterShell: @unchecked Sendable {
+public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     public let settings: ClusterSettings
     public let eventLoop: any EventLoop
     let metrics = ClusterMetrics()
     private let logger: Logger
-    /// Hands work to the local router (on this loop).
-    private let deliver: (RouterClusterOperation) -> Void
+    /// The local router's end of the seam (on this loop). Weak: the broker holds this shell.
+    private weak var router: (any RouterClusterInput)?
     /// The node's back-pressure, which links pause for and report congestion to.
-    let flowControl: (any LinkFlowControl)?
+    let flowControl: FlowControl?
 
     private var membership: MembershipInstance
     private var localInterest: LocalInterest
@@ -62,18 +63,19 @@ public final class ClusterShell: @unchecked Sendable {
     ///   - eventLoop: the router's loop; links and timers run here too.
     ///   - logger: for membership and link events.
     ///   - flowControl: the node's back-pressure; `nil` for links that never pause.
-    ///   - deliver: hands work to the local router; called on `eventLoop`.
+    ///   - router: the local router's end of the seam, called on `eventLoop`; held weakly,
+    ///     since its owner (the broker) holds this shell as its ``ClusterSeam``.
     public init(
         settings: ClusterSettings,
         eventLoop: any EventLoop,
         logger: Logger,
-        flowControl: (any LinkFlowControl)? = nil,
-        deliver: @escaping (RouterClusterOperation) -> Void
+        flowControl: FlowControl? = nil,
+        router: any RouterClusterInput
     ) {
         self.settings = settings
         self.eventLoop = eventLoop
         self.flowControl = flowControl
-        self.deliver = deliver
+        self.router = router
         var logger = logger
         logger[metadataKey: "cluster.node"] = "\(settings.node)"
         self.logger = logger
@@ -136,7 +138,7 @@ public final class ClusterShell: @unchecked Sendable {
     public func evacuate(timeout: TimeAmount = .seconds(5)) async -> Int {
         try? await eventLoop.submit { [self] in
             evacuating = true
-            deliver(.evacuate)
+            router?.apply(.evacuate)
         }.get()
         let deadline = NIODeadline.now() + timeout
         while NIODeadline.now() < deadline {
@@ -508,11 +510,11 @@ public final class ClusterShell: @unchecked Sendable {
 
         case .forward(let body):
             guard let envelope = Self.envelope(body) else { break }
-            deliver(.deliverForwarded(envelope))
+            router?.apply(.deliverForwarded(envelope))
 
         case .handoff(let id, let queue, let body, let redelivered, let hops):
             guard let envelope = Self.envelope(body) else { break }
-            deliver(
+            router?.apply(
                 .acceptHandoff(queue: queue, envelope, redelivered: redelivered, hops: hops == .max ? hops : hops + 1)
             )
             link.send(.handoffAck(id: id))
@@ -575,7 +577,7 @@ public final class ClusterShell: @unchecked Sendable {
 
     private func announceRemoteConsumers(_ queue: String) {
         let total = remoteInterest.consumers(ofQueue: queue).values.reduce(0, +)
-        deliver(.remoteQueueConsumers(queue: queue, count: total))
+        router?.apply(.remoteQueueConsumers(queue: queue, count: total))
     }
 
     private static func envelope(_ body: LinkMessageBody) -> MessageEnvelope? {
@@ -638,7 +640,7 @@ public final class ClusterShell: @unchecked Sendable {
         }
         let total = candidates.values.reduce(0, +)
         guard total > 0 else {
-            deliver(.acceptHandoff(queue: queue, message, redelivered: redelivered, hops: .max))
+            router?.apply(.acceptHandoff(queue: queue, message, redelivered: redelivered, hops: .max))
             return
         }
         var pick = Int.random(in: 0..<total, using: &random)
@@ -665,7 +667,7 @@ public final class ClusterShell: @unchecked Sendable {
     private func reclaimHandoffs(to peer: NodeID) {
         for (id, handoff) in pendingHandoffs where handoff.peer == peer {
             pendingHandoffs[id] = nil
-            deliver(
+            router?.apply(
                 .acceptHandoff(
                     queue: handoff.queue,
                     handoff.message,

@@ -41,7 +41,7 @@ final class LinkChannelHandler: ChannelInboundHandler {
     private var controlBatch = ByteBuffer()
     private var bulkBatch = ByteBuffer()
     private var flushScheduled = false
-    /// Reading stopped because the node is behind (see ``LinkFlowControl``).
+    /// Reading stopped because the node is behind (see ``FlowControl``).
     private(set) var isPausedForFlowControl = false
     /// More unsent bytes than the high-water mark: the peer isn't keeping up.
     private var congested = false
