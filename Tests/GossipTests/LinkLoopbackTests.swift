@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import StompRouting
 import Synchronization
 import Testing
 
@@ -47,7 +48,8 @@ struct LinkLoopbackTests {
         seeds: [String] = [],
         secret: [UInt8] = secret,
         advertise: String? = nil,
-        log: LogCapture
+        log: LogCapture,
+        deliver: @escaping (RouterClusterOperation) -> Void = { _ in }
     ) -> ClusterShell {
         var settings = ClusterSettings(
             clusterName: "loop",
@@ -63,8 +65,9 @@ struct LinkLoopbackTests {
         return ClusterShell(
             settings: settings,
             eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
-            logger: log.logger(name)
-        ) { _ in }
+            logger: log.logger(name),
+            deliver: deliver
+        )
     }
 
     /// Polls `condition` every 20 ms for at most `seconds`.

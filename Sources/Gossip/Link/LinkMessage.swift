@@ -1,19 +1,5 @@
 import NIOCore
-
-/// One entry of a node's aggregated interest.
-public enum InterestKey: Hashable, Sendable, CustomStringConvertible {
-    /// A topic pattern (`a.*.c`, `a.#`) some local subscription uses.
-    case topic(String)
-    /// A queue with local consumers.
-    case queue(String)
-
-    public var description: String {
-        switch self {
-        case .topic(let pattern): return "/topic/" + pattern
-        case .queue(let name): return "/queue/" + name
-        }
-    }
-}
+import StompRouting
 
 /// Who a node is, on a link: the dialler's first message, and the listener's once the
 /// dialler has proved the cluster secret (see ``LinkHandshake``).
@@ -83,8 +69,8 @@ public enum LinkMessage: Sendable, Equatable {
     case members([MemberUpdate])
 
     // Interest.
-    case interestDelta(epoch: UInt64, version: UInt64, changes: [(InterestKey, Int)])
-    case interestSnapshot(epoch: UInt64, version: UInt64, entries: [(InterestKey, Int)])
+    case interestDelta(epoch: UInt64, version: UInt64, changes: [(Destination, Int)])
+    case interestSnapshot(epoch: UInt64, version: UInt64, entries: [(Destination, Int)])
     case interestAck(epoch: UInt64, version: UInt64)
     /// "I am at (epoch, version), and I hold you at (yourEpoch, yourVersion)."
     case interestDigest(epoch: UInt64, version: UInt64, yourEpoch: UInt64, yourVersion: UInt64)
@@ -207,8 +193,9 @@ extension LinkMessage {
             buffer.writeInteger(epoch)
             buffer.writeInteger(version)
             buffer.writeInteger(UInt32(entries.count))
-            for (key, count) in entries {
-                switch key {
+            for (destination, count) in entries {
+                // The kind, then the name without its prefix: the prefix is the kind.
+                switch destination {
                 case .topic(let pattern):
                     buffer.writeInteger(UInt8(0))
                     buffer.writeLinkString(pattern)
@@ -345,7 +332,7 @@ extension LinkMessage {
             let epoch: UInt64 = try body.readLinkInteger()
             let version: UInt64 = try body.readLinkInteger()
             let count = try body.readLinkCount()
-            var entries: [(InterestKey, Int)] = []
+            var entries: [(Destination, Int)] = []
             entries.reserveCapacity(count)
             for _ in 0..<count {
                 let kind: UInt8 = try body.readLinkInteger()

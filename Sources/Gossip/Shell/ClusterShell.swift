@@ -593,12 +593,7 @@ public final class ClusterShell: @unchecked Sendable {
     /// Local subscriptions changed; peers hear of it when the aggregate changes.
     public func interestChanged(_ destination: Destination, delta: Int) {
         eventLoop.assertInEventLoop()
-        let key: InterestKey
-        switch destination {
-        case .topic(let pattern): key = .topic(pattern)
-        case .queue(let name): key = .queue(name)
-        }
-        guard let (version, change) = localInterest.adjust(key, by: delta) else { return }
+        guard let (version, change) = localInterest.adjust(destination, by: delta) else { return }
         for link in links.values {
             link.send(.interestDelta(epoch: localInterest.epoch, version: version, changes: [change]))
         }
@@ -762,7 +757,7 @@ public final class ClusterShell: @unchecked Sendable {
             public var origin: NodeID
             public var epoch: UInt64
             public var version: UInt64
-            public var entries: [(InterestKey, Int)]
+            public var entries: [(Destination, Int)]
         }
 
         public var node: NodeID
