@@ -94,6 +94,9 @@ struct LinkLoopbackTests {
         }
         #expect(linked, "a: \(logA.all)\nb: \(logB.all)")
         #expect(await b.status()?.links.first?.outbound == true)
+        // Both run this build: the link speaks its one version, and each end recorded it.
+        #expect(await a.status()?.links.first?.wireVersion == LinkHandshake.supportedVersions.upperBound)
+        #expect(await b.status()?.links.first?.wireVersion == LinkHandshake.supportedVersions.upperBound)
         #expect(!(logA.all + logB.all).contains { $0.contains("link refused") })
         await b.leave()
         await a.leave()

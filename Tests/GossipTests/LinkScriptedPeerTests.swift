@@ -52,10 +52,26 @@ struct ScriptedLinkPeer {
         return pending.removeFirst()
     }
 
-    /// Dials through the handshake as `handshake`'s side.
+    /// Runs the dialler's side of the handshake as node `name` of the loopback tests' cluster.
     ///
     /// - Returns: the wire version the link settled on.
-    mutating func handshake(_ handshake: inout LinkHandshake) async throws -> UInt16 {
+    mutating func handshake(
+        as name: String,
+        versions: ClosedRange<UInt16> = LinkHandshake.supportedVersions
+    ) async throws -> UInt16 {
+        let identity = LinkHandshake.Identity(
+            clusterName: "loop",
+            node: NodeID(name),
+            epoch: 1,
+            address: "127.0.0.1:1",
+            secret: LinkLoopbackTests.secret
+        )
+        var handshake = LinkHandshake(
+            identity: identity,
+            nonce: Array(repeating: 7, count: 32),
+            role: .dialer,
+            versions: versions
+        )
         try await send([try #require(handshake.opening)])
         while true {
             switch handshake.received(try await next()) {
@@ -75,14 +91,22 @@ struct ScriptedLinkPeer {
 
 @Suite("A link's peer played by the test", .serialized)
 struct LinkScriptedPeerTests {
-    static func identity(_ name: String) -> LinkHandshake.Identity {
-        LinkHandshake.Identity(
-            clusterName: "loop",
-            node: NodeID(name),
-            epoch: 1,
-            address: "127.0.0.1:1",
-            secret: LinkLoopbackTests.secret
-        )
+    /// A peer of the next version (offering 2...3) and a shell of this build (2...2): both
+    /// links come up at 2, and the shell's status says so.
+    @Test func aShellLinkedToANewerPeerRecordsTheVersionBothSpeak() async throws {
+        let log = LinkLoopbackTests.LogCapture()
+        let shell = LinkLoopbackTests.shell("a", log: log)
+        let port = try await shell.start()
+        try await ScriptedLinkPeer.connect(to: port).executeThenClose { inbound, outbound in
+            var peer = ScriptedLinkPeer(inbound, outbound)
+            let version = try await peer.handshake(as: "p", versions: 2...3)
+            #expect(version == 2)
+            // The shell registered the link before it sent the proof the peer just read.
+            let links = await shell.status()?.links
+            #expect(links?.map(\.peer) == [NodeID("p")] && links?.first?.wireVersion == 2, "\(log.all)")
+            #expect(log.all.contains { $0.contains("link up") && $0.contains("link.wire_version=2") }, "\(log.all)")
+        }
+        await shell.leave()
     }
 
     static func body(_ destination: String) -> LinkMessageBody {
@@ -108,12 +132,7 @@ struct LinkScriptedPeerTests {
         let port = try await shell.start()
         try await ScriptedLinkPeer.connect(to: port).executeThenClose { inbound, outbound in
             var peer = ScriptedLinkPeer(inbound, outbound)
-            var handshake = LinkHandshake(
-                identity: Self.identity("p"),
-                nonce: Array(repeating: 7, count: 32),
-                role: .dialer
-            )
-            _ = try await peer.handshake(&handshake)
+            _ = try await peer.handshake(as: "p")
             try await peer.send([
                 .forward(Self.body("prices.eur")),
                 .handoff(id: 1, queue: "jobs", message: Self.body("/jobs"), redelivered: false, hops: 0),

@@ -147,7 +147,13 @@ extension LinkMessage {
     }
 
     /// Appends `[u8 type][u32 length][body]`.
-    public func encode(into buffer: inout ByteBuffer) {
+    ///
+    /// - Parameters:
+    ///   - buffer: the output.
+    ///   - version: the wire version of the link the message goes on (see `WIRE-FORMAT.md`).
+    ///     Every message reads alike in every version so far, so no case looks at it yet: it is
+    ///     where a field a later version adds will branch, written only to peers that speak it.
+    public func encode(into buffer: inout ByteBuffer, version: UInt16 = LinkHandshake.supportedVersions.upperBound) {
         buffer.writeInteger(typeCode.rawValue)
         let lengthIndex = buffer.writerIndex
         buffer.writeInteger(UInt32(0))
