@@ -101,6 +101,9 @@ public enum AdminModels {
         public var peer: String
         public var address: String
         public var outbound: Bool
+        /// The link wire version the handshake settled on. Optional only so that a client
+        /// reads a node from before the field.
+        public var wireVersion: UInt16?
         public var framesSent: Int
         public var framesReceived: Int
         public var rawBytesSent: Int
@@ -117,11 +120,13 @@ public enum AdminModels {
             rawBytesSent: Int,
             wireBytesSent: Int,
             rawBytesReceived: Int,
-            wireBytesReceived: Int
+            wireBytesReceived: Int,
+            wireVersion: UInt16?
         ) {
             self.peer = peer
             self.address = address
             self.outbound = outbound
+            self.wireVersion = wireVersion
             self.framesSent = framesSent
             self.framesReceived = framesReceived
             self.rawBytesSent = rawBytesSent

@@ -1,4 +1,5 @@
 import Gossip
+import StompRouting
 import Testing
 
 @Suite("Interest table")
@@ -11,7 +12,7 @@ struct InterestTableTests {
         return result
     }
 
-    func entries(_ table: InterestTable, _ node: NodeID) -> [InterestKey: Int]? {
+    func entries(_ table: InterestTable, _ node: NodeID) -> [Destination: Int]? {
         table.entriesByOrigin[node]?.entries
     }
 

@@ -358,6 +358,57 @@ struct LinkHandshakeTests {
         #expect(peer == newer && version == 2)
     }
 
+    /// Runs a whole handshake between a dialler and a listener that offer these versions.
+    ///
+    /// - Returns: the versions the dialler's and the listener's links came up at, in that order.
+    static func settle(
+        dialer dialerVersions: ClosedRange<UInt16>,
+        listener listenerVersions: ClosedRange<UInt16>,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> [UInt16] {
+        var listener = LinkHandshake(
+            identity: identity("a"),
+            nonce: nonce(1),
+            role: .listener,
+            versions: listenerVersions
+        )
+        var dialer = LinkHandshake(identity: identity("b"), nonce: nonce(2), role: .dialer, versions: dialerVersions)
+        let (_, answer) = try upToTheDialersProof(&dialer, &listener, sourceLocation: sourceLocation)
+        guard case .sendAndEstablish(let replies, _, let listenerVersion) = answer, replies.count == 2 else {
+            Issue.record("the listener did not accept the proof: \(answer)", sourceLocation: sourceLocation)
+            return []
+        }
+        #expect(dialer.received(replies[0]) == .wait, sourceLocation: sourceLocation)
+        guard case .established(_, let dialerVersion) = dialer.received(replies[1]) else {
+            Issue.record("the dialler did not accept the listener's proof", sourceLocation: sourceLocation)
+            return []
+        }
+        return [dialerVersion, listenerVersion]
+    }
+
+    @Test func nodesOfTwoToThreeAndOfTwoSettleOnTwoWhicheverDials() throws {
+        #expect(try Self.settle(dialer: 2...3, listener: 2...2) == [2, 2])
+        #expect(try Self.settle(dialer: 2...2, listener: 2...3) == [2, 2])
+    }
+
+    @Test func nodesOfTwoToThreeSettleOnThree() throws {
+        #expect(try Self.settle(dialer: 2...3, listener: 2...3) == [3, 3])
+    }
+
+    @Test func rangesWithNoVersionInCommonAreStillRefusedOnBothSides() throws {
+        var listener = LinkHandshake(identity: Self.identity("a"), nonce: Self.nonce(1), role: .listener)
+        let dialer = LinkHandshake(identity: Self.identity("b"), nonce: Self.nonce(2), role: .dialer, versions: 3...4)
+        #expect(
+            Self.refusal(listener.received(try #require(dialer.opening)))?.reason
+                == "no common wire version: peer speaks 3...4, this node 2...2"
+        )
+        var newer = LinkHandshake(identity: Self.identity("b"), nonce: Self.nonce(2), role: .dialer, versions: 3...4)
+        #expect(
+            Self.refusal(newer.received(.challenge(minVersion: 2, maxVersion: 2, nonce: Self.nonce(1))))?.reason
+                == "no common wire version: peer speaks 2...2, this node 3...4"
+        )
+    }
+
     @Test func theListenersHelloMustNameItsChallengesVersions() throws {
         var listener = Self.listener(Self.identity("a"), nonce: 1)
         var dialer = Self.dialer(Self.identity("b"), nonce: 2)

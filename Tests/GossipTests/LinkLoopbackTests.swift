@@ -48,7 +48,8 @@ struct LinkLoopbackTests {
         seeds: [String] = [],
         secret: [UInt8] = secret,
         advertise: String? = nil,
-        log: LogCapture
+        log: LogCapture,
+        router: any RouterClusterInput = ClosureRouter.discarding
     ) -> ClusterShell {
         var settings = ClusterSettings(
             clusterName: "loop",
@@ -65,7 +66,7 @@ struct LinkLoopbackTests {
             settings: settings,
             eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
             logger: log.logger(name),
-            router: DiscardingRouter.shared
+            router: router
         )
     }
 
@@ -93,6 +94,9 @@ struct LinkLoopbackTests {
         }
         #expect(linked, "a: \(logA.all)\nb: \(logB.all)")
         #expect(await b.status()?.links.first?.outbound == true)
+        // Both run this build: the link speaks its one version, and each end recorded it.
+        #expect(await a.status()?.links.first?.wireVersion == LinkHandshake.supportedVersions.upperBound)
+        #expect(await b.status()?.links.first?.wireVersion == LinkHandshake.supportedVersions.upperBound)
         #expect(!(logA.all + logB.all).contains { $0.contains("link refused") })
         await b.leave()
         await a.leave()
@@ -290,7 +294,7 @@ struct LinkTLSLoopbackTests {
             settings: settings,
             eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
             logger: log.logger(name),
-            router: DiscardingRouter.shared
+            router: ClosureRouter.discarding
         )
     }
 
@@ -360,8 +364,17 @@ struct LinkTLSLoopbackTests {
     }
 }
 
-/// A router that drops what the cluster sends it: these tests look at links and membership.
-private final class DiscardingRouter: RouterClusterInput {
-    static let shared = DiscardingRouter()
-    func apply(_ operation: RouterClusterOperation) {}
+/// The router's end of the seam as a closure. The shell holds its router weakly (in a node,
+/// the broker owns the shell), so a test keeps the one it passes alive.
+final class ClosureRouter: RouterClusterInput {
+    /// For tests that look at links and membership only.
+    static let discarding = ClosureRouter { _ in }
+
+    private let body: @Sendable (RouterClusterOperation) -> Void
+
+    init(_ body: @escaping @Sendable (RouterClusterOperation) -> Void) {
+        self.body = body
+    }
+
+    func apply(_ operation: RouterClusterOperation) { body(operation) }
 }

@@ -1,11 +1,12 @@
 import Gossip
+import StompRouting
 import Testing
 
 @Suite("Local interest aggregation")
 struct LocalInterestTests {
     @Test func aThousandSubscriptionsToOnePatternAreOneEntry() {
         var interest = LocalInterest(epoch: 7)
-        var announced: [(version: UInt64, key: InterestKey, count: Int)] = []
+        var announced: [(version: UInt64, key: Destination, count: Int)] = []
         for _ in 0..<1_000 {
             if let change = interest.adjust(.topic("prices.*"), by: 1) {
                 announced.append((change.version, change.change.0, change.change.1))
@@ -63,7 +64,7 @@ struct LocalInterestTests {
     @Test func versionsIncreaseByOnePerAnnouncementAcrossKeys() {
         var interest = LocalInterest(epoch: 3)
         var versions: [UInt64] = []
-        let steps: [(InterestKey, Int)] = [
+        let steps: [(Destination, Int)] = [
             (.topic("a.b"), 1), (.topic("a.b"), 1), (.queue("q"), 2), (.topic("c.#"), 1),
             (.topic("a.b"), -1), (.topic("a.b"), -1), (.queue("q"), -1), (.topic("c.#"), 3),
         ]

@@ -123,7 +123,7 @@ let benchmarks: @Sendable () -> Void = {
     let table: InterestTable = {
         let table = InterestTable()
         for origin in 0..<1_000 {
-            let changes: [(InterestKey, Int)] = (0..<10).map { (.topic("app.\(origin).\($0).*"), 1) }
+            let changes: [(Destination, Int)] = (0..<10).map { (.topic("app.\(origin).\($0).*"), 1) }
             _ = table.applySnapshot(
                 from: NodeID("n\(origin)"),
                 epoch: 1,

@@ -295,7 +295,8 @@ final class AdminAPI: Sendable {
                 rawBytesSent: $0.counters.rawBytesSent,
                 wireBytesSent: $0.counters.wireBytesSent,
                 rawBytesReceived: $0.counters.rawBytesReceived,
-                wireBytesReceived: $0.counters.wireBytesReceived
+                wireBytesReceived: $0.counters.wireBytesReceived,
+                wireVersion: $0.wireVersion
             )
         }
     }

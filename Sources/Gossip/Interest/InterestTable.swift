@@ -13,7 +13,7 @@ public final class InterestTable {
     private struct Origin: Sendable {
         var epoch: UInt64
         var version: UInt64
-        var entries: [InterestKey: Int] = [:]
+        var entries: [Destination: Int] = [:]
     }
 
     /// The outcome of applying an update.
@@ -41,7 +41,7 @@ public final class InterestTable {
 
     // MARK: - Updates
 
-    public func applyDelta(from node: NodeID, epoch: UInt64, version: UInt64, changes: [(InterestKey, Int)]) -> Outcome
+    public func applyDelta(from node: NodeID, epoch: UInt64, version: UInt64, changes: [(Destination, Int)]) -> Outcome
     {
         var changedQueues = Set<String>()
         if let origin = origins[node] {
@@ -72,7 +72,7 @@ public final class InterestTable {
         from node: NodeID,
         epoch: UInt64,
         version: UInt64,
-        entries: [(InterestKey, Int)]
+        entries: [(Destination, Int)]
     ) -> Outcome {
         if let origin = origins[node] {
             if epoch < origin.epoch || (epoch == origin.epoch && version < origin.version) { return .stale }
@@ -109,7 +109,7 @@ public final class InterestTable {
     }
 
     private func set(
-        _ key: InterestKey,
+        _ key: Destination,
         count: Int,
         of node: NodeID,
         in origin: inout Origin,
@@ -157,7 +157,7 @@ public final class InterestTable {
     }
 
     /// Every origin with its version and entries, for the admin API and tests.
-    public var entriesByOrigin: [NodeID: (epoch: UInt64, version: UInt64, entries: [InterestKey: Int])] {
+    public var entriesByOrigin: [NodeID: (epoch: UInt64, version: UInt64, entries: [Destination: Int])] {
         origins.mapValues { ($0.epoch, $0.version, $0.entries) }
     }
 

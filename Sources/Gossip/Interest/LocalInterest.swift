@@ -1,3 +1,5 @@
+import StompRouting
+
 /// This node's own interest, aggregated from its clients' subscriptions, and the versioned
 /// changes peers must hear of.
 ///
@@ -9,7 +11,7 @@
 public struct LocalInterest: Sendable {
     public let epoch: UInt64
     public private(set) var version: UInt64 = 0
-    private var counts: [InterestKey: Int] = [:]
+    private var counts: [Destination: Int] = [:]
 
     public init(epoch: UInt64) {
         self.epoch = epoch
@@ -19,7 +21,7 @@ public struct LocalInterest: Sendable {
     ///
     /// - Returns: the change to announce and the version it makes, or `nil` when peers need
     ///   not hear of it.
-    public mutating func adjust(_ key: InterestKey, by delta: Int) -> (version: UInt64, change: (InterestKey, Int))? {
+    public mutating func adjust(_ key: Destination, by delta: Int) -> (version: UInt64, change: (Destination, Int))? {
         let before = counts[key] ?? 0
         let after = max(before + delta, 0)
         counts[key] = after == 0 ? nil : after
@@ -37,7 +39,7 @@ public struct LocalInterest: Sendable {
     }
 
     /// Every entry as peers should hold it: presence for topics, counts for queues.
-    public var snapshot: [(InterestKey, Int)] {
+    public var snapshot: [(Destination, Int)] {
         counts.map { key, count in
             if case .topic = key { return (key, 1) }
             return (key, count)
@@ -45,5 +47,5 @@ public struct LocalInterest: Sendable {
     }
 
     /// Local subscriptions to `key`.
-    public func count(of key: InterestKey) -> Int { counts[key] ?? 0 }
+    public func count(of key: Destination) -> Int { counts[key] ?? 0 }
 }

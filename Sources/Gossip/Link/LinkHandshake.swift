@@ -76,6 +76,10 @@ public struct LinkHandshake {
     /// (the listener answers a hello with a challenge), so it can't speak version 1.
     public static let supportedVersions: ClosedRange<UInt16> = 2...2
 
+    /// The versions this side offers: ``supportedVersions`` except in tests that play a node
+    /// of another version.
+    public let versions: ClosedRange<UInt16>
+
     /// What a listener tells a dialler it refuses before the dialler proved itself, whatever
     /// the reason: a wrong cluster name, a wrong secret or a certificate naming another node.
     /// One text for all, so the refusal tells a stranger nothing.
@@ -154,10 +158,17 @@ public struct LinkHandshake {
     ///   - nonce: 32 fresh random bytes (injected so tests are deterministic). The listener
     ///     sends it in its challenge, the dialler in its hello.
     ///   - role: whether this side dialled.
-    public init(identity: Identity, nonce: [UInt8], role: Role) {
+    ///   - versions: the wire versions to offer; the link uses the highest both sides speak.
+    public init(
+        identity: Identity,
+        nonce: [UInt8],
+        role: Role,
+        versions: ClosedRange<UInt16> = supportedVersions
+    ) {
         self.identity = identity
         self.nonce = nonce
         self.role = role
+        self.versions = versions
         self.state = role == .dialer ? .awaitingChallenge : .awaitingDialerHello
     }
 
@@ -166,8 +177,8 @@ public struct LinkHandshake {
     public var hello: LinkMessage {
         .hello(
             LinkHello(
-                minVersion: Self.supportedVersions.lowerBound,
-                maxVersion: Self.supportedVersions.upperBound,
+                minVersion: versions.lowerBound,
+                maxVersion: versions.upperBound,
                 capabilities: 0,
                 clusterName: identity.clusterName,
                 node: identity.node,
@@ -205,8 +216,8 @@ public struct LinkHandshake {
         case (.awaitingChallenge, .hello(let peer)):
             // A version-1 listener says hello at once instead of challenging.
             state = .done
-            guard Self.commonVersion(peer.minVersion, peer.maxVersion) != nil else {
-                return .refuse(Self.noCommonVersion(peer.minVersion, peer.maxVersion))
+            guard commonVersion(peer.minVersion, peer.maxVersion) != nil else {
+                return .refuse(noCommonVersion(peer.minVersion, peer.maxVersion))
             }
             return .refuse(.open("unexpected hello before the listener's challenge"))
 
@@ -254,9 +265,9 @@ public struct LinkHandshake {
     /// The listener reads the dialler's hello. Nothing is checked here that would tell the
     /// dialler anything about this node: the cluster name waits for the proof.
     private mutating func dialerHelloReceived(_ peer: LinkHello) -> Step {
-        guard let version = Self.commonVersion(peer.minVersion, peer.maxVersion) else {
+        guard let version = commonVersion(peer.minVersion, peer.maxVersion) else {
             state = .done
-            return .refuse(Self.noCommonVersion(peer.minVersion, peer.maxVersion))
+            return .refuse(noCommonVersion(peer.minVersion, peer.maxVersion))
         }
         guard peer.nonce.count >= Self.minimumNonceLength else {
             state = .done
@@ -265,8 +276,8 @@ public struct LinkHandshake {
         state = .awaitingDialerProof(peer, version: version)
         return .send(
             .challenge(
-                minVersion: Self.supportedVersions.lowerBound,
-                maxVersion: Self.supportedVersions.upperBound,
+                minVersion: versions.lowerBound,
+                maxVersion: versions.upperBound,
                 nonce: nonce
             )
         )
@@ -314,9 +325,9 @@ public struct LinkHandshake {
         maxVersion: UInt16,
         nonce challengeNonce: [UInt8]
     ) -> Step {
-        guard let version = Self.commonVersion(minVersion, maxVersion) else {
+        guard let version = commonVersion(minVersion, maxVersion) else {
             state = .done
-            return .refuse(Self.noCommonVersion(minVersion, maxVersion))
+            return .refuse(noCommonVersion(minVersion, maxVersion))
         }
         guard challengeNonce.count >= Self.minimumNonceLength else {
             state = .done
@@ -373,14 +384,15 @@ public struct LinkHandshake {
     /// Nonces shorter than this are refused: 16 bytes are enough that a nonce never repeats.
     static let minimumNonceLength = 16
 
-    /// The highest version both speak, if any.
-    private static func commonVersion(_ minVersion: UInt16, _ maxVersion: UInt16) -> UInt16? {
-        let common = min(maxVersion, supportedVersions.upperBound)
-        return common >= max(minVersion, supportedVersions.lowerBound) ? common : nil
+    /// The highest version both speak, if any. Both sides compute it from the same two ranges
+    /// (the listener's challenge repeats its range, its hello must too), so they agree.
+    private func commonVersion(_ minVersion: UInt16, _ maxVersion: UInt16) -> UInt16? {
+        let common = min(maxVersion, versions.upperBound)
+        return common >= max(minVersion, versions.lowerBound) ? common : nil
     }
 
-    private static func noCommonVersion(_ minVersion: UInt16, _ maxVersion: UInt16) -> Refusal {
-        .open("no common wire version: peer speaks \(minVersion)...\(maxVersion), this node \(supportedVersions)")
+    private func noCommonVersion(_ minVersion: UInt16, _ maxVersion: UInt16) -> Refusal {
+        .open("no common wire version: peer speaks \(minVersion)...\(maxVersion), this node \(versions)")
     }
 
     private func authenticationCode(for input: [UInt8]) -> [UInt8] {

@@ -1,56 +1,5 @@
 import NIOCore
-
-/// A node's name in the cluster, as configured (`--node-id`). Stable across restarts; a
-/// restart is told apart by the boot epoch that travels with it.
-public struct NodeID: Hashable, Sendable, Comparable, CustomStringConvertible {
-    public let name: String
-    public init(_ name: String) { self.name = name }
-    public var description: String { name }
-    public static func < (lhs: NodeID, rhs: NodeID) -> Bool { lhs.name < rhs.name }
-}
-
-/// What one node says about one member in membership gossip.
-public struct MemberUpdate: Sendable, Equatable {
-    public enum Status: UInt8, Sendable, Comparable {
-        case alive = 0
-        case suspect = 1
-        case dead = 2
-        case left = 3
-
-        public static func < (lhs: Status, rhs: Status) -> Bool { lhs.rawValue < rhs.rawValue }
-    }
-
-    public var node: NodeID
-    /// The member's boot epoch: a restarted node is a new incarnation of the same name.
-    public var epoch: UInt64
-    /// Where its link listens, `host:port`.
-    public var address: String
-    public var incarnation: UInt64
-    public var status: Status
-
-    public init(node: NodeID, epoch: UInt64, address: String, incarnation: UInt64, status: Status) {
-        self.node = node
-        self.epoch = epoch
-        self.address = address
-        self.incarnation = incarnation
-        self.status = status
-    }
-}
-
-/// One entry of a node's aggregated interest.
-public enum InterestKey: Hashable, Sendable, CustomStringConvertible {
-    /// A topic pattern (`a.*.c`, `a.#`) some local subscription uses.
-    case topic(String)
-    /// A queue with local consumers.
-    case queue(String)
-
-    public var description: String {
-        switch self {
-        case .topic(let pattern): return "/topic/" + pattern
-        case .queue(let name): return "/queue/" + name
-        }
-    }
-}
+import StompRouting
 
 /// Who a node is, on a link: the dialler's first message, and the listener's once the
 /// dialler has proved the cluster secret (see ``LinkHandshake``).
@@ -120,8 +69,8 @@ public enum LinkMessage: Sendable, Equatable {
     case members([MemberUpdate])
 
     // Interest.
-    case interestDelta(epoch: UInt64, version: UInt64, changes: [(InterestKey, Int)])
-    case interestSnapshot(epoch: UInt64, version: UInt64, entries: [(InterestKey, Int)])
+    case interestDelta(epoch: UInt64, version: UInt64, changes: [(Destination, Int)])
+    case interestSnapshot(epoch: UInt64, version: UInt64, entries: [(Destination, Int)])
     case interestAck(epoch: UInt64, version: UInt64)
     /// "I am at (epoch, version), and I hold you at (yourEpoch, yourVersion)."
     case interestDigest(epoch: UInt64, version: UInt64, yourEpoch: UInt64, yourVersion: UInt64)
@@ -198,7 +147,13 @@ extension LinkMessage {
     }
 
     /// Appends `[u8 type][u32 length][body]`.
-    public func encode(into buffer: inout ByteBuffer) {
+    ///
+    /// - Parameters:
+    ///   - buffer: the output.
+    ///   - version: the wire version of the link the message goes on (see `WIRE-FORMAT.md`).
+    ///     Every message reads alike in every version so far, so no case looks at it yet: it is
+    ///     where a field a later version adds will branch, written only to peers that speak it.
+    public func encode(into buffer: inout ByteBuffer, version: UInt16 = LinkHandshake.supportedVersions.upperBound) {
         buffer.writeInteger(typeCode.rawValue)
         let lengthIndex = buffer.writerIndex
         buffer.writeInteger(UInt32(0))
@@ -244,8 +199,9 @@ extension LinkMessage {
             buffer.writeInteger(epoch)
             buffer.writeInteger(version)
             buffer.writeInteger(UInt32(entries.count))
-            for (key, count) in entries {
-                switch key {
+            for (destination, count) in entries {
+                // The kind, then the name without its prefix: the prefix is the kind.
+                switch destination {
                 case .topic(let pattern):
                     buffer.writeInteger(UInt8(0))
                     buffer.writeLinkString(pattern)
@@ -382,7 +338,7 @@ extension LinkMessage {
             let epoch: UInt64 = try body.readLinkInteger()
             let version: UInt64 = try body.readLinkInteger()
             let count = try body.readLinkCount()
-            var entries: [(InterestKey, Int)] = []
+            var entries: [(Destination, Int)] = []
             entries.reserveCapacity(count)
             for _ in 0..<count {
                 let kind: UInt8 = try body.readLinkInteger()

@@ -364,7 +364,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         openLinks[ObjectIdentifier(link)] = link
     }
 
-    func linkEstablished(_ link: LinkChannelHandler, peer: LinkHello) {
+    func linkEstablished(_ link: LinkChannelHandler, peer: LinkHello, version: UInt16) {
         if let address = link.dialedAddress { backoff[address] = nil }
         if let existing = links[peer.node], existing !== link {
             // Both sides dialled at once. Keep the link the lower node id dialled, on both ends
@@ -387,6 +387,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                 "cluster.peer": "\(LinkHandshake.quoted(peer.node.name))",
                 "net.address": "\(LinkHandshake.quoted(peer.address))",
                 "link.outbound": "\(link.isOutbound)",
+                "link.wire_version": "\(version)",
             ]
         )
         perform(membership.linkEstablished(node: peer.node, epoch: peer.epoch, address: peer.address, now: .now()))
@@ -595,12 +596,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     /// Local subscriptions changed; peers hear of it when the aggregate changes.
     public func interestChanged(_ destination: Destination, delta: Int) {
         eventLoop.assertInEventLoop()
-        let key: InterestKey
-        switch destination {
-        case .topic(let pattern): key = .topic(pattern)
-        case .queue(let name): key = .queue(name)
-        }
-        guard let (version, change) = localInterest.adjust(key, by: delta) else { return }
+        guard let (version, change) = localInterest.adjust(destination, by: delta) else { return }
         for link in links.values {
             link.send(.interestDelta(epoch: localInterest.epoch, version: version, changes: [change]))
         }
@@ -613,7 +609,9 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         topicScratch.removeAll(keepingCapacity: true)
         remoteInterest.peers(forTopic: key, into: &topicScratch)
         guard !topicScratch.isEmpty else { return }
-        // Encoded once, whatever the number of peers.
+        // Encoded once, whatever the number of peers. Every link speaks the one version this
+        // build supports; once links of two versions may differ in a forward's layout, this
+        // encodes once per version (``LinkChannelHandler/wireVersion``).
         var bytes = ByteBuffer()
         LinkMessage.forward(Self.body(message)).encode(into: &bytes)
         for peer in topicScratch {
@@ -757,6 +755,8 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
             public var peer: NodeID
             public var address: String
             public var outbound: Bool
+            /// The wire version the link's handshake settled on.
+            public var wireVersion: UInt16
             public var counters: LinkCounters
         }
 
@@ -764,7 +764,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
             public var origin: NodeID
             public var epoch: UInt64
             public var version: UInt64
-            public var entries: [(InterestKey, Int)]
+            public var entries: [(Destination, Int)]
         }
 
         public var node: NodeID
@@ -797,14 +797,14 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                 localHealth: membership.localHealth,
                 members: membership.allMembers,
                 links: links.values.compactMap { link in
-                    link.peer.map {
-                        Status.Link(
-                            peer: $0.node,
-                            address: $0.address,
-                            outbound: link.isOutbound,
-                            counters: link.counters
-                        )
-                    }
+                    guard let peer = link.peer, let wireVersion = link.wireVersion else { return nil }
+                    return Status.Link(
+                        peer: peer.node,
+                        address: peer.address,
+                        outbound: link.isOutbound,
+                        wireVersion: wireVersion,
+                        counters: link.counters
+                    )
                 }.sorted { $0.peer < $1.peer },
                 localInterest: Status.Interest(
                     origin: settings.node,

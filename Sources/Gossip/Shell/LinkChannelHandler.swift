@@ -26,6 +26,9 @@ final class LinkChannelHandler: ChannelInboundHandler {
     private let shell: ClusterShell
     private var handshake: LinkHandshake
     private(set) var peer: LinkHello?
+    /// The wire version the handshake settled on (the highest both sides speak); `nil` until
+    /// the link is established. What this link's messages are encoded at.
+    private(set) var wireVersion: UInt16?
     private var context: ChannelHandlerContext?
     private var inbound = ByteBuffer()
     private var decoder: LinkFrame.Decoder
@@ -120,12 +123,13 @@ final class LinkChannelHandler: ChannelInboundHandler {
     }
 
     /// The peer proved itself: it may now send frames of any allowed size.
-    private func established(_ hello: LinkHello) {
+    private func established(_ hello: LinkHello, version: UInt16) {
         handshakeDeadline?.cancel()
         handshakeDeadline = nil
         decoder.maxFrameSize = establishedFrameSize
         peer = hello
-        shell.linkEstablished(self, peer: hello)
+        wireVersion = version
+        shell.linkEstablished(self, peer: hello, version: version)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -171,11 +175,11 @@ final class LinkChannelHandler: ChannelInboundHandler {
             send(reply)
         case .wait:
             break
-        case .established(let hello, _):
-            established(hello)
-        case .sendAndEstablish(let replies, let hello, _):
+        case .established(let hello, let version):
+            established(hello, version: version)
+        case .sendAndEstablish(let replies, let hello, let version):
             for reply in replies { send(reply) }
-            established(hello)
+            established(hello, version: version)
         case .refuse(let refusal):
             if let told = refusal.told { send(.refuse(told)) }
             flushBatches()
@@ -250,12 +254,15 @@ final class LinkChannelHandler: ChannelInboundHandler {
 
     /// Queues a message for the end of this tick.
     func send(_ message: LinkMessage) {
+        // Before the link is established only handshake messages go out, and those read alike
+        // in every version: that is how the version gets agreed on.
+        let version = wireVersion ?? handshake.versions.lowerBound
         if message.isControl {
             writeFrameIfFull(&controlBatch)
-            message.encode(into: &controlBatch)
+            message.encode(into: &controlBatch, version: version)
         } else {
             writeFrameIfFull(&bulkBatch)
-            message.encode(into: &bulkBatch)
+            message.encode(into: &bulkBatch, version: version)
         }
         scheduleFlush()
     }

@@ -1,5 +1,6 @@
 import Gossip
 import NIOCore
+import StompRouting
 
 /// A single-threaded cluster of sans-IO nodes on a simulated network and clock.
 ///
@@ -259,7 +260,7 @@ final class SimulatedCluster {
     // MARK: - Interest
 
     /// Local subscriptions of node `i` to `key` change by `delta`; peers hear of it if they must.
-    func subscribe(_ i: Int, to key: InterestKey, by delta: Int = 1) {
+    func subscribe(_ i: Int, to key: Destination, by delta: Int = 1) {
         let node = nodes[i]
         guard let change = node.interest.adjust(key, by: delta) else { return }
         for peer in node.links.sorted() {

@@ -1,0 +1,157 @@
+import Gossip
+import NIOCore
+import NIOPosix
+import StompRouting
+import Synchronization
+import Testing
+
+/// The far end of a link played by the test over a plain socket, with the real handshake and
+/// codec, so a shell can be sent what no shell would send.
+struct ScriptedLinkPeer {
+    struct Closed: Error {}
+
+    private var inbound: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
+    private let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    private var unread = ByteBuffer()
+    private let decoder = LinkFrame.Decoder()
+    private var pending: [LinkMessage] = []
+
+    init(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) {
+        self.inbound = inbound.makeAsyncIterator()
+        self.outbound = outbound
+    }
+
+    static func connect(to port: Int) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
+        try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port) {
+            channel in
+            channel.eventLoop.makeCompletedFuture { try NIOAsyncChannel(wrappingChannelSynchronously: channel) }
+        }
+    }
+
+    /// Sends `messages` in one frame.
+    func send(_ messages: [LinkMessage]) async throws {
+        var payload = ByteBuffer()
+        for message in messages { message.encode(into: &payload) }
+        var frame = ByteBuffer()
+        _ = LinkFrame.encode(payload, compressionThreshold: .max, into: &frame)
+        try await outbound.write(frame)
+    }
+
+    /// The next message from the shell.
+    ///
+    /// - Throws: ``Closed`` when the shell closed the link.
+    mutating func next() async throws -> LinkMessage {
+        while pending.isEmpty {
+            if var payload = try decoder.nextPayload(from: &unread)?.payload {
+                try LinkMessage.decodeAll(&payload, into: &pending)
+                continue
+            }
+            guard var bytes = try await inbound.next() else { throw Closed() }
+            unread.writeBuffer(&bytes)
+        }
+        return pending.removeFirst()
+    }
+
+    /// Runs the dialler's side of the handshake as node `name` of the loopback tests' cluster.
+    ///
+    /// - Returns: the wire version the link settled on.
+    mutating func handshake(
+        as name: String,
+        versions: ClosedRange<UInt16> = LinkHandshake.supportedVersions
+    ) async throws -> UInt16 {
+        let identity = LinkHandshake.Identity(
+            clusterName: "loop",
+            node: NodeID(name),
+            epoch: 1,
+            address: "127.0.0.1:1",
+            secret: LinkLoopbackTests.secret
+        )
+        var handshake = LinkHandshake(
+            identity: identity,
+            nonce: Array(repeating: 7, count: 32),
+            role: .dialer,
+            versions: versions
+        )
+        try await send([try #require(handshake.opening)])
+        while true {
+            switch handshake.received(try await next()) {
+            case .send(let reply):
+                try await send([reply])
+            case .wait:
+                continue
+            case .established(_, let version):
+                return version
+            case let step:
+                Issue.record("the handshake did not complete: \(step)")
+                throw Closed()
+            }
+        }
+    }
+}
+
+@Suite("A link's peer played by the test", .serialized)
+struct LinkScriptedPeerTests {
+    /// A peer of the next version (offering 2...3) and a shell of this build (2...2): both
+    /// links come up at 2, and the shell's status says so.
+    @Test func aShellLinkedToANewerPeerRecordsTheVersionBothSpeak() async throws {
+        let log = LinkLoopbackTests.LogCapture()
+        let shell = LinkLoopbackTests.shell("a", log: log)
+        let port = try await shell.start()
+        try await ScriptedLinkPeer.connect(to: port).executeThenClose { inbound, outbound in
+            var peer = ScriptedLinkPeer(inbound, outbound)
+            let version = try await peer.handshake(as: "p", versions: 2...3)
+            #expect(version == 2)
+            // The shell registered the link before it sent the proof the peer just read.
+            let links = await shell.status()?.links
+            #expect(links?.map(\.peer) == [NodeID("p")] && links?.first?.wireVersion == 2, "\(log.all)")
+            #expect(log.all.contains { $0.contains("link up") && $0.contains("link.wire_version=2") }, "\(log.all)")
+        }
+        await shell.leave()
+    }
+
+    static func body(_ destination: String) -> LinkMessageBody {
+        LinkMessageBody(destination: destination, messageID: "m-" + destination, headers: [], body: ByteBuffer())
+    }
+
+    /// A message whose destination is no `/topic/` or `/queue/` one can only come from a
+    /// broken or foreign peer; the shell drops that one message (no delivery, no ack) and
+    /// keeps the link, so the peer's other traffic still flows.
+    @Test func aForwardOrHandOffWhoseDestinationDoesNotParseIsSkippedAndTheLinkStays() async throws {
+        let log = LinkLoopbackTests.LogCapture()
+        let routed = Mutex<[String]>([])
+        let router = ClosureRouter { operation in
+            switch operation {
+            case .deliverForwarded(let message):
+                routed.withLock { $0.append("forward \(message.destination)") }
+            case .acceptHandoff(let queue, let message, _, let hops):
+                routed.withLock { $0.append("handoff \(queue) \(message.destination) hops \(hops)") }
+            default:
+                break
+            }
+        }
+        let shell = LinkLoopbackTests.shell("a", log: log, router: router)
+        let port = try await shell.start()
+        try await ScriptedLinkPeer.connect(to: port).executeThenClose { inbound, outbound in
+            var peer = ScriptedLinkPeer(inbound, outbound)
+            _ = try await peer.handshake(as: "p")
+            try await peer.send([
+                .forward(Self.body("prices.eur")),
+                .handoff(id: 1, queue: "jobs", message: Self.body("/jobs"), redelivered: false, hops: 0),
+                .forward(Self.body("/topic/prices.eur")),
+                .handoff(id: 2, queue: "jobs", message: Self.body("/queue/jobs"), redelivered: false, hops: 0),
+            ])
+            // Acks go out in the order the hand-offs were read, each after its message was
+            // routed: the first ack seen is the only one there is, and all routing is done.
+            var acked: [UInt64] = []
+            while acked.isEmpty {
+                if case .handoffAck(let id) = try await peer.next() { acked.append(id) }
+            }
+            #expect(acked == [2])
+            #expect(await shell.status()?.links.map(\.peer) == [NodeID("p")])
+        }
+        #expect(routed.withLock { $0 } == ["forward /topic/prices.eur", "handoff jobs /queue/jobs hops 1"])
+        #expect(!log.all.contains { $0.contains("link failed") || $0.contains("link refused") }, "\(log.all)")
+        await shell.leave()
+        withExtendedLifetime(router) {}
+    }
+}
