@@ -370,7 +370,7 @@ class Outcome:
         if self.error is not None:
             return "run failed"
         counts = [(key, sum(report[key] for report in self.reports)) for key in
-                  ("lost", "duplicated", "reordered", "connectionsClosedUnexpectedly")]
+                  ("lost", "duplicated", "reordered", "misrouted", "connectionsClosedUnexpectedly")]
         return ", ".join(f"{n:,} {key.replace('connectionsClosedUnexpectedly', 'connections closed')}" for key, n in counts if n)
 
     def generator_cpu(self) -> float:
