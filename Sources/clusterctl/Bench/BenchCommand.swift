@@ -114,8 +114,8 @@ struct Bench: AsyncParsableCommand {
 
     func run() async throws {
         raiseFileLimit()
-        let pubs = try pubURLs.map(BenchEndpoint.init)
-        let subs = try (subURLs.isEmpty ? pubURLs : subURLs).map(BenchEndpoint.init)
+        let pubs = try pubURLs.map(StompEndpoint.init)
+        let subs = try (subURLs.isEmpty ? pubURLs : subURLs).map(StompEndpoint.init)
         // One thread for the whole generator (see BenchRun).
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
@@ -128,7 +128,7 @@ struct Bench: AsyncParsableCommand {
         try? await group.shutdownGracefully()
     }
 
-    private func measure(_ pubs: [BenchEndpoint], _ subs: [BenchEndpoint], loop: any EventLoop) async throws {
+    private func measure(_ pubs: [StompEndpoint], _ subs: [StompEndpoint], loop: any EventLoop) async throws {
         if scenario == .idle {
             try await runIdle(subs, loop: loop)
             return
@@ -158,10 +158,10 @@ struct Bench: AsyncParsableCommand {
 
     // MARK: - Scenarios
 
-    private func makePlan(_ pubs: [BenchEndpoint], _ subs: [BenchEndpoint]) -> BenchRun.Plan {
+    private func makePlan(_ pubs: [StompEndpoint], _ subs: [StompEndpoint]) -> BenchRun.Plan {
         let tag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
-        func pub(_ index: Int) -> BenchEndpoint { pubs[index % pubs.count] }
-        func sub(_ index: Int) -> BenchEndpoint { subs[index % subs.count] }
+        func pub(_ index: Int) -> StompEndpoint { pubs[index % pubs.count] }
+        func sub(_ index: Int) -> StompEndpoint { subs[index % subs.count] }
         switch scenario {
         case .oneToOne:
             let topic = "/topic/bench.\(tag).0"
@@ -209,7 +209,7 @@ struct Bench: AsyncParsableCommand {
         }
     }
 
-    private func runIdle(_ subs: [BenchEndpoint], loop: any EventLoop) async throws {
+    private func runIdle(_ subs: [StompEndpoint], loop: any EventLoop) async throws {
         let before = residentKiB()
         let run = BenchRun(
             loop: loop,

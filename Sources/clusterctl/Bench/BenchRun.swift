@@ -10,14 +10,14 @@ import StompRouting
 final class BenchRun: @unchecked Sendable {
     struct Plan {
         struct Subscription {
-            var endpoint: BenchEndpoint
+            var endpoint: StompEndpoint
             var destination: String
             /// Topics: each subscriber is its own stream. Queues: all consumers of a queue share one.
             var stream: Int
         }
 
         struct Publisher {
-            var endpoint: BenchEndpoint
+            var endpoint: StompEndpoint
             var destination: String
             /// Subscriber streams that should receive each message of this publisher.
             var copies: Int
@@ -63,7 +63,7 @@ final class BenchRun: @unchecked Sendable {
     // MARK: - Connections
 
     /// Connects, sends CONNECT and waits for CONNECTED.
-    func open(_ endpoint: BenchEndpoint) async throws -> BenchConnection {
+    func open(_ endpoint: StompEndpoint) async throws -> BenchConnection {
         let connection = try await loop.submit { BenchConnection() }.get()
         _ = try await endpoint.connect(on: loop) { connection }.get()
         let connected = loop.makePromise(of: Void.self)

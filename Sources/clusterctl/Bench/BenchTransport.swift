@@ -3,50 +3,7 @@ import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
 
-/// Where a benchmark client connects: `ws://host:port/path` (STOMP over WebSocket) or
-/// `tcp://host:port` (STOMP over TCP).
-struct BenchEndpoint: Sendable, CustomStringConvertible {
-    enum Kind: Sendable {
-        case webSocket(path: String)
-        case tcp
-    }
-
-    var host: String
-    var port: Int
-    var kind: Kind
-
-    init(_ url: String) throws {
-        let rest: Substring
-        if url.hasPrefix("ws://") {
-            rest = url.dropFirst(5)
-            let authority = rest.prefix { $0 != "/" }
-            let path = rest.dropFirst(authority.count)
-            kind = .webSocket(path: path.isEmpty ? "/ws" : String(path))
-            (host, port) = try Self.split(authority)
-        } else if url.hasPrefix("tcp://") || url.hasPrefix("stomp://") {
-            rest = url.drop { $0 != "/" }.dropFirst(2)
-            kind = .tcp
-            (host, port) = try Self.split(rest.prefix { $0 != "/" })
-        } else {
-            throw BenchError("unsupported URL \(url): use ws://host:port/ws or tcp://host:port")
-        }
-    }
-
-    private static func split(_ authority: Substring) throws -> (String, Int) {
-        guard let colon = authority.lastIndex(of: ":"), let port = Int(authority[authority.index(after: colon)...])
-        else {
-            throw BenchError("\(authority) needs a port")
-        }
-        return (String(authority[..<colon]), port)
-    }
-
-    var description: String {
-        switch kind {
-        case .webSocket(let path): return "ws://\(host):\(port)\(path)"
-        case .tcp: return "tcp://\(host):\(port)"
-        }
-    }
-
+extension StompEndpoint {
     /// Opens a connection whose pipeline ends in `handler`, which then reads and writes raw
     /// STOMP bytes whatever the transport.
     func connect(
@@ -56,7 +13,7 @@ struct BenchEndpoint: Sendable, CustomStringConvertible {
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(.seconds(10))
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-        switch kind {
+        switch transport {
         case .tcp:
             return bootstrap.channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler()) }
@@ -75,7 +32,7 @@ struct BenchEndpoint: Sendable, CustomStringConvertible {
                     }.always { _ in upgraded.succeed() }
                 }
                 var headers = HTTPHeaders()
-                headers.add(name: "Host", value: "\(host):\(port)")
+                headers.add(name: "Host", value: authority)
                 headers.add(name: "Sec-WebSocket-Protocol", value: "v12.stomp")
                 headers.add(name: "Content-Length", value: "0")
                 let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
