@@ -235,7 +235,7 @@ struct Bench: AsyncParsableCommand {
                                     subscribed.succeed()
                                 } else {
                                     subscribed.fail(
-                                        BenchError(
+                                        StompClientError(
                                             "SUBSCRIBE answered with \(frame.command.rawValue): \(frame.headers["message"] ?? "")"
                                         )
                                     )
@@ -244,7 +244,9 @@ struct Bench: AsyncParsableCommand {
                             connection.onClose = {
                                 guard !settled else { return }
                                 settled = true
-                                subscribed.fail(BenchError("the broker closed an idle connection before its receipt"))
+                                subscribed.fail(
+                                    StompClientError("the broker closed an idle connection before its receipt")
+                                )
                             }
                             connection.write(
                                 StompFrame(

@@ -7,8 +7,8 @@ import Glibc
 import Darwin
 #endif
 
-/// One benchmark client connection: decodes STOMP frames and hands them to its owner; writes
-/// are flushed once per event-loop tick.
+/// One client connection's STOMP end, for the benchmark and for `pub`/`sub` alike: decodes
+/// frames and hands them to its owner; writes are flushed once per event-loop tick.
 ///
 /// `@unchecked Sendable` for the same reason as ``BenchRun``: it lives on the run's one event
 /// loop and is only touched there (tasks hand it around, and use it through `loop.submit`).

@@ -65,7 +65,7 @@ final class BenchRun: @unchecked Sendable {
     /// Connects, sends CONNECT and waits for CONNECTED.
     func open(_ endpoint: StompEndpoint) async throws -> BenchConnection {
         let connection = try await loop.submit { BenchConnection() }.get()
-        _ = try await endpoint.connect(on: loop) { connection }.get()
+        _ = try await StompClientConnection.connect(to: endpoint, on: loop) { connection }
         let connected = loop.makePromise(of: Void.self)
         try await loop.submit {
             // Whichever comes first settles the promise; the other is ignored.
@@ -77,14 +77,16 @@ final class BenchRun: @unchecked Sendable {
                     connected.succeed()
                 } else {
                     connected.fail(
-                        BenchError("CONNECT answered with \(frame.command.rawValue): \(frame.headers["message"] ?? "")")
+                        StompClientError(
+                            "CONNECT answered with \(frame.command.rawValue): \(frame.headers["message"] ?? "")"
+                        )
                     )
                 }
             }
             connection.onClose = {
                 guard !settled else { return }
                 settled = true
-                connected.fail(BenchError("\(endpoint) closed the connection"))
+                connected.fail(StompClientError("\(endpoint) closed the connection"))
             }
             connection.write(
                 StompFrame(.connect, headers: ["accept-version": "1.2", "host": "/", "heart-beat": "0,0"])
@@ -105,7 +107,7 @@ final class BenchRun: @unchecked Sendable {
                     switch frame.command {
                     case .receipt: receipt.succeed()
                     case .message: received(frame, subscriber: index, subscription: subscription)
-                    case .error: receipt.fail(BenchError("ERROR: \(frame.headers["message"] ?? "")"))
+                    case .error: receipt.fail(StompClientError("ERROR: \(frame.headers["message"] ?? "")"))
                     default: break
                     }
                 }
