@@ -2,8 +2,9 @@
 """Runs the same STOMP scenarios against one node of ours and one RabbitMQ Web-STOMP node, then
 against a 3-node cluster of ours and a 3-node RabbitMQ cluster (publishers on node 1,
 subscribers spread over all three), and against our cluster across nodes (publishers on node 1,
-subscribers on node 2); all on loopback, with `clusterctl bench` as the load generator. Writes
-a markdown table of medians, with ratios to RabbitMQ measured in the same invocation.
+subscribers on node 2); all on loopback, with `clusterctl bench` as the load generator pinned
+to core 1 and the brokers to core 0. Writes a markdown table of medians, with ratios to RabbitMQ
+measured in the same invocation, and each broker's CPU time per million deliveries.
 
 Usage: bench/run.py [--runs 3] [--duration 5] [--idle-connections 10000] [--out bench/RESULTS.md]
                     [--skip-rabbitmq] [--skip-rabbitmq-cluster] [--only ours,rabbit,...] [--idle-only]
@@ -50,6 +51,50 @@ TARGETS = {
 }
 SHORT = {"ours": "ours 1 node", "rabbit": "RabbitMQ 1 node", "cluster": "ours 3 nodes",
          "rabbit-cluster": "RabbitMQ 3 nodes", "across": "ours across nodes"}
+
+# The brokers share core 0 and the load generator has core 1 to itself: it can't take the
+# brokers' time, and when it uses (nearly) all of its core, it, not the broker, set the pace.
+BROKER_CORE, GENERATOR_CORE = 0, 1
+# At or above this share of its core, a run's generator counts as saturated.
+SATURATED_PERCENT = 90
+
+
+def pinned(core: int) -> list:
+    """`taskset -c CORE`, to put in front of a command; nothing on a machine with a single core
+    (or without taskset), where there is no other core to keep the two apart."""
+    if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
+        return []
+    return ["taskset", "-c", str(core)]
+
+
+def cpu_seconds(pids) -> float:
+    """User plus system CPU time the processes have used so far, all their threads included:
+    /proc/PID/stat fields 14 and 15 (utime, stime) in clock ticks. A process that is gone
+    counts 0."""
+    ticks = 0
+    for pid in pids:
+        try:
+            # The command name (field 2) may hold spaces; the fields after its ")" don't.
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def commit(exclude: Path | None = None) -> str:
+    """`git rev-parse --short HEAD`, with "+dirty" when a tracked file differs from it (other
+    than `exclude`, the results file a previous run wrote)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30).stdout.strip()
+
+    spec = [] if exclude is None or not exclude.resolve().is_relative_to(ROOT) else \
+        ["--", ".", f":(exclude){exclude.resolve().relative_to(ROOT)}"]
+    try:
+        head, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--untracked-files=no", *spec)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
 
 
 def raise_file_limit() -> None:
@@ -100,7 +145,7 @@ class Ours:
         try:
             for i in range(size):
                 ws, stomp = free_port(), free_port()
-                args = [str(NODE), "--node-id", f"b{i + 1}", "--host", "127.0.0.1", "--ws-port", str(ws), "--stomp-port", str(stomp),
+                args = [*pinned(BROKER_CORE), str(NODE), "--node-id", f"b{i + 1}", "--host", "127.0.0.1", "--ws-port", str(ws), "--stomp-port", str(stomp),
                         "--admin-port", str(free_port()), "--log-level", "warning"]
                 if size > 1:
                     args += ["--cluster-host", "127.0.0.1", "--cluster-port", str(cluster_ports[i]), "--seeds", seeds,
@@ -120,6 +165,7 @@ class Ours:
 
     @property
     def pids(self):
+        # taskset execs the node: the process it started is the node.
         return [p.pid for p in self.procs]
 
     def stop(self):
@@ -227,7 +273,7 @@ class RabbitNode:
         self.env.pop("RABBITMQ_ERLANG_COOKIE", None)
         self.log = base / "out.log"
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([server], env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen([*pinned(BROKER_CORE), server], env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True, preexec_fn=raise_file_limit)
         self.ws = f"ws://127.0.0.1:{self.web}/ws"
         self.stomp = f"tcp://127.0.0.1:{self.stomp_port}"
@@ -336,7 +382,8 @@ class RabbitMQ:
 
 
 def bench(args: list, timeout: float = 300) -> dict:
-    result = subprocess.run([str(CTL), "bench", "--json", *args], capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run([*pinned(GENERATOR_CORE), str(CTL), "bench", "--json", *args], capture_output=True, text=True,
+                            timeout=timeout)
     if result.returncode not in (0, 1):
         raise RuntimeError(f"clusterctl bench {' '.join(args)} exited with {result.returncode}: {result.stderr.strip()}")
     return json.loads(result.stdout)
@@ -356,6 +403,8 @@ class Outcome:
     """One scenario against one target: every run's figure and report, or why it failed."""
     values: list = field(default_factory=list)
     reports: list = field(default_factory=list)
+    # The brokers' CPU seconds (all of the target's processes) over each run of the generator.
+    broker_cpu: list = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -370,31 +419,52 @@ class Outcome:
         if self.error is not None:
             return "run failed"
         counts = [(key, sum(report[key] for report in self.reports)) for key in
-                  ("lost", "duplicated", "reordered", "connectionsClosedUnexpectedly")]
+                  ("lost", "duplicated", "reordered", "misrouted", "connectionsClosedUnexpectedly")]
         return ", ".join(f"{n:,} {key.replace('connectionsClosedUnexpectedly', 'connections closed')}" for key, n in counts if n)
 
     def generator_cpu(self) -> float:
-        """The most of its one core the load generator used in any run, in %."""
-        return max((100 * r["generatorCPUSeconds"] / max(r["seconds"], 0.001) for r in self.reports), default=0)
+        """The most of its one core the load generator used in any run, in %, over the time from
+        the start of publishing to the last delivery."""
+        return max((100 * r["generatorCPUSeconds"] / max(r["deliverySeconds"], 0.001) for r in self.reports), default=0)
+
+    @property
+    def saturated(self) -> bool:
+        return self.generator_cpu() >= SATURATED_PERCENT
+
+    def cpu_per_million(self) -> list:
+        """Each run's broker CPU seconds per million deliveries (None for a run that delivered nothing)."""
+        return [cpu * 1e6 / r["delivered"] if r["delivered"] else None for cpu, r in zip(self.broker_cpu, self.reports)]
+
+    @property
+    def median_cpu_per_million(self):
+        values = [v for v in self.cpu_per_million() if v is not None]
+        return statistics.median(values) if values else None
 
 
-def run_scenarios(pub: list, sub: list, runs: int, duration: float) -> dict:
+def run_scenarios(target, pub: list, sub: list, runs: int, duration: float) -> dict:
+    """Every scenario `runs` times against `target` (whose `pids` are the broker processes whose
+    CPU time each run is charged), publishers on `pub[0]`, subscribers spread over `sub`."""
     results = {}
     for name, (args, figure) in SCENARIOS.items():
         outcome = Outcome()
         for _ in range(runs):
+            pids = target.pids
+            before = cpu_seconds(pids)
             try:
                 report = bench(["--pub-url", *pub[:1], *sum((["--sub-url", u] for u in sub), []), "--duration", f"{duration:g}", *args])
             except (RuntimeError, ValueError, subprocess.TimeoutExpired) as error:
                 outcome.error = str(error)
                 print(f"  {name}: FAILED: {error}", flush=True)
                 break
+            outcome.broker_cpu.append(cpu_seconds(pids) - before)
             outcome.reports.append(report)
             outcome.values.append(report["latencyMicroseconds"].get("p99", 0) if figure == "p99" else report[figure])
         results[name] = outcome
         if outcome.values:
+            cpu = outcome.median_cpu_per_million
             print(f"  {name}: median {outcome.median:,.0f} of {[round(v) for v in outcome.values]} "
-                  f"(correct: {'yes' if outcome.ok else 'NO: ' + outcome.problems()}; generator up to {outcome.generator_cpu():.0f}% of a core)",
+                  f"(correct: {'yes' if outcome.ok else 'NO: ' + outcome.problems()}; generator up to {outcome.generator_cpu():.0f}% of a core"
+                  f"{', saturated' if outcome.saturated else ''}; broker {'-' if cpu is None else f'{cpu:.2f}'} CPU-s per million deliveries)",
                   flush=True)
     return results
 
@@ -443,7 +513,7 @@ def ratio(name: str, ours, theirs) -> str:
     return f"{ours / theirs:.2f}x"
 
 
-def render(rows: dict, notes: list, options, selected: list, started: datetime.datetime) -> str:
+def render(rows: dict, notes: list, options, selected: list, started: datetime.datetime, revision: str) -> str:
     def median(key, name):
         outcome = rows.get(key, {}).get(name)
         return None if outcome is None else outcome.median
@@ -454,18 +524,28 @@ def render(rows: dict, notes: list, options, selected: list, started: datetime.d
         return outcome.median if outcome is not None and outcome.ok else None
 
     def cell(key, name, text):
-        # A figure from runs that lost, duplicated or reordered messages is not a valid one.
+        # A figure from runs that lost, duplicated or reordered messages is not a valid one; one
+        # from a run whose generator used up its core measured the generator, not the broker.
         outcome = rows.get(key, {}).get(name)
-        return text + " (not correct)" if outcome is not None and outcome.values and not outcome.ok else text
+        if outcome is None or not outcome.values:
+            return text
+        return text + (" (not correct)" if not outcome.ok else "") + (" (generator saturated)" if outcome.saturated else "")
 
     argv0 = Path(sys.argv[0]).resolve()
     shown = argv0.relative_to(ROOT) if argv0.is_relative_to(ROOT) else argv0
     command = shlex.join(["python3", str(shown), *sys.argv[1:]])
+    placement = (f"the brokers pinned to core {BROKER_CORE} (`taskset -c {BROKER_CORE}`) and the load generator to core "
+                 f"{GENERATOR_CORE} (`taskset -c {GENERATOR_CORE}`)" if pinned(BROKER_CORE) else
+                 "brokers and load generator not pinned (this machine has one core, or no taskset)")
     lines = [
         "# Benchmark results",
         "",
-        f"Measured {started.date().isoformat()} on {platform.node()} ({machine()}), with the load generator "
-        "(`clusterctl bench`, one thread) on the same machine, over loopback, STOMP 1.2 over WebSocket, 100-byte bodies, "
+        "<!-- generated by bench/run.py, do not edit -->",
+        f"Generated by `bench/run.py`, do not edit (run it again instead). Machine: {platform.node()} ({machine()}). "
+        f"Date: {started.strftime('%Y-%m-%d %H:%M')}. Commit: {revision}.",
+        "",
+        "The load generator (`clusterctl bench`, one thread) runs on the same machine, over loopback, with "
+        f"{placement}; STOMP 1.2 over WebSocket, 100-byte bodies, "
         f"{options.runs} run{'s' if options.runs != 1 else ''} of {options.duration:g} s each: the figures are medians, and every "
         f"ratio compares runs made in the same invocation. RabbitMQ is Debian's rabbitmq-server {rabbit_version()} with the "
         "Web-STOMP plugin, default settings.",
@@ -500,13 +580,27 @@ def render(rows: dict, notes: list, options, selected: list, started: datetime.d
     if ours_idle is not None and rabbit_idle is not None and ours_idle > 0 and rabbit_idle > 0:
         r = rabbit_idle / max(ours_idle, 0.001)
         idle_ratio = f"{r:.1f}x less" if r >= 1 else f"{1 / r:.1f}x more"
-    lines.append(f"| memory per idle subscribed WebSocket connection ({options.idle_connections:,}), KiB | "
+    lines.append(f"| memory per idle subscribed WebSocket connection ({options.idle_connections:,}), KiB, on a node started for it | "
                  f"{'-' if ours_idle is None else f'{ours_idle:.1f}'} | {'-' if rabbit_idle is None else f'{rabbit_idle:.1f}'} | "
                  f"{idle_ratio} | - | - | - | - | - |")
-    lines += ["", "Ratios: ours/RabbitMQ for throughput; for latency and memory, how much lower ours is. "
-              "\"correct\": every message of every run arrived exactly once and in order (no loss, no duplicates, no "
-              "reordering, counted from per-publisher sequence numbers) on every target measured; \"-\": not measured; "
-              "\"(not correct)\": at least one run behind that figure was not, so the figure should not be compared (no ratio is given for it).", ""]
+    lines += ["", "Throughput is deliveries per second from the start of publishing until the last delivery arrived. "
+              "Ratios: ours/RabbitMQ for throughput; for latency and memory, how much lower ours is. "
+              "\"correct\": every message of every run arrived exactly once, in order and at the destination subscribed to (no loss, "
+              "no duplicates, no reordering, nothing misrouted, counted from per-publisher sequence numbers) on every target "
+              "measured; \"-\": not measured; \"(not correct)\": at least one run behind that figure was not, so the figure "
+              "should not be compared (no ratio is given for it); \"(generator saturated)\": in at least one run the load "
+              f"generator used {SATURATED_PERCENT}% or more of its core, so the figure is the generator's limit, not the broker's.", ""]
+    lines += ["Broker CPU seconds per million deliveries (medians; lower is better): the user and system time of every broker "
+              "process of the target (`/proc/PID/stat`), over each whole run of the generator, divided by that run's "
+              "deliveries. On a shared, noisy machine this is steadier than a rate.", "",
+              "| scenario | " + " | ".join(TARGETS[key] for key in TARGETS) + " |",
+              "| --- " * (len(TARGETS) + 1) + "|"]
+    for name in SCENARIOS:
+        medians = [rows.get(key, {}).get(name) for key in TARGETS]
+        texts = ["-" if outcome is None or outcome.median_cpu_per_million is None else
+                 cell(key, name, f"{outcome.median_cpu_per_million:.2f}") for key, outcome in zip(TARGETS, medians)]
+        lines.append(f"| {name} | " + " | ".join(texts) + " |")
+    lines.append("")
     runs = []
     for name in SCENARIOS:
         parts = []
@@ -516,16 +610,17 @@ def render(rows: dict, notes: list, options, selected: list, started: datetime.d
                 continue
             text = " / ".join(f"{v:,.0f}" for v in outcome.values) or "none"
             if outcome.reports:
-                text += f" (generator up to {outcome.generator_cpu():.0f}%)"
+                cpu = " / ".join("-" if v is None else f"{v:.2f}" for v in outcome.cpu_per_million())
+                text += f" (generator up to {outcome.generator_cpu():.0f}%; broker CPU-s per million deliveries {cpu})"
             if outcome.error is not None:
                 text += " (a run failed, see below)"
             parts.append(f"{SHORT[key]} {text}")
         if parts:
             runs.append(f"- {name}: " + "; ".join(parts) + ".")
     if runs:
-        lines += ["Individual runs (msgs/s, or µs for latency), with the most CPU the load generator used in any run: its CPU "
-                  "time from the start of publishing to the last delivery, in % of the publishing time on its one thread "
-                  "(near 100% would mean it, not the broker, set the pace; drain time after publishing can push it past 100%):",
+        lines += ["Individual runs (msgs/s, or µs for latency), with the most CPU the load generator used in any run (its CPU "
+                  "time in % of the time from the start of publishing to the last delivery, on its one thread; near 100% means "
+                  "it, not the broker, set the pace) and each run's broker CPU seconds per million deliveries:",
                   "", *runs, ""]
     if notes:
         for text in notes:
@@ -588,6 +683,8 @@ def main() -> int:
             sys.exit(f"{binary} is missing: run `swift build -c release` first (bench/run.sh does)")
 
     started = datetime.datetime.now()
+    # Taken before measuring: the binaries are built from this tree.
+    revision = commit(exclude=Path(options.out))
     rows, notes = {}, []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
@@ -599,7 +696,7 @@ def main() -> int:
             single = Ours(work / "ours", 1)
             try:
                 print(f"{TARGETS['ours']}:", flush=True)
-                rows["ours"] = run_scenarios(single.ws, single.ws, options.runs, options.duration)
+                rows["ours"] = run_scenarios(single, single.ws, single.ws, options.runs, options.duration)
             finally:
                 single.stop()
 
@@ -608,7 +705,7 @@ def main() -> int:
             if rabbit is not None:
                 try:
                     print(f"{TARGETS['rabbit']} (started in {rabbit.seconds_to_start:.1f} s):", flush=True)
-                    rows["rabbit"] = run_scenarios(rabbit.ws, rabbit.ws, options.runs, options.duration)
+                    rows["rabbit"] = run_scenarios(rabbit, rabbit.ws, rabbit.ws, options.runs, options.duration)
                 finally:
                     rabbit.stop()
 
@@ -620,10 +717,10 @@ def main() -> int:
                 if "cluster" in selected:
                     # Publishers on node 1, subscribers spread over all three.
                     print(f"{TARGETS['cluster']}:", flush=True)
-                    rows["cluster"] = run_scenarios(cluster.ws[:1], cluster.ws, options.runs, options.duration)
+                    rows["cluster"] = run_scenarios(cluster, cluster.ws[:1], cluster.ws, options.runs, options.duration)
                 if "across" in selected:
                     print(f"{TARGETS['across']}:", flush=True)
-                    rows["across"] = run_scenarios(cluster.ws[:1], cluster.ws[1:2], options.runs, options.duration)
+                    rows["across"] = run_scenarios(cluster, cluster.ws[:1], cluster.ws[1:2], options.runs, options.duration)
             finally:
                 cluster.stop()
 
@@ -637,7 +734,8 @@ def main() -> int:
                                  f"{rabbit_cluster.seconds_to_boot:.0f} s for its three nodes, started at once, to open their "
                                  f"listeners, then {rabbit_cluster.seconds_to_join:.0f} s for nodes 2 and 3 to join node 1 "
                                  "(`stop_app`, `join_cluster`, `start_app`) and for `cluster_status` to confirm it.")
-                    rows["rabbit-cluster"] = run_scenarios(rabbit_cluster.ws[:1], rabbit_cluster.ws, options.runs, options.duration)
+                    rows["rabbit-cluster"] = run_scenarios(rabbit_cluster, rabbit_cluster.ws[:1], rabbit_cluster.ws, options.runs,
+                                                           options.duration)
                 finally:
                     rabbit_cluster.stop()
 
@@ -645,7 +743,7 @@ def main() -> int:
         for name, outcome in rows.get(key, {}).items():
             if outcome.error is not None:
                 notes.append(note(f"{SHORT[key]}, {name}: a run failed:", outcome.error))
-    text = render(rows, notes, options, selected, started)
+    text = render(rows, notes, options, selected, started, revision)
     Path(options.out).write_text(text)
     print(text)
     return 0

@@ -69,8 +69,9 @@ func reporting(_ body: () async throws -> Void) async throws {
     } catch let failure as AdminClient.Failure {
         FileHandle.standardError.write(Data("clusterctl: \(failure.description)\n".utf8))
         throw ExitCode(failure.exitCode)
-    } catch let failure as StompWebSocketClient.Failure {
-        FileHandle.standardError.write(Data("clusterctl: \(failure.description)\n".utf8))
+    } catch let failure where failure is StompClientError || failure is StompEndpoint.Invalid {
+        // Both describe themselves in a sentence: a bad --url, a refused upgrade, an ERROR frame.
+        FileHandle.standardError.write(Data("clusterctl: \(failure)\n".utf8))
         throw ExitCode(4)
     }
 }

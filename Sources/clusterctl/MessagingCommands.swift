@@ -9,11 +9,14 @@ import StompRouting
 struct StompTarget: ParsableArguments {
     @OptionGroup var options: NodeOptions
 
-    @Option(help: "STOMP WebSocket URL (default: the node's ws port, on the admin URL's host).")
+    @Option(
+        help:
+            "STOMP URL, ws://host:port/ws or tcp://host:port (default: the node's ws port, on the admin URL's host)."
+    )
     var url: String?
 
-    func resolve() async throws -> String {
-        if let url { return url }
+    func resolve() async throws -> StompEndpoint {
+        if let url { return try StompEndpoint(url) }
         let node: AdminModels.Node = try await options.client.get("/v1/node")
         guard let port = node.ports["ws"] else {
             throw AdminClient.Failure(
@@ -22,12 +25,16 @@ struct StompTarget: ParsableArguments {
             )
         }
         let host = URLComponents(string: options.client.baseURL)?.host ?? "127.0.0.1"
-        return "ws://\(host):\(port)/ws"
+        // URLComponents gives an IPv6 host in its brackets; the endpoint wants it bare.
+        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        return StompEndpoint(host: bare, port: port, transport: .webSocket(path: "/ws"))
     }
 }
 
 struct Pub: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Publish messages to a destination over STOMP/WebSocket.")
+    static let configuration = CommandConfiguration(
+        abstract: "Publish messages to a destination over STOMP (WebSocket or TCP)."
+    )
 
     @Argument(help: "Destination, e.g. /topic/chat.lobby or /queue/jobs.")
     var destination: String
@@ -42,10 +49,9 @@ struct Pub: AsyncParsableCommand {
 
     func run() async throws {
         try await reporting {
-            let url = try await target.resolve()
-            let client = try await StompWebSocketClient.open(url)
+            let endpoint = try await target.resolve()
             let started = ContinuousClock.now
-            try await client.session { send, frames in
+            try await StompSession.run(endpoint) { send, frames in
                 for index in 1...max(count, 1) {
                     var headers: StompHeaders = [StompHeader.destination: destination]
                     // A receipt every 1000 messages and on the last keeps the broker's buffers
@@ -60,12 +66,11 @@ struct Pub: AsyncParsableCommand {
                     )
                     if headers[StompHeader.receipt] != nil {
                         guard let answer = try await frames.next() else {
-                            throw StompWebSocketClient.Failure(description: "the connection closed before the receipt")
+                            throw StompClientError("the connection closed before the receipt")
                         }
                         guard answer.command == .receipt else {
-                            throw StompWebSocketClient.Failure(
-                                description:
-                                    "the broker answered \(answer.command.rawValue): \(answer.headers["message"] ?? "")"
+                            throw StompClientError(
+                                "the broker answered \(answer.command.rawValue): \(answer.headers["message"] ?? "")"
                             )
                         }
                     }
@@ -80,7 +85,7 @@ struct Pub: AsyncParsableCommand {
 
 struct Sub: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Subscribe to a destination and print what arrives (a STOMP client over WebSocket)."
+        abstract: "Subscribe to a destination and print what arrives (a STOMP client over WebSocket or TCP)."
     )
 
     @Argument(help: "Destination or pattern, e.g. /topic/chat.# or /queue/jobs.")
@@ -93,9 +98,8 @@ struct Sub: AsyncParsableCommand {
 
     func run() async throws {
         try await reporting {
-            let url = try await target.resolve()
-            let client = try await StompWebSocketClient.open(url)
-            try await client.session { send, frames in
+            let endpoint = try await target.resolve()
+            try await StompSession.run(endpoint) { send, frames in
                 try await send(
                     StompFrame(
                         .subscribe,
@@ -109,7 +113,7 @@ struct Sub: AsyncParsableCommand {
                 while let frame = try await frames.next() {
                     switch frame.command {
                     case .receipt:
-                        FileHandle.standardError.write(Data("subscribed to \(destination) at \(url)\n".utf8))
+                        FileHandle.standardError.write(Data("subscribed to \(destination) at \(endpoint)\n".utf8))
                     case .message:
                         received += 1
                         if target.options.json {
@@ -123,9 +127,8 @@ struct Sub: AsyncParsableCommand {
                         }
                         if let count, received >= count { return }
                     case .error:
-                        throw StompWebSocketClient.Failure(
-                            description:
-                                "the broker sent ERROR: \(frame.headers["message"] ?? "") \(String(buffer: frame.body))"
+                        throw StompClientError(
+                            "the broker sent ERROR: \(frame.headers["message"] ?? "") \(String(buffer: frame.body))"
                         )
                     default:
                         break

@@ -81,7 +81,12 @@ struct Bench: AsyncParsableCommand {
         var subscribers: Int
         var bodySize: Int
         var rate: Int
+        /// Publishing time; `publishedPerSecond` is over it.
         var seconds: Double
+        /// From the start of publishing until the last delivery arrived (never less than
+        /// `seconds`); `deliveredPerSecond` is over it, so a broker that queues messages and
+        /// delivers them late gets no credit for the queueing.
+        var deliverySeconds: Double
         var published: Int
         var publishedPerSecond: Double
         var delivered: Int
@@ -92,6 +97,8 @@ struct Bench: AsyncParsableCommand {
         var reordered: Int
         /// Benchmark messages naming a publisher or stream this run doesn't have.
         var unrecognized: Int
+        /// Messages that reached a subscriber of another destination (not counted as delivered).
+        var misrouted: Int
         var latencyMicroseconds: [String: Double]
         var generatorCPUSeconds: Double
         var connectionsClosedUnexpectedly: Int
@@ -107,8 +114,8 @@ struct Bench: AsyncParsableCommand {
 
     func run() async throws {
         raiseFileLimit()
-        let pubs = try pubURLs.map(BenchEndpoint.init)
-        let subs = try (subURLs.isEmpty ? pubURLs : subURLs).map(BenchEndpoint.init)
+        let pubs = try pubURLs.map(StompEndpoint.init)
+        let subs = try (subURLs.isEmpty ? pubURLs : subURLs).map(StompEndpoint.init)
         // One thread for the whole generator (see BenchRun).
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
@@ -121,7 +128,7 @@ struct Bench: AsyncParsableCommand {
         try? await group.shutdownGracefully()
     }
 
-    private func measure(_ pubs: [BenchEndpoint], _ subs: [BenchEndpoint], loop: any EventLoop) async throws {
+    private func measure(_ pubs: [StompEndpoint], _ subs: [StompEndpoint], loop: any EventLoop) async throws {
         if scenario == .idle {
             try await runIdle(subs, loop: loop)
             return
@@ -141,9 +148,9 @@ struct Bench: AsyncParsableCommand {
         try await run.subscribeAll()
         try await run.openPublishers()
         let cpuBefore = loopCPUSeconds()
-        let elapsed = try await run.run()
+        let timing = try await run.run()
         let cpu = loopCPUSeconds() - cpuBefore
-        let report = try await loop.submit { makeReport(run, elapsed: elapsed, cpu: cpu) }.get()
+        let report = try await loop.submit { makeReport(run, timing: timing, cpu: cpu) }.get()
         await run.close()
         print(report: report)
         if !report.ok { throw ExitCode(1) }
@@ -151,10 +158,10 @@ struct Bench: AsyncParsableCommand {
 
     // MARK: - Scenarios
 
-    private func makePlan(_ pubs: [BenchEndpoint], _ subs: [BenchEndpoint]) -> BenchRun.Plan {
+    private func makePlan(_ pubs: [StompEndpoint], _ subs: [StompEndpoint]) -> BenchRun.Plan {
         let tag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
-        func pub(_ index: Int) -> BenchEndpoint { pubs[index % pubs.count] }
-        func sub(_ index: Int) -> BenchEndpoint { subs[index % subs.count] }
+        func pub(_ index: Int) -> StompEndpoint { pubs[index % pubs.count] }
+        func sub(_ index: Int) -> StompEndpoint { subs[index % subs.count] }
         switch scenario {
         case .oneToOne:
             let topic = "/topic/bench.\(tag).0"
@@ -202,7 +209,7 @@ struct Bench: AsyncParsableCommand {
         }
     }
 
-    private func runIdle(_ subs: [BenchEndpoint], loop: any EventLoop) async throws {
+    private func runIdle(_ subs: [StompEndpoint], loop: any EventLoop) async throws {
         let before = residentKiB()
         let run = BenchRun(
             loop: loop,
@@ -228,7 +235,7 @@ struct Bench: AsyncParsableCommand {
                                     subscribed.succeed()
                                 } else {
                                     subscribed.fail(
-                                        BenchError(
+                                        StompClientError(
                                             "SUBSCRIBE answered with \(frame.command.rawValue): \(frame.headers["message"] ?? "")"
                                         )
                                     )
@@ -237,7 +244,9 @@ struct Bench: AsyncParsableCommand {
                             connection.onClose = {
                                 guard !settled else { return }
                                 settled = true
-                                subscribed.fail(BenchError("the broker closed an idle connection before its receipt"))
+                                subscribed.fail(
+                                    StompClientError("the broker closed an idle connection before its receipt")
+                                )
                             }
                             connection.write(
                                 StompFrame(
@@ -278,8 +287,9 @@ struct Bench: AsyncParsableCommand {
 
     // MARK: - Reporting
 
-    private func makeReport(_ run: BenchRun, elapsed: TimeAmount, cpu: Double) -> Report {
-        let seconds = Double(elapsed.nanoseconds) / 1e9
+    private func makeReport(_ run: BenchRun, timing: BenchRun.Timing, cpu: Double) -> Report {
+        let seconds = Double(timing.publishing.nanoseconds) / 1e9
+        let deliverySeconds = Double(timing.delivering.nanoseconds) / 1e9
         let statistics = run.statistics
         let published = run.published.reduce(0, +)
         let expected = run.expectedDeliveries
@@ -298,20 +308,22 @@ struct Bench: AsyncParsableCommand {
             bodySize: size,
             rate: rate,
             seconds: seconds,
+            deliverySeconds: deliverySeconds,
             published: published,
             publishedPerSecond: Double(published) / seconds,
             delivered: statistics.delivered,
-            deliveredPerSecond: Double(statistics.delivered) / seconds,
+            deliveredPerSecond: Double(statistics.delivered) / deliverySeconds,
             expectedDeliveries: expected,
             lost: lost,
             duplicated: statistics.duplicates,
             reordered: statistics.reordered,
             unrecognized: statistics.unknown,
+            misrouted: statistics.misrouted,
             latencyMicroseconds: latency,
             generatorCPUSeconds: cpu,
             connectionsClosedUnexpectedly: run.closedUnexpectedly,
             ok: lost == 0 && statistics.duplicates == 0 && statistics.reordered == 0 && statistics.unknown == 0
-                && run.closedUnexpectedly == 0
+                && statistics.misrouted == 0 && run.closedUnexpectedly == 0
         )
     }
 
@@ -323,7 +335,7 @@ struct Bench: AsyncParsableCommand {
         )
         Swift.print("  published  \(report.published) (\(rate(report.publishedPerSecond)) msgs/s)")
         Swift.print(
-            "  delivered  \(report.delivered) (\(rate(report.deliveredPerSecond)) msgs/s) of \(report.expectedDeliveries) expected"
+            "  delivered  \(report.delivered) (\(rate(report.deliveredPerSecond)) msgs/s over \(String(format: "%.2f", report.deliverySeconds)) s to the last delivery) of \(report.expectedDeliveries) expected"
         )
         if !report.latencyMicroseconds.isEmpty {
             let latency = ["p50", "p99", "p99.9", "max"].map {
@@ -332,13 +344,13 @@ struct Bench: AsyncParsableCommand {
             Swift.print("  latency    \(latency)")
         }
         Swift.print(
-            "  generator  \(String(format: "%.2f", report.generatorCPUSeconds)) CPU-s on its one thread over \(String(format: "%.1f", report.seconds)) s (\(String(format: "%.0f", 100 * report.generatorCPUSeconds / max(report.seconds, 0.001)))% of a core)"
+            "  generator  \(String(format: "%.2f", report.generatorCPUSeconds)) CPU-s on its one thread over \(String(format: "%.2f", report.deliverySeconds)) s (\(String(format: "%.0f", 100 * report.generatorCPUSeconds / max(report.deliverySeconds, 0.001)))% of a core)"
         )
         if report.ok {
-            Swift.print("  correctness: no loss, no duplicates, no reordering")
+            Swift.print("  correctness: no loss, no duplicates, no reordering, nothing misrouted")
         } else {
             Swift.print(
-                "  correctness: \(report.lost) lost, \(report.duplicated) duplicated, \(report.reordered) out of order, \(report.unrecognized) unrecognized, \(report.connectionsClosedUnexpectedly) connection(s) closed"
+                "  correctness: \(report.lost) lost, \(report.duplicated) duplicated, \(report.reordered) out of order, \(report.misrouted) misrouted, \(report.unrecognized) unrecognized, \(report.connectionsClosedUnexpectedly) connection(s) closed"
             )
         }
     }

@@ -7,8 +7,8 @@ import Glibc
 import Darwin
 #endif
 
-/// One benchmark client connection: decodes STOMP frames and hands them to its owner; writes
-/// are flushed once per event-loop tick.
+/// One client connection's STOMP end, for the benchmark and for `pub`/`sub` alike: decodes
+/// frames and hands them to its owner; writes are flushed once per event-loop tick.
 ///
 /// `@unchecked Sendable` for the same reason as ``BenchRun``: it lives on the run's one event
 /// loop and is only touched there (tasks hand it around, and use it through `loop.submit`).
@@ -24,9 +24,10 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
     private var flushScheduled = false
     /// Called for every frame received but benchmark MESSAGEs, on the connection's loop.
     var onFrame: (StompFrame) -> Void = { _ in }
-    /// Called for every MESSAGE carrying benchmark headers, without decoding the frame
-    /// (publisher, sequence number, send time in monotonic nanoseconds).
-    var onBenchMessage: ((Int, Int, UInt64) -> Void)?
+    /// Called for every MESSAGE carrying benchmark headers, without decoding the frame.
+    var onBenchMessage: ((BenchMessageScanner.Fields) -> Void)?
+    /// The destination this connection subscribed to, as its MESSAGEs must name it.
+    var subscribedDestination: [UInt8] = []
     var onClose: () -> Void = {}
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -48,12 +49,13 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
         }
         defer { if buffer.readableBytes > 0 { inbound = buffer } }
         let onBenchMessage = self.onBenchMessage
+        let destination = subscribedDestination
         do {
             while buffer.readableBytes > 0 {
-                if let onBenchMessage, let scanned = BenchMessageScanner.scan(buffer) {
+                if let onBenchMessage, let scanned = BenchMessageScanner.scan(buffer, subscribedTo: destination) {
                     guard let (consumed, fields) = scanned else { break }
                     buffer.moveReaderIndex(forwardBy: consumed)
-                    onBenchMessage(fields.publisher, fields.sequence, fields.sentAt)
+                    onBenchMessage(fields)
                     continue
                 }
                 guard let frame = try decoder.nextFrame(from: &buffer) else { break }
@@ -105,23 +107,29 @@ enum BenchMessageScanner {
         var publisher = -1
         var sequence = -1
         var sentAt: UInt64 = 0
+        /// The frame's `destination` header is missing or not the subscribed one.
+        var misrouted = true
     }
 
+    /// - Parameter destination: the destination the receiving subscriber subscribed to, which
+    ///   the frame's first `destination` header must repeat byte for byte (the benchmark's
+    ///   destinations need no header escaping).
     /// - Returns: `nil` when the bytes don't start with a benchmark MESSAGE (decode normally);
     ///   `.some(nil)` when one has started but isn't complete; otherwise its length and fields.
-    static func scan(_ buffer: ByteBuffer) -> (Int, Fields)?? {
+    static func scan(_ buffer: ByteBuffer, subscribedTo destination: [UInt8]) -> (Int, Fields)?? {
         buffer.withUnsafeReadableBytes { bytes -> (Int, Fields)?? in
             let prefix: StaticString = "MESSAGE\n"
             guard bytes.count >= prefix.utf8CodeUnitCount else { return .some(nil) }
             for index in 0..<prefix.utf8CodeUnitCount where bytes[index] != prefix.utf8Start[index] { return nil }
             var fields = Fields()
             var contentLength = -1
+            var destinationSeen = false
             var line = prefix.utf8CodeUnitCount
             while true {
                 guard let end = newline(in: bytes, from: line) else { return .some(nil) }
                 if end == line { break }  // the blank line
-                // Only lines starting with `b` or `c` can matter; most headers are skipped on
-                // their first byte.
+                // Only lines starting with `b`, `c` or `d` can matter; most headers are skipped
+                // on their first byte.
                 switch bytes[line] {
                 case UInt8(ascii: "b"):
                     if let value = number(after: "bench-seq:", in: bytes, line: line, end: end) {
@@ -134,6 +142,12 @@ enum BenchMessageScanner {
                 case UInt8(ascii: "c"):
                     if let value = number(after: "content-length:", in: bytes, line: line, end: end) {
                         contentLength = value
+                    }
+                case UInt8(ascii: "d"):
+                    // STOMP 1.2: of repeated headers, the first one counts.
+                    if !destinationSeen, let value = value(after: "destination:", in: bytes, line: line, end: end) {
+                        destinationSeen = true
+                        fields.misrouted = !bytes[value].elementsEqual(destination)
                     }
                 default:
                     break
@@ -155,13 +169,24 @@ enum BenchMessageScanner {
         return base.distance(to: UnsafeRawPointer(found))
     }
 
+    /// Where the value of the header line `line..<end` is, if the line starts with `name`.
+    private static func value(
+        after name: StaticString,
+        in bytes: UnsafeRawBufferPointer,
+        line: Int,
+        end: Int
+    ) -> Range<Int>? {
+        let count = name.utf8CodeUnitCount
+        guard end - line >= count else { return nil }
+        for index in 0..<count where bytes[line + index] != name.utf8Start[index] { return nil }
+        return (line + count)..<end
+    }
+
     private static func number(after name: StaticString, in bytes: UnsafeRawBufferPointer, line: Int, end: Int) -> Int?
     {
-        let count = name.utf8CodeUnitCount
-        guard end - line > count else { return nil }
-        for index in 0..<count where bytes[line + index] != name.utf8Start[index] { return nil }
+        guard let digits = value(after: name, in: bytes, line: line, end: end), !digits.isEmpty else { return nil }
         var value = 0
-        for index in (line + count)..<end {
+        for index in digits {
             let digit = Int(bytes[index]) - 48
             guard digit >= 0, digit <= 9 else { return nil }
             value = value * 10 + digit

@@ -10,14 +10,14 @@ import StompRouting
 final class BenchRun: @unchecked Sendable {
     struct Plan {
         struct Subscription {
-            var endpoint: BenchEndpoint
+            var endpoint: StompEndpoint
             var destination: String
             /// Topics: each subscriber is its own stream. Queues: all consumers of a queue share one.
             var stream: Int
         }
 
         struct Publisher {
-            var endpoint: BenchEndpoint
+            var endpoint: StompEndpoint
             var destination: String
             /// Subscriber streams that should receive each message of this publisher.
             var copies: Int
@@ -63,9 +63,9 @@ final class BenchRun: @unchecked Sendable {
     // MARK: - Connections
 
     /// Connects, sends CONNECT and waits for CONNECTED.
-    func open(_ endpoint: BenchEndpoint) async throws -> BenchConnection {
+    func open(_ endpoint: StompEndpoint) async throws -> BenchConnection {
         let connection = try await loop.submit { BenchConnection() }.get()
-        _ = try await endpoint.connect(on: loop) { connection }.get()
+        _ = try await StompClientConnection.connect(to: endpoint, on: loop) { connection }
         let connected = loop.makePromise(of: Void.self)
         try await loop.submit {
             // Whichever comes first settles the promise; the other is ignored.
@@ -77,14 +77,16 @@ final class BenchRun: @unchecked Sendable {
                     connected.succeed()
                 } else {
                     connected.fail(
-                        BenchError("CONNECT answered with \(frame.command.rawValue): \(frame.headers["message"] ?? "")")
+                        StompClientError(
+                            "CONNECT answered with \(frame.command.rawValue): \(frame.headers["message"] ?? "")"
+                        )
                     )
                 }
             }
             connection.onClose = {
                 guard !settled else { return }
                 settled = true
-                connected.fail(BenchError("\(endpoint) closed the connection"))
+                connected.fail(StompClientError("\(endpoint) closed the connection"))
             }
             connection.write(
                 StompFrame(.connect, headers: ["accept-version": "1.2", "host": "/", "heart-beat": "0,0"])
@@ -104,19 +106,14 @@ final class BenchRun: @unchecked Sendable {
                 connection.onFrame = { [self] frame in
                     switch frame.command {
                     case .receipt: receipt.succeed()
-                    case .message: received(frame, subscriber: index, stream: subscription.stream)
-                    case .error: receipt.fail(BenchError("ERROR: \(frame.headers["message"] ?? "")"))
+                    case .message: received(frame, subscriber: index, subscription: subscription)
+                    case .error: receipt.fail(StompClientError("ERROR: \(frame.headers["message"] ?? "")"))
                     default: break
                     }
                 }
-                connection.onBenchMessage = { [self] publisher, sequence, sentAt in
-                    received(
-                        publisher: publisher,
-                        sequence: sequence,
-                        sentAt: sentAt,
-                        subscriber: index,
-                        stream: subscription.stream
-                    )
+                connection.subscribedDestination = Array(subscription.destination.utf8)
+                connection.onBenchMessage = { [self] fields in
+                    received(fields, subscriber: index, stream: subscription.stream)
                 }
                 connection.onClose = { [self] in if running { closedUnexpectedly += 1 } }
                 connection.write(
@@ -153,10 +150,23 @@ final class BenchRun: @unchecked Sendable {
 
     // MARK: - Running
 
+    /// How long a run took.
+    struct Timing {
+        /// From starting the publishers until they were told to stop.
+        var publishing: TimeAmount
+        /// From the start of publishing until the last delivery arrived (publishing plus
+        /// draining); nil when nothing arrived.
+        var untilLastDelivery: TimeAmount?
+
+        /// What throughput is counted over: until the last delivery, and never less than the
+        /// publishing time (when the tail of a run is lost, its last delivery comes early).
+        var delivering: TimeAmount {
+            max(publishing, untilLastDelivery ?? publishing)
+        }
+    }
+
     /// Publishes for the configured duration, then waits (bounded) for stragglers.
-    ///
-    /// - Returns: the measured publishing time.
-    func run() async throws -> TimeAmount {
+    func run() async throws -> Timing {
         let started = NIODeadline.now()
         try await loop.submit { [self] in
             running = true
@@ -177,7 +187,13 @@ final class BenchRun: @unchecked Sendable {
             if unique >= expected { break }
             try await Task.sleep(for: .milliseconds(20))
         }
-        return elapsed
+        let lastDelivery = try await loop.submit { [self] in statistics.lastDeliveryAt }.get()
+        return Timing(
+            publishing: elapsed,
+            untilLastDelivery: lastDelivery.map {
+                .nanoseconds(Int64($0) - Int64(started.uptimeNanoseconds))
+            }
+        )
     }
 
     var expectedDeliveries: Int {
@@ -218,22 +234,30 @@ final class BenchRun: @unchecked Sendable {
 
     fileprivate func sent(by publisher: Int) { published[publisher] += 1 }
 
-    private func received(_ frame: StompFrame, subscriber: Int, stream: Int) {
+    /// A benchmark MESSAGE the scanner could not take (no content-length, say), decoded.
+    private func received(_ frame: StompFrame, subscriber: Int, subscription: Plan.Subscription) {
         guard let publisher = frame.headers["bench-pub"].flatMap({ Int($0) }),
             let sequence = frame.headers["bench-seq"].flatMap({ Int($0) }),
             let sentAt = frame.headers["bench-ts"].flatMap({ UInt64($0) })
         else { return }
-        received(publisher: publisher, sequence: sequence, sentAt: sentAt, subscriber: subscriber, stream: stream)
+        let fields = BenchMessageScanner.Fields(
+            publisher: publisher,
+            sequence: sequence,
+            sentAt: sentAt,
+            misrouted: frame.headers[StompHeader.destination] != subscription.destination
+        )
+        received(fields, subscriber: subscriber, stream: subscription.stream)
     }
 
-    private func received(publisher: Int, sequence: Int, sentAt: UInt64, subscriber: Int, stream: Int) {
-        let now = NIODeadline.now().uptimeNanoseconds
+    private func received(_ fields: BenchMessageScanner.Fields, subscriber: Int, stream: Int) {
         statistics.record(
             stream: stream,
             subscriber: subscriber,
-            publisher: publisher,
-            sequence: sequence,
-            latencyNanoseconds: now >= sentAt ? now - sentAt : 0
+            publisher: fields.publisher,
+            sequence: fields.sequence,
+            sentAt: fields.sentAt,
+            receivedAt: NIODeadline.now().uptimeNanoseconds,
+            misrouted: fields.misrouted
         )
     }
 }

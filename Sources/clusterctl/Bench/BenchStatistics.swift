@@ -1,7 +1,8 @@
 import Histogram
 
-/// What subscribers saw: latency, and per-publisher sequence numbers checked for loss,
-/// duplicates and reordering.
+/// What subscribers saw: latency, per-publisher sequence numbers checked for loss,
+/// duplicates and reordering, deliveries to the wrong destination, and when the last
+/// delivery arrived (throughput is counted up to then, not only over the publishing time).
 struct BenchStatistics {
     /// Bits of the sequence numbers seen, per publisher (and per subscriber, for topics).
     struct SeenSet {
@@ -29,6 +30,12 @@ struct BenchStatistics {
     var reordered = 0
     /// Deliveries whose publisher, subscriber or stream this run doesn't know.
     var unknown = 0
+    /// Deliveries to a subscriber whose subscription names another destination. They are
+    /// not counted as delivered: a message that went to the wrong place must not make up for
+    /// one that was lost.
+    var misrouted = 0
+    /// Monotonic nanoseconds (`NIODeadline.uptimeNanoseconds`) of the last counted delivery.
+    private(set) var lastDeliveryAt: UInt64?
     private let publishers: Int
     /// Per (stream, publisher): a stream is one subscriber for topics, the whole cluster for
     /// queues (each message must arrive exactly once anywhere). Flat arrays, not dictionaries:
@@ -43,7 +50,26 @@ struct BenchStatistics {
         self.last = Array(repeating: -1, count: subscribers * publishers)
     }
 
-    mutating func record(stream: Int, subscriber: Int, publisher: Int, sequence: Int, latencyNanoseconds: UInt64) {
+    /// Counts one benchmark MESSAGE that a subscriber received.
+    ///
+    /// - Parameters:
+    ///   - sentAt: the publisher's clock when it sent the message (`bench-ts`), monotonic nanoseconds.
+    ///   - receivedAt: the same clock when the message arrived.
+    ///   - misrouted: the MESSAGE's destination is not the one the subscriber subscribed to.
+    mutating func record(
+        stream: Int,
+        subscriber: Int,
+        publisher: Int,
+        sequence: Int,
+        sentAt: UInt64,
+        receivedAt: UInt64,
+        misrouted: Bool
+    ) {
+        // First: a message at the wrong destination says nothing about the stream it names.
+        if misrouted {
+            self.misrouted += 1
+            return
+        }
         guard publisher >= 0, publisher < publishers, sequence >= 0,
             seen.indices.contains(stream * publishers + publisher),
             last.indices.contains(subscriber * publishers + publisher)
@@ -52,7 +78,8 @@ struct BenchStatistics {
             return
         }
         delivered += 1
-        _ = latency.record(max(latencyNanoseconds, 1))
+        lastDeliveryAt = receivedAt
+        _ = latency.record(max(receivedAt >= sentAt ? receivedAt - sentAt : 0, 1))
         if !seen[stream * publishers + publisher].insert(sequence) {
             duplicates += 1
             return
