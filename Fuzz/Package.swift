@@ -72,6 +72,7 @@ let package = Package(
             dependencies: [
                 "FuzzLinkSupport",
                 .product(name: "Gossip", package: "stomp-cluster"),
+                .product(name: "StompRouting", package: "stomp-cluster"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),

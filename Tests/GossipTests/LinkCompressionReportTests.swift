@@ -1,5 +1,6 @@
 import Gossip
 import NIOCore
+import StompRouting
 import Testing
 
 /// Measures what LZ4 saves on the link for the batches a tick produces, and prints it so the
@@ -27,10 +28,10 @@ struct LinkCompressionReportTests {
     private static func frame(count: Int, body: (Int) -> ByteBuffer) -> LinkFrame.Sizes {
         var payload = ByteBuffer()
         for index in 0..<count {
-            let message = LinkMessageBody(
-                destination: "/topic/prices.fx",
+            let message = MessageEnvelope(
+                destination: .topic("prices.fx"),
                 messageID: "node-1-mx0abc-\(index)",
-                headers: [("content-type", "application/json")],
+                headers: ["content-type": "application/json"],
                 body: body(index)
             )
             LinkMessage.forward(message).encode(into: &payload)

@@ -1,5 +1,6 @@
 import Gossip
 import NIOCore
+import StompRouting
 import Testing
 
 @Suite("Link frames and LZ4")
@@ -24,10 +25,10 @@ struct LinkFrameTests {
     @Test func textBatchCompressesAndRoundTrips() throws {
         let messages = (0..<200).map { index in
             LinkMessage.forward(
-                LinkMessageBody(
-                    destination: "/topic/prices.eur",
+                MessageEnvelope(
+                    destination: .topic("prices.eur"),
                     messageID: "n1-abc-\(index)",
-                    headers: [("content-type", "application/json")],
+                    headers: ["content-type": "application/json"],
                     body: ByteBuffer(string: #"{"symbol":"EURUSD","bid":1.0842,"ask":1.0844,"seq":\#(index)}"#)
                 )
             )
@@ -42,7 +43,7 @@ struct LinkFrameTests {
         let bytes = (0..<8_192).map { _ in UInt8.random(in: 0...255, using: &generator) }
         let messages = [
             LinkMessage.forward(
-                LinkMessageBody(destination: "/topic/x", messageID: "1", headers: [], body: ByteBuffer(bytes: bytes))
+                MessageEnvelope(destination: .topic("x"), messageID: "1", headers: [:], body: ByteBuffer(bytes: bytes))
             )
         ]
         let (decoded, sizes) = try roundTrip(messages, threshold: 512)

@@ -1,5 +1,6 @@
 import Gossip
 import NIOCore
+import StompRouting
 import Testing
 
 @Suite("Link messages: wire encoding")
@@ -30,10 +31,10 @@ struct LinkMessageTests {
         MemberUpdate(node: NodeID("nœud-ü"), epoch: .max, address: "", incarnation: 1, status: .left),
     ]
 
-    static let body = LinkMessageBody(
-        destination: "/topic/prices.eur",
+    static let body = MessageEnvelope(
+        destination: .topic("prices.eur"),
         messageID: "node-a-42",
-        headers: [("content-type", "application/json"), ("x-empty", ""), ("x-dup", "1"), ("x-dup", "2")],
+        headers: StompHeaders([("content-type", "application/json"), ("x-empty", ""), ("x-dup", "1"), ("x-dup", "2")]),
         body: ByteBuffer(bytes: [0, 1, 2, 0xFF, 0xFE])
     )
 
@@ -65,7 +66,8 @@ struct LinkMessageTests {
             .interestAck(epoch: 5, version: 6),
             .interestDigest(epoch: 1, version: 2, yourEpoch: 3, yourVersion: 4),
             .forward(body),
-            .forward(LinkMessageBody(destination: "/topic/x", messageID: "", headers: [], body: ByteBuffer())),
+            .forward(MessageEnvelope(destination: .topic("x"), messageID: "", headers: [:], body: ByteBuffer())),
+            .forward(MessageEnvelope(destination: .queue("q"), messageID: "", headers: [:], body: ByteBuffer())),
             .handoff(id: 77, queue: "jobs", message: body, redelivered: true, hops: 2),
             .handoff(id: 0, queue: "", message: body, redelivered: false, hops: 0),
             .handoffAck(id: .max),
@@ -159,7 +161,19 @@ struct LinkMessageTests {
             return
         }
         #expect(id == 5 && queue == "jobs" && message == Self.body && redelivered && hops == 3)
-        #expect(message.headers.map(\.0) == ["content-type", "x-empty", "x-dup", "x-dup"])
+        #expect(message.headers.map(\.name) == ["content-type", "x-empty", "x-dup", "x-dup"])
+    }
+
+    /// Only a broken or foreign peer names a destination that is no `/topic/` or `/queue/`
+    /// one: that message is skipped, and the messages around it are read as usual.
+    @Test func aMessageWhoseDestinationDoesNotParseIsSkipped() throws {
+        var payload = encode(.forward(Self.body))
+        payload.writeImmutableBuffer(ForeignMessage.forward(destination: "prices.eur"))
+        payload.writeImmutableBuffer(ForeignMessage.handoff(id: 1, queue: "jobs", destination: "/exchange/x"))
+        payload.writeImmutableBuffer(encode(.handoffAck(id: 1)))
+        var decoded: [LinkMessage] = []
+        try LinkMessage.decodeAll(&payload, into: &decoded)
+        #expect(decoded == [.forward(Self.body), .handoffAck(id: 1)])
     }
 
     @Test func differentMessagesAreNotEqual() {

@@ -32,6 +32,11 @@ struct ScriptedLinkPeer {
     func send(_ messages: [LinkMessage]) async throws {
         var payload = ByteBuffer()
         for message in messages { message.encode(into: &payload) }
+        try await send(payload: payload)
+    }
+
+    /// Sends encoded messages, however they were made, in one frame.
+    func send(payload: ByteBuffer) async throws {
         var frame = ByteBuffer()
         _ = LinkFrame.encode(payload, compressionThreshold: .max, into: &frame)
         try await outbound.write(frame)
@@ -109,10 +114,6 @@ struct LinkScriptedPeerTests {
         await shell.leave()
     }
 
-    static func body(_ destination: String) -> LinkMessageBody {
-        LinkMessageBody(destination: destination, messageID: "m-" + destination, headers: [], body: ByteBuffer())
-    }
-
     /// A message whose destination is no `/topic/` or `/queue/` one can only come from a
     /// broken or foreign peer; the shell drops that one message (no delivery, no ack) and
     /// keeps the link, so the peer's other traffic still flows.
@@ -134,12 +135,11 @@ struct LinkScriptedPeerTests {
         try await ScriptedLinkPeer.connect(to: port).executeThenClose { inbound, outbound in
             var peer = ScriptedLinkPeer(inbound, outbound)
             _ = try await peer.handshake(as: "p")
-            try await peer.send([
-                .forward(Self.body("prices.eur")),
-                .handoff(id: 1, queue: "jobs", message: Self.body("/jobs"), redelivered: false, hops: 0),
-                .forward(Self.body("/topic/prices.eur")),
-                .handoff(id: 2, queue: "jobs", message: Self.body("/queue/jobs"), redelivered: false, hops: 0),
-            ])
+            var payload = ForeignMessage.forward(destination: "prices.eur")
+            payload.writeImmutableBuffer(ForeignMessage.handoff(id: 1, queue: "jobs", destination: "/jobs"))
+            payload.writeImmutableBuffer(ForeignMessage.forward(destination: "/topic/prices.eur"))
+            payload.writeImmutableBuffer(ForeignMessage.handoff(id: 2, queue: "jobs", destination: "/queue/jobs"))
+            try await peer.send(payload: payload)
             // Acks go out in the order the hand-offs were read, each after its message was
             // routed: the first ack seen is the only one there is, and all routing is done.
             var acked: [UInt64] = []
@@ -153,5 +153,47 @@ struct LinkScriptedPeerTests {
         #expect(!log.all.contains { $0.contains("link failed") || $0.contains("link refused") }, "\(log.all)")
         await shell.leave()
         withExtendedLifetime(router) {}
+    }
+}
+
+/// Forwards and hand-offs as a broken or foreign peer may write them: with any string as the
+/// destination, which a ``LinkMessage`` can't hold. The layout is WIRE-FORMAT.md's.
+enum ForeignMessage {
+    static func forward(destination: String) -> ByteBuffer {
+        message(type: 30) { envelope(destination, into: &$0) }
+    }
+
+    static func handoff(id: UInt64, queue: String, destination: String) -> ByteBuffer {
+        message(type: 31) { body in
+            body.writeInteger(id)
+            string(queue, into: &body)
+            body.writeInteger(UInt8(0))  // redelivered
+            body.writeInteger(UInt8(0))  // hops
+            envelope(destination, into: &body)
+        }
+    }
+
+    /// `[u8 type][u32 length][body]`.
+    private static func message(type: UInt8, _ write: (inout ByteBuffer) -> Void) -> ByteBuffer {
+        var body = ByteBuffer()
+        write(&body)
+        var message = ByteBuffer()
+        message.writeInteger(type)
+        message.writeInteger(UInt32(body.readableBytes))
+        message.writeImmutableBuffer(body)
+        return message
+    }
+
+    /// Destination, message-id, no headers, an empty body.
+    private static func envelope(_ destination: String, into body: inout ByteBuffer) {
+        string(destination, into: &body)
+        string("m-" + destination, into: &body)
+        body.writeInteger(UInt32(0))
+        body.writeInteger(UInt32(0))
+    }
+
+    private static func string(_ value: String, into body: inout ByteBuffer) {
+        body.writeInteger(UInt32(value.utf8.count))
+        body.writeString(value)
     }
 }

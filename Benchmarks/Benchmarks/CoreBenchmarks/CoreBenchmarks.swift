@@ -150,7 +150,7 @@ let benchmarks: @Sendable () -> Void = {
         for index in 0..<100 {
             let body = ByteBuffer(string: #"{"symbol":"EURUSD","bid":1.08\#(index % 10),"ask":1.09,"seq":\#(index)}"#)
             LinkMessage.forward(
-                LinkMessageBody(destination: "/topic/prices.eur", messageID: "n1-x-\(index)", headers: [], body: body)
+                MessageEnvelope(destination: .topic("prices.eur"), messageID: "n1-x-\(index)", headers: [:], body: body)
             ).encode(into: &payload)
         }
         return payload

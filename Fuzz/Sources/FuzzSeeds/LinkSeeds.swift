@@ -1,6 +1,7 @@
 import FuzzLinkSupport
 import Gossip
 import NIOCore
+import StompRouting
 
 /// Link byte streams made by the real encoder: every message type, framed raw and
 /// LZ4-compressed, and handshakes that succeed (with proofs computed from the shared
@@ -34,10 +35,10 @@ enum LinkSeeds {
         MemberUpdate(node: NodeID("gone"), epoch: 3, address: "10.0.0.4:7946", incarnation: 9, status: .dead),
     ]
 
-    static let body = LinkMessageBody(
-        destination: "/topic/prices.eur",
+    static let body = MessageEnvelope(
+        destination: .topic("prices.eur"),
         messageID: "n1-1-42",
-        headers: [("content-type", "text/plain"), ("x-trace", "abc")],
+        headers: ["content-type": "text/plain", "x-trace": "abc"],
         body: ByteBuffer(string: String(repeating: "1.08 ", count: 200))
     )
 

@@ -19,26 +19,6 @@ public struct LinkHello: Sendable, Equatable {
     public var nonce: [UInt8]
 }
 
-/// A published message crossing a link.
-public struct LinkMessageBody: Sendable, Equatable {
-    public var destination: String
-    public var messageID: String
-    public var headers: [(String, String)]
-    public var body: ByteBuffer
-
-    public init(destination: String, messageID: String, headers: [(String, String)], body: ByteBuffer) {
-        self.destination = destination
-        self.messageID = messageID
-        self.headers = headers
-        self.body = body
-    }
-
-    public static func == (lhs: LinkMessageBody, rhs: LinkMessageBody) -> Bool {
-        lhs.destination == rhs.destination && lhs.messageID == rhs.messageID && lhs.body == rhs.body
-            && lhs.headers.elementsEqual(rhs.headers) { $0.0 == $1.0 && $0.1 == $1.1 }
-    }
-}
-
 /// Every message of the link protocol. The numbers are the wire type codes; a receiver skips
 /// types it doesn't know, so a newer node can add some without breaking an older one.
 public enum LinkMessage: Sendable, Equatable {
@@ -77,9 +57,9 @@ public enum LinkMessage: Sendable, Equatable {
 
     // Messages.
     /// A topic message for the receiver's local subscribers only; never forwarded again.
-    case forward(LinkMessageBody)
+    case forward(MessageEnvelope)
     /// A queue message whose ownership passes to the receiver once it acknowledges.
-    case handoff(id: UInt64, queue: String, message: LinkMessageBody, redelivered: Bool, hops: UInt8)
+    case handoff(id: UInt64, queue: String, message: MessageEnvelope, redelivered: Bool, hops: UInt8)
     case handoffAck(id: UInt64)
 
     /// Whether the message is control traffic, which must not wait behind bulk messages.
@@ -244,8 +224,13 @@ extension LinkMessage {
         }
     }
 
-    static func write(_ message: LinkMessageBody, into buffer: inout ByteBuffer) {
-        buffer.writeLinkString(message.destination)
+    /// The destination goes as its header value (`/topic/NAME`), written in two parts so that
+    /// no string is built per message.
+    static func write(_ message: MessageEnvelope, into buffer: inout ByteBuffer) {
+        let (prefix, name) = (message.destination.prefix, message.destination.name)
+        buffer.writeInteger(UInt32(prefix.utf8.count + name.utf8.count))
+        buffer.writeString(prefix)
+        buffer.writeString(name)
         buffer.writeLinkString(message.messageID)
         buffer.writeInteger(UInt32(message.headers.count))
         for (name, value) in message.headers {
@@ -271,12 +256,15 @@ extension LinkMessage {
             let code: UInt8 = try payload.readLinkInteger()
             let length = Int(try payload.readLinkInteger(as: UInt32.self))
             guard var body = payload.readSlice(length: length) else { throw LinkWire.Malformed("truncated message") }
-            guard let type = TypeCode(rawValue: code) else { continue }
-            messages.append(try decode(type, &body))
+            guard let type = TypeCode(rawValue: code), let message = try decode(type, &body) else { continue }
+            messages.append(message)
         }
     }
 
-    private static func decode(_ type: TypeCode, _ body: inout ByteBuffer) throws(LinkWire.Malformed) -> LinkMessage {
+    /// - Returns: `nil` for a forward or hand-off whose destination is no `/topic/` or
+    ///   `/queue/` one. Only a broken or foreign peer sends that; the message is skipped and
+    ///   the link, with the rest of its traffic, stays.
+    private static func decode(_ type: TypeCode, _ body: inout ByteBuffer) throws(LinkWire.Malformed) -> LinkMessage? {
         switch type {
         case .hello:
             let minVersion: UInt16 = try body.readLinkInteger()
@@ -363,19 +351,15 @@ extension LinkMessage {
                 yourVersion: try body.readLinkInteger()
             )
         case .forward:
-            return .forward(try readMessage(&body))
+            return try readMessage(&body).map { .forward($0) }
         case .handoff:
             let id: UInt64 = try body.readLinkInteger()
             let queue = try body.readLinkString()
             let redelivered: UInt8 = try body.readLinkInteger()
             let hops: UInt8 = try body.readLinkInteger()
-            return .handoff(
-                id: id,
-                queue: queue,
-                message: try readMessage(&body),
-                redelivered: redelivered != 0,
-                hops: hops
-            )
+            return try readMessage(&body).map {
+                .handoff(id: id, queue: queue, message: $0, redelivered: redelivered != 0, hops: hops)
+            }
         case .handoffAck:
             return .handoffAck(id: try body.readLinkInteger())
         }
@@ -401,20 +385,18 @@ extension LinkMessage {
         return updates
     }
 
-    static func readMessage(_ body: inout ByteBuffer) throws(LinkWire.Malformed) -> LinkMessageBody {
+    /// - Returns: `nil` when the destination doesn't parse (the rest is read all the same,
+    ///   so a truncated message is still malformed).
+    static func readMessage(_ body: inout ByteBuffer) throws(LinkWire.Malformed) -> MessageEnvelope? {
         let destination = try body.readLinkString()
         let messageID = try body.readLinkString()
         let count = try body.readLinkCount()
-        var headers: [(String, String)] = []
-        headers.reserveCapacity(count)
+        var headers = StompHeaders(minimumCapacity: count)
         for _ in 0..<count {
-            headers.append((try body.readLinkString(), try body.readLinkString()))
+            headers.add(try body.readLinkString(), try body.readLinkString())
         }
-        return LinkMessageBody(
-            destination: destination,
-            messageID: messageID,
-            headers: headers,
-            body: try body.readLinkBytes()
-        )
+        let payload = try body.readLinkBytes()
+        guard let destination = try? Destination(parsing: destination) else { return nil }
+        return MessageEnvelope(destination: destination, messageID: messageID, headers: headers, body: payload)
     }
 }

@@ -509,12 +509,10 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
             if let held = remoteInterest.version(of: peer), held.epoch == epoch, held.version == version { break }
             link.send(digest(for: peer))
 
-        case .forward(let body):
-            guard let envelope = Self.envelope(body) else { break }
+        case .forward(let envelope):
             router?.apply(.deliverForwarded(envelope))
 
-        case .handoff(let id, let queue, let body, let redelivered, let hops):
-            guard let envelope = Self.envelope(body) else { break }
+        case .handoff(let id, let queue, let envelope, let redelivered, let hops):
             router?.apply(
                 .acceptHandoff(queue: queue, envelope, redelivered: redelivered, hops: hops == .max ? hops : hops + 1)
             )
@@ -581,16 +579,6 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         router?.apply(.remoteQueueConsumers(queue: queue, count: total))
     }
 
-    private static func envelope(_ body: LinkMessageBody) -> MessageEnvelope? {
-        guard let destination = try? Destination(parsing: body.destination) else { return nil }
-        return MessageEnvelope(
-            destination: destination,
-            messageID: body.messageID,
-            headers: StompHeaders(body.headers),
-            body: body.body
-        )
-    }
-
     // MARK: - From the local router
 
     /// Local subscriptions changed; peers hear of it when the aggregate changes.
@@ -613,7 +601,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         // build supports; once links of two versions may differ in a forward's layout, this
         // encodes once per version (``LinkChannelHandler/wireVersion``).
         var bytes = ByteBuffer()
-        LinkMessage.forward(Self.body(message)).encode(into: &bytes)
+        LinkMessage.forward(message).encode(into: &bytes)
         for peer in topicScratch {
             guard let link = links[peer] else {
                 metrics.forwardDroppedNoLink()
@@ -653,7 +641,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         nextHandoffID += 1
         pendingHandoffs[nextHandoffID] = (chosen, queue, message, redelivered, hops)
         links[chosen]!.send(
-            .handoff(id: nextHandoffID, queue: queue, message: Self.body(message), redelivered: redelivered, hops: hops)
+            .handoff(id: nextHandoffID, queue: queue, message: message, redelivered: redelivered, hops: hops)
         )
         metrics.queueHandedOff()
     }
@@ -674,15 +662,6 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                 )
             )
         }
-    }
-
-    private static func body(_ message: MessageEnvelope) -> LinkMessageBody {
-        LinkMessageBody(
-            destination: message.destination.description,
-            messageID: message.messageID,
-            headers: message.headers.map { ($0.name, $0.value) },
-            body: message.body
-        )
     }
 
     // MARK: - Subscribe receipts

@@ -41,7 +41,7 @@ public enum Destination: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// The prefix of the header value: `/topic/` or `/queue/`.
-    var prefix: String {
+    public var prefix: String {
         switch self {
         case .topic: return Self.topicPrefix
         case .queue: return Self.queuePrefix
