@@ -26,7 +26,8 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
 
     // Confined to `eventLoop`.
     private let router: Router
-    private var connections: (any ClientConnections)?
+    /// Weak: the transports own their registry (and it holds this broker).
+    private weak var connections: (any ClientConnections)?
     private var outputs: [RouterOutput] = []
     /// Indices into `outputs` of SUBSCRIBE receipts, which wait for the cluster.
     private var gatedReceipts: Set<Int> = []

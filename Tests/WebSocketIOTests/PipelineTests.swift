@@ -145,6 +145,26 @@ private final class TestConnection {
         #expect(!connection.channel.isActive)
     }
 
+    /// The registry holds its broker and the broker only a weak reference back: once the
+    /// last connection and the server are gone, so are both (a cycle here leaked one broker,
+    /// router and registry per test server).
+    @Test func theBrokerAndItsRegistryGoWithTheirLastConnection() throws {
+        weak var broker: Broker?
+        weak var registry: ConnectionRegistry?
+        try {
+            let connection = try TestConnection()
+            (broker, registry) = (connection.broker, connection.connections)
+            try connection.send("CONNECT\naccept-version:1.2\n\n\0")
+            try connection.send("SUBSCRIBE\nid:1\ndestination:/queue/q\n\n\0SEND\ndestination:/queue/q\n\nx\0")
+            #expect(try connection.received().contains("MESSAGE\n"))
+            try connection.send("DISCONNECT\n\n\0")
+            connection.channel.embeddedEventLoop.run()
+            #expect(!connection.channel.isActive)
+        }()
+        #expect(broker == nil)
+        #expect(registry == nil)
+    }
+
     @Test func publisherStopsReadingWhileTheBrokerIsBehind() throws {
         let connection = try TestConnection()
         let subscriber = try TestConnection(connections: connection.connections)
