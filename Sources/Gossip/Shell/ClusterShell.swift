@@ -28,12 +28,8 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     private var links: [NodeID: LinkChannelHandler] = [:]
     /// Every open link handler, established or still in its handshake.
     private var openLinks: [ObjectIdentifier: LinkChannelHandler] = [:]
-    private var dialing: Set<String> = []
-    private var backoff: [String: (attempts: Int, notBefore: NIODeadline)] = [:]
-    /// Addresses that turned out to be this node (it may list itself as a seed).
-    private var ownAddresses: Set<String> = []
-    private var lastSeedAttempt: NIODeadline?
-    private var lastDeadRedial: NIODeadline = .now()
+    /// Whom to dial when, and which of two links to a peer stays.
+    private var linkPolicy: LinkPolicy
     private var lastDigest: NIODeadline = .now()
     /// Per peer, its boot and the highest version of this node's interest it acknowledged.
     private var acknowledged: [NodeID: (peerEpoch: UInt64, version: UInt64)] = [:]
@@ -86,6 +82,13 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
             settings: settings.membership
         )
         self.localInterest = LocalInterest(epoch: settings.epoch)
+        self.linkPolicy = LinkPolicy(
+            settings: LinkPolicy.Settings(
+                backoffMinimum: settings.reconnectBackoffMinimum,
+                backoffMaximum: settings.reconnectBackoffMaximum
+            ),
+            now: .now()
+        )
     }
 
     // MARK: - Lifecycle
@@ -119,7 +122,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                     settings: settings.membership
                 )
             }
-            ownAddresses.insert(membership.address)
+            linkPolicy.isOwnAddress(membership.address)
             clock = eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: settings.tickInterval) { [self] _ in
                 tick()
             }
@@ -263,16 +266,13 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         // A member declared dead may have been cut off rather than killed: try it now and then,
         // so both halves of a healed partition find each other (it refutes with a higher
         // incarnation once the link is up).
-        if now - lastDeadRedial >= .seconds(5) {
-            lastDeadRedial = now
+        if linkPolicy.deadRedialDue(now: now) {
             for member in membership.deadMembers where links[member.node] == nil {
                 dial(member.address, now: now, force: false)
             }
         }
         // Seeds are how a node finds the cluster; while it has no peer at all, keep trying them.
-        let seedInterval: TimeAmount = links.isEmpty ? .seconds(1) : .seconds(30)
-        if !settings.seeds.isEmpty, lastSeedAttempt.map({ now - $0 >= seedInterval }) ?? true {
-            lastSeedAttempt = now
+        if !settings.seeds.isEmpty, linkPolicy.seedsDue(now: now, linked: !links.isEmpty) {
             SeedResolver.resolve(settings.seeds, on: eventLoop).whenSuccess { [self] addresses in
                 let linked = Set(openLinks.values.compactMap(\.dialedAddress)).union(
                     links.values.compactMap(\.peer?.address)
@@ -285,10 +285,9 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     }
 
     private func dial(_ address: String, now: NIODeadline, force: Bool) {
-        guard !leaving, !ownAddresses.contains(address), !dialing.contains(address) else { return }
-        if !force, let wait = backoff[address], now < wait.notBefore { return }
-        guard let (host, port) = SeedResolver.split(address) else { return }
-        dialing.insert(address)
+        guard !leaving, let (host, port) = SeedResolver.split(address),
+            linkPolicy.startDial(address, now: now, force: force)
+        else { return }
         var bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(settings.connectTimeout)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
@@ -304,9 +303,8 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
             }
         }
         bootstrap.connect(host: host, port: port).whenComplete { [self] result in
-            dialing.remove(address)
+            linkPolicy.dialEnded(address, failed: (try? result.get()) == nil, now: .now())
             if case .failure(let error) = result {
-                scheduleRetry(address)
                 // The address may come from a peer's gossip, and NIO's connect errors name it.
                 logger.debug(
                     "dial failed",
@@ -317,22 +315,6 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                 )
             }
         }
-    }
-
-    /// Exponential backoff with full jitter, so that nodes restarting together don't redial
-    /// in lockstep.
-    private func scheduleRetry(_ address: String) {
-        let attempts = (backoff[address]?.attempts ?? 0) + 1
-        let ceiling = min(
-            settings.reconnectBackoffMinimum.nanoseconds << min(attempts, 20),
-            settings.reconnectBackoffMaximum.nanoseconds
-        )
-        let delay = Int64.random(
-            in: settings.reconnectBackoffMinimum
-                .nanoseconds...max(ceiling, settings.reconnectBackoffMinimum.nanoseconds),
-            using: &random
-        )
-        backoff[address] = (attempts, .now() + .nanoseconds(delay))
     }
 
     private func makeLinkHandler(outbound: Bool, address: String?) -> LinkChannelHandler {
@@ -365,13 +347,15 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     }
 
     func linkEstablished(_ link: LinkChannelHandler, peer: LinkHello, version: UInt16) {
-        if let address = link.dialedAddress { backoff[address] = nil }
+        linkPolicy.linkEstablished(dialedAddress: link.dialedAddress)
         if let existing = links[peer.node], existing !== link {
-            // Both sides dialled at once. Keep the link the lower node id dialled, on both ends
-            // alike, unless the peer rebooted: then the new link wins.
-            let existingEpoch = existing.peer?.epoch ?? 0
-            let keepNew =
-                peer.epoch > existingEpoch || (peer.epoch == existingEpoch && dialedByLowerID(link, peer: peer.node))
+            let keepNew = LinkPolicy.keepsNewLink(
+                existingPeerEpoch: existing.peer?.epoch ?? 0,
+                newPeerEpoch: peer.epoch,
+                newLinkDialedHere: link.isOutbound,
+                localNode: settings.node,
+                peer: peer.node
+            )
             if !keepNew {
                 link.close()
                 return
@@ -402,14 +386,12 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         link.send(.nodeInfo(adminAddress: adminAddress))
     }
 
-    private func dialedByLowerID(_ link: LinkChannelHandler, peer: NodeID) -> Bool {
-        link.isOutbound ? settings.node < peer : peer < settings.node
-    }
-
     func linkClosed(_ link: LinkChannelHandler) {
         openLinks[ObjectIdentifier(link)] = nil
         guard let peer = link.peer?.node, links[peer] === link else {
-            if let address = link.dialedAddress, link.peer == nil { scheduleRetry(address) }
+            if let address = link.dialedAddress, link.peer == nil {
+                linkPolicy.linkClosedBeforeHandshake(dialedAddress: address, now: .now())
+            }
             return
         }
         links[peer] = nil
@@ -453,7 +435,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     /// address than it advertises): the dialled address is remembered as its own and never
     /// dialled again.
     func linkReachedItself(_ link: LinkChannelHandler) {
-        if let address = link.dialedAddress { ownAddresses.insert(address) }
+        if let address = link.dialedAddress { linkPolicy.isOwnAddress(address) }
         logger.debug(
             "link reached this node itself",
             metadata: [
