@@ -34,14 +34,12 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     /// Per peer, its boot and the highest version of this node's interest it acknowledged.
     private var acknowledged: [NodeID: (peerEpoch: UInt64, version: UInt64)] = [:]
     private var waitingForPropagation: [(version: UInt64, since: NIODeadline, body: () -> Void)] = []
-    private var pendingHandoffs:
-        [UInt64: (peer: NodeID, queue: String, message: MessageEnvelope, redelivered: Bool, hops: UInt8)] = [:]
-    private var nextHandoffID: UInt64 = 0
+    /// Queue messages handed to peers and not acknowledged yet.
+    private var handoffs = QueueHandoffs()
     private var topicScratch = Set<NodeID>()
     private var listener: (any Channel)?
     private var clock: RepeatedTask?
     private var leaving = false
-    private var evacuating = false
     /// Whether the node has once linked to `settings.minimumMembers - 1` peers with their
     /// interest: the start of "joined". Never reset, so a node that lost its peers later
     /// stays in service for the clients it has.
@@ -52,7 +50,6 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     private var peerAdminAddresses: [NodeID: String] = [:]
     /// Runs an operator's request that arrived from another member ("drain", "leave").
     private var adminRequestHandler: (@Sendable (String) -> Void)?
-    private var random = SystemRandomNumberGenerator()
 
     /// - Parameters:
     ///   - settings: the cluster's configuration.
@@ -140,16 +137,16 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     /// - Returns: the messages still unacknowledged when the wait ended.
     public func evacuate(timeout: TimeAmount = .seconds(5)) async -> Int {
         try? await eventLoop.submit { [self] in
-            evacuating = true
+            handoffs.evacuating = true
             router?.apply(.evacuate)
         }.get()
         let deadline = NIODeadline.now() + timeout
         while NIODeadline.now() < deadline {
-            let remaining = (try? await eventLoop.submit { [self] in pendingHandoffs.count }.get()) ?? 0
+            let remaining = (try? await eventLoop.submit { [self] in handoffs.pendingCount }.get()) ?? 0
             if remaining == 0 { return 0 }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        return (try? await eventLoop.submit { [self] in pendingHandoffs.count }.get()) ?? 0
+        return (try? await eventLoop.submit { [self] in handoffs.pendingCount }.get()) ?? 0
     }
 
     /// Leaves the cluster gracefully: peers hear of it at once and stop routing here.
@@ -496,12 +493,17 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
 
         case .handoff(let id, let queue, let envelope, let redelivered, let hops):
             router?.apply(
-                .acceptHandoff(queue: queue, envelope, redelivered: redelivered, hops: hops == .max ? hops : hops + 1)
+                .acceptHandoff(
+                    queue: queue,
+                    envelope,
+                    redelivered: redelivered,
+                    hops: QueueHandoffs.hopsOnArrival(hops)
+                )
             )
             link.send(.handoffAck(id: id))
 
         case .handoffAck(let id):
-            pendingHandoffs[id] = nil
+            handoffs.acknowledged(id)
 
         case .nodeInfo(let address):
             // Shown to operators and dialled by clusterctl: only a plausible host:port is kept.
@@ -601,40 +603,27 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     /// their consumer counts. With no such peer reachable, the message stays here.
     public func handOff(queue: String, _ message: MessageEnvelope, redelivered: Bool, hops: UInt8) {
         eventLoop.assertInEventLoop()
-        var candidates = remoteInterest.consumers(ofQueue: queue).filter { links[$0.key] != nil }
-        if candidates.isEmpty, evacuating {
-            // Leaving: a peer that holds the message until a consumer appears beats losing it.
-            candidates = Dictionary(uniqueKeysWithValues: links.keys.map { ($0, 1) })
-        }
-        let total = candidates.values.reduce(0, +)
-        guard total > 0 else {
-            router?.apply(.acceptHandoff(queue: queue, message, redelivered: redelivered, hops: .max))
-            return
-        }
-        var pick = Int.random(in: 0..<total, using: &random)
-        var chosen = candidates.first!.key
-        for (peer, count) in candidates.sorted(by: { $0.key < $1.key }) {
-            if pick < count {
-                chosen = peer
-                break
-            }
-            pick -= count
-        }
-        nextHandoffID += 1
-        pendingHandoffs[nextHandoffID] = (chosen, queue, message, redelivered, hops)
-        links[chosen]!.send(
-            .handoff(id: nextHandoffID, queue: queue, message: message, redelivered: redelivered, hops: hops)
+        let decision = handoffs.handOff(
+            queue: queue,
+            message,
+            redelivered: redelivered,
+            hops: hops,
+            consumers: remoteInterest.consumers(ofQueue: queue).filter { links[$0.key] != nil },
+            linkedPeers: links.keys
         )
-        metrics.queueHandedOff()
+        switch decision {
+        case .send(let id, let peer):
+            links[peer]?.send(.handoff(id: id, queue: queue, message: message, redelivered: redelivered, hops: hops))
+            metrics.queueHandedOff()
+        case .keepHere:
+            router?.apply(.acceptHandoff(queue: queue, message, redelivered: redelivered, hops: .max))
+        }
     }
 
     /// Messages handed to a peer that went away before acknowledging them are this node's
-    /// again. (If the peer did take one and then died, it died with it; if it took one and
-    /// only the ack was lost, the message may be delivered twice — the price of never losing
-    /// it to a link failure.)
+    /// again, in the order they were handed over.
     private func reclaimHandoffs(to peer: NodeID) {
-        for (id, handoff) in pendingHandoffs where handoff.peer == peer {
-            pendingHandoffs[id] = nil
+        for handoff in handoffs.reclaim(from: peer) {
             router?.apply(
                 .acceptHandoff(
                     queue: handoff.queue,
