@@ -175,7 +175,7 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
             }
         }
         guard let connections else { return }
-        let messages = connections.send(outputs, holding: cluster == nil ? [] : gatedReceipts)
+        let messages = connections.send(outputs, holding: gatedReceipts)
         if messages > 0 {
             delivered.add(messages, ordering: .relaxed)
             deliveredCounter.increment(by: messages)

@@ -53,7 +53,7 @@ import Testing
 
     @Test func neverItselfAndNeverTwiceAtOnce() {
         let policy = policy()
-        policy.policy.isOwnAddress("a:7946")
+        policy.policy.noteOwnAddress("a:7946")
         #expect(!policy.dials("a:7946", at: start, force: true))
         #expect(policy.dials(at: start))
         #expect(!policy.dials(at: start, force: true))

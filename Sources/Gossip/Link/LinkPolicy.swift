@@ -66,7 +66,7 @@ struct LinkPolicy {
     }
 
     /// `address` is this node's own (its listener, or a seed that turned out to be itself).
-    mutating func isOwnAddress(_ address: String) {
+    mutating func noteOwnAddress(_ address: String) {
         ownAddresses.insert(address)
     }
 

@@ -119,7 +119,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                     settings: settings.membership
                 )
             }
-            linkPolicy.isOwnAddress(membership.address)
+            linkPolicy.noteOwnAddress(membership.address)
             clock = eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: settings.tickInterval) { [self] _ in
                 tick()
             }
@@ -432,7 +432,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     /// address than it advertises): the dialled address is remembered as its own and never
     /// dialled again.
     func linkReachedItself(_ link: LinkChannelHandler) {
-        if let address = link.dialedAddress { linkPolicy.isOwnAddress(address) }
+        if let address = link.dialedAddress { linkPolicy.noteOwnAddress(address) }
         logger.debug(
             "link reached this node itself",
             metadata: [

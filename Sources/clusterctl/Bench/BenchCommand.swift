@@ -227,34 +227,16 @@ struct Bench: AsyncParsableCommand {
                         let connection = try await run.open(subs[index % subs.count])
                         let subscribed = loop.makePromise(of: Void.self)
                         try await loop.submit {
-                            var settled = false
-                            connection.onFrame = { frame in
-                                guard !settled else { return }
-                                settled = true
-                                if frame.command == .receipt {
-                                    subscribed.succeed()
-                                } else {
-                                    subscribed.fail(
-                                        StompClientError(
-                                            "SUBSCRIBE answered with \(frame.command.rawValue): \(frame.headers["message"] ?? "")"
-                                        )
-                                    )
-                                }
-                            }
-                            connection.onClose = {
-                                guard !settled else { return }
-                                settled = true
-                                subscribed.fail(
-                                    StompClientError("the broker closed an idle connection before its receipt")
-                                )
-                            }
-                            connection.write(
+                            connection.send(
                                 StompFrame(
                                     .subscribe,
                                     headers: [
                                         "id": "idle", "destination": "/topic/bench.idle.\(index)", "receipt": "s",
                                     ]
-                                )
+                                ),
+                                expecting: .receipt,
+                                closedFirst: "the broker closed an idle connection before its receipt",
+                                answered: subscribed
                             )
                         }.get()
                         try await subscribed.futureResult.get()

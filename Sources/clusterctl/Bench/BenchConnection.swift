@@ -93,6 +93,38 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
         write(StompFrameEncoder.encode(frame, version: .v1_2))
     }
 
+    /// Sends `frame` and settles `answered` with the first frame that comes back: success if
+    /// it is `expected`, an error naming what came instead, or that the connection closed
+    /// first (`closedFirst`). Called on the connection's loop; replaces `onFrame`/`onClose`.
+    func send(
+        _ frame: StompFrame,
+        expecting expected: StompCommand,
+        closedFirst: String,
+        answered: EventLoopPromise<Void>
+    ) {
+        // Whichever comes first settles the promise; the other is ignored.
+        var settled = false
+        onFrame = { answer in
+            guard !settled else { return }
+            settled = true
+            if answer.command == expected {
+                answered.succeed()
+            } else {
+                answered.fail(
+                    StompClientError(
+                        "\(frame.command.rawValue) answered with \(answer.command.rawValue): \(answer.headers["message"] ?? "")"
+                    )
+                )
+            }
+        }
+        onClose = {
+            guard !settled else { return }
+            settled = true
+            answered.fail(StompClientError(closedFirst))
+        }
+        write(frame)
+    }
+
     var isWritable: Bool { context?.channel.isWritable ?? false }
 
     func close() {

@@ -68,28 +68,11 @@ final class BenchRun: @unchecked Sendable {
         _ = try await StompClientConnection.connect(to: endpoint, on: loop) { connection }
         let connected = loop.makePromise(of: Void.self)
         try await loop.submit {
-            // Whichever comes first settles the promise; the other is ignored.
-            var settled = false
-            connection.onFrame = { frame in
-                guard !settled else { return }
-                settled = true
-                if frame.command == .connected {
-                    connected.succeed()
-                } else {
-                    connected.fail(
-                        StompClientError(
-                            "CONNECT answered with \(frame.command.rawValue): \(frame.headers["message"] ?? "")"
-                        )
-                    )
-                }
-            }
-            connection.onClose = {
-                guard !settled else { return }
-                settled = true
-                connected.fail(StompClientError("\(endpoint) closed the connection"))
-            }
-            connection.write(
-                StompFrame(.connect, headers: ["accept-version": "1.2", "host": "/", "heart-beat": "0,0"])
+            connection.send(
+                StompFrame(.connect, headers: ["accept-version": "1.2", "host": "/", "heart-beat": "0,0"]),
+                expecting: .connected,
+                closedFirst: "\(endpoint) closed the connection",
+                answered: connected
             )
         }.get()
         try await connected.futureResult.get()
