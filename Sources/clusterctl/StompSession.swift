@@ -9,6 +9,9 @@ import StompRouting
 enum StompSession {
     typealias Frames = AsyncThrowingStream<StompFrame, any Error>
 
+    /// How long the broker has to answer CONNECT.
+    static let connectedTimeout: TimeAmount = .seconds(10)
+
     /// Runs a session: CONNECT, CONNECTED, then `body` with a way to send frames and an
     /// iterator over the frames received (it ends when the connection closes); DISCONNECT and
     /// close when `body` returns or throws.
@@ -29,6 +32,12 @@ enum StompSession {
             connection.onClose = { continuation.finish() }
             return connection
         }
+        // A server that accepts and never answers must not hold the command for ever.
+        let deadline = channel.eventLoop.scheduleTask(in: connectedTimeout) {
+            let seconds = connectedTimeout.nanoseconds / 1_000_000_000
+            continuation.finish(throwing: StompClientError("\(endpoint) sent no CONNECTED within \(seconds) s"))
+            channel.close(promise: nil)
+        }
         @Sendable func send(_ frame: StompFrame) async throws {
             try await channel.writeAndFlush(StompFrameEncoder.encode(frame, version: .v1_2))
         }
@@ -38,6 +47,7 @@ enum StompSession {
             guard let connected = try await iterator.next() else {
                 throw StompClientError("the connection closed before CONNECTED")
             }
+            deadline.cancel()
             guard connected.command == .connected else {
                 throw StompClientError(
                     "the broker refused the connection: \(connected.headers["message"] ?? connected.command.rawValue)"
@@ -48,6 +58,7 @@ enum StompSession {
             try? await channel.close()
             return result
         } catch {
+            deadline.cancel()
             try? await channel.close()
             throw error
         }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -125,6 +126,19 @@ def test_admin_beyond_loopback_requires_a_token(tmp_path):
                             capture_output=True, text=True, timeout=30, env=node_environment())
     assert result.returncode != 0
     assert "admin.token" in result.stderr
+
+
+def test_clusterctl_sub_gives_up_on_a_server_that_never_answers_connect():
+    """A port that accepts and stays silent (a wrong port, a stuck proxy) ends the command with
+    an error after the CONNECTED wait, instead of holding it for ever."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        result = subprocess.run([str(CLUSTERCTL), "sub", "/topic/x", "--url", f"tcp://127.0.0.1:{port}"],
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "sent no CONNECTED within 10 s" in result.stderr, result.stderr
 
 
 def test_clusterctl_errors_when_the_node_is_unreachable():
