@@ -22,8 +22,8 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     let flowControl: FlowControl?
 
     private var membership: MembershipInstance
-    private var localInterest: LocalInterest
-    private let remoteInterest = InterestTable()
+    /// Interest both ways, the peers' acknowledgements and the receipts waiting for them.
+    private var interest: InterestSync<() -> Void>
     /// Established links, one per peer.
     private var links: [NodeID: LinkChannelHandler] = [:]
     /// Every open link handler, established or still in its handshake.
@@ -31,9 +31,6 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     /// Whom to dial when, and which of two links to a peer stays.
     private var linkPolicy: LinkPolicy
     private var lastDigest: NIODeadline = .now()
-    /// Per peer, its boot and the highest version of this node's interest it acknowledged.
-    private var acknowledged: [NodeID: (peerEpoch: UInt64, version: UInt64)] = [:]
-    private var waitingForPropagation: [(version: UInt64, since: NIODeadline, body: () -> Void)] = []
     /// Queue messages handed to peers and not acknowledged yet.
     private var handoffs = QueueHandoffs()
     private var topicScratch = Set<NodeID>()
@@ -78,7 +75,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
             address: settings.advertisedAddress ?? "\(settings.host):\(settings.port)",
             settings: settings.membership
         )
-        self.localInterest = LocalInterest(epoch: settings.epoch)
+        self.interest = InterestSync(epoch: settings.epoch, acknowledgementTimeout: settings.interestAckTimeout)
         self.linkPolicy = LinkPolicy(
             settings: LinkPolicy.Settings(
                 backoffMinimum: settings.reconnectBackoffMinimum,
@@ -189,7 +186,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     /// Latches ``hasFormed`` once enough peers are linked and their interest is held.
     private func noteFormation() {
         guard !hasFormed else { return }
-        let linked = links.keys.filter { remoteInterest.version(of: $0) != nil }.count
+        let linked = links.keys.filter { interest.remote.version(of: $0) != nil }.count
         if linked + 1 >= settings.minimumMembers { hasFormed = true }
     }
 
@@ -240,15 +237,14 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         peerAdminAddresses[update.node] = nil
         // Its interest goes, so nothing more is routed there; its queue messages in flight
         // come back to this node.
-        let entries = remoteInterest.entriesByOrigin[update.node]?.entries.count ?? 0
-        for queue in remoteInterest.remove(update.node) { announceRemoteConsumers(queue) }
+        let entries = interest.remote.entriesByOrigin[update.node]?.entries.count ?? 0
+        for queue in interest.memberGone(update.node) { announceRemoteConsumers(queue) }
         logger.info(
             "dropped interest of departed member",
             metadata: [
                 "cluster.peer": "\(LinkHandshake.quoted(update.node.name))", "cluster.interest.entries": "\(entries)",
             ]
         )
-        acknowledged[update.node] = nil
         links.removeValue(forKey: update.node)?.close()
         reclaimHandoffs(to: update.node)
         releasePropagationWaiters(now: .now())
@@ -361,7 +357,8 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
             existing.close()
         }
         links[peer.node] = link
-        if acknowledged[peer.node]?.peerEpoch != peer.epoch { acknowledged[peer.node] = nil }
+        // A link that (re)connects starts from a full snapshot of this node's interest.
+        let snapshot = interest.linkEstablished(to: peer.node, peerEpoch: peer.epoch)
         logger.info(
             "link up",
             metadata: [
@@ -372,14 +369,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
             ]
         )
         perform(membership.linkEstablished(node: peer.node, epoch: peer.epoch, address: peer.address, now: .now()))
-        // A link that (re)connects starts from a full snapshot of this node's interest.
-        link.send(
-            .interestSnapshot(
-                epoch: localInterest.epoch,
-                version: localInterest.version,
-                entries: localInterest.snapshot
-            )
-        )
+        link.send(snapshot)
         link.send(.nodeInfo(adminAddress: adminAddress))
     }
 
@@ -451,42 +441,12 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         case .ping, .ack, .pingRequest, .members:
             perform(membership.received(message, from: peer, now: now))
 
-        case .interestDelta(let epoch, let version, let changes):
-            answer(
-                remoteInterest.applyDelta(from: peer, epoch: epoch, version: version, changes: changes),
-                epoch: epoch,
-                to: link,
-                peer: peer
-            )
-
-        case .interestSnapshot(let epoch, let version, let entries):
-            answer(
-                remoteInterest.applySnapshot(from: peer, epoch: epoch, version: version, entries: entries),
-                epoch: epoch,
-                to: link,
-                peer: peer
-            )
-
-        case .interestAck(let epoch, let version):
-            guard epoch == localInterest.epoch, let peerEpoch = link.peer?.epoch else { break }
-            let previous = acknowledged[peer]?.version ?? 0
-            acknowledged[peer] = (peerEpoch, max(previous, version))
-            releasePropagationWaiters(now: now)
-
-        case .interestDigest(let epoch, let version, let yourEpoch, let yourVersion):
-            // The peer holds an older view of this node's interest: send it all.
-            if yourEpoch != localInterest.epoch || yourVersion != localInterest.version {
-                link.send(
-                    .interestSnapshot(
-                        epoch: localInterest.epoch,
-                        version: localInterest.version,
-                        entries: localInterest.snapshot
-                    )
-                )
-            }
-            // This node holds an older view of the peer's: its digest of us will make it resend.
-            if let held = remoteInterest.version(of: peer), held.epoch == epoch, held.version == version { break }
-            link.send(digest(for: peer))
+        case .interestDelta, .interestSnapshot, .interestAck, .interestDigest:
+            guard let peerEpoch = link.peer?.epoch else { break }
+            let reaction = interest.received(message, from: peer, peerEpoch: peerEpoch)
+            for reply in reaction.replies { link.send(reply) }
+            for queue in reaction.queuesChanged { announceRemoteConsumers(queue) }
+            if reaction.acknowledgementAdvanced { releasePropagationWaiters(now: now) }
 
         case .forward(let envelope):
             router?.apply(.deliverForwarded(envelope))
@@ -530,36 +490,12 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         }
     }
 
-    private func answer(_ outcome: InterestTable.Outcome, epoch: UInt64, to link: LinkChannelHandler, peer: NodeID) {
-        switch outcome {
-        case .applied(let version, let queues):
-            link.send(.interestAck(epoch: epoch, version: version))
-            for queue in queues { announceRemoteConsumers(queue) }
-        case .duplicate(let version):
-            link.send(.interestAck(epoch: epoch, version: version))
-        case .gap:
-            link.send(digest(for: peer))
-        case .stale:
-            break
-        }
-    }
-
-    private func digest(for peer: NodeID) -> LinkMessage {
-        let held = remoteInterest.version(of: peer)
-        return .interestDigest(
-            epoch: localInterest.epoch,
-            version: localInterest.version,
-            yourEpoch: held?.epoch ?? 0,
-            yourVersion: held?.version ?? 0
-        )
-    }
-
     private func sendDigests() {
-        for (peer, link) in links { link.send(digest(for: peer)) }
+        for (peer, link) in links { link.send(interest.digest(for: peer)) }
     }
 
     private func announceRemoteConsumers(_ queue: String) {
-        let total = remoteInterest.consumers(ofQueue: queue).values.reduce(0, +)
+        let total = interest.remote.consumers(ofQueue: queue).values.reduce(0, +)
         router?.apply(.remoteQueueConsumers(queue: queue, count: total))
     }
 
@@ -568,10 +504,8 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     /// Local subscriptions changed; peers hear of it when the aggregate changes.
     public func interestChanged(_ destination: Destination, delta: Int) {
         eventLoop.assertInEventLoop()
-        guard let (version, change) = localInterest.adjust(destination, by: delta) else { return }
-        for link in links.values {
-            link.send(.interestDelta(epoch: localInterest.epoch, version: version, changes: [change]))
-        }
+        guard let delta = interest.localChanged(destination, by: delta) else { return }
+        for link in links.values { link.send(delta) }
     }
 
     /// Sends a topic message once to each peer with a matching subscription.
@@ -579,7 +513,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         eventLoop.assertInEventLoop()
         guard case .topic(let key) = message.destination else { return }
         topicScratch.removeAll(keepingCapacity: true)
-        remoteInterest.peers(forTopic: key, into: &topicScratch)
+        interest.remote.peers(forTopic: key, into: &topicScratch)
         guard !topicScratch.isEmpty else { return }
         // Encoded once, whatever the number of peers. Every link speaks the one version this
         // build supports; once links of two versions may differ in a forward's layout, this
@@ -608,7 +542,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
             message,
             redelivered: redelivered,
             hops: hops,
-            consumers: remoteInterest.consumers(ofQueue: queue).filter { links[$0.key] != nil },
+            consumers: interest.remote.consumers(ofQueue: queue).filter { links[$0.key] != nil },
             linkedPeers: links.keys
         )
         switch decision {
@@ -640,34 +574,20 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     /// Runs `body` once every live peer acknowledged this node's current interest version.
     public func afterInterestPropagated(_ body: @escaping () -> Void) {
         eventLoop.assertInEventLoop()
-        let version = localInterest.version
-        if isPropagated(version) {
-            body()
-            return
-        }
-        waitingForPropagation.append((version, .now(), body))
-    }
-
-    private func isPropagated(_ version: UInt64) -> Bool {
-        membership.liveMembers.allSatisfy { (acknowledged[$0]?.version ?? 0) >= version }
+        interest.waitForPropagation(body, live: membership.liveMembers, now: .now())?()
     }
 
     private func releasePropagationWaiters(now: NIODeadline) {
-        guard !waitingForPropagation.isEmpty else { return }
-        var still: [(version: UInt64, since: NIODeadline, body: () -> Void)] = []
-        for waiter in waitingForPropagation {
-            if isPropagated(waiter.version) {
-                metrics.interestPropagated(after: (now - waiter.since).nanoseconds)
-                waiter.body()
-            } else if now - waiter.since >= settings.interestAckTimeout {
+        for (body, outcome) in interest.releaseWaiters(live: membership.liveMembers, now: now) {
+            switch outcome {
+            case .propagated(let waited):
+                metrics.interestPropagated(after: waited.nanoseconds)
+            case .timedOut:
                 metrics.interestAckTimedOut()
                 logger.warning("interest not acknowledged by every peer in time; answering the SUBSCRIBE anyway")
-                waiter.body()
-            } else {
-                still.append(waiter)
             }
+            body()
         }
-        waitingForPropagation = still
     }
 
     // MARK: - Operators
@@ -758,11 +678,11 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                 }.sorted { $0.peer < $1.peer },
                 localInterest: Status.Interest(
                     origin: settings.node,
-                    epoch: localInterest.epoch,
-                    version: localInterest.version,
-                    entries: localInterest.snapshot
+                    epoch: interest.local.epoch,
+                    version: interest.local.version,
+                    entries: interest.local.snapshot
                 ),
-                remoteInterest: remoteInterest.entriesByOrigin.map { origin, held in
+                remoteInterest: interest.remote.entriesByOrigin.map { origin, held in
                     Status.Interest(
                         origin: origin,
                         epoch: held.epoch,
@@ -778,7 +698,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     }
 
     private func notJoinedReason() -> String? {
-        let holding = Set(links.keys.filter { remoteInterest.version(of: $0) != nil })
+        let holding = Set(links.keys.filter { interest.remote.version(of: $0) != nil })
         if !hasFormed {
             let seeds =
                 settings.seeds.isEmpty ? "no seeds configured" : "seeds " + settings.seeds.joined(separator: ",")
@@ -798,11 +718,11 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
             switch destination {
             case .topic(let key):
                 var peers = Set<NodeID>()
-                remoteInterest.peers(forTopic: key, into: &peers)
+                interest.remote.peers(forTopic: key, into: &peers)
                 var reasons: [NodeID: String] = [:]
                 for peer in peers {
                     let patterns =
-                        remoteInterest.entriesByOrigin[peer]?.entries.keys.compactMap { entry -> String? in
+                        interest.remote.entriesByOrigin[peer]?.entries.keys.compactMap { entry -> String? in
                             if case .topic(let pattern) = entry, TopicTrie<Int>.matches(pattern: pattern, key: key) {
                                 return pattern
                             }
@@ -812,7 +732,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                 }
                 return reasons
             case .queue(let name):
-                return remoteInterest.consumers(ofQueue: name).mapValues { "\($0) consumer(s) of /queue/\(name)" }
+                return interest.remote.consumers(ofQueue: name).mapValues { "\($0) consumer(s) of /queue/\(name)" }
             }
         }.get()) ?? [:]
     }
