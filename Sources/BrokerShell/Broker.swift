@@ -29,10 +29,11 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
     /// Weak: the transports own their registry (and it holds this broker).
     private weak var connections: (any ClientConnections)?
     private var outputs: [RouterOutput] = []
-    /// Indices into `outputs` of SUBSCRIBE receipts, which wait for the cluster.
-    private var gatedReceipts: Set<Int> = []
     private var cluster: (any ClusterSeam)?
     private var dispatching = false
+    /// Connections whose held receipt the cluster released during a dispatch, released to the
+    /// connections once the batch that held it went out.
+    private var releasedReceipts: [ConnectionID] = []
 
     // Any thread.
     private let nextConnection = Atomic<UInt64>(0)
@@ -105,15 +106,7 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
                 case .commit(let batch): sends += batch.reduce(0) { if case .send = $1 { $0 + 1 } else { $0 } }
                 default: break
                 }
-                let start = broker.outputs.count
                 broker.router.handle(operation, from: connection, receipt: receipt, into: &broker.outputs)
-                // A SUBSCRIBE's receipt promises that a publish anywhere in the cluster reaches the
-                // new subscription, so it waits until every peer holds the interest.
-                if case .subscribe = operation, receipt != nil, broker.cluster != nil {
-                    for index in start..<broker.outputs.count {
-                        if case .receipt = broker.outputs[index] { broker.gatedReceipts.insert(index) }
-                    }
-                }
             }
             if sends > 0 {
                 broker.published.add(sends, ordering: .relaxed)
@@ -138,7 +131,7 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
     /// Carries out the router's outputs: the cluster's first, in order, then the connections'
     /// in one batch. A SEND's receipt thus leaves after its message was handed to the links.
     ///
-    /// Re-entrant calls (the cluster may release a held receipt synchronously, from inside a
+    /// Re-entrant calls (the cluster may hand work back synchronously, from inside a
     /// dispatch) only append; the dispatch in progress picks their outputs up.
     private func dispatchOutputs() {
         eventLoop.assertInEventLoop()
@@ -147,38 +140,48 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
         defer { dispatching = false }
         while !outputs.isEmpty {
             let batch = outputs
-            let gated = gatedReceipts
             outputs.removeAll(keepingCapacity: true)
-            gatedReceipts.removeAll(keepingCapacity: true)
-            dispatch(batch, gated: gated)
+            dispatch(batch)
+            // Receipts the cluster released at once: their connections have them by now.
+            for connection in releasedReceipts { connections?.releaseReceipt(of: connection) }
+            releasedReceipts.removeAll(keepingCapacity: true)
         }
     }
 
-    private func dispatch(_ outputs: [RouterOutput], gated gatedReceipts: Set<Int>) {
+    private func dispatch(_ outputs: [RouterOutput]) {
         if let cluster {
-            for index in outputs.indices {
-                switch outputs[index] {
+            for output in outputs {
+                switch output {
                 case .interest(let destination, let delta):
                     cluster.interestChanged(destination, delta: delta)
                 case .forward(let message):
                     cluster.forward(message)
                 case .handOff(let queue, let message, let redelivered, let hops):
                     cluster.handOff(queue: queue, message, redelivered: redelivered, hops: hops)
-                case .receipt(let id, let frame) where gatedReceipts.contains(index):
-                    cluster.afterInterestPropagated { [self] in
-                        self.outputs.append(.receipt(id, frame))
-                        dispatchOutputs()
-                    }
+                case .receipt(let connection, _, waitsForCluster: true):
+                    // A SUBSCRIBE's receipt promises that a publish anywhere in the cluster
+                    // reaches the new subscription: its connection holds it (and all that
+                    // follows) until every peer holds the interest.
+                    cluster.afterInterestPropagated { [self] in releaseReceipt(of: connection) }
                 case .deliver, .receipt, .fail, .close:
                     break
                 }
             }
         }
         guard let connections else { return }
-        let messages = connections.send(outputs, holding: gatedReceipts)
+        let messages = connections.send(outputs, receiptsWait: cluster != nil)
         if messages > 0 {
             delivered.add(messages, ordering: .relaxed)
             deliveredCounter.increment(by: messages)
+        }
+    }
+
+    private func releaseReceipt(of connection: ConnectionID) {
+        eventLoop.assertInEventLoop()
+        if dispatching {
+            releasedReceipts.append(connection)
+        } else {
+            connections?.releaseReceipt(of: connection)
         }
     }
 

@@ -7,11 +7,17 @@ import StompRouting
 /// deliveries per event loop and cross to each loop once.
 public protocol ClientConnections: AnyObject, Sendable {
     /// Carries every client output in `outputs` (deliver, receipt, fail, close) to its
-    /// connection, in order. Skips the cluster's outputs and the receipts at `held`, which
-    /// wait for the cluster. Called on the broker's loop, once per batch.
+    /// connection, in order, and skips the cluster's. Called on the broker's loop, once per
+    /// batch.
     ///
+    /// - Parameter receiptsWait: whether a receipt marked `waitsForCluster` is held, with
+    ///   everything after it for its connection, until ``releaseReceipt(of:)``.
     /// - Returns: the MESSAGE frames handed over, for the delivery counters.
-    func send(_ outputs: [RouterOutput], holding held: Set<Int>) -> Int
+    func send(_ outputs: [RouterOutput], receiptsWait: Bool) -> Int
+
+    /// The earliest receipt of `connection` held for the cluster may go, with what waited
+    /// behind it. Called on the broker's loop, after the batch that held it.
+    func releaseReceipt(of connection: ConnectionID)
 
     /// The connections registered now, for shutdown. Read on the broker's loop.
     var connectionIDs: [ConnectionID] { get }

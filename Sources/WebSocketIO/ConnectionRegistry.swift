@@ -43,11 +43,11 @@ final class ConnectionRegistry: ClientConnections, @unchecked Sendable {
 
     /// Outputs for connections on the broker's loop are handed over directly; the rest are
     /// grouped per loop, so one task per loop carries all of a publish's deliveries there.
-    func send(_ outputs: [RouterOutput], holding held: Set<Int>) -> Int {
+    func send(_ outputs: [RouterOutput], receiptsWait: Bool) -> Int {
         var messages = 0
         // Few loops: a short array beats a dictionary per batch.
         var remote: [(loop: any EventLoop, items: [(NIOLoopBound<StompConnectionHandler>, ConnectionOutput)])] = []
-        for (index, routerOutput) in outputs.enumerated() {
+        for routerOutput in outputs {
             let connection: ConnectionID
             let output: ConnectionOutput
             switch routerOutput {
@@ -58,16 +58,15 @@ final class ConnectionRegistry: ClientConnections, @unchecked Sendable {
                 (connection, output) = (id, .fail(error))
             case .close(let id):
                 (connection, output) = (id, .close)
-            case .receipt(let id, let frame):
-                if held.contains(index) { continue }
-                (connection, output) = (id, .frame(frame))
+            case .receipt(let id, let frame, let waitsForCluster):
+                (connection, output) = (id, waitsForCluster && receiptsWait ? .heldReceipt(frame) : .frame(frame))
             case .interest, .forward, .handOff:
                 continue
             }
             guard let handler = handlers[connection] else { continue }
             switch output {
             case .fail, .close: handlers[connection] = nil
-            case .message, .frame: break
+            case .message, .frame, .heldReceipt, .releaseReceipt: break
             }
             if handler.eventLoop === broker.eventLoop {
                 handler.value.routerOutput(output)
@@ -79,6 +78,15 @@ final class ConnectionRegistry: ClientConnections, @unchecked Sendable {
         }
         for (loop, items) in remote { carry(items, to: loop) }
         return messages
+    }
+
+    func releaseReceipt(of connection: ConnectionID) {
+        guard let handler = handlers[connection] else { return }
+        if handler.eventLoop === broker.eventLoop {
+            handler.value.routerOutput(.releaseReceipt)
+        } else {
+            carry([(handler, .releaseReceipt)], to: handler.eventLoop)
+        }
     }
 
     /// One task carries `items` to their connections on `loop`, counted as queued work

@@ -50,6 +50,15 @@ struct OutboundBuffer {
         }
     }
 
+    /// Appends bytes another buffer of the same framing produced (``take()``), as they are.
+    mutating func appendFramed(_ bytes: ByteBuffer) {
+        if pending.readableBytes == 0 {
+            pending = bytes
+        } else {
+            pending.writeImmutableBuffer(bytes)
+        }
+    }
+
     /// Everything appended since the last call, or `nil` when there is nothing. An idle
     /// connection keeps no buffer.
     mutating func take() -> ByteBuffer? {

@@ -11,6 +11,11 @@ enum ConnectionOutput: Sendable {
     case message(MessageDelivery)
     /// Write these bytes (a RECEIPT).
     case frame(OutboundFrame)
+    /// Write this RECEIPT once the cluster knows of its subscription (``releaseReceipt``);
+    /// until then it and everything after it wait (``HeldOutbound``).
+    case heldReceipt(OutboundFrame)
+    /// The earliest held RECEIPT may go, with what waited behind it.
+    case releaseReceipt
     /// Send an ERROR for this reason, then close.
     case fail(StompProtocolError)
     /// Close now: the DISCONNECT was answered.
@@ -69,6 +74,8 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private var inbound = ByteBuffer()
     /// Frames written since the last flush, framed for the transport.
     private var outbound: OutboundBuffer
+    /// Frames waiting behind a RECEIPT that waits for the cluster.
+    private var held: HeldOutbound
     /// Operations decoded in this read burst, handed to the router together.
     private var pendingOperations: [(RouterOperation, receipt: String?)] = []
     private var actions: [SessionStateMachine.Action] = []
@@ -112,6 +119,7 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         self.id = id
         self.authenticator = authenticator
         self.outbound = OutboundBuffer(framing: framing)
+        self.held = HeldOutbound(framing: framing)
         self.connections = connections
         self.ticket = ticket
         self.limits = limits
@@ -258,10 +266,11 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         Self.slowConsumerLog.log(
             logger,
             "disconnecting slow consumer",
-            metadata: ["stomp.outbound.bytes": "\(outbound.byteCount + unwritten)"]
+            metadata: ["stomp.outbound.bytes": "\(outbound.byteCount + held.byteCount + unwritten)"]
         )
         // What was gathered for it and not yet handed over is dropped: it is the backlog.
         _ = outbound.take()
+        held.discard()
         fail(StompProtocolError(.slowConsumer, "slow consumer", detail: detail))
     }
 
@@ -286,6 +295,7 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         unwritten = 0
         inbound = ByteBuffer()
         _ = outbound.take()
+        held.discard()
         context.fireChannelInactive()
     }
 
@@ -442,17 +452,27 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         case .message(let delivery):
             // A fan-out stops building deliveries for a client as soon as it is over its
             // bound, rather than after a whole batch of them piled up.
-            guard outbound.byteCount + unwritten + delivery.maximumSize <= limits.maxOutboundBytes else {
+            guard outbound.byteCount + held.byteCount + unwritten + delivery.maximumSize <= limits.maxOutboundBytes
+            else {
                 disconnectSlowConsumer(
                     detail:
                         "More than \(limits.maxOutboundBytes) bytes (limits.outbound-bytes) were waiting for this client to read them."
                 )
                 return
             }
-            outbound.append(delivery)
-            scheduleFlush()
+            if held.isHolding {
+                held.append(delivery)
+            } else {
+                outbound.append(delivery)
+                scheduleFlush()
+            }
         case .frame(let frame):
-            outbound.append(frame)
+            append(frame)
+            scheduleFlush()
+        case .heldReceipt(let frame):
+            held.hold(frame)
+        case .releaseReceipt:
+            held.releaseFirst(into: &outbound)
             scheduleFlush()
         case .fail(let error):
             metrics.frameError(error.kind)
@@ -462,6 +482,7 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
             registered = false
             // The RECEIPT was written just before; a flush hands it to the kernel on a healthy
             // socket, so closing right after does not lose it.
+            held.releaseAll(into: &outbound)
             flush()
             state = .closing
             context.close(promise: nil)
@@ -485,7 +506,16 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     /// Frames the session answers with itself (CONNECTED, an ERROR) hold Swift strings only,
     /// so they are valid UTF-8.
     private func write(_ frame: StompFrame) {
-        outbound.append(OutboundFrame(bytes: StompFrameEncoder.encode(frame, version: session.version), isText: true))
+        append(OutboundFrame(bytes: StompFrameEncoder.encode(frame, version: session.version), isText: true))
+    }
+
+    /// Queues a frame behind any held RECEIPT, else for the next flush.
+    private func append(_ frame: OutboundFrame) {
+        if held.isHolding {
+            held.append(frame)
+        } else {
+            outbound.append(frame)
+        }
     }
 
     private func flush() {
@@ -528,6 +558,8 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         guard state == .active, let context else { return }
         submitPendingOperations()
         state = .closing
+        // The connection ends: the receipts held for the cluster go now, ahead of the ERROR.
+        held.releaseAll(into: &outbound)
         session.failed()
         heartbeatTask?.cancel()
         Self.errorLog.log(

@@ -273,6 +273,43 @@ class TestThreeNodes:
             sub.pending = [f for f in sub.pending if f.command != "MESSAGE"]
         assert not missed, f"rounds whose message was not delivered after the receipt: {missed}"
 
+    def test_receipts_come_in_the_order_of_their_frames(self, cluster, raw):
+        """A SUBSCRIBE's RECEIPT waits until the peers know of the subscription; the RECEIPTs
+        of the frames after it, which need no wait, must not overtake it. Frames go in one
+        write, over both transports, 10 rounds each."""
+        from stomp_raw import encode_frame
+        for transport in ("tcp", "ws"):
+            client = raw(cluster[2], transport)
+            base = uniq("order")
+            for i in range(10):
+                ids = [f"{base}-{i}-{n}" for n in range(4)]
+                burst = b"".join([
+                    encode_frame("SUBSCRIBE", {"id": ids[0], "destination": f"/topic/{base}.{i}",
+                                               "receipt": ids[0]}),
+                    encode_frame("SEND", {"destination": f"/topic/{base}.other", "receipt": ids[1]}, "x"),
+                    encode_frame("SUBSCRIBE", {"id": ids[2], "destination": f"/queue/{base}{i}",
+                                               "receipt": ids[2]}),
+                    encode_frame("UNSUBSCRIBE", {"id": ids[0], "receipt": ids[3]}),
+                ])
+                client.send_raw(burst)
+                got = [client.expect("RECEIPT", timeout=WAIT).header("receipt-id") for _ in ids]
+                assert got == ids, f"{transport} round {i}: receipts out of frame order"
+                client.send_frame("UNSUBSCRIBE", {"id": ids[2]})
+
+    def test_a_held_subscribe_receipt_comes_before_the_messages_it_releases(self, cluster, raw):
+        """Queue messages wait on node 2 with no consumer anywhere; a SUBSCRIBE there with a
+        receipt gets the RECEIPT (held until the peers know) before those messages."""
+        pub = raw(cluster[2], "tcp")
+        q = f"/queue/{uniq('first')}"
+        for i in range(5):
+            pub.send(q, f"m{i}")
+        pub.send(q, "m5", receipt=True)
+        sub = raw(cluster[2], "ws")
+        sub.send_frame("SUBSCRIBE", {"id": "s", "destination": q, "receipt": "sub"})
+        first = sub.recv_frame(timeout=WAIT)
+        assert (first.command, first.header("receipt-id")) == ("RECEIPT", "sub"), first
+        assert [sub.expect("MESSAGE", timeout=WAIT).text for _ in range(6)] == [f"m{i}" for i in range(6)]
+
     def test_queue_competing_consumers_on_other_nodes(self, cluster, clients):
         n = 300
         dest = f"/queue/{uniq('work')}"

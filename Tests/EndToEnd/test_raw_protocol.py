@@ -183,6 +183,22 @@ def test_queue_message_held_until_consumer_subscribes(open_client):
     assert [m.body for m in sub.messages(4)] == [b"h0", b"h1", b"h2", b"h3"]
 
 
+@TRANSPORTS
+def test_subscribe_receipt_comes_before_the_messages_it_releases(open_client, transport):
+    """As RabbitMQ and ActiveMQ do: a client that waits for the RECEIPT before reading
+    messages must find the RECEIPT first."""
+    pub = open_client("tcp")
+    q = f"/queue/{unique('first')}"
+    for i in range(3):
+        pub.send(q, f"m{i}")
+    pub.send(q, "m3", receipt=True)
+    sub = open_client(transport)
+    sub.send_frame("SUBSCRIBE", {"id": "s", "destination": q, "receipt": "sub"})
+    first = sub.recv_frame()
+    assert (first.command, first.header("receipt-id")) == ("RECEIPT", "sub"), first
+    assert [sub.expect("MESSAGE").body for _ in range(4)] == [b"m0", b"m1", b"m2", b"m3"]
+
+
 def test_topic_message_without_subscriber_is_not_held(open_client):
     pub = open_client("tcp")
     t = f"/topic/{unique('gone')}"

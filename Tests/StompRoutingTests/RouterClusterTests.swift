@@ -45,6 +45,44 @@ struct RouterClusterTests {
         }
     }
 
+    /// What each output is, in order, with the receipts' wait for the cluster.
+    private func kinds(_ outputs: [RouterOutput]) -> [String] {
+        outputs.map {
+            switch $0 {
+            case .interest: "interest"
+            case .deliver: "deliver"
+            case .receipt(_, _, let waits): waits ? "receipt waiting for the cluster" : "receipt"
+            case .forward: "forward"
+            case .handOff: "handOff"
+            case .fail: "fail"
+            case .close: "close"
+            }
+        }
+    }
+
+    @Test func aSubscribeReceiptFollowsItsInterestAndPrecedesTheMessagesItReleases() {
+        var driver = RouterDriver()
+        let publisher = driver.open(1)
+        driver.send(publisher, "/queue/jobs", "1")
+        driver.send(publisher, "/queue/jobs", "2")
+        let consumer = driver.open(2)
+        let request = SubscribeRequest(id: "s", destination: .queue("jobs"), ackMode: .auto, prefetch: 10)
+        var outputs: [RouterOutput] = []
+        driver.router.handle(.subscribe(request), from: consumer, receipt: "r", into: &outputs)
+        #expect(kinds(outputs) == ["interest", "receipt waiting for the cluster", "deliver", "deliver"])
+    }
+
+    @Test func onlyASubscribeReceiptWaitsForTheCluster() {
+        var driver = RouterDriver()
+        let client = driver.open(1)
+        var outputs: [RouterOutput] = []
+        let publish = PublishRequest(destination: .topic("t"), headers: [:], body: ByteBuffer())
+        driver.router.handle(.send(publish), from: client, receipt: "s", into: &outputs)
+        driver.router.handle(.unsubscribe(id: "none"), from: client, receipt: "u", into: &outputs)
+        driver.router.handle(.barrier, from: client, receipt: "b", into: &outputs)
+        #expect(kinds(outputs).filter { $0.hasPrefix("receipt") } == ["receipt", "receipt", "receipt"])
+    }
+
     @Test func locallyPublishedTopicMessagesAreForwardedOnce() {
         var driver = RouterDriver()
         let a = driver.open(1)

@@ -97,7 +97,7 @@ struct RouterDriver {
                     decode(bytes, version: versions[connection] ?? .v1_2),
                     isText: delivery.isText
                 )
-            case .receipt(let connection, let frame):
+            case .receipt(let connection, let frame, _):
                 lastRawDeliveries.append((connection, frame.bytes))
                 return .deliver(
                     connection,

@@ -194,7 +194,7 @@ struct SessionHarness {
             guard let index = clientIndex(connection), clients[index].active else { return }
             written.reserveCapacity(minimumWritableBytes: delivery.maximumSize)
             delivery.write(into: &written)
-        case .receipt(let connection, let frame):
+        case .receipt(let connection, let frame, _):
             guard let index = clientIndex(connection), clients[index].active else { return }
             written.writeImmutableBuffer(frame.bytes)
         case .fail(let connection, let error):

@@ -225,6 +225,7 @@ public final class Router {
         // Operations of a connection already failed or closed are dropped: its ERROR is out.
         guard connections[connection] != nil else { return }
 
+        let start = outputs.count
         do {
             try apply(operation, from: connection, into: &outputs)
         } catch {
@@ -233,12 +234,18 @@ public final class Router {
         }
         if let receipt, let version = connections[connection]?.version {
             let frame = StompFrame(.receipt, headers: [StompHeader.receiptID: receipt])
-            outputs.append(
-                .receipt(
-                    connection,
-                    OutboundFrame(bytes: StompFrameEncoder.encode(frame, version: version), isText: true)
-                )
-            )
+            let encoded = OutboundFrame(bytes: StompFrameEncoder.encode(frame, version: version), isText: true)
+            if case .subscribe = operation {
+                // The receipt says the subscription exists, so it comes before the messages
+                // that subscription released (as RabbitMQ and ActiveMQ send it; synchronous
+                // clients read it first), and after the interest change it vouches for. It
+                // promises that a publish on any node reaches the subscription: the shell
+                // holds it until the cluster knows.
+                let position = outputs[start...].firstIndex { if case .deliver = $0 { true } else { false } }
+                outputs.insert(.receipt(connection, encoded, waitsForCluster: true), at: position ?? outputs.count)
+            } else {
+                outputs.append(.receipt(connection, encoded, waitsForCluster: false))
+            }
         }
         if case .disconnect = operation {
             outputs.append(.close(connection))

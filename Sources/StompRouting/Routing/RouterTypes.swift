@@ -136,9 +136,10 @@ public enum RouterClusterOperation: Sendable, Equatable {
 public enum RouterOutput: Sendable {
     /// Write this MESSAGE to the connection.
     case deliver(ConnectionID, MessageDelivery)
-    /// Write this RECEIPT to the connection. Separate from `deliver` so that the shell can hold
-    /// a SUBSCRIBE's receipt until the cluster knows of the subscription.
-    case receipt(ConnectionID, OutboundFrame)
+    /// Write this RECEIPT to the connection. With `waitsForCluster` (a SUBSCRIBE's), it and
+    /// everything after it for that connection wait until every peer knows of the
+    /// subscription, so that it never promises too early and nothing overtakes it.
+    case receipt(ConnectionID, OutboundFrame, waitsForCluster: Bool)
     /// Local subscriptions to a destination (a topic pattern or a queue) changed by `delta`.
     case interest(Destination, delta: Int)
     /// A topic message published here, for the peers whose subscribers want it.
