@@ -5,8 +5,8 @@ import NIOPosix
 import NIOSSL
 import StompRouting
 
-/// The networking around the cluster's state machines: link listener and dialler, the
-/// protocol clock, and the glue between membership, interest and the local router.
+/// The networking around ``ClusterInstance``: the link listener and dialler, the protocol
+/// clock, and carrying out the instance's directives on links and on the local router.
 ///
 /// Confined to one event loop, the router's, so that matching a publish against peers'
 /// interest and writing to links need no locks and no hops: links are bootstrapped on that
@@ -15,38 +15,27 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     public let settings: ClusterSettings
     public let eventLoop: any EventLoop
     let metrics = ClusterMetrics()
-    private let logger: Logger
+    let logger: Logger
     /// The local router's end of the seam (on this loop). Weak: the broker holds this shell.
-    private weak var router: (any RouterClusterInput)?
+    weak var router: (any RouterClusterInput)?
     /// The node's back-pressure, which links pause for and report congestion to.
     let flowControl: FlowControl?
 
-    private var membership: MembershipInstance
-    /// Interest both ways, the peers' acknowledgements and the receipts waiting for them.
-    private var interest: InterestSync<() -> Void>
+    /// Membership, interest and hand-offs: every decision about peers.
+    var instance: ClusterInstance<() -> Void>
     /// Established links, one per peer.
-    private var links: [NodeID: LinkChannelHandler] = [:]
+    var links: [NodeID: LinkChannelHandler] = [:]
     /// Every open link handler, established or still in its handshake.
-    private var openLinks: [ObjectIdentifier: LinkChannelHandler] = [:]
+    var openLinks: [ObjectIdentifier: LinkChannelHandler] = [:]
     /// Whom to dial when, and which of two links to a peer stays.
-    private var linkPolicy: LinkPolicy
-    private var lastDigest: NIODeadline = .now()
-    /// Queue messages handed to peers and not acknowledged yet.
-    private var handoffs = QueueHandoffs()
+    var linkPolicy: LinkPolicy
     private var topicScratch = Set<NodeID>()
-    private var listener: (any Channel)?
-    private var clock: RepeatedTask?
-    private var leaving = false
-    /// Whether the node has once linked to `settings.minimumMembers - 1` peers with their
-    /// interest: the start of "joined". Never reset, so a node that lost its peers later
-    /// stays in service for the clients it has.
-    private var hasFormed = false
-    /// This node's admin API address, told to every peer.
-    private var adminAddress = ""
-    /// Peers' admin API addresses, as they told them; an entry goes when its member leaves.
-    private var peerAdminAddresses: [NodeID: String] = [:]
-    /// Runs an operator's request that arrived from another member ("drain", "leave").
-    private var adminRequestHandler: (@Sendable (String) -> Void)?
+    var listener: (any Channel)?
+    var clock: RepeatedTask?
+    var leaving = false
+    /// This node's admin API address and its peers', as they told them (an entry goes when
+    /// its member does), and what runs an operator's request that a peer passed on.
+    var admin = ClusterAdminState()
 
     /// - Parameters:
     ///   - settings: the cluster's configuration.
@@ -69,13 +58,18 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         var logger = logger
         logger[metadataKey: "cluster.node"] = "\(settings.node)"
         self.logger = logger
-        self.membership = MembershipInstance(
+        self.instance = ClusterInstance(
             node: settings.node,
             epoch: settings.epoch,
             address: settings.advertisedAddress ?? "\(settings.host):\(settings.port)",
-            settings: settings.membership
+            settings: ClusterInstance.Settings(
+                membership: settings.membership,
+                acknowledgementTimeout: settings.interestAckTimeout,
+                digestInterval: settings.digestInterval,
+                minimumMembers: settings.minimumMembers
+            ),
+            now: .now()
         )
-        self.interest = InterestSync(epoch: settings.epoch, acknowledgementTimeout: settings.interestAckTimeout)
         self.linkPolicy = LinkPolicy(
             settings: LinkPolicy.Settings(
                 backoffMinimum: settings.reconnectBackoffMinimum,
@@ -85,109 +79,19 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         )
     }
 
-    // MARK: - Lifecycle
-
-    /// Binds the link listener and starts the protocol clock.
-    ///
-    /// - Returns: the bound port.
-    public func start() async throws -> Int {
-        let bootstrap = ServerBootstrap(group: eventLoop)
-            .serverChannelOption(.backlog, value: 256)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.writeBufferWaterMark, value: settings.linkWaterMark)
-            .childChannelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let tls = settings.tls {
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.server))
-                    }
-                    try channel.pipeline.syncOperations.addHandler(makeLinkHandler(outbound: false, address: nil))
-                }
-            }
-        let channel = try await bootstrap.bind(host: settings.host, port: settings.port).get()
-        let port = channel.localAddress?.port ?? settings.port
-        try await eventLoop.submit { [self] in
-            listener = channel
-            if settings.advertisedAddress == nil {
-                membership = MembershipInstance(
-                    node: settings.node,
-                    epoch: settings.epoch,
-                    address: "\(settings.host):\(port)",
-                    settings: settings.membership
-                )
-            }
-            linkPolicy.noteOwnAddress(membership.address)
-            clock = eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: settings.tickInterval) { [self] _ in
-                tick()
-            }
-        }.get()
-        logger.info(
-            "cluster link listening",
-            metadata: ["net.address": "\(settings.host):\(port)", "cluster.name": "\(settings.clusterName)"]
-        )
-        return port
-    }
-
-    /// Hands every queue message this node holds to peers (preferring those with consumers)
-    /// and waits, bounded, until they have acknowledged taking them.
-    ///
-    /// - Returns: the messages still unacknowledged when the wait ended.
-    public func evacuate(timeout: TimeAmount = .seconds(5)) async -> Int {
-        try? await eventLoop.submit { [self] in
-            handoffs.evacuating = true
-            router?.apply(.evacuate)
-        }.get()
-        let deadline = NIODeadline.now() + timeout
-        while NIODeadline.now() < deadline {
-            let remaining = (try? await eventLoop.submit { [self] in handoffs.pendingCount }.get()) ?? 0
-            if remaining == 0 { return 0 }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        return (try? await eventLoop.submit { [self] in handoffs.pendingCount }.get()) ?? 0
-    }
-
-    /// Leaves the cluster gracefully: peers hear of it at once and stop routing here.
-    public func leave() async {
-        try? await eventLoop.submit { [self] in
-            leaving = true
-            clock?.cancel()
-            perform(membership.leave())
-            for link in openLinks.values { link.flushBatches() }
-        }.get()
-        // Let the announcement reach the wire before the links close.
-        try? await Task.sleep(for: .milliseconds(100))
-        try? await eventLoop.submit { [self] in
-            for link in openLinks.values { link.close() }
-            listener?.close(promise: nil)
-        }.get()
-    }
-
     // MARK: - The protocol clock
 
-    private func tick() {
+    func tick() {
         guard !leaving else { return }
         let now = NIODeadline.now()
         for (peer, link) in links {
             // A link this node stopped reading (flow control) may hold the answer unread: its
             // peer is not to blame for that.
-            membership.heard(from: peer, at: link.isPausedForFlowControl ? now : link.lastReceived)
+            instance.heard(from: peer, at: link.isPausedForFlowControl ? now : link.lastReceived)
         }
-        perform(membership.tick(now: now))
+        perform(instance.tick(now: now))
         keepLinksAlive(now: now)
         dialMissingPeers(now: now)
-        if now - lastDigest >= settings.digestInterval {
-            lastDigest = now
-            sendDigests()
-        }
-        releasePropagationWaiters(now: now)
-        noteFormation()
-    }
-
-    /// Latches ``hasFormed`` once enough peers are linked and their interest is held.
-    private func noteFormation() {
-        guard !hasFormed else { return }
-        let linked = links.keys.filter { interest.remote.version(of: $0) != nil }.count
-        if linked + 1 >= settings.minimumMembers { hasFormed = true }
     }
 
     private func keepLinksAlive(now: NIODeadline) {
@@ -209,128 +113,53 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
 
     // MARK: - Directives
 
-    private func perform(_ directives: [MembershipInstance.Directive]) {
-        for directive in directives {
-            switch directive {
-            case .send(let message, let peer):
-                links[peer]?.send(message)
-            case .broadcast(let message):
-                for link in links.values { link.send(message) }
-            case .connect(let peer, let address):
-                if links[peer] == nil { dial(address, now: .now(), force: true) }
-            case .statusChanged(let update, let previous):
-                memberChanged(update, previous: previous)
+    func perform(_ directives: [ClusterInstance<() -> Void>.Directive]) {
+        for directive in directives { perform(directive) }
+    }
+
+    private func perform(_ directive: ClusterInstance<() -> Void>.Directive) {
+        switch directive {
+        case .send(let message, let peer):
+            links[peer]?.send(message)
+            if case .handoff = message { metrics.queueHandedOff() }
+        case .broadcast(let message):
+            for link in links.values { link.send(message) }
+        case .connect(_, let address):
+            dial(address, now: .now(), force: true)
+        case .closeLink(let peer):
+            links.removeValue(forKey: peer)?.close()
+        case .route(let operation):
+            router?.apply(operation)
+        case .release(let body, let outcome):
+            switch outcome {
+            case .propagated(let waited):
+                metrics.interestPropagated(after: waited.nanoseconds)
+            case .timedOut:
+                metrics.interestAckTimedOut()
+                logger.warning("interest not acknowledged by every peer in time; answering the SUBSCRIBE anyway")
             }
+            body()
+        case .memberChanged(let update, let previous, let droppedEntries):
+            memberChanged(update, previous: previous, droppedEntries: droppedEntries)
         }
     }
 
-    private func memberChanged(_ update: MemberUpdate, previous: MemberUpdate.Status?) {
+    private func memberChanged(_ update: MemberUpdate, previous: MemberUpdate.Status?, droppedEntries: Int) {
+        let peer = LinkHandshake.quoted(update.node.name)
         logger.info(
             "member \(update.status)",
             metadata: [
-                "cluster.peer": "\(LinkHandshake.quoted(update.node.name))",
+                "cluster.peer": "\(peer)",
                 "cluster.incarnation": "\(update.incarnation)",
                 "cluster.previous": "\(previous.map { "\($0)" } ?? "unknown")",
             ]
         )
         guard update.status >= .dead else { return }
-        peerAdminAddresses[update.node] = nil
-        // Its interest goes, so nothing more is routed there; its queue messages in flight
-        // come back to this node.
-        let entries = interest.remote.entriesByOrigin[update.node]?.entries.count ?? 0
-        for queue in interest.memberGone(update.node) { announceRemoteConsumers(queue) }
+        admin.peerAddresses[update.node] = nil
         logger.info(
             "dropped interest of departed member",
-            metadata: [
-                "cluster.peer": "\(LinkHandshake.quoted(update.node.name))", "cluster.interest.entries": "\(entries)",
-            ]
+            metadata: ["cluster.peer": "\(peer)", "cluster.interest.entries": "\(droppedEntries)"]
         )
-        links.removeValue(forKey: update.node)?.close()
-        reclaimHandoffs(to: update.node)
-        releasePropagationWaiters(now: .now())
-    }
-
-    // MARK: - Dialling
-
-    private func dialMissingPeers(now: NIODeadline) {
-        for peer in membership.liveMembers where links[peer] == nil {
-            if let address = membership.status(of: peer)?.address { dial(address, now: now, force: false) }
-        }
-        // A member declared dead may have been cut off rather than killed: try it now and then,
-        // so both halves of a healed partition find each other (it refutes with a higher
-        // incarnation once the link is up).
-        if linkPolicy.deadRedialDue(now: now) {
-            for member in membership.deadMembers where links[member.node] == nil {
-                dial(member.address, now: now, force: false)
-            }
-        }
-        // Seeds are how a node finds the cluster; while it has no peer at all, keep trying them.
-        if !settings.seeds.isEmpty, linkPolicy.seedsDue(now: now, linked: !links.isEmpty) {
-            SeedResolver.resolve(settings.seeds, on: eventLoop).whenSuccess { [self] addresses in
-                let linked = Set(openLinks.values.compactMap(\.dialedAddress)).union(
-                    links.values.compactMap(\.peer?.address)
-                )
-                for address in addresses where !linked.contains(address) {
-                    dial(address, now: .now(), force: false)
-                }
-            }
-        }
-    }
-
-    private func dial(_ address: String, now: NIODeadline, force: Bool) {
-        guard !leaving, let (host, port) = SeedResolver.split(address),
-            linkPolicy.startDial(address, now: now, force: force)
-        else { return }
-        var bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(settings.connectTimeout)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .channelOption(.writeBufferWaterMark, value: settings.linkWaterMark)
-        bootstrap = bootstrap.channelInitializer { [self] channel in
-            channel.eventLoop.makeCompletedFuture {
-                if let tls = settings.tls {
-                    try channel.pipeline.syncOperations.addHandler(
-                        try NIOSSLClientHandler(context: tls.client, serverHostname: nil)
-                    )
-                }
-                try channel.pipeline.syncOperations.addHandler(makeLinkHandler(outbound: true, address: address))
-            }
-        }
-        bootstrap.connect(host: host, port: port).whenComplete { [self] result in
-            linkPolicy.dialEnded(address, failed: (try? result.get()) == nil, now: .now())
-            if case .failure(let error) = result {
-                // The address may come from a peer's gossip, and NIO's connect errors name it.
-                logger.debug(
-                    "dial failed",
-                    metadata: [
-                        "net.address": "\(LinkHandshake.quoted(address))",
-                        "error": "\(LinkHandshake.quoted("\(error)"))",
-                    ]
-                )
-            }
-        }
-    }
-
-    private func makeLinkHandler(outbound: Bool, address: String?) -> LinkChannelHandler {
-        var generator = SystemRandomNumberGenerator()
-        let nonce = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        let identity = LinkHandshake.Identity(
-            clusterName: settings.clusterName,
-            node: settings.node,
-            epoch: settings.epoch,
-            address: membership.address,
-            secret: settings.secret
-        )
-        let link = LinkChannelHandler(
-            shell: self,
-            handshake: LinkHandshake(identity: identity, nonce: nonce, role: outbound ? .dialer : .listener),
-            isOutbound: outbound,
-            dialedAddress: address,
-            checksPeerCertificate: settings.tls != nil,
-            handshakeFrameSize: settings.handshakeFrameSize,
-            maxFrameSize: settings.maxLinkFrameSize,
-            handshakeTimeout: settings.handshakeTimeout
-        )
-        return link
     }
 
     // MARK: - Link events (called by LinkChannelHandler on this loop)
@@ -357,8 +186,6 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
             existing.close()
         }
         links[peer.node] = link
-        // A link that (re)connects starts from a full snapshot of this node's interest.
-        let snapshot = interest.linkEstablished(to: peer.node, peerEpoch: peer.epoch)
         logger.info(
             "link up",
             metadata: [
@@ -368,9 +195,8 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                 "link.wire_version": "\(version)",
             ]
         )
-        perform(membership.linkEstablished(node: peer.node, epoch: peer.epoch, address: peer.address, now: .now()))
-        link.send(snapshot)
-        link.send(.nodeInfo(adminAddress: adminAddress))
+        perform(instance.linkEstablished(to: peer.node, epoch: peer.epoch, address: peer.address, now: .now()))
+        link.send(.nodeInfo(adminAddress: admin.ownAddress))
     }
 
     func linkClosed(_ link: LinkChannelHandler) {
@@ -392,8 +218,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                 "link.frames.sent": "\(counters.framesSent)",
             ]
         )
-        reclaimHandoffs(to: peer)
-        if !leaving { perform(membership.linkClosed(node: peer, now: .now())) }
+        perform(instance.linkClosed(to: peer, now: .now(), leaving: leaving))
     }
 
     /// A link ended in error. `reason` is composed by the link and its handshake, with every
@@ -432,46 +257,11 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         )
     }
 
-    // MARK: - Messages from peers
-
     func received(_ message: LinkMessage, on link: LinkChannelHandler) {
-        guard let peer = link.peer?.node, links[peer] === link else { return }
-        let now = NIODeadline.now()
+        guard let hello = link.peer, links[hello.node] === link else { return }
         switch message {
-        case .ping, .ack, .pingRequest, .members:
-            perform(membership.received(message, from: peer, now: now))
-
-        case .interestDelta, .interestSnapshot, .interestAck, .interestDigest:
-            guard let peerEpoch = link.peer?.epoch else { break }
-            let reaction = interest.received(message, from: peer, peerEpoch: peerEpoch)
-            for reply in reaction.replies { link.send(reply) }
-            for queue in reaction.queuesChanged { announceRemoteConsumers(queue) }
-            if reaction.acknowledgementAdvanced { releasePropagationWaiters(now: now) }
-
-        case .forward(let envelope):
-            router?.apply(.deliverForwarded(envelope))
-
-        case .handoff(let id, let queue, let envelope, let redelivered, let hops):
-            router?.apply(
-                .acceptHandoff(
-                    queue: queue,
-                    envelope,
-                    redelivered: redelivered,
-                    hops: QueueHandoffs.hopsOnArrival(hops)
-                )
-            )
-            link.send(.handoffAck(id: id))
-
-        case .handoffAck(let id):
-            handoffs.acknowledged(id)
-
         case .nodeInfo(let address):
-            // Shown to operators and dialled by clusterctl: only a plausible host:port is kept.
-            let plausible =
-                address.utf8.count <= 300 && address.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }
-                && SeedResolver.split(address) != nil
-            peerAdminAddresses[peer] = plausible ? address : nil
-
+            admin.peerTold(address, from: hello.node)
         case .adminRequest(let action):
             // The peer proved the cluster secret, and its admin API accepted the operator's
             // token; members may already move each other's messages, so asking one to drain
@@ -479,24 +269,17 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
             logger.notice(
                 "admin request from a peer",
                 metadata: [
-                    "cluster.peer": "\(LinkHandshake.quoted(peer.name))",
+                    "cluster.peer": "\(LinkHandshake.quoted(hello.node.name))",
                     "admin.action": "\(LinkHandshake.quoted(action))",
                 ]
             )
-            adminRequestHandler?(action)
-
-        case .heartbeat, .hello, .challenge, .proof, .refuse:
-            break
+            admin.requestHandler?(action)
+        case .forward(let envelope):
+            // The hot path: straight to the router, no directive array.
+            router?.apply(.deliverForwarded(envelope))
+        default:
+            perform(instance.received(message, from: hello.node, peerEpoch: hello.epoch, now: .now()))
         }
-    }
-
-    private func sendDigests() {
-        for (peer, link) in links { link.send(interest.digest(for: peer)) }
-    }
-
-    private func announceRemoteConsumers(_ queue: String) {
-        let total = interest.remote.consumers(ofQueue: queue).values.reduce(0, +)
-        router?.apply(.remoteQueueConsumers(queue: queue, count: total))
     }
 
     // MARK: - From the local router
@@ -504,7 +287,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     /// Local subscriptions changed; peers hear of it when the aggregate changes.
     public func interestChanged(_ destination: Destination, delta: Int) {
         eventLoop.assertInEventLoop()
-        guard let delta = interest.localChanged(destination, by: delta) else { return }
+        guard let delta = instance.interestChanged(destination, by: delta) else { return }
         for link in links.values { link.send(delta) }
     }
 
@@ -513,7 +296,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         eventLoop.assertInEventLoop()
         guard case .topic(let key) = message.destination else { return }
         topicScratch.removeAll(keepingCapacity: true)
-        interest.remote.peers(forTopic: key, into: &topicScratch)
+        instance.interest.remote.peers(forTopic: key, into: &topicScratch)
         guard !topicScratch.isEmpty else { return }
         // Encoded once, whatever the number of peers. Every link speaks the one version this
         // build supports; once links of two versions may differ in a forward's layout, this
@@ -537,203 +320,12 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     /// their consumer counts. With no such peer reachable, the message stays here.
     public func handOff(queue: String, _ message: MessageEnvelope, redelivered: Bool, hops: UInt8) {
         eventLoop.assertInEventLoop()
-        let decision = handoffs.handOff(
-            queue: queue,
-            message,
-            redelivered: redelivered,
-            hops: hops,
-            consumers: interest.remote.consumers(ofQueue: queue).filter { links[$0.key] != nil },
-            linkedPeers: links.keys
-        )
-        switch decision {
-        case .send(let id, let peer):
-            links[peer]?.send(.handoff(id: id, queue: queue, message: message, redelivered: redelivered, hops: hops))
-            metrics.queueHandedOff()
-        case .keepHere:
-            router?.apply(.acceptHandoff(queue: queue, message, redelivered: redelivered, hops: .max))
-        }
+        perform(instance.handOff(queue: queue, message, redelivered: redelivered, hops: hops))
     }
-
-    /// Messages handed to a peer that went away before acknowledging them are this node's
-    /// again, in the order they were handed over.
-    private func reclaimHandoffs(to peer: NodeID) {
-        for handoff in handoffs.reclaim(from: peer) {
-            router?.apply(
-                .acceptHandoff(
-                    queue: handoff.queue,
-                    handoff.message,
-                    redelivered: handoff.redelivered,
-                    hops: handoff.hops
-                )
-            )
-        }
-    }
-
-    // MARK: - Subscribe receipts
 
     /// Runs `body` once every live peer acknowledged this node's current interest version.
     public func afterInterestPropagated(_ body: @escaping () -> Void) {
         eventLoop.assertInEventLoop()
-        interest.waitForPropagation(body, live: membership.liveMembers, now: .now())?()
-    }
-
-    private func releasePropagationWaiters(now: NIODeadline) {
-        for (body, outcome) in interest.releaseWaiters(live: membership.liveMembers, now: now) {
-            switch outcome {
-            case .propagated(let waited):
-                metrics.interestPropagated(after: waited.nanoseconds)
-            case .timedOut:
-                metrics.interestAckTimedOut()
-                logger.warning("interest not acknowledged by every peer in time; answering the SUBSCRIBE anyway")
-            }
-            body()
-        }
-    }
-
-    // MARK: - Operators
-
-    /// Sets this node's admin API address and tells every peer.
-    public func advertiseAdminAddress(_ address: String) async {
-        try? await eventLoop.submit { [self] in
-            adminAddress = address
-            for link in links.values { link.send(.nodeInfo(adminAddress: address)) }
-        }.get()
-    }
-
-    /// What to do when a peer passes on an operator's request for this node.
-    public func onAdminRequest(_ handler: @escaping @Sendable (String) -> Void) {
-        eventLoop.execute { [self] in adminRequestHandler = handler }
-    }
-
-    /// Passes an operator's request to a member over its link.
-    ///
-    /// - Returns: whether a link to that member was up to carry it.
-    public func requestAdminAction(_ action: String, of member: NodeID) async -> Bool {
-        (try? await eventLoop.submit { [self] () -> Bool in
-            guard let link = links[member] else { return false }
-            link.send(.adminRequest(action: action))
-            link.flushBatches()
-            return true
-        }.get()) ?? false
-    }
-
-    // MARK: - Status
-
-    /// A snapshot of the cluster as this node sees it.
-    public struct Status: Sendable {
-        public struct Link: Sendable {
-            public var peer: NodeID
-            public var address: String
-            public var outbound: Bool
-            /// The wire version the link's handshake settled on.
-            public var wireVersion: UInt16
-            public var counters: LinkCounters
-        }
-
-        public struct Interest: Sendable {
-            public var origin: NodeID
-            public var epoch: UInt64
-            public var version: UInt64
-            public var entries: [(Destination, Int)]
-        }
-
-        public var node: NodeID
-        public var epoch: UInt64
-        public var incarnation: UInt64
-        public var localHealth: Int
-        public var members: [MemberUpdate]
-        public var links: [Link]
-        public var localInterest: Interest
-        public var remoteInterest: [Interest]
-        /// Joined: linked to enough members once (``ClusterSettings/minimumMembers``), and
-        /// now to every live member, holding its interest snapshot.
-        public var isJoined: Bool
-        /// Why the node isn't joined yet, for `/readyz` and clusterctl; `nil` when it is.
-        public var notJoinedReason: String?
-        /// Members' admin API addresses, this node's included, as far as they are known.
-        public var adminAddresses: [NodeID: String]
-    }
-
-    public func status() async -> Status? {
-        try? await eventLoop.submit { [self] in
-            noteFormation()
-            let reason = notJoinedReason()
-            var adminAddresses = peerAdminAddresses
-            if !adminAddress.isEmpty { adminAddresses[settings.node] = adminAddress }
-            return Status(
-                node: settings.node,
-                epoch: settings.epoch,
-                incarnation: membership.incarnation,
-                localHealth: membership.localHealth,
-                members: membership.allMembers,
-                links: links.values.compactMap { link in
-                    guard let peer = link.peer, let wireVersion = link.wireVersion else { return nil }
-                    return Status.Link(
-                        peer: peer.node,
-                        address: peer.address,
-                        outbound: link.isOutbound,
-                        wireVersion: wireVersion,
-                        counters: link.counters
-                    )
-                }.sorted { $0.peer < $1.peer },
-                localInterest: Status.Interest(
-                    origin: settings.node,
-                    epoch: interest.local.epoch,
-                    version: interest.local.version,
-                    entries: interest.local.snapshot
-                ),
-                remoteInterest: interest.remote.entriesByOrigin.map { origin, held in
-                    Status.Interest(
-                        origin: origin,
-                        epoch: held.epoch,
-                        version: held.version,
-                        entries: held.entries.map { ($0.key, $0.value) }
-                    )
-                }.sorted { $0.origin < $1.origin },
-                isJoined: reason == nil,
-                notJoinedReason: reason,
-                adminAddresses: adminAddresses
-            )
-        }.get()
-    }
-
-    private func notJoinedReason() -> String? {
-        let holding = Set(links.keys.filter { interest.remote.version(of: $0) != nil })
-        if !hasFormed {
-            let seeds =
-                settings.seeds.isEmpty ? "no seeds configured" : "seeds " + settings.seeds.joined(separator: ",")
-            return
-                "waiting for members: linked to \(holding.count) of the \(settings.minimumMembers - 1) peer(s) cluster.min-members=\(settings.minimumMembers) asks for (\(seeds))"
-        }
-        // Member ids come from peers' gossip: shown to operators, so quoted like in the logs.
-        let missing = membership.liveMembers.filter { !holding.contains($0) }.map { LinkHandshake.quoted($0.name) }
-            .sorted()
-        guard !missing.isEmpty else { return nil }
-        return "not yet linked to live member(s) \(missing.joined(separator: ", ")) with their interest"
-    }
-
-    /// Which peers would receive a message for `destination` (the admin API's "why").
-    public func routing(for destination: Destination) async -> [NodeID: String] {
-        (try? await eventLoop.submit { [self] () -> [NodeID: String] in
-            switch destination {
-            case .topic(let key):
-                var peers = Set<NodeID>()
-                interest.remote.peers(forTopic: key, into: &peers)
-                var reasons: [NodeID: String] = [:]
-                for peer in peers {
-                    let patterns =
-                        interest.remote.entriesByOrigin[peer]?.entries.keys.compactMap { entry -> String? in
-                            if case .topic(let pattern) = entry, TopicTrie<Int>.matches(pattern: pattern, key: key) {
-                                return pattern
-                            }
-                            return nil
-                        } ?? []
-                    reasons[peer] = "subscribed to " + patterns.sorted().map { "/topic/" + $0 }.joined(separator: ", ")
-                }
-                return reasons
-            case .queue(let name):
-                return interest.remote.consumers(ofQueue: name).mapValues { "\($0) consumer(s) of /queue/\(name)" }
-            }
-        }.get()) ?? [:]
+        instance.waitForPropagation(body, now: .now())?()
     }
 }

@@ -1,0 +1,320 @@
+import NIOCore
+import StompRouting
+
+/// The cluster's protocol on one node, without I/O: membership (``MembershipInstance``),
+/// interest and its acknowledgements (``InterestSync``), queue hand-offs
+/// (``QueueHandoffs``), and how each reacts to the others. A member declared dead takes its
+/// interest and its link along, and what was handed to it comes back; an acknowledgement
+/// releases receipts; a queue's consumers elsewhere reach the router.
+///
+/// The cluster shell feeds it link events, peers' messages and the clock, and carries out
+/// the directives; the simulation drives the same type over simulated links. `Release` is
+/// what a receipt waiting for the peers carries (a closure in the shell).
+struct ClusterInstance<Release> {
+    enum Directive {
+        /// Send over the established link to `peer`; with none, the message is lost and the
+        /// protocol's timeouts take care of it.
+        case send(LinkMessage, to: NodeID)
+        /// Send to every linked peer.
+        case broadcast(LinkMessage)
+        /// Dial this member now (membership needs a link to it).
+        case connect(NodeID, address: String)
+        /// Close the link to `peer`: it was declared dead or left.
+        case closeLink(NodeID)
+        /// Work for the local router.
+        case route(RouterClusterOperation)
+        /// A receipt that waited for the peers may go.
+        case release(Release, InterestSync<Release>.Outcome)
+        /// A member changed status (or appeared: `previous` is nil); `droppedEntries` counts
+        /// the interest entries that went with a dead or departed one.
+        case memberChanged(MemberUpdate, previous: MemberUpdate.Status?, droppedEntries: Int)
+    }
+
+    struct Settings {
+        var membership = MembershipInstance.Settings()
+        /// How long a receipt waits for the peers' acknowledgements at most.
+        var acknowledgementTimeout: TimeAmount = .seconds(2)
+        /// How often each linked peer gets a digest of the interest views.
+        var digestInterval: TimeAmount = .seconds(5)
+        /// Members (this one included) the node must once be linked to, with their interest,
+        /// before it counts as joined.
+        var minimumMembers = 1
+    }
+
+    let settings: Settings
+    private(set) var membership: MembershipInstance
+    private(set) var interest: InterestSync<Release>
+    private var handoffs: QueueHandoffs
+    /// Peers with an established link, as the shell reports them.
+    private(set) var linked: Set<NodeID> = []
+    private var lastDigest: NIODeadline
+    /// Whether the node was once linked to `minimumMembers - 1` peers holding their
+    /// interest: the start of "joined". Never reset, so a node that lost its peers later
+    /// stays in service for the clients it has.
+    private(set) var hasFormed = false
+
+    init(
+        node: NodeID,
+        epoch: UInt64,
+        address: String,
+        settings: Settings,
+        now: NIODeadline,
+        membershipRandom: any RandomNumberGenerator = SystemRandomNumberGenerator(),
+        handoffRandom: any RandomNumberGenerator = SystemRandomNumberGenerator()
+    ) {
+        self.settings = settings
+        self.membership = MembershipInstance(
+            node: node,
+            epoch: epoch,
+            address: address,
+            settings: settings.membership,
+            random: membershipRandom
+        )
+        self.interest = InterestSync(epoch: epoch, acknowledgementTimeout: settings.acknowledgementTimeout)
+        self.handoffs = QueueHandoffs(random: handoffRandom)
+        self.lastDigest = now
+    }
+
+    /// The address peers reach this node at, once the listener is bound (before any link).
+    mutating func advertise(address: String, random: any RandomNumberGenerator = SystemRandomNumberGenerator()) {
+        membership = MembershipInstance(
+            node: membership.node,
+            epoch: membership.epoch,
+            address: address,
+            settings: settings.membership,
+            random: random
+        )
+    }
+
+    /// Hand-offs not acknowledged yet.
+    var pendingHandoffs: Int { handoffs.pendingCount }
+
+    /// Leaving: with no consumer anywhere, any linked peer taking a queue message beats losing it.
+    var evacuating: Bool {
+        get { handoffs.evacuating }
+        set { handoffs.evacuating = newValue }
+    }
+
+    // MARK: - The clock
+
+    /// Something arrived from `peer` at `time` (the shell's link saw it).
+    mutating func heard(from peer: NodeID, at time: NIODeadline) {
+        membership.heard(from: peer, at: time)
+    }
+
+    mutating func tick(now: NIODeadline) -> [Directive] {
+        var directives: [Directive] = []
+        perform(membership.tick(now: now), now: now, into: &directives)
+        if now - lastDigest >= settings.digestInterval {
+            lastDigest = now
+            for peer in linked.sorted() { directives.append(.send(interest.digest(for: peer), to: peer)) }
+        }
+        releaseWaiters(now: now, into: &directives)
+        noteFormation()
+        return directives
+    }
+
+    /// The node leaves gracefully: peers hear of it at once.
+    mutating func leave(now: NIODeadline) -> [Directive] {
+        var directives: [Directive] = []
+        perform(membership.leave(), now: now, into: &directives)
+        return directives
+    }
+
+    // MARK: - Links
+
+    /// A link to `peer` (boot `epoch`, reachable at `address`) is established and kept.
+    mutating func linkEstablished(to peer: NodeID, epoch: UInt64, address: String, now: NIODeadline) -> [Directive] {
+        linked.insert(peer)
+        var directives: [Directive] = []
+        perform(
+            membership.linkEstablished(node: peer, epoch: epoch, address: address, now: now),
+            now: now,
+            into: &directives
+        )
+        // A link that (re)connects starts from a full snapshot of this node's interest.
+        directives.append(.send(interest.linkEstablished(to: peer, peerEpoch: epoch), to: peer))
+        return directives
+    }
+
+    /// The established link to `peer` closed. Queue messages handed over it and not
+    /// acknowledged are this node's again.
+    mutating func linkClosed(to peer: NodeID, now: NIODeadline, leaving: Bool) -> [Directive] {
+        linked.remove(peer)
+        var directives: [Directive] = []
+        reclaimHandoffs(from: peer, into: &directives)
+        if !leaving { perform(membership.linkClosed(node: peer, now: now), now: now, into: &directives) }
+        return directives
+    }
+
+    // MARK: - Peers' messages
+
+    /// A message from `peer` (boot `peerEpoch`) on its established link.
+    mutating func received(
+        _ message: LinkMessage,
+        from peer: NodeID,
+        peerEpoch: UInt64,
+        now: NIODeadline
+    ) -> [Directive] {
+        var directives: [Directive] = []
+        switch message {
+        case .ping, .ack, .pingRequest, .members:
+            perform(membership.received(message, from: peer, now: now), now: now, into: &directives)
+
+        case .interestDelta, .interestSnapshot, .interestAck, .interestDigest:
+            let reaction = interest.received(message, from: peer, peerEpoch: peerEpoch)
+            for reply in reaction.replies { directives.append(.send(reply, to: peer)) }
+            for queue in reaction.queuesChanged.sorted() { directives.append(remoteConsumers(of: queue)) }
+            if reaction.acknowledgementAdvanced { releaseWaiters(now: now, into: &directives) }
+
+        case .forward(let envelope):
+            directives.append(.route(.deliverForwarded(envelope)))
+
+        case .handoff(let id, let queue, let envelope, let redelivered, let hops):
+            let hops = QueueHandoffs.hopsOnArrival(hops)
+            directives.append(.route(.acceptHandoff(queue: queue, envelope, redelivered: redelivered, hops: hops)))
+            directives.append(.send(.handoffAck(id: id), to: peer))
+
+        case .handoffAck(let id):
+            handoffs.acknowledged(id)
+
+        case .nodeInfo, .adminRequest, .heartbeat, .hello, .challenge, .proof, .refuse:
+            break
+        }
+        return directives
+    }
+
+    // MARK: - From the local router
+
+    /// Local subscriptions to `destination` changed by `delta`.
+    ///
+    /// - Returns: the delta for every linked peer, or `nil` when peers need not hear of it.
+    mutating func interestChanged(_ destination: Destination, by delta: Int) -> LinkMessage? {
+        interest.localChanged(destination, by: delta)
+    }
+
+    /// A queue message no consumer here can take: handed to a linked peer with consumers
+    /// (chosen in proportion to their counts), or kept here.
+    mutating func handOff(queue: String, _ message: MessageEnvelope, redelivered: Bool, hops: UInt8) -> Directive {
+        let decision = handoffs.handOff(
+            queue: queue,
+            message,
+            redelivered: redelivered,
+            hops: hops,
+            consumers: interest.remote.consumers(ofQueue: queue).filter { linked.contains($0.key) },
+            linkedPeers: linked
+        )
+        switch decision {
+        case .send(let id, let peer):
+            return .send(
+                .handoff(id: id, queue: queue, message: message, redelivered: redelivered, hops: hops),
+                to: peer
+            )
+        case .keepHere:
+            // As a message that travelled as far as it may: not offered again until a consumer appears.
+            return .route(.acceptHandoff(queue: queue, message, redelivered: redelivered, hops: .max))
+        }
+    }
+
+    /// Holds `release` until every live peer acknowledged this node's current interest.
+    ///
+    /// - Returns: `release` back when nothing needs waiting for.
+    mutating func waitForPropagation(_ release: Release, now: NIODeadline) -> Release? {
+        interest.waitForPropagation(release, live: membership.liveMembers, now: now)
+    }
+
+    // MARK: - Joined
+
+    /// Why the node isn't joined yet; `nil` when it is: linked to enough members once, and
+    /// now to every live member, holding its interest.
+    mutating func notJoinedReason(seeds: [String]) -> String? {
+        noteFormation()
+        let holding = Set(linked.filter { interest.remote.version(of: $0) != nil })
+        if !hasFormed {
+            let seeds = seeds.isEmpty ? "no seeds configured" : "seeds " + seeds.joined(separator: ",")
+            return
+                "waiting for members: linked to \(holding.count) of the \(settings.minimumMembers - 1) peer(s) cluster.min-members=\(settings.minimumMembers) asks for (\(seeds))"
+        }
+        // Member ids come from peers' gossip: shown to operators, so quoted like in the logs.
+        let missing = membership.liveMembers.filter { !holding.contains($0) }.map { LinkHandshake.quoted($0.name) }
+            .sorted()
+        guard !missing.isEmpty else { return nil }
+        return "not yet linked to live member(s) \(missing.joined(separator: ", ")) with their interest"
+    }
+
+    private mutating func noteFormation() {
+        guard !hasFormed else { return }
+        let holding = linked.filter { interest.remote.version(of: $0) != nil }.count
+        if holding + 1 >= settings.minimumMembers { hasFormed = true }
+    }
+
+    // MARK: - Glue
+
+    private mutating func perform(
+        _ membershipDirectives: [MembershipInstance.Directive],
+        now: NIODeadline,
+        into directives: inout [Directive]
+    ) {
+        for directive in membershipDirectives {
+            switch directive {
+            case .send(let message, let peer):
+                directives.append(.send(message, to: peer))
+            case .broadcast(let message):
+                directives.append(.broadcast(message))
+            case .connect(let peer, let address):
+                if !linked.contains(peer) { directives.append(.connect(peer, address: address)) }
+            case .statusChanged(let update, let previous):
+                memberChanged(update, previous: previous, now: now, into: &directives)
+            }
+        }
+    }
+
+    private mutating func memberChanged(
+        _ update: MemberUpdate,
+        previous: MemberUpdate.Status?,
+        now: NIODeadline,
+        into directives: inout [Directive]
+    ) {
+        guard update.status >= .dead else {
+            directives.append(.memberChanged(update, previous: previous, droppedEntries: 0))
+            return
+        }
+        let peer = update.node
+        // Its interest goes, so nothing more is routed there; what was handed to it and not
+        // acknowledged comes back; receipts no longer wait for it.
+        let entries = interest.remote.entriesByOrigin[peer]?.entries.count ?? 0
+        directives.append(.memberChanged(update, previous: previous, droppedEntries: entries))
+        for queue in interest.memberGone(peer).sorted() { directives.append(remoteConsumers(of: queue)) }
+        if linked.remove(peer) != nil { directives.append(.closeLink(peer)) }
+        reclaimHandoffs(from: peer, into: &directives)
+        releaseWaiters(now: now, into: &directives)
+    }
+
+    /// Messages handed to a peer that went away before acknowledging them are this node's
+    /// again, in the order they were handed over.
+    private mutating func reclaimHandoffs(from peer: NodeID, into directives: inout [Directive]) {
+        for handoff in handoffs.reclaim(from: peer) {
+            directives.append(
+                .route(
+                    .acceptHandoff(
+                        queue: handoff.queue,
+                        handoff.message,
+                        redelivered: handoff.redelivered,
+                        hops: handoff.hops
+                    )
+                )
+            )
+        }
+    }
+
+    private mutating func releaseWaiters(now: NIODeadline, into directives: inout [Directive]) {
+        for (release, outcome) in interest.releaseWaiters(live: membership.liveMembers, now: now) {
+            directives.append(.release(release, outcome))
+        }
+    }
+
+    private func remoteConsumers(of queue: String) -> Directive {
+        let total = interest.remote.consumers(ofQueue: queue).values.reduce(0, +)
+        return .route(.remoteQueueConsumers(queue: queue, count: total))
+    }
+}

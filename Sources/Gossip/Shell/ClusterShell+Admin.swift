@@ -1,0 +1,159 @@
+import NIOCore
+import StompRouting
+
+/// What operators see and ask for: the admin API's view of the cluster, and requests passed
+/// between members.
+extension ClusterShell {
+    // MARK: - Operators
+
+    /// Sets this node's admin API address and tells every peer.
+    public func advertiseAdminAddress(_ address: String) async {
+        try? await eventLoop.submit { [self] in
+            admin.ownAddress = address
+            for link in links.values { link.send(.nodeInfo(adminAddress: address)) }
+        }.get()
+    }
+
+    /// What to do when a peer passes on an operator's request for this node.
+    public func onAdminRequest(_ handler: @escaping @Sendable (String) -> Void) {
+        eventLoop.execute { [self] in admin.requestHandler = handler }
+    }
+
+    /// Passes an operator's request to a member over its link.
+    ///
+    /// - Returns: whether a link to that member was up to carry it.
+    public func requestAdminAction(_ action: String, of member: NodeID) async -> Bool {
+        (try? await eventLoop.submit { [self] () -> Bool in
+            guard let link = links[member] else { return false }
+            link.send(.adminRequest(action: action))
+            link.flushBatches()
+            return true
+        }.get()) ?? false
+    }
+
+    // MARK: - Status
+
+    /// A snapshot of the cluster as this node sees it.
+    public struct Status: Sendable {
+        public struct Link: Sendable {
+            public var peer: NodeID
+            public var address: String
+            public var outbound: Bool
+            /// The wire version the link's handshake settled on.
+            public var wireVersion: UInt16
+            public var counters: LinkCounters
+        }
+
+        public struct Interest: Sendable {
+            public var origin: NodeID
+            public var epoch: UInt64
+            public var version: UInt64
+            public var entries: [(Destination, Int)]
+        }
+
+        public var node: NodeID
+        public var epoch: UInt64
+        public var incarnation: UInt64
+        public var localHealth: Int
+        public var members: [MemberUpdate]
+        public var links: [Link]
+        public var localInterest: Interest
+        public var remoteInterest: [Interest]
+        /// Joined: linked to enough members once (``ClusterSettings/minimumMembers``), and
+        /// now to every live member, holding its interest snapshot.
+        public var isJoined: Bool
+        /// Why the node isn't joined yet, for `/readyz` and clusterctl; `nil` when it is.
+        public var notJoinedReason: String?
+        /// Members' admin API addresses, this node's included, as far as they are known.
+        public var adminAddresses: [NodeID: String]
+    }
+
+    public func status() async -> Status? {
+        try? await eventLoop.submit { [self] in
+            let reason = instance.notJoinedReason(seeds: settings.seeds)
+            var adminAddresses = admin.peerAddresses
+            if !admin.ownAddress.isEmpty { adminAddresses[settings.node] = admin.ownAddress }
+            return Status(
+                node: settings.node,
+                epoch: settings.epoch,
+                incarnation: instance.membership.incarnation,
+                localHealth: instance.membership.localHealth,
+                members: instance.membership.allMembers,
+                links: links.values.compactMap { link in
+                    guard let peer = link.peer, let wireVersion = link.wireVersion else { return nil }
+                    return Status.Link(
+                        peer: peer.node,
+                        address: peer.address,
+                        outbound: link.isOutbound,
+                        wireVersion: wireVersion,
+                        counters: link.counters
+                    )
+                }.sorted { $0.peer < $1.peer },
+                localInterest: Status.Interest(
+                    origin: settings.node,
+                    epoch: instance.interest.local.epoch,
+                    version: instance.interest.local.version,
+                    entries: instance.interest.local.snapshot
+                ),
+                remoteInterest: instance.interest.remote.entriesByOrigin.map { origin, held in
+                    Status.Interest(
+                        origin: origin,
+                        epoch: held.epoch,
+                        version: held.version,
+                        entries: held.entries.map { ($0.key, $0.value) }
+                    )
+                }.sorted { $0.origin < $1.origin },
+                isJoined: reason == nil,
+                notJoinedReason: reason,
+                adminAddresses: adminAddresses
+            )
+        }.get()
+    }
+
+    /// Which peers would receive a message for `destination` (the admin API's "why").
+    public func routing(for destination: Destination) async -> [NodeID: String] {
+        (try? await eventLoop.submit { [self] () -> [NodeID: String] in
+            switch destination {
+            case .topic(let key):
+                var peers = Set<NodeID>()
+                instance.interest.remote.peers(forTopic: key, into: &peers)
+                var reasons: [NodeID: String] = [:]
+                for peer in peers {
+                    let patterns =
+                        instance.interest.remote.entriesByOrigin[peer]?.entries.keys.compactMap { entry -> String? in
+                            if case .topic(let pattern) = entry, TopicTrie<Int>.matches(pattern: pattern, key: key) {
+                                return pattern
+                            }
+                            return nil
+                        } ?? []
+                    reasons[peer] = "subscribed to " + patterns.sorted().map { "/topic/" + $0 }.joined(separator: ", ")
+                }
+                return reasons
+            case .queue(let name):
+                return instance.interest.remote.consumers(ofQueue: name).mapValues {
+                    "\($0) consumer(s) of /queue/\(name)"
+                }
+            }
+        }.get()) ?? [:]
+    }
+}
+
+/// The admin API's addresses, as members told each other, and what runs a request a peer
+/// passed on. Confined to the shell's loop.
+struct ClusterAdminState {
+    /// This node's admin API address, told to every peer.
+    var ownAddress = ""
+    /// Peers' admin API addresses; an entry goes when its member is declared dead or leaves.
+    var peerAddresses: [NodeID: String] = [:]
+    /// Runs an operator's request that arrived from another member ("drain", "leave").
+    var requestHandler: (@Sendable (String) -> Void)?
+
+    /// A peer told its admin address. Shown to operators and dialled by clusterctl: only a
+    /// plausible host:port is kept.
+    mutating func peerTold(_ address: String, from peer: NodeID) {
+        let plausible =
+            address.utf8.count <= 300 && address.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }
+            && SeedResolver.split(address) != nil
+        peerAddresses[peer] = plausible ? address : nil
+    }
+}
