@@ -17,6 +17,8 @@ enum LimitMetrics {
             ("limits.pending-logins", configuration.auth.maxPendingLogins),
             ("limits.frame-size", io.frameLimits.maxFrameSize),
             ("limits.body-size", io.frameLimits.maxBodySize),
+            ("limits.header-count", io.frameLimits.maxHeaderCount),
+            ("limits.header-bytes", io.frameLimits.maxHeaderBytes),
             ("limits.websocket-message-size", io.maxWebSocketMessageSize),
             ("limits.outbound-bytes", io.maxOutboundBytes),
             ("limits.node-outbound-bytes", io.maxNodeOutboundBytes),

@@ -95,7 +95,8 @@ struct NodeConfiguration: Sendable {
             maxFrameSize: try settings.requiredInt("limits.frame-size"),
             maxBodySize: try settings.requiredInt("limits.body-size"),
             maxHeaderCount: try settings.requiredInt("limits.header-count"),
-            maxHeaderLineLength: try settings.requiredInt("limits.header-line-length")
+            maxHeaderLineLength: try settings.requiredInt("limits.header-line-length"),
+            maxHeaderBytes: try settings.requiredInt("limits.header-bytes")
         )
         io.maxWebSocketMessageSize =
             try settings.int("limits.websocket-message-size") ?? io.frameLimits.maxFrameSize + 1_024

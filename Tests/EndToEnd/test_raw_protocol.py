@@ -51,6 +51,49 @@ def test_connect_without_accept_version_is_1_0(node, transport):
 
 
 @TRANSPORTS
+def test_a_client_offering_only_1_0_is_told_the_version(node, transport):
+    """The negotiation answers with the version chosen, 1.0 included."""
+    with StompClient.open(node, transport) as c:
+        f = c.connect("1.0")
+        assert f.header("version") == "1.0"
+        assert f.header("session")
+
+
+@TRANSPORTS
+@pytest.mark.parametrize("command", ["SUBSCRIBE", "UNSUBSCRIBE", "BEGIN", "DISCONNECT"])
+def test_a_body_on_a_frame_other_than_send_is_an_error(open_client, node, transport, command):
+    c = open_client(transport)
+    headers = {"destination": f"/queue/{unique('b')}", "id": "s1", "transaction": "t1", "receipt": "r1"}
+    c.send_frame(command, headers, "unexpected")
+    error = c.expect("ERROR")
+    assert error.header("message") == "body not allowed"
+    assert error.header("receipt-id") == "r1"
+    assert command in error.text
+    # The node goes on serving everyone else.
+    other = open_client(transport)
+    q = f"/queue/{unique('alive')}"
+    other.subscribe(q)
+    other.send(q, "still here")
+    assert [m.body for m in other.messages(1)] == [b"still here"]
+
+
+@TRANSPORTS
+def test_frames_as_large_as_rabbitmq_accepts_by_default(open_client, transport):
+    """1,000 headers and a 4 MiB body pass the defaults and arrive whole."""
+    sub = open_client(transport)
+    q = f"/queue/{unique('big')}"
+    sub.subscribe(q)
+    pub = open_client(transport)
+    headers = {f"x-h{i}": f"v{i}" for i in range(997)}  # + destination, receipt, content-length
+    body = bytes(range(256)) * (4 * 1024 * 4)
+    assert len(body) == 4 * 1024 * 1024
+    pub.send(q, body, headers=headers, receipt=True)
+    (m,) = sub.messages(1, timeout=30)
+    assert m.body == body
+    assert all(m.header(f"x-h{i}") == f"v{i}" for i in range(997))
+
+
+@TRANSPORTS
 def test_receipt_for_every_client_frame(open_client, transport):
     c = open_client(transport)
     q = f"/queue/{unique('rcpt')}"

@@ -103,6 +103,27 @@ struct FrameDecoderLimitTests {
         #expect(decodeError(buffer("SEND\na:1\na:1\na:1\n\n\0"), limits: limits)?.kind == .tooManyHeaders)
     }
 
+    @Test("the defaults take 1,000 headers and a 4 MiB body, as RabbitMQ and ActiveMQ do")
+    func generousDefaults() throws {
+        let headers = (0..<1_000).map { "x-h\($0):v\($0)\n" }.joined()
+        let body = String(repeating: "b", count: 4 * 1_048_576)
+        let frames = try decodeAll(buffer("SEND\n" + headers + "\n" + body + "\0"), limits: .init())
+        #expect(frames.first?.headers.count == 1_000)
+        #expect(frames.first?.body.readableBytes == 4 * 1_048_576)
+    }
+
+    // MARK: - Header bytes
+
+    @Test("the command and headers together are held to maxHeaderBytes")
+    func headerBytes() throws {
+        // "SEND\n" (5) + "a:12345\n" (8) + "b:12345\n" (8) = 21 bytes.
+        let frame = "SEND\na:12345\nb:12345\n\n\0"
+        #expect(try decodeAll(buffer(frame), limits: .init(maxHeaderBytes: 21)).count == 1)
+        let error = decodeError(buffer(frame), limits: .init(maxHeaderBytes: 20))
+        #expect(error?.kind == .headersTooLarge)
+        #expect(error?.detail.contains("limits.header-bytes") == true)
+    }
+
     // MARK: - Header line length
 
     @Test("a header line of exactly the limit passes with LF and CRLF, one more byte fails", arguments: ["\n", "\r\n"])
@@ -144,10 +165,11 @@ struct FrameDecoderLimitTests {
     @Test("the default limits are the documented ones")
     func defaults() {
         let limits = StompFrameDecoder.Limits()
-        #expect(limits.maxFrameSize == 1_114_112)
-        #expect(limits.maxBodySize == 1_048_576)
-        #expect(limits.maxHeaderCount == 64)
+        #expect(limits.maxFrameSize == 4_456_448)
+        #expect(limits.maxBodySize == 4_194_304)
+        #expect(limits.maxHeaderCount == 1_000)
         #expect(limits.maxHeaderLineLength == 8_192)
+        #expect(limits.maxHeaderBytes == 262_144)
     }
 }
 

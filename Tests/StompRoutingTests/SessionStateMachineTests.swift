@@ -105,6 +105,17 @@ struct SessionConnectTests {
         #expect(actions.contains(.send(StompFrame(.connected, headers: [StompHeader.session: "s1"]))))
     }
 
+    @Test("a client that names 1.0 in accept-version is told the version chosen")
+    func connected10Negotiated() {
+        var driver = SessionDriver()
+        let actions = driver.connect(acceptVersion: "1.0")
+        #expect(
+            actions.contains(
+                .send(StompFrame(.connected, headers: [StompHeader.version: "1.0", StompHeader.session: "s1"]))
+            )
+        )
+    }
+
     @Test("an unsupported version fails, and the ERROR names the supported versions", arguments: ["2.0", "", "1.3,3"])
     func unsupportedVersion(header: String) throws {
         var driver = SessionDriver()
@@ -235,6 +246,26 @@ struct SessionFrameTests {
             body: buffer("hello")
         )
         #expect(actions == [.route(.send(request), receipt: "r1")])
+    }
+
+    @Test(
+        "a body on any client frame but SEND is an error that says so, with the frame's receipt",
+        arguments: [StompCommand.subscribe, .unsubscribe, .ack, .nack, .begin, .commit, .abort, .disconnect]
+    )
+    func bodyOnlyOnSend(command: StompCommand) throws {
+        var driver = connected()
+        let headers = [("destination", "/queue/a"), ("id", "1"), ("transaction", "t"), ("receipt", "r9")]
+        let error = try #require(SessionDriver.failure(driver.receive(command, headers, body: "x")))
+        #expect(error.kind == .unexpectedBody)
+        #expect(error.receiptID == "r9")
+        #expect(error.detail.contains(command.rawValue))
+    }
+
+    @Test("a CONNECT with a body is refused too")
+    func bodyOnConnect() {
+        var driver = SessionDriver()
+        let actions = driver.receive(.connect, [("accept-version", "1.2")], body: "hello")
+        #expect(SessionDriver.failure(actions)?.kind == .unexpectedBody)
     }
 
     @Test("SEND without destination fails")

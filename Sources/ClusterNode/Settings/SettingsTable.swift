@@ -140,6 +140,13 @@ enum SettingsTable {
             "Bytes of one header line."
         ),
         Setting(
+            "limits.header-bytes",
+            .count(minimum: 1),
+            default: .value(io.frameLimits.maxHeaderBytes),
+            flag: "max-header-bytes",
+            "Bytes of a frame's command and header lines together."
+        ),
+        Setting(
             "limits.websocket-message-size",
             .count(minimum: 1),
             default: .computed("frame size + 1024"),

@@ -20,21 +20,29 @@ public struct StompFrameDecoder: Sendable {
         /// Bytes of a body. Kept separate from the frame size so that an operator can allow large
         /// bodies without allowing large header sections.
         public var maxBodySize: Int
-        /// Header lines in one frame. Headers are scanned linearly, so this bounds lookup cost.
+        /// Header lines in one frame. Every header is looked at when a frame is applied, so
+        /// this and ``maxHeaderBytes`` bound the work one frame can cost.
         public var maxHeaderCount: Int
         /// Bytes of one header line (or the command line), escapes included.
         public var maxHeaderLineLength: Int
+        /// Bytes of the command and all header lines together: many headers are allowed, as
+        /// RabbitMQ and ActiveMQ allow them, but not many long ones.
+        public var maxHeaderBytes: Int
 
+        /// The defaults accept what RabbitMQ and ActiveMQ accept by default: 1,000 headers and
+        /// a 4 MiB body.
         public init(
-            maxFrameSize: Int = 1_114_112,
-            maxBodySize: Int = 1_048_576,
-            maxHeaderCount: Int = 64,
-            maxHeaderLineLength: Int = 8_192
+            maxFrameSize: Int = 4_194_304 + 262_144,
+            maxBodySize: Int = 4_194_304,
+            maxHeaderCount: Int = 1_000,
+            maxHeaderLineLength: Int = 8_192,
+            maxHeaderBytes: Int = 262_144
         ) {
             self.maxFrameSize = maxFrameSize
             self.maxBodySize = maxBodySize
             self.maxHeaderCount = maxHeaderCount
             self.maxHeaderLineLength = maxHeaderLineLength
+            self.maxHeaderBytes = maxHeaderBytes
         }
     }
 
@@ -94,11 +102,18 @@ public struct StompFrameDecoder: Sendable {
                     }
                     state = .readingBody(command, contentLength: contentLength, frameBytes: total, scanned: 0)
                 } else {
+                    guard total <= limits.maxHeaderBytes else {
+                        throw fail(
+                            .headersTooLarge,
+                            "headers too large",
+                            "The command and headers of a frame may take at most \(limits.maxHeaderBytes) bytes (limits.header-bytes)."
+                        )
+                    }
                     guard headers.count < limits.maxHeaderCount else {
                         throw fail(
                             .tooManyHeaders,
                             "too many headers",
-                            "A frame may carry at most \(limits.maxHeaderCount) headers."
+                            "A frame may carry at most \(limits.maxHeaderCount) headers (limits.header-count)."
                         )
                     }
                     let header = try parseHeader(line.bytes, unescape: command.escapesHeaders && version >= .v1_1)
@@ -187,7 +202,7 @@ public struct StompFrameDecoder: Sendable {
         fail(
             .headerLineTooLong,
             "header line too long",
-            "A command or header line may be at most \(limits.maxHeaderLineLength) bytes."
+            "A command or header line may be at most \(limits.maxHeaderLineLength) bytes (limits.header-line-length)."
         )
     }
 
@@ -274,14 +289,22 @@ public struct StompFrameDecoder: Sendable {
 
     private mutating func checkBody(size: Int, frameBytes: Int) throws(StompProtocolError) {
         guard size <= limits.maxBodySize else {
-            throw fail(.bodyTooLarge, "body too large", "A frame body may be at most \(limits.maxBodySize) bytes.")
+            throw fail(
+                .bodyTooLarge,
+                "body too large",
+                "A frame body may be at most \(limits.maxBodySize) bytes (limits.body-size)."
+            )
         }
         try checkFrame(size: frameBytes + size + 1)
     }
 
     private mutating func checkFrame(size: Int) throws(StompProtocolError) {
         guard size <= limits.maxFrameSize else {
-            throw fail(.frameTooLarge, "frame too large", "A frame may be at most \(limits.maxFrameSize) bytes.")
+            throw fail(
+                .frameTooLarge,
+                "frame too large",
+                "A frame may be at most \(limits.maxFrameSize) bytes (limits.frame-size)."
+            )
         }
     }
 

@@ -115,6 +115,9 @@ public struct SessionStateMachine {
     /// A CONNECT waiting for its answer.
     private struct PendingConnect {
         var version: StompVersion
+        /// Whether the client named its versions (`accept-version`); a 1.0 client that didn't
+        /// predates the negotiation and gets 1.0's bare CONNECTED.
+        var negotiated: Bool
         var heartbeat: Heartbeat
         var receipt: String?
     }
@@ -198,6 +201,8 @@ public struct SessionStateMachine {
     public mutating func frameReceived(_ frame: StompFrame, now: NIODeadline, into actions: inout [Action]) {
         let receipt = frame.headers[StompHeader.receipt]
         do throws(StompProtocolError) {
+            if case .closing = state { return }
+            try Self.checkBodyAllowed(frame)
             switch state {
             case .awaitingConnect:
                 try connect(frame, now: now, into: &actions)
@@ -221,6 +226,23 @@ public struct SessionStateMachine {
         } catch {
             state = .closing
             actions.append(.fail(error.answering(receipt: receipt)))
+        }
+    }
+
+    /// Only SEND (of the frames a client sends) may carry a body; a body on any other is a
+    /// client's mistake worth telling it about, not something to drop silently.
+    private static func checkBodyAllowed(_ frame: StompFrame) throws(StompProtocolError) {
+        switch frame.command {
+        case .connect, .stomp, .subscribe, .unsubscribe, .ack, .nack, .begin, .commit, .abort, .disconnect:
+            guard frame.body.readableBytes > 0 else { return }
+            throw StompProtocolError(
+                .unexpectedBody,
+                "body not allowed",
+                detail:
+                    "Only SEND frames may carry a body; this \(frame.command.rawValue) carries \(frame.body.readableBytes) bytes."
+            )
+        case .send, .connected, .message, .receipt, .error:
+            return
         }
     }
 
@@ -263,6 +285,7 @@ public struct SessionStateMachine {
         }
         let pending = PendingConnect(
             version: version,
+            negotiated: frame.headers[StompHeader.acceptVersion] != nil,
             heartbeat: heartbeat,
             receipt: frame.headers[StompHeader.receipt]
         )
@@ -330,7 +353,11 @@ public struct SessionStateMachine {
             StompHeader.server: settings.serverName,
             StompHeader.session: sessionID,
         ]
-        if version == .v1_0 { headers = [StompHeader.session: sessionID] }
+        if version == .v1_0 {
+            // Heart-beats are 1.1's; the version is said whenever the client asked for one.
+            headers = pending.negotiated ? [StompHeader.version: version.headerValue] : [:]
+            headers.add(StompHeader.session, sessionID)
+        }
         state = .connected(
             Connected(identity: identity, version: version, heartbeat: heartbeat, lastReceived: now, lastSent: now)
         )
