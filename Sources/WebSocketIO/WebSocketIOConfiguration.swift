@@ -35,10 +35,12 @@ public struct WebSocketIOConfiguration: Sendable {
 
     /// The largest WebSocket message, after reassembling fragments. Larger ones close the
     /// connection with status 1009.
-    public var maxWebSocketMessageSize: Int = 1_114_112 + 1_024
+    public var maxWebSocketMessageSize: Int = StompFrameDecoder.Limits().maxFrameSize + 1_024
     /// Bytes that may wait in a connection's outbound buffer. A client that lets more pile up
     /// is a slow consumer: it gets an ERROR and is disconnected, so it can't exhaust memory.
-    public var maxOutboundBytes: Int = 8 * 1_048_576
+    /// Room for a few of the largest frames, so that a client reading a burst of them at
+    /// line speed isn't taken for slow.
+    public var maxOutboundBytes: Int = 16 * 1_048_576
     /// Client connections this node serves at once (counted from CONNECT); more are refused
     /// with an ERROR.
     public var maxConnections: Int = 100_000
