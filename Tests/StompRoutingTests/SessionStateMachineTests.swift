@@ -274,7 +274,12 @@ struct SessionFrameTests {
         #expect(SessionDriver.failure(driver.receive(.send))?.kind == .missingHeader)
     }
 
-    @Test("invalid destinations fail", arguments: ["/exchange/x", "/topic/", "/queue/", "queue/a", "", "/amq/queue/a"])
+    @Test(
+        "invalid destinations fail",
+        arguments: [
+            "/exchange/x", "/exchange/logs/key", "/topic/", "/queue/", "", "/amq/queue/", "/temp-queue/x", "/a/b",
+        ]
+    )
     func invalidDestination(value: String) {
         var send = connected()
         #expect(SessionDriver.failure(send.receive(.send, [("destination", value)]))?.kind == .invalidDestination)
@@ -697,9 +702,14 @@ struct SessionPermissionTests {
         )
         // Not a destination of this broker: nobody can be made to write there.
         #expect(
-            SessionDriver.failure(
-                driver.receive(.send, [("destination", "/queue/jobs"), ("reply-to", "somewhere else")])
-            ) == nil
+            SessionDriver.failure(driver.receive(.send, [("destination", "/queue/jobs"), ("reply-to", "/nowhere/x")]))
+                == nil
+        )
+        // A name without a prefix is a queue (as RabbitMQ has it), and checked like one.
+        var unprefixed = try Self.alice()
+        #expect(
+            SessionDriver.failure(unprefixed.receive(.send, [("destination", "/queue/jobs"), ("reply-to", "admin")]))?
+                .kind == .writeDenied
         )
         var confused = try Self.alice()
         let denied = SessionDriver.failure(

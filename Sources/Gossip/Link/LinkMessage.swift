@@ -396,7 +396,7 @@ extension LinkMessage {
             headers.add(try body.readLinkString(), try body.readLinkString())
         }
         let payload = try body.readLinkBytes()
-        guard let destination = try? Destination(parsing: destination) else { return nil }
+        guard let destination = try? Destination(canonical: destination) else { return nil }
         return MessageEnvelope(destination: destination, messageID: messageID, headers: headers, body: payload)
     }
 }

@@ -18,7 +18,7 @@ public struct DestinationPattern: Sendable, Hashable, CustomStringConvertible {
     /// - Throws: ``StompProtocolError`` (`invalidDestination`) unless the text starts with
     ///   `/topic/` or `/queue/` and names something after it.
     public init(parsing text: String) throws(StompProtocolError) {
-        let destination = try Destination(parsing: text)
+        let destination = try Destination(canonical: text)
         isTopic = if case .topic = destination { true } else { false }
         words = Self.words(of: destination.name, wildcards: true)
         description = text

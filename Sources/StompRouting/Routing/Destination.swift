@@ -9,23 +9,64 @@ public enum Destination: Hashable, Sendable, CustomStringConvertible {
 
     static let topicPrefix = "/topic/"
     static let queuePrefix = "/queue/"
+    /// RabbitMQ's names for the same two kinds (its STOMP plugin's destinations).
+    static let amqTopicExchangePrefix = "/exchange/amq.topic/"
+    static let amqQueuePrefix = "/amq/queue/"
 
-    /// Parses a `destination` header.
+    /// Parses a `destination` header. Besides `/topic/NAME` and `/queue/NAME`, it takes
+    /// RabbitMQ's `/exchange/amq.topic/KEY` (the topic KEY), `/amq/queue/NAME` and a name
+    /// without a prefix (both the queue NAME), and ActiveMQ's `>` as a topic's last word (the
+    /// same as `#`). What a subscriber sees in a MESSAGE is the canonical form.
     ///
     /// - Throws: ``StompProtocolError`` of kind `invalidDestination` for any other form.
     public init(parsing header: String) throws(StompProtocolError) {
-        if header.hasPrefix(Self.topicPrefix), header.utf8.count > Self.topicPrefix.utf8.count {
-            self = .topic(String(header.dropFirst(Self.topicPrefix.count)))
-        } else if header.hasPrefix(Self.queuePrefix), header.utf8.count > Self.queuePrefix.utf8.count {
-            self = .queue(String(header.dropFirst(Self.queuePrefix.count)))
+        if let name = Self.name(in: header, after: Self.topicPrefix)
+            ?? Self.name(in: header, after: Self.amqTopicExchangePrefix)
+        {
+            self = .topic(Self.replacingTrailingGreaterThan(name))
+        } else if let name = Self.name(in: header, after: Self.queuePrefix)
+            ?? Self.name(in: header, after: Self.amqQueuePrefix)
+        {
+            self = .queue(name)
+        } else if !header.isEmpty, !header.hasPrefix("/") {
+            self = .queue(header)
         } else {
             throw StompProtocolError(
                 .invalidDestination,
                 "invalid destination",
                 detail:
-                    "'\(header.prefix(200))' is not a destination this broker serves; use /topic/NAME or /queue/NAME."
+                    "'\(header.prefix(200))' is not a destination this broker serves; use /topic/NAME, /queue/NAME, /exchange/amq.topic/KEY, /amq/queue/NAME or a queue name without a prefix."
             )
         }
+    }
+
+    /// Parses the canonical form only, `/topic/NAME` or `/queue/NAME`: what peers send on the
+    /// link and what permissions are written in, where an alias would hide a mistake.
+    public init(canonical text: String) throws(StompProtocolError) {
+        if let name = Self.name(in: text, after: Self.topicPrefix) {
+            self = .topic(name)
+        } else if let name = Self.name(in: text, after: Self.queuePrefix) {
+            self = .queue(name)
+        } else {
+            throw StompProtocolError(
+                .invalidDestination,
+                "invalid destination",
+                detail: "'\(text.prefix(200))' is neither /topic/NAME nor /queue/NAME."
+            )
+        }
+    }
+
+    private static func name(in header: String, after prefix: String) -> String? {
+        guard header.hasPrefix(prefix), header.utf8.count > prefix.utf8.count else { return nil }
+        return String(header.dropFirst(prefix.count))
+    }
+
+    /// ActiveMQ's `>` (this word and all after it) where it can only be a wildcard: alone as
+    /// the last word.
+    private static func replacingTrailingGreaterThan(_ name: String) -> String {
+        if name == ">" { return "#" }
+        guard name.hasSuffix(".>") else { return name }
+        return name.dropLast() + "#"
     }
 
     /// The header value: `/topic/NAME` or `/queue/NAME`.
