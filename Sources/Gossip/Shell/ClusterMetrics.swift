@@ -2,19 +2,39 @@ import CoreMetrics
 
 /// The cluster's metrics, through swift-metrics (`cluster_` prefix).
 final class ClusterMetrics: Sendable {
-    private let rawSent = Counter(label: "cluster_link_bytes_raw_total", dimensions: [("direction", "out")])
-    private let wireSent = Counter(label: "cluster_link_bytes_wire_total", dimensions: [("direction", "out")])
-    private let forwarded = Counter(label: "cluster_messages_forwarded_total")
-    private let handedOff = Counter(label: "cluster_queue_handoffs_total")
-    private let droppedNoLink = Counter(label: "cluster_forward_dropped_total", dimensions: [("reason", "no_link")])
-    private let droppedBackpressure = Counter(
-        label: "cluster_forward_dropped_total",
-        dimensions: [("reason", "link_backpressure")]
-    )
-    private let ackTimeouts = Counter(label: "cluster_interest_ack_timeouts_total")
-    private let propagation = Timer(label: "cluster_interest_propagation_seconds")
-    private let refused = Counter(label: "cluster_links_refused_total")
-    private let handshakeTimeouts = Counter(label: "cluster_link_handshake_timeouts_total")
+    private let rawSent: Counter
+    private let wireSent: Counter
+    private let forwarded: Counter
+    private let handedOff: Counter
+    private let droppedNoLink: Counter
+    private let droppedBackpressure: Counter
+    private let ackTimeouts: Counter
+    private let propagation: Timer
+    private let refused: Counter
+    private let handshakeTimeouts: Counter
+
+    /// - Parameter factory: the process's (bootstrapped) factory, or a test's own, which the
+    ///   process-wide one can't be: it is bootstrapped once per process.
+    init(factory: any MetricsFactory = MetricsSystem.factory) {
+        rawSent = Counter(label: "cluster_link_bytes_raw_total", dimensions: [("direction", "out")], factory: factory)
+        wireSent = Counter(label: "cluster_link_bytes_wire_total", dimensions: [("direction", "out")], factory: factory)
+        forwarded = Counter(label: "cluster_messages_forwarded_total", factory: factory)
+        handedOff = Counter(label: "cluster_queue_handoffs_total", factory: factory)
+        droppedNoLink = Counter(
+            label: "cluster_forward_dropped_total",
+            dimensions: [("reason", "no_link")],
+            factory: factory
+        )
+        droppedBackpressure = Counter(
+            label: "cluster_forward_dropped_total",
+            dimensions: [("reason", "link_backpressure")],
+            factory: factory
+        )
+        ackTimeouts = Counter(label: "cluster_interest_ack_timeouts_total", factory: factory)
+        propagation = Timer(label: "cluster_interest_propagation_seconds", factory: factory)
+        refused = Counter(label: "cluster_links_refused_total", factory: factory)
+        handshakeTimeouts = Counter(label: "cluster_link_handshake_timeouts_total", factory: factory)
+    }
 
     func linkBytesSent(raw: Int, wire: Int) {
         rawSent.increment(by: raw)

@@ -147,14 +147,13 @@ extension ClusterShell {
             secret: settings.secret
         )
         let link = LinkChannelHandler(
-            shell: self,
+            events: self,
             handshake: LinkHandshake(identity: identity, nonce: nonce, role: outbound ? .dialer : .listener),
             isOutbound: outbound,
             dialedAddress: address,
-            checksPeerCertificate: settings.tls != nil,
-            handshakeFrameSize: settings.handshakeFrameSize,
-            maxFrameSize: settings.maxLinkFrameSize,
-            handshakeTimeout: settings.handshakeTimeout
+            configuration: LinkHandlerConfiguration(settings),
+            metrics: metrics,
+            flowControl: flowControl
         )
         return link
     }

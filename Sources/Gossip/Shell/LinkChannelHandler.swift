@@ -1,3 +1,4 @@
+import BrokerShell
 import NIOCore
 import NIOSSL
 
@@ -14,7 +15,8 @@ import NIOSSL
 /// same tick. Each batch is compressed when that pays (see ``LinkFrame``).
 ///
 /// Lives on the cluster shell's event loop, like the shell itself, so the two call each
-/// other directly.
+/// other directly. It reports to a ``LinkHandlerEvents`` (the shell) and reads nothing else
+/// of it, so a test can run a pair of handlers in memory.
 final class LinkChannelHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -23,7 +25,15 @@ final class LinkChannelHandler: ChannelInboundHandler {
     let isOutbound: Bool
     /// The address dialled, for outbound links.
     let dialedAddress: String?
-    private let shell: ClusterShell
+    /// Held strongly, though the shell holds its open handlers too: that cycle ends when
+    /// ``LinkHandlerEvents/linkClosed(_:)`` makes the shell let go of this handler. A weak
+    /// reference would quietly drop the events of links still open after the shell's owner let
+    /// go of it, and an unowned one would crash on them.
+    private let events: any LinkHandlerEvents
+    private let metrics: ClusterMetrics
+    /// The node's back-pressure (see ``pauseIfNodeIsBehind(context:)``); `nil` never pauses.
+    private let flowControl: FlowControl?
+    private let compressionThreshold: Int
     private var handshake: LinkHandshake
     private(set) var peer: LinkHello?
     /// The wire version the handshake settled on (the highest both sides speak); `nil` until
@@ -53,30 +63,32 @@ final class LinkChannelHandler: ChannelInboundHandler {
     private(set) var counters = LinkCounters()
 
     /// - Parameters:
-    ///   - handshakeFrameSize: the largest frame accepted before the peer proved the cluster
-    ///     secret. A stranger must not make the node buffer megabytes.
-    ///   - maxFrameSize: the largest frame accepted after.
-    ///   - handshakeTimeout: how long the handshake may take before the link is closed.
-    ///   - checksPeerCertificate: whether a `NIOSSLHandler` ahead of this one holds a
-    ///     verified peer certificate that must name the node id the peer claims.
+    ///   - events: told of the link's life and handed its messages; held strongly.
+    ///   - metrics: counts bytes sent and handshakes timed out.
+    ///   - flowControl: the node's back-pressure, which the link pauses reading for and
+    ///     reports congestion to; `nil` for a link that never pauses.
     init(
-        shell: ClusterShell,
+        events: any LinkHandlerEvents,
         handshake: LinkHandshake,
         isOutbound: Bool,
         dialedAddress: String?,
-        checksPeerCertificate: Bool,
-        handshakeFrameSize: Int,
-        maxFrameSize: Int,
-        handshakeTimeout: TimeAmount
+        configuration: LinkHandlerConfiguration,
+        metrics: ClusterMetrics,
+        flowControl: FlowControl?
     ) {
-        self.shell = shell
+        self.events = events
+        self.metrics = metrics
+        self.flowControl = flowControl
         self.handshake = handshake
         self.isOutbound = isOutbound
         self.dialedAddress = dialedAddress
-        self.checksPeerCertificate = checksPeerCertificate
-        self.decoder = LinkFrame.Decoder(maxFrameSize: min(handshakeFrameSize, maxFrameSize))
-        self.establishedFrameSize = maxFrameSize
-        self.handshakeTimeout = handshakeTimeout
+        self.checksPeerCertificate = configuration.checksPeerCertificate
+        self.decoder = LinkFrame.Decoder(
+            maxFrameSize: min(configuration.handshakeFrameSize, configuration.maxFrameSize)
+        )
+        self.establishedFrameSize = configuration.maxFrameSize
+        self.handshakeTimeout = configuration.handshakeTimeout
+        self.compressionThreshold = configuration.compressionThreshold
     }
 
     var isEstablished: Bool { peer != nil }
@@ -112,13 +124,13 @@ final class LinkChannelHandler: ChannelInboundHandler {
     private func open() {
         guard handshakeDeadline == nil, let context else { return }
         let channel = context.channel
-        let shell = shell
+        let metrics = metrics
         let timeout = handshakeTimeout
         handshakeDeadline = context.eventLoop.scheduleTask(in: timeout) {
-            shell.metrics.linkHandshakeTimedOut()
+            metrics.linkHandshakeTimedOut()
             channel.close(promise: nil)
         }
-        shell.linkOpened(self)
+        events.linkOpened(self)
         if let opening = handshake.opening { send(opening) }
     }
 
@@ -129,7 +141,7 @@ final class LinkChannelHandler: ChannelInboundHandler {
         decoder.maxFrameSize = establishedFrameSize
         peer = hello
         wireVersion = version
-        shell.linkEstablished(self, peer: hello, version: version)
+        events.linkEstablished(self, peer: hello, version: version)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -151,7 +163,7 @@ final class LinkChannelHandler: ChannelInboundHandler {
             }
         } catch {
             // Decoding errors describe peer bytes: quoted like everything else from a peer.
-            shell.linkFailed(self, reason: "malformed input: \(LinkHandshake.quoted(String(describing: error)))")
+            events.linkFailed(self, reason: "malformed input: \(LinkHandshake.quoted(String(describing: error)))")
             context.close(promise: nil)
             return
         }
@@ -164,7 +176,7 @@ final class LinkChannelHandler: ChannelInboundHandler {
 
     private func handle(_ message: LinkMessage, context: ChannelHandlerContext) {
         guard peer == nil else {
-            shell.received(message, on: self)
+            events.received(message, on: self)
             return
         }
         if checksPeerCertificate, handshake.peerCertificateNames == nil {
@@ -183,12 +195,12 @@ final class LinkChannelHandler: ChannelInboundHandler {
         case .refuse(let refusal):
             if let told = refusal.told { send(.refuse(told)) }
             flushBatches()
-            shell.linkFailed(self, reason: refusal.reason)
+            events.linkFailed(self, reason: refusal.reason)
             context.close(promise: nil)
         case .selfConnection(let replies):
             for reply in replies { send(reply) }
             flushBatches()
-            shell.linkReachedItself(self)
+            events.linkReachedItself(self)
             context.close(promise: nil)
         }
     }
@@ -209,7 +221,7 @@ final class LinkChannelHandler: ChannelInboundHandler {
     /// Stops reading while the node has more work queued than it allows, so that the peer's
     /// forwards wait in this link (and then in the peer, whose publishers pause) instead.
     private func pauseIfNodeIsBehind(context: ChannelHandlerContext) {
-        guard !isPausedForFlowControl, let flowControl = shell.flowControl, flowControl.isBehind,
+        guard !isPausedForFlowControl, let flowControl, flowControl.isBehind,
             let options = context.channel.syncOptions
         else { return }
         isPausedForFlowControl = true
@@ -234,19 +246,19 @@ final class LinkChannelHandler: ChannelInboundHandler {
     private func setCongested(_ value: Bool) {
         guard value != congested else { return }
         congested = value
-        shell.flowControl?.linkCongestionChanged(congested: value)
+        flowControl?.linkCongestionChanged(congested: value)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         setCongested(false)
-        shell.linkClosed(self)
+        events.linkClosed(self)
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // NIO's and NIOSSL's errors (I/O, TLS alerts, BoringSSL's error strings) carry no
         // bytes from the peer, and a TLS failure's full text is what an operator needs.
-        shell.linkFailed(self, reason: "\(error)")
+        events.linkFailed(self, reason: "\(error)")
         context.close(promise: nil)
     }
 
@@ -328,17 +340,46 @@ final class LinkChannelHandler: ChannelInboundHandler {
     /// Writes one frame carrying `batch`, without flushing.
     private func writeFrame(_ batch: ByteBuffer, context: ChannelHandlerContext) {
         var frame = context.channel.allocator.buffer(capacity: batch.readableBytes + 9)
-        let sizes = LinkFrame.encode(batch, compressionThreshold: shell.settings.compressionThreshold, into: &frame)
+        let sizes = LinkFrame.encode(batch, compressionThreshold: compressionThreshold, into: &frame)
         counters.framesSent += 1
         counters.rawBytesSent += sizes.raw
         counters.wireBytesSent += sizes.wire
-        shell.metrics.linkBytesSent(raw: sizes.raw, wire: sizes.wire)
+        metrics.linkBytesSent(raw: sizes.raw, wire: sizes.wire)
         context.write(wrapOutboundOut(frame), promise: nil)
     }
 
     func close() {
         flushBatches()
         context?.close(promise: nil)
+    }
+}
+
+/// The limits a ``LinkChannelHandler`` works to, from ``ClusterSettings`` (see there for why
+/// each is what it is by default).
+struct LinkHandlerConfiguration: Sendable {
+    /// The largest frame accepted before the peer proved the cluster secret. A stranger must
+    /// not make the node buffer megabytes.
+    var handshakeFrameSize: Int
+    /// The largest frame accepted after.
+    var maxFrameSize: Int
+    /// How long the handshake may take before the link is closed.
+    var handshakeTimeout: TimeAmount
+    /// Batches smaller than this are sent uncompressed.
+    var compressionThreshold: Int
+    /// Whether a `NIOSSLHandler` ahead of the link's handler holds a verified peer
+    /// certificate that must name the node id the peer claims.
+    var checksPeerCertificate: Bool
+}
+
+extension LinkHandlerConfiguration {
+    init(_ settings: ClusterSettings) {
+        self.init(
+            handshakeFrameSize: settings.handshakeFrameSize,
+            maxFrameSize: settings.maxLinkFrameSize,
+            handshakeTimeout: settings.handshakeTimeout,
+            compressionThreshold: settings.compressionThreshold,
+            checksPeerCertificate: settings.tls != nil
+        )
     }
 }
 
