@@ -326,3 +326,42 @@ def test_max_queue_depth_bounds_held_messages(node_factory):
         frames = sub.collect(lambda fs: any(f.body == b"marker" for f in fs))
         held = [f.body for f in frames if f.command == "MESSAGE" and f.body != b"marker"]
         assert 1 <= len(held) <= 5, held
+
+
+@TRANSPORTS
+def test_rabbitmq_destination_names(open_client, transport):
+    """What RabbitMQ Web-STOMP applications name: /exchange/amq.topic/KEY is /topic/KEY,
+    /amq/queue/NAME and a bare NAME are /queue/NAME, ActiveMQ's trailing '>' is '#'; each
+    MESSAGE names the canonical form, and x- headers and content-type pass unchanged."""
+    key = unique("k")
+    sub = open_client(transport)
+    sub.subscribe(f"/topic/{key}.>", "wild")
+    sub.subscribe(f"/exchange/amq.topic/{key}.exact", "exact")
+    queue = unique("q")
+    worker = open_client(transport)
+    worker.subscribe(queue, "bare")
+    pub = open_client("tcp")
+    pub.send(f"/exchange/amq.topic/{key}.exact", "via exchange",
+             headers={"x-trace": "t-1", "content-type": "application/json"})
+    pub.send(f"/topic/{key}.exact", "via topic")
+    pub.send(f"/amq/queue/{queue}", "via amq queue")
+    pub.send(f"/queue/{queue}", "via queue", receipt=True)
+    got = sub.messages(4)
+    bodies = sorted((m.header("subscription"), m.body) for m in got)
+    assert bodies == [("exact", b"via exchange"), ("exact", b"via topic"),
+                      ("wild", b"via exchange"), ("wild", b"via topic")]
+    assert {m.header("destination") for m in got} == {f"/topic/{key}.exact"}
+    first = next(m for m in got if m.body == b"via exchange")
+    assert (first.header("x-trace"), first.header("content-type")) == ("t-1", "application/json")
+    work = worker.messages(2)
+    assert [m.body for m in work] == [b"via amq queue", b"via queue"]
+    assert {m.header("destination") for m in work} == {f"/queue/{queue}"}
+
+
+@TRANSPORTS
+def test_other_exchanges_are_refused_clearly(open_client, transport):
+    c = open_client(transport)
+    c.send_frame("SUBSCRIBE", {"id": "s", "destination": "/exchange/logs/error", "receipt": "r"})
+    error = c.expect("ERROR")
+    assert error.header("message") == "invalid destination"
+    assert "/exchange/logs/error" in error.text
