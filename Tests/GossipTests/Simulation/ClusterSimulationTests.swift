@@ -34,8 +34,13 @@ struct ClusterSimulationTests {
 
     @Test func fiveNodesKnowingOnlyASeedConverge() throws {
         let cluster = SimulatedCluster(SimulatedCluster.Configuration(size: 5))
-        let took = try #require(cluster.run(until: 30_000) { $0.membershipConverged })
-        print("SIMULATION membership 5 nodes converged in \(took) ms")
+        // Gossip names the members before their links are up (each a connection and a
+        // handshake, and a tie-break where both ends dialled): wait for both.
+        let meshed = { (cluster: SimulatedCluster) in
+            (0..<5).allSatisfy { a in (0..<5).allSatisfy { b in a == b || cluster.isLinked(a, b) } }
+        }
+        let took = try #require(cluster.run(until: 30_000) { $0.membershipConverged && meshed($0) })
+        print("SIMULATION membership 5 nodes converged, full mesh of links, in \(took) ms")
         #expect(took <= 5_000)
         // A full mesh of links, and nobody was ever suspected on the way.
         for a in 0..<5 {

@@ -1,25 +1,58 @@
-import Gossip
 import NIOCore
 import StompRouting
 
+@testable import Gossip
+
 /// A single-threaded cluster of sans-IO nodes on a simulated network and clock.
 ///
-/// Each node runs a ``MembershipInstance``, a ``LocalInterest`` and an ``InterestTable``; the
-/// cluster plays the part of the shell, following `ClusterShell`'s policies: directives become
-/// messages delivered after a simulated delay (in order per direction, like a TCP link),
-/// possibly dropped, never across a partition; `.connect` sets up a link after a connection
-/// delay when both ends are up and can reach each other; a member declared dead or departed
-/// has its interest dropped and its link closed; live members without a link are redialled
-/// every second, dead ones every 5 s, seeds every second while a node has no link at all and
-/// every 30 s otherwise. A killed node stops answering and its peers see its links close.
-/// Interest changes go as deltas to every linked peer, a new link starts with a snapshot each
-/// way, digests are exchanged periodically, and a gap is answered with a digest, which makes
-/// the origin send a snapshot.
+/// Each node runs the cluster's real state machines, the instances `ClusterShell` runs:
+/// ``MembershipInstance`` (SWIM), ``InterestSync`` (its own interest and its peers', their
+/// acknowledgements, and the SUBSCRIBE receipts waiting for them), ``QueueHandoffs`` (which
+/// peer takes a queue message, and the hand-offs not acknowledged yet) and ``LinkPolicy``
+/// (when to dial whom, with the real backoff and its jitter, and which of two links to a peer
+/// stays). The cluster only plays the shell's I/O, following its glue step by step (`tick()`,
+/// `perform(_:)`, `memberChanged`, `dialMissingPeers`, `dial`, `linkEstablished`,
+/// `linkClosed`, `received`, `handOff`, `reclaimHandoffs`, `afterInterestPropagated`,
+/// `releasePropagationWaiters`): every policy decision comes from the instances.
+///
+/// The network. A dial is a simulated TCP connection: accepted or refused after
+/// ``Configuration/connectDelay`` (refused when the address's node is down or on the other
+/// side of a partition), and the dialler's ``LinkPolicy`` hears `dialEnded(failed:)` either
+/// way. Then `LinkHandshake`'s exchange: the listener is established when the dialler's proof
+/// arrives (three trips), the dialler when the listener's hello and proof reach it. Both nodes
+/// of a pair may dial at once and see the two links come up in either order;
+/// ``LinkPolicy/keepsNewLink`` decides which stays, as in the shell. Frames travel in order per
+/// direction after ``Configuration/latency`` (plus a node's extra delay) and are lost with
+/// ``dropProbability``, or to and from a muted node. A lost hand-off frame (`.handoff`,
+/// `.handoffAck`) breaks its link instead: those count on the link (TCP) never losing a frame
+/// while it stays up. A node closing a link (the tie-break, a member declared dead, a leave)
+/// lets the frames it already sent arrive before the other end sees the close; a broken link
+/// (``resetLink(_:_:)``, a partition, a killed process) loses everything in flight. A
+/// partition breaks the links across it at once (a real one leaves them silent until
+/// membership declares death). A handshake not done within
+/// ``Configuration/handshakeTimeout`` is closed. Heart-beats and the silent-link timeout are not
+/// simulated; each tick tells `MembershipInstance.heard(from:at:)` when frames last arrived on
+/// the links that received any since the previous tick (the shell tells it for every link, but
+/// `heard` keeps the latest time).
+///
+/// Clients. ``subscribe(_:to:by:receipt:)`` changes a node's local interest; with a receipt
+/// it waits in the node's ``InterestSync`` and lands in ``receipts`` when released, with the
+/// peers that held less than its version at that moment. ``publish(_:toQueue:)`` is a publish
+/// on a node with no local consumer of the queue: ``QueueHandoffs`` picks the peer, the
+/// `.handoff` goes over the link, the peer accepts it (records that it owns it) and answers
+/// `.handoffAck`; a link that drops, or a member declared dead, makes the sender reclaim what
+/// was not acknowledged. This minimal router never hands a message on again and never
+/// consumes one, so ownership can be checked: a node owns the messages it holds and those it
+/// handed off and awaits the ack of. After every step each published message must have an
+/// owner (unless every owner was killed), and each node's ``QueueHandoffs/pendingCount`` must
+/// match the hand-offs it was seen to send and not yet see acknowledged or reclaimed
+/// (``violations``).
 ///
 /// Time is milliseconds since the start; ``run(for:)`` advances it in steps, delivering due
-/// messages at their own time and then ticking every live node. The network's randomness is
-/// seeded; the membership instances iterate dictionaries, whose order Swift seeds per process
-/// and per instance, so two runs may differ in detail (not in outcome).
+/// events at their own time and then ticking every live node once (every 50 ms by default;
+/// the shell ticks every 100 ms). The network's and each instance's randomness is seeded; the
+/// instances also iterate dictionaries, whose order Swift seeds per process, so two runs may
+/// differ in detail unless the process runs with `SWIFT_DETERMINISTIC_HASHING=1`.
 final class SimulatedCluster {
     struct Configuration {
         var size: Int
@@ -27,22 +60,24 @@ final class SimulatedCluster {
         var settings = MembershipInstance.Settings()
         /// One-way delay of a message, in ms.
         var latency: ClosedRange<Int64> = 1...5
-        /// How long a link takes to come up (TCP connect + handshake), in ms.
+        /// How long a TCP connection takes to be accepted or refused, in ms; the handshake then
+        /// takes four trips of ``latency``.
         var connectDelay: ClosedRange<Int64> = 5...50
         /// The chance that any one message is lost.
         var dropProbability: Double = 0
         /// The clock's step: every live node is ticked once per step.
         var step: Int64 = 50
-        /// Nodes every node dials at start and redials (see ``seedInterval``).
+        /// The nodes whose addresses every node has as seeds.
         var seeds: [Int] = [0]
-        /// How often a node redials the live members it has no link to.
-        var reconnectInterval: Int64 = 1_000
-        /// How often a node redials the members it holds dead (a healed partition relinks so).
-        var deadRedialInterval: Int64 = 5_000
-        /// How often a node redials its seeds: while it has no link, and once it has some.
-        var seedInterval: (unlinked: Int64, linked: Int64) = (1_000, 30_000)
+        /// Reconnection backoff and dialling cadences, the shell's defaults
+        /// (`ClusterSettings.reconnectBackoffMinimum`/`Maximum`).
+        var linkPolicy = LinkPolicy.Settings(backoffMinimum: .milliseconds(100), backoffMaximum: .seconds(5))
         /// How often each node sends an interest digest to every linked peer (nil: never).
         var digestInterval: Int64? = 5_000
+        /// How long a SUBSCRIBE's receipt waits for the peers' acknowledgements, in ms.
+        var interestAckTimeout: Int64 = 2_000
+        /// A link whose handshake isn't done after this long is closed, in ms.
+        var handshakeTimeout: Int64 = 5_000
         /// A graceful leave closes the links this long after announcing it.
         var leaveLinger: Int64 = 100
 
@@ -56,49 +91,181 @@ final class SimulatedCluster {
         var previous: MemberUpdate.Status?
     }
 
+    /// A SUBSCRIBE's receipt, held by a node's ``InterestSync`` until its peers acknowledged.
+    struct Receipt {
+        var id: String
+        var node: Int
+        /// The version of the node's interest it waits for.
+        var version: UInt64
+        var requestedAt: Int64
+    }
+
+    /// A receipt the node's ``InterestSync`` let go, and what the peers held at that moment.
+    struct ReceiptRelease {
+        var receipt: Receipt
+        var time: Int64
+        /// `nil` when nothing needed waiting for (released as it was asked for).
+        var outcome: InterestSync<Receipt>.Outcome?
+        /// Peers the node held live that hold it alive at its epoch but held less than the
+        /// receipt's version of its interest when it was released.
+        var laggards: [String]
+
+        var propagated: Bool {
+            if case .timedOut = outcome { return false }
+            return true
+        }
+    }
+
+    /// A queue message a node owns: published there, or accepted from a peer or a reclaim.
+    struct HeldMessage {
+        var queue: String
+        var redelivered: Bool
+        var hops: UInt8
+    }
+
+    /// One simulated TCP connection, from its acceptance to its close. End 0 dialled, end 1
+    /// listened.
+    final class Connection {
+        let id: Int
+        let nodes: [Int]
+        /// Each end's boot epoch, as its hello announces it.
+        let epochs: [UInt64]
+        /// Each end's process (``Node/boot``).
+        let boots: [Int]
+        let dialedAddress: String
+        var established = [false, false]
+        var open = [true, true]
+        /// Broken (reset, partition, a killed process): whatever is in flight is lost.
+        var broken = false
+        /// Per receiving end: when the last frame sent towards it arrives (TCP keeps order).
+        var lastArrival: [Int64] = [0, 0]
+        /// Per end: when a frame last arrived there (the shell's `lastReceived`).
+        var lastReceived: [Int64]
+
+        init(id: Int, nodes: [Node], dialedAddress: String, now: Int64) {
+            self.id = id
+            self.nodes = nodes.map(\.index)
+            self.epochs = nodes.map(\.epoch)
+            self.boots = nodes.map(\.boot)
+            self.dialedAddress = dialedAddress
+            self.lastReceived = [now, now]
+        }
+
+        func end(of node: Int) -> Int { nodes[0] == node ? 0 : 1 }
+    }
+
     final class Node {
         let index: Int
         let id: NodeID
         let address: String
-        var epoch: UInt64
-        /// Incremented at each (re)start: messages for an earlier life are lost.
-        var boot = 0
+        let epoch: UInt64
+        /// Incremented at each (re)start.
+        let boot: Int
         var up = true
+        var leaving = false
         var muted = false
         /// Extra delay added to every message to or from this node (a saturated node).
         var extraDelay: ClosedRange<Int64>?
         var membership: MembershipInstance
-        var interest: LocalInterest
-        var table = InterestTable()
-        var links = Set<Int>()
+        var sync: InterestSync<Receipt>
+        var handoffs: QueueHandoffs
+        var linkPolicy: LinkPolicy
+        /// Established links, one per peer (the shell's `links`).
+        var links: [NodeID: Connection] = [:] {
+            didSet { unlinkedCache = nil }
+        }
+        /// Every open connection, established or in its handshake (the shell's `openLinks`).
+        var openConnections: [Int: Connection] = [:]
+        var lastDigest: Int64
+        /// Peers whose link received frames since the last tick told membership
+        /// (`heard(from:at:)` keeps the latest time, so telling it the same time again is moot).
+        var heardSince: Set<NodeID> = []
+        /// `membership.liveMembers`, which only a `.statusChanged` directive can change: kept
+        /// until one comes, as the shell asks for it on every tick.
+        var liveCache: [NodeID]? {
+            didSet { unlinkedCache = nil }
+        }
+        /// The live members without a link, kept until either changes.
+        private var unlinkedCache: [NodeID]?
+        /// Queue messages this node owns, by message id.
+        var held: [String: HeldMessage] = [:]
+        /// The hand-offs this node was seen to send and not yet seen acknowledged or reclaimed,
+        /// by the id ``QueueHandoffs`` gave them, with the connection each went on: what its
+        /// `pendingCount` must count.
+        var handedOff: [UInt64: (peer: NodeID, messageID: String, connection: Int)] = [:]
+        /// The hand-offs this node reclaimed, by id: an acknowledgement of one that arrives
+        /// later shows the peer had taken it.
+        var reclaimedHandoffs: [UInt64: String] = [:]
 
-        init(index: Int, epoch: UInt64, settings: MembershipInstance.Settings, seed: UInt64) {
+        /// This node's own interest.
+        var interest: LocalInterest { sync.local }
+        /// What this node holds of its peers' interest.
+        var table: InterestTable { sync.remote }
+
+        init(index: Int, epoch: UInt64, boot: Int, configuration: Configuration, seed: UInt64, now: Int64) {
             self.index = index
             self.id = NodeID("n\(index)")
-            self.address = "n\(index):7946"
+            self.address = SimulatedCluster.address(of: index)
             self.epoch = epoch
+            self.boot = boot
+            let time = SimulatedCluster.deadline(now)
             membership = MembershipInstance(
                 node: id,
                 epoch: epoch,
                 address: address,
-                settings: settings,
+                settings: configuration.settings,
                 random: SplitMix64(seed: seed)
             )
-            interest = LocalInterest(epoch: epoch)
+            sync = InterestSync(epoch: epoch, acknowledgementTimeout: .milliseconds(configuration.interestAckTimeout))
+            handoffs = QueueHandoffs(random: SplitMix64(seed: seed ^ 0x4841_4E44_4F46_4653))
+            linkPolicy = LinkPolicy(
+                settings: configuration.linkPolicy,
+                now: time,
+                random: SplitMix64(seed: seed ^ 0x4C49_4E4B_504F_4C49)
+            )
+            // As the shell does once its listener is bound.
+            linkPolicy.noteOwnAddress(address)
+            lastDigest = now
+        }
+
+        func sortedLinks() -> [(peer: NodeID, connection: Connection)] {
+            links.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        }
+
+        var liveMembers: [NodeID] {
+            if let liveCache { return liveCache }
+            let live = membership.liveMembers
+            liveCache = live
+            return live
+        }
+
+        /// The live members this node has no link to, in id order.
+        var unlinkedMembers: [NodeID] {
+            if let unlinkedCache { return unlinkedCache }
+            let unlinked = liveMembers.filter { links[$0] == nil }
+            unlinkedCache = unlinked
+            return unlinked
         }
     }
 
     private enum Event {
-        case deliver(from: Int, to: Int, boot: Int, message: LinkMessage)
-        case establish(Int, Int)
-        case linkClosed(at: Int, peer: Int, boot: Int)
+        /// A dial's TCP connection attempt ends.
+        case connect(dialer: Int, boot: Int, address: String)
+        /// The other end's last handshake message reaches `end` (the listener first).
+        case handshake(Connection, end: Int)
+        case handshakeTimeout(Connection)
+        case deliver(Connection, to: Int, message: LinkMessage)
+        /// `end` sees the connection close.
+        case closed(Connection, end: Int)
         case shutdown(Int, boot: Int)
     }
 
+    /// An entry of the event heap; the event itself waits in `events[slot]`, so that moving
+    /// entries about the heap copies no payload.
     private struct Scheduled {
         var time: Int64
         var order: UInt64
-        var event: Event
+        var slot: Int
 
         func precedes(_ other: Scheduled) -> Bool {
             time < other.time || (time == other.time && order < other.order)
@@ -106,44 +273,74 @@ final class SimulatedCluster {
     }
 
     let configuration: Configuration
+    /// Told of every link and hand-off event, for following a failing seed.
+    var trace: ((String) -> Void)?
+    /// The chance that any one message is lost; may change while the cluster runs.
+    var dropProbability: Double
     private(set) var nodes: [Node] = []
     private(set) var now: Int64 = 0
     private(set) var history: [StatusEvent] = []
     private(set) var messagesSent = 0
     private(set) var messagesDropped = 0
+    /// Dials started, and those refused (the node down or unreachable).
+    private(set) var dials = (started: 0, refused: 0)
+    /// Links established while the node held another to the same peer (``LinkPolicy/keepsNewLink``).
+    private(set) var tieBreaks = 0
+    /// Every receipt released, in order.
+    private(set) var receipts: [ReceiptRelease] = []
+    /// Queue messages published, in order.
+    private(set) var published: [String] = []
+    /// Hand-offs sent, reclaimed, and acceptances of a message the node already held.
+    private(set) var handoffCounts = (sent: 0, acknowledged: 0, reclaimed: 0, duplicates: 0)
+    /// Messages whose every owner was killed (or left) while holding them.
+    private(set) var lostWithCrash: Set<String> = []
+    /// Messages whose hand-off acknowledgement never reached the sender in time: it reclaims
+    /// (or may yet reclaim) one the peer took, QueueHandoffs' documented price of never
+    /// losing one.
+    private(set) var acknowledgementsLost: Set<String> = []
+    /// What the checks after each step found: a message with no owner, or a node whose
+    /// ``QueueHandoffs/pendingCount`` disagrees with the hand-offs it sent and got back.
+    private(set) var violations: [String] = []
     /// The group of each node while partitioned; nodes in different groups can't reach each other.
     private var partition: [Int]?
     private var index: [NodeID: Int] = [:]
+    private var addresses: [String: Int] = [:]
     private var random: SplitMix64
     private var queue: [Scheduled] = []
+    private var events: [Event?] = []
+    private var freeSlots: [Int] = []
     private var order: UInt64 = 0
-    private var pendingLinks = Set<Pair>()
-    private var lastDelivery: [Int: Int64] = [:]
-
-    private struct Pair: Hashable {
-        var low: Int, high: Int
-        init(_ a: Int, _ b: Int) { (low, high) = a < b ? (a, b) : (b, a) }
-    }
+    /// Connections open at either end.
+    private var connections: [Int: Connection] = [:]
+    private var nextConnection = 0
+    private var unowned = Set<String>()
 
     init(_ configuration: Configuration) {
         self.configuration = configuration
+        dropProbability = configuration.dropProbability
         random = SplitMix64(seed: configuration.seed)
         for i in 0..<configuration.size {
             let node = Node(
                 index: i,
                 epoch: 1,
-                settings: configuration.settings,
-                seed: configuration.seed &* 1_000_003 &+ UInt64(i)
+                boot: 0,
+                configuration: configuration,
+                seed: configuration.seed &* 1_000_003 &+ UInt64(i),
+                now: now
             )
             nodes.append(node)
             index[node.id] = i
+            addresses[node.address] = i
         }
-        for i in 0..<configuration.size { dialSeeds(of: i) }
+        // Each shell's clock ticks as it starts: that dials the seeds.
+        for i in 0..<configuration.size { tick(i) }
     }
 
     static func deadline(_ milliseconds: Int64) -> NIODeadline {
         .uptimeNanoseconds(0) + .milliseconds(milliseconds)
     }
+
+    static func address(of node: Int) -> String { "n\(node):7946" }
 
     // MARK: - Driving
 
@@ -169,83 +366,91 @@ final class SimulatedCluster {
     private func step() {
         let target = now + configuration.step
         while let next = queue.first, next.time <= target {
-            let event = pop()
-            now = event.time
-            handle(event.event)
+            let scheduled = pop()
+            now = scheduled.time
+            let event = events[scheduled.slot]!
+            events[scheduled.slot] = nil
+            freeSlots.append(scheduled.slot)
+            handle(event)
         }
         now = target
-        for node in nodes where node.up {
-            perform(node.membership.tick(now: Self.deadline(now)), of: node.index)
-        }
-        for node in nodes where node.up { redial(node.index) }
-        if let interval = configuration.digestInterval, now % interval == 0 {
-            for node in nodes where node.up {
-                for peer in node.links.sorted() { sendDigest(from: node.index, to: peer) }
+        for node in nodes where node.up { tick(node.index) }
+        if !published.isEmpty { checkOwnership() }
+        // The cache of live members stands for what the shell asks membership every tick.
+        if nodes.count <= 10 {
+            for node in nodes where node.up && node.liveCache != nil && node.liveCache != node.membership.liveMembers {
+                violations.append("t=\(now) \(node.id)'s cached live members went stale")
+                node.liveCache = nil
             }
         }
     }
 
     // MARK: - Faults
 
-    /// The process dies: it stops answering, and each peer sees its link close.
+    /// The process dies: it stops answering, its connections break (each peer sees its link
+    /// close), and the queue messages it alone held are lost with it.
     func kill(_ i: Int) {
         let node = nodes[i]
         guard node.up else { return }
+        noteCrash(of: i)
         node.up = false
-        for peer in node.links.sorted() {
-            unlink(i, peer)
-            schedule(
-                .linkClosed(at: peer, peer: i, boot: nodes[peer].boot),
-                at: now + randomDelay(configuration.latency)
-            )
+        for connection in node.openConnections.values.sorted(by: { $0.id < $1.id }) {
+            connection.open[connection.end(of: i)] = false
+            breakConnection(connection)
+            if !connection.open.contains(true) { connections[connection.id] = nil }
         }
+        node.openConnections = [:]
     }
 
-    /// The node starts again under the same id, at a later boot epoch, and dials its seeds.
+    /// The node starts again under the same id, at a later boot epoch, and its clock's first
+    /// tick dials its seeds.
     func restart(_ i: Int, epoch: UInt64) {
         let old = nodes[i]
         precondition(!old.up, "kill it first")
         let node = Node(
             index: i,
             epoch: epoch,
-            settings: configuration.settings,
-            seed: configuration.seed &* 7_919 &+ epoch &* 31 &+ UInt64(i)
+            boot: old.boot + 1,
+            configuration: configuration,
+            seed: configuration.seed &* 7_919 &+ epoch &* 31 &+ UInt64(i),
+            now: now
         )
-        node.boot = old.boot + 1
         node.extraDelay = old.extraDelay
         nodes[i] = node
-        dialSeeds(of: i)
+        tick(i)
     }
 
-    /// Graceful leave: peers are told, then the process exits shortly after.
+    /// Graceful leave: peers are told, then the process closes its links and exits shortly after.
     func leave(_ i: Int) {
-        perform(nodes[i].membership.leave(), of: i)
-        schedule(.shutdown(i, boot: nodes[i].boot), at: now + configuration.leaveLinger)
+        let node = nodes[i]
+        node.leaving = true
+        perform(node.membership.leave(), of: i)
+        schedule(.shutdown(i, boot: node.boot), at: now + configuration.leaveLinger)
     }
 
-    /// Splits the cluster: links across groups close at once and nothing crosses until ``heal()``.
+    /// Splits the cluster: links across groups break at once and nothing crosses until ``heal()``.
     func partition(_ groups: [Set<Int>]) {
         var group = Array(repeating: -1, count: nodes.count)
         for (number, members) in groups.enumerated() {
             for member in members { group[member] = number }
         }
         partition = group
-        for node in nodes {
-            for peer in node.links.sorted() where peer > node.index && !canReach(node.index, peer) {
-                unlink(node.index, peer)
-                perform(
-                    nodes[node.index].membership.linkClosed(node: nodes[peer].id, now: Self.deadline(now)),
-                    of: node.index
-                )
-                perform(
-                    nodes[peer].membership.linkClosed(node: nodes[node.index].id, now: Self.deadline(now)),
-                    of: peer
-                )
-            }
+        for connection in connections.values.sorted(by: { $0.id < $1.id })
+        where !canReach(connection.nodes[0], connection.nodes[1]) {
+            breakConnection(connection, noticed: 0...0)
         }
     }
 
     func heal() { partition = nil }
+
+    /// The connections between `a` and `b` break (a reset, a middlebox dropping the flow):
+    /// what is in flight is lost and each end sees its link close.
+    func resetLink(_ a: Int, _ b: Int) {
+        for connection in connections.values.sorted(by: { $0.id < $1.id })
+        where Set(connection.nodes) == [a, b] {
+            breakConnection(connection)
+        }
+    }
 
     /// Every message to or from `i` is lost while muted (a stalled process whose links stay up).
     func mute(_ i: Int, _ muted: Bool) { nodes[i].muted = muted }
@@ -257,24 +462,41 @@ final class SimulatedCluster {
         perform(nodes[i].membership.received(message, from: nodes[sender].id, now: Self.deadline(now)), of: i)
     }
 
-    // MARK: - Interest
+    // MARK: - Clients
 
-    /// Local subscriptions of node `i` to `key` change by `delta`; peers hear of it if they must.
-    func subscribe(_ i: Int, to key: Destination, by delta: Int = 1) {
+    /// Local subscriptions of node `i` to `key` change by `delta`; peers hear of it if they
+    /// must (the shell's `interestChanged`). With a `receipt`, the SUBSCRIBE asked for one:
+    /// it waits in the node's ``InterestSync`` until every live peer acknowledged the node's
+    /// interest as it is now, or the timeout (see ``receipts``).
+    func subscribe(_ i: Int, to key: Destination, by delta: Int = 1, receipt: String? = nil) {
         let node = nodes[i]
-        guard let change = node.interest.adjust(key, by: delta) else { return }
-        for peer in node.links.sorted() {
-            transmit(
-                .interestDelta(epoch: node.epoch, version: change.version, changes: [change.change]),
-                from: i,
-                to: peer
-            )
+        if let message = node.sync.localChanged(key, by: delta) {
+            for (_, connection) in node.sortedLinks() { send(message, on: connection, from: i) }
         }
+        guard let receipt else { return }
+        let waiting = Receipt(id: receipt, node: i, version: node.sync.local.version, requestedAt: now)
+        let live = node.liveMembers
+        if let ready = node.sync.waitForPropagation(waiting, live: live, now: Self.deadline(now)) {
+            record(ready, outcome: nil, live: live)
+        }
+    }
+
+    /// A client of node `i` sends a message to `queue`, which has no consumer on that node:
+    /// the shell hands it off (or keeps it when no peer can take it).
+    ///
+    /// - Returns: the message's id.
+    @discardableResult
+    func publish(_ i: Int, toQueue queue: String) -> String {
+        let id = "m\(published.count + 1)"
+        published.append(id)
+        let message = MessageEnvelope(destination: .queue(queue), messageID: id, headers: [:], body: ByteBuffer())
+        handOff(i, queue: queue, message, redelivered: false, hops: 0)
+        return id
     }
 
     // MARK: - Observations
 
-    func isLinked(_ a: Int, _ b: Int) -> Bool { nodes[a].links.contains(b) }
+    func isLinked(_ a: Int, _ b: Int) -> Bool { nodes[a].links[nodes[b].id] != nil }
 
     /// Whether every live node holds every other live node as alive at its current epoch.
     var membershipConverged: Bool {
@@ -306,6 +528,53 @@ final class SimulatedCluster {
         return true
     }
 
+    /// Pairs of live nodes that don't hold the very same single link to each other (one holds
+    /// a link the other doesn't, or each holds another), and connections still open that are
+    /// no one's link; empty when every pair agrees.
+    var linkDisagreements: [String] {
+        var found: [String] = []
+        var kept = Set<Int>()
+        let live = nodes.filter(\.up)
+        for a in live {
+            for b in live where a.index < b.index {
+                let ab = a.links[b.id]
+                let ba = b.links[a.id]
+                if let ab { kept.insert(ab.id) }
+                if ab !== ba {
+                    found.append(
+                        "\(a.id)->\(b.id) \(ab.map { "#\($0.id)" } ?? "none"), back \(ba.map { "#\($0.id)" } ?? "none")"
+                    )
+                }
+            }
+        }
+        for connection in connections.values.sorted(by: { $0.id < $1.id })
+        where connection.open.contains(true) && !kept.contains(connection.id) {
+            found.append("connection #\(connection.id) \(connection.nodes) open \(connection.open) but no one's link")
+        }
+        return found
+    }
+
+    /// Hand-offs sent and not yet acknowledged, over every live node.
+    var pendingHandoffs: Int { nodes.filter(\.up).reduce(0) { $0 + $1.handoffs.pendingCount } }
+
+    /// Pending hand-offs sent over a connection that is no longer the node's link to that
+    /// peer (the tie-break replaced it): no acknowledgement can come back for them, and only
+    /// the next drop of the link now held reclaims them.
+    var orphanedHandoffs: [(node: Int, peer: NodeID, messageID: String)] {
+        nodes.filter(\.up).flatMap { node in
+            node.handedOff.values.filter { node.links[$0.peer]?.id != $0.connection }.map {
+                (node.index, $0.peer, $0.messageID)
+            }
+        }.sorted { $0.messageID < $1.messageID }
+    }
+
+    /// The live nodes that own `messageID`: hold it, or handed it off and await the ack.
+    func owners(of messageID: String) -> [Int] {
+        nodes.filter { node in
+            node.up && (node.held[messageID] != nil || node.handedOff.values.contains { $0.messageID == messageID })
+        }.map(\.index)
+    }
+
     /// What `observer` holds about node `subject`.
     func view(of subject: Int, by observer: Int) -> MemberUpdate? {
         nodes[observer].membership.status(of: nodes[subject].id)
@@ -317,196 +586,469 @@ final class SimulatedCluster {
         return history.filter { $0.update.node == id && $0.time >= since }
     }
 
-    // MARK: - The shell's part
+    // MARK: - The shell's clock (ClusterShell.tick)
+
+    private func tick(_ i: Int) {
+        let node = nodes[i]
+        guard node.up, !node.leaving else { return }
+        let time = Self.deadline(now)
+        // As the shell does for every link; only those that received something since can matter.
+        for peer in node.heardSince {
+            guard let connection = node.links[peer] else { continue }
+            node.membership.heard(from: peer, at: Self.deadline(connection.lastReceived[connection.end(of: i)]))
+        }
+        node.heardSince.removeAll(keepingCapacity: true)
+        perform(node.membership.tick(now: time), of: i)
+        dialMissingPeers(i)
+        if let interval = configuration.digestInterval, now - node.lastDigest >= interval {
+            node.lastDigest = now
+            for (peer, connection) in node.sortedLinks() {
+                send(node.sync.digest(for: peer), on: connection, from: i)
+            }
+        }
+        releasePropagationWaiters(i)
+    }
+
+    // MARK: - Directives (ClusterShell.perform, memberChanged)
 
     private func perform(_ directives: [MembershipInstance.Directive], of i: Int) {
+        let node = nodes[i]
         for directive in directives {
             switch directive {
-            case .send(let message, let to):
-                if let j = index[to], nodes[i].links.contains(j) { transmit(message, from: i, to: j) }
+            case .send(let message, let peer):
+                if let connection = node.links[peer] { send(message, on: connection, from: i) }
             case .broadcast(let message):
-                for j in nodes[i].links.sorted() { transmit(message, from: i, to: j) }
-            case .connect(let peer, _):
-                if let j = index[peer] { requestLink(i, j) }
+                for (_, connection) in node.sortedLinks() { send(message, on: connection, from: i) }
+            case .connect(let peer, let address):
+                if node.links[peer] == nil { dial(i, address, force: true) }
             case .statusChanged(let update, let previous):
+                node.liveCache = nil
                 history.append(StatusEvent(time: now, observer: i, update: update, previous: previous))
-                if update.status >= .dead, let j = index[update.node] {
-                    // As the shell does: drop its interest and close its link.
-                    nodes[i].table.remove(update.node)
-                    if isLinked(i, j) {
-                        unlink(i, j)
-                        schedule(
-                            .linkClosed(at: j, peer: i, boot: nodes[j].boot),
-                            at: now + randomDelay(configuration.latency)
-                        )
-                    }
-                }
+                memberChanged(i, update)
             }
         }
     }
 
-    private func transmit(_ message: LinkMessage, from i: Int, to j: Int) {
-        messagesSent += 1
-        if nodes[i].muted || nodes[j].muted
-            || (configuration.dropProbability > 0
-                && Double.random(in: 0..<1, using: &random) < configuration.dropProbability)
+    private func memberChanged(_ i: Int, _ update: MemberUpdate) {
+        guard update.status >= .dead else { return }
+        let node = nodes[i]
+        // Its interest goes (the router would re-weigh those queues), its link closes, and its
+        // queue messages in flight come back to this node.
+        _ = node.sync.memberGone(update.node)
+        if let connection = node.links.removeValue(forKey: update.node) {
+            close(connection, at: connection.end(of: i))
+        }
+        reclaimHandoffs(i, from: update.node)
+        releasePropagationWaiters(i)
+    }
+
+    // MARK: - Dialling (ClusterShell.dialMissingPeers, dial)
+
+    private func dialMissingPeers(_ i: Int) {
+        let node = nodes[i]
+        for peer in node.unlinkedMembers {
+            if let address = node.membership.status(of: peer)?.address { dial(i, address, force: false) }
+        }
+        if node.linkPolicy.deadRedialDue(now: Self.deadline(now)) {
+            for member in node.membership.deadMembers.sorted(by: { $0.node < $1.node })
+            where node.links[member.node] == nil {
+                dial(i, member.address, force: false)
+            }
+        }
+        if !configuration.seeds.isEmpty, node.linkPolicy.seedsDue(now: Self.deadline(now), linked: !node.links.isEmpty)
         {
-            messagesDropped += 1
+            var linked = Set(node.openConnections.values.filter { $0.nodes[0] == i }.map(\.dialedAddress))
+            linked.formUnion(node.links.keys.compactMap { index[$0] }.map(Self.address(of:)))
+            for seed in configuration.seeds where !linked.contains(Self.address(of: seed)) {
+                dial(i, Self.address(of: seed), force: false)
+            }
+        }
+    }
+
+    private func dial(_ i: Int, _ address: String, force: Bool) {
+        let node = nodes[i]
+        guard !node.leaving, node.linkPolicy.startDial(address, now: Self.deadline(now), force: force) else { return }
+        dials.started += 1
+        trace?("t=\(now) \(node.id) dials \(address)\(force ? " (membership asked)" : "")")
+        schedule(
+            .connect(dialer: i, boot: node.boot, address: address),
+            at: now + randomDelay(configuration.connectDelay)
+        )
+    }
+
+    /// The TCP connection attempt ended: refused, or accepted and handshaking.
+    private func connected(_ i: Int, boot: Int, address: String) {
+        let dialer = nodes[i]
+        guard dialer.up, dialer.boot == boot else { return }  // the process that dialled is gone
+        guard let j = addresses[address], j != i, nodes[j].up, canReach(i, j) else {
+            dials.refused += 1
+            dialer.linkPolicy.dialEnded(address, failed: true, now: Self.deadline(now))
             return
         }
-        var delay = randomDelay(configuration.latency)
-        if let extra = nodes[i].extraDelay { delay += randomDelay(extra) }
-        if let extra = nodes[j].extraDelay { delay += randomDelay(extra) }
-        let key = i &* nodes.count &+ j
-        let time = max(now + delay, lastDelivery[key] ?? 0)
-        lastDelivery[key] = time
-        schedule(.deliver(from: i, to: j, boot: nodes[j].boot, message: message), at: time)
+        dialer.linkPolicy.dialEnded(address, failed: false, now: Self.deadline(now))
+        nextConnection += 1
+        let connection = Connection(id: nextConnection, nodes: [dialer, nodes[j]], dialedAddress: address, now: now)
+        connections[connection.id] = connection
+        dialer.openConnections[connection.id] = connection
+        nodes[j].openConnections[connection.id] = connection
+        schedule(.handshakeTimeout(connection), at: now + configuration.handshakeTimeout)
+        // LinkHandshake: the dialler's hello, the listener's challenge, the dialler's proof; the
+        // listener is established on that proof, the dialler on the listener's hello and proof.
+        let proof = now + transmissionDelay(i, j) + transmissionDelay(j, i) + transmissionDelay(i, j)
+        connection.lastArrival = [proof, proof]
+        schedule(.handshake(connection, end: 1), at: proof)
     }
+
+    // MARK: - Link events (ClusterShell.linkEstablished, linkClosed)
+
+    private func handshakeDone(_ connection: Connection, at end: Int) {
+        guard !connection.broken, connection.open[end], !connection.established[end] else { return }
+        let (i, j) = (connection.nodes[end], connection.nodes[1 - end])
+        // A stalled process doesn't answer its handshake either; the timeout closes it.
+        guard !nodes[i].muted, !nodes[j].muted else { return }
+        connection.established[end] = true
+        connection.lastReceived[end] = now
+        if !connection.established[1 - end] {
+            schedule(.handshake(connection, end: 1 - end), at: arrival(on: connection, towards: 1 - end))
+        }
+        linkEstablished(connection, at: end)
+    }
+
+    private func linkEstablished(_ connection: Connection, at end: Int) {
+        let node = nodes[connection.nodes[end]]
+        let peerIndex = connection.nodes[1 - end]
+        let peer = nodes[peerIndex].id
+        let peerEpoch = connection.epochs[1 - end]
+        node.linkPolicy.linkEstablished(dialedAddress: end == 0 ? connection.dialedAddress : nil)
+        if let existing = node.links[peer], existing !== connection {
+            let keepNew = LinkPolicy.keepsNewLink(
+                existingPeerEpoch: existing.epochs[1 - existing.end(of: node.index)],
+                newPeerEpoch: peerEpoch,
+                newLinkDialedHere: end == 0,
+                localNode: node.id,
+                peer: peer
+            )
+            tieBreaks += 1
+            trace?(
+                "t=\(now) \(node.id) tie-break: #\(existing.id) held, #\(connection.id) (dialled \(end == 0 ? "here" : "there")) \(keepNew ? "replaces it" : "refused")"
+            )
+            if !keepNew {
+                close(connection, at: end)
+                return
+            }
+            node.links[peer] = nil
+            close(existing, at: existing.end(of: node.index))
+        }
+        node.links[peer] = connection
+        node.heardSince.insert(peer)
+        trace?("t=\(now) \(node.id) link #\(connection.id) to \(peer) up")
+        // A link that (re)connects starts from a full snapshot of this node's interest.
+        let snapshot = node.sync.linkEstablished(to: peer, peerEpoch: peerEpoch)
+        perform(
+            node.membership.linkEstablished(
+                node: peer,
+                epoch: peerEpoch,
+                address: Self.address(of: peerIndex),
+                now: Self.deadline(now)
+            ),
+            of: node.index
+        )
+        send(snapshot, on: connection, from: node.index)
+    }
+
+    private func linkClosed(_ connection: Connection, at end: Int) {
+        let node = nodes[connection.nodes[end]]
+        node.openConnections[connection.id] = nil
+        if !connection.open[1 - end] { connections[connection.id] = nil }
+        let peer = nodes[connection.nodes[1 - end]].id
+        guard connection.established[end], node.links[peer] === connection else {
+            if end == 0, !connection.established[end] {
+                node.linkPolicy.linkClosedBeforeHandshake(
+                    dialedAddress: connection.dialedAddress,
+                    now: Self.deadline(now)
+                )
+            }
+            return
+        }
+        node.links[peer] = nil
+        trace?("t=\(now) \(node.id) link #\(connection.id) to \(peer) down")
+        reclaimHandoffs(node.index, from: peer)
+        if !node.leaving { perform(node.membership.linkClosed(node: peer, now: Self.deadline(now)), of: node.index) }
+    }
+
+    /// This end closes the connection: frames it already sent still arrive, then the other
+    /// end sees the close.
+    private func close(_ connection: Connection, at end: Int) {
+        guard connection.open[end] else { return }
+        connection.open[end] = false
+        if connection.open[1 - end] {
+            schedule(.closed(connection, end: 1 - end), at: arrival(on: connection, towards: 1 - end))
+        }
+        linkClosed(connection, at: end)
+    }
+
+    /// The connection breaks: every frame in flight is lost and each end still open sees the
+    /// close after `noticed` ms (by default a message's latency).
+    private func breakConnection(_ connection: Connection, noticed: ClosedRange<Int64>? = nil) {
+        guard !connection.broken else { return }
+        connection.broken = true
+        for end in 0...1 where connection.open[end] {
+            schedule(.closed(connection, end: end), at: now + randomDelay(noticed ?? configuration.latency))
+        }
+        if !connection.open.contains(true) { connections[connection.id] = nil }
+    }
+
+    // MARK: - Frames (ClusterShell.received)
+
+    private func send(_ message: LinkMessage, on connection: Connection, from i: Int) {
+        let end = connection.end(of: i)
+        guard connection.open[end], !connection.broken else { return }
+        messagesSent += 1
+        let j = connection.nodes[1 - end]
+        if nodes[i].muted || nodes[j].muted
+            || (dropProbability > 0 && Double.random(in: 0..<1, using: &random) < dropProbability)
+        {
+            lost(message, on: connection, towards: 1 - end)
+            return
+        }
+        schedule(.deliver(connection, to: 1 - end, message: message), at: arrival(on: connection, towards: 1 - end))
+    }
+
+    /// A frame that never arrives. A hand-off frame breaks its link instead: they go over a
+    /// link that never loses a frame it goes on carrying.
+    private func lost(_ message: LinkMessage, on connection: Connection, towards end: Int) {
+        messagesDropped += 1
+        noteAcknowledgementLost(message, on: connection, at: end)
+        switch message {
+        case .handoff, .handoffAck: breakConnection(connection)
+        default: break
+        }
+    }
+
+    private func arrived(_ message: LinkMessage, on connection: Connection, at end: Int) {
+        let node = nodes[connection.nodes[end]]
+        guard !connection.broken, connection.open[end], node.up else {
+            messagesDropped += 1
+            noteAcknowledgementLost(message, on: connection, at: end)
+            return
+        }
+        guard !node.muted else {
+            lost(message, on: connection, towards: end)
+            return
+        }
+        connection.lastReceived[end] = now
+        let peerIndex = connection.nodes[1 - end]
+        let peer = nodes[peerIndex].id
+        node.heardSince.insert(peer)
+        guard connection.established[end], node.links[peer] === connection else {
+            if case .handoff = message {
+                trace?("t=\(now) \(node.id) ignores a hand-off on #\(connection.id), not its link")
+            }
+            if case .handoffAck = message {
+                trace?("t=\(now) \(node.id) ignores an ack on #\(connection.id), not its link")
+            }
+            noteAcknowledgementLost(message, on: connection, at: end)
+            return
+        }
+        let time = Self.deadline(now)
+        switch message {
+        case .ping, .ack, .pingRequest, .members:
+            perform(node.membership.received(message, from: peer, now: time), of: node.index)
+
+        case .interestDelta, .interestSnapshot, .interestAck, .interestDigest:
+            let reaction = node.sync.received(message, from: peer, peerEpoch: connection.epochs[1 - end])
+            for reply in reaction.replies { send(reply, on: connection, from: node.index) }
+            // (reaction.queuesChanged would re-weigh the router's hand-offs: this router has none.)
+            if reaction.acknowledgementAdvanced { releasePropagationWaiters(node.index) }
+
+        case .handoff(let id, let queue, let envelope, let redelivered, let hops):
+            trace?("t=\(now) \(node.id) takes \(envelope.messageID) (hand-off \(id)) on #\(connection.id)")
+            accept(
+                node.index,
+                queue: queue,
+                envelope,
+                redelivered: redelivered,
+                hops: QueueHandoffs.hopsOnArrival(hops)
+            )
+            send(.handoffAck(id: id), on: connection, from: node.index)
+
+        case .handoffAck(let id):
+            trace?("t=\(now) \(node.id) hand-off \(id) acknowledged on #\(connection.id)")
+            node.handoffs.acknowledged(id)
+            if node.handedOff.removeValue(forKey: id) != nil { handoffCounts.acknowledged += 1 }
+
+        default:
+            break
+        }
+    }
+
+    // MARK: - Queue messages (ClusterShell.handOff, reclaimHandoffs; the router's acceptHandoff)
+
+    private func handOff(_ i: Int, queue: String, _ message: MessageEnvelope, redelivered: Bool, hops: UInt8) {
+        let node = nodes[i]
+        let decision = node.handoffs.handOff(
+            queue: queue,
+            message,
+            redelivered: redelivered,
+            hops: hops,
+            consumers: node.table.consumers(ofQueue: queue).filter { node.links[$0.key] != nil },
+            linkedPeers: node.links.keys
+        )
+        switch decision {
+        case .send(let id, let peer):
+            handoffCounts.sent += 1
+            node.handedOff[id] = (peer, message.messageID, node.links[peer]?.id ?? 0)
+            trace?(
+                "t=\(now) \(node.id) hands \(message.messageID) to \(peer) as \(id) on #\(node.links[peer]?.id ?? 0)"
+            )
+            if let connection = node.links[peer] {
+                send(
+                    .handoff(id: id, queue: queue, message: message, redelivered: redelivered, hops: hops),
+                    on: connection,
+                    from: i
+                )
+            }
+        case .keepHere:
+            accept(i, queue: queue, message, redelivered: redelivered, hops: .max)
+        }
+    }
+
+    private func reclaimHandoffs(_ i: Int, from peer: NodeID) {
+        let node = nodes[i]
+        let reclaimed = node.handoffs.reclaim(from: peer)
+        let expected = node.handedOff.filter { $0.value.peer == peer }
+        for (id, handoff) in expected {
+            node.handedOff[id] = nil
+            node.reclaimedHandoffs[id] = handoff.messageID
+        }
+        if reclaimed.map(\.message.messageID).sorted() != expected.values.map(\.messageID).sorted() {
+            violations.append(
+                "t=\(now) \(node.id) reclaimed \(reclaimed.map(\.message.messageID)) from \(peer), handed it \(expected.values.map(\.messageID))"
+            )
+        }
+        for handoff in reclaimed {
+            trace?("t=\(now) \(node.id) reclaims \(handoff.message.messageID) from \(peer)")
+            handoffCounts.reclaimed += 1
+            accept(i, queue: handoff.queue, handoff.message, redelivered: handoff.redelivered, hops: handoff.hops)
+        }
+    }
+
+    /// The node owns the message now.
+    private func accept(_ i: Int, queue: String, _ message: MessageEnvelope, redelivered: Bool, hops: UInt8) {
+        let node = nodes[i]
+        if node.held[message.messageID] != nil { handoffCounts.duplicates += 1 }
+        node.held[message.messageID] = HeldMessage(queue: queue, redelivered: redelivered, hops: hops)
+    }
+
+    /// A `.handoffAck` towards `end` that won't be processed: the node there may reclaim (or
+    /// may have reclaimed) the message its peer took.
+    private func noteAcknowledgementLost(_ message: LinkMessage, on connection: Connection, at end: Int) {
+        let node = nodes[connection.nodes[end]]
+        guard case .handoffAck(let id) = message, node.up, node.boot == connection.boots[end],
+            let messageID = node.handedOff[id]?.messageID ?? node.reclaimedHandoffs[id]
+        else { return }
+        acknowledgementsLost.insert(messageID)
+    }
+
+    /// Messages that only the killed node `i` owned are lost with it.
+    private func noteCrash(of i: Int) {
+        let node = nodes[i]
+        let mine = Set(node.held.keys).union(node.handedOff.values.map(\.messageID))
+        for id in mine where owners(of: id) == [i] { lostWithCrash.insert(id) }
+    }
+
+    private func checkOwnership() {
+        var owned = Set<String>()
+        for node in nodes where node.up {
+            owned.formUnion(node.held.keys)
+            owned.formUnion(node.handedOff.values.map(\.messageID))
+            if node.handoffs.pendingCount != node.handedOff.count {
+                violations.append(
+                    "t=\(now) \(node.id) has \(node.handoffs.pendingCount) hand-offs pending, sent and not settled \(node.handedOff.count)"
+                )
+            }
+        }
+        for id in published where !owned.contains(id) && !lostWithCrash.contains(id) && !unowned.contains(id) {
+            unowned.insert(id)
+            violations.append("t=\(now) \(id) is owned by no node")
+        }
+    }
+
+    // MARK: - Subscribe receipts (ClusterShell.afterInterestPropagated, releasePropagationWaiters)
+
+    private func releasePropagationWaiters(_ i: Int) {
+        let node = nodes[i]
+        guard node.sync.waitingCount > 0 else { return }
+        let live = node.liveMembers
+        for (receipt, outcome) in node.sync.releaseWaiters(live: live, now: Self.deadline(now)) {
+            record(receipt, outcome: outcome, live: live)
+        }
+    }
+
+    /// Records a released receipt with the peers that, at this moment, hold the node alive
+    /// but less than the receipt's version of its interest.
+    private func record(_ receipt: Receipt, outcome: InterestSync<Receipt>.Outcome?, live: [NodeID]) {
+        let node = nodes[receipt.node]
+        var laggards: [String] = []
+        for peer in live {
+            guard let p = index[peer], nodes[p].up,
+                let seen = nodes[p].membership.status(of: node.id), seen.status <= .suspect, seen.epoch == node.epoch
+            else { continue }
+            let held = nodes[p].table.version(of: node.id)
+            if held?.epoch != node.epoch || (held?.version ?? 0) < receipt.version {
+                laggards.append(
+                    "\(peer) (epoch \(nodes[p].epoch)) holds \(held.map { "\($0.epoch).\($0.version)" } ?? "nothing")"
+                )
+            }
+        }
+        receipts.append(ReceiptRelease(receipt: receipt, time: now, outcome: outcome, laggards: laggards))
+    }
+
+    // MARK: - The network
 
     private func handle(_ event: Event) {
         switch event {
-        case .deliver(let from, let to, let boot, let message):
-            let receiver = nodes[to]
-            guard receiver.up, receiver.boot == boot, !receiver.muted, canReach(from, to) else {
-                messagesDropped += 1
-                return
+        case .connect(let dialer, let boot, let address):
+            connected(dialer, boot: boot, address: address)
+        case .handshake(let connection, let end):
+            handshakeDone(connection, at: end)
+        case .handshakeTimeout(let connection):
+            for end in 0...1 where connection.open[end] && !connection.established[end] {
+                close(connection, at: end)
             }
-            deliver(message, from: from, to: to)
-
-        case .establish(let a, let b):
-            pendingLinks.remove(Pair(a, b))
-            guard nodes[a].up, nodes[b].up, canReach(a, b), !isLinked(a, b) else { return }
-            nodes[a].links.insert(b)
-            nodes[b].links.insert(a)
-            let time = Self.deadline(now)
-            perform(
-                nodes[a].membership.linkEstablished(
-                    node: nodes[b].id,
-                    epoch: nodes[b].epoch,
-                    address: nodes[b].address,
-                    now: time
-                ),
-                of: a
-            )
-            perform(
-                nodes[b].membership.linkEstablished(
-                    node: nodes[a].id,
-                    epoch: nodes[a].epoch,
-                    address: nodes[a].address,
-                    now: time
-                ),
-                of: b
-            )
-            sendSnapshot(from: a, to: b)
-            sendSnapshot(from: b, to: a)
-
-        case .linkClosed(let at, let peer, let boot):
-            guard nodes[at].up, nodes[at].boot == boot, !isLinked(at, peer) else { return }
-            perform(nodes[at].membership.linkClosed(node: nodes[peer].id, now: Self.deadline(now)), of: at)
-
+        case .deliver(let connection, let end, let message):
+            arrived(message, on: connection, at: end)
+        case .closed(let connection, let end):
+            guard connection.open[end] else { return }
+            connection.open[end] = false
+            linkClosed(connection, at: end)
         case .shutdown(let i, let boot):
-            if nodes[i].boot == boot { kill(i) }
-        }
-    }
-
-    private func deliver(_ message: LinkMessage, from i: Int, to j: Int) {
-        let receiver = nodes[j]
-        let sender = nodes[i].id
-        switch message {
-        case .interestDelta(let epoch, let version, let changes):
-            answer(
-                receiver.table.applyDelta(from: sender, epoch: epoch, version: version, changes: changes),
-                epoch: epoch,
-                from: j,
-                to: i
-            )
-        case .interestSnapshot(let epoch, let version, let entries):
-            answer(
-                receiver.table.applySnapshot(from: sender, epoch: epoch, version: version, entries: entries),
-                epoch: epoch,
-                from: j,
-                to: i
-            )
-        case .interestAck:
-            break
-        case .interestDigest(let epoch, let version, let yourEpoch, let yourVersion):
-            if yourEpoch != receiver.epoch || yourVersion != receiver.interest.version {
-                sendSnapshot(from: j, to: i)
+            let node = nodes[i]
+            guard node.up, node.boot == boot else { return }
+            for connection in node.openConnections.values.sorted(by: { $0.id < $1.id }) {
+                close(connection, at: connection.end(of: i))
             }
-            let held = receiver.table.version(of: sender)
-            if held == nil || held!.epoch < epoch || (held!.epoch == epoch && held!.version < version) {
-                sendDigest(from: j, to: i)
-            }
-        default:
-            perform(receiver.membership.received(message, from: sender, now: Self.deadline(now)), of: j)
+            noteCrash(of: i)
+            node.up = false
         }
     }
 
-    private func answer(_ outcome: InterestTable.Outcome, epoch: UInt64, from j: Int, to i: Int) {
-        switch outcome {
-        case .applied(let version, _), .duplicate(let version):
-            transmit(.interestAck(epoch: epoch, version: version), from: j, to: i)
-        case .gap:
-            sendDigest(from: j, to: i)
-        case .stale:
-            break
-        }
-    }
-
-    private func sendSnapshot(from i: Int, to j: Int) {
-        let node = nodes[i]
-        transmit(
-            .interestSnapshot(epoch: node.epoch, version: node.interest.version, entries: node.interest.snapshot),
-            from: i,
-            to: j
+    /// When a frame sent now towards `end` arrives: after a message's delay, and after every
+    /// frame sent before it in that direction.
+    private func arrival(on connection: Connection, towards end: Int) -> Int64 {
+        let time = max(
+            now + transmissionDelay(connection.nodes[1 - end], connection.nodes[end]),
+            connection.lastArrival[end]
         )
+        connection.lastArrival[end] = time
+        return time
     }
 
-    private func sendDigest(from i: Int, to j: Int) {
-        let node = nodes[i]
-        let held = node.table.version(of: nodes[j].id)
-        transmit(
-            .interestDigest(
-                epoch: node.epoch,
-                version: node.interest.version,
-                yourEpoch: held?.epoch ?? 0,
-                yourVersion: held?.version ?? 0
-            ),
-            from: i,
-            to: j
-        )
-    }
-
-    private func requestLink(_ a: Int, _ b: Int) {
-        guard a != b, nodes[a].up, !isLinked(a, b), pendingLinks.insert(Pair(a, b)).inserted else { return }
-        schedule(.establish(a, b), at: now + randomDelay(configuration.connectDelay))
-    }
-
-    private func dialSeeds(of i: Int) {
-        for seed in configuration.seeds where seed != i { requestLink(i, seed) }
-    }
-
-    /// What the shell does on its clock: redial live members without a link, now and then the
-    /// members held dead, and the seeds (often while it has no link at all).
-    private func redial(_ i: Int) {
-        let node = nodes[i]
-        if now % configuration.reconnectInterval == 0 {
-            for member in node.membership.liveMembers {
-                if let j = index[member], !isLinked(i, j) { requestLink(i, j) }
-            }
-        }
-        if now % configuration.deadRedialInterval == 0 {
-            for member in node.membership.deadMembers {
-                if let j = index[member.node], !isLinked(i, j) { requestLink(i, j) }
-            }
-        }
-        let seedInterval = node.links.isEmpty ? configuration.seedInterval.unlinked : configuration.seedInterval.linked
-        if now % seedInterval == 0 { dialSeeds(of: i) }
-    }
-
-    private func unlink(_ a: Int, _ b: Int) {
-        nodes[a].links.remove(b)
-        nodes[b].links.remove(a)
+    private func transmissionDelay(_ i: Int, _ j: Int) -> Int64 {
+        var delay = randomDelay(configuration.latency)
+        if let extra = nodes[i].extraDelay { delay += randomDelay(extra) }
+        if let extra = nodes[j].extraDelay { delay += randomDelay(extra) }
+        return delay
     }
 
     private func canReach(_ a: Int, _ b: Int) -> Bool {
@@ -522,7 +1064,15 @@ final class SimulatedCluster {
 
     private func schedule(_ event: Event, at time: Int64) {
         order += 1
-        queue.append(Scheduled(time: time, order: order, event: event))
+        let slot: Int
+        if let free = freeSlots.popLast() {
+            slot = free
+            events[slot] = event
+        } else {
+            slot = events.count
+            events.append(event)
+        }
+        queue.append(Scheduled(time: time, order: order, slot: slot))
         var child = queue.count - 1
         while child > 0 {
             let parent = (child - 1) / 2

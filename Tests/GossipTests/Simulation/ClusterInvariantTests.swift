@@ -1,0 +1,311 @@
+import Foundation
+import NIOCore
+import StompRouting
+import Testing
+
+@testable import Gossip
+
+/// The cluster's promises, checked on the simulated network while faults strike and once they
+/// stop: five nodes (3 and 4 consume /queue/jobs, 0, 1 and 2 publish to it; every node
+/// subscribes to and leaves topics, asking for receipts) run 12 s of one kind of fault, then
+/// must settle.
+///
+/// - Interest converges once the faults stop: every live node holds every other's current
+///   version.
+/// - A receipt released as propagated was acknowledged for real: at that moment every peer
+///   the node held live, and that holds the node alive at its epoch, holds at least the
+///   version of its interest the receipt waited for (checked against the peers' tables).
+/// - Every queue message is owned by at least one live node after every step (its holder, or
+///   the node that handed it off and awaits the ack), unless every node owning it was killed;
+///   once the cluster is quiet with no hand-off pending, by exactly one, except where a
+///   hand-off's acknowledgement was lost: the sender then reclaims a message the peer took,
+///   which QueueHandoffs documents as the price of never losing one. Hence nothing is lost
+///   while a hand-off's link drops.
+/// - Both ends of every pair of live nodes hold the same single link, and no other connection
+///   stays open.
+///
+/// Two known bugs are recorded with `withKnownIssue` rather than failing the suite: a hand-off
+/// sent on a link that the tie-break then replaces is never acknowledged nor reclaimed until
+/// the pair's link drops again (see the test, which then breaks that link and checks that
+/// nothing was lost); and a peer is dialled again on every tick while a handshake with it is
+/// under way, which makes such replacements common when a peer is slow
+/// (``aPeerWhoseHandshakeIsSlowIsNotDialledAgainMeanwhile()``).
+///
+/// `SIM_SEEDS` sets the number of seeds per scenario (5 by default; the suite also runs
+/// under ThreadSanitizer). A failing case names its scenario and seed; run it again with
+/// `SWIFT_DETERMINISTIC_HASHING=1` to make the instances' dictionary order repeat too, and
+/// with `SIM_TRACE="<scenario> <seed>"` (e.g. `SIM_TRACE="linkReset 9"`) to print its link
+/// and hand-off events.
+@Suite("Cluster invariants under faults")
+struct ClusterInvariantSimulationTests {
+    enum Scenario: String, CaseIterable, Sendable, CustomTestStringConvertible {
+        /// 5% of all messages lost (a lost hand-off frame breaks its link).
+        case messageLoss
+        /// Two nodes at a time take up to 600 ms more for every message, each way.
+        case delay
+        /// The cluster splits in two for 7 s, then heals.
+        case partitionAndHeal
+        /// A node is killed, and restarts at a new epoch before or after its death is noticed.
+        case killAndRestart
+        /// A random link breaks every 700 ms.
+        case linkReset
+
+        var testDescription: String { rawValue }
+    }
+
+    static let seeds: [UInt64] = {
+        let count = ProcessInfo.processInfo.environment["SIM_SEEDS"].flatMap { Int($0) } ?? 5
+        return Array(1...UInt64(max(count, 1)))
+    }()
+
+    static let size = 5
+    static let consumers = [3: 2, 4: 1]
+    static let publishers = [0, 1, 2]
+    static let faultPhase: Int64 = 12_000
+
+    @Test(arguments: Scenario.allCases, ClusterInvariantSimulationTests.seeds)
+    func invariantsHold(_ scenario: Scenario, seed: UInt64) throws {
+        var configuration = SimulatedCluster.Configuration(size: Self.size)
+        configuration.seed = seed
+        let cluster = SimulatedCluster(configuration)
+        if ProcessInfo.processInfo.environment["SIM_TRACE"] == "\(scenario) \(seed)" {
+            cluster.trace = { print("TRACE \($0)") }
+        }
+        _ = try #require(cluster.run(until: 30_000) { $0.membershipConverged })
+        var run = Run(
+            cluster: cluster,
+            random: SplitMix64(seed: seed &* 0x9E37_79B9 &+ UInt64(Scenario.allCases.firstIndex(of: scenario)!))
+        )
+        for (node, count) in Self.consumers.sorted(by: { $0.key < $1.key }) {
+            run.subscribe(node, to: .queue("jobs"), by: count)
+        }
+        _ = try #require(cluster.run(until: 10_000) { $0.interestConverged })
+
+        let start = cluster.now
+        while cluster.now - start < Self.faultPhase {
+            run.strike(scenario, at: cluster.now - start)
+            run.act(at: cluster.now - start)
+            cluster.run(for: 100)
+        }
+        run.stopFaults()
+
+        // Quiet: everything settled but hand-offs orphaned by a tie-break (see below), which
+        // nothing but a later drop of the link settles.
+        let quiet = cluster.run(until: 60_000) { cluster in
+            cluster.membershipConverged && cluster.interestConverged && cluster.linkDisagreements.isEmpty
+                && cluster.nodes.allSatisfy { !$0.up || $0.sync.waitingCount == 0 }
+                && cluster.pendingHandoffs == cluster.orphanedHandoffs.count
+        }
+        #expect(
+            quiet != nil,
+            """
+            not quiet: membership \(cluster.membershipConverged), interest \(cluster.interestConverged), \
+            pending hand-offs \(Self.pending(cluster)), links \(cluster.linkDisagreements)
+            """
+        )
+        #expect(cluster.interestConverged)
+        #expect(cluster.linkDisagreements.isEmpty)
+
+        // Known bug: a hand-off sent on a link that LinkPolicy.keepsNewLink then replaces stays
+        // pending. ClusterShell.linkEstablished stops holding the old link before closing it, so
+        // linkClosed doesn't reclaim what went over it, and an acknowledgement coming back on it
+        // is ignored; if the peer closed its end before the hand-off arrived, nobody took it.
+        let orphaned = cluster.orphanedHandoffs
+        withKnownIssue(
+            "hand-offs sent on a link the tie-break replaced are neither acknowledged nor reclaimed",
+            isIntermittent: true
+        ) {
+            #expect(orphaned.isEmpty, "\(orphaned.map { "n\($0.node)->\($0.peer) \($0.messageID)" })")
+        }
+        // Until the link now held drops: then they are reclaimed, and nothing is lost.
+        for (node, peer, _) in orphaned { cluster.resetLink(node, Int(peer.name.dropFirst())!) }
+        let reclaimed = cluster.run(until: 30_000) { cluster in
+            cluster.membershipConverged && cluster.linkDisagreements.isEmpty && cluster.pendingHandoffs == 0
+        }
+        #expect(reclaimed != nil, "pending hand-offs \(Self.pending(cluster))")
+
+        let released = cluster.receipts
+        let timedOut = released.filter { !$0.propagated }.count
+        let owners = Dictionary(uniqueKeysWithValues: cluster.published.map { ($0, cluster.owners(of: $0)) })
+        let twice = owners.filter { $0.value.count > 1 }
+        print(
+            "SIMULATION invariants \(scenario) seed \(seed): \(quiet.map { "quiet \($0) ms after the faults" } ?? "NOT QUIET"), \(cluster.published.count) queue messages, hand-offs \(cluster.handoffCounts), \(orphaned.count) orphaned by a tie-break, \(cluster.acknowledgementsLost.count) acks lost, \(twice.count) owned twice, \(cluster.lostWithCrash.count) lost with a killed node; \(released.count) receipts (\(timedOut) timed out); \(cluster.messagesDropped) of \(cluster.messagesSent) messages dropped, dials \(cluster.dials), \(cluster.tieBreaks) tie-breaks"
+        )
+
+        // Ownership after every step, and QueueHandoffs' pending count against what it decided.
+        #expect(cluster.violations.isEmpty, "\(cluster.violations.prefix(10))")
+
+        // Receipts: none released as propagated while a peer held an older version.
+        for release in released where release.propagated {
+            #expect(
+                release.laggards.isEmpty,
+                "receipt \(release.receipt.id) for version \(release.receipt.version) released at \(release.time) as \(release.outcome.map { "\($0)" } ?? "ready") while \(release.laggards)"
+            )
+        }
+        // Every receipt asked of a node still running was answered.
+        let answered = Set(released.map(\.receipt.id))
+        #expect(
+            run.asked.filter { !answered.contains($0.key) && cluster.nodes[$0.value.node].boot == $0.value.boot }
+                .isEmpty
+        )
+
+        // Nothing lost: with no hand-off pending every message is owned by one node, by two only
+        // where an acknowledgement was lost (the sender took back what the peer had taken).
+        for id in cluster.published where !cluster.lostWithCrash.contains(id) {
+            #expect(owners[id]?.isEmpty == false, "\(id) is owned by no node")
+        }
+        for (id, holders) in twice.sorted(by: { $0.key < $1.key }) {
+            #expect(
+                holders.count == 2 && cluster.acknowledgementsLost.contains(id),
+                "\(id) is owned by \(holders) though every acknowledgement of its hand-offs arrived"
+            )
+        }
+        // Messages lost with a crash only in the scenario that kills.
+        if scenario != .killAndRestart { #expect(cluster.lostWithCrash.isEmpty) }
+    }
+
+    /// The receipt check itself: a receipt released (timed out) while a muted peer never got
+    /// the interest names that peer.
+    @Test func theReceiptCheckSeesALaggingPeer() throws {
+        let cluster = SimulatedCluster(SimulatedCluster.Configuration(size: 3))
+        _ = try #require(cluster.run(until: 30_000) { $0.membershipConverged && $0.interestConverged })
+        cluster.mute(2, true)
+        cluster.subscribe(0, to: .topic("a.*"), receipt: "r1")
+        cluster.run(for: 2_500)
+        let release = try #require(cluster.receipts.first)
+        #expect(release.outcome == .timedOut)
+        #expect(release.laggards.map { $0.hasPrefix("n2 ") } == [true])
+    }
+
+    /// Known bug: while a link's handshake is under way, the shell dials the peer again on every
+    /// tick. `dialMissingPeers` looks only at established links, and `LinkPolicy` counts a dial
+    /// only until its TCP connection is up (`dialEnded` comes from the connect), so a peer whose
+    /// handshake takes longer than a tick gets a connection per tick. Each of them later
+    /// replaces the one before at both ends (of two links one node dialled, the tie-break keeps
+    /// the newer), and each replacement may reach the other end as a link-down: its hand-offs
+    /// reclaimed, a probe started, hand-offs on the replaced link orphaned.
+    @Test func aPeerWhoseHandshakeIsSlowIsNotDialledAgainMeanwhile() throws {
+        let cluster = try ClusterSimulationTests.convergedCluster()
+        var dials: [String] = []
+        cluster.trace = { line in if line.contains(" dials ") { dials.append(line) } }
+        // Every message to or from node 1 takes 300 ms more: its handshake takes over a second.
+        cluster.setExtraDelay(1, 300...300)
+        cluster.resetLink(0, 1)
+        _ = try #require(cluster.run(until: 10_000) { $0.isLinked(0, 1) && $0.linkDisagreements.isEmpty })
+        cluster.run(for: 3_000)
+        let toNode1 = dials.filter { $0.contains("n0 dials n1:") }.count
+        let toNode0 = dials.filter { $0.contains("n1 dials n0:") }.count
+        print(
+            "SIMULATION slow handshake (+300 ms each way): n0 dialled n1 \(toNode1) times, n1 dialled n0 \(toNode0) times"
+        )
+        #expect(cluster.isLinked(0, 1) && cluster.linkDisagreements.isEmpty)
+        withKnownIssue("a peer is dialled again on every tick while a handshake with it is under way") {
+            #expect(toNode1 + toNode0 <= 2)
+        }
+    }
+
+    /// Each node's hand-offs still pending, by peer, and whether it is linked to that peer.
+    static func pending(_ cluster: SimulatedCluster) -> [String] {
+        cluster.nodes.filter(\.up).flatMap { node in
+            node.handedOff.values.map { "\(node.id)->\($0.peer) \($0.messageID) linked \(node.links[$0.peer] != nil)" }
+        }.sorted()
+    }
+
+    /// The clients and the faults of one run, drawing from their own seeded generator.
+    struct Run {
+        let cluster: SimulatedCluster
+        var random: SplitMix64
+        /// Receipts asked for, by id: the node and its boot.
+        var asked: [String: (node: Int, boot: Int)] = [:]
+        /// The topics each node subscribes to now.
+        var topics: [Int: Set<Int>] = [:]
+        var killed: (node: Int, restartAt: Int64)?
+        var delayed: [Int] = []
+
+        init(cluster: SimulatedCluster, random: SplitMix64) {
+            self.cluster = cluster
+            self.random = random
+        }
+
+        mutating func subscribe(_ node: Int, to destination: Destination, by delta: Int) {
+            let id = "r\(asked.count + 1)"
+            asked[id] = (node, cluster.nodes[node].boot)
+            cluster.subscribe(node, to: destination, by: delta, receipt: id)
+        }
+
+        /// Every 100 ms a publisher sends to /queue/jobs; every 400 ms a node subscribes to a
+        /// topic or leaves one, asking for a receipt.
+        mutating func act(at time: Int64) {
+            let publisher = Self.pick(ClusterInvariantSimulationTests.publishers, using: &random)
+            if cluster.nodes[publisher].up { cluster.publish(publisher, toQueue: "jobs") }
+            guard time % 400 == 0 else { return }
+            let node = Int.random(in: 0..<ClusterInvariantSimulationTests.size, using: &random)
+            guard cluster.nodes[node].up else { return }
+            let topic = Int.random(in: 0..<4, using: &random)
+            let subscribed = topics[node, default: []].contains(topic)
+            if subscribed { topics[node]?.remove(topic) } else { topics[node, default: []].insert(topic) }
+            subscribe(node, to: .topic("t\(topic).*"), by: subscribed ? -1 : 1)
+        }
+
+        mutating func strike(_ scenario: Scenario, at time: Int64) {
+            switch scenario {
+            case .messageLoss:
+                if time == 0 { cluster.dropProbability = 0.05 }
+
+            case .delay:
+                guard time % 3_000 == 0 else { return }
+                for node in delayed { cluster.setExtraDelay(node, nil) }
+                var nodes = Array(0..<ClusterInvariantSimulationTests.size)
+                nodes.shuffle(using: &random)
+                delayed = Array(nodes.prefix(2))
+                for node in delayed { cluster.setExtraDelay(node, 0...600) }
+
+            case .partitionAndHeal:
+                if time == 1_000 {
+                    var nodes = Array(0..<ClusterInvariantSimulationTests.size)
+                    nodes.shuffle(using: &random)
+                    cluster.partition([Set(nodes.prefix(2)), Set(nodes.dropFirst(2))])
+                }
+                if time == 8_000 { cluster.heal() }
+
+            case .killAndRestart:
+                if time == 1_000 {
+                    let node = Int.random(in: 0..<ClusterInvariantSimulationTests.size, using: &random)
+                    // Back before its death is noticed, or well after.
+                    let down: Int64 = Bool.random(using: &random) ? 300 : 6_000
+                    cluster.kill(node)
+                    killed = (node, time + down)
+                }
+                if let killed, time == killed.restartAt { restart(killed.node) }
+
+            case .linkReset:
+                guard time % 700 == 0 else { return }
+                let a = Int.random(in: 0..<ClusterInvariantSimulationTests.size, using: &random)
+                let b =
+                    (a + Int.random(in: 1..<ClusterInvariantSimulationTests.size, using: &random))
+                    % ClusterInvariantSimulationTests.size
+                cluster.resetLink(a, b)
+            }
+        }
+
+        mutating func stopFaults() {
+            cluster.dropProbability = 0
+            for node in 0..<ClusterInvariantSimulationTests.size { cluster.setExtraDelay(node, nil) }
+            cluster.heal()
+            if let killed, !cluster.nodes[killed.node].up { restart(killed.node) }
+        }
+
+        /// A killed node comes back at the next epoch, and its consumers subscribe again.
+        private mutating func restart(_ node: Int) {
+            cluster.restart(node, epoch: cluster.nodes[node].epoch + 1)
+            topics[node] = nil
+            if let count = ClusterInvariantSimulationTests.consumers[node] {
+                subscribe(node, to: .queue("jobs"), by: count)
+            }
+        }
+
+        static func pick(_ choices: [Int], using random: inout SplitMix64) -> Int {
+            choices[Int.random(in: 0..<choices.count, using: &random)]
+        }
+    }
+}
