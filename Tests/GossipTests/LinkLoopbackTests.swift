@@ -61,7 +61,9 @@ struct LinkLoopbackTests {
             seeds: seeds
         )
         settings.advertisedAddress = advertise
-        settings.handshakeTimeout = .seconds(2)
+        // Generous: under a loaded machine (CI runs these under ThreadSanitizer) a handshake on
+        // loopback can take seconds.
+        settings.handshakeTimeout = .seconds(10)
         return ClusterShell(
             settings: settings,
             eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
@@ -289,7 +291,9 @@ struct LinkTLSLoopbackTests {
             seeds: seeds
         )
         settings.tls = tls
-        settings.handshakeTimeout = .seconds(2)
+        // Generous: under a loaded machine (CI runs these under ThreadSanitizer) a handshake on
+        // loopback can take seconds.
+        settings.handshakeTimeout = .seconds(10)
         return ClusterShell(
             settings: settings,
             eventLoop: MultiThreadedEventLoopGroup.singleton.next(),

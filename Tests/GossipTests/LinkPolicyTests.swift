@@ -57,7 +57,10 @@ import Testing
         #expect(!policy.dials("a:7946", at: start, force: true))
         #expect(policy.dials(at: start))
         #expect(!policy.dials(at: start, force: true))
+        // Connected, handshake under way: still the one dial.
         policy.policy.dialEnded("b:7946", failed: false, now: start)
+        #expect(!policy.dials(at: start, force: true))
+        policy.policy.linkEstablished(dialedAddress: "b:7946")
         #expect(policy.dials(at: start))
     }
 

@@ -23,7 +23,9 @@ struct LinkPolicy {
     private let settings: Settings
     /// Addresses that turned out to be this node (it may list itself as a seed).
     private(set) var ownAddresses: Set<String> = []
-    /// Addresses being connected to now; a second dial waits for the first.
+    /// Addresses being connected to now, from the dial to the end of the handshake; a second
+    /// dial waits for the first. (Counting only until the connection is up let a slow
+    /// handshake draw a new dial every tick, each replacing the link before at both ends.)
     private var dialing: Set<String> = []
     /// Per address that failed: failures in a row and when the next dial may start.
     private var backoff: [String: (attempts: Int, notBefore: NIODeadline)] = [:]
@@ -41,7 +43,8 @@ struct LinkPolicy {
 
     /// Whether to dial `address` now. It isn't when the address is this node, a dial to it
     /// is under way, or (unless `force`, for membership's own requests) its backoff runs.
-    /// A `true` counts the address as being dialled until ``dialEnded(_:failed:now:)``.
+    /// A `true` counts the address as being dialled until the connection fails
+    /// (``dialEnded(_:failed:now:)``) or its handshake ends, either way.
     mutating func startDial(_ address: String, now: NIODeadline, force: Bool) -> Bool {
         guard !ownAddresses.contains(address), !dialing.contains(address) else { return false }
         if !force, let wait = backoff[address], now < wait.notBefore { return false }
@@ -49,20 +52,25 @@ struct LinkPolicy {
         return true
     }
 
-    /// The connection attempt to `address` ended; a failed one is retried after the backoff.
+    /// The connection attempt to `address` ended: a failed one is retried after the backoff;
+    /// a connection that is up still counts as the dial until its handshake ends.
     mutating func dialEnded(_ address: String, failed: Bool, now: NIODeadline) {
+        guard failed else { return }
         dialing.remove(address)
-        if failed { scheduleRetry(address, now: now) }
+        scheduleRetry(address, now: now)
     }
 
     /// A dialled link closed before its handshake completed: retried after the backoff too.
     mutating func linkClosedBeforeHandshake(dialedAddress address: String, now: NIODeadline) {
+        dialing.remove(address)
         scheduleRetry(address, now: now)
     }
 
     /// A link came up: whatever failed before at the address it was dialled at is forgotten.
     mutating func linkEstablished(dialedAddress address: String?) {
-        if let address { backoff[address] = nil }
+        guard let address else { return }
+        dialing.remove(address)
+        backoff[address] = nil
     }
 
     /// `address` is this node's own (its listener, or a seed that turned out to be itself).

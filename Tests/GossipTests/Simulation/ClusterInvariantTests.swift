@@ -24,12 +24,11 @@ import Testing
 /// - Both ends of every pair of live nodes hold the same single link, and no other connection
 ///   stays open.
 ///
-/// Two known bugs are recorded with `withKnownIssue` rather than failing the suite: a hand-off
+/// One known bug is recorded with `withKnownIssue` rather than failing the suite: a hand-off
 /// sent on a link that the tie-break then replaces is never acknowledged nor reclaimed until
 /// the pair's link drops again (see the test, which then breaks that link and checks that
-/// nothing was lost); and a peer is dialled again on every tick while a handshake with it is
-/// under way, which makes such replacements common when a peer is slow
-/// (``aPeerWhoseHandshakeIsSlowIsNotDialledAgainMeanwhile()``).
+/// nothing was lost). Such replacements were common while a slow peer was dialled again on
+/// every tick (``aPeerWhoseHandshakeIsSlowIsNotDialledAgainMeanwhile()``, fixed).
 ///
 /// `SIM_SEEDS` sets the number of seeds per scenario (5 by default; the suite also runs
 /// under ThreadSanitizer). A failing case names its scenario and seed; run it again with
@@ -177,13 +176,10 @@ struct ClusterInvariantSimulationTests {
         #expect(release.laggards.map { $0.hasPrefix("n2 ") } == [true])
     }
 
-    /// Known bug: while a link's handshake is under way, the shell dials the peer again on every
-    /// tick. `dialMissingPeers` looks only at established links, and `LinkPolicy` counts a dial
-    /// only until its TCP connection is up (`dialEnded` comes from the connect), so a peer whose
-    /// handshake takes longer than a tick gets a connection per tick. Each of them later
-    /// replaces the one before at both ends (of two links one node dialled, the tie-break keeps
-    /// the newer), and each replacement may reach the other end as a link-down: its hand-offs
-    /// reclaimed, a probe started, hand-offs on the replaced link orphaned.
+    /// While a link's handshake is under way, the peer is not dialled again: `LinkPolicy`
+    /// counts a dial until its handshake ends. (It counted one only until the TCP connection
+    /// was up, so a peer whose handshake took longer than a tick got a connection per tick,
+    /// each later replacing the one before at both ends: 38 dials here.)
     @Test func aPeerWhoseHandshakeIsSlowIsNotDialledAgainMeanwhile() throws {
         let cluster = try ClusterSimulationTests.convergedCluster()
         var dials: [String] = []
@@ -199,9 +195,7 @@ struct ClusterInvariantSimulationTests {
             "SIMULATION slow handshake (+300 ms each way): n0 dialled n1 \(toNode1) times, n1 dialled n0 \(toNode0) times"
         )
         #expect(cluster.isLinked(0, 1) && cluster.linkDisagreements.isEmpty)
-        withKnownIssue("a peer is dialled again on every tick while a handshake with it is under way") {
-            #expect(toNode1 + toNode0 <= 2)
-        }
+        #expect(toNode1 + toNode0 <= 2)
     }
 
     /// Each node's hand-offs still pending, by peer, and whether it is linked to that peer.
