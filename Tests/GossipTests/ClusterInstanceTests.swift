@@ -32,7 +32,7 @@ import Testing
     /// `a` linked to `b` (epoch 5), which has `consumers` consumers of /queue/jobs.
     static func linkedToB(consumers: Int = 1) -> Instance {
         var instance = instance()
-        _ = instance.linkEstablished(to: b, epoch: 5, address: "b:1", now: start)
+        _ = instance.linkEstablished(to: b, epoch: 5, address: "b:1", link: 1, now: start)
         let snapshot = LinkMessage.interestSnapshot(epoch: 5, version: 1, entries: [(.queue("jobs"), consumers)])
         _ = instance.received(snapshot, from: b, peerEpoch: 5, now: start)
         return instance
@@ -45,7 +45,7 @@ import Testing
     @Test func aNewLinkGetsTheWholeInterestSnapshot() {
         var instance = Self.instance()
         _ = instance.interestChanged(.topic("t"), by: 1)
-        let directives = instance.linkEstablished(to: Self.b, epoch: 5, address: "b:1", now: Self.start)
+        let directives = instance.linkEstablished(to: Self.b, epoch: 5, address: "b:1", link: 1, now: Self.start)
         let snapshots = directives.compactMap { directive -> NodeID? in
             if case .send(.interestSnapshot(1, 1, _), let peer) = directive { return peer }
             return nil
@@ -56,7 +56,7 @@ import Testing
 
     @Test func aPeersConsumersReachTheRouterAndDrawHandOffs() {
         var instance = Self.instance()
-        _ = instance.linkEstablished(to: Self.b, epoch: 5, address: "b:1", now: Self.start)
+        _ = instance.linkEstablished(to: Self.b, epoch: 5, address: "b:1", link: 1, now: Self.start)
         let snapshot = LinkMessage.interestSnapshot(epoch: 5, version: 1, entries: [(.queue("jobs"), 2)])
         let directives = instance.received(snapshot, from: Self.b, peerEpoch: 5, now: Self.start)
         #expect(directives.contains { if case .route(.remoteQueueConsumers("jobs", 2)) = $0 { true } else { false } })
@@ -101,7 +101,7 @@ import Testing
     @Test func aClosedLinkGivesBackWhatWasHandedOverItInOrder() {
         var instance = Self.linkedToB()
         for index in 1...3 { _ = instance.handOff(queue: "jobs", Self.message(index), redelivered: false, hops: 0) }
-        let directives = instance.linkClosed(to: Self.b, now: Self.start, leaving: false)
+        let directives = instance.linkClosed(to: Self.b, link: 1, now: Self.start, leaving: false)
         let reclaimed = directives.compactMap { directive -> String? in
             if case .route(.acceptHandoff(_, let message, _, _)) = directive { return message.messageID }
             return nil
@@ -109,6 +109,25 @@ import Testing
         #expect(reclaimed == ["m-1", "m-2", "m-3"])
         #expect(instance.pendingHandoffs == 0)
         #expect(instance.linked.isEmpty)
+    }
+
+    @Test func aReplacedLinkGivesBackOnlyWhatWentOverIt() {
+        var instance = Self.linkedToB()
+        _ = instance.handOff(queue: "jobs", Self.message(1), redelivered: false, hops: 0)
+        // Both ends dialled: link 2 replaces link 1, and more goes over it.
+        _ = instance.linkEstablished(to: Self.b, epoch: 5, address: "b:1", link: 2, now: Self.start)
+        _ = instance.handOff(queue: "jobs", Self.message(2), redelivered: false, hops: 0)
+        let directives = instance.linkClosed(to: Self.b, link: 1, now: Self.start, leaving: false)
+        let reclaimed = directives.compactMap { directive -> String? in
+            if case .route(.acceptHandoff(_, let message, _, _)) = directive { return message.messageID }
+            return nil
+        }
+        #expect(reclaimed == ["m-1"])
+        #expect(instance.pendingHandoffs == 1)
+        // The old link's close is not the peer's: membership and the current link stay.
+        #expect(instance.linked == [Self.b])
+        #expect(!directives.contains { if case .memberChanged = $0 { true } else { false } })
+        #expect(instance.membership.status(of: Self.b)?.status == .alive)
     }
 
     @Test func aDeadMemberTakesItsInterestAndLinkAlongAndReleasesReceipts() {
@@ -138,7 +157,7 @@ import Testing
 
     @Test func whileLeavingAClosedLinkIsNotReportedToMembership() {
         var instance = Self.linkedToB()
-        let directives = instance.linkClosed(to: Self.b, now: Self.start, leaving: true)
+        let directives = instance.linkClosed(to: Self.b, link: 1, now: Self.start, leaving: true)
         #expect(directives.isEmpty)
         #expect(instance.membership.status(of: Self.b)?.status == .alive)
     }
@@ -166,7 +185,7 @@ import Testing
     @Test func theNodeJoinsOnceLinkedToEnoughMembersWithTheirInterest() {
         var instance = Self.instance(minimumMembers: 2)
         #expect(instance.notJoinedReason(seeds: ["b:1"])?.contains("linked to 0 of the 1 peer(s)") == true)
-        _ = instance.linkEstablished(to: Self.b, epoch: 5, address: "b:1", now: Self.start)
+        _ = instance.linkEstablished(to: Self.b, epoch: 5, address: "b:1", link: 1, now: Self.start)
         // Linked, but without its interest yet.
         #expect(instance.notJoinedReason(seeds: ["b:1"]) != nil)
         _ = instance.received(
@@ -177,7 +196,7 @@ import Testing
         )
         #expect(instance.notJoinedReason(seeds: ["b:1"]) == nil)
         // Once formed, losing the peer's link doesn't undo it, but it is named until relinked.
-        _ = instance.linkClosed(to: Self.b, now: Self.start, leaving: false)
+        _ = instance.linkClosed(to: Self.b, link: 1, now: Self.start, leaving: false)
         #expect(instance.hasFormed)
         #expect(instance.notJoinedReason(seeds: ["b:1"])?.hasPrefix("not yet linked to live member(s) ") == true)
     }

@@ -13,6 +13,9 @@ struct QueueHandoffs {
         var message: MessageEnvelope
         var redelivered: Bool
         var hops: UInt8
+        /// The link it went over (the shell's number for it): when a link to the same peer
+        /// replaces that one, what went over the old one comes back as it closes.
+        var link: UInt64 = 0
     }
 
     /// What becomes of a queue message offered to the cluster.
@@ -49,7 +52,8 @@ struct QueueHandoffs {
         redelivered: Bool,
         hops: UInt8,
         consumers: [NodeID: Int],
-        linkedPeers: some Collection<NodeID>
+        linkedPeers: some Collection<NodeID>,
+        link: (NodeID) -> UInt64 = { _ in 0 }
     ) -> Decision {
         var candidates = consumers.filter { $0.value > 0 }
         if candidates.isEmpty, evacuating {
@@ -69,7 +73,14 @@ struct QueueHandoffs {
         }
         guard let chosen else { return .keepHere }
         nextID += 1
-        pending[nextID] = Pending(peer: chosen, queue: queue, message: message, redelivered: redelivered, hops: hops)
+        pending[nextID] = Pending(
+            peer: chosen,
+            queue: queue,
+            message: message,
+            redelivered: redelivered,
+            hops: hops,
+            link: link(chosen)
+        )
         return .send(id: nextID, to: chosen)
     }
 
@@ -83,6 +94,13 @@ struct QueueHandoffs {
     /// delivered twice: the price of never losing it to a link failure.)
     mutating func reclaim(from peer: NodeID) -> [Pending] {
         let ids = pending.filter { $0.value.peer == peer }.keys.sorted()
+        return ids.compactMap { pending.removeValue(forKey: $0) }
+    }
+
+    /// A link to `peer` that another link replaced has closed: what went over it and wasn't
+    /// acknowledged is this node's again (what went over the new one still waits).
+    mutating func reclaim(from peer: NodeID, over link: UInt64) -> [Pending] {
+        let ids = pending.filter { $0.value.peer == peer && $0.value.link == link }.keys.sorted()
         return ids.compactMap { pending.removeValue(forKey: $0) }
     }
 

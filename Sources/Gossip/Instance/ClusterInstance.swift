@@ -45,8 +45,8 @@ struct ClusterInstance<Release> {
     private(set) var membership: MembershipInstance
     private(set) var interest: InterestSync<Release>
     private var handoffs: QueueHandoffs
-    /// Peers with an established link, as the shell reports them.
-    private(set) var linked: Set<NodeID> = []
+    /// The established link to each peer, by the shell's number for it.
+    private var links: [NodeID: UInt64] = [:]
     private var lastDigest: NIODeadline
     /// Whether the node was once linked to `minimumMembers - 1` peers holding their
     /// interest: the start of "joined". Never reset, so a node that lost its peers later
@@ -89,6 +89,9 @@ struct ClusterInstance<Release> {
     /// Hand-offs not acknowledged yet.
     var pendingHandoffs: Int { handoffs.pendingCount }
 
+    /// Peers with an established link, as the shell reports them.
+    var linked: Set<NodeID> { Set(links.keys) }
+
     /// Leaving: with no consumer anywhere, any linked peer taking a queue message beats losing it.
     var evacuating: Bool {
         get { handoffs.evacuating }
@@ -107,7 +110,7 @@ struct ClusterInstance<Release> {
         perform(membership.tick(now: now), now: now, into: &directives)
         if now - lastDigest >= settings.digestInterval {
             lastDigest = now
-            for peer in linked.sorted() { directives.append(.send(interest.digest(for: peer), to: peer)) }
+            for peer in links.keys.sorted() { directives.append(.send(interest.digest(for: peer), to: peer)) }
         }
         releaseWaiters(now: now, into: &directives)
         noteFormation()
@@ -123,9 +126,16 @@ struct ClusterInstance<Release> {
 
     // MARK: - Links
 
-    /// A link to `peer` (boot `epoch`, reachable at `address`) is established and kept.
-    mutating func linkEstablished(to peer: NodeID, epoch: UInt64, address: String, now: NIODeadline) -> [Directive] {
-        linked.insert(peer)
+    /// A link to `peer` (boot `epoch`, reachable at `address`) is established and kept; `link`
+    /// is the shell's number for it, unique among the node's links.
+    mutating func linkEstablished(
+        to peer: NodeID,
+        epoch: UInt64,
+        address: String,
+        link: UInt64,
+        now: NIODeadline
+    ) -> [Directive] {
+        links[peer] = link
         var directives: [Directive] = []
         perform(
             membership.linkEstablished(node: peer, epoch: epoch, address: address, now: now),
@@ -137,11 +147,16 @@ struct ClusterInstance<Release> {
         return directives
     }
 
-    /// The established link to `peer` closed. Queue messages handed over it and not
-    /// acknowledged are this node's again.
-    mutating func linkClosed(to peer: NodeID, now: NIODeadline, leaving: Bool) -> [Directive] {
-        linked.remove(peer)
+    /// An established link to `peer` closed. Queue messages handed over it and not
+    /// acknowledged are this node's again. When it was the peer's current link, membership
+    /// hears of it; one that another link had replaced takes only its own hand-offs along.
+    mutating func linkClosed(to peer: NodeID, link: UInt64, now: NIODeadline, leaving: Bool) -> [Directive] {
         var directives: [Directive] = []
+        guard links[peer] == link else {
+            for handoff in handoffs.reclaim(from: peer, over: link) { directives.append(.route(reclaimed(handoff))) }
+            return directives
+        }
+        links[peer] = nil
         reclaimHandoffs(from: peer, into: &directives)
         if !leaving { perform(membership.linkClosed(node: peer, now: now), now: now, into: &directives) }
         return directives
@@ -201,8 +216,9 @@ struct ClusterInstance<Release> {
             message,
             redelivered: redelivered,
             hops: hops,
-            consumers: interest.remote.consumers(ofQueue: queue).filter { linked.contains($0.key) },
-            linkedPeers: linked
+            consumers: interest.remote.consumers(ofQueue: queue).filter { links[$0.key] != nil },
+            linkedPeers: links.keys,
+            link: { [links] in links[$0] ?? 0 }
         )
         switch decision {
         case .send(let id, let peer):
@@ -229,7 +245,7 @@ struct ClusterInstance<Release> {
     /// now to every live member, holding its interest.
     mutating func notJoinedReason(seeds: [String]) -> String? {
         noteFormation()
-        let holding = Set(linked.filter { interest.remote.version(of: $0) != nil })
+        let holding = Set(links.keys.filter { interest.remote.version(of: $0) != nil })
         if !hasFormed {
             let seeds = seeds.isEmpty ? "no seeds configured" : "seeds " + seeds.joined(separator: ",")
             return
@@ -244,7 +260,7 @@ struct ClusterInstance<Release> {
 
     private mutating func noteFormation() {
         guard !hasFormed else { return }
-        let holding = linked.filter { interest.remote.version(of: $0) != nil }.count
+        let holding = links.keys.filter { interest.remote.version(of: $0) != nil }.count
         if holding + 1 >= settings.minimumMembers { hasFormed = true }
     }
 
@@ -262,7 +278,7 @@ struct ClusterInstance<Release> {
             case .broadcast(let message):
                 directives.append(.broadcast(message))
             case .connect(let peer, let address):
-                if !linked.contains(peer) { directives.append(.connect(peer, address: address)) }
+                if links[peer] == nil { directives.append(.connect(peer, address: address)) }
             case .statusChanged(let update, let previous):
                 memberChanged(update, previous: previous, now: now, into: &directives)
             }
@@ -285,7 +301,7 @@ struct ClusterInstance<Release> {
         let entries = interest.remote.entriesByOrigin[peer]?.entries.count ?? 0
         directives.append(.memberChanged(update, previous: previous, droppedEntries: entries))
         for queue in interest.memberGone(peer).sorted() { directives.append(remoteConsumers(of: queue)) }
-        if linked.remove(peer) != nil { directives.append(.closeLink(peer)) }
+        if links.removeValue(forKey: peer) != nil { directives.append(.closeLink(peer)) }
         reclaimHandoffs(from: peer, into: &directives)
         releaseWaiters(now: now, into: &directives)
     }
@@ -293,18 +309,11 @@ struct ClusterInstance<Release> {
     /// Messages handed to a peer that went away before acknowledging them are this node's
     /// again, in the order they were handed over.
     private mutating func reclaimHandoffs(from peer: NodeID, into directives: inout [Directive]) {
-        for handoff in handoffs.reclaim(from: peer) {
-            directives.append(
-                .route(
-                    .acceptHandoff(
-                        queue: handoff.queue,
-                        handoff.message,
-                        redelivered: handoff.redelivered,
-                        hops: handoff.hops
-                    )
-                )
-            )
-        }
+        for handoff in handoffs.reclaim(from: peer) { directives.append(.route(reclaimed(handoff))) }
+    }
+
+    private func reclaimed(_ handoff: QueueHandoffs.Pending) -> RouterClusterOperation {
+        .acceptHandoff(queue: handoff.queue, handoff.message, redelivered: handoff.redelivered, hops: handoff.hops)
     }
 
     private mutating func releaseWaiters(now: NIODeadline, into directives: inout [Directive]) {

@@ -29,6 +29,8 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     var openLinks: [ObjectIdentifier: LinkChannelHandler] = [:]
     /// Whom to dial when, and which of two links to a peer stays.
     var linkPolicy: LinkPolicy
+    /// The number the last established link got (``LinkChannelHandler/number``).
+    private var linksEstablished: UInt64 = 0
     private var topicScratch = Set<NodeID>()
     var listener: (any Channel)?
     var clock: RepeatedTask?
@@ -186,6 +188,8 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
             existing.close()
         }
         links[peer.node] = link
+        linksEstablished += 1
+        link.number = linksEstablished
         logger.info(
             "link up",
             metadata: [
@@ -195,16 +199,32 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                 "link.wire_version": "\(version)",
             ]
         )
-        perform(instance.linkEstablished(to: peer.node, epoch: peer.epoch, address: peer.address, now: .now()))
+        perform(
+            instance.linkEstablished(
+                to: peer.node,
+                epoch: peer.epoch,
+                address: peer.address,
+                link: link.number,
+                now: .now()
+            )
+        )
         link.send(.nodeInfo(adminAddress: admin.ownAddress))
     }
 
     func linkClosed(_ link: LinkChannelHandler) {
         openLinks[ObjectIdentifier(link)] = nil
-        guard let peer = link.peer?.node, links[peer] === link else {
-            if let address = link.dialedAddress, link.peer == nil {
+        guard let peer = link.peer?.node else {
+            if let address = link.dialedAddress {
                 linkPolicy.linkClosedBeforeHandshake(dialedAddress: address, now: .now())
             }
+            return
+        }
+        // A link the tie-break refused at once was never this node's to use.
+        guard link.number != 0 else { return }
+        guard links[peer] === link else {
+            // Replaced by a newer link to the same peer (or let go when the peer died): what
+            // went over it and wasn't acknowledged comes back.
+            perform(instance.linkClosed(to: peer, link: link.number, now: .now(), leaving: leaving))
             return
         }
         links[peer] = nil
@@ -218,7 +238,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                 "link.frames.sent": "\(counters.framesSent)",
             ]
         )
-        perform(instance.linkClosed(to: peer, now: .now(), leaving: leaving))
+        perform(instance.linkClosed(to: peer, link: link.number, now: .now(), leaving: leaving))
     }
 
     /// A link ended in error. `reason` is composed by the link and its handshake, with every
@@ -258,7 +278,14 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     }
 
     func received(_ message: LinkMessage, on link: LinkChannelHandler) {
-        guard let hello = link.peer, links[hello.node] === link else { return }
+        guard let hello = link.peer else { return }
+        guard links[hello.node] === link else {
+            // A replaced link still brings acknowledgements of the hand-offs that went over it.
+            if case .handoffAck = message, link.number != 0 {
+                perform(instance.received(message, from: hello.node, peerEpoch: hello.epoch, now: .now()))
+            }
+            return
+        }
         switch message {
         case .nodeInfo(let address):
             admin.peerTold(address, from: hello.node)

@@ -36,6 +36,9 @@ final class LinkChannelHandler: ChannelInboundHandler {
     private let compressionThreshold: Int
     private var handshake: LinkHandshake
     private(set) var peer: LinkHello?
+    /// The shell's number for this link, set when it keeps the link (0 until then, and for
+    /// a link the tie-break refused): tells a replaced link's hand-offs from the new one's.
+    var number: UInt64 = 0
     /// The wire version the handshake settled on (the highest both sides speak); `nil` until
     /// the link is established. What this link's messages are encoded at.
     private(set) var wireVersion: UInt16?
