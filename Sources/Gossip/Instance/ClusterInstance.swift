@@ -317,6 +317,8 @@ struct ClusterInstance<Release> {
     }
 
     private mutating func releaseWaiters(now: NIODeadline, into directives: inout [Directive]) {
+        // Runs on every tick: the live members are only worth listing when someone waits.
+        guard interest.waitingCount > 0 else { return }
         for (release, outcome) in interest.releaseWaiters(live: membership.liveMembers, now: now) {
             directives.append(.release(release, outcome))
         }

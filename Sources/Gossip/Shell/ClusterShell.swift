@@ -184,9 +184,8 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                 link.close()
                 return
             }
-            links[peer.node] = nil
-            existing.close()
         }
+        let replaced = links[peer.node]
         links[peer.node] = link
         linksEstablished += 1
         link.number = linksEstablished
@@ -209,6 +208,9 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
             )
         )
         link.send(.nodeInfo(adminAddress: admin.ownAddress))
+        // Closed only once the instance holds the new link: a plain TCP channel reports its
+        // close from within close(), which must read as a replaced link, not the peer's going.
+        if let replaced, replaced !== link { replaced.close() }
     }
 
     func linkClosed(_ link: LinkChannelHandler) {
