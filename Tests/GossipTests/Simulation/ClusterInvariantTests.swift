@@ -29,6 +29,10 @@ import Testing
 /// - Both ends of every pair of live nodes hold the same single link, and no other connection
 ///   stays open.
 ///
+/// One known issue is recorded with `withKnownIssue` rather than failing the suite: with a
+/// plain TCP close the instance hears of a link the tie-break replaced before the new one, and
+/// takes it for the peer's current link (``theInstanceHearsOfAReplacedLinkAfterTheNewOne(tlsClose:)``).
+///
 /// `SIM_SEEDS` sets the number of seeds per scenario (5 by default; the suite also runs
 /// under ThreadSanitizer). A failing case names its scenario and seed; run it again with
 /// `SWIFT_DETERMINISTIC_HASHING=1` to make the instances' dictionary order repeat too, and
@@ -197,25 +201,7 @@ struct ClusterInvariantSimulationTests {
         var caught = 0
         var acknowledgedOnIt = 0
         for seed in 1...UInt64(20) {
-            var configuration = SimulatedCluster.Configuration(size: 2)
-            configuration.seed = seed
-            configuration.tlsClose = tlsClose
-            configuration.step = 1
-            let cluster = SimulatedCluster(configuration)
-            _ = try #require(cluster.run(until: 30_000) { $0.membershipConverged })
-            cluster.subscribe(0, to: .queue("jobs"))
-            cluster.subscribe(1, to: .queue("jobs"))
-            _ = try #require(cluster.run(until: 10_000) { $0.interestConverged })
-            for _ in 0..<3 {
-                cluster.resetLink(0, 1)
-                cluster.run(for: 10)
-                let start = cluster.now
-                while cluster.now - start < 2_000, !(cluster.isLinked(0, 1) && cluster.linkDisagreements.isEmpty) {
-                    cluster.publish(0, toQueue: "jobs")
-                    cluster.publish(1, toQueue: "jobs")
-                    cluster.run(for: 1)
-                }
-            }
+            let cluster = try Self.relinkedPair(seed: seed, tlsClose: tlsClose, publishing: true)
             let quiet = cluster.run(until: 10_000) { $0.linkDisagreements.isEmpty && $0.pendingHandoffs == 0 }
             #expect(quiet != nil, "seed \(seed): pending hand-offs \(Self.pending(cluster))")
             #expect(cluster.violations.isEmpty, "seed \(seed): \(cluster.violations.prefix(5))")
@@ -237,6 +223,64 @@ struct ClusterInvariantSimulationTests {
         // Over TLS the replacing end reads on until the peer's close_notify: acknowledgements
         // still arrive on the old link.
         if tlsClose { #expect(acknowledgedOnIt > 0) }
+    }
+
+    /// Two nodes, each with a consumer of /queue/jobs, whose link is reset three times: both
+    /// ends dial again at once, so the tie-break replaces links. With `publishing`, each
+    /// publishes to the queue every millisecond until they agree on one link again.
+    static func relinkedPair(seed: UInt64, tlsClose: Bool, publishing: Bool) throws -> SimulatedCluster {
+        var configuration = SimulatedCluster.Configuration(size: 2)
+        configuration.seed = seed
+        configuration.tlsClose = tlsClose
+        configuration.step = 1
+        let cluster = SimulatedCluster(configuration)
+        _ = try #require(cluster.run(until: 30_000) { $0.membershipConverged })
+        cluster.subscribe(0, to: .queue("jobs"))
+        cluster.subscribe(1, to: .queue("jobs"))
+        _ = try #require(cluster.run(until: 10_000) { $0.interestConverged })
+        for _ in 0..<3 {
+            cluster.resetLink(0, 1)
+            cluster.run(for: 10)
+            let start = cluster.now
+            while cluster.now - start < 2_000, !(cluster.isLinked(0, 1) && cluster.linkDisagreements.isEmpty) {
+                if publishing {
+                    cluster.publish(0, toQueue: "jobs")
+                    cluster.publish(1, toQueue: "jobs")
+                }
+                cluster.run(for: 1)
+            }
+        }
+        return cluster
+    }
+
+    /// The instance hears of a link the tie-break replaced as a replaced link. Known issue with
+    /// a plain TCP close: `ClusterShell.linkEstablished` closes the replaced link before
+    /// telling the instance of the new one, and NIO reports a plain TCP channel's close within
+    /// `close()`, so the instance takes it for the peer's current link: it gives back every
+    /// hand-off to the peer and probes it, though a new link to it just came up (the ping goes
+    /// nowhere, the shell holding no link to the peer at that instant; the new link's frames
+    /// settle the probe). With TLS the close comes later, after the new link's.
+    @Test(arguments: [false, true])
+    func theInstanceHearsOfAReplacedLinkAfterTheNewOne(tlsClose: Bool) throws {
+        var replaced = (closed: 0, closedAsCurrent: 0)
+        for seed in 1...UInt64(5) {
+            let cluster = try Self.relinkedPair(seed: seed, tlsClose: tlsClose, publishing: false)
+            replaced.closed += cluster.replacedLinks.closed
+            replaced.closedAsCurrent += cluster.replacedLinks.closedAsCurrent
+        }
+        print(
+            "SIMULATION replaced links (\(tlsClose ? "TLS" : "TCP") close, 5 seeds): \(replaced.closed) closes heard of, \(replaced.closedAsCurrent) before the new link"
+        )
+        #expect(replaced.closed > 0)
+        if tlsClose {
+            #expect(replaced.closedAsCurrent == 0)
+        } else {
+            withKnownIssue(
+                "with a plain TCP close, the instance takes a link the tie-break replaced for the current one"
+            ) {
+                #expect(replaced.closedAsCurrent == 0)
+            }
+        }
     }
 
     /// Each node's hand-offs still pending, by peer, and whether it is linked to that peer.

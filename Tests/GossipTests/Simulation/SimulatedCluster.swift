@@ -204,6 +204,9 @@ final class SimulatedCluster {
         var openConnections: [Int: Connection] = [:]
         /// The number the last link kept got (the shell's `linksEstablished`).
         var linksEstablished: UInt64 = 0
+        /// The link the tie-break is replacing, while the instance still holds it as the peer's
+        /// (from the tie-break until the new link's `linkEstablished`).
+        var replacing: Connection?
         /// Peers whose link received frames since the last tick told the instance
         /// (`heard(from:at:)` keeps the latest time, so telling it the same time again is moot).
         var heardSince: Set<NodeID> = []
@@ -333,9 +336,10 @@ final class SimulatedCluster {
     private(set) var handoffCounts = (sent: 0, acknowledged: 0, reclaimed: 0, duplicates: 0)
     /// Hand-offs still waiting for their acknowledgement on a link when the tie-break replaced
     /// it; links no longer the node's link to that peer (replaced, or the peer let go) whose
-    /// close the instance heard of; and the hand-off acknowledgements that arrived on one
-    /// still open.
-    private(set) var replacedLinks = (handoffs: 0, closed: 0, acknowledgements: 0)
+    /// close the instance heard of, and of those, the ones it heard of before the link that
+    /// replaced them (so it took them for the peer's current link); and the hand-off
+    /// acknowledgements that arrived on one still open.
+    private(set) var replacedLinks = (handoffs: 0, closed: 0, closedAsCurrent: 0, acknowledgements: 0)
     /// Messages whose every owner was killed (or left) while holding them.
     private(set) var lostWithCrash: Set<String> = []
     /// Messages whose hand-off acknowledgement never reached the sender in time: it reclaims
@@ -807,7 +811,9 @@ final class SimulatedCluster {
             }
             replacedLinks.handoffs += node.handedOff.values.filter { $0.connection == existing.id }.count
             node.links[peer] = nil
+            node.replacing = existing
             close(existing, at: existing.end(of: node.index))
+            node.replacing = nil
         }
         node.links[peer] = connection
         node.linksEstablished += 1
@@ -847,6 +853,7 @@ final class SimulatedCluster {
             trace?("t=\(now) \(node.id) link #\(connection.id) to \(peer) down")
         } else {
             replacedLinks.closed += 1
+            if node.replacing === connection { replacedLinks.closedAsCurrent += 1 }
             trace?("t=\(now) \(node.id) link #\(connection.id) to \(peer), no longer its link, closed")
         }
         perform(
@@ -867,15 +874,18 @@ final class SimulatedCluster {
 
     /// This end closes the connection: frames it already sent still arrive, then the other
     /// end sees the close. With ``Configuration/tlsClose``, an established end goes on
-    /// receiving until the other end's answer to its close_notify arrives.
+    /// receiving until the other end's answer to its close_notify arrives (or the close the
+    /// other end already sent, or the broken connection's).
     private func close(_ connection: Connection, at end: Int) {
         guard connection.open[end], !connection.closing[end] else { return }
-        if configuration.tlsClose, connection.established[end], connection.open[1 - end], !connection.broken {
-            connection.closing[end] = true
-            schedule(.closeNotify(connection, to: 1 - end), at: arrival(on: connection, towards: 1 - end))
+        guard configuration.tlsClose, connection.established[end] else {
+            closeNow(connection, at: end)
             return
         }
-        closeNow(connection, at: end)
+        connection.closing[end] = true
+        if connection.open[1 - end], !connection.broken {
+            schedule(.closeNotify(connection, to: 1 - end), at: arrival(on: connection, towards: 1 - end))
+        }
     }
 
     /// This end's close takes effect now; the other end sees it after the frames in flight.
