@@ -8,27 +8,30 @@ import Testing
 /// The cluster's promises, checked on the simulated network while faults strike and once they
 /// stop: five nodes (3 and 4 consume /queue/jobs, 0, 1 and 2 publish to it; every node
 /// subscribes to and leaves topics, asking for receipts) run 12 s of one kind of fault, then
-/// must settle.
+/// must settle. Odd seeds close links as plain TCP does (the closing end hears of its close at
+/// once), even seeds as TLS does (it reads on until the peer's close_notify, so frames still
+/// arrive on a link the tie-break replaced): ``SimulatedCluster/Configuration/tlsClose``.
 ///
 /// - Interest converges once the faults stop: every live node holds every other's current
-///   version.
+///   version, and every router was told the consumers of /queue/jobs its table holds.
 /// - A receipt released as propagated was acknowledged for real: at that moment every peer
 ///   the node held live, and that holds the node alive at its epoch, holds at least the
 ///   version of its interest the receipt waited for (checked against the peers' tables).
 /// - Every queue message is owned by at least one live node after every step (its holder, or
 ///   the node that handed it off and awaits the ack), unless every node owning it was killed;
-///   once the cluster is quiet with no hand-off pending, by exactly one, except where a
-///   hand-off's acknowledgement was lost: the sender then reclaims a message the peer took,
-///   which QueueHandoffs documents as the price of never losing one. Hence nothing is lost
-///   while a hand-off's link drops.
+///   once the cluster is quiet no hand-off is pending, and every message is owned by exactly
+///   one, except where a hand-off's acknowledgement was lost: the sender then reclaims a
+///   message the peer took, which QueueHandoffs documents as the price of never losing one.
+///   Hence nothing is lost while a hand-off's link drops, or when the tie-break replaces it:
+///   what went over a replaced link is acknowledged on it or comes back as it closes. (It
+///   stayed pending for ever once, as this suite found: the shell let go of the old link
+///   before closing it, so its close reclaimed nothing.)
 /// - Both ends of every pair of live nodes hold the same single link, and no other connection
 ///   stays open.
 ///
-/// One known bug is recorded with `withKnownIssue` rather than failing the suite: a hand-off
-/// sent on a link that the tie-break then replaces is never acknowledged nor reclaimed until
-/// the pair's link drops again (see the test, which then breaks that link and checks that
-/// nothing was lost). Such replacements were common while a slow peer was dialled again on
-/// every tick (``aPeerWhoseHandshakeIsSlowIsNotDialledAgainMeanwhile()``, fixed).
+/// One known issue is recorded with `withKnownIssue` rather than failing the suite: with a
+/// plain TCP close the instance hears of a link the tie-break replaced before the new one, and
+/// takes it for the peer's current link (``theInstanceHearsOfAReplacedLinkAfterTheNewOne(tlsClose:)``).
 ///
 /// `SIM_SEEDS` sets the number of seeds per scenario (5 by default; the suite also runs
 /// under ThreadSanitizer). A failing case names its scenario and seed; run it again with
@@ -66,6 +69,7 @@ struct ClusterInvariantSimulationTests {
     func invariantsHold(_ scenario: Scenario, seed: UInt64) throws {
         var configuration = SimulatedCluster.Configuration(size: Self.size)
         configuration.seed = seed
+        configuration.tlsClose = seed.isMultiple(of: 2)
         let cluster = SimulatedCluster(configuration)
         if ProcessInfo.processInfo.environment["SIM_TRACE"] == "\(scenario) \(seed)" {
             cluster.trace = { print("TRACE \($0)") }
@@ -88,12 +92,10 @@ struct ClusterInvariantSimulationTests {
         }
         run.stopFaults()
 
-        // Quiet: everything settled but hand-offs orphaned by a tie-break (see below), which
-        // nothing but a later drop of the link settles.
+        // Quiet: everything settled, no hand-off pending.
         let quiet = cluster.run(until: 60_000) { cluster in
             cluster.membershipConverged && cluster.interestConverged && cluster.linkDisagreements.isEmpty
-                && cluster.nodes.allSatisfy { !$0.up || $0.sync.waitingCount == 0 }
-                && cluster.pendingHandoffs == cluster.orphanedHandoffs.count
+                && cluster.nodes.allSatisfy { !$0.up || $0.sync.waitingCount == 0 } && cluster.pendingHandoffs == 0
         }
         #expect(
             quiet != nil,
@@ -103,32 +105,22 @@ struct ClusterInvariantSimulationTests {
             """
         )
         #expect(cluster.interestConverged)
+        #expect(cluster.routerDisagreements.isEmpty, "\(cluster.routerDisagreements)")
         #expect(cluster.linkDisagreements.isEmpty)
-
-        // Known bug: a hand-off sent on a link that LinkPolicy.keepsNewLink then replaces stays
-        // pending. ClusterShell.linkEstablished stops holding the old link before closing it, so
-        // linkClosed doesn't reclaim what went over it, and an acknowledgement coming back on it
-        // is ignored; if the peer closed its end before the hand-off arrived, nobody took it.
-        let orphaned = cluster.orphanedHandoffs
-        withKnownIssue(
-            "hand-offs sent on a link the tie-break replaced are neither acknowledged nor reclaimed",
-            isIntermittent: true
-        ) {
-            #expect(orphaned.isEmpty, "\(orphaned.map { "n\($0.node)->\($0.peer) \($0.messageID)" })")
-        }
-        // Until the link now held drops: then they are reclaimed, and nothing is lost.
-        for (node, peer, _) in orphaned { cluster.resetLink(node, Int(peer.name.dropFirst())!) }
-        let reclaimed = cluster.run(until: 30_000) { cluster in
-            cluster.membershipConverged && cluster.linkDisagreements.isEmpty && cluster.pendingHandoffs == 0
-        }
-        #expect(reclaimed != nil, "pending hand-offs \(Self.pending(cluster))")
+        // Hand-offs sent on a link the tie-break replaced were acknowledged on it or came back
+        // as it closed, like any other.
+        #expect(cluster.pendingHandoffs == 0, "pending hand-offs \(Self.pending(cluster))")
+        #expect(
+            cluster.orphanedHandoffs.isEmpty,
+            "\(cluster.orphanedHandoffs.map { "n\($0.node)->\($0.peer) \($0.messageID)" })"
+        )
 
         let released = cluster.receipts
         let timedOut = released.filter { !$0.propagated }.count
         let owners = Dictionary(uniqueKeysWithValues: cluster.published.map { ($0, cluster.owners(of: $0)) })
         let twice = owners.filter { $0.value.count > 1 }
         print(
-            "SIMULATION invariants \(scenario) seed \(seed): \(quiet.map { "quiet \($0) ms after the faults" } ?? "NOT QUIET"), \(cluster.published.count) queue messages, hand-offs \(cluster.handoffCounts), \(orphaned.count) orphaned by a tie-break, \(cluster.acknowledgementsLost.count) acks lost, \(twice.count) owned twice, \(cluster.lostWithCrash.count) lost with a killed node; \(released.count) receipts (\(timedOut) timed out); \(cluster.messagesDropped) of \(cluster.messagesSent) messages dropped, dials \(cluster.dials), \(cluster.tieBreaks) tie-breaks"
+            "SIMULATION invariants \(scenario) seed \(seed) (\(configuration.tlsClose ? "TLS" : "TCP") close): \(quiet.map { "quiet \($0) ms after the faults" } ?? "NOT QUIET"), \(cluster.published.count) queue messages, hand-offs \(cluster.handoffCounts), \(cluster.acknowledgementsLost.count) acks lost, \(twice.count) owned twice, \(cluster.lostWithCrash.count) lost with a killed node; \(released.count) receipts (\(timedOut) timed out); \(cluster.messagesDropped) of \(cluster.messagesSent) messages dropped, dials \(cluster.dials), \(cluster.tieBreaks) tie-breaks, replaced links \(cluster.replacedLinks)"
         )
 
         // Ownership after every step, and QueueHandoffs' pending count against what it decided.
@@ -196,6 +188,99 @@ struct ClusterInvariantSimulationTests {
         )
         #expect(cluster.isLinked(0, 1) && cluster.linkDisagreements.isEmpty)
         #expect(toNode1 + toNode0 <= 2)
+    }
+
+    /// Hand-offs sent on a link just before the tie-break replaces it are settled like any
+    /// other: acknowledged on it while it is still open, or given back as it closes. Two nodes,
+    /// each with a consumer the other hands its queue messages to, publish every millisecond
+    /// while they link again after a reset, both ends dialling at once; over the seeds, some
+    /// hand-offs go over a link the tie-break then replaces. (They stayed pending for ever
+    /// before the shell numbered its links.)
+    @Test(arguments: [false, true])
+    func handOffsOnAReplacedLinkAreSettled(tlsClose: Bool) throws {
+        var caught = 0
+        var acknowledgedOnIt = 0
+        for seed in 1...UInt64(20) {
+            let cluster = try Self.relinkedPair(seed: seed, tlsClose: tlsClose, publishing: true)
+            let quiet = cluster.run(until: 10_000) { $0.linkDisagreements.isEmpty && $0.pendingHandoffs == 0 }
+            #expect(quiet != nil, "seed \(seed): pending hand-offs \(Self.pending(cluster))")
+            #expect(cluster.violations.isEmpty, "seed \(seed): \(cluster.violations.prefix(5))")
+            // Owned once, or twice where the acknowledgement was lost (the sender took it back).
+            for id in cluster.published {
+                let owners = cluster.owners(of: id)
+                #expect(
+                    owners.count == 1 || (owners.count == 2 && cluster.acknowledgementsLost.contains(id)),
+                    "seed \(seed): \(id) is owned by \(owners)"
+                )
+            }
+            caught += cluster.replacedLinks.handoffs
+            acknowledgedOnIt += cluster.replacedLinks.acknowledgements
+        }
+        print(
+            "SIMULATION hand-offs on a replaced link (\(tlsClose ? "TLS" : "TCP") close, 20 seeds): \(caught) pending as the tie-break replaced their link, \(acknowledgedOnIt) acknowledged on it"
+        )
+        #expect(caught > 0, "no hand-off went over a link the tie-break replaced: the test no longer tests that")
+        // Over TLS the replacing end reads on until the peer's close_notify: acknowledgements
+        // still arrive on the old link.
+        if tlsClose { #expect(acknowledgedOnIt > 0) }
+    }
+
+    /// Two nodes, each with a consumer of /queue/jobs, whose link is reset three times: both
+    /// ends dial again at once, so the tie-break replaces links. With `publishing`, each
+    /// publishes to the queue every millisecond until they agree on one link again.
+    static func relinkedPair(seed: UInt64, tlsClose: Bool, publishing: Bool) throws -> SimulatedCluster {
+        var configuration = SimulatedCluster.Configuration(size: 2)
+        configuration.seed = seed
+        configuration.tlsClose = tlsClose
+        configuration.step = 1
+        let cluster = SimulatedCluster(configuration)
+        _ = try #require(cluster.run(until: 30_000) { $0.membershipConverged })
+        cluster.subscribe(0, to: .queue("jobs"))
+        cluster.subscribe(1, to: .queue("jobs"))
+        _ = try #require(cluster.run(until: 10_000) { $0.interestConverged })
+        for _ in 0..<3 {
+            cluster.resetLink(0, 1)
+            cluster.run(for: 10)
+            let start = cluster.now
+            while cluster.now - start < 2_000, !(cluster.isLinked(0, 1) && cluster.linkDisagreements.isEmpty) {
+                if publishing {
+                    cluster.publish(0, toQueue: "jobs")
+                    cluster.publish(1, toQueue: "jobs")
+                }
+                cluster.run(for: 1)
+            }
+        }
+        return cluster
+    }
+
+    /// The instance hears of a link the tie-break replaced as a replaced link. Known issue with
+    /// a plain TCP close: `ClusterShell.linkEstablished` closes the replaced link before
+    /// telling the instance of the new one, and NIO reports a plain TCP channel's close within
+    /// `close()`, so the instance takes it for the peer's current link: it gives back every
+    /// hand-off to the peer and probes it, though a new link to it just came up (the ping goes
+    /// nowhere, the shell holding no link to the peer at that instant; the new link's frames
+    /// settle the probe). With TLS the close comes later, after the new link's.
+    @Test(arguments: [false, true])
+    func theInstanceHearsOfAReplacedLinkAfterTheNewOne(tlsClose: Bool) throws {
+        var replaced = (closed: 0, closedAsCurrent: 0)
+        for seed in 1...UInt64(5) {
+            let cluster = try Self.relinkedPair(seed: seed, tlsClose: tlsClose, publishing: false)
+            replaced.closed += cluster.replacedLinks.closed
+            replaced.closedAsCurrent += cluster.replacedLinks.closedAsCurrent
+        }
+        print(
+            "SIMULATION replaced links (\(tlsClose ? "TLS" : "TCP") close, 5 seeds): \(replaced.closed) closes heard of, \(replaced.closedAsCurrent) before the new link"
+        )
+        #expect(replaced.closed > 0)
+        if tlsClose {
+            #expect(replaced.closedAsCurrent == 0)
+        } else {
+            withKnownIssue(
+                "with a plain TCP close, the instance takes a link the tie-break replaced for the current one"
+            ) {
+                #expect(replaced.closedAsCurrent == 0)
+            }
+        }
     }
 
     /// Each node's hand-offs still pending, by peer, and whether it is linked to that peer.

@@ -5,48 +5,67 @@ import StompRouting
 
 /// A single-threaded cluster of sans-IO nodes on a simulated network and clock.
 ///
-/// Each node runs the cluster's real state machines, the instances `ClusterShell` runs:
-/// ``MembershipInstance`` (SWIM), ``InterestSync`` (its own interest and its peers', their
-/// acknowledgements, and the SUBSCRIBE receipts waiting for them), ``QueueHandoffs`` (which
-/// peer takes a queue message, and the hand-offs not acknowledged yet) and ``LinkPolicy``
-/// (when to dial whom, with the real backoff and its jitter, and which of two links to a peer
-/// stays). The cluster only plays the shell's I/O, following its glue step by step (`tick()`,
-/// `perform(_:)`, `memberChanged`, `dialMissingPeers`, `dial`, `linkEstablished`,
-/// `linkClosed`, `received`, `handOff`, `reclaimHandoffs`, `afterInterestPropagated`,
-/// `releasePropagationWaiters`): every policy decision comes from the instances.
+/// Each node is a ``ClusterInstance``, the type `ClusterShell` drives: membership (SWIM),
+/// interest and its acknowledgements (with the SUBSCRIBE receipts waiting for them), queue
+/// hand-offs, and how each reacts to the others. With it, the node's ``LinkPolicy`` (when to
+/// dial whom, with the real backoff and its jitter, and which of two links to a peer stays).
+/// The cluster plays only the shell's part, step by step as `ClusterShell` and
+/// `ClusterShell+Links` do it, since the shell itself is bound to NIO:
+///
+/// - the clock (`tick()`): the instance hears when frames last arrived on each link
+///   (`heard(from:at:)`) and ticks, then missing peers are dialled (`dialMissingPeers`: live
+///   members without a link, dead ones when ``LinkPolicy/deadRedialDue(now:)``, the seeds when
+///   ``LinkPolicy/seedsDue(now:linked:)``; `dial` asks ``LinkPolicy/startDial(_:now:force:)``);
+/// - links (`linkEstablished`, `linkClosed`): ``LinkPolicy/keepsNewLink`` settles a second link
+///   to a peer, the replaced one is closed, the link kept gets the node's next number, and the
+///   instance hears of it; it hears of the close of every link it was told of, the peer's
+///   current one or one replaced (it takes back only what went over that one). Closing the
+///   replaced link before telling the instance of the new one, as the shell does, means that
+///   with a plain TCP close (below) the instance takes it for the peer's current link;
+/// - frames (`received`): those on the peer's current link go to the instance, and on a link
+///   replaced but still open, hand-off acknowledgements only;
+/// - the directives (`perform`): `.send`, `.broadcast` and `.closeLink` act on the simulated
+///   links, `.connect` dials, `.route` goes to a minimal router (below), `.release` records the
+///   receipt, `.memberChanged` the status history.
+///
+/// Every protocol decision comes from the instances and the link policy.
 ///
 /// The network. A dial is a simulated TCP connection: accepted or refused after
 /// ``Configuration/connectDelay`` (refused when the address's node is down or on the other
 /// side of a partition), and the dialler's ``LinkPolicy`` hears `dialEnded(failed:)` either
 /// way. Then `LinkHandshake`'s exchange: the listener is established when the dialler's proof
 /// arrives (three trips), the dialler when the listener's hello and proof reach it. Both nodes
-/// of a pair may dial at once and see the two links come up in either order;
-/// ``LinkPolicy/keepsNewLink`` decides which stays, as in the shell. Frames travel in order per
-/// direction after ``Configuration/latency`` (plus a node's extra delay) and are lost with
-/// ``dropProbability``, or to and from a muted node. A lost hand-off frame (`.handoff`,
-/// `.handoffAck`) breaks its link instead: those count on the link (TCP) never losing a frame
-/// while it stays up. A node closing a link (the tie-break, a member declared dead, a leave)
-/// lets the frames it already sent arrive before the other end sees the close; a broken link
-/// (``resetLink(_:_:)``, a partition, a killed process) loses everything in flight. A
-/// partition breaks the links across it at once (a real one leaves them silent until
-/// membership declares death). A handshake not done within
-/// ``Configuration/handshakeTimeout`` is closed. Heart-beats and the silent-link timeout are not
-/// simulated; each tick tells `MembershipInstance.heard(from:at:)` when frames last arrived on
-/// the links that received any since the previous tick (the shell tells it for every link, but
+/// of a pair may dial at once and see the two links come up in either order. Frames travel in
+/// order per direction after ``Configuration/latency`` (plus a node's extra delay) and are
+/// lost with ``dropProbability``, or to and from a muted node. A lost hand-off frame
+/// (`.handoff`, `.handoffAck`) breaks its link instead: those count on the link (TCP) never
+/// losing a frame while it stays up. A node closing a link (the tie-break, a member declared
+/// dead, a leave) lets the frames it already sent arrive before the other end sees the close.
+/// By default the closing end hears of its close at once, as NIO reports a plain TCP channel's
+/// close within `close()`; with ``Configuration/tlsClose`` it goes on receiving until the
+/// peer's answer to its close arrives, as NIOSSL's handler does awaiting the peer's
+/// close_notify. A broken link (``resetLink(_:_:)``, a partition, a killed process) loses
+/// everything in flight. A partition breaks the links across it at once (a real one leaves
+/// them silent until membership declares death). A handshake not done within
+/// ``Configuration/handshakeTimeout`` is closed. Heart-beats, `.nodeInfo` and the silent-link
+/// timeout are not simulated; each tick tells the instance when frames last arrived on the
+/// links that received any since the previous tick (the shell tells it for every link, but
 /// `heard` keeps the latest time).
 ///
 /// Clients. ``subscribe(_:to:by:receipt:)`` changes a node's local interest; with a receipt
-/// it waits in the node's ``InterestSync`` and lands in ``receipts`` when released, with the
-/// peers that held less than its version at that moment. ``publish(_:toQueue:)`` is a publish
-/// on a node with no local consumer of the queue: ``QueueHandoffs`` picks the peer, the
-/// `.handoff` goes over the link, the peer accepts it (records that it owns it) and answers
-/// `.handoffAck`; a link that drops, or a member declared dead, makes the sender reclaim what
-/// was not acknowledged. This minimal router never hands a message on again and never
-/// consumes one, so ownership can be checked: a node owns the messages it holds and those it
-/// handed off and awaits the ack of. After every step each published message must have an
-/// owner (unless every owner was killed), and each node's ``QueueHandoffs/pendingCount`` must
-/// match the hand-offs it was seen to send and not yet see acknowledged or reclaimed
-/// (``violations``).
+/// it waits in the node's instance and lands in ``receipts`` when released, with the peers
+/// that held less than its version at that moment. ``publish(_:toQueue:)`` is a publish on a
+/// node with no local consumer of the queue: the instance picks the peer and the `.handoff`
+/// goes over the link; the peer's instance has the router accept it and answers
+/// `.handoffAck`. The router is minimal: `.acceptHandoff` makes the node own the message
+/// (from a peer, kept for want of one, or reclaimed after a link dropped or a member died),
+/// `.remoteQueueConsumers` is recorded, and it never hands a message on again nor consumes
+/// one, so ownership can be checked: a node owns the messages it holds and those it handed
+/// off and awaits the ack of. After every step each published message must have an owner
+/// (unless every owner was killed), each node's pending hand-off count must match the
+/// hand-offs it was seen to send and not yet see acknowledged or reclaimed, and a reclaim must
+/// give back a message the node handed off; when a link closes, nothing that went over it may
+/// stay pending (``violations``).
 ///
 /// Time is milliseconds since the start; ``run(for:)`` advances it in steps, delivering due
 /// events at their own time and then ticking every live node once (every 50 ms by default;
@@ -80,6 +99,9 @@ final class SimulatedCluster {
         var handshakeTimeout: Int64 = 5_000
         /// A graceful leave closes the links this long after announcing it.
         var leaveLinger: Int64 = 100
+        /// Links close as over TLS: the end closing an established link goes on receiving (and
+        /// the shell hears of the close) until the peer's answer to its close_notify arrives.
+        var tlsClose = false
 
         init(size: Int) { self.size = size }
     }
@@ -91,7 +113,7 @@ final class SimulatedCluster {
         var previous: MemberUpdate.Status?
     }
 
-    /// A SUBSCRIBE's receipt, held by a node's ``InterestSync`` until its peers acknowledged.
+    /// A SUBSCRIBE's receipt, held by a node's instance until its peers acknowledged.
     struct Receipt {
         var id: String
         var node: Int
@@ -100,7 +122,7 @@ final class SimulatedCluster {
         var requestedAt: Int64
     }
 
-    /// A receipt the node's ``InterestSync`` let go, and what the peers held at that moment.
+    /// A receipt the node's instance let go, and what the peers held at that moment.
     struct ReceiptRelease {
         var receipt: Receipt
         var time: Int64
@@ -134,7 +156,12 @@ final class SimulatedCluster {
         let boots: [Int]
         let dialedAddress: String
         var established = [false, false]
+        /// Each end's number for the link (`LinkChannelHandler.number`): 0 until that end
+        /// keeps it, and for good if the tie-break refused it there.
+        var number: [UInt64] = [0, 0]
         var open = [true, true]
+        /// Per end: it closed the link and awaits the peer's close_notify (``Configuration/tlsClose``).
+        var closing = [false, false]
         /// Broken (reset, partition, a killed process): whatever is in flight is lost.
         var broken = false
         /// Per receiving end: when the last frame sent towards it arrives (TCP keeps order).
@@ -166,9 +193,8 @@ final class SimulatedCluster {
         var muted = false
         /// Extra delay added to every message to or from this node (a saturated node).
         var extraDelay: ClosedRange<Int64>?
-        var membership: MembershipInstance
-        var sync: InterestSync<Receipt>
-        var handoffs: QueueHandoffs
+        /// Membership, interest and hand-offs: the shell's `instance`.
+        var instance: ClusterInstance<Receipt>
         var linkPolicy: LinkPolicy
         /// Established links, one per peer (the shell's `links`).
         var links: [NodeID: Connection] = [:] {
@@ -176,12 +202,16 @@ final class SimulatedCluster {
         }
         /// Every open connection, established or in its handshake (the shell's `openLinks`).
         var openConnections: [Int: Connection] = [:]
-        var lastDigest: Int64
-        /// Peers whose link received frames since the last tick told membership
+        /// The number the last link kept got (the shell's `linksEstablished`).
+        var linksEstablished: UInt64 = 0
+        /// The link the tie-break is replacing, while the instance still holds it as the peer's
+        /// (from the tie-break until the new link's `linkEstablished`).
+        var replacing: Connection?
+        /// Peers whose link received frames since the last tick told the instance
         /// (`heard(from:at:)` keeps the latest time, so telling it the same time again is moot).
         var heardSince: Set<NodeID> = []
-        /// `membership.liveMembers`, which only a `.statusChanged` directive can change: kept
-        /// until one comes, as the shell asks for it on every tick.
+        /// `membership.liveMembers`, which only a status change (`.memberChanged`) can change:
+        /// kept until one comes, as dialling asks for it on every tick.
         var liveCache: [NodeID]? {
             didSet { unlinkedCache = nil }
         }
@@ -189,18 +219,23 @@ final class SimulatedCluster {
         private var unlinkedCache: [NodeID]?
         /// Queue messages this node owns, by message id.
         var held: [String: HeldMessage] = [:]
+        /// What the router was told of each queue's consumers on other nodes.
+        var remoteConsumers: [String: Int] = [:]
         /// The hand-offs this node was seen to send and not yet seen acknowledged or reclaimed,
-        /// by the id ``QueueHandoffs`` gave them, with the connection each went on: what its
-        /// `pendingCount` must count.
+        /// by the instance's id for them, with the connection each went on: what its pending
+        /// count must count.
         var handedOff: [UInt64: (peer: NodeID, messageID: String, connection: Int)] = [:]
         /// The hand-offs this node reclaimed, by id: an acknowledgement of one that arrives
         /// later shows the peer had taken it.
         var reclaimedHandoffs: [UInt64: String] = [:]
 
+        var membership: MembershipInstance { instance.membership }
+        /// Interest: this node's, its peers', and the receipts waiting.
+        var sync: InterestSync<Receipt> { instance.interest }
         /// This node's own interest.
-        var interest: LocalInterest { sync.local }
+        var interest: LocalInterest { instance.interest.local }
         /// What this node holds of its peers' interest.
-        var table: InterestTable { sync.remote }
+        var table: InterestTable { instance.interest.remote }
 
         init(index: Int, epoch: UInt64, boot: Int, configuration: Configuration, seed: UInt64, now: Int64) {
             self.index = index
@@ -209,15 +244,19 @@ final class SimulatedCluster {
             self.epoch = epoch
             self.boot = boot
             let time = SimulatedCluster.deadline(now)
-            membership = MembershipInstance(
+            instance = ClusterInstance(
                 node: id,
                 epoch: epoch,
                 address: address,
-                settings: configuration.settings,
-                random: SplitMix64(seed: seed)
+                settings: ClusterInstance.Settings(
+                    membership: configuration.settings,
+                    acknowledgementTimeout: .milliseconds(configuration.interestAckTimeout),
+                    digestInterval: configuration.digestInterval.map { .milliseconds($0) } ?? .nanoseconds(.max)
+                ),
+                now: time,
+                membershipRandom: SplitMix64(seed: seed),
+                handoffRandom: SplitMix64(seed: seed ^ 0x4841_4E44_4F46_4653)
             )
-            sync = InterestSync(epoch: epoch, acknowledgementTimeout: .milliseconds(configuration.interestAckTimeout))
-            handoffs = QueueHandoffs(random: SplitMix64(seed: seed ^ 0x4841_4E44_4F46_4653))
             linkPolicy = LinkPolicy(
                 settings: configuration.linkPolicy,
                 now: time,
@@ -225,7 +264,6 @@ final class SimulatedCluster {
             )
             // As the shell does once its listener is bound.
             linkPolicy.noteOwnAddress(address)
-            lastDigest = now
         }
 
         func sortedLinks() -> [(peer: NodeID, connection: Connection)] {
@@ -234,7 +272,7 @@ final class SimulatedCluster {
 
         var liveMembers: [NodeID] {
             if let liveCache { return liveCache }
-            let live = membership.liveMembers
+            let live = instance.membership.liveMembers
             liveCache = live
             return live
         }
@@ -248,6 +286,8 @@ final class SimulatedCluster {
         }
     }
 
+    private typealias Directive = ClusterInstance<Receipt>.Directive
+
     private enum Event {
         /// A dial's TCP connection attempt ends.
         case connect(dialer: Int, boot: Int, address: String)
@@ -255,6 +295,8 @@ final class SimulatedCluster {
         case handshake(Connection, end: Int)
         case handshakeTimeout(Connection)
         case deliver(Connection, to: Int, message: LinkMessage)
+        /// The other end's close_notify reaches `end` (``Configuration/tlsClose``).
+        case closeNotify(Connection, to: Int)
         /// `end` sees the connection close.
         case closed(Connection, end: Int)
         case shutdown(Int, boot: Int)
@@ -290,16 +332,23 @@ final class SimulatedCluster {
     private(set) var receipts: [ReceiptRelease] = []
     /// Queue messages published, in order.
     private(set) var published: [String] = []
-    /// Hand-offs sent, reclaimed, and acceptances of a message the node already held.
+    /// Hand-offs sent, acknowledged, reclaimed, and acceptances of a message the node already held.
     private(set) var handoffCounts = (sent: 0, acknowledged: 0, reclaimed: 0, duplicates: 0)
+    /// Hand-offs still waiting for their acknowledgement on a link when the tie-break replaced
+    /// it; links no longer the node's link to that peer (replaced, or the peer let go) whose
+    /// close the instance heard of, and of those, the ones it heard of before the link that
+    /// replaced them (so it took them for the peer's current link); and the hand-off
+    /// acknowledgements that arrived on one still open.
+    private(set) var replacedLinks = (handoffs: 0, closed: 0, closedAsCurrent: 0, acknowledgements: 0)
     /// Messages whose every owner was killed (or left) while holding them.
     private(set) var lostWithCrash: Set<String> = []
     /// Messages whose hand-off acknowledgement never reached the sender in time: it reclaims
     /// (or may yet reclaim) one the peer took, QueueHandoffs' documented price of never
     /// losing one.
     private(set) var acknowledgementsLost: Set<String> = []
-    /// What the checks after each step found: a message with no owner, or a node whose
-    /// ``QueueHandoffs/pendingCount`` disagrees with the hand-offs it sent and got back.
+    /// What the checks found: a message with no owner, a node whose pending hand-off count
+    /// disagrees with the hand-offs it sent and got back, a reclaim of something not handed
+    /// off, or a hand-off left pending when its link closed.
     private(set) var violations: [String] = []
     /// The group of each node while partitioned; nodes in different groups can't reach each other.
     private var partition: [Int]?
@@ -378,7 +427,8 @@ final class SimulatedCluster {
         if !published.isEmpty { checkOwnership() }
         // The cache of live members stands for what the shell asks membership every tick.
         if nodes.count <= 10 {
-            for node in nodes where node.up && node.liveCache != nil && node.liveCache != node.membership.liveMembers {
+            for node in nodes
+            where node.up && node.liveCache != nil && node.liveCache != node.instance.membership.liveMembers {
                 violations.append("t=\(now) \(node.id)'s cached live members went stale")
                 node.liveCache = nil
             }
@@ -420,11 +470,12 @@ final class SimulatedCluster {
         tick(i)
     }
 
-    /// Graceful leave: peers are told, then the process closes its links and exits shortly after.
+    /// Graceful leave (the shell's `leave()`): peers are told, then the process closes its
+    /// links and exits shortly after.
     func leave(_ i: Int) {
         let node = nodes[i]
         node.leaving = true
-        perform(node.membership.leave(), of: i)
+        perform(node.instance.leave(now: Self.deadline(now)), of: i)
         schedule(.shutdown(i, boot: node.boot), at: now + configuration.leaveLinger)
     }
 
@@ -457,27 +508,30 @@ final class SimulatedCluster {
 
     func setExtraDelay(_ i: Int, _ delay: ClosedRange<Int64>?) { nodes[i].extraDelay = delay }
 
-    /// Feeds a message to node `i` as if `sender` had sent it, now.
+    /// Feeds a message to node `i` as if `sender` had sent it on its link, now.
     func inject(_ message: LinkMessage, to i: Int, from sender: Int) {
-        perform(nodes[i].membership.received(message, from: nodes[sender].id, now: Self.deadline(now)), of: i)
+        let time = Self.deadline(now)
+        perform(
+            nodes[i].instance.received(message, from: nodes[sender].id, peerEpoch: nodes[sender].epoch, now: time),
+            of: i
+        )
     }
 
     // MARK: - Clients
 
     /// Local subscriptions of node `i` to `key` change by `delta`; peers hear of it if they
     /// must (the shell's `interestChanged`). With a `receipt`, the SUBSCRIBE asked for one:
-    /// it waits in the node's ``InterestSync`` until every live peer acknowledged the node's
-    /// interest as it is now, or the timeout (see ``receipts``).
+    /// it waits in the node's instance until every live peer acknowledged the node's interest
+    /// as it is now, or the timeout (the shell's `afterInterestPropagated`; see ``receipts``).
     func subscribe(_ i: Int, to key: Destination, by delta: Int = 1, receipt: String? = nil) {
         let node = nodes[i]
-        if let message = node.sync.localChanged(key, by: delta) {
+        if let message = node.instance.interestChanged(key, by: delta) {
             for (_, connection) in node.sortedLinks() { send(message, on: connection, from: i) }
         }
         guard let receipt else { return }
-        let waiting = Receipt(id: receipt, node: i, version: node.sync.local.version, requestedAt: now)
-        let live = node.liveMembers
-        if let ready = node.sync.waitForPropagation(waiting, live: live, now: Self.deadline(now)) {
-            record(ready, outcome: nil, live: live)
+        let waiting = Receipt(id: receipt, node: i, version: node.instance.interest.local.version, requestedAt: now)
+        if let ready = node.instance.waitForPropagation(waiting, now: Self.deadline(now)) {
+            record(ready, outcome: nil, live: node.liveMembers)
         }
     }
 
@@ -490,7 +544,8 @@ final class SimulatedCluster {
         let id = "m\(published.count + 1)"
         published.append(id)
         let message = MessageEnvelope(destination: .queue(queue), messageID: id, headers: [:], body: ByteBuffer())
-        handOff(i, queue: queue, message, redelivered: false, hops: 0)
+        let directive = nodes[i].instance.handOff(queue: queue, message, redelivered: false, hops: 0)
+        perform([directive], of: i, accepting: true)
         return id
     }
 
@@ -503,7 +558,7 @@ final class SimulatedCluster {
         let live = nodes.filter(\.up)
         for observer in live {
             for subject in live where subject.index != observer.index {
-                guard let update = observer.membership.status(of: subject.id), update.status == .alive,
+                guard let update = observer.instance.membership.status(of: subject.id), update.status == .alive,
                     update.epoch == subject.epoch
                 else {
                     return false
@@ -518,8 +573,9 @@ final class SimulatedCluster {
         let live = nodes.filter(\.up)
         for observer in live {
             for subject in live where subject.index != observer.index {
-                guard let held = observer.table.version(of: subject.id), held.epoch == subject.epoch,
-                    held.version == subject.interest.version
+                guard let held = observer.instance.interest.remote.version(of: subject.id),
+                    held.epoch == subject.epoch,
+                    held.version == subject.instance.interest.local.version
                 else {
                     return false
                 }
@@ -554,12 +610,34 @@ final class SimulatedCluster {
         return found
     }
 
+    /// Live nodes whose router was told a number of a queue's consumers on other nodes that
+    /// differs from what the node's interest table holds; empty when every router is up to date.
+    var routerDisagreements: [String] {
+        var found: [String] = []
+        for node in nodes where node.up {
+            let table = node.instance.interest.remote
+            var queues = Set(node.remoteConsumers.keys)
+            for origin in table.entriesByOrigin.values {
+                for case .queue(let name) in origin.entries.keys { queues.insert(name) }
+            }
+            for queue in queues.sorted() {
+                let held = table.consumers(ofQueue: queue).values.reduce(0, +)
+                if node.remoteConsumers[queue, default: 0] != held {
+                    found.append(
+                        "\(node.id)'s router counts \(node.remoteConsumers[queue] ?? 0) for \(queue), the table \(held)"
+                    )
+                }
+            }
+        }
+        return found
+    }
+
     /// Hand-offs sent and not yet acknowledged, over every live node.
-    var pendingHandoffs: Int { nodes.filter(\.up).reduce(0) { $0 + $1.handoffs.pendingCount } }
+    var pendingHandoffs: Int { nodes.filter(\.up).reduce(0) { $0 + $1.instance.pendingHandoffs } }
 
     /// Pending hand-offs sent over a connection that is no longer the node's link to that
-    /// peer (the tie-break replaced it): no acknowledgement can come back for them, and only
-    /// the next drop of the link now held reclaims them.
+    /// peer (the tie-break replaced it, or the peer was let go): they come back when that
+    /// connection closes, or stop pending when an acknowledgement arrives on it.
     var orphanedHandoffs: [(node: Int, peer: NodeID, messageID: String)] {
         nodes.filter(\.up).flatMap { node in
             node.handedOff.values.filter { node.links[$0.peer]?.id != $0.connection }.map {
@@ -577,7 +655,7 @@ final class SimulatedCluster {
 
     /// What `observer` holds about node `subject`.
     func view(of subject: Int, by observer: Int) -> MemberUpdate? {
-        nodes[observer].membership.status(of: nodes[subject].id)
+        nodes[observer].instance.membership.status(of: nodes[subject].id)
     }
 
     /// Status changes about `subject`, as seen by anyone, after `since`.
@@ -591,55 +669,14 @@ final class SimulatedCluster {
     private func tick(_ i: Int) {
         let node = nodes[i]
         guard node.up, !node.leaving else { return }
-        let time = Self.deadline(now)
         // As the shell does for every link; only those that received something since can matter.
         for peer in node.heardSince {
             guard let connection = node.links[peer] else { continue }
-            node.membership.heard(from: peer, at: Self.deadline(connection.lastReceived[connection.end(of: i)]))
+            node.instance.heard(from: peer, at: Self.deadline(connection.lastReceived[connection.end(of: i)]))
         }
         node.heardSince.removeAll(keepingCapacity: true)
-        perform(node.membership.tick(now: time), of: i)
+        perform(node.instance.tick(now: Self.deadline(now)), of: i)
         dialMissingPeers(i)
-        if let interval = configuration.digestInterval, now - node.lastDigest >= interval {
-            node.lastDigest = now
-            for (peer, connection) in node.sortedLinks() {
-                send(node.sync.digest(for: peer), on: connection, from: i)
-            }
-        }
-        releasePropagationWaiters(i)
-    }
-
-    // MARK: - Directives (ClusterShell.perform, memberChanged)
-
-    private func perform(_ directives: [MembershipInstance.Directive], of i: Int) {
-        let node = nodes[i]
-        for directive in directives {
-            switch directive {
-            case .send(let message, let peer):
-                if let connection = node.links[peer] { send(message, on: connection, from: i) }
-            case .broadcast(let message):
-                for (_, connection) in node.sortedLinks() { send(message, on: connection, from: i) }
-            case .connect(let peer, let address):
-                if node.links[peer] == nil { dial(i, address, force: true) }
-            case .statusChanged(let update, let previous):
-                node.liveCache = nil
-                history.append(StatusEvent(time: now, observer: i, update: update, previous: previous))
-                memberChanged(i, update)
-            }
-        }
-    }
-
-    private func memberChanged(_ i: Int, _ update: MemberUpdate) {
-        guard update.status >= .dead else { return }
-        let node = nodes[i]
-        // Its interest goes (the router would re-weigh those queues), its link closes, and its
-        // queue messages in flight come back to this node.
-        _ = node.sync.memberGone(update.node)
-        if let connection = node.links.removeValue(forKey: update.node) {
-            close(connection, at: connection.end(of: i))
-        }
-        reclaimHandoffs(i, from: update.node)
-        releasePropagationWaiters(i)
     }
 
     // MARK: - Dialling (ClusterShell.dialMissingPeers, dial)
@@ -647,10 +684,10 @@ final class SimulatedCluster {
     private func dialMissingPeers(_ i: Int) {
         let node = nodes[i]
         for peer in node.unlinkedMembers {
-            if let address = node.membership.status(of: peer)?.address { dial(i, address, force: false) }
+            if let address = node.instance.membership.status(of: peer)?.address { dial(i, address, force: false) }
         }
         if node.linkPolicy.deadRedialDue(now: Self.deadline(now)) {
-            for member in node.membership.deadMembers.sorted(by: { $0.node < $1.node })
+            for member in node.instance.membership.deadMembers.sorted(by: { $0.node < $1.node })
             where node.links[member.node] == nil {
                 dial(i, member.address, force: false)
             }
@@ -699,6 +736,42 @@ final class SimulatedCluster {
         schedule(.handshake(connection, end: 1), at: proof)
     }
 
+    // MARK: - Directives (ClusterShell.perform)
+
+    /// Carries out node `i`'s directives. A `.route(.acceptHandoff)` is a reclaim, unless
+    /// `accepting`: the directives answer a peer's hand-off, or a publish no peer could take.
+    private func perform(_ directives: [Directive], of i: Int, accepting: Bool = false) {
+        let node = nodes[i]
+        for directive in directives {
+            switch directive {
+            case .send(let message, let peer):
+                if case .handoff(let id, _, let envelope, _, _) = message {
+                    handoffCounts.sent += 1
+                    node.handedOff[id] = (peer, envelope.messageID, node.links[peer]?.id ?? 0)
+                    trace?(
+                        "t=\(now) \(node.id) hands \(envelope.messageID) to \(peer) as \(id) on #\(node.links[peer]?.id ?? 0)"
+                    )
+                }
+                if let connection = node.links[peer] { send(message, on: connection, from: i) }
+            case .broadcast(let message):
+                for (_, connection) in node.sortedLinks() { send(message, on: connection, from: i) }
+            case .connect(_, let address):
+                dial(i, address, force: true)
+            case .closeLink(let peer):
+                if let connection = node.links.removeValue(forKey: peer) {
+                    close(connection, at: connection.end(of: i))
+                }
+            case .route(let operation):
+                route(operation, at: i, accepting: accepting)
+            case .release(let receipt, let outcome):
+                record(receipt, outcome: outcome, live: node.liveMembers)
+            case .memberChanged(let update, let previous, _):
+                node.liveCache = nil
+                history.append(StatusEvent(time: now, observer: i, update: update, previous: previous))
+            }
+        }
+    }
+
     // MARK: - Link events (ClusterShell.linkEstablished, linkClosed)
 
     private func handshakeDone(_ connection: Connection, at end: Int) {
@@ -736,33 +809,35 @@ final class SimulatedCluster {
                 close(connection, at: end)
                 return
             }
+            replacedLinks.handoffs += node.handedOff.values.filter { $0.connection == existing.id }.count
             node.links[peer] = nil
+            node.replacing = existing
             close(existing, at: existing.end(of: node.index))
+            node.replacing = nil
         }
         node.links[peer] = connection
+        node.linksEstablished += 1
+        connection.number[end] = node.linksEstablished
         node.heardSince.insert(peer)
         trace?("t=\(now) \(node.id) link #\(connection.id) to \(peer) up")
-        // A link that (re)connects starts from a full snapshot of this node's interest.
-        let snapshot = node.sync.linkEstablished(to: peer, peerEpoch: peerEpoch)
         perform(
-            node.membership.linkEstablished(
-                node: peer,
+            node.instance.linkEstablished(
+                to: peer,
                 epoch: peerEpoch,
                 address: Self.address(of: peerIndex),
+                link: connection.number[end],
                 now: Self.deadline(now)
             ),
             of: node.index
         )
-        send(snapshot, on: connection, from: node.index)
     }
 
     private func linkClosed(_ connection: Connection, at end: Int) {
         let node = nodes[connection.nodes[end]]
         node.openConnections[connection.id] = nil
         if !connection.open[1 - end] { connections[connection.id] = nil }
-        let peer = nodes[connection.nodes[1 - end]].id
-        guard connection.established[end], node.links[peer] === connection else {
-            if end == 0, !connection.established[end] {
+        guard connection.established[end] else {
+            if end == 0 {
                 node.linkPolicy.linkClosedBeforeHandshake(
                     dialedAddress: connection.dialedAddress,
                     now: Self.deadline(now)
@@ -770,15 +845,51 @@ final class SimulatedCluster {
             }
             return
         }
-        node.links[peer] = nil
-        trace?("t=\(now) \(node.id) link #\(connection.id) to \(peer) down")
-        reclaimHandoffs(node.index, from: peer)
-        if !node.leaving { perform(node.membership.linkClosed(node: peer, now: Self.deadline(now)), of: node.index) }
+        // A link the tie-break refused at once was never this node's to use.
+        guard connection.number[end] != 0 else { return }
+        let peer = nodes[connection.nodes[1 - end]].id
+        if node.links[peer] === connection {
+            node.links[peer] = nil
+            trace?("t=\(now) \(node.id) link #\(connection.id) to \(peer) down")
+        } else {
+            replacedLinks.closed += 1
+            if node.replacing === connection { replacedLinks.closedAsCurrent += 1 }
+            trace?("t=\(now) \(node.id) link #\(connection.id) to \(peer), no longer its link, closed")
+        }
+        perform(
+            node.instance.linkClosed(
+                to: peer,
+                link: connection.number[end],
+                now: Self.deadline(now),
+                leaving: node.leaving
+            ),
+            of: node.index
+        )
+        for (id, handoff) in node.handedOff.sorted(by: { $0.key < $1.key }) where handoff.connection == connection.id {
+            violations.append(
+                "t=\(now) \(node.id)'s hand-off \(id) of \(handoff.messageID) went over #\(connection.id), which closed, and still waits"
+            )
+        }
     }
 
     /// This end closes the connection: frames it already sent still arrive, then the other
-    /// end sees the close.
+    /// end sees the close. With ``Configuration/tlsClose``, an established end goes on
+    /// receiving until the other end's answer to its close_notify arrives (or the close the
+    /// other end already sent, or the broken connection's).
     private func close(_ connection: Connection, at end: Int) {
+        guard connection.open[end], !connection.closing[end] else { return }
+        guard configuration.tlsClose, connection.established[end] else {
+            closeNow(connection, at: end)
+            return
+        }
+        connection.closing[end] = true
+        if connection.open[1 - end], !connection.broken {
+            schedule(.closeNotify(connection, to: 1 - end), at: arrival(on: connection, towards: 1 - end))
+        }
+    }
+
+    /// This end's close takes effect now; the other end sees it after the frames in flight.
+    private func closeNow(_ connection: Connection, at end: Int) {
         guard connection.open[end] else { return }
         connection.open[end] = false
         if connection.open[1 - end] {
@@ -802,7 +913,7 @@ final class SimulatedCluster {
 
     private func send(_ message: LinkMessage, on connection: Connection, from i: Int) {
         let end = connection.end(of: i)
-        guard connection.open[end], !connection.broken else { return }
+        guard connection.open[end], !connection.closing[end], !connection.broken else { return }
         messagesSent += 1
         let j = connection.nodes[1 - end]
         if nodes[i].muted || nodes[j].muted
@@ -837,107 +948,78 @@ final class SimulatedCluster {
             return
         }
         connection.lastReceived[end] = now
-        let peerIndex = connection.nodes[1 - end]
-        let peer = nodes[peerIndex].id
-        node.heardSince.insert(peer)
+        let peer = nodes[connection.nodes[1 - end]].id
+        let peerEpoch = connection.epochs[1 - end]
+        let time = Self.deadline(now)
         guard connection.established[end], node.links[peer] === connection else {
+            // A replaced link still brings acknowledgements of the hand-offs that went over it.
+            if case .handoffAck(let id) = message, connection.established[end], connection.number[end] != 0 {
+                replacedLinks.acknowledgements += 1
+                acknowledged(id, at: node, on: connection)
+                perform(node.instance.received(message, from: peer, peerEpoch: peerEpoch, now: time), of: node.index)
+                return
+            }
             if case .handoff = message {
                 trace?("t=\(now) \(node.id) ignores a hand-off on #\(connection.id), not its link")
-            }
-            if case .handoffAck = message {
-                trace?("t=\(now) \(node.id) ignores an ack on #\(connection.id), not its link")
             }
             noteAcknowledgementLost(message, on: connection, at: end)
             return
         }
-        let time = Self.deadline(now)
+        node.heardSince.insert(peer)
         switch message {
-        case .ping, .ack, .pingRequest, .members:
-            perform(node.membership.received(message, from: peer, now: time), of: node.index)
-
-        case .interestDelta, .interestSnapshot, .interestAck, .interestDigest:
-            let reaction = node.sync.received(message, from: peer, peerEpoch: connection.epochs[1 - end])
-            for reply in reaction.replies { send(reply, on: connection, from: node.index) }
-            // (reaction.queuesChanged would re-weigh the router's hand-offs: this router has none.)
-            if reaction.acknowledgementAdvanced { releasePropagationWaiters(node.index) }
-
-        case .handoff(let id, let queue, let envelope, let redelivered, let hops):
+        case .handoff(let id, _, let envelope, _, _):
             trace?("t=\(now) \(node.id) takes \(envelope.messageID) (hand-off \(id)) on #\(connection.id)")
-            accept(
-                node.index,
-                queue: queue,
-                envelope,
-                redelivered: redelivered,
-                hops: QueueHandoffs.hopsOnArrival(hops)
+            perform(
+                node.instance.received(message, from: peer, peerEpoch: peerEpoch, now: time),
+                of: node.index,
+                accepting: true
             )
-            send(.handoffAck(id: id), on: connection, from: node.index)
-
         case .handoffAck(let id):
-            trace?("t=\(now) \(node.id) hand-off \(id) acknowledged on #\(connection.id)")
-            node.handoffs.acknowledged(id)
-            if node.handedOff.removeValue(forKey: id) != nil { handoffCounts.acknowledged += 1 }
-
+            acknowledged(id, at: node, on: connection)
+            perform(node.instance.received(message, from: peer, peerEpoch: peerEpoch, now: time), of: node.index)
         default:
+            perform(node.instance.received(message, from: peer, peerEpoch: peerEpoch, now: time), of: node.index)
+        }
+    }
+
+    // MARK: - The router (RouterClusterOperation), and what it owns
+
+    private func route(_ operation: RouterClusterOperation, at i: Int, accepting: Bool) {
+        let node = nodes[i]
+        switch operation {
+        case .acceptHandoff(let queue, let message, let redelivered, let hops):
+            if !accepting { reclaimed(message.messageID, at: node) }
+            if node.held[message.messageID] != nil { handoffCounts.duplicates += 1 }
+            node.held[message.messageID] = HeldMessage(queue: queue, redelivered: redelivered, hops: hops)
+        case .remoteQueueConsumers(let queue, let count):
+            node.remoteConsumers[queue] = count
+        case .deliverForwarded, .evacuate:
+            // No topic message is published here, and no node evacuates.
             break
         }
     }
 
-    // MARK: - Queue messages (ClusterShell.handOff, reclaimHandoffs; the router's acceptHandoff)
-
-    private func handOff(_ i: Int, queue: String, _ message: MessageEnvelope, redelivered: Bool, hops: UInt8) {
-        let node = nodes[i]
-        let decision = node.handoffs.handOff(
-            queue: queue,
-            message,
-            redelivered: redelivered,
-            hops: hops,
-            consumers: node.table.consumers(ofQueue: queue).filter { node.links[$0.key] != nil },
-            linkedPeers: node.links.keys
-        )
-        switch decision {
-        case .send(let id, let peer):
-            handoffCounts.sent += 1
-            node.handedOff[id] = (peer, message.messageID, node.links[peer]?.id ?? 0)
-            trace?(
-                "t=\(now) \(node.id) hands \(message.messageID) to \(peer) as \(id) on #\(node.links[peer]?.id ?? 0)"
-            )
-            if let connection = node.links[peer] {
-                send(
-                    .handoff(id: id, queue: queue, message: message, redelivered: redelivered, hops: hops),
-                    on: connection,
-                    from: i
-                )
-            }
-        case .keepHere:
-            accept(i, queue: queue, message, redelivered: redelivered, hops: .max)
+    /// Hand-off `id` of `node` was acknowledged (arriving on `connection`).
+    private func acknowledged(_ id: UInt64, at node: Node, on connection: Connection) {
+        trace?("t=\(now) \(node.id) hand-off \(id) acknowledged on #\(connection.id)")
+        if node.handedOff.removeValue(forKey: id) != nil {
+            handoffCounts.acknowledged += 1
+        } else if let messageID = node.reclaimedHandoffs[id] {
+            // Too late: the node took it back already, and the peer holds it too.
+            acknowledgementsLost.insert(messageID)
         }
     }
 
-    private func reclaimHandoffs(_ i: Int, from peer: NodeID) {
-        let node = nodes[i]
-        let reclaimed = node.handoffs.reclaim(from: peer)
-        let expected = node.handedOff.filter { $0.value.peer == peer }
-        for (id, handoff) in expected {
-            node.handedOff[id] = nil
-            node.reclaimedHandoffs[id] = handoff.messageID
+    /// The instance gave back a message `node` handed off: it must be one still waiting.
+    private func reclaimed(_ messageID: String, at node: Node) {
+        guard let (id, handoff) = node.handedOff.first(where: { $0.value.messageID == messageID }) else {
+            violations.append("t=\(now) \(node.id) reclaimed \(messageID), which it had no hand-off of waiting")
+            return
         }
-        if reclaimed.map(\.message.messageID).sorted() != expected.values.map(\.messageID).sorted() {
-            violations.append(
-                "t=\(now) \(node.id) reclaimed \(reclaimed.map(\.message.messageID)) from \(peer), handed it \(expected.values.map(\.messageID))"
-            )
-        }
-        for handoff in reclaimed {
-            trace?("t=\(now) \(node.id) reclaims \(handoff.message.messageID) from \(peer)")
-            handoffCounts.reclaimed += 1
-            accept(i, queue: handoff.queue, handoff.message, redelivered: handoff.redelivered, hops: handoff.hops)
-        }
-    }
-
-    /// The node owns the message now.
-    private func accept(_ i: Int, queue: String, _ message: MessageEnvelope, redelivered: Bool, hops: UInt8) {
-        let node = nodes[i]
-        if node.held[message.messageID] != nil { handoffCounts.duplicates += 1 }
-        node.held[message.messageID] = HeldMessage(queue: queue, redelivered: redelivered, hops: hops)
+        trace?("t=\(now) \(node.id) reclaims \(messageID) (hand-off \(id)) from \(handoff.peer)")
+        node.handedOff[id] = nil
+        node.reclaimedHandoffs[id] = messageID
+        handoffCounts.reclaimed += 1
     }
 
     /// A `.handoffAck` towards `end` that won't be processed: the node there may reclaim (or
@@ -962,9 +1044,9 @@ final class SimulatedCluster {
         for node in nodes where node.up {
             owned.formUnion(node.held.keys)
             owned.formUnion(node.handedOff.values.map(\.messageID))
-            if node.handoffs.pendingCount != node.handedOff.count {
+            if node.instance.pendingHandoffs != node.handedOff.count {
                 violations.append(
-                    "t=\(now) \(node.id) has \(node.handoffs.pendingCount) hand-offs pending, sent and not settled \(node.handedOff.count)"
+                    "t=\(now) \(node.id) has \(node.instance.pendingHandoffs) hand-offs pending, sent and not settled \(node.handedOff.count)"
                 )
             }
         }
@@ -974,16 +1056,7 @@ final class SimulatedCluster {
         }
     }
 
-    // MARK: - Subscribe receipts (ClusterShell.afterInterestPropagated, releasePropagationWaiters)
-
-    private func releasePropagationWaiters(_ i: Int) {
-        let node = nodes[i]
-        guard node.sync.waitingCount > 0 else { return }
-        let live = node.liveMembers
-        for (receipt, outcome) in node.sync.releaseWaiters(live: live, now: Self.deadline(now)) {
-            record(receipt, outcome: outcome, live: live)
-        }
-    }
+    // MARK: - Subscribe receipts
 
     /// Records a released receipt with the peers that, at this moment, hold the node alive
     /// but less than the receipt's version of its interest.
@@ -992,9 +1065,10 @@ final class SimulatedCluster {
         var laggards: [String] = []
         for peer in live {
             guard let p = index[peer], nodes[p].up,
-                let seen = nodes[p].membership.status(of: node.id), seen.status <= .suspect, seen.epoch == node.epoch
+                let seen = nodes[p].instance.membership.status(of: node.id), seen.status <= .suspect,
+                seen.epoch == node.epoch
             else { continue }
-            let held = nodes[p].table.version(of: node.id)
+            let held = nodes[p].instance.interest.remote.version(of: node.id)
             if held?.epoch != node.epoch || (held?.version ?? 0) < receipt.version {
                 laggards.append(
                     "\(peer) (epoch \(nodes[p].epoch)) holds \(held.map { "\($0.epoch).\($0.version)" } ?? "nothing")"
@@ -1018,6 +1092,11 @@ final class SimulatedCluster {
             }
         case .deliver(let connection, let end, let message):
             arrived(message, on: connection, at: end)
+        case .closeNotify(let connection, let end):
+            // This end answers with its own close_notify and closes; the answer reaches the
+            // other end after what this end sent before.
+            guard !connection.broken else { return }
+            closeNow(connection, at: end)
         case .closed(let connection, let end):
             guard connection.open[end] else { return }
             connection.open[end] = false
@@ -1026,7 +1105,7 @@ final class SimulatedCluster {
             let node = nodes[i]
             guard node.up, node.boot == boot else { return }
             for connection in node.openConnections.values.sorted(by: { $0.id < $1.id }) {
-                close(connection, at: connection.end(of: i))
+                closeNow(connection, at: connection.end(of: i))
             }
             noteCrash(of: i)
             node.up = false
