@@ -46,7 +46,7 @@ struct ClusterInstance<Release> {
     private(set) var interest: InterestSync<Release>
     private var handoffs: QueueHandoffs
     /// The established link to each peer, by the shell's number for it.
-    private var links: [NodeID: UInt64] = [:]
+    private(set) var links: [NodeID: UInt64] = [:]
     private var lastDigest: NIODeadline
     /// Whether the node was once linked to `minimumMembers - 1` peers holding their
     /// interest: the start of "joined". Never reset, so a node that lost its peers later

@@ -29,9 +29,8 @@ import Testing
 /// - Both ends of every pair of live nodes hold the same single link, and no other connection
 ///   stays open.
 ///
-/// One known issue is recorded with `withKnownIssue` rather than failing the suite: with a
-/// plain TCP close the instance hears of a link the tie-break replaced before the new one, and
-/// takes it for the peer's current link (``theInstanceHearsOfAReplacedLinkAfterTheNewOne(tlsClose:)``).
+/// The instance hears of a link the tie-break replaced only after the new one
+/// (``theInstanceHearsOfAReplacedLinkAfterTheNewOne(tlsClose:)``).
 ///
 /// `SIM_SEEDS` sets the number of seeds per scenario (5 by default; the suite also runs
 /// under ThreadSanitizer). A failing case names its scenario and seed; run it again with
@@ -253,13 +252,11 @@ struct ClusterInvariantSimulationTests {
         return cluster
     }
 
-    /// The instance hears of a link the tie-break replaced as a replaced link. Known issue with
-    /// a plain TCP close: `ClusterShell.linkEstablished` closes the replaced link before
-    /// telling the instance of the new one, and NIO reports a plain TCP channel's close within
-    /// `close()`, so the instance takes it for the peer's current link: it gives back every
-    /// hand-off to the peer and probes it, though a new link to it just came up (the ping goes
-    /// nowhere, the shell holding no link to the peer at that instant; the new link's frames
-    /// settle the probe). With TLS the close comes later, after the new link's.
+    /// The instance hears of a link the tie-break replaced as a replaced link, not as the
+    /// peer's current one: `ClusterShell.linkEstablished` closes it only after it told the
+    /// instance of the new link, since NIO reports a plain TCP channel's close within `close()`.
+    /// (Before, the instance took it for the peer's link going down: it gave back every hand-off
+    /// to the peer and probed a peer that had just linked.)
     @Test(arguments: [false, true])
     func theInstanceHearsOfAReplacedLinkAfterTheNewOne(tlsClose: Bool) throws {
         var replaced = (closed: 0, closedAsCurrent: 0)
@@ -272,15 +269,7 @@ struct ClusterInvariantSimulationTests {
             "SIMULATION replaced links (\(tlsClose ? "TLS" : "TCP") close, 5 seeds): \(replaced.closed) closes heard of, \(replaced.closedAsCurrent) before the new link"
         )
         #expect(replaced.closed > 0)
-        if tlsClose {
-            #expect(replaced.closedAsCurrent == 0)
-        } else {
-            withKnownIssue(
-                "with a plain TCP close, the instance takes a link the tie-break replaced for the current one"
-            ) {
-                #expect(replaced.closedAsCurrent == 0)
-            }
-        }
+        #expect(replaced.closedAsCurrent == 0)
     }
 
     /// Each node's hand-offs still pending, by peer, and whether it is linked to that peer.

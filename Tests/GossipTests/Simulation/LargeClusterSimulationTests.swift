@@ -74,15 +74,13 @@ struct LargeClusterSimulationTests {
     }
 
     /// The simulation's cost grows with the cube of the size (a full mesh of links, each starting
-    /// with the whole member list each way), so in a debug build 150 nodes take about 25 s and
-    /// 200 about 70 s (both ends of most pairs dial at once, and the tie-break's replaced links
-    /// cost membership work too). Since the nodes are `ClusterInstance`s, that is 2.5 to 3 times
-    /// what the simulation's own copy of the glue took (10 s and 23 s): the instance sorts the
-    /// live members on every tick and every acknowledgement, receipt waiting or not, and with a
-    /// plain TCP close the shell closes a replaced link before telling the instance of the new
-    /// one, which takes it for the peer's link and probes the peer. Measured before the
-    /// simulation ran the real link policy: 300 about 70 s; in a release build 300 took 13 s and
-    /// 1000 about 9 minutes and 8 GB.
+    /// with the whole member list each way), so in a debug build 150 nodes take about 10 s (as
+    /// when the simulation had its own copy of the glue, once `ClusterInstance` stopped listing
+    /// the live members on ticks without a waiting receipt, and the shell stopped closing a
+    /// replaced link before the instance held the new one) and 200 about 30 s (both ends of most
+    /// pairs dial at once, and the tie-break's replaced links cost membership work too).
+    /// Measured before the simulation ran the real link policy: 300 about 70 s; in a release
+    /// build 300 took 13 s and 1000 about 9 minutes and 8 GB.
     /// `GOSSIP_SIM_NODES=300` runs a bigger cluster and `GOSSIP_SIM_KILL=1` adds the failure
     /// detection measurement to it.
     @Test func aLargerClusterConverges() throws {

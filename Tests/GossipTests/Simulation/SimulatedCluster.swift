@@ -204,9 +204,6 @@ final class SimulatedCluster {
         var openConnections: [Int: Connection] = [:]
         /// The number the last link kept got (the shell's `linksEstablished`).
         var linksEstablished: UInt64 = 0
-        /// The link the tie-break is replacing, while the instance still holds it as the peer's
-        /// (from the tie-break until the new link's `linkEstablished`).
-        var replacing: Connection?
         /// Peers whose link received frames since the last tick told the instance
         /// (`heard(from:at:)` keeps the latest time, so telling it the same time again is moot).
         var heardSince: Set<NodeID> = []
@@ -810,11 +807,8 @@ final class SimulatedCluster {
                 return
             }
             replacedLinks.handoffs += node.handedOff.values.filter { $0.connection == existing.id }.count
-            node.links[peer] = nil
-            node.replacing = existing
-            close(existing, at: existing.end(of: node.index))
-            node.replacing = nil
         }
+        let replaced = node.links[peer]
         node.links[peer] = connection
         node.linksEstablished += 1
         connection.number[end] = node.linksEstablished
@@ -830,6 +824,8 @@ final class SimulatedCluster {
             ),
             of: node.index
         )
+        // As the shell does: closed once the instance holds the new link.
+        if let replaced, replaced !== connection { close(replaced, at: replaced.end(of: node.index)) }
     }
 
     private func linkClosed(_ connection: Connection, at end: Int) {
@@ -853,7 +849,7 @@ final class SimulatedCluster {
             trace?("t=\(now) \(node.id) link #\(connection.id) to \(peer) down")
         } else {
             replacedLinks.closed += 1
-            if node.replacing === connection { replacedLinks.closedAsCurrent += 1 }
+            if node.instance.links[peer] == connection.number[end] { replacedLinks.closedAsCurrent += 1 }
             trace?("t=\(now) \(node.id) link #\(connection.id) to \(peer), no longer its link, closed")
         }
         perform(
