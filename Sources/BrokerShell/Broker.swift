@@ -41,6 +41,8 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
     private let delivered = Atomic<Int>(0)
     private let publishedCounter = Counter(label: "stomp_messages_published_total")
     private let deliveredCounter = Counter(label: "stomp_messages_delivered_total")
+    /// Replies sent to a temporary queue whose connection is gone.
+    private let unroutableCounter = Counter(label: "stomp_messages_unroutable_total")
 
     /// SEND frames applied since start (those in committed transactions included).
     public var messagesPublished: Int { published.load(ordering: .relaxed) }
@@ -149,23 +151,23 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
     }
 
     private func dispatch(_ outputs: [RouterOutput]) {
-        if let cluster {
-            for output in outputs {
-                switch output {
-                case .interest(let destination, let delta):
-                    cluster.interestChanged(destination, delta: delta)
-                case .forward(let message):
-                    cluster.forward(message)
-                case .handOff(let queue, let message, let redelivered, let hops):
-                    cluster.handOff(queue: queue, message, redelivered: redelivered, hops: hops)
-                case .receipt(let connection, _, waitsForCluster: true):
-                    // A SUBSCRIBE's receipt promises that a publish anywhere in the cluster
-                    // reaches the new subscription: its connection holds it (and all that
-                    // follows) until every peer holds the interest.
-                    cluster.afterInterestPropagated { [self] in releaseReceipt(of: connection) }
-                case .deliver, .receipt, .fail, .close:
-                    break
-                }
+        for output in outputs {
+            switch output {
+            case .interest(let destination, let delta):
+                cluster?.interestChanged(destination, delta: delta)
+            case .forward(let message):
+                cluster?.forward(message)
+            case .handOff(let queue, let message, let redelivered, let hops):
+                cluster?.handOff(queue: queue, message, redelivered: redelivered, hops: hops)
+            case .receipt(let connection, _, waitsForCluster: true):
+                // A SUBSCRIBE's receipt promises that a publish anywhere in the cluster
+                // reaches the new subscription: its connection holds it (and all that
+                // follows) until every peer holds the interest.
+                cluster?.afterInterestPropagated { [self] in releaseReceipt(of: connection) }
+            case .unroutable:
+                unroutableCounter.increment()
+            case .deliver, .receipt, .fail, .close:
+                break
             }
         }
         guard let connections else { return }

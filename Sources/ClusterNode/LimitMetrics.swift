@@ -31,6 +31,7 @@ enum LimitMetrics {
             ("limits.queue-depth", router.maxQueueDepth),
             ("limits.queue-bytes", router.maxQueueBytes),
             ("limits.queues", router.maxQueues),
+            ("limits.temp-queues", router.maxTemporaryQueuesPerConnection),
             ("timeouts.upgrade-ms", milliseconds(io.upgradeTimeout)),
             ("timeouts.tls-handshake-ms", milliseconds(io.tlsHandshakeTimeout)),
             ("timeouts.connect-ms", milliseconds(io.connectTimeout)),

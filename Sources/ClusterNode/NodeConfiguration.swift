@@ -133,7 +133,8 @@ struct NodeConfiguration: Sendable {
             maxQueueDepth: try settings.requiredInt("limits.queue-depth"),
             maxQueueBytes: try settings.requiredInt("limits.queue-bytes"),
             maxQueues: try settings.requiredInt("limits.queues"),
-            maxUnackedBytes: try settings.requiredInt("limits.unacked-bytes")
+            maxUnackedBytes: try settings.requiredInt("limits.unacked-bytes"),
+            maxTemporaryQueuesPerConnection: try settings.requiredInt("limits.temp-queues")
         )
         cluster = try ClusterConfiguration.read(settings, node: nodeID, epoch: bootEpoch)
 

@@ -60,7 +60,7 @@ final class ConnectionRegistry: ClientConnections, @unchecked Sendable {
                 (connection, output) = (id, .close)
             case .receipt(let id, let frame, let waitsForCluster):
                 (connection, output) = (id, waitsForCluster && receiptsWait ? .heldReceipt(frame) : .frame(frame))
-            case .interest, .forward, .handOff:
+            case .interest, .forward, .handOff, .unroutable:
                 continue
             }
             guard let handler = handlers[connection] else { continue }

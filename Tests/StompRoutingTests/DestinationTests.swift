@@ -13,6 +13,7 @@ import Testing
             ("/exchange/amq.topic/a.b", .topic("a.b")),
             ("/exchange/amq.topic/a.*", .topic("a.*")),
             ("/amq/queue/jobs", .queue("jobs")),
+            ("/reply-queue/amq.gen-1f", .queue("amq.gen-1f")),
             ("jobs", .queue("jobs")),
             ("queue/a", .queue("queue/a")),
             ("/topic/prices.>", .topic("prices.#")),
@@ -35,6 +36,15 @@ import Testing
     @Test("the canonical form takes no alias", arguments: ["jobs", "/amq/queue/jobs", "/exchange/amq.topic/a"])
     func canonicalOnly(header: String) {
         #expect(throws: StompProtocolError.self) { try Destination(canonical: header) }
+    }
+
+    @Test("/temp-queue/ is no destination of its own: it goes in a SEND's reply-to")
+    func temporaryQueueRequests() {
+        #expect {
+            try Destination(parsing: "/temp-queue/replies")
+        } throws: {
+            ($0 as? StompProtocolError)?.detail.contains("only a SEND's reply-to header may name") == true
+        }
     }
 
     @Test("a MESSAGE names the canonical form")

@@ -56,6 +56,7 @@ struct RouterClusterTests {
             case .handOff: "handOff"
             case .fail: "fail"
             case .close: "close"
+            case .unroutable: "unroutable"
             }
         }
     }

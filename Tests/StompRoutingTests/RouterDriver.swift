@@ -41,6 +41,8 @@ struct RouterDriver {
     private(set) var lastRawDeliveries: [(ConnectionID, ByteBuffer)] = []
     /// The outputs for the cluster of the last operation, in order.
     private(set) var lastClusterOutputs: [RouterOutput] = []
+    /// Messages of the last operation dropped for a temporary queue that is gone.
+    private(set) var lastUnroutable: [Destination] = []
 
     init(messageIDPrefix: String = "node1-", maxQueueDepth: Int = 10_000) {
         router = Router(settings: .init(messageIDPrefix: messageIDPrefix, maxQueueDepth: maxQueueDepth))
@@ -48,6 +50,10 @@ struct RouterDriver {
 
     init(settings: Router.Settings) {
         router = Router(settings: settings)
+    }
+
+    init(router: Router) {
+        self.router = router
     }
 
     /// Opens a connection (as its session's `.open` route would).
@@ -84,6 +90,7 @@ struct RouterDriver {
     private mutating func events(_ outputs: [RouterOutput]) -> [RouterEvent] {
         lastRawDeliveries = []
         lastClusterOutputs = []
+        lastUnroutable = []
         return outputs.compactMap { output in
             switch output {
             case .deliver(let connection, let delivery):
@@ -110,6 +117,9 @@ struct RouterDriver {
                 return .close(connection)
             case .interest, .forward, .handOff:
                 lastClusterOutputs.append(output)
+                return nil
+            case .unroutable(let destination):
+                lastUnroutable.append(destination)
                 return nil
             }
         }

@@ -720,6 +720,31 @@ struct SessionPermissionTests {
         #expect(denied?.receiptID == "r")
     }
 
+    @Test("a temporary reply queue takes a SEND from anyone who holds its name, and a SUBSCRIBE from no one")
+    func temporaryReplyQueues() throws {
+        var responder = try Self.alice()
+        let reply = [("destination", "/reply-queue/amq.gen-0123456789abcdef0123456789abcdef")]
+        #expect(SessionDriver.failure(responder.receive(.send, reply)) == nil)
+        #expect(
+            SessionDriver.failure(
+                responder.receive(.send, [("destination", "/queue/jobs"), ("reply-to", reply[0].1)])
+            ) == nil,
+            "passing a reply address on needs no permission either"
+        )
+        var thief = SessionDriver()
+        _ = thief.connect()
+        let refused = SessionDriver.failure(
+            thief.receive(.subscribe, [("id", "1"), ("destination", "/queue/amq.gen-0123456789abcdef")])
+        )
+        #expect(refused?.kind == .readDenied)
+        #expect(refused?.detail.contains("another connection's temporary reply queue") == true)
+        var misplaced = SessionDriver()
+        _ = misplaced.connect()
+        let invalid = SessionDriver.failure(misplaced.receive(.send, [("destination", "/temp-queue/replies")]))
+        #expect(invalid?.kind == .invalidDestination)
+        #expect(invalid?.detail.contains("only a SEND's reply-to header may name") == true)
+    }
+
     @Test("new permissions apply from the next frame")
     func replaced() throws {
         var driver = try Self.alice()

@@ -215,6 +215,8 @@ struct SessionHarness {
                 .acceptHandoff(queue: queue, envelope, redelivered: redelivered, hops: hops == .max ? hops : hops + 1),
                 into: &outputs
             )
+        case .unroutable:
+            break
         }
     }
 

@@ -224,6 +224,13 @@ enum SettingsTable {
             "Queues the node holds."
         ),
         Setting(
+            "limits.temp-queues",
+            .count(minimum: 1),
+            default: .value(router.maxTemporaryQueuesPerConnection),
+            flag: "max-temp-queues",
+            "Temporary reply queues (reply-to:/temp-queue/NAME) one connection holds."
+        ),
+        Setting(
             "limits.transaction-bytes",
             .count(minimum: 1),
             default: .value(session.maxTransactionBytes),

@@ -38,6 +38,8 @@ public struct StompProtocolError: Error, Sendable, Equatable {
         case queueFull = "queue_full"
         case queueBytesLimit = "queue_bytes_limit"
         case tooManyQueues = "too_many_queues"
+        /// A `reply-to:/temp-queue/NAME` past `limits.temp-queues` of one connection.
+        case tooManyTemporaryQueues = "too_many_temp_queues"
         case heartbeatTimeout = "heartbeat_timeout"
         case connectTimeout = "connect_timeout"
         case slowConsumer = "slow_consumer"

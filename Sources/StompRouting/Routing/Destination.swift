@@ -12,11 +12,14 @@ public enum Destination: Hashable, Sendable, CustomStringConvertible {
     /// RabbitMQ's names for the same two kinds (its STOMP plugin's destinations).
     static let amqTopicExchangePrefix = "/exchange/amq.topic/"
     static let amqQueuePrefix = "/amq/queue/"
+    /// Where a reply to a temporary queue goes: the `reply-to` a responder reads.
+    static let replyQueuePrefix = "/reply-queue/"
 
     /// Parses a `destination` header. Besides `/topic/NAME` and `/queue/NAME`, it takes
-    /// RabbitMQ's `/exchange/amq.topic/KEY` (the topic KEY), `/amq/queue/NAME` and a name
-    /// without a prefix (both the queue NAME), and ActiveMQ's `>` as a topic's last word (the
-    /// same as `#`). What a subscriber sees in a MESSAGE is the canonical form.
+    /// RabbitMQ's `/exchange/amq.topic/KEY` (the topic KEY), `/amq/queue/NAME`,
+    /// `/reply-queue/NAME` and a name without a prefix (each the queue NAME), and ActiveMQ's
+    /// `>` as a topic's last word (the same as `#`). What a subscriber sees in a MESSAGE is the
+    /// canonical form.
     ///
     /// - Throws: ``StompProtocolError`` of kind `invalidDestination` for any other form.
     public init(parsing header: String) throws(StompProtocolError) {
@@ -26,16 +29,24 @@ public enum Destination: Hashable, Sendable, CustomStringConvertible {
             self = .topic(Self.replacingTrailingGreaterThan(name))
         } else if let name = Self.name(in: header, after: Self.queuePrefix)
             ?? Self.name(in: header, after: Self.amqQueuePrefix)
+            ?? Self.name(in: header, after: Self.replyQueuePrefix)
         {
             self = .queue(name)
         } else if !header.isEmpty, !header.hasPrefix("/") {
             self = .queue(header)
+        } else if header.hasPrefix(TemporaryQueues.requestPrefix) {
+            throw StompProtocolError(
+                .invalidDestination,
+                "invalid destination",
+                detail:
+                    "'\(header.prefix(200))' asks for a temporary reply queue, which only a SEND's reply-to header may name; the replies then arrive on subscription '\(header.prefix(200))'."
+            )
         } else {
             throw StompProtocolError(
                 .invalidDestination,
                 "invalid destination",
                 detail:
-                    "'\(header.prefix(200))' is not a destination this broker serves; use /topic/NAME, /queue/NAME, /exchange/amq.topic/KEY, /amq/queue/NAME or a queue name without a prefix."
+                    "'\(header.prefix(200))' is not a destination this broker serves; use /topic/NAME, /queue/NAME, /exchange/amq.topic/KEY, /amq/queue/NAME, /reply-queue/NAME or a queue name without a prefix."
             )
         }
     }
@@ -95,6 +106,13 @@ public enum Destination: Hashable, Sendable, CustomStringConvertible {
         var count = 1
         for byte in name.utf8 where byte == UInt8(ascii: ".") { count += 1 }
         return count
+    }
+
+    /// True for a temporary reply queue (``TemporaryQueues``): a SEND to it needs no
+    /// permission, since only who was given its name can name it, and no client may subscribe.
+    public var isTemporaryReplyQueue: Bool {
+        guard case .queue(let name) = self else { return false }
+        return TemporaryQueues.isPrivate(name)
     }
 
     /// True when this is a topic whose name contains a wildcard word, which only a

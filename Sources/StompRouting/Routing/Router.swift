@@ -35,6 +35,10 @@ public final class Router {
         /// where it is. Hand-offs follow other nodes' interest, which can be stale for a moment;
         /// the bound keeps two nodes from passing a message back and forth.
         public var maxHandoffHops: UInt8
+        /// Temporary reply queues (`reply-to:/temp-queue/NAME`) one connection may hold. Each
+        /// is a queue and a subscription, so a stranger naming a new one per SEND would
+        /// otherwise grow both without end.
+        public var maxTemporaryQueuesPerConnection: Int
 
         public init(
             messageIDPrefix: String,
@@ -42,7 +46,8 @@ public final class Router {
             maxQueueBytes: Int = 256 * 1_048_576,
             maxQueues: Int = 10_000,
             maxUnackedBytes: Int = 16 * 1_048_576,
-            maxHandoffHops: UInt8 = 3
+            maxHandoffHops: UInt8 = 3,
+            maxTemporaryQueuesPerConnection: Int = 100
         ) {
             self.messageIDPrefix = messageIDPrefix
             self.maxQueueDepth = maxQueueDepth
@@ -50,6 +55,7 @@ public final class Router {
             self.maxQueues = maxQueues
             self.maxUnackedBytes = maxUnackedBytes
             self.maxHandoffHops = maxHandoffHops
+            self.maxTemporaryQueuesPerConnection = maxTemporaryQueuesPerConnection
         }
     }
 
@@ -155,9 +161,16 @@ public final class Router {
     /// bounded, so a stream of one-off keys can't grow it without limit.
     private var matchCache: [String: [Subscription]] = [:]
     private static let matchCacheLimit = 10_000
+    private var temporaryQueues: TemporaryQueues
 
-    public init(settings: Settings) {
+    /// - Parameters:
+    ///   - random: names temporary reply queues; a seeded one makes tests repeat.
+    public init(settings: Settings, random: any RandomNumberGenerator = SystemRandomNumberGenerator()) {
         self.settings = settings
+        self.temporaryQueues = TemporaryQueues(
+            limitPerConnection: settings.maxTemporaryQueuesPerConnection,
+            random: random
+        )
     }
 
     /// Open connections, for observability.
@@ -168,6 +181,8 @@ public final class Router {
     public func pendingCount(queue name: String) -> Int { queues[name]?.pending.count ?? 0 }
     /// Queues held now: those with consumers or waiting messages.
     public var queueCount: Int { queues.count }
+    /// Temporary reply queues held, over all connections.
+    public var temporaryQueueCount: Int { temporaryQueues.count }
 
     // MARK: - Views for the snapshot
 
@@ -293,6 +308,16 @@ public final class Router {
         into outputs: inout [RouterOutput]
     ) throws(StompProtocolError) {
         guard let state = connections[connection] else { return }
+        // The session knows the ids of the client's own subscriptions, not those of its
+        // temporary queues, which the router makes.
+        guard state.subscriptions[request.id] == nil else {
+            throw StompProtocolError(
+                .duplicateSubscription,
+                "duplicate subscription id",
+                detail:
+                    "This connection already has a subscription with id '\(request.id)' (its temporary queue's, or its own)."
+            )
+        }
         if case .queue(let name) = request.destination { try checkRoomForQueue(name) }
         let key = SubscriptionKey(connection: connection, id: request.id)
         connections[connection]!.subscriptions[request.id] = Subscription(
@@ -354,6 +379,7 @@ public final class Router {
             unsubscribe(SubscriptionKey(connection: connection, id: id), into: &outputs)
         }
         connections[connection] = nil
+        temporaryQueues.remove(connection)
     }
 
     private func fail(
@@ -372,6 +398,11 @@ public final class Router {
         from connection: ConnectionID,
         into outputs: inout [RouterOutput]
     ) throws(StompProtocolError) {
+        var request = request
+        if let replyTo = request.headers[StompHeader.replyTo], let name = TemporaryQueues.requestedName(in: replyTo) {
+            let queue = try temporaryQueue(named: name, for: connection, into: &outputs)
+            request.headers.replaceOrAdd(StompHeader.replyTo, Destination.replyQueuePrefix + queue)
+        }
         switch request.destination {
         case .topic:
             let message = makeMessage(request)
@@ -382,6 +413,12 @@ public final class Router {
             // copy every pending message.
             if queues[name]?.consumers.isEmpty ?? true, remoteQueueConsumers[name, default: 0] > 0 {
                 outputs.append(.handOff(queue: name, makeMessage(request).envelope, redelivered: false, hops: 0))
+                return
+            }
+            if queues[name] == nil, TemporaryQueues.isPrivate(name) {
+                // Its connection is gone (or never was): RabbitMQ drops what is sent to a
+                // deleted reply queue, and holding it would keep it for no one.
+                outputs.append(.unroutable(request.destination))
                 return
             }
             guard queues[name]?.pending.count ?? 0 < settings.maxQueueDepth else {
@@ -410,6 +447,31 @@ public final class Router {
             // alive meanwhile. (One taken at once, the common case, is not copied.)
             if queues[name]?.pending.last?.message === message { message.compactBody() }
         }
+    }
+
+    /// The private queue behind `reply-to:/temp-queue/name` on `connection`: on first use it is
+    /// made, and the connection subscribed to it, before the request that names it goes out,
+    /// so a reply can't arrive before its subscription exists (here, or on any peer: the
+    /// interest travels on each link ahead of the request).
+    private func temporaryQueue(
+        named name: String,
+        for connection: ConnectionID,
+        into outputs: inout [RouterOutput]
+    ) throws(StompProtocolError) -> String {
+        let (queue, isNew) = try temporaryQueues.queue(named: name, for: connection)
+        guard isNew else { return queue }
+        // Should this throw, the connection fails, and its temporary queues go with it.
+        try subscribe(
+            SubscribeRequest(
+                id: TemporaryQueues.requestPrefix + name,
+                destination: .queue(queue),
+                ackMode: .auto,
+                prefetch: .max
+            ),
+            connection: connection,
+            into: &outputs
+        )
+        return queue
     }
 
     /// Refuses a queue that doesn't exist yet when the node holds its limit of queues.
@@ -534,6 +596,11 @@ public final class Router {
             let hasLocalConsumers = !(queues[name]?.consumers.isEmpty ?? true)
             if !hasLocalConsumers, remoteQueueConsumers[name, default: 0] > 0, hops < settings.maxHandoffHops {
                 outputs.append(.handOff(queue: name, envelope, redelivered: redelivered, hops: hops))
+                return
+            }
+            if !hasLocalConsumers, TemporaryQueues.isPrivate(name) {
+                // A reply for a temporary queue whose connection went away meanwhile.
+                outputs.append(.unroutable(envelope.destination))
                 return
             }
             let message = RoutedMessage(envelope)

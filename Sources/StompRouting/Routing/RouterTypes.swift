@@ -150,4 +150,7 @@ public enum RouterOutput: Sendable {
     case fail(ConnectionID, StompProtocolError)
     /// Close the connection now that its DISCONNECT has been answered.
     case close(ConnectionID)
+    /// A message for a temporary reply queue that no longer exists, dropped (as RabbitMQ
+    /// drops it) and counted.
+    case unroutable(Destination)
 }

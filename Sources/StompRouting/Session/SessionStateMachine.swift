@@ -372,7 +372,7 @@ public struct SessionStateMachine {
     /// anyone can write to, and passes through.)
     private func checkReplyTo(_ replyTo: String?, of identity: SessionIdentity) throws(StompProtocolError) {
         guard let replyTo, let destination = try? Destination(parsing: replyTo),
-            !identity.permissions.mayWrite(destination)
+            !destination.isTemporaryReplyQueue, !identity.permissions.mayWrite(destination)
         else { return }
         throw StompProtocolError(
             .writeDenied,
@@ -439,7 +439,7 @@ public struct SessionStateMachine {
                     detail: "A SEND may not use a wildcard: '\(destination)' is a subscription pattern."
                 )
             }
-            guard connected.identity.permissions.mayWrite(destination) else {
+            guard destination.isTemporaryReplyQueue || connected.identity.permissions.mayWrite(destination) else {
                 throw Self.accessDenied(connected.identity, reading: false, destination)
             }
             try checkReplyTo(headers[StompHeader.replyTo], of: connected.identity)
@@ -466,6 +466,14 @@ public struct SessionStateMachine {
                     .duplicateSubscription,
                     "duplicate subscription id",
                     detail: "This connection already has a subscription with id '\(id)'."
+                )
+            }
+            guard !destination.isTemporaryReplyQueue else {
+                throw StompProtocolError(
+                    .readDenied,
+                    "access denied",
+                    detail:
+                        "\(destination.description.prefix(200)) is another connection's temporary reply queue; to receive replies, name /temp-queue/NAME in a SEND's reply-to."
                 )
             }
             guard connected.identity.permissions.mayRead(destination) else {
