@@ -415,7 +415,7 @@ public final class Router {
                 outputs.append(.handOff(queue: name, makeMessage(request).envelope, redelivered: false, hops: 0))
                 return
             }
-            if queues[name] == nil, TemporaryQueues.isPrivate(name) {
+            if TemporaryQueues.isPrivate(name), queues[name] == nil {
                 // Its connection is gone (or never was): RabbitMQ drops what is sent to a
                 // deleted reply queue, and holding it would keep it for no one.
                 outputs.append(.unroutable(request.destination))
