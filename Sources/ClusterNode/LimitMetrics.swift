@@ -3,7 +3,7 @@ import NIOCore
 
 /// Publishes every configured bound as `node_limit{name="<key>"}` at start-up, beside the
 /// gauges of current use (`stomp_connections`, `stomp_pending_connections`,
-/// `stomp_outbound_bytes`, `stomp_queued_bytes`, `stomp_queues`), so that a dashboard can
+/// `stomp_outbound_bytes`, `stomp_inbound_bytes`, `stomp_queued_bytes`, `stomp_queues`), so that a dashboard can
 /// show how close the node is to each bound without knowing its configuration.
 enum LimitMetrics {
     static func record(_ configuration: NodeConfiguration) {
@@ -22,6 +22,7 @@ enum LimitMetrics {
             ("limits.websocket-message-size", io.maxWebSocketMessageSize),
             ("limits.outbound-bytes", io.maxOutboundBytes),
             ("limits.node-outbound-bytes", io.maxNodeOutboundBytes),
+            ("limits.node-inbound-bytes", io.maxNodeInboundBytes),
             ("limits.subscriptions", session.maxSubscriptions),
             ("limits.unacked", session.maxUnacked),
             ("limits.unacked-bytes", router.maxUnackedBytes),

@@ -32,7 +32,9 @@ struct ConnectionLimits: Sendable {
     /// Clients the node serves (`limits.connections`), for the ERROR that refuses one more.
     var nodeConnections: Int
     /// Unwritten bytes over all clients (`limits.node-outbound-bytes`).
-    var nodeOutbound: OutboundBudget
+    var nodeOutbound: NodeByteBudget
+    /// Bytes of frames still arriving, over all clients (`limits.node-inbound-bytes`).
+    var nodeInbound: NodeByteBudget
     /// How long a refused login waits for its ERROR (`auth.failure-delay-ms`): guessing
     /// passwords one connection at a time gets slow.
     var failedLoginDelay: TimeAmount = .milliseconds(500)
@@ -72,6 +74,8 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
 
     /// Unconsumed inbound bytes; holds at most one partial frame, which the decoder bounds.
     private var inbound = ByteBuffer()
+    /// What `inbound` holds as the node's inbound budget counts it.
+    private var inboundCounted = 0
     /// Frames written since the last flush, framed for the transport.
     private var outbound: OutboundBuffer
     /// Frames waiting behind a RECEIPT that waits for the cluster.
@@ -191,6 +195,7 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     /// Decodes and serves the frames in `inbound`, until it holds no whole frame or a CONNECT
     /// is being decided.
     private func decodeInbound() {
+        defer { countInbound() }
         while state == .active, !authenticating {
             let frame: StompFrame?
             do {
@@ -214,6 +219,27 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         } else if inbound.readerIndex > 65_536 {
             inbound.discardReadBytes()
         }
+    }
+
+    /// Counts what `inbound` holds (a partial frame, or frames waiting for a login check) in
+    /// the node's budget. While the node holds more than its budget, a connection whose
+    /// unfinished frame grows is the one filling it, and is let go: each connection's frame
+    /// bound alone would let many connections each hold a frame short of it.
+    private func countInbound() {
+        let held = inbound.readableBytes
+        guard held != inboundCounted else { return }
+        let grew = held > inboundCounted
+        limits.nodeInbound.add(held - inboundCounted)
+        inboundCounted = held
+        guard grew, state == .active, limits.nodeInbound.isExceeded else { return }
+        fail(
+            StompProtocolError(
+                .nodeInboundBytesLimit,
+                "node inbound budget exceeded",
+                detail:
+                    "The node holds more than \(limits.nodeInbound.limit) bytes (limits.node-inbound-bytes) of frames still arriving; this connection's unfinished frame had reached \(held) bytes."
+            )
+        )
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -293,6 +319,8 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         // Whatever was never written won't be: the node's budget gets it back now.
         limits.nodeOutbound.remove(unwritten)
         unwritten = 0
+        limits.nodeInbound.remove(inboundCounted)
+        inboundCounted = 0
         inbound = ByteBuffer()
         _ = outbound.take()
         held.discard()

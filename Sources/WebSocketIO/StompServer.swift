@@ -58,7 +58,8 @@ public final class StompServer: Sendable {
             maxOutboundBytes: configuration.maxOutboundBytes,
             connectTimeout: configuration.connectTimeout,
             nodeConnections: configuration.maxConnections,
-            nodeOutbound: OutboundBudget(limit: configuration.maxNodeOutboundBytes),
+            nodeOutbound: NodeByteBudget(limit: configuration.maxNodeOutboundBytes),
+            nodeInbound: NodeByteBudget(limit: configuration.maxNodeInboundBytes),
             failedLoginDelay: configuration.failedLoginDelay
         )
         if let tls = configuration.tls {
@@ -98,6 +99,8 @@ public final class StompServer: Sendable {
     public var pendingConnections: Int { admission.pendingCount }
     /// Bytes handed to client sockets and not yet written, over all clients.
     public var unwrittenBytes: Int { connectionLimits.nodeOutbound.current }
+    /// Bytes of frames still arriving, over all clients.
+    public var unfinishedInboundBytes: Int { connectionLimits.nodeInbound.current }
 
     /// Stops accepting connections. Open connections are not touched.
     public func closeListeners() async {

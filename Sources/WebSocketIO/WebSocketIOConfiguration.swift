@@ -53,6 +53,9 @@ public struct WebSocketIOConfiguration: Sendable {
     public var maxConnectionsPerAddress: Int = 0
     /// Bytes handed to client sockets and not yet written, over all clients of the node.
     public var maxNodeOutboundBytes: Int = 512 * 1_048_576
+    /// Bytes of frames still arriving (partial frames, and frames waiting for a login check),
+    /// over all clients of the node.
+    public var maxNodeInboundBytes: Int = 256 * 1_048_576
     /// From accepting a WebSocket connection to a complete upgrade request.
     public var upgradeTimeout: TimeAmount = .seconds(10)
     /// For the TLS handshake of a connection to a TLS listener.

@@ -356,9 +356,9 @@ class StompClient:
                 raise
 
     def send_frame(self, command: str, headers=None, body: bytes | str = b"", *,
-                   binary: bool = False, content_length: bool = True) -> None:
+                   binary: bool = False, content_length: bool = True, ignore_closed: bool = False) -> None:
         self.send_raw(encode_frame(command, headers, body, version=self.version,
-                                   content_length=content_length), binary=binary)
+                                   content_length=content_length), binary=binary, ignore_closed=ignore_closed)
 
     def recv_frame(self, timeout: float = DEFAULT_TIMEOUT) -> Frame:
         """Next frame (heart-beats skipped). Raises TimeoutError or ConnectionClosed."""

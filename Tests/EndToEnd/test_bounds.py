@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from cluster import Cluster
-from nodes import module_node
+from nodes import module_node, wait_for
 from stomp_raw import StompClient, encode_frame, round_trip, unique
 
 node = module_node(
@@ -24,6 +24,7 @@ node = module_node(
     "--max-unacked-bytes", str(16 * 1024),
     "--max-destination-length", "200",
     "--max-destination-words", "30",
+    "--max-node-inbound-bytes", str(256 * 1024),
     name="bounds",
 )
 
@@ -182,13 +183,45 @@ def test_adversarial_pattern_does_not_stall_the_node(node, witness, transport):
     publisher.close()
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_node_inbound_budget(node, witness, transport):
+    """Frames still arriving, over all connections (limits.node-inbound-bytes, 256 KiB
+    here): each of two clients holds an unfinished frame well under its own frame bound;
+    the one whose frame grows past the node's budget is let go, the other finishes its
+    frame and goes on."""
+    topic = f"/topic/{unique('inbound')}"
+    holder = StompClient.open(node, "tcp")
+    holder.connect()
+    holder.send_raw(b"SEND\ndestination:" + topic.encode() + b"\n\n" + b"h" * (150 * 1024))
+    # The node has read all of it before the other frame arrives, or the holder might be the
+    # one whose frame grows past the budget.
+    wait_for(lambda: gauge(node, "stomp_inbound_bytes") >= 150 * 1024, 10, message="the unfinished frame counted")
+    grower = StompClient.open(node, transport)
+    grower.connect()
+    grower.send_raw(b"SEND\ndestination:" + topic.encode() + b"\n\n" + b"g" * (150 * 1024), ignore_closed=True)
+    expect_error(grower, "node inbound budget", "limits.node-inbound-bytes")
+    holder.send_raw(b"\0")
+    holder.send(topic, "after", receipt=True)
+    holder.close()
+    witness.still_served()
+
+
+def gauge(node, name: str) -> float:
+    with urllib.request.urlopen(f"{node.admin_url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = re.search(r"^%s(\{[^}]*\})? (\S+)" % re.escape(name), text, re.M)
+    return float(found.group(2)) if found else 0.0
+
+
 def test_metrics_show_use_and_limits(node):
     with urllib.request.urlopen(f"{node.admin_url}/metrics", timeout=10) as response:
         text = response.read().decode()
     for name in ("limits.queue-bytes", "limits.queues", "limits.transaction-bytes", "limits.unacked-bytes",
-                 "limits.node-outbound-bytes", "limits.pending-connections", "timeouts.connect-ms"):
+                 "limits.node-outbound-bytes", "limits.node-inbound-bytes", "limits.pending-connections",
+                 "timeouts.connect-ms"):
         assert re.search(r'node_limit\{name="%s"\} \d+' % re.escape(name), text), f"no limit {name} in /metrics"
-    for gauge in ("stomp_queued_bytes", "stomp_queues", "stomp_outbound_bytes", "stomp_pending_connections"):
+    for gauge in ("stomp_queued_bytes", "stomp_queues", "stomp_outbound_bytes", "stomp_inbound_bytes",
+                  "stomp_pending_connections"):
         assert re.search(r"^%s(\{[^}]*\})? \d+" % gauge, text, re.M), f"no gauge {gauge} in /metrics"
     assert 'stomp_frame_errors_total{kind="queue_bytes_limit"}' in text
 

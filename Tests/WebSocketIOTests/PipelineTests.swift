@@ -9,7 +9,7 @@ import Testing
 @testable import WebSocketIO
 
 /// A STOMP connection over an in-memory channel: the real handlers and broker, no sockets.
-private final class TestConnection {
+final class TestConnection {
     let channel = EmbeddedChannel()
     let connections: ConnectionRegistry
     var broker: Broker { connections.broker }
@@ -21,7 +21,8 @@ private final class TestConnection {
         webSocket: Bool = false,
         maxConnections: Int = 10,
         maxOutboundBytes: Int = 8 * 1_048_576,
-        nodeOutbound: OutboundBudget = OutboundBudget(limit: 512 * 1_048_576),
+        nodeOutbound: NodeByteBudget = NodeByteBudget(limit: 512 * 1_048_576),
+        nodeInbound: NodeByteBudget = NodeByteBudget(limit: 256 * 1_048_576),
         authenticator: (any ClientAuthenticator)? = nil
     ) throws {
         self.connections =
@@ -45,7 +46,8 @@ private final class TestConnection {
                 maxOutboundBytes: maxOutboundBytes,
                 connectTimeout: .seconds(10),
                 nodeConnections: maxConnections,
-                nodeOutbound: nodeOutbound
+                nodeOutbound: nodeOutbound,
+                nodeInbound: nodeInbound
             ),
             metrics: StompMetrics(),
             sessionSettings: .init(authentication: authenticator == nil ? .none : .external),

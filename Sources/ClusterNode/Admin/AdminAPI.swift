@@ -411,6 +411,7 @@ private final class SnapshotGauges: Sendable {
     private let queuedBytes = CoreMetrics.Gauge(label: "stomp_queued_bytes")
     private let queues = CoreMetrics.Gauge(label: "stomp_queues")
     private let outboundBytes = CoreMetrics.Gauge(label: "stomp_outbound_bytes")
+    private let inboundBytes = CoreMetrics.Gauge(label: "stomp_inbound_bytes")
     private let interestEntries = CoreMetrics.Gauge(label: "cluster_interest_entries")
     private let linksUp = CoreMetrics.Gauge(label: "cluster_links")
     private let members: [String: CoreMetrics.Gauge] = Dictionary(
@@ -425,6 +426,7 @@ private final class SnapshotGauges: Sendable {
         queuedBytes.record(queueUse.bytes)
         queues.record(queueUse.queues)
         outboundBytes.record(server.unwrittenBytes)
+        inboundBytes.record(server.unfinishedInboundBytes)
         subscriptions.record(snapshot.connections.reduce(0) { $0 + $1.subscriptions.count })
         pending.record(snapshot.queues.reduce(0) { $0 + $1.pending })
         unacked.record(snapshot.queues.reduce(0) { $0 + $1.unacked })

@@ -265,6 +265,13 @@ enum SettingsTable {
             flag: "max-node-outbound-bytes",
             "Bytes waiting for all clients together (see Bounds)."
         ),
+        Setting(
+            "limits.node-inbound-bytes",
+            .count(minimum: 1),
+            default: .value(io.maxNodeInboundBytes),
+            flag: "max-node-inbound-bytes",
+            "Bytes of frames still arriving from all clients together (see Bounds)."
+        ),
     ]
 
     private static let timeouts: [Setting] = [

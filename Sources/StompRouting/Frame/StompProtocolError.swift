@@ -43,6 +43,8 @@ public struct StompProtocolError: Error, Sendable, Equatable {
         case heartbeatTimeout = "heartbeat_timeout"
         case connectTimeout = "connect_timeout"
         case slowConsumer = "slow_consumer"
+        /// A frame still arriving while the node holds `limits.node-inbound-bytes` of them.
+        case nodeInboundBytesLimit = "node_inbound_bytes_limit"
         case tooManyConnections = "too_many_connections"
         case notAuthorized = "not_authorized"
         /// A CONNECT while too many logins are being checked (`limits.pending-logins`).
