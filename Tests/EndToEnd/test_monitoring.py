@@ -152,6 +152,17 @@ def test_every_alert_has_severity_annotations_and_a_for_where_it_makes_sense():
         assert f'job="{mon.job_name()}"' in r["expr"], f"{name} doesn't select the scrape job"
 
 
+def test_docker_readme_documents_every_metric_and_alert():
+    text = (mon.DOCKER / "README.md").read_text()
+    documented = set(re.findall(r"`([a-z_:][a-z0-9_:]*)(?:\{[^`]*\})?`", text))
+    for where, expr in all_expressions():
+        for name in mon.metric_names(expr):
+            base = re.sub(r"_(sum|count|bucket)$", "", name)
+            assert name in documented or base in documented, f"{where}: {name} is not in docker/README.md"
+    for rule in mon.alert_rules():
+        assert re.search(rf"^\| {rule['alert']} ", text, re.M), f"{rule['alert']} has no row in docker/README.md"
+
+
 def test_promtool_checks_the_config_and_the_rules(tmp_path):
     promtool = mon.require_binary("promtool")
     res = subprocess.run([promtool, "check", "rules", str(mon.ALERTS)], capture_output=True, text=True, timeout=60)
