@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from nodes import HOST
+from nodes import HOST, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -274,12 +274,5 @@ class Prometheus:
             return []
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
+        stop_process(self.proc)
         self.log.close()
-

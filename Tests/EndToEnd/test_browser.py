@@ -20,10 +20,8 @@ does it): without it the tests fail, they are not skipped.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import shutil
-import signal
 import subprocess
 import threading
 import urllib.parse
@@ -34,7 +32,7 @@ import pytest
 
 import monitoring as mon
 from cluster import running_cluster
-from nodes import HOST
+from nodes import HOST, stop_process
 from stomp_raw import unique
 
 PAGE = Path(__file__).resolve().parent / "browser" / "stomp-page.html"
@@ -117,26 +115,7 @@ def run_page(server: PageServer, tmp_path: Path, timeout: float = REPORT_TIMEOUT
             raise AssertionError(f"the page reported nothing within {timeout}s "
                                  f"(chromium {'exited ' + str(exited) if exited is not None else 'running'}):\n{tail}")
     finally:
-        stop_process_group(browser)
-
-
-def stop_process_group(proc: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL, the group of the process we started (Chromium's zygote,
-    renderer and utility processes are in it)."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait)
-            # The leader is gone; make sure its children are too.
-            os.killpg(proc.pid, signal.SIGKILL)
-        except subprocess.TimeoutExpired:
-            continue
-        except ProcessLookupError:
-            pass
-        break
+        stop_process(browser, timeout=10, group=True)
 
 
 @pytest.fixture(scope="module")
