@@ -17,9 +17,12 @@ The tests of this module run in order on one cluster; the last one kills a node.
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
 
 import monitoring as mon
 from cluster import free_ports, running_cluster
@@ -42,7 +45,11 @@ def token_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, token_file):
     root = tmp_path_factory.mktemp("monitoring-cluster")
-    yield from running_cluster(root, size=2, extra_args=["--admin-token-file", str(token_file)])
+    # An origin list and a short upgrade timeout, so that `traffic` can make the node count a
+    # refused upgrade and a handshake timeout: those counters appear only once counted.
+    yield from running_cluster(root, size=2, extra_args=[
+        "--admin-token-file", str(token_file), "--ws-allowed-origins", "http://allowed.example",
+        "--upgrade-timeout-ms", "300"])
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +64,13 @@ def traffic(cluster):
         for i in range(20):
             pub.send(topic, f"message {i} " + "x" * 200)
         assert len(sub.messages(20)) == 20
+    for node in (cluster[1], cluster[2]):
+        # A browser page from another origin (403), and a socket that never sends its upgrade.
+        with pytest.raises(InvalidStatus):
+            ws_connect(node.ws_url, subprotocols=["v12.stomp"], origin="http://elsewhere.example",
+                       proxy=None, open_timeout=10).close()
+        with socket.create_connection((node.host, node.ws_port), timeout=10) as silent:
+            assert silent.recv(1) == b"", "the node should close a connection that sends no upgrade"
     return topic
 
 
