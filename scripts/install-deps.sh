@@ -11,6 +11,11 @@ if [ "${1:-}" = "--test" ]; then
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
     # The load-balancer test runs the compose file's haproxy configuration on loopback.
     { command -v haproxy || [ -x /usr/sbin/haproxy ]; } >/dev/null 2>&1 || need+=(haproxy)
+    # The browser tests (Tests/EndToEnd/test_browser.py) run Debian's Chromium headless.
+    { command -v chromium || command -v chromium-browser; } >/dev/null 2>&1 || need+=(chromium)
+    # The monitoring test checks docker/prometheus with promtool and runs the Prometheus
+    # server against real nodes; Debian's prometheus package holds both.
+    { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need+=(prometheus)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then

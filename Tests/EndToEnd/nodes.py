@@ -183,6 +183,28 @@ class Node:
         return problems
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT, group: bool = False) -> None:
+    """SIGTERM, then SIGKILL after `timeout`, a helper process a test started, and wait for
+    it. With group=True the signals go to its process group (start it with
+    start_new_session=True), so that its children (a browser's renderers) go too."""
+
+    def send(sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    if proc.poll() is None:
+        send(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            send(signal.SIGKILL)
+            proc.wait(timeout=timeout)
+    if group:
+        send(signal.SIGKILL)  # children that outlived the leader
+
+
 def _start(tmp_root: Path, name: str, args) -> Node:
     return Node(tmp_root / name, list(args or []), name).start()
 

@@ -206,7 +206,9 @@ class ComposeRig:
         self.node_bin, self.clusterctl = require_binaries()
         self.network, self.root = network, root
         self.compose = df.load_compose(DOTENV)
-        services = self.compose["services"]
+        # `docker compose up` starts only the services without `profiles` (the monitoring
+        # profile's Prometheus and Grafana are images this rig can't run).
+        services = {n: s for n, s in self.compose["services"].items() if not s.get("profiles")}
         self.node_names = [n for n, s in services.items() if df.built_from_our_dockerfile(s)]
         self.lb_name = next(n for n, s in services.items() if str(s.get("image", "")).startswith("haproxy"))
         for name in [*self.node_names, self.lb_name, "client"]:
