@@ -268,9 +268,11 @@ class Prometheus:
         return self.api("query", query=expr)
 
     def targets(self) -> list:
+        """The scrape targets; none while the server starts (it answers 503 in plain text
+        until it is ready)."""
         try:
             return self.api("targets")["data"]["activeTargets"]
-        except OSError:
+        except (OSError, ValueError, KeyError):
             return []
 
     def stop(self) -> None:
