@@ -109,6 +109,7 @@ def test_stats_history_is_bounded_and_shows_rates_rising_under_load(node_factory
     assert samples[-1]["connections"] >= 1
     _, metrics = http(node.admin_url + "/metrics")
     assert "admin_stats_samples 20" in metrics
+    assert 'node_limit{name="admin.stats-samples"} 20' in metrics
 
 
 # ---------------------------------------------------------------------------
