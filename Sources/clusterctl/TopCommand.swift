@@ -33,8 +33,8 @@ struct Top: AsyncParsableCommand {
             while true {
                 let frame = try await TopFrame.gather(options: options, window: window)
                 let text = frame.render(now: Date())
-                print(redraws ? "\u{1B}[H\u{1B}[2J" + text : text)
-                fflush(stdout)
+                // Written whole and unbuffered, so a redraw never shows half a frame.
+                FileHandle.standardOutput.write(Data(((redraws ? "\u{1B}[H\u{1B}[2J" : "") + text + "\n").utf8))
                 if once { return }
                 try await Task.sleep(for: .milliseconds(Int(interval * 1_000)))
             }
@@ -46,8 +46,8 @@ struct Top: AsyncParsableCommand {
         signal(SIGINT, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
         source.setEventHandler {
-            print("")
-            exit(0)
+            FileHandle.standardOutput.write(Data("\n".utf8))
+            Foundation.exit(0)
         }
         source.resume()
         return source
