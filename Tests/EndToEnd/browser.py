@@ -81,8 +81,8 @@ class Browser:
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise AssertionError(f"page: {message or expression} not true within {timeout}s; "
-                                     f"status: {self.evaluate('document.getElementById(\"status\")?.textContent')}")
+                status = self.evaluate("document.getElementById('status')?.textContent")
+                raise AssertionError(f"page: {message or expression} not true within {timeout}s; status: {status}")
             time.sleep(0.1)
 
     def screenshot(self, path: Path) -> Path:

@@ -134,12 +134,16 @@ def test_top_once_shows_every_member_and_the_rates(token_cluster):
                              for e in peer["entries"]), timeout=10)
         publish(n1, destination, 200)
         subscriber.messages(200, timeout=20)
+        # Until the next sample (every 200 ms) the history hasn't seen the traffic.
+        wait_for(lambda: data(n1, "/v1/stats")["samples"][-1]["messagesPublished"] >= 200
+                 and data(n2, "/v1/stats")["samples"][-1]["messagesDelivered"] >= 200, timeout=10)
         # Rates over the whole history (10 s): a loaded machine may take seconds to get here.
         result = clusterctl("top", "--once", "--window", "49", "--node", n1.admin_url, "--token", TOKEN)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "\x1b[" not in result.stdout  # --once, and stdout is a pipe: no redraw codes
     assert "2 members" in lines[0]
+    assert "1 connections" in lines[0], result.stdout  # the subscriber on n2
     rows = {cells[0]: cells for cells in (line.replace(" *", "").split() for line in lines[3:] if line.strip())}
     assert set(rows) == {"n1", "n2"}, result.stdout
     assert all("alive" in row for row in rows.values()), result.stdout
