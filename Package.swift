@@ -110,7 +110,9 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-            ]
+            ],
+            // The admin port's web console, compiled into the binary: no files to ship beside it.
+            resources: [.embedInCode("Admin/Console/console.html")]
         ),
         // The operator CLI: talks to nodes' admin APIs, and is a STOMP client for pub/sub.
         .executableTarget(
@@ -160,6 +162,7 @@ let package = Package(
             name: "ClusterctlTests",
             dependencies: [
                 "clusterctl",
+                "AdminSchema",
                 "StompRouting",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]

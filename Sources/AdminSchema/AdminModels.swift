@@ -236,13 +236,33 @@ public enum AdminModels {
         }
     }
 
+    /// `GET /v1/connections?offset=&limit=`: one page of the connections, and every queue.
     public struct Connections: Codable, Sendable {
         public var connections: [Connection]
         public var queues: [Queue]
+        /// Where the page starts, how long it may be, and how many connections there are in
+        /// all. Optional only so that a client reads a node from before pagination.
+        public var offset: Int?
+        public var limit: Int?
+        public var total: Int?
 
-        public init(connections: [Connection], queues: [Queue]) {
+        public init(connections: [Connection], queues: [Queue], offset: Int?, limit: Int?, total: Int?) {
             self.connections = connections
             self.queues = queues
+            self.offset = offset
+            self.limit = limit
+            self.total = total
+        }
+    }
+
+    /// A row of `GET /v1/subscriptions`: a subscription and the connection that holds it.
+    public struct SubscriptionRow: Codable, Sendable {
+        public var connection: UInt64
+        public var subscription: Subscription
+
+        public init(connection: UInt64, subscription: Subscription) {
+            self.connection = connection
+            self.subscription = subscription
         }
     }
 

@@ -36,6 +36,8 @@ enum LimitMetrics {
             ("timeouts.upgrade-ms", milliseconds(io.upgradeTimeout)),
             ("timeouts.tls-handshake-ms", milliseconds(io.tlsHandshakeTimeout)),
             ("timeouts.connect-ms", milliseconds(io.connectTimeout)),
+            ("admin.max-page-size", configuration.admin.maxPageSize),
+            ("admin.stats-samples", configuration.admin.statsSamples),
         ]
         if let cluster = configuration.cluster {
             limits.append(("cluster.handshake-timeout-ms", milliseconds(cluster.handshakeTimeout)))

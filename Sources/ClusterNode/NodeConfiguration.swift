@@ -46,6 +46,12 @@ struct NodeConfiguration: Sendable {
         var token: String?
         /// Browser origins that may call it; a request with another `Origin` is refused.
         var allowedOrigins = OriginPolicy([])
+        /// The most items one listing answers (`admin.max-page-size`).
+        var maxPageSize = 1_000
+        /// Samples of the counters kept for `/v1/stats` (`admin.stats-samples`).
+        var statsSamples = 300
+        /// Time between those samples (`admin.stats-interval-ms`).
+        var statsInterval = TimeAmount.seconds(1)
 
         /// Bound to loopback only: then a request must also name loopback in `Host`, so a
         /// web page can't reach it through DNS rebinding.
@@ -145,6 +151,9 @@ struct NodeConfiguration: Sendable {
         )
         admin.token = try ClusterConfiguration.readSecret(settings, value: "admin.token", file: "admin.token-file")
         admin.allowedOrigins = OriginPolicy(try settings.list("admin.allowed-origins"))
+        admin.maxPageSize = try settings.requiredInt("admin.max-page-size")
+        admin.statsSamples = try settings.requiredInt("admin.stats-samples")
+        admin.statsInterval = try settings.milliseconds("admin.stats-interval-ms")
         if admin.port != nil, !admin.isLoopbackOnly, admin.token == nil {
             throw SettingsError(
                 description:

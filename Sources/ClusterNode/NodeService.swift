@@ -63,6 +63,13 @@ struct NodeService: Service, CustomStringConvertible {
         let broker = Broker(settings: configuration.router, eventLoop: group.next(), logger: logger)
         let server = try StompServer(configuration: io, broker: broker, group: group, logger: logger)
         let cluster = makeCluster(broker: broker)
+        let stats = StatsHistory(
+            capacity: configuration.admin.statsSamples,
+            interval: .nanoseconds(configuration.admin.statsInterval.nanoseconds),
+            startedAt: state.startedAt
+        )
+        let sampling = Task { await stats.run(broker: broker, server: server, cluster: cluster) }
+        defer { sampling.cancel() }
         let admin = AdminServer(
             api: AdminAPI(
                 nodeID: configuration.nodeID,
@@ -75,6 +82,8 @@ struct NodeService: Service, CustomStringConvertible {
                 server: server,
                 state: state,
                 registry: registry,
+                stats: stats,
+                maxPageSize: configuration.admin.maxPageSize,
                 actions: .init(
                     drain: { [drainRequest] in drainRequest.request(.drain) },
                     leave: { [drainRequest] in drainRequest.request(.leave) },

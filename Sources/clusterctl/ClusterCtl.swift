@@ -8,10 +8,10 @@ struct ClusterCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "clusterctl",
         abstract:
-            "Administer a stomp-cluster: status, members, interest, connections, drain, leave, pub, sub, local clusters.",
+            "Administer a stomp-cluster: status, top, members, interest, connections, drain, leave, pub, sub, local clusters.",
         subcommands: [
             Status.self, Members.self, Interest.self, Connections.self, Drain.self, Leave.self, Pub.self, Sub.self,
-            Bench.self, Local.self,
+            Top.self, Bench.self, Local.self,
         ]
     )
 }

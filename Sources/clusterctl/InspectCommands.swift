@@ -226,6 +226,9 @@ struct Connections: AsyncParsableCommand {
                 }
             }
             Output.table(["CONNECTION", "VERSION", "SUBSCRIPTION", "DESTINATION", "ACK", "UNACKED"], rows)
+            if let total = connections.total, total > connections.connections.count {
+                print("(\(connections.connections.count) of \(total) connections; the node answers a page at a time)")
+            }
             if !connections.queues.isEmpty {
                 print("")
                 Output.table(

@@ -4,6 +4,11 @@ import Foundation
 enum Output {
     /// Prints rows under a header, columns padded to their widest cell.
     static func table(_ header: [String], _ rows: [[String]]) {
+        for line in tableLines(header, rows) { print(line) }
+    }
+
+    /// The lines ``table(_:_:)`` prints, for a caller that draws a whole screen at once.
+    static func tableLines(_ header: [String], _ rows: [[String]]) -> [String] {
         let widths = header.indices.map { column in
             ([header[column]] + rows.map { column < $0.count ? $0[column] : "" }).map(\.count).max() ?? 0
         }
@@ -12,8 +17,7 @@ enum Output {
                 index == cells.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
             }.joined(separator: "  ")
         }
-        print(line(header))
-        for row in rows { print(line(row)) }
+        return [line(header)] + rows.map(line)
     }
 
     static func json(_ value: some Encodable) {

@@ -34,7 +34,14 @@ final class AdminAPI: Sendable {
     private let state: NodeState
     private let registry: PrometheusCollectorRegistry
     private let actions: Actions
+    private let stats: StatsHistory
+    /// The most items a listing answers at once (`admin.max-page-size`).
+    private let maxPageSize: Int
     private let gauges = SnapshotGauges()
+    private let refusedPages = CoreMetrics.Counter(
+        label: "admin_requests_refused_total",
+        dimensions: [("reason", "page_size")]
+    )
 
     init(
         nodeID: String,
@@ -47,6 +54,8 @@ final class AdminAPI: Sendable {
         server: StompServer,
         state: NodeState,
         registry: PrometheusCollectorRegistry,
+        stats: StatsHistory,
+        maxPageSize: Int,
         actions: Actions
     ) {
         self.nodeID = nodeID
@@ -60,6 +69,8 @@ final class AdminAPI: Sendable {
         self.state = state
         self.registry = registry
         self.actions = actions
+        self.stats = stats
+        self.maxPageSize = maxPageSize
     }
 
     func respond(to request: AdminRequest) async -> AdminResponse {
@@ -72,6 +83,15 @@ final class AdminAPI: Sendable {
             break
         }
         if let refusal = refuseBrowsers(request) { return refusal }
+        // The console's page holds no data, so it loads without the token; every request it
+        // then makes for data carries the token the operator types in.
+        if request.method == .GET, request.path == "/" || request.path == "/index.html" {
+            return AdminResponse(
+                status: .ok,
+                contentType: "text/html; charset=utf-8",
+                body: ByteBuffer(bytes: PackageResources.console_html)
+            )
+        }
         if let expectedAuthorization {
             let given = Array((request.headers.first(name: "Authorization") ?? "").utf8)
             // Digests compare in constant time, and hashing hides the length: the time taken
@@ -100,7 +120,11 @@ final class AdminAPI: Sendable {
             }
             return json(.ok, await interest())
         case (.GET, "/v1/connections"):
-            return json(.ok, await connections())
+            return await paged(request) { await self.connections($0) }
+        case (.GET, "/v1/subscriptions"):
+            return await paged(request) { await self.subscriptions($0) }
+        case (.GET, "/v1/stats"):
+            return json(.ok, stats.stats(node: nodeID))
         case (.POST, "/v1/drain"):
             actions.drain()
             return json(.accepted, AdminModels.Action(action: "drain", status: "draining"))
@@ -121,7 +145,8 @@ final class AdminAPI: Sendable {
             return await memberAction(path.dropFirst("/v1/members/".count))
         case (_, "/healthz"), (_, "/readyz"), (_, "/metrics"), (_, "/v1/node"), (_, "/v1/members"), (_, "/v1/links"),
             (_, "/v1/interest"),
-            (_, "/v1/connections"), (_, "/v1/drain"), (_, "/v1/leave"), (_, "/v1/auth/reload"):
+            (_, "/v1/connections"), (_, "/v1/subscriptions"), (_, "/v1/stats"), (_, "/v1/drain"), (_, "/v1/leave"),
+            (_, "/v1/auth/reload"):
             return json(
                 .methodNotAllowed,
                 AdminModels.Failure(error: "\(request.method) is not allowed on \(request.path)")
@@ -137,7 +162,9 @@ final class AdminAPI: Sendable {
     /// needs no preflight, and DNS rebinding lets a page reach loopback under its own name.
     /// Browsers name the page's origin in `Origin` and the name they resolved in `Host`.
     private func refuseBrowsers(_ request: AdminRequest) -> AdminResponse? {
-        if let origin = request.headers.first(name: "Origin"), !allowedOrigins.allows(origin) {
+        if let origin = request.headers.first(name: "Origin"), !allowedOrigins.allows(origin),
+            !Self.isSameOrigin(origin, host: request.headers.first(name: "Host"))
+        {
             return json(
                 .forbidden,
                 AdminModels.Failure(
@@ -155,6 +182,15 @@ final class AdminAPI: Sendable {
             )
         }
         return nil
+    }
+
+    /// The console's own page: `Origin` names the host the request went to. A page of
+    /// another site can only pass this through DNS rebinding, which the loopback `Host`
+    /// check and the token stop.
+    static func isSameOrigin(_ origin: String, host: String?) -> Bool {
+        guard let host else { return false }
+        let origin = origin.lowercased()
+        return origin == "http://" + host.lowercased() || origin == "https://" + host.lowercased()
     }
 
     /// `Host` without its port is one of loopback's names.
@@ -368,10 +404,42 @@ final class AdminAPI: Sendable {
         )
     }
 
-    private func connections() async -> AdminModels.Connections {
+    /// Answers one page of a listing, or 400 naming `admin.max-page-size` for a page too large.
+    private func paged<Document: Encodable>(
+        _ request: AdminRequest,
+        _ document: (PageRequest) async -> Document
+    ) async -> AdminResponse {
+        switch PageRequest.parse(request.query, maximum: maxPageSize) {
+        case .success(let page):
+            return json(.ok, await document(page))
+        case .failure(let refusal):
+            refusedPages.increment()
+            return json(.badRequest, AdminModels.Failure(error: "\(refusal)"))
+        }
+    }
+
+    private func subscriptions(_ page: PageRequest) async -> AdminModels.Page<AdminModels.SubscriptionRow> {
+        let snapshot = await broker.snapshot()
+        let rows = snapshot.connections.flatMap { connection in
+            connection.subscriptions.map {
+                AdminModels.SubscriptionRow(
+                    connection: connection.id.rawValue,
+                    subscription: .init(id: $0.id, destination: $0.destination, ack: $0.ackMode, unacked: $0.unacked)
+                )
+            }
+        }
+        return AdminModels.Page(
+            offset: page.offset,
+            limit: page.limit,
+            total: rows.count,
+            items: Array(page.slice(of: rows))
+        )
+    }
+
+    private func connections(_ page: PageRequest) async -> AdminModels.Connections {
         let snapshot = await broker.snapshot()
         return AdminModels.Connections(
-            connections: snapshot.connections.map { connection in
+            connections: page.slice(of: snapshot.connections).map { connection in
                 AdminModels.Connection(
                     id: connection.id.rawValue,
                     version: connection.version,
@@ -388,7 +456,10 @@ final class AdminAPI: Sendable {
                     pending: $0.pending,
                     unacked: $0.unacked
                 )
-            }
+            },
+            offset: page.offset,
+            limit: page.limit,
+            total: snapshot.connections.count
         )
     }
 

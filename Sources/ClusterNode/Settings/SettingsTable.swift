@@ -343,6 +343,24 @@ enum SettingsTable {
             "Browser origins allowed to call the admin API, comma-separated; a request with any other Origin header gets 403, so no web page can drive it cross-site."
         ),
         Setting(
+            "admin.max-page-size",
+            .count(minimum: 1),
+            default: .value("1000"),
+            "Most connections or subscriptions one admin API answer lists (limit=); larger pages get 400, so a node with 100,000 connections never builds one huge answer."
+        ),
+        Setting(
+            "admin.stats-samples",
+            .count(minimum: 2),
+            default: .value("300"),
+            "Samples of the node's counters kept for /v1/stats, the console's charts and clusterctl top; fixed memory (about 60 bytes each)."
+        ),
+        Setting(
+            "admin.stats-interval-ms",
+            .milliseconds(minimum: 100),
+            default: .value("1000"),
+            "Time between samples of /v1/stats; with admin.stats-samples it sets how many minutes the history covers."
+        ),
+        Setting(
             "drain.lb-delay-ms",
             .milliseconds(minimum: 0),
             default: .value("2000"),

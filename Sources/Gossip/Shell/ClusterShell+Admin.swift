@@ -110,6 +110,22 @@ extension ClusterShell {
         }.get()
     }
 
+    /// The byte counters of every established link, added up: a cheap reading for the admin
+    /// API's once-a-second history, which must not build the whole ``status()`` each time.
+    /// A link that closes takes its counts with it, so the totals can drop.
+    public func linkTraffic() async -> LinkCounters {
+        (try? await eventLoop.submit { [self] in
+            links.values.reduce(into: LinkCounters()) { total, link in
+                total.framesSent += link.counters.framesSent
+                total.framesReceived += link.counters.framesReceived
+                total.rawBytesSent += link.counters.rawBytesSent
+                total.wireBytesSent += link.counters.wireBytesSent
+                total.rawBytesReceived += link.counters.rawBytesReceived
+                total.wireBytesReceived += link.counters.wireBytesReceived
+            }
+        }.get()) ?? LinkCounters()
+    }
+
     /// Which peers would receive a message for `destination` (the admin API's "why").
     public func routing(for destination: Destination) async -> [NodeID: String] {
         (try? await eventLoop.submit { [self] () -> [NodeID: String] in

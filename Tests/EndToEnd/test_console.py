@@ -1,0 +1,208 @@
+"""The admin port's web console (issue 14, points 3 and 4): the page, the paginated and
+token-guarded data endpoints it reads, the /v1/stats history behind its charts,
+`clusterctl top`, and the console in a real headless Chromium (members rendered, the live
+tail receives what a client on another node publishes, and keeps at most 100 lines)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from browser import Browser, chromium_binary
+from cluster import running_cluster
+from nodes import wait_for
+from stomp_raw import StompClient, unique
+from test_admin import clusterctl, http
+
+TOKEN = "console-token"
+FAST_STATS = ["--admin-stats-interval-ms", "200", "--admin-stats-samples", "20"]
+
+
+def data(node, path: str, token: str | None = TOKEN) -> dict:
+    status, body = http(node.admin_url + path, token=token)
+    assert status == 200, f"GET {path} -> {status} {body}"
+    return json.loads(body)
+
+
+def publish(node, destination: str, count: int, body: str = "tick") -> None:
+    with StompClient.tcp(node.host, node.stomp_port) as client:
+        client.connect()
+        for i in range(count):
+            client.send(destination, f"{body} {i}", receipt=(i == count - 1))
+
+
+# ---------------------------------------------------------------------------
+# One node: the page, the token, pagination, the history
+# ---------------------------------------------------------------------------
+
+def test_page_loads_without_the_token_but_its_data_needs_it(node_factory):
+    node = node_factory("--admin-token", TOKEN, name="console")
+    status, page = http(node.admin_url + "/")
+    assert status == 200 and "<title>stomp-cluster console</title>" in page
+    assert "sessionStorage" in page and "Authorization" in page
+    for path in ["/v1/stats", "/v1/connections?limit=1", "/v1/subscriptions", "/v1/members", "/v1/links"]:
+        assert http(node.admin_url + path)[0] == 401, path
+        assert http(node.admin_url + path, token="wrong")[0] == 401, path
+        assert http(node.admin_url + path, token=TOKEN)[0] == 200, path
+
+
+def test_connections_and_subscriptions_come_a_bounded_page_at_a_time(node_factory):
+    node = node_factory("--admin-max-page-size", "5", name="pages")
+    clients = [StompClient.tcp(node.host, node.stomp_port) for _ in range(7)]
+    try:
+        for i, client in enumerate(clients):
+            client.connect()
+            client.subscribe(f"/topic/{unique('page')}", sub_id=f"s{i}")
+        first = data(node, "/v1/connections?limit=3", token=None)
+        assert (first["offset"], first["limit"], first["total"], len(first["connections"])) == (0, 3, 7, 3)
+        last = data(node, "/v1/connections?offset=6&limit=3", token=None)
+        assert len(last["connections"]) == 1 and last["total"] == 7
+        assert {c["id"] for c in first["connections"]}.isdisjoint(c["id"] for c in last["connections"])
+        # Without a limit the node answers its maximum page, never everything.
+        assert len(data(node, "/v1/connections", token=None)["connections"]) == 5
+        subscriptions = data(node, "/v1/subscriptions?offset=5", token=None)
+        assert subscriptions["total"] == 7 and len(subscriptions["items"]) == 2
+        assert subscriptions["items"][0]["subscription"]["id"].startswith("s")
+
+        status, body = http(node.admin_url + "/v1/subscriptions?limit=6")
+        assert status == 400 and "admin.max-page-size" in body
+        status, body = http(node.admin_url + "/v1/connections?offset=-2")
+        assert status == 400 and "offset" in body
+        _, metrics = http(node.admin_url + "/metrics")
+        assert 'admin_requests_refused_total{reason="page_size"} 2' in metrics
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_stats_history_is_bounded_and_shows_rates_rising_under_load(node_factory):
+    node = node_factory(*FAST_STATS, name="stats")
+    # 20 samples at 200 ms: after 5 s the ring has wrapped and holds exactly its capacity.
+    wait_for(lambda: len(data(node, "/v1/stats", token=None)["samples"]) == 20, timeout=15)
+    time.sleep(1)
+    stats = data(node, "/v1/stats", token=None)
+    assert (stats["capacity"], len(stats["samples"]), stats["intervalSeconds"]) == (20, 20, 0.2)
+    times = [s["uptimeSeconds"] for s in stats["samples"]]
+    assert times == sorted(times)
+    assert stats["samples"][-1]["messagesPublished"] == 0
+
+    destination = f"/topic/{unique('load')}"
+    with StompClient.tcp(node.host, node.stomp_port) as subscriber:
+        subscriber.connect()
+        subscriber.subscribe(destination)
+        publish(node, destination, 300)
+        subscriber.messages(300, timeout=20)
+
+        def loaded():
+            samples = data(node, "/v1/stats", token=None)["samples"]
+            return samples if samples[-1]["messagesPublished"] >= 300 and samples[-1]["messagesDelivered"] >= 300 \
+                else None
+
+        samples = wait_for(loaded, timeout=10)
+    rates = [(b["messagesPublished"] - a["messagesPublished"]) / (b["uptimeSeconds"] - a["uptimeSeconds"])
+             for a, b in zip(samples, samples[1:])]
+    assert max(rates) > 0 and rates[0] == 0, rates
+    assert samples[-1]["connections"] >= 1
+    _, metrics = http(node.admin_url + "/metrics")
+    assert "admin_stats_samples 20" in metrics
+    assert 'node_limit{name="admin.stats-samples"} 20' in metrics
+
+
+# ---------------------------------------------------------------------------
+# A 2-node cluster behind a token: clusterctl top and the console in Chromium
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def token_cluster(tmp_path_factory):
+    yield from running_cluster(tmp_path_factory.mktemp("console") / "cluster", size=2, seeds="all",
+                               extra_args=["--admin-token", TOKEN, "--admin-stats-interval-ms", "200",
+                                           "--admin-stats-samples", "50"])
+
+
+def test_top_once_shows_every_member_and_the_rates(token_cluster):
+    n1, n2 = token_cluster["n1"], token_cluster["n2"]
+    destination = f"/topic/{unique('top')}"
+    with StompClient.tcp(n2.host, n2.stomp_port) as subscriber:
+        subscriber.connect()
+        subscriber.subscribe(destination)
+        # n2's subscription must reach n1 before n1's messages go to it over the link.
+        wait_for(lambda: any(e["name"] == destination for peer in data(n1, "/v1/interest")["peers"]
+                             for e in peer["entries"]), timeout=10)
+        publish(n1, destination, 200)
+        subscriber.messages(200, timeout=20)
+        # Until the next sample (every 200 ms) the history hasn't seen the traffic.
+        wait_for(lambda: data(n1, "/v1/stats")["samples"][-1]["messagesPublished"] >= 200
+                 and data(n2, "/v1/stats")["samples"][-1]["messagesDelivered"] >= 200, timeout=10)
+        # Rates over the whole history (10 s): a loaded machine may take seconds to get here.
+        result = clusterctl("top", "--once", "--window", "49", "--node", n1.admin_url, "--token", TOKEN)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "\x1b[" not in result.stdout  # --once, and stdout is a pipe: no redraw codes
+    assert "2 members" in lines[0]
+    assert "1 connections" in lines[0], result.stdout  # the subscriber on n2
+    rows = {cells[0]: cells for cells in (line.replace(" *", "").split() for line in lines[3:] if line.strip())}
+    assert set(rows) == {"n1", "n2"}, result.stdout
+    assert all("alive" in row for row in rows.values()), result.stdout
+    # MEMBER (this node marked "*"), STATUS, CONNS, PUB/s, DELIV/s ...
+    n1_published = float(rows["n1"][3])
+    n2_delivered = float(rows["n2"][4])
+    assert n1_published > 0 and n2_delivered > 0, result.stdout
+
+    refused = clusterctl("top", "--once", "--node", n1.admin_url)
+    assert refused.returncode == 3 and "401" in refused.stderr
+
+
+@pytest.mark.skipif(chromium_binary() is None, reason="chromium is not installed (apt-get install chromium)")
+def test_console_in_a_real_browser_shows_members_and_tails_a_destination(token_cluster, tmp_path):
+    n1, n2 = token_cluster["n1"], token_cluster["n2"]
+    browser = Browser(tmp_path / "chromium")
+    try:
+        browser.navigate(n1.admin_url + "/")
+        # No token yet: the page asks for it.
+        browser.wait_for("getComputedStyle(document.getElementById('login')).display === 'block'",
+                         message="the token form")
+        browser.evaluate(f"document.getElementById('token').value = {json.dumps(TOKEN)};"
+                         "document.getElementById('token-form').requestSubmit(); true")
+        browser.wait_for("document.querySelectorAll('#members tbody tr').length === 2", message="two members")
+        members = browser.evaluate("[...document.querySelectorAll('#members tbody tr')]"
+                                   ".map(r => r.cells[0].textContent + ' ' + r.cells[1].textContent)")
+        assert sorted(members) == ["n1 (this node) alive", "n2 alive"], members
+        assert browser.evaluate("sessionStorage.getItem('adminToken')") == TOKEN
+
+        destination = f"/topic/{unique('tail')}"
+        browser.evaluate(f"document.getElementById('tail-destination').value = {json.dumps(destination)};"
+                         "document.getElementById('tail-form').requestSubmit(); true")
+        browser.wait_for("document.getElementById('tail-state').textContent.startsWith('tailing')",
+                         message="the tail connected")
+        # The tail's subscription must be known on n2 before n2's publishes route to n1.
+        wait_for(lambda: any(r["subscription"]["id"] == "console-tail"
+                             for r in data(n1, "/v1/subscriptions")["items"]), timeout=10)
+        wait_for(lambda: any(e["name"] == destination for peer in data(n2, "/v1/interest")["peers"]
+                             for e in peer["entries"]), timeout=10)
+        publish(n2, destination, 1, body="hello from n2")
+        browser.wait_for("document.getElementById('tail-log').textContent.includes('hello from n2 0')",
+                         message="the tail received the message")
+
+        # Its bound: the page keeps the last 100 lines however much arrives.
+        publish(n2, destination, 150, body="burst")
+        browser.wait_for("document.getElementById('tail-log').textContent.includes('burst 149')",
+                         message="the burst's last message")
+        assert browser.evaluate("document.getElementById('tail-log').childElementCount") == 100
+
+        browser.wait_for("parseFloat(document.getElementById('rate-published').textContent) >= 0",
+                         message="the rate charts")
+        artifacts = Path(os.environ.get("CONSOLE_ARTIFACTS", tmp_path))
+        artifacts.mkdir(parents=True, exist_ok=True)
+        shot = browser.screenshot(artifacts / "console.png")
+        assert shot.stat().st_size > 10_000
+        print(f"console screenshot: {shot}")
+        browser.evaluate("document.getElementById('tail-stop').click(); true")
+        wait_for(lambda: not any(r["subscription"]["id"] == "console-tail"
+                                 for r in data(n1, "/v1/subscriptions")["items"]), timeout=10,
+                 message="the tail's subscription ends when the page stops it")
+    finally:
+        browser.close()
