@@ -71,6 +71,12 @@ struct LinkMessageTests {
             .handoff(id: 77, queue: "jobs", message: body, redelivered: true, hops: 2),
             .handoff(id: 0, queue: "", message: body, redelivered: false, hops: 0),
             .handoffAck(id: .max),
+            .sequenced(seq: 5, .forward(body)),
+            .sequenced(seq: .max, .handoff(id: 3, queue: "jobs", message: body, redelivered: true, hops: 1)),
+            .resume(senderEpoch: 1, receiverEpoch: 2, received: 0),
+            .received(senderEpoch: .max, receiverEpoch: 7, seq: 1_000_000),
+            .gap(SequenceGap(first: 2, last: 9, lost: 7, reason: .grace, keys: ["prices.eur", "nœud.ü"])),
+            .gap(SequenceGap(first: 4, last: 4, lost: .max, reason: .sessionUnknown, keys: nil)),
         ]
     }
 
@@ -174,6 +180,15 @@ struct LinkMessageTests {
         var decoded: [LinkMessage] = []
         try LinkMessage.decodeAll(&payload, into: &decoded)
         #expect(decoded == [.forward(Self.body), .handoffAck(id: 1)])
+    }
+
+    @Test func aGapThatMakesNoSenseThrows() {
+        var backwards = encode(.gap(SequenceGap(first: 2, last: 9, lost: 7, reason: .grace, keys: [])))
+        backwards.setInteger(UInt64(10), at: backwards.readerIndex + 5)
+        #expect(throws: LinkWire.Malformed.self) { try decode(backwards) }
+        var reason = encode(.gap(SequenceGap(first: 2, last: 9, lost: 7, reason: .grace, keys: [])))
+        reason.setInteger(UInt8(99), at: reason.readerIndex + 5 + 8 + 8 + 4)
+        #expect(throws: LinkWire.Malformed.self) { try decode(reason) }
     }
 
     @Test func differentMessagesAreNotEqual() {

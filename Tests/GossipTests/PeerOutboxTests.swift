@@ -116,9 +116,9 @@ import Testing
     }
 
     @Test func aGapNamesEveryTopicPastItsKeyBound() {
-        var gap = PeerOutbox.Gap(lost: 0, reason: .bytes, keys: [])
-        for index in 0..<PeerOutbox.maxGapKeys { gap.merge(lost: 1, keys: ["k\(index)"]) }
-        #expect(gap.keys?.count == PeerOutbox.maxGapKeys)
+        var gap = SequenceGap(lost: 0, reason: .bytes, keys: [])
+        for index in 0..<SequenceGap.maxKeys { gap.merge(lost: 1, keys: ["k\(index)"]) }
+        #expect(gap.keys?.count == SequenceGap.maxKeys)
         gap.merge(lost: 1, keys: ["one more"])
         #expect(gap.keys == nil)
         gap.merge(lost: .max, keys: ["again"])

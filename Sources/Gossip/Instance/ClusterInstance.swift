@@ -195,6 +195,10 @@ struct ClusterInstance<Release> {
 
         case .nodeInfo, .adminRequest, .heartbeat, .hello, .challenge, .proof, .refuse:
             break
+
+        case .sequenced, .resume, .received, .gap:
+            // Wire version 3's, which no link negotiates yet.
+            break
         }
         return directives
     }

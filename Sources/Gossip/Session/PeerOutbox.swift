@@ -32,46 +32,7 @@ struct PeerOutbox {
         }
     }
 
-    /// Messages dropped for the peer, in the sequence where they would have been.
-    struct Gap: Equatable {
-        enum Reason: UInt8, Sendable {
-            /// The peer stayed unreachable past `cluster.outage-grace-ms`.
-            case grace = 1
-            /// The outbox reached `cluster.outbox-bytes`.
-            case bytes = 2
-            /// The node's outboxes together reached `cluster.outbox-node-bytes`.
-            case nodeBytes = 3
-            /// This node no longer knew what it had sent the peer.
-            case sessionUnknown = 4
-        }
-
-        /// The first sequence number the gap stands for: entries that were written (the peer
-        /// may hold some of them) and dropped after. 0 until the gap is written, when it
-        /// stands for its own number only unless ``coveredFrom`` says more.
-        var first: UInt64 = 0
-        /// Its own sequence number, the last it stands for; 0 until written.
-        var last: UInt64 = 0
-        /// The first number of the written entries it replaced, if any.
-        var coveredFrom: UInt64?
-        /// Messages dropped, at most: the peer may have processed some of those written.
-        var lost: UInt32
-        var reason: Reason
-        /// Routing keys of the topic messages dropped, for the peer to tell the subscribers
-        /// they concern; `nil` for "any topic" (past ``PeerOutbox/maxGapKeys``).
-        var keys: Set<String>?
-
-        var cost: Int { PeerOutbox.entryOverhead + (keys?.reduce(0) { $0 + $1.utf8.count } ?? 0) }
-
-        mutating func merge(lost more: UInt32, keys moreKeys: Set<String>?) {
-            lost = lost.addingReportingOverflow(more).overflow ? .max : lost + more
-            guard let held = keys, let moreKeys else {
-                keys = nil
-                return
-            }
-            let merged = held.union(moreKeys)
-            keys = merged.count > PeerOutbox.maxGapKeys ? nil : merged
-        }
-    }
+    typealias Gap = SequenceGap
 
     /// A peer that claims what was never sent, or goes back on what it acknowledged.
     struct Violation: Error, Equatable {
@@ -80,8 +41,6 @@ struct PeerOutbox {
 
     /// Bookkeeping counted per entry on top of its bytes.
     static let entryOverhead = 16
-    /// Routing keys a gap names before it stands for every topic.
-    static let maxGapKeys = 1_024
 
     /// Entries with a sequence number, oldest first, not acknowledged yet. The first
     /// ``writtenOnLink`` of them went out on the current link; the rest are to be written
