@@ -5,19 +5,6 @@ import Testing
 
 /// Wire version 3's numbered bulk messages (issue 15), as the link will write them.
 @Suite struct LinkSequencedMessageTests {
-    private func encode(_ message: LinkMessage) -> ByteBuffer {
-        var buffer = ByteBuffer()
-        message.encode(into: &buffer)
-        return buffer
-    }
-
-    private func decode(_ buffer: ByteBuffer) throws -> [LinkMessage] {
-        var payload = buffer
-        var messages: [LinkMessage] = []
-        try LinkMessage.decodeAll(&payload, into: &messages)
-        return messages
-    }
-
     /// Version 3's numbered bulk messages are written from the body an outbox holds, and read
     /// as the message they wrap; one whose destination doesn't parse keeps its number.
     @Test func aNumberedMessageIsItsBodyBehindTheNumber() throws {
@@ -25,13 +12,16 @@ import Testing
         LinkMessage.write(LinkMessageTests.body, into: &forwardBody)
         var written = ByteBuffer()
         LinkMessage.writeSequenced(seq: 42, handoff: false, body: forwardBody, into: &written)
-        #expect(written == encode(.sequenced(seq: 42, .forward(LinkMessageTests.body))))
+        var built = ByteBuffer()
+        LinkMessage.sequenced(seq: 42, .forward(LinkMessageTests.body)).encode(into: &built)
+        #expect(written == built, "the same bytes as the message built whole")
 
         var foreign = ForeignMessage.forward(destination: "prices.eur")
         foreign.moveReaderIndex(forwardBy: 5)
         var numbered = ByteBuffer()
         LinkMessage.writeSequenced(seq: 43, handoff: false, body: foreign, into: &numbered)
-        let decoded = try decode(numbered)
+        var decoded: [LinkMessage] = []
+        try LinkMessage.decodeAll(&numbered, into: &decoded)
         guard case .sequenced(43, nil) = decoded.first else {
             Issue.record("expected number 43 with nothing inside, got \(decoded)")
             return

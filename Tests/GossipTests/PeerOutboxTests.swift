@@ -126,6 +126,23 @@ import Testing
         #expect(gap.keys == nil, "once every topic, always")
     }
 
+    @Test func aSecondCollapseBeforeTheFirstGapIsWrittenKeepsWhatItCovered() throws {
+        var outbox = PeerOutbox()
+        outbox.append(Self.forward("a"))
+        outbox.append(Self.forward("b"))
+        _ = Self.drain(&outbox)  // 1, 2
+        _ = try outbox.acknowledge(through: 1)
+        _ = outbox.collapse(reason: .bytes, keyOf: Self.key)
+        _ = outbox.collapse(reason: .grace, keyOf: Self.key)
+        let written = Self.drain(&outbox)
+        guard case .gap(let gap) = written.first?.1, written.count == 1 else {
+            Issue.record("expected one gap, got \(written)")
+            return
+        }
+        #expect((gap.first, gap.last) == (2, 3), "2 may never have reached the peer")
+        #expect(gap.lost == 1)
+    }
+
     @Test func aSecondCollapseStandsForTheFirstGapsNumbersToo() throws {
         var outbox = PeerOutbox()
         outbox.append(Self.forward("a"))

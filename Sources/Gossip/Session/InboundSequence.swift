@@ -29,8 +29,12 @@ struct InboundSequence {
     private var itemsSinceAck = 0
     private var bytesSinceAck = 0
 
-    init(peerEpoch: UInt64) {
+    /// - Parameters:
+    ///   - received: where a sequence kept for a peer membership forgot left off.
+    init(peerEpoch: UInt64, received: UInt64 = 0) {
         self.peerEpoch = peerEpoch
+        self.received = received
+        self.acknowledged = received
     }
 
     /// Entry `seq` of `bytes` arrived.

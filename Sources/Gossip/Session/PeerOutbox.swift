@@ -60,6 +60,17 @@ struct PeerOutbox {
 
     var isEmpty: Bool { inFlight.isEmpty && unsent.isEmpty }
 
+    init() {}
+
+    /// Carries on a sequence whose entries this node no longer holds (a peer membership
+    /// forgot, come back): the peer processed every number up to `acknowledged`, and the next
+    /// entry written gets `nextSeq`.
+    init(acknowledged: UInt64, nextSeq: UInt64) {
+        precondition(nextSeq > acknowledged, "next \(nextSeq) must follow acknowledged \(acknowledged)")
+        self.acknowledged = acknowledged
+        self.nextSeq = nextSeq
+    }
+
     /// Queues `entry` behind everything held.
     mutating func append(_ entry: Entry) {
         if case .gap(let gap) = entry, case .gap(var trailing) = unsent.last {
@@ -143,10 +154,12 @@ struct PeerOutbox {
         reason: Gap.Reason,
         keyOf: (ByteBuffer) -> String?
     ) -> [(id: UInt64, body: ByteBuffer)] {
-        // An earlier gap in flight already stood for the numbers before its own.
-        let coveredFrom = inFlight.first.map { first in
+        // An earlier gap in flight already stood for the numbers before its own; one not
+        // written yet stands for those it replaced.
+        var coveredFrom = inFlight.first.map { first in
             if case .gap(let earlier) = first.entry { earlier.first } else { first.seq }
         }
+        if coveredFrom == nil, case .gap(let earlier) = unsent.first { coveredFrom = earlier.coveredFrom }
         var gap = Gap(coveredFrom: coveredFrom, lost: 0, reason: reason, keys: [])
         var reclaimed: [(id: UInt64, body: ByteBuffer)] = []
         for entry in inFlight.map(\.entry) + Array(unsent) {
