@@ -367,8 +367,8 @@ final class AdminAPI: Sendable {
             version: interest.version,
             entries: interest.entries.map { key, count in
                 switch key {
-                case .topic(let pattern): return .init(kind: "topic", name: "/topic/" + pattern, count: count)
-                case .queue(let name): return .init(kind: "queue", name: "/queue/" + name, count: count)
+                case .topic: return .init(kind: "topic", name: key.description, count: count)
+                case .queue: return .init(kind: "queue", name: key.description, count: count)
                 }
             }.sorted { $0.name < $1.name }
         )
@@ -377,18 +377,20 @@ final class AdminAPI: Sendable {
     /// Which nodes would receive a message for one destination, and why.
     private func route(_ text: String) async -> AdminResponse {
         guard let destination = try? Destination(parsing: text) else {
-            return json(.badRequest, AdminModels.Failure(error: "'\(text)' is not a /topic/ or /queue/ destination"))
+            return json(
+                .badRequest,
+                AdminModels.Failure(error: "'\(text)' is not a /topic/, /queue/ or /exchange/ destination")
+            )
         }
         let snapshot = await broker.snapshot()
         let local = snapshot.connections.flatMap(\.subscriptions).contains { subscription in
             switch destination {
             case .queue: return subscription.destination == destination.description
             case .topic(let key):
-                guard subscription.destination.hasPrefix("/topic/") else { return false }
-                return TopicTrie<Int>.matches(
-                    pattern: String(subscription.destination.dropFirst("/topic/".count)),
-                    key: key
-                )
+                guard case .topic(let pattern) = try? Destination(canonical: subscription.destination) else {
+                    return false
+                }
+                return TopicTrie<Int>.matches(pattern: pattern, key: key)
             }
         }
         let peers = await cluster?.routing(for: destination) ?? [:]

@@ -138,11 +138,11 @@ extension ClusterShell {
                     let patterns =
                         instance.interest.remote.entriesByOrigin[peer]?.entries.keys.compactMap { entry -> String? in
                             if case .topic(let pattern) = entry, TopicTrie<Int>.matches(pattern: pattern, key: key) {
-                                return pattern
+                                return entry.description
                             }
                             return nil
                         } ?? []
-                    reasons[peer] = "subscribed to " + patterns.sorted().map { "/topic/" + $0 }.joined(separator: ", ")
+                    reasons[peer] = "subscribed to " + patterns.sorted().joined(separator: ", ")
                 }
                 return reasons
             case .queue(let name):
