@@ -124,3 +124,16 @@ public enum Destination: Hashable, Sendable, CustomStringConvertible {
         return name.split(separator: ".", omittingEmptySubsequences: false).contains { $0 == "*" || $0 == "#" }
     }
 }
+
+// The admin API lists destinations in the order of their text: `/queue/...` before
+// `/topic/...` (q < t, prefixes of equal length), then by name. Comparing the kind and the
+// name gives that order without building the text of every destination.
+extension Destination: Comparable {
+    public static func < (lhs: Destination, rhs: Destination) -> Bool {
+        switch (lhs, rhs) {
+        case (.queue(let a), .queue(let b)), (.topic(let a), .topic(let b)): a < b
+        case (.queue, .topic): true
+        case (.topic, .queue): false
+        }
+    }
+}
