@@ -216,3 +216,16 @@ public enum Destination: Hashable, Sendable, CustomStringConvertible {
         return name.split(separator: ".", omittingEmptySubsequences: false).contains { $0 == "*" || $0 == "#" }
     }
 }
+
+// The admin API pages destinations in one stable order without building the text of every
+// destination: queues by name, then topics by routing key (another exchange's topics, whose
+// key begins with its scope word, ahead of amq.topic's).
+extension Destination: Comparable {
+    public static func < (lhs: Destination, rhs: Destination) -> Bool {
+        switch (lhs, rhs) {
+        case (.queue(let a), .queue(let b)), (.topic(let a), .topic(let b)): a < b
+        case (.queue, .topic): true
+        case (.topic, .queue): false
+        }
+    }
+}
