@@ -283,8 +283,19 @@ def test_console_in_a_real_browser_shows_members_and_tails_a_destination(token_c
                          message="the burst's last message")
         assert browser.evaluate("document.getElementById('tail-log').childElementCount") == 100
 
-        browser.wait_for("parseFloat(document.getElementById('rate-published').textContent) >= 0",
-                         message="the rate charts")
+        # The page follows the traffic (read from the DOM): the tail's connection, subscription
+        # and interest are listed, and the delivered rate's chart rose with the burst.
+        browser.wait_for("document.querySelectorAll('#connections tbody tr').length >= 1",
+                         message="the tail's connection listed")
+        browser.wait_for("[...document.querySelectorAll('#subscriptions tbody tr')]"
+                         ".some(row => row.textContent.includes('console-tail'))",
+                         message="the tail's subscription listed")
+        browser.wait_for("[...document.querySelectorAll('#interest tbody tr')]"
+                         f".some(row => row.textContent.includes({json.dumps(destination)}))",
+                         message="the tail's interest listed")
+        browser.wait_for("document.querySelector('#chart-delivered polyline').getAttribute('points').split(' ')"
+                         ".some(point => parseFloat(point.split(',')[1]) < 46)",
+                         message="the delivered rate rose")
         artifacts = Path(os.environ.get("CONSOLE_ARTIFACTS", tmp_path))
         artifacts.mkdir(parents=True, exist_ok=True)
         shot = browser.screenshot(artifacts / "console.png")
