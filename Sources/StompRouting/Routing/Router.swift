@@ -220,11 +220,15 @@ public final class Router {
     /// local consumers have not acknowledged yet.
     func queueView(_ name: String) -> (consumers: Int, pending: Int, remote: Int, unacked: Int) {
         let state = queues[name]
-        let unacked =
-            state?.consumers.reduce(0) { sum, key in
-                sum + (connections[key.connection]?.subscriptions[key.id]?.unacked.count ?? 0)
-            } ?? 0
+        let unacked = state.map(unackedCount) ?? 0
         return (state?.consumers.count ?? 0, state?.pending.count ?? 0, remoteQueueConsumers[name] ?? 0, unacked)
+    }
+
+    /// Deliveries of one queue that its local consumers have not acknowledged yet.
+    private func unackedCount(of queue: QueueState) -> Int {
+        queue.consumers.reduce(0) { sum, key in
+            sum + (connections[key.connection]?.subscriptions[key.id]?.unacked.count ?? 0)
+        }
     }
 
     /// Whether a local subscription would receive a message sent to `destination`.
@@ -244,9 +248,7 @@ public final class Router {
     public var backlog: (pending: Int, unacked: Int) {
         queues.values.reduce(into: (pending: 0, unacked: 0)) { sum, state in
             sum.pending += state.pending.count
-            for key in state.consumers {
-                sum.unacked += connections[key.connection]?.subscriptions[key.id]?.unacked.count ?? 0
-            }
+            sum.unacked += unackedCount(of: state)
         }
     }
 
