@@ -11,6 +11,9 @@ public enum AdminModels {
         public var subscriptions: Int
         public var messagesPublished: Int
         public var messagesDelivered: Int
+        /// The longest page a listing answers (`admin.max-page-size`). Optional only so that a
+        /// client reads a node from before the field.
+        public var maxPageSize: Int?
         public var cluster: Cluster?
 
         public struct Cluster: Codable, Sendable {
@@ -52,6 +55,7 @@ public enum AdminModels {
             subscriptions: Int,
             messagesPublished: Int,
             messagesDelivered: Int,
+            maxPageSize: Int?,
             cluster: Cluster?
 
         ) {
@@ -64,6 +68,7 @@ public enum AdminModels {
             self.subscriptions = subscriptions
             self.messagesPublished = messagesPublished
             self.messagesDelivered = messagesDelivered
+            self.maxPageSize = maxPageSize
             self.cluster = cluster
         }
     }
@@ -152,23 +157,39 @@ public enum AdminModels {
         public var origin: String
         public var epoch: UInt64
         public var version: UInt64
+        /// The origin's entries on this page.
         public var entries: [InterestEntry]
+        /// The origin's entries in all. Optional only so that a client reads a node from
+        /// before pagination (whose `entries` were all of them).
+        public var total: Int?
 
-        public init(origin: String, epoch: UInt64, version: UInt64, entries: [InterestEntry]) {
+        public init(origin: String, epoch: UInt64, version: UInt64, entries: [InterestEntry], total: Int?) {
             self.origin = origin
             self.epoch = epoch
             self.version = version
             self.entries = entries
+            self.total = total
         }
     }
 
+    /// `GET /v1/interest?offset=&limit=`: one page of the interest entries, counted over this
+    /// node's own (`local`, always present) and then each peer's in node order. A peer appears
+    /// in `peers` when some of its entries are on the page.
     public struct Interest: Codable, Sendable {
         public var local: InterestOrigin
         public var peers: [InterestOrigin]
+        /// Where the page starts, how long it may be, and how many entries there are over all
+        /// origins. Optional only so that a client reads a node from before pagination.
+        public var offset: Int?
+        public var limit: Int?
+        public var total: Int?
 
-        public init(local: InterestOrigin, peers: [InterestOrigin]) {
+        public init(local: InterestOrigin, peers: [InterestOrigin], offset: Int?, limit: Int?, total: Int?) {
             self.local = local
             self.peers = peers
+            self.offset = offset
+            self.limit = limit
+            self.total = total
         }
     }
 
@@ -236,22 +257,35 @@ public enum AdminModels {
         }
     }
 
-    /// `GET /v1/connections?offset=&limit=`: one page of the connections, and every queue.
+    /// `GET /v1/connections?offset=&limit=`: one page of the connections, and the first page
+    /// of the queues (`GET /v1/queues` pages through them all).
     public struct Connections: Codable, Sendable {
         public var connections: [Connection]
+        /// The first `limit` queues by name: kept here for readers from before `/v1/queues`.
         public var queues: [Queue]
         /// Where the page starts, how long it may be, and how many connections there are in
         /// all. Optional only so that a client reads a node from before pagination.
         public var offset: Int?
         public var limit: Int?
         public var total: Int?
+        /// How many queues there are in all; absent from a node from before pagination,
+        /// whose `queues` were all of them.
+        public var queuesTotal: Int?
 
-        public init(connections: [Connection], queues: [Queue], offset: Int?, limit: Int?, total: Int?) {
+        public init(
+            connections: [Connection],
+            queues: [Queue],
+            offset: Int?,
+            limit: Int?,
+            total: Int?,
+            queuesTotal: Int?
+        ) {
             self.connections = connections
             self.queues = queues
             self.offset = offset
             self.limit = limit
             self.total = total
+            self.queuesTotal = queuesTotal
         }
     }
 

@@ -34,6 +34,9 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
     /// Connections whose held receipt the cluster released during a dispatch, released to the
     /// connections once the batch that held it went out.
     private var releasedReceipts: [ConnectionID] = []
+    /// Local subscriptions per destination, as the router reports interest: the admin API's
+    /// interest listing when the node runs without a cluster (a cluster keeps its own).
+    private var subscriptionsByDestination: [Destination: Int] = [:]
 
     // Any thread.
     private let nextConnection = Atomic<UInt64>(0)
@@ -154,6 +157,8 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
         for output in outputs {
             switch output {
             case .interest(let destination, let delta):
+                let count = subscriptionsByDestination[destination, default: 0] + delta
+                subscriptionsByDestination[destination] = count > 0 ? count : nil
                 cluster?.interestChanged(destination, delta: delta)
             case .forward(let message):
                 cluster?.forward(message)
@@ -189,9 +194,58 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
 
     // MARK: - Observability
 
-    /// The router's state, for the admin API.
-    public func snapshot() async -> RouterSnapshot {
-        await withRouter { $0.router.snapshot() }
+    // The admin API reads the router one page at a time, on the router's loop, so a listing
+    // costs what its page costs however many connections the node serves.
+
+    /// One page of the connections, in id order; see ``Router/connectionPage(offset:limit:)``.
+    public func connectionPage(offset: Int, limit: Int) async -> RouterSnapshot.Page<RouterSnapshot.Connection> {
+        await withRouter { $0.router.connectionPage(offset: offset, limit: limit) }
+    }
+
+    /// One page of the subscriptions, by connection and id; see ``Router/subscriptionPage(offset:limit:)``.
+    public func subscriptionPage(
+        offset: Int,
+        limit: Int
+    ) async -> RouterSnapshot.Page<RouterSnapshot.SubscriptionRow> {
+        await withRouter { $0.router.subscriptionPage(offset: offset, limit: limit) }
+    }
+
+    /// One page of the queues, in name order; see ``Router/queuePage(offset:limit:)``.
+    public func queuePage(offset: Int, limit: Int) async -> RouterSnapshot.Page<RouterSnapshot.Queue> {
+        await withRouter { $0.router.queuePage(offset: offset, limit: limit) }
+    }
+
+    /// One page of the destinations local clients subscribe to, by destination, each with its
+    /// number of local subscriptions.
+    public func destinationPage(offset: Int, limit: Int) async -> RouterSnapshot.Page<DestinationCount> {
+        await withRouter { broker in
+            let counts = broker.subscriptionsByDestination
+            let keys = PageSelection.page(of: Array(counts.keys), offset: offset, limit: limit)
+            return RouterSnapshot.Page(
+                total: counts.count,
+                items: keys.map { DestinationCount(destination: $0, count: counts[$0] ?? 0) }
+            )
+        }
+    }
+
+    /// A destination and how many local subscriptions it has.
+    public struct DestinationCount: Sendable {
+        public var destination: Destination
+        public var count: Int
+    }
+
+    /// Whether a local subscription would receive a message sent to `destination`.
+    public func hasLocalSubscriber(for destination: Destination) async -> Bool {
+        await withRouter { $0.router.hasLocalSubscriber(for: destination) }
+    }
+
+    /// Subscriptions, queue messages waiting, and queue deliveries awaiting acknowledgement,
+    /// over the node: counts only, for `/v1/node` and `/metrics`.
+    public func routerCounts() async -> (subscriptions: Int, pending: Int, unacked: Int) {
+        await withRouter { broker in
+            let backlog = broker.router.backlog
+            return (broker.router.subscriptionCount, backlog.pending, backlog.unacked)
+        }
     }
 
     /// Bytes held by all queues and the number of queues, against their budgets.

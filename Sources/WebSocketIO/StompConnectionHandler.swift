@@ -232,13 +232,15 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         limits.nodeInbound.add(held - inboundCounted)
         inboundCounted = held
         guard grew, state == .active, limits.nodeInbound.isExceeded else { return }
-        fail(
-            StompProtocolError(
-                .nodeInboundBytesLimit,
-                "node inbound budget exceeded",
-                detail:
-                    "The node holds more than \(limits.nodeInbound.limit) bytes (limits.node-inbound-bytes) of frames still arriving; this connection's unfinished frame had reached \(held) bytes."
-            )
+        fail(Self.nodeInboundBudgetExceeded(limit: limits.nodeInbound.limit, held: held))
+    }
+
+    private static func nodeInboundBudgetExceeded(limit: Int, held: Int) -> StompProtocolError {
+        StompProtocolError(
+            .nodeInboundBytesLimit,
+            "node inbound budget exceeded",
+            detail:
+                "The node holds more than \(limit) bytes (limits.node-inbound-bytes) of frames still arriving; this connection's unfinished frame had reached \(held) bytes."
         )
     }
 
@@ -328,6 +330,11 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let exceeded = error as? NodeInboundBudgetExceeded {
+            // Counted below, in the WebSocket layers: a message still arriving.
+            fail(Self.nodeInboundBudgetExceeded(limit: exceeded.limit, held: exceeded.held))
+            return
+        }
         logger.debug("connection error", metadata: ["error.type": "\(type(of: error))", "error": "\(error)"])
         context.close(promise: nil)
     }

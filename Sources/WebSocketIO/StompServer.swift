@@ -202,6 +202,7 @@ public final class StompServer: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addStompOverWebSocketHandlers(
                         maxMessageSize: maxMessage,
+                        nodeInbound: self.connectionLimits.nodeInbound,
                         connection: self.makeConnectionHandler(framing: .webSocket, ticket: heldTicket.value)
                     )
                 }
@@ -240,11 +241,20 @@ public final class StompServer: Sendable {
 
 extension ChannelPipeline.SynchronousOperations {
     /// Completes an upgraded WebSocket pipeline (NIO's frame encoder and decoder already in
-    /// place) for STOMP: fragments reassembled, messages bridged to STOMP bytes, the
-    /// connection's handler on top.
-    func addStompOverWebSocketHandlers(maxMessageSize: Int, connection: StompConnectionHandler) throws {
+    /// place) for STOMP: what the decoder and the aggregator hold counted in the node's inbound
+    /// budget, fragments reassembled, messages bridged to STOMP bytes, the connection's handler
+    /// on top.
+    func addStompOverWebSocketHandlers(
+        maxMessageSize: Int,
+        nodeInbound: NodeByteBudget,
+        connection: StompConnectionHandler
+    ) throws {
         let encoder = try handler(type: WebSocketFrameEncoder.self)
         try addHandler(WebSocketMessageOutput(), position: .before(encoder))
+        let decoder = try handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
+        let (bytesIn, framesOut) = WebSocketInboundBudget.handlers(budget: nodeInbound)
+        try addHandler(bytesIn, position: .before(decoder))
+        try addHandler(framesOut, position: .after(decoder))
         try addHandler(
             NIOWebSocketFrameAggregator(
                 minNonFinalFragmentSize: 0,

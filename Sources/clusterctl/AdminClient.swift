@@ -1,3 +1,4 @@
+import AdminSchema
 import AsyncHTTPClient
 import Foundation
 import NIOCore
@@ -46,6 +47,37 @@ struct AdminClient: Sendable {
             return try JSONDecoder().decode(T.self, from: Data(body.utf8))
         } catch {
             throw Failure(description: "\(baseURL)\(path) returned something unexpected: \(error)", exitCode: 3)
+        }
+    }
+
+    /// Every member, a page at a time: `/v1/members` answers one page (`offset`, `limit`,
+    /// `total`, `items`); a node from before pagination answered all of them as an array.
+    func members() async throws -> [AdminModels.Member] {
+        var members: [AdminModels.Member] = []
+        while true {
+            let answer: MemberAnswer = try await get("/v1/members?offset=\(members.count)")
+            switch answer {
+            case .all(let all):
+                return all
+            case .page(let page):
+                members += page.items
+                // An empty page ends it too: members may leave between two pages.
+                if page.items.isEmpty || members.count >= page.total { return members }
+            }
+        }
+    }
+
+    /// `/v1/members` as a node of either version answers it.
+    private enum MemberAnswer: Decodable {
+        case all([AdminModels.Member])
+        case page(AdminModels.Page<AdminModels.Member>)
+
+        init(from decoder: any Decoder) throws {
+            if let all = try? [AdminModels.Member](from: decoder) {
+                self = .all(all)
+            } else {
+                self = .page(try AdminModels.Page<AdminModels.Member>(from: decoder))
+            }
         }
     }
 

@@ -26,7 +26,7 @@ struct Status: AsyncParsableCommand {
             let given = options.clients
             var first = await Self.sample(given)
             let reachable = given.first { if case .success? = first[$0.baseURL] { true } else { false } }
-            let members: [AdminModels.Member] = (try? await reachable?.get("/v1/members")) ?? []
+            let members = (try? await reachable?.members()) ?? []
             let known = Set(first.values.compactMap { try? $0.get().id })
             let others =
                 members
@@ -144,7 +144,7 @@ struct Members: AsyncParsableCommand {
 
     func run() async throws {
         try await reporting {
-            let members: [AdminModels.Member] = try await options.client.get("/v1/members")
+            let members = try await options.client.members()
             if options.json { return Output.json(members) }
             Output.table(
                 ["MEMBER", "STATUS", "INCARNATION", "EPOCH", "ADDRESS", "ADMIN"],
@@ -198,6 +198,10 @@ struct Interest: AsyncParsableCommand {
                 }
             }
             Output.table(["ORIGIN", "EPOCH/VERSION", "DESTINATION", "COUNT"], rows)
+            let shown = ([interest.local] + interest.peers).reduce(0) { $0 + $1.entries.count }
+            if let total = interest.total, total > shown {
+                print("(\(shown) of \(total) entries; the node answers a page at a time)")
+            }
         }
     }
 }
@@ -228,6 +232,9 @@ struct Connections: AsyncParsableCommand {
             Output.table(["CONNECTION", "VERSION", "SUBSCRIPTION", "DESTINATION", "ACK", "UNACKED"], rows)
             if let total = connections.total, total > connections.connections.count {
                 print("(\(connections.connections.count) of \(total) connections; the node answers a page at a time)")
+            }
+            if let total = connections.queuesTotal, total > connections.queues.count {
+                print("(\(connections.queues.count) of \(total) queues; /v1/queues pages through them)")
             }
             if !connections.queues.isEmpty {
                 print("")

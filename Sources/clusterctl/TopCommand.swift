@@ -75,7 +75,7 @@ struct TopFrame {
     /// all at once, so an unreachable member costs one timeout.
     static func gather(options: NodeOptions, window: Int) async throws -> TopFrame {
         let client = options.client
-        var members: [AdminModels.Member] = try await client.get("/v1/members")
+        var members = try await client.members()
         if members.isEmpty {
             // Clustering is off: the node is the whole view.
             let node: AdminModels.Node = try await client.get("/v1/node")

@@ -75,14 +75,20 @@ class Browser:
         self.command("Page.navigate", url=url)
 
     def wait_for(self, expression: str, timeout: float = 15.0, message: str = ""):
+        """Evaluates `expression` until it is true. One that throws counts as not yet: the page
+        may still be loading (Page.navigate returns before the new document has its elements)."""
         deadline = time.monotonic() + timeout
         while True:
-            value = self.evaluate(expression)
+            try:
+                value, error = self.evaluate(expression), None
+            except AssertionError as thrown:
+                value, error = None, thrown
             if value:
                 return value
             if time.monotonic() > deadline:
                 status = self.evaluate("document.getElementById('status')?.textContent")
-                raise AssertionError(f"page: {message or expression} not true within {timeout}s; status: {status}")
+                raise AssertionError(f"page: {message or expression} not true within {timeout}s; status: {status}; "
+                                     f"last error: {error}")
             time.sleep(0.1)
 
     def screenshot(self, path: Path) -> Path:

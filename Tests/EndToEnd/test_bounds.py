@@ -15,6 +15,7 @@ import pytest
 
 from cluster import Cluster
 from nodes import module_node, wait_for
+from rawconn import RawConn, stomp_frame, ws_frame
 from stomp_raw import StompClient, encode_frame, round_trip, unique
 
 node = module_node(
@@ -203,6 +204,32 @@ def test_node_inbound_budget(node, witness, transport):
     holder.send_raw(b"\0")
     holder.send(topic, "after", receipt=True)
     holder.close()
+    witness.still_served()
+
+
+def test_node_inbound_budget_counts_websocket_messages_still_arriving(node, witness):
+    """Over WebSocket, the same budget counts what NIO's layers hold before STOMP sees it:
+    the fragments of a message without its final fragment, and a frame still arriving.
+    Each client stays under limits.websocket-message-size; together they don't."""
+    topic = f"/topic/{unique('wsinbound')}"
+    before = gauge(node, "stomp_inbound_bytes")
+    holder = RawConn.open(node, "ws")
+    holder.connect()
+    holder.sock.sendall(ws_frame(b"SEND\ndestination:" + topic.encode() + b"\n\n" + b"h" * (150 * 1024), fin=False))
+    wait_for(lambda: gauge(node, "stomp_inbound_bytes") >= before + 150 * 1024, 10,
+             message="the fragments counted")
+    grower = RawConn.open(node, "ws")
+    grower.connect()
+    frame = ws_frame(b"SEND\ndestination:" + topic.encode() + b"\n\n" + b"g" * (200 * 1024) + b"\0")
+    grower.sock.sendall(frame[:150 * 1024])  # one frame, not all of it yet
+    error = grower.expect("ERROR")
+    assert b"message:node inbound budget exceeded" in error and b"limits.node-inbound-bytes" in error
+    grower.close()
+    holder.sock.sendall(ws_frame(b"\0", opcode=0x0))  # the final fragment
+    holder.send(stomp_frame("SEND", {"destination": topic, "receipt": "r"}, b"after"))
+    holder.expect("RECEIPT")
+    holder.close()
+    wait_for(lambda: gauge(node, "stomp_inbound_bytes") <= before, 10, message="every byte given back")
     witness.still_served()
 
 

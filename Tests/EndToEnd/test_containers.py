@@ -169,7 +169,8 @@ class Cluster:
         status, body = http(self.client, self.admin(node) + "/v1/members", self.token)
         if status != 200:
             return {}
-        return {m["node"]: (m["status"], m.get("address")) for m in json.loads(body)}
+        # One page of members (the default page, admin.max-page-size, holds every member here).
+        return {m["node"]: (m["status"], m.get("address")) for m in json.loads(body)["items"]}
 
     def ready(self, node: str) -> bool:
         return http(self.client, self.admin(node) + "/readyz")[0] == 200

@@ -357,12 +357,3 @@ def test_rabbitmq_destination_names(open_client, transport):
     work = worker.messages(2)
     assert [m.body for m in work] == [b"via amq queue", b"via queue"]
     assert {m.header("destination") for m in work} == {f"/queue/{queue}"}
-
-
-@TRANSPORTS
-def test_other_exchanges_are_refused_clearly(open_client, transport):
-    c = open_client(transport)
-    c.send_frame("SUBSCRIBE", {"id": "s", "destination": "/exchange/logs/error", "receipt": "r"})
-    error = c.expect("ERROR")
-    assert error.header("message") == "invalid destination"
-    assert "/exchange/logs/error" in error.text

@@ -62,12 +62,22 @@ struct LinkMessageTests {
                 changes: [(.topic("a.*.c"), 1), (.queue("jobs"), 0), (.topic("a.#"), 0)]
             ),
             .interestSnapshot(epoch: 5, version: 6, entries: [(.queue("jobs"), 1_000), (.topic("#"), 1)]),
+            // Another exchange's topics travel as topics, its scope word first.
+            .interestSnapshot(epoch: 5, version: 7, entries: [(try! Destination(parsing: "/exchange/logs.v2/a.#"), 1)]),
             .interestSnapshot(epoch: 1, version: 0, entries: []),
             .interestAck(epoch: 5, version: 6),
             .interestDigest(epoch: 1, version: 2, yourEpoch: 3, yourVersion: 4),
             .forward(body),
             .forward(MessageEnvelope(destination: .topic("x"), messageID: "", headers: [:], body: ByteBuffer())),
             .forward(MessageEnvelope(destination: .queue("q"), messageID: "", headers: [:], body: ByteBuffer())),
+            .forward(
+                MessageEnvelope(
+                    destination: try! Destination(parsing: "/exchange/logs.v2/a.b"),
+                    messageID: "m",
+                    headers: [:],
+                    body: ByteBuffer()
+                )
+            ),
             .handoff(id: 77, queue: "jobs", message: body, redelivered: true, hops: 2),
             .handoff(id: 0, queue: "", message: body, redelivered: false, hops: 0),
             .handoffAck(id: .max),

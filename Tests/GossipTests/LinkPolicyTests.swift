@@ -81,6 +81,25 @@ import Testing
         #expect(policy.deadRedialDue(at: start + .seconds(10)))
     }
 
+    @Test func backoffsOfAddressesNobodyDialsAnyMoreAreForgotten() {
+        let policy = policy()
+        // A member that moved: its old address failed once, and nothing asks for it again.
+        #expect(policy.dials("old:7946", at: start))
+        policy.policy.dialEnded("old:7946", failed: true, now: start)
+        // A dead member still redialled every five seconds keeps its backoff.
+        var now = start
+        let forgetting = policy.policy.forgetsBackoffAfter
+        while now < start + forgetting + .seconds(10) {
+            now = now + .seconds(5)
+            if policy.deadRedialDue(at: now), policy.dials("dead:7946", at: now, force: true) {
+                policy.policy.dialEnded("dead:7946", failed: true, now: now)
+            }
+        }
+        #expect(policy.policy.retryTime(of: "old:7946") == nil)
+        #expect(policy.policy.retryTime(of: "dead:7946") != nil)
+        #expect(policy.policy.backoffCount == 1)
+    }
+
     /// Both nodes dialled at once, so each holds two links to the other: each end asks about
     /// the link that came up second on its side, and both must end up with the same one.
     @Test(arguments: [(false, false), (false, true), (true, false), (true, true)])

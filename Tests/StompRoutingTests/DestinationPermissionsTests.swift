@@ -52,6 +52,33 @@ import Testing
         #expect(DestinationPermissions.everything.mayWrite(.queue("anything.at.all")))
         #expect(throws: StompProtocolError.self) { try DestinationPermissions(read: ["prices.#"], write: []) }
         #expect(throws: StompProtocolError.self) { try DestinationPermissions(read: [], write: ["/exchange/x"]) }
+        #expect(throws: StompProtocolError.self) { try DestinationPermissions(read: [], write: ["/topic/\u{1}"]) }
+    }
+
+    @Test func exchangesAreNamedInPermissionsAndNeverReachedFromTopics() throws {
+        let logs = try Destination(parsing: "/exchange/logs/app.error")
+        let logsPattern = try Destination(parsing: "/exchange/logs/app.*")
+        let audit = try Destination(parsing: "/exchange/audit/app.error")
+        #expect(try pattern("/exchange/logs/#").covers(logs))
+        #expect(try pattern("/exchange/logs/app.*").covers(logsPattern))
+        #expect(try !pattern("/exchange/logs/app.*").covers(try Destination(parsing: "/exchange/logs/#")))
+        #expect(try !pattern("/exchange/logs/#").covers(audit))
+        #expect(try !pattern("/topic/#").covers(logs))
+        #expect(try !pattern("/topic/#").covers(logsPattern))
+        #expect(try !pattern("/exchange/logs/#").covers(.topic("app.error")))
+        #expect(try !pattern("/exchange/logs/#").covers(.queue("logs")))
+        // `*` as the exchange: every exchange but amq.topic, whose topics `/topic/` names.
+        #expect(try pattern("/exchange/*/app.#").covers(logs))
+        #expect(try pattern("/exchange/*/app.#").covers(audit))
+        #expect(try !pattern("/exchange/*/#").covers(.topic("app.error")))
+        #expect(try !pattern("/exchange/*/other.#").covers(logs))
+        #expect(DestinationPermissions.everything.mayRead(logsPattern))
+        #expect(DestinationPermissions.everything.mayWrite(audit))
+        // A permission names the canonical form: amq.topic's alias, a missing key, a built-in
+        // exchange of another type are mistakes.
+        for text in ["/exchange/amq.topic/#", "/exchange/logs", "/exchange/*/", "/exchange/amq.direct/#"] {
+            #expect(throws: StompProtocolError.self) { try pattern(text) }
+        }
     }
 
     /// Adversarial shapes that make naive backtracking exponential stay cheap: the table has

@@ -33,7 +33,10 @@ import Testing
         #expect(try Destination(parsing: header) == .topic(name))
     }
 
-    @Test("the canonical form takes no alias", arguments: ["jobs", "/amq/queue/jobs", "/exchange/amq.topic/a"])
+    @Test(
+        "the canonical form takes no alias",
+        arguments: ["jobs", "/amq/queue/jobs", "/exchange/amq.topic/a", "/topic/a.>x\u{1}"]
+    )
     func canonicalOnly(header: String) {
         #expect(throws: StompProtocolError.self) { try Destination(canonical: header) }
     }
@@ -51,5 +54,59 @@ import Testing
     func canonicalDescription() throws {
         #expect(try Destination(parsing: "/exchange/amq.topic/a.b").description == "/topic/a.b")
         #expect(try Destination(parsing: "jobs").description == "/queue/jobs")
+    }
+
+    @Test(
+        "/exchange/NAME/KEY is a topic of the exchange NAME, named so in a MESSAGE",
+        arguments: [
+            ("/exchange/logs/app.error", "logs", "app.error"),
+            ("/exchange/logs/app.*", "logs", "app.*"),
+            ("/exchange/logs/app.>", "logs", "app.#"),
+            ("/exchange/my.ex:1_-/k", "my.ex:1_-", "k"),
+            ("/exchange/logs/a/b", "logs", "a/b"),
+        ]
+    )
+    func exchanges(header: String, exchange: String, key: String) throws {
+        let destination = try Destination(parsing: header)
+        #expect(destination.exchange == exchange)
+        #expect(destination.name == key)
+        #expect(destination.description == "/exchange/\(exchange)/\(key)")
+        #expect(try Destination(canonical: destination.description) == destination)
+        #expect(destination.wordCount == key.split(separator: ".", omittingEmptySubsequences: false).count)
+        #expect(destination != .topic(key))
+    }
+
+    @Test("exchanges of one name are one exchange, and differ from every other and from amq.topic")
+    func exchangesAreDistinct() throws {
+        let logs = try Destination(parsing: "/exchange/logs/a")
+        #expect(try Destination(parsing: "/exchange/logs/a") == logs)
+        #expect(try Destination(parsing: "/exchange/logs.x/a") != Destination(parsing: "/exchange/logs/x.a"))
+        #expect(try Destination(parsing: "/exchange/audit/a") != logs)
+        #expect(try Destination(parsing: "/topic/a") != logs)
+        #expect(try Destination(parsing: "/topic/a").exchange == nil)
+    }
+
+    @Test(
+        "what no topic exchange of this broker serves is refused, and says why",
+        arguments: [
+            ("/exchange/logs", "needs a routing key"),
+            ("/exchange/logs/", "needs a routing key"),
+            ("/exchange//key", "letters, digits"),
+            ("/exchange/lo gs/key", "letters, digits"),
+            ("/exchange/l*/key", "letters, digits"),
+            ("/exchange/amq.direct/key", "built-in exchanges"),
+            ("/exchange/amq.fanout/key", "built-in exchanges"),
+            ("/exchange/amq.headers/key", "built-in exchanges"),
+            ("/topic/a\u{1}b", "control characters"),
+            ("/queue/a\tb", "control characters"),
+            ("/exchange/logs/\u{1}a", "control characters"),
+        ]
+    )
+    func refusedExchanges(header: String, why: String) {
+        #expect {
+            try Destination(parsing: header)
+        } throws: {
+            ($0 as? StompProtocolError)?.detail.contains(why) == true
+        }
     }
 }

@@ -277,7 +277,8 @@ struct SessionFrameTests {
     @Test(
         "invalid destinations fail",
         arguments: [
-            "/exchange/x", "/exchange/logs/key", "/topic/", "/queue/", "", "/amq/queue/", "/temp-queue/x", "/a/b",
+            "/exchange/x", "/exchange/amq.direct/key", "/topic/a\u{1}", "/topic/", "/queue/", "", "/amq/queue/",
+            "/temp-queue/x", "/a/b",
         ]
     )
     func invalidDestination(value: String) {

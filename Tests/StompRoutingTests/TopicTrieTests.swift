@@ -79,6 +79,23 @@ struct TopicTrieTests {
         #expect(matches(trie, key) == (expected ? ["v"] : []))
     }
 
+    @Test("a scoped key matches only patterns of its own scope; wildcards at the root don't reach into one")
+    func scopes() {
+        let marker = String(decoding: [TopicTrie<Int>.scopeMarker], as: UTF8.self)
+        let logs = marker + "logs"
+        let trie = TopicTrie<String>()
+        for pattern in ["#", "*.a", "#.a", "*", "*.#", "a", logs + ".#", logs + ".a", logs + ".*", marker + "audit.#"] {
+            trie.insert(pattern, pattern: pattern)
+        }
+        #expect(matches(trie, logs + ".a") == [logs + ".#", logs + ".a", logs + ".*"])
+        #expect(matches(trie, logs + ".b.c") == [logs + ".#"])
+        #expect(matches(trie, marker + "other.a").isEmpty)
+        #expect(matches(trie, "a") == ["#", "*", "*.#", "#.a", "a"])
+        #expect(matches(trie, "x.a") == ["#", "*.a", "#.a", "*.#"])
+        #expect(!TopicTrie<Int>.matches(pattern: "#", key: logs + ".a"))
+        #expect(TopicTrie<Int>.matches(pattern: logs + ".#", key: logs + ".a"))
+    }
+
     @Test("each value is reported once, however many of its patterns match")
     func eachValueOnce() {
         let trie = TopicTrie<String>()

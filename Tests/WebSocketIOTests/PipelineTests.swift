@@ -60,7 +60,12 @@ final class TestConnection {
         if webSocket {
             // What NIO's upgrader puts in place, then what the server adds on top.
             try pipeline.addHandler(WebSocketFrameEncoder())
-            try pipeline.addStompOverWebSocketHandlers(maxMessageSize: 1 << 20, connection: handler)
+            try pipeline.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 20)))
+            try pipeline.addStompOverWebSocketHandlers(
+                maxMessageSize: 1 << 20,
+                nodeInbound: nodeInbound,
+                connection: handler
+            )
         } else {
             try pipeline.addHandler(handler)
         }
@@ -84,6 +89,16 @@ final class TestConnection {
 
     func send(_ text: String) throws {
         try channel.writeInbound(ByteBuffer(string: text))
+    }
+
+    /// Sends one WebSocket frame as a client puts it on the wire (masked, when it has a mask
+    /// key), through NIO's frame decoder.
+    func send(_ frame: WebSocketFrame) throws {
+        let client = EmbeddedChannel(handler: WebSocketFrameEncoder())
+        try client.writeOutbound(frame)
+        while let bytes = try client.readOutbound(as: ByteBuffer.self) {
+            try channel.writeInbound(bytes)
+        }
     }
 
     /// Everything written so far, as one string of raw STOMP bytes.
@@ -243,13 +258,13 @@ final class TestConnection {
 @Suite struct WebSocketStompBridgeTests {
     @Test func textAndBinaryMessagesFollowUTF8Validity() throws {
         let connection = try TestConnection(webSocket: true)
-        try connection.channel.writeInbound(
+        try connection.send(
             WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "CONNECT\naccept-version:1.2\n\n\0"))
         )
         let connected = try #require(try connection.readMessage())
         #expect(connected.opcode == .text)
 
-        try connection.channel.writeInbound(
+        try connection.send(
             WebSocketFrame(
                 fin: true,
                 opcode: .binary,
@@ -258,7 +273,7 @@ final class TestConnection {
         )
         var body = ByteBuffer(string: "SEND\ndestination:/topic/t\ncontent-length:2\n\n")
         body.writeBytes([0xFF, 0xFE, 0])
-        try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .binary, data: body))
+        try connection.send(WebSocketFrame(fin: true, opcode: .binary, data: body))
         let message = try #require(try connection.readMessage())
         #expect(message.opcode == .binary)
         #expect(String(buffer: message.data).hasPrefix("MESSAGE\n"))
@@ -266,7 +281,7 @@ final class TestConnection {
 
     @Test func pingIsAnsweredWithPong() throws {
         let connection = try TestConnection(webSocket: true)
-        try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer(string: "hi")))
+        try connection.send(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer(string: "hi")))
         let pong = try #require(try connection.readMessage())
         #expect(pong.opcode == .pong)
         #expect(String(buffer: pong.data) == "hi")
@@ -276,7 +291,7 @@ final class TestConnection {
         let connection = try TestConnection(webSocket: true)
         var code = ByteBuffer()
         code.write(webSocketErrorCode: .goingAway)
-        try connection.channel.writeInbound(WebSocketFrame(fin: true, opcode: .connectionClose, data: code))
+        try connection.send(WebSocketFrame(fin: true, opcode: .connectionClose, data: code))
         let reply = try #require(try connection.readMessage())
         #expect(reply.opcode == .connectionClose)
         var data = reply.data
@@ -285,7 +300,7 @@ final class TestConnection {
 
     @Test func errorEndsWithACloseFrame() throws {
         let connection = try TestConnection(webSocket: true)
-        try connection.channel.writeInbound(
+        try connection.send(
             WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "NOPE\n\n\0"))
         )
         let error = try #require(try connection.readMessage())

@@ -111,16 +111,18 @@ final class AdminAPI: Sendable {
         case (.GET, "/v1/node"):
             return json(.ok, await node())
         case (.GET, "/v1/members"):
-            return json(.ok, await members())
+            return await paged(request) { await self.members($0) }
         case (.GET, "/v1/links"):
             return json(.ok, await links())
         case (.GET, "/v1/interest"):
             if let destination = request.query["destination"] {
                 return await route(destination)
             }
-            return json(.ok, await interest())
+            return await paged(request) { await self.interest($0) }
         case (.GET, "/v1/connections"):
             return await paged(request) { await self.connections($0) }
+        case (.GET, "/v1/queues"):
+            return await paged(request) { await self.queues($0) }
         case (.GET, "/v1/subscriptions"):
             return await paged(request) { await self.subscriptions($0) }
         case (.GET, "/v1/stats"):
@@ -145,7 +147,8 @@ final class AdminAPI: Sendable {
             return await memberAction(path.dropFirst("/v1/members/".count))
         case (_, "/healthz"), (_, "/readyz"), (_, "/metrics"), (_, "/v1/node"), (_, "/v1/members"), (_, "/v1/links"),
             (_, "/v1/interest"),
-            (_, "/v1/connections"), (_, "/v1/subscriptions"), (_, "/v1/stats"), (_, "/v1/drain"), (_, "/v1/leave"),
+            (_, "/v1/connections"), (_, "/v1/queues"), (_, "/v1/subscriptions"), (_, "/v1/stats"), (_, "/v1/drain"),
+            (_, "/v1/leave"),
             (_, "/v1/auth/reload"):
             return json(
                 .methodNotAllowed,
@@ -274,7 +277,7 @@ final class AdminAPI: Sendable {
     // MARK: - Documents
 
     private func node() async -> AdminModels.Node {
-        let snapshot = await broker.snapshot()
+        let counts = await broker.routerCounts()
         var clusterInfo: AdminModels.Node.Cluster?
         if let cluster, let status = await cluster.status() {
             var byStatus: [String: Int] = [:]
@@ -297,26 +300,32 @@ final class AdminAPI: Sendable {
             uptimeSeconds: Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18,
             ports: state.boundPorts,
             connections: server.openConnections,
-            subscriptions: snapshot.connections.reduce(0) { $0 + $1.subscriptions.count },
+            subscriptions: counts.subscriptions,
             messagesPublished: broker.messagesPublished,
             messagesDelivered: broker.messagesDelivered,
+            maxPageSize: maxPageSize,
             cluster: clusterInfo
         )
     }
 
-    private func members() async -> [AdminModels.Member] {
-        guard let status = await cluster?.status() else { return [] }
-        return status.members.sorted { $0.node < $1.node }.map {
-            AdminModels.Member(
-                node: $0.node.name,
-                address: $0.address,
-                status: "\($0.status)",
-                incarnation: $0.incarnation,
-                epoch: $0.epoch,
-                isSelf: $0.node == status.node,
-                admin: status.adminAddresses[$0.node]
-            )
+    private func members(_ page: PageRequest) async -> AdminModels.Page<AdminModels.Member> {
+        guard let members = await cluster?.memberPage(offset: page.offset, limit: page.limit) else {
+            return page.answer(total: 0, items: [])
         }
+        return page.answer(
+            total: members.total,
+            items: members.members.map {
+                AdminModels.Member(
+                    node: $0.node.name,
+                    address: $0.address,
+                    status: "\($0.status)",
+                    incarnation: $0.incarnation,
+                    epoch: $0.epoch,
+                    isSelf: $0.node == members.node,
+                    admin: members.adminAddresses[$0.node]
+                )
+            }
+        )
     }
 
     private func links() async -> [AdminModels.Link] {
@@ -337,60 +346,62 @@ final class AdminAPI: Sendable {
         }
     }
 
-    private func interest() async -> AdminModels.Interest {
-        guard let status = await cluster?.status() else {
-            let snapshot = await broker.snapshot()
-            var entries: [String: AdminModels.InterestEntry] = [:]
-            for subscription in snapshot.connections.flatMap(\.subscriptions) {
-                let kind = subscription.destination.hasPrefix("/queue/") ? "queue" : "topic"
-                entries[subscription.destination, default: .init(kind: kind, name: subscription.destination, count: 0)]
-                    .count += 1
-            }
+    private func interest(_ page: PageRequest) async -> AdminModels.Interest {
+        guard let cluster, let interest = await cluster.interestPage(offset: page.offset, limit: page.limit) else {
+            // Without a cluster, the destinations local clients subscribe to.
+            let destinations = await broker.destinationPage(offset: page.offset, limit: page.limit)
             let local = AdminModels.InterestOrigin(
                 origin: nodeID,
                 epoch: 0,
                 version: 0,
-                entries: entries.values.sorted { $0.name < $1.name }
+                entries: destinations.items.map { Self.entry($0.destination, count: $0.count) },
+                total: destinations.total
             )
-            return AdminModels.Interest(local: local, peers: [])
+            return AdminModels.Interest(
+                local: local,
+                peers: [],
+                offset: page.offset,
+                limit: page.limit,
+                total: destinations.total
+            )
         }
         return AdminModels.Interest(
-            local: Self.origin(status.localInterest),
-            peers: status.remoteInterest.map(Self.origin)
+            local: Self.origin(interest.local),
+            peers: interest.peers.map(Self.origin),
+            offset: page.offset,
+            limit: page.limit,
+            total: interest.total
         )
     }
 
-    private static func origin(_ interest: ClusterShell.Status.Interest) -> AdminModels.InterestOrigin {
+    private static func origin(_ interest: InterestPage.Origin) -> AdminModels.InterestOrigin {
         AdminModels.InterestOrigin(
             origin: interest.origin.name,
             epoch: interest.epoch,
             version: interest.version,
-            entries: interest.entries.map { key, count in
-                switch key {
-                case .topic(let pattern): return .init(kind: "topic", name: "/topic/" + pattern, count: count)
-                case .queue(let name): return .init(kind: "queue", name: "/queue/" + name, count: count)
-                }
-            }.sorted { $0.name < $1.name }
+            entries: interest.entries.map { entry($0.destination, count: $0.count) },
+            total: interest.total
         )
+    }
+
+    private static func entry(_ destination: Destination, count: Int) -> AdminModels.InterestEntry {
+        switch destination {
+        case .topic: .init(kind: "topic", name: destination.description, count: count)
+        case .queue: .init(kind: "queue", name: destination.description, count: count)
+        }
     }
 
     /// Which nodes would receive a message for one destination, and why.
     private func route(_ text: String) async -> AdminResponse {
         guard let destination = try? Destination(parsing: text) else {
-            return json(.badRequest, AdminModels.Failure(error: "'\(text)' is not a /topic/ or /queue/ destination"))
+            return json(
+                .badRequest,
+                AdminModels.Failure(error: "'\(text)' is not a /topic/, /queue/ or /exchange/ destination")
+            )
         }
-        let snapshot = await broker.snapshot()
-        let local = snapshot.connections.flatMap(\.subscriptions).contains { subscription in
-            switch destination {
-            case .queue: return subscription.destination == destination.description
-            case .topic(let key):
-                guard subscription.destination.hasPrefix("/topic/") else { return false }
-                return TopicTrie<Int>.matches(
-                    pattern: String(subscription.destination.dropFirst("/topic/".count)),
-                    key: key
-                )
-            }
-        }
+        // The router's own match (the topic index, or the queue's consumers): what a publish
+        // would find, without listing any subscription.
+        let local = await broker.hasLocalSubscriber(for: destination)
         let peers = await cluster?.routing(for: destination) ?? [:]
         return json(
             .ok,
@@ -419,47 +430,54 @@ final class AdminAPI: Sendable {
     }
 
     private func subscriptions(_ page: PageRequest) async -> AdminModels.Page<AdminModels.SubscriptionRow> {
-        let snapshot = await broker.snapshot()
-        let rows = snapshot.connections.flatMap { connection in
-            connection.subscriptions.map {
+        let rows = await broker.subscriptionPage(offset: page.offset, limit: page.limit)
+        return page.answer(
+            total: rows.total,
+            items: rows.items.map {
                 AdminModels.SubscriptionRow(
-                    connection: connection.id.rawValue,
-                    subscription: .init(id: $0.id, destination: $0.destination, ack: $0.ackMode, unacked: $0.unacked)
+                    connection: $0.connection.rawValue,
+                    subscription: Self.subscription($0.subscription)
                 )
             }
-        }
-        return AdminModels.Page(
-            offset: page.offset,
-            limit: page.limit,
-            total: rows.count,
-            items: Array(page.slice(of: rows))
         )
     }
 
     private func connections(_ page: PageRequest) async -> AdminModels.Connections {
-        let snapshot = await broker.snapshot()
+        let connections = await broker.connectionPage(offset: page.offset, limit: page.limit)
+        // The first page of the queues, for readers from before /v1/queues.
+        let queues = await broker.queuePage(offset: 0, limit: page.limit)
         return AdminModels.Connections(
-            connections: page.slice(of: snapshot.connections).map { connection in
+            connections: connections.items.map { connection in
                 AdminModels.Connection(
                     id: connection.id.rawValue,
                     version: connection.version,
-                    subscriptions: connection.subscriptions.map {
-                        .init(id: $0.id, destination: $0.destination, ack: $0.ackMode, unacked: $0.unacked)
-                    }
+                    subscriptions: connection.subscriptions.map(Self.subscription)
                 )
             },
-            queues: snapshot.queues.map {
-                AdminModels.Queue(
-                    name: $0.name,
-                    localConsumers: $0.localConsumers,
-                    remoteConsumers: $0.remoteConsumers,
-                    pending: $0.pending,
-                    unacked: $0.unacked
-                )
-            },
+            queues: queues.items.map(Self.queue),
             offset: page.offset,
             limit: page.limit,
-            total: snapshot.connections.count
+            total: connections.total,
+            queuesTotal: queues.total
+        )
+    }
+
+    private func queues(_ page: PageRequest) async -> AdminModels.Page<AdminModels.Queue> {
+        let queues = await broker.queuePage(offset: page.offset, limit: page.limit)
+        return page.answer(total: queues.total, items: queues.items.map(Self.queue))
+    }
+
+    private static func subscription(_ row: RouterSnapshot.Subscription) -> AdminModels.Subscription {
+        AdminModels.Subscription(id: row.id, destination: row.destination, ack: row.ackMode, unacked: row.unacked)
+    }
+
+    private static func queue(_ row: RouterSnapshot.Queue) -> AdminModels.Queue {
+        AdminModels.Queue(
+            name: row.name,
+            localConsumers: row.localConsumers,
+            remoteConsumers: row.remoteConsumers,
+            pending: row.pending,
+            unacked: row.unacked
         )
     }
 
@@ -492,17 +510,17 @@ private final class SnapshotGauges: Sendable {
     )
 
     func refresh(broker: Broker, server: StompServer, cluster: ClusterShell?) async {
-        let snapshot = await broker.snapshot()
+        let router = await broker.routerCounts()
         let queueUse = await broker.queueUse()
         queuedBytes.record(queueUse.bytes)
         queues.record(queueUse.queues)
         outboundBytes.record(server.unwrittenBytes)
         inboundBytes.record(server.unfinishedInboundBytes)
-        subscriptions.record(snapshot.connections.reduce(0) { $0 + $1.subscriptions.count })
-        pending.record(snapshot.queues.reduce(0) { $0 + $1.pending })
-        unacked.record(snapshot.queues.reduce(0) { $0 + $1.unacked })
+        subscriptions.record(router.subscriptions)
+        pending.record(router.pending)
+        unacked.record(router.unacked)
         guard let cluster, let status = await cluster.status() else { return }
-        interestEntries.record(status.remoteInterest.reduce(0) { $0 + $1.entries.count })
+        interestEntries.record(status.remoteInterestEntries)
         linksUp.record(status.links.count)
         var counts: [String: Int] = ["alive": 0, "suspect": 0, "dead": 0, "left": 0]
         for member in status.members where member.node != status.node { counts["\(member.status)", default: 0] += 1 }

@@ -1,3 +1,5 @@
+import AdminSchema
+
 /// `offset` and `limit` of a listing endpoint, read from its query, so no answer holds more
 /// than `admin.max-page-size` items however many connections the node serves.
 struct PageRequest: Equatable, Sendable {
@@ -44,5 +46,10 @@ struct PageRequest: Equatable, Sendable {
     func slice<Item>(of items: [Item]) -> ArraySlice<Item> {
         let start = min(offset, items.count)
         return items[start..<min(items.count, start + limit)]
+    }
+
+    /// The answer for this page: its items, where it starts, how long it may be, and the total.
+    func answer<Item: Codable & Sendable>(total: Int, items: [Item]) -> AdminModels.Page<Item> {
+        AdminModels.Page(offset: offset, limit: limit, total: total, items: items)
     }
 }

@@ -46,6 +46,10 @@ public struct LocalInterest: Sendable {
         }
     }
 
+    /// Every entry with its count of local subscriptions (peers hold presence, 1, for a
+    /// topic). The dictionary itself, not a copy: for paging through in the admin API.
+    public var entries: [Destination: Int] { counts }
+
     /// Local subscriptions to `key`.
     public func count(of key: Destination) -> Int { counts[key] ?? 0 }
 }

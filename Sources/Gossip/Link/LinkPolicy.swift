@@ -27,7 +27,9 @@ struct LinkPolicy {
     /// dial waits for the first. (Counting only until the connection is up let a slow
     /// handshake draw a new dial every tick, each replacing the link before at both ends.)
     private var dialing: Set<String> = []
-    /// Per address that failed: failures in a row and when the next dial may start.
+    /// Per address that failed: failures in a row and when the next dial may start. An entry
+    /// nothing has dialled for a while goes (see ``forgetsBackoffAfter``): members come and go
+    /// with new addresses (a rescheduled container), and their old ones must not pile up.
     private var backoff: [String: (attempts: Int, notBefore: NIODeadline)] = [:]
     private var lastSeedAttempt: NIODeadline?
     private var lastDeadRedial: NIODeadline
@@ -83,6 +85,16 @@ struct LinkPolicy {
         backoff[address]?.notBefore
     }
 
+    /// Addresses whose backoff is kept.
+    var backoffCount: Int { backoff.count }
+
+    /// How long after its retry time an address that nothing dialled again is forgotten. Dead
+    /// members are redialled every few seconds, and each failure renews their entry, so only
+    /// addresses nobody asks for any more reach this.
+    var forgetsBackoffAfter: TimeAmount {
+        max(settings.backoffMaximum, settings.deadRedialInterval, settings.seedIntervalLinked) * 2
+    }
+
     /// Exponential backoff with full jitter, so that nodes restarting together don't redial
     /// in lockstep: the n-th failure in a row waits between the minimum and
     /// min(minimum << n, maximum).
@@ -97,10 +109,12 @@ struct LinkPolicy {
     // MARK: - Cadence
 
     /// Whether members declared dead are due to be dialled again; if so, the next time
-    /// starts now.
+    /// starts now, and backoffs nothing renewed for long are forgotten.
     mutating func deadRedialDue(now: NIODeadline) -> Bool {
         guard now - lastDeadRedial >= settings.deadRedialInterval else { return false }
         lastDeadRedial = now
+        let forgetBefore = now - forgetsBackoffAfter
+        backoff = backoff.filter { $0.value.notBefore > forgetBefore }
         return true
     }
 

@@ -44,21 +44,15 @@ extension ClusterShell {
             public var counters: LinkCounters
         }
 
-        public struct Interest: Sendable {
-            public var origin: NodeID
-            public var epoch: UInt64
-            public var version: UInt64
-            public var entries: [(Destination, Int)]
-        }
-
         public var node: NodeID
         public var epoch: UInt64
         public var incarnation: UInt64
         public var localHealth: Int
         public var members: [MemberUpdate]
         public var links: [Link]
-        public var localInterest: Interest
-        public var remoteInterest: [Interest]
+        /// Interest entries held for peers, over all of them (``interestPage(offset:limit:)``
+        /// lists them).
+        public var remoteInterestEntries: Int
         /// Joined: linked to enough members once (``ClusterSettings/minimumMembers``), and
         /// now to every live member, holding its interest snapshot.
         public var isJoined: Bool
@@ -68,6 +62,8 @@ extension ClusterShell {
         public var adminAddresses: [NodeID: String]
     }
 
+    /// A snapshot of the cluster as this node sees it, without the interest entries: cheap
+    /// enough for every readiness probe.
     public func status() async -> Status? {
         try? await eventLoop.submit { [self] in
             let reason = instance.notJoinedReason(seeds: settings.seeds)
@@ -89,23 +85,62 @@ extension ClusterShell {
                         counters: link.counters
                     )
                 }.sorted { $0.peer < $1.peer },
-                localInterest: Status.Interest(
-                    origin: settings.node,
-                    epoch: instance.interest.local.epoch,
-                    version: instance.interest.local.version,
-                    entries: instance.interest.local.snapshot
-                ),
-                remoteInterest: instance.interest.remote.entriesByOrigin.map { origin, held in
-                    Status.Interest(
-                        origin: origin,
-                        epoch: held.epoch,
-                        version: held.version,
-                        entries: held.entries.map { ($0.key, $0.value) }
-                    )
-                }.sorted { $0.origin < $1.origin },
+                remoteInterestEntries: instance.interest.remote.entryCount,
                 isJoined: reason == nil,
                 notJoinedReason: reason,
                 adminAddresses: adminAddresses
+            )
+        }.get()
+    }
+
+    /// One page of the members, in node id order.
+    public struct MemberPage: Sendable {
+        public var node: NodeID
+        public var total: Int
+        public var members: [MemberUpdate]
+        /// The admin API addresses of the members on the page, as far as they are known.
+        public var adminAddresses: [NodeID: String]
+    }
+
+    /// One page of the members as this node sees it, itself included.
+    ///
+    /// - Parameters:
+    ///   - offset: how many members come before the page.
+    ///   - limit: the most members the page holds.
+    /// - Returns: the page, or `nil` when the shell has stopped.
+    public func memberPage(offset: Int, limit: Int) async -> MemberPage? {
+        try? await eventLoop.submit { [self] in
+            let all = instance.membership.allMembers
+            let page = Set(PageSelection.page(of: all.map(\.node), offset: offset, limit: limit))
+            let members = all.filter { page.contains($0.node) }.sorted { $0.node < $1.node }
+            var addresses: [NodeID: String] = [:]
+            for member in members {
+                addresses[member.node] =
+                    member.node == settings.node
+                    ? (admin.ownAddress.isEmpty ? nil : admin.ownAddress) : admin.peerAddresses[member.node]
+            }
+            return MemberPage(node: settings.node, total: all.count, members: members, adminAddresses: addresses)
+        }.get()
+    }
+
+    /// One page of the interest entries of this node and every peer, counted over all origins
+    /// (see ``InterestPage``).
+    ///
+    /// - Parameters:
+    ///   - offset: how many entries (over all origins, in listing order) come before the page.
+    ///   - limit: the most entries the page holds.
+    /// - Returns: the page, or `nil` when the shell has stopped.
+    public func interestPage(offset: Int, limit: Int) async -> InterestPage? {
+        try? await eventLoop.submit { [self] in
+            let local = instance.interest.local
+            let remote = instance.interest.remote.entriesByOrigin
+            return InterestPage(
+                local: .init(node: settings.node, epoch: local.epoch, version: local.version, entries: local.entries),
+                peers: remote.map {
+                    .init(node: $0.key, epoch: $0.value.epoch, version: $0.value.version, entries: $0.value.entries)
+                },
+                offset: offset,
+                limit: limit
             )
         }.get()
     }
@@ -138,11 +173,11 @@ extension ClusterShell {
                     let patterns =
                         instance.interest.remote.entriesByOrigin[peer]?.entries.keys.compactMap { entry -> String? in
                             if case .topic(let pattern) = entry, TopicTrie<Int>.matches(pattern: pattern, key: key) {
-                                return pattern
+                                return entry.description
                             }
                             return nil
                         } ?? []
-                    reasons[peer] = "subscribed to " + patterns.sorted().map { "/topic/" + $0 }.joined(separator: ", ")
+                    reasons[peer] = "subscribed to " + patterns.sorted().joined(separator: ", ")
                 }
                 return reasons
             case .queue(let name):

@@ -1,7 +1,8 @@
 /// A destination pattern of a permission: `/topic/prices.#`, `/topic/chat.*.eu`,
-/// `/queue/jobs`, `/queue/jobs.*`. Words are dot-separated; `*` stands for exactly one word
-/// and `#` for zero or more, in queue names too (where a client's own names are always
-/// literal).
+/// `/queue/jobs`, `/queue/jobs.*`, `/exchange/logs/#`, `/exchange/*/#`. Words are
+/// dot-separated; `*` stands for exactly one word and `#` for zero or more, in queue names too
+/// (where a client's own names are always literal). An exchange's name is literal, or `*` for
+/// every exchange (no exchange is named `*`); `/topic/` patterns cover amq.topic's topics only.
 public struct DestinationPattern: Sendable, Hashable, CustomStringConvertible {
     enum Word: Hashable, Sendable {
         case literal(Substring)
@@ -11,17 +12,41 @@ public struct DestinationPattern: Sendable, Hashable, CustomStringConvertible {
         case any
     }
 
-    public let isTopic: Bool
+    /// Which destinations the pattern's words are about.
+    enum Scope: Hashable, Sendable {
+        case queues
+        /// `/topic/`: amq.topic's topics.
+        case topics
+        /// `/exchange/NAME/`: the topics of one exchange.
+        case exchange(String)
+        /// `/exchange/*/`: the topics of every exchange but amq.topic.
+        case everyExchange
+    }
+
+    let scope: Scope
     let words: [Word]
     public let description: String
 
     /// - Throws: ``StompProtocolError`` (`invalidDestination`) unless the text starts with
-    ///   `/topic/` or `/queue/` and names something after it.
+    ///   `/topic/`, `/queue/` or `/exchange/NAME/` and names something after it.
     public init(parsing text: String) throws(StompProtocolError) {
-        let destination = try Destination(canonical: text)
-        isTopic = if case .topic = destination { true } else { false }
-        words = Self.words(of: destination.name, wildcards: true)
         description = text
+        if text.hasPrefix(Destination.exchangePrefix + "*/") {
+            let key = String(text.dropFirst(Destination.exchangePrefix.count + 2))
+            _ = try Destination(canonical: Destination.topicPrefix + key)  // checks the key as a topic's
+            scope = .everyExchange
+            words = Self.words(of: key, wildcards: true)
+            return
+        }
+        let destination = try Destination(canonical: text)
+        switch destination {
+        case .queue(let name):
+            scope = .queues
+            words = Self.words(of: name, wildcards: true)
+        case .topic:
+            scope = destination.exchange.map(Scope.exchange) ?? .topics
+            words = Self.words(of: destination.name, wildcards: true)
+        }
     }
 
     /// Whether every destination that `destination` can stand for matches this pattern: for a
@@ -37,14 +62,18 @@ public struct DestinationPattern: Sendable, Hashable, CustomStringConvertible {
     public func covers(_ destination: Destination) -> Bool {
         let wanted: [Word]
         switch destination {
-        case .topic(let name):
-            guard isTopic else { return false }
-            let words = Self.words(of: name, wildcards: true)
+        case .topic:
+            switch (scope, destination.exchange) {
+            case (.topics, nil), (.everyExchange, _?): break
+            case (.exchange(let name), let exchange?) where name == exchange: break
+            default: return false
+            }
+            let words = Self.words(of: destination.name, wildcards: true)
             // A routing key has at least one word, so `#` alone stands for what `*.#` does;
             // spelt that way, the table sees the word it must find room for.
             wanted = words.allSatisfy { $0 == .any } ? [.one, .any] : words
         case .queue(let name):
-            guard !isTopic else { return false }
+            guard scope == .queues else { return false }
             wanted = Self.words(of: name, wildcards: false)
         }
         return Self.contains(words, wanted)
@@ -113,8 +142,8 @@ public struct DestinationPermissions: Sendable, Hashable {
     /// Reads and writes everything: what an anonymous client gets where anonymous access is
     /// allowed, and what every client had before permissions existed.
     public static let everything = try! DestinationPermissions(
-        read: ["/topic/#", "/queue/#"],
-        write: ["/topic/#", "/queue/#"]
+        read: ["/topic/#", "/queue/#", "/exchange/*/#"],
+        write: ["/topic/#", "/queue/#", "/exchange/*/#"]
     )
 
     /// - Throws: ``StompProtocolError`` for a pattern that isn't a destination.

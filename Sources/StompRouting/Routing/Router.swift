@@ -184,32 +184,73 @@ public final class Router {
     /// Temporary reply queues held, over all connections.
     public var temporaryQueueCount: Int { temporaryQueues.count }
 
-    // MARK: - Views for the snapshot
+    // MARK: - Views for the admin API's pages
 
-    var connectionStates:
-        [(ConnectionID, StompVersion, [(id: String, destination: Destination, ackMode: AckMode, unacked: Int)])]
-    {
-        connections.map { id, state in
-            (
-                id, state.version,
-                state.subscriptions.values.map {
-                    ($0.key.id, $0.request.destination, $0.request.ackMode, $0.unacked.count)
-                }
-            )
+    // RouterSnapshot.swift pages through these. Each is either one cheap pass that copies
+    // integers and references to strings already held, or a look-up of one item: the text of
+    // an item is built only for the items on a page.
+
+    /// Every connection's id with its number of subscriptions.
+    var connectionWeights: [(key: UInt64, weight: Int)] {
+        connections.map { (key: $0.key.rawValue, weight: $0.value.subscriptions.count) }
+    }
+
+    /// One connection's version and subscriptions, in subscription id order.
+    func connectionView(
+        _ id: ConnectionID
+    ) -> (
+        version: StompVersion, subscriptions: [(id: String, destination: Destination, ackMode: AckMode, unacked: Int)]
+    )? {
+        guard let state = connections[id] else { return nil }
+        let subscriptions = state.subscriptions.values.map {
+            (id: $0.key.id, destination: $0.request.destination, ackMode: $0.request.ackMode, unacked: $0.unacked.count)
+        }
+        return (state.version, subscriptions.sorted { $0.id < $1.id })
+    }
+
+    /// The names of every queue held here or consumed on other nodes.
+    var queueNames: [String] {
+        var names = Array(queues.keys)
+        names.reserveCapacity(queues.count + remoteQueueConsumers.count)
+        for name in remoteQueueConsumers.keys where queues[name] == nil { names.append(name) }
+        return names
+    }
+
+    /// One queue's consumers here and elsewhere, its waiting messages, and the deliveries its
+    /// local consumers have not acknowledged yet.
+    func queueView(_ name: String) -> (consumers: Int, pending: Int, remote: Int, unacked: Int) {
+        let state = queues[name]
+        let unacked = state.map(unackedCount) ?? 0
+        return (state?.consumers.count ?? 0, state?.pending.count ?? 0, remoteQueueConsumers[name] ?? 0, unacked)
+    }
+
+    /// Deliveries of one queue that its local consumers have not acknowledged yet.
+    private func unackedCount(of queue: QueueState) -> Int {
+        queue.consumers.reduce(0) { sum, key in
+            sum + (connections[key.connection]?.subscriptions[key.id]?.unacked.count ?? 0)
         }
     }
 
-    var queueStates: [(name: String, consumers: Int, pending: Int, remote: Int)] {
-        let names = Set(queues.keys).union(remoteQueueConsumers.keys)
-        return names.map { name in
-            (
-                name, queues[name]?.consumers.count ?? 0, queues[name]?.pending.count ?? 0,
-                remoteQueueConsumers[name] ?? 0
-            )
+    /// Whether a local subscription would receive a message sent to `destination`.
+    public func hasLocalSubscriber(for destination: Destination) -> Bool {
+        switch destination {
+        case .queue(let name):
+            return queues[name]?.consumers.isEmpty == false
+        case .topic(let key):
+            var matched = Set<SubscriptionKey>()
+            topics.matches(key, into: &matched)
+            return !matched.isEmpty
         }
     }
 
-    var topicSubscriptionCount: Int { topics.count }
+    /// Messages waiting in queues and queue deliveries awaiting acknowledgement, over the
+    /// node: the gauges `/metrics` reads. One pass over counts, no copies.
+    public var backlog: (pending: Int, unacked: Int) {
+        queues.values.reduce(into: (pending: 0, unacked: 0)) { sum, state in
+            sum.pending += state.pending.count
+            sum.unacked += unackedCount(of: state)
+        }
+    }
 
     // MARK: - Operations
 

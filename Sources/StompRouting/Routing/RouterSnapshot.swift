@@ -1,19 +1,25 @@
-/// What the router holds at one moment, for the admin API.
-public struct RouterSnapshot: Sendable {
-    public struct Subscription: Sendable {
+/// Rows of the router's state, for the admin API, which asks for one page at a time.
+public enum RouterSnapshot {
+    public struct Subscription: Sendable, Equatable {
         public var id: String
         public var destination: String
         public var ackMode: String
         public var unacked: Int
     }
 
-    public struct Connection: Sendable {
+    public struct Connection: Sendable, Equatable {
         public var id: ConnectionID
         public var version: String
         public var subscriptions: [Subscription]
     }
 
-    public struct Queue: Sendable {
+    /// A subscription with the connection that holds it.
+    public struct SubscriptionRow: Sendable, Equatable {
+        public var connection: ConnectionID
+        public var subscription: Subscription
+    }
+
+    public struct Queue: Sendable, Equatable {
         public var name: String
         public var localConsumers: Int
         public var remoteConsumers: Int
@@ -23,45 +29,100 @@ public struct RouterSnapshot: Sendable {
         public var unacked: Int
     }
 
-    public var connections: [Connection]
-    public var queues: [Queue]
-    public var topicSubscriptions: Int
+    /// One page of a listing: at most `limit` items from `offset`, and how many there are in all.
+    public struct Page<Item: Sendable>: Sendable {
+        public var total: Int
+        public var items: [Item]
 
-    /// Nothing: a router that holds no state, or one that could not be reached.
-    public static let empty = RouterSnapshot(connections: [], queues: [], topicSubscriptions: 0)
+        public init(total: Int, items: [Item]) {
+            self.total = total
+            self.items = items
+        }
+
+        /// Nothing: a router that could not be reached.
+        public static var empty: Page { Page(total: 0, items: []) }
+    }
 }
 
+// Each page costs one pass over integer ids and counts (or over the queue names the router
+// already holds), a selection of the page's keys (``PageSelection``), and the rows of that page
+// only: at 100,000 connections a page of 50 builds 50 rows, not 100,000.
 extension Router {
-    /// A copy of the router's state; costs time linear in its size, so it is for the admin
-    /// API, not for the message path.
-    public func snapshot() -> RouterSnapshot {
-        var unackedByQueue: [String: Int] = [:]
-        let connections = connectionStates.map { id, version, subscriptions in
-            RouterSnapshot.Connection(
+    /// One page of the connections, in id order, each with all its subscriptions.
+    ///
+    /// - Parameters:
+    ///   - offset: how many connections come before the page.
+    ///   - limit: the most connections the page holds.
+    /// - Returns: the page and the number of connections.
+    public func connectionPage(offset: Int, limit: Int) -> RouterSnapshot.Page<RouterSnapshot.Connection> {
+        let keys = connectionWeights.map { (key: $0.key, weight: 1) }
+        let (picked, total) = PageSelection.page(of: keys, offset: offset, limit: limit)
+        let items = picked.compactMap { picked -> RouterSnapshot.Connection? in
+            let id = ConnectionID(picked.key)
+            guard let view = connectionView(id) else { return nil }
+            return RouterSnapshot.Connection(
                 id: id,
-                version: version.headerValue,
-                subscriptions: subscriptions.map { subscription in
-                    if case .queue(let name) = subscription.destination {
-                        unackedByQueue[name, default: 0] += subscription.unacked
-                    }
-                    return RouterSnapshot.Subscription(
-                        id: subscription.id,
-                        destination: subscription.destination.description,
-                        ackMode: subscription.ackMode.rawValue,
-                        unacked: subscription.unacked
-                    )
-                }.sorted { $0.id < $1.id }
+                version: view.version.headerValue,
+                subscriptions: view.subscriptions.map(Self.row)
             )
-        }.sorted { $0.id.rawValue < $1.id.rawValue }
-        let queues = queueStates.map { name, consumers, pending, remote in
-            RouterSnapshot.Queue(
-                name: name,
-                localConsumers: consumers,
-                remoteConsumers: remote,
-                pending: pending,
-                unacked: unackedByQueue[name] ?? 0
+        }
+        return RouterSnapshot.Page(total: total, items: items)
+    }
+
+    /// One page of the subscriptions of all connections, ordered by connection id and then by
+    /// subscription id, so that consecutive pages neither repeat nor skip one.
+    ///
+    /// - Parameters:
+    ///   - offset: how many subscriptions come before the page.
+    ///   - limit: the most subscriptions the page holds.
+    /// - Returns: the page and the number of subscriptions.
+    public func subscriptionPage(offset: Int, limit: Int) -> RouterSnapshot.Page<RouterSnapshot.SubscriptionRow> {
+        // A connection weighs its subscription count: the selection finds the few connections
+        // the page cuts through, and where in the first one the page begins.
+        let (picked, total) = PageSelection.page(of: connectionWeights, offset: offset, limit: limit)
+        var items: [RouterSnapshot.SubscriptionRow] = []
+        items.reserveCapacity(min(limit, total))
+        for connection in picked {
+            let id = ConnectionID(connection.key)
+            guard let view = connectionView(id) else { continue }
+            let skip = max(offset - connection.start, 0)
+            for subscription in view.subscriptions.dropFirst(skip).prefix(limit - items.count) {
+                items.append(RouterSnapshot.SubscriptionRow(connection: id, subscription: Self.row(subscription)))
+            }
+        }
+        return RouterSnapshot.Page(total: total, items: items)
+    }
+
+    /// One page of the queues held here or consumed elsewhere, in name order.
+    ///
+    /// - Parameters:
+    ///   - offset: how many queues come before the page.
+    ///   - limit: the most queues the page holds.
+    /// - Returns: the page and the number of queues.
+    public func queuePage(offset: Int, limit: Int) -> RouterSnapshot.Page<RouterSnapshot.Queue> {
+        let keys = queueNames.map { (key: $0, weight: 1) }
+        let (picked, total) = PageSelection.page(of: keys, offset: offset, limit: limit)
+        let items = picked.map { picked in
+            let view = queueView(picked.key)
+            return RouterSnapshot.Queue(
+                name: picked.key,
+                localConsumers: view.consumers,
+                remoteConsumers: view.remote,
+                pending: view.pending,
+                unacked: view.unacked
             )
-        }.sorted { $0.name < $1.name }
-        return RouterSnapshot(connections: connections, queues: queues, topicSubscriptions: topicSubscriptionCount)
+        }
+        return RouterSnapshot.Page(total: total, items: items)
+    }
+
+    private static func row(
+        _ subscription: (id: String, destination: Destination, ackMode: AckMode, unacked: Int)
+    ) -> RouterSnapshot.Subscription {
+        RouterSnapshot.Subscription(
+            id: subscription.id,
+            destination: subscription.destination.description,
+            ackMode: subscription.ackMode.rawValue,
+            unacked: subscription.unacked
+        )
     }
 }

@@ -5,6 +5,10 @@
 /// wildcard branches, so its cost depends on the key's length and the wildcards present, not
 /// on how many subscriptions exist (the shape of nats-server's sublist).
 ///
+/// A key whose first word begins with ``scopeMarker`` is scoped: only patterns that begin
+/// with the same word match it, so a `*` or `#` at the start of an unscoped pattern doesn't
+/// reach into a scope. (``Destination`` scopes the topics of each exchange but amq.topic.)
+///
 /// A class: the nodes are mutated in place, so copies must not exist. Its owner confines it
 /// to one thread.
 public final class TopicTrie<Value: Hashable> {
@@ -25,6 +29,9 @@ public final class TopicTrie<Value: Hashable> {
     }
 
     private var root = Node()
+
+    /// The first byte of a scope word, one that no destination a client writes may contain.
+    public static var scopeMarker: UInt8 { 0x01 }
 
     public init() {}
 
@@ -86,7 +93,14 @@ public final class TopicTrie<Value: Hashable> {
         let words = Self.words(key)
         lookup &+= 1
         var steps = 0
-        Self.collect(root, words: words, index: 0, lookup: lookup, steps: &steps, into: &result)
+        if words[0].utf8.first == Self.scopeMarker {
+            steps += 1
+            if let scope = root.children[words[0]] {
+                Self.collect(scope, words: words, index: 1, lookup: lookup, steps: &steps, into: &result)
+            }
+        } else {
+            Self.collect(root, words: words, index: 0, lookup: lookup, steps: &steps, into: &result)
+        }
         lastLookupSteps = steps
     }
 
