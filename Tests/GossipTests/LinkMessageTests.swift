@@ -127,7 +127,7 @@ struct LinkMessageTests {
             return
         }
         #expect(decodedHello == hello)
-        #expect(decodedHello.minVersion == 2 && decodedHello.maxVersion == 2)
+        #expect(decodedHello.minVersion == 2 && decodedHello.maxVersion == LinkHandshake.supportedVersions.upperBound)
         #expect(decodedHello.capabilities == 0xDEAD_BEEF_0000_0001)
         #expect(decodedHello.node == NodeID("node-a") && decodedHello.epoch == 1_700_000_000_123)
 

@@ -75,6 +75,14 @@ public enum LinkMessage: Sendable, Equatable {
     /// `gap.first` through `gap.last`.
     case gap(SequenceGap)
 
+    /// The bytes of a forward's or hand-off's message body, for acknowledging by volume; 0 for others.
+    var bodySize: Int {
+        switch self {
+        case .forward(let message), .handoff(_, _, let message, _, _): message.body.readableBytes
+        default: 0
+        }
+    }
+
     /// Whether the message is control traffic, which must not wait behind bulk messages.
     public var isControl: Bool {
         switch self {
@@ -259,6 +267,20 @@ extension LinkMessage {
             for key in keys { buffer.writeLinkString(key) }
         }
         buffer.setInteger(UInt32(buffer.writerIndex - start), at: lengthIndex)
+    }
+
+    /// A forward's body: what a ``PeerOutbox`` holds, encoded once for every peer.
+    static func forwardBody(_ message: MessageEnvelope) -> ByteBuffer {
+        var body = ByteBuffer()
+        write(message, into: &body)
+        return body
+    }
+
+    /// Appends a forward from its body (``forwardBody(_:)``): wire version 2's unnumbered form.
+    static func writeForward(body: ByteBuffer, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(TypeCode.forward.rawValue)
+        buffer.writeInteger(UInt32(body.readableBytes))
+        buffer.writeImmutableBuffer(body)
     }
 
     /// Appends a numbered forward or hand-off from its body as an outbox holds it (the body of
@@ -480,6 +502,16 @@ extension LinkMessage {
 
     /// - Returns: `nil` when the destination doesn't parse (the rest is read all the same,
     ///   so a truncated message is still malformed).
+    /// The routing key of the topic a forward's body (``forwardBody(_:)``) is published to;
+    /// `nil` when it names no topic.
+    static func topicKey(ofForward body: ByteBuffer) -> String? {
+        var body = body
+        guard let text = try? body.readLinkString(), case .topic(let key)? = try? Destination(canonical: text) else {
+            return nil
+        }
+        return key
+    }
+
     static func readMessage(_ body: inout ByteBuffer) throws(LinkWire.Malformed) -> MessageEnvelope? {
         let destination = try body.readLinkString()
         let messageID = try body.readLinkString()

@@ -159,6 +159,26 @@ final class PeerSessions {
         }
     }
 
+    /// Whether `peer` is alive and linked: new queue hand-offs may go there.
+    func isReachable(_ peer: NodeID) -> Bool { sessions[peer]?.reachable ?? false }
+
+    /// Whether what is published for `peer` is held for it: it has a session, and no outage
+    /// of it outlasted the grace.
+    func holdsFor(_ peer: NodeID) -> Bool {
+        guard settings.outageGrace > .zero, let session = sessions[peer] else { return false }
+        return !session.graceExpired
+    }
+
+    /// Whether `peer`'s link carries numbered entries (wire version 3), or it has no link and
+    /// what is published for it waits in its session.
+    func sequences(_ peer: NodeID) -> Bool {
+        guard let session = sessions[peer] else { return false }
+        return session.link?.resumable ?? true
+    }
+
+    /// The peers with a session, for status and metrics.
+    var peers: Dictionary<NodeID, Session>.Keys { sessions.keys }
+
     func summary(of peer: NodeID) -> Summary? { summaries[peer] }
     var summaryCount: Int { summaries.count }
 
