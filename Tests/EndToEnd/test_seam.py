@@ -8,23 +8,34 @@ duplicated, reordered.
 - A stall longer than the grace: the subscriber gets ERROR `messages lost` and is closed, and
   node 1 counts the drop (`cluster_forward_dropped_total{reason="grace"}`).
 - Links reset under load (`ss -K` on node 2's link sockets, both nodes alive): nothing lost.
+- A slow, lossy link for a few seconds (every link through a TCP proxy of the test's own
+  that delays each chunk and now and then drops the connection, as the kernel here has no
+  netem): nothing lost.
+- A partition healed within the grace (node 2 on a host of its own, its cable pulled at the
+  switch for 8 s; network namespaces the test makes and removes): nothing lost.
 
 Each test prints its counts (`-s` shows them) for the issue's note.
 """
 
 from __future__ import annotations
 
+import contextlib
+import random
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
 import urllib.request
 import uuid
+from types import SimpleNamespace
 
 import pytest
 
-from cluster import matching, peer_re, running_cluster, wait_log
+import netns
+from cluster import HOST, Cluster, matching, peer_re, running_cluster
+from nodes import NODE_BIN, node_environment, wait_for
 from pyclient import PyClient
 from stomp_raw import StompClient
 
@@ -208,6 +219,212 @@ def test_links_reset_under_load_lose_nothing(cluster, transport):
     result = counts(numbers(subscriber, "s"), sent)
     print(f"\nSEAM 3 link resets ({transport}): {result}")
     assert len(matching(n2, r"link down", peer_re("n1"), since=mark)) >= 1, "no link went down"
+    assert not subscriber.rec.errors, subscriber.rec.errors
+    assert result["lost"] == 0 and result["duplicated"] == 0 and result["reordered"] == 0, result
+    subscriber.close()
+
+
+# ---------------------------------------------------------------------------------------
+# A slow, lossy link
+# ---------------------------------------------------------------------------------------
+
+class ImpairedProxy:
+    """Forwards TCP connections on 127.0.0.1 to `target_port`. While `impaired`, each chunk
+    waits 10 to 60 ms before it is passed on (in order), and one chunk in `drop_one_in` drops
+    the whole connection instead, as a lossy path eventually does to a TCP connection."""
+
+    def __init__(self, target_port: int, seed: int, drop_one_in: int = 300):
+        self.target_port, self.drop_one_in = target_port, drop_one_in
+        self.random = random.Random(seed)
+        self.impaired = False
+        self.dropped = 0
+        self.listener = socket.create_server((HOST, 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        while True:
+            try:
+                inbound, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                outbound = socket.create_connection((HOST, self.target_port), timeout=5)
+            except OSError:
+                inbound.close()
+                continue
+            with self.lock:
+                self.sockets += [inbound, outbound]
+            for source, target in ((inbound, outbound), (outbound, inbound)):
+                threading.Thread(target=self.pump, args=(source, target), daemon=True).start()
+
+    def pump(self, source: socket.socket, target: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if self.impaired:
+                    with self.lock:
+                        drop = self.random.randrange(self.drop_one_in) == 0
+                        delay = self.random.uniform(0.01, 0.06)
+                    if drop:
+                        self.dropped += 1
+                        break
+                    time.sleep(delay)
+                target.sendall(chunk)
+        except OSError:
+            pass
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        with self.lock:
+            for sock in self.sockets:
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+
+class ProxiedCluster(Cluster):
+    """A cluster whose every link goes through an ``ImpairedProxy`` in front of the node
+    dialled: each node advertises its proxy, and the seeds name the proxies."""
+
+    def __init__(self, root, **kwargs):
+        super().__init__(root, **kwargs)
+        self.proxies = {name: ImpairedProxy(port, seed=index)
+                        for index, (name, port) in enumerate(self.cluster_ports.items())}
+
+    def address(self, name: str) -> str:
+        return f"{HOST}:{self.proxies[name].port}"
+
+    def cluster_args(self, cluster_port: int, seeds: str, secret_file) -> list:
+        args = super().cluster_args(cluster_port, seeds, secret_file)
+        name = next(n for n, p in self.cluster_ports.items() if p == cluster_port)
+        args[args.index("--cluster-advertise") + 1] = self.address(name)
+        return args
+
+    def impair(self, on: bool) -> None:
+        for proxy in self.proxies.values():
+            proxy.impaired = on
+
+
+@pytest.fixture
+def proxied(tmp_path):
+    cluster = ProxiedCluster(tmp_path / "proxied")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        problems = cluster.stop()
+        for proxy in cluster.proxies.values():
+            proxy.close()
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ws"])
+def test_a_slow_lossy_link_loses_nothing(proxied, transport):
+    n1, n2 = proxied["n1"], proxied["n2"]
+    subscriber, topic = subscribe(n2, transport)
+    publisher = Publisher(n1, topic)
+    publisher.start()
+    try:
+        time.sleep(WARM_UP)
+        proxied.impair(True)
+        try:
+            time.sleep(5.0)
+        finally:
+            proxied.impair(False)
+        time.sleep(AFTER)
+    finally:
+        sent = publisher.stop()
+    subscriber.rec.wait(lambda: got_end(subscriber, "s") or subscriber.rec.errors, DRAIN_TIMEOUT,
+                        "the subscriber to catch up")
+    result = counts(numbers(subscriber, "s"), sent)
+    drops = sum(proxy.dropped for proxy in proxied.proxies.values())
+    print(f"\nSEAM slow lossy links for 5 s ({transport}): {result}; connections dropped by the proxies: {drops}")
+    assert not subscriber.rec.errors, subscriber.rec.errors
+    assert result["lost"] == 0 and result["duplicated"] == 0 and result["reordered"] == 0, result
+    subscriber.close()
+
+
+# ---------------------------------------------------------------------------------------
+# A partition and its heal, between hosts of their own (network namespaces)
+# ---------------------------------------------------------------------------------------
+
+CLUSTER_PORT, STOMP_PORT, WS_PORT, ADMIN_PORT = 7946, 61613, 15674, 15690
+
+
+@pytest.fixture
+def hosts(tmp_path):
+    """Three nodes, each on a host of its own, and a client host, on one private bridge.
+    Everything (processes, namespaces) is removed at the end however the test went."""
+    reason = netns.unavailable_reason()
+    if reason:
+        pytest.skip(f"partition test skipped: {reason}")
+    netns.remove_stale()
+    network = netns.Network("seam")
+    try:
+        network.start()
+        nodes = [network.add_host(f"n{i}") for i in (1, 2, 3)]
+        client = network.add_host("client")
+        secret = tmp_path / "secret"
+        secret.write_text("seam-partition-secret-0123456789")
+        secret.chmod(0o600)
+        seeds = ",".join(f"{host.address}:{CLUSTER_PORT}" for host in nodes)
+        for index, host in enumerate(nodes, 1):
+            argv = [str(NODE_BIN), "--node-id", f"n{index}", "--cluster-host", "0.0.0.0",
+                    f"--cluster-port={CLUSTER_PORT}", "--cluster-advertise", f"{host.address}:{CLUSTER_PORT}",
+                    "--seeds", seeds, "--cluster-name", "seam", "--cluster-secret-file", str(secret),
+                    f"--stomp-port={STOMP_PORT}", f"--ws-port={WS_PORT}", f"--admin-port={ADMIN_PORT}",
+                    # The clients are on a host of their own.
+                    "--auth-anonymous", "on"]
+            network.processes.append(host.run(argv, env=node_environment(), log_path=tmp_path / f"n{index}.log"))
+        for host in nodes:
+            wait_for(lambda host=host: ready(host), timeout=30, message=f"{host.name} ready")
+        yield network, nodes, client
+    finally:
+        problems = network.close()
+        assert not problems, problems
+
+
+def ready(host) -> bool:
+    """Whether the node on `host` is ready (its admin API listens on the host's loopback)."""
+    with host.inside():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ADMIN_PORT}/readyz", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+
+def test_a_partition_healed_within_the_grace_loses_nothing(hosts, tmp_path):
+    network, (n1, n2, n3), client = hosts
+    topic = f"/topic/seam.{uuid.uuid4().hex[:8]}"
+    with client.inside():
+        subscriber = PyClient(n2.address, STOMP_PORT, "tcp", "1.2")
+        subscriber.subscribe(topic, "s")
+        publisher = Publisher(SimpleNamespace(host=n1.address, stomp_port=STOMP_PORT), topic)
+    publisher.start()
+    try:
+        time.sleep(WARM_UP)
+        # n2's only cable, pulled at the switch: the others declare it dead; its links stall.
+        port = f"p{list(network.hosts).index('n2')}"
+        netns.ip("-n", network.switch, "link", "set", port, "down")
+        try:
+            time.sleep(8.0)
+        finally:
+            netns.ip("-n", network.switch, "link", "set", port, "up")
+        time.sleep(AFTER)
+    finally:
+        sent = publisher.stop()
+    subscriber.rec.wait(lambda: got_end(subscriber, "s") or subscriber.rec.errors, DRAIN_TIMEOUT,
+                        "the subscriber to catch up")
+    result = counts(numbers(subscriber, "s"), sent)
+    print(f"\nSEAM partition of n2 for 8 s: {result}")
+    n1_log = (tmp_path / "n1.log").read_text(errors="replace")
+    assert re.search(r"cluster\.peer=n2 .*member dead", n1_log), "n1 never declared n2 dead"
     assert not subscriber.rec.errors, subscriber.rec.errors
     assert result["lost"] == 0 and result["duplicated"] == 0 and result["reordered"] == 0, result
     subscriber.close()
