@@ -341,6 +341,18 @@ final class SimulatedCluster {
     /// replaced them (so it took them for the peer's current link); and the hand-off
     /// acknowledgements that arrived on one still open.
     private(set) var replacedLinks = (handoffs: 0, closed: 0, closedAsCurrent: 0, acknowledgements: 0)
+    /// A topic message published by ``publish(_:toTopic:)``: by which node, its number there,
+    /// the nodes whose sessions held it, and whether some session dropped it at once.
+    struct TopicPublish {
+        var node: Int
+        var number: Int
+        var heldFor: [Int]
+        var dropped: Bool
+    }
+
+    private(set) var topicPublished: [TopicPublish] = []
+    /// Topic messages delivered, by receiving node: publisher and number, in order.
+    private(set) var topicDelivered: [Int: [(publisher: Int, number: Int)]] = [:]
     /// The peers' sessions (issue 15): links broken for a protocol violation, outages seen,
     /// interest dropped past the grace, topic messages dropped, delivered, and losses reported.
     private(set) var sessionCounts = (
@@ -546,6 +558,60 @@ final class SimulatedCluster {
     ///
     /// - Returns: the message's id.
     @discardableResult
+    /// Node `i` publishes the next of its numbered topic messages to `key`, as
+    /// `ClusterShell.forward` does: held in the session of every peer with interest, then
+    /// written on the links that can take it.
+    func publish(_ i: Int, toTopic key: String) {
+        let node = nodes[i]
+        let number = topicPublished.filter { $0.node == i }.count
+        let message = MessageEnvelope(
+            destination: .topic(key),
+            messageID: "n\(i)-t\(number)",
+            headers: [:],
+            body: ByteBuffer()
+        )
+        var peers = Set<NodeID>()
+        node.instance.interest.remote.peers(forTopic: key, into: &peers)
+        let sessions = node.instance.sessions
+        let held = peers.sorted().filter { sessions.sequences($0) }
+        let outcome = sessions.append(forward: LinkMessage.forwardBody(message), to: held)
+        topicPublished.append(
+            TopicPublish(
+                node: i,
+                number: number,
+                heldFor: held.compactMap { index(of: $0) },
+                dropped: outcome.dropped > 0
+            )
+        )
+        if outcome.effectsWaiting { perform(node.instance.sessionEffects(now: Self.deadline(now)), of: i) }
+        for peer in held { pump(peer, of: i) }
+    }
+
+    private func index(of node: NodeID) -> Int? { nodes.firstIndex { $0.id == node } }
+
+    /// What became of the topic messages published (``publish(_:toTopic:)``), per receiving
+    /// node: messages held for it and never delivered, delivered more than once, and
+    /// delivered after a later one of the same publisher.
+    func topicOutcome() -> (lost: Int, duplicated: Int, reordered: Int) {
+        var lost = 0
+        var duplicated = 0
+        var reordered = 0
+        for receiver in nodes.indices {
+            let got = topicDelivered[receiver] ?? []
+            for publisher in nodes.indices {
+                let numbers = got.filter { $0.publisher == publisher }.map(\.number)
+                duplicated += numbers.count - Set(numbers).count
+                reordered += zip(numbers, numbers.dropFirst()).filter { $0.1 < $0.0 }.count
+                let delivered = Set(numbers)
+                lost +=
+                    topicPublished.filter {
+                        $0.node == publisher && $0.heldFor.contains(receiver) && !delivered.contains($0.number)
+                    }.count
+            }
+        }
+        return (lost, duplicated, reordered)
+    }
+
     func publish(_ i: Int, toQueue queue: String) -> String {
         let id = "m\(published.count + 1)"
         published.append(id)
@@ -1040,7 +1106,11 @@ final class SimulatedCluster {
             node.remoteConsumers[queue] = count
         case .deliverForwarded(let message):
             sessionCounts.delivered += 1
-            _ = message
+            // "n<publisher>-t<number>"
+            let parts = message.messageID.dropFirst().split(separator: "-t")
+            if parts.count == 2, let publisher = Int(parts[0]), let number = Int(parts[1]) {
+                topicDelivered[i, default: []].append((publisher, number))
+            }
         case .forwardsLost:
             sessionCounts.lossesReported += 1
         case .evacuate:
