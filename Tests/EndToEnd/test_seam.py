@@ -20,6 +20,7 @@ Each test prints its counts (`-s` shows them) for the issue's note.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import re
 import signal
@@ -35,6 +36,7 @@ import pytest
 
 import netns
 from cluster import HOST, Cluster, matching, peer_re, running_cluster
+from deployfiles import clusterctl_binary
 from nodes import NODE_BIN, node_environment, wait_for
 from pyclient import PyClient
 from stomp_raw import StompClient
@@ -119,12 +121,42 @@ def metric(node, name: str, labels: str = "") -> float:
     return total
 
 
-def stall(node, seconds: float) -> None:
+def stall(node, seconds: float, while_stalled=None) -> None:
+    """SIGSTOPs `node` for `seconds`; `while_stalled()` runs meanwhile."""
     node.signal(signal.SIGSTOP)
     try:
-        time.sleep(seconds)
+        end = time.monotonic() + seconds
+        if while_stalled:
+            while_stalled()
+        time.sleep(max(0.0, end - time.monotonic()))
     finally:
         node.signal(signal.SIGCONT)
+
+
+class HeldWatch:
+    """What node 1 holds for node 2 during a stall: the largest `cluster_outbox_bytes` and
+    `cluster_outbox_messages` it reports, read every 250 ms for `seconds`, and, near the end,
+    how `clusterctl members` and `/v1/members` show node 2."""
+
+    def __init__(self, node, peer: str, seconds: float):
+        self.node, self.peer, self.seconds = node, peer, seconds
+        self.bytes = self.messages = 0.0
+        self.members_output = ""
+        self.member: dict = {}
+
+    def __call__(self) -> None:
+        end = time.monotonic() + self.seconds
+        while time.monotonic() < end:
+            label = f'peer="{self.peer}"'
+            self.bytes = max(self.bytes, metric(self.node, "cluster_outbox_bytes", label))
+            self.messages = max(self.messages, metric(self.node, "cluster_outbox_messages", label))
+            time.sleep(0.25)
+        with urllib.request.urlopen(self.node.admin_url + "/v1/members", timeout=10) as response:
+            items = json.loads(response.read())["items"]
+        self.member = next(m for m in items if m["node"] == self.peer)
+        self.members_output = subprocess.run(
+            [str(clusterctl_binary()), "members", "--node", self.node.admin_url],
+            capture_output=True, text=True, timeout=30).stdout
 
 
 @pytest.fixture
@@ -147,21 +179,28 @@ def test_a_stall_shorter_than_the_grace_loses_nothing(cluster, transport):
     mark = len(open(n1.log_path, "rb").read())
     publisher = Publisher(n1, topic)
     publisher.start()
+    held = HeldWatch(n1, "n2", seconds=5.0)
     try:
         time.sleep(WARM_UP)
         # Long enough for node 1 to suspect node 2, declare it dead and close its link.
-        stall(n2, 6.0)
+        stall(n2, 6.0, while_stalled=held)
         time.sleep(AFTER)
     finally:
         sent = publisher.stop()
     subscriber.rec.wait(lambda: got_end(subscriber, "s") or subscriber.rec.errors, DRAIN_TIMEOUT,
                         "the subscriber to catch up")
     result = counts(numbers(subscriber, "s"), sent)
-    print(f"\nSEAM stall 6 s ({transport}): {result}")
+    print(f"\nSEAM stall 6 s ({transport}): {result}; n1 held for n2 at most {held.bytes / 1e6:.2f} MB "
+          f"in {held.messages:.0f} messages; /v1/members: {held.member}\n{held.members_output}")
     assert matching(n1, r"member dead", peer_re("n2"), since=mark), \
         "node 1 never declared node 2 dead: the stall did not test the seam"
     assert not subscriber.rec.errors, subscriber.rec.errors
     assert result["lost"] == 0 and result["duplicated"] == 0 and result["reordered"] == 0, result
+    # The operator saw it: node 2 unreachable, with what node 1 held for it.
+    assert held.bytes > 0 and held.messages > 0
+    assert held.member["reachable"] is False and held.member["heldBytes"] > 0, held.member
+    row = next(line for line in held.members_output.splitlines() if line.startswith("n2"))
+    assert "unreachable" in row and "msgs" in row, held.members_output
     subscriber.close()
 
 

@@ -29,8 +29,9 @@ struct ClusterInstance<Release> {
         /// A receipt that waited for the peers may go.
         case release(Release, InterestSync<Release>.Outcome)
         /// A member changed status (or appeared: `previous` is nil); `droppedEntries` counts
-        /// the interest entries that went with a dead or departed one.
-        case memberChanged(MemberUpdate, previous: MemberUpdate.Status?, droppedEntries: Int)
+        /// the interest entries that went with a dead or departed one (`nil`: it keeps them,
+        /// alive, or dead within `cluster.outage-grace-ms`).
+        case memberChanged(MemberUpdate, previous: MemberUpdate.Status?, droppedEntries: Int?)
         /// Write what `peer`'s session has ready on its link (``PeerSessions/nextToWrite(for:)``).
         case pump(NodeID)
         /// Close link number `link` to `peer`: it broke the sequence protocol.
@@ -485,7 +486,7 @@ struct ClusterInstance<Release> {
     ) {
         let peer = update.node
         guard update.status >= .dead else {
-            directives.append(.memberChanged(update, previous: previous, droppedEntries: 0))
+            directives.append(.memberChanged(update, previous: previous, droppedEntries: nil))
             perform(
                 sessions.statusChanged(peer, epoch: update.epoch, to: update.status, now: now),
                 now: now,
@@ -496,7 +497,7 @@ struct ClusterInstance<Release> {
         // A dead member within its grace keeps its interest, so that what is published for it
         // waits in its session; a departed one, or one with no grace, takes it along.
         let keepsInterest = update.status == .dead && sessions.holdsFor(peer)
-        let entries = keepsInterest ? 0 : interest.remote.entriesByOrigin[peer]?.entries.count ?? 0
+        let entries = keepsInterest ? nil : interest.remote.entries(of: peer)?.count ?? 0
         directives.append(.memberChanged(update, previous: previous, droppedEntries: entries))
         if !keepsInterest { dropInterest(of: peer, into: &directives, report: false) }
         perform(
@@ -517,14 +518,13 @@ struct ClusterInstance<Release> {
 
     /// `peer`'s interest goes: nothing more is routed there.
     private mutating func dropInterest(of peer: NodeID, into directives: inout [Directive], report: Bool = true) {
-        let entries = interest.remote.entriesByOrigin[peer]?.entries.count ?? 0
-        if report, entries > 0 { directives.append(.interestExpired(peer, entries: entries)) }
+        if report { directives.append(.interestExpired(peer, entries: interest.remote.entries(of: peer)?.count ?? 0)) }
         for queue in interest.memberGone(peer).sorted() { directives.append(remoteConsumers(of: queue)) }
     }
 
     /// The queues `peer` has consumers of, as its interest says.
     private func queues(consumedOn peer: NodeID) -> [String] {
-        guard let entries = interest.remote.entriesByOrigin[peer]?.entries else { return [] }
+        guard let entries = interest.remote.entries(of: peer) else { return [] }
         return entries.keys.compactMap { if case .queue(let name) = $0 { name } else { nil } }.sorted()
     }
 

@@ -229,7 +229,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         }
     }
 
-    private func memberChanged(_ update: MemberUpdate, previous: MemberUpdate.Status?, droppedEntries: Int) {
+    private func memberChanged(_ update: MemberUpdate, previous: MemberUpdate.Status?, droppedEntries: Int?) {
         let peer = LinkHandshake.quoted(update.node.name)
         logger.info(
             "member \(update.status)",
@@ -239,7 +239,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                 "cluster.previous": "\(previous.map { "\($0)" } ?? "unknown")",
             ]
         )
-        guard update.status >= .dead, droppedEntries > 0 || update.status == .left else { return }
+        guard let droppedEntries else { return }
         admin.peerAddresses[update.node] = nil
         logger.info(
             "dropped interest of departed member",
