@@ -26,6 +26,12 @@ import Testing
             Issue.record("expected number 43 with nothing inside, got \(decoded)")
             return
         }
+        // And it reads back the same once encoded again, as the link fuzzer checks.
+        var again = ByteBuffer()
+        decoded[0].encode(into: &again)
+        var reread: [LinkMessage] = []
+        try LinkMessage.decodeAll(&again, into: &reread)
+        #expect(reread == decoded)
         #expect(!LinkMessage.sequenced(seq: 1, nil).isControl)
         #expect(!LinkMessage.gap(SequenceGap(lost: 1, reason: .bytes, keys: [])).isControl)
         #expect(LinkMessage.resume(senderEpoch: 1, receiverEpoch: 1, received: 1).isControl)

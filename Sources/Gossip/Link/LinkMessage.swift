@@ -247,6 +247,13 @@ extension LinkMessage {
                 var body = ByteBuffer()
                 inner.encode(into: &body, version: version)
                 buffer.writeImmutableBuffer(body.getSlice(at: 5, length: body.readableBytes - 5)!)
+            } else {
+                // One whose destination didn't parse (a node never sends it; a round trip
+                // does): an empty destination reads back the same way.
+                buffer.writeInteger(UInt32(0))
+                buffer.writeLinkString("")
+                buffer.writeInteger(UInt32(0))
+                buffer.writeLinkBytes(ByteBuffer())
             }
         case .resume(let senderEpoch, let receiverEpoch, let received):
             buffer.writeInteger(senderEpoch)

@@ -3,7 +3,7 @@ import NIOCore
 
 /// One peer's side of the link's bulk lane, for one boot epoch of that peer: the forwards and
 /// queue hand-offs this node sent it, kept until the peer says it processed them, so that a
-/// link that drops or a peer that stalls loses nothing (issue 15; /work/issue15-plan.md).
+/// link that drops or a peer that stalls loses nothing (README, "No silent loss at the seam").
 ///
 /// Each entry gets its sequence number when it is first written to a link, and keeps it when
 /// it is written again on the link that replaces that one: the peer resumes from the last

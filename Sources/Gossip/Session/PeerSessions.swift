@@ -1,8 +1,8 @@
 import DequeModule
 import NIOCore
 
-/// This node's resumable sessions with its peers (issue 15; /work/issue15-plan.md, decisions 1,
-/// 3 and 4): per peer and boot epoch of that peer, what is held for it (``PeerOutbox``), what
+/// This node's resumable sessions with its peers (README, "No silent loss at the seam"): per
+/// peer and boot epoch of that peer, what is held for it (``PeerOutbox``), what
 /// arrived from it (``InboundSequence``), whether it is reachable, since when it isn't, and
 /// the congestion vote its link casts on the node's publishers.
 ///
