@@ -35,7 +35,7 @@ from types import SimpleNamespace
 import pytest
 
 import netns
-from cluster import HOST, Cluster, matching, peer_re, running_cluster
+from cluster import HOST, Cluster, log_mark, matching, peer_re, running_cluster
 from deployfiles import clusterctl_binary
 from nodes import NODE_BIN, node_environment, wait_for
 from pyclient import PyClient
@@ -172,24 +172,29 @@ def subscribe(node, transport: str) -> tuple:
     return client, topic
 
 
-@pytest.mark.parametrize("transport", ["tcp", "ws"])
-def test_a_stall_shorter_than_the_grace_loses_nothing(cluster, transport):
-    n1, n2 = cluster["n1"], cluster["n2"]
-    subscriber, topic = subscribe(n2, transport)
-    mark = len(open(n1.log_path, "rb").read())
-    publisher = Publisher(n1, topic)
+def through_fault(publisher: Publisher, subscriber: PyClient, fault) -> dict:
+    """Runs `publisher` for WARM_UP s, then `fault()`, then AFTER s more; waits until the
+    subscriber got everything up to the publisher's last message (or an ERROR), and counts."""
     publisher.start()
-    held = HeldWatch(n1, "n2", seconds=5.0)
     try:
         time.sleep(WARM_UP)
-        # Long enough for node 1 to suspect node 2, declare it dead and close its link.
-        stall(n2, 6.0, while_stalled=held)
+        fault()
         time.sleep(AFTER)
     finally:
         sent = publisher.stop()
     subscriber.rec.wait(lambda: got_end(subscriber, "s") or subscriber.rec.errors, DRAIN_TIMEOUT,
                         "the subscriber to catch up")
-    result = counts(numbers(subscriber, "s"), sent)
+    return counts(numbers(subscriber, "s"), sent)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ws"])
+def test_a_stall_shorter_than_the_grace_loses_nothing(cluster, transport):
+    n1, n2 = cluster["n1"], cluster["n2"]
+    subscriber, topic = subscribe(n2, transport)
+    mark = log_mark(n1)
+    held = HeldWatch(n1, "n2", seconds=5.0)
+    # Long enough for node 1 to suspect node 2, declare it dead and close its link.
+    result = through_fault(Publisher(n1, topic), subscriber, lambda: stall(n2, 6.0, while_stalled=held))
     print(f"\nSEAM stall 6 s ({transport}): {result}; n1 held for n2 at most {held.bytes / 1e6:.2f} MB "
           f"in {held.messages:.0f} messages; /v1/members: {held.member}\n{held.members_output}")
     assert matching(n1, r"member dead", peer_re("n2"), since=mark), \
@@ -242,20 +247,14 @@ def reset_links(*ports: int) -> None:
 def test_links_reset_under_load_lose_nothing(cluster, transport):
     n1, n2 = cluster["n1"], cluster["n2"]
     subscriber, topic = subscribe(n2, transport)
-    mark = len(open(n2.log_path, "rb").read())
-    publisher = Publisher(n1, topic)
-    publisher.start()
-    try:
-        time.sleep(WARM_UP)
+    mark = log_mark(n2)
+
+    def resets():
         for _ in range(3):
             reset_links(cluster.cluster_ports["n1"], cluster.cluster_ports["n2"])
             time.sleep(1.0)
-        time.sleep(AFTER)
-    finally:
-        sent = publisher.stop()
-    subscriber.rec.wait(lambda: got_end(subscriber, "s") or subscriber.rec.errors, DRAIN_TIMEOUT,
-                        "the subscriber to catch up")
-    result = counts(numbers(subscriber, "s"), sent)
+
+    result = through_fault(Publisher(n1, topic), subscriber, resets)
     print(f"\nSEAM 3 link resets ({transport}): {result}")
     assert len(matching(n2, r"link down", peer_re("n1"), since=mark)) >= 1, "no link went down"
     assert not subscriber.rec.errors, subscriber.rec.errors
@@ -366,21 +365,15 @@ def proxied(tmp_path):
 def test_a_slow_lossy_link_loses_nothing(proxied, transport):
     n1, n2 = proxied["n1"], proxied["n2"]
     subscriber, topic = subscribe(n2, transport)
-    publisher = Publisher(n1, topic)
-    publisher.start()
-    try:
-        time.sleep(WARM_UP)
+
+    def impaired():
         proxied.impair(True)
         try:
             time.sleep(5.0)
         finally:
             proxied.impair(False)
-        time.sleep(AFTER)
-    finally:
-        sent = publisher.stop()
-    subscriber.rec.wait(lambda: got_end(subscriber, "s") or subscriber.rec.errors, DRAIN_TIMEOUT,
-                        "the subscriber to catch up")
-    result = counts(numbers(subscriber, "s"), sent)
+
+    result = through_fault(Publisher(n1, topic), subscriber, impaired)
     drops = sum(proxy.dropped for proxy in proxied.proxies.values())
     print(f"\nSEAM slow lossy links for 5 s ({transport}): {result}; connections dropped by the proxies: {drops}")
     assert not subscriber.rec.errors, subscriber.rec.errors
@@ -445,9 +438,8 @@ def test_a_partition_healed_within_the_grace_loses_nothing(hosts, tmp_path):
         subscriber = PyClient(n2.address, STOMP_PORT, "tcp", "1.2")
         subscriber.subscribe(topic, "s")
         publisher = Publisher(SimpleNamespace(host=n1.address, stomp_port=STOMP_PORT), topic)
-    publisher.start()
-    try:
-        time.sleep(WARM_UP)
+
+    def partitioned():
         # n2's only cable, pulled at the switch: the others declare it dead; its links stall.
         port = f"p{list(network.hosts).index('n2')}"
         netns.ip("-n", network.switch, "link", "set", port, "down")
@@ -455,12 +447,8 @@ def test_a_partition_healed_within_the_grace_loses_nothing(hosts, tmp_path):
             time.sleep(8.0)
         finally:
             netns.ip("-n", network.switch, "link", "set", port, "up")
-        time.sleep(AFTER)
-    finally:
-        sent = publisher.stop()
-    subscriber.rec.wait(lambda: got_end(subscriber, "s") or subscriber.rec.errors, DRAIN_TIMEOUT,
-                        "the subscriber to catch up")
-    result = counts(numbers(subscriber, "s"), sent)
+
+    result = through_fault(publisher, subscriber, partitioned)
     print(f"\nSEAM partition of n2 for 8 s: {result}")
     n1_log = (tmp_path / "n1.log").read_text(errors="replace")
     assert re.search(r"cluster\.peer=n2 .*member dead", n1_log), "n1 never declared n2 dead"
