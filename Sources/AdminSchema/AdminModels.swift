@@ -82,6 +82,15 @@ public enum AdminModels {
         public var isSelf: Bool
         /// `host:port` of the member's admin API, as it told the cluster; absent until known.
         public var admin: String?
+        /// Whether this node reaches the member (alive and linked); absent for itself, for a
+        /// member it never linked to, and from nodes before sessions.
+        public var reachable: Bool?
+        /// Bytes and topic messages this node holds for the member until it acknowledges
+        /// them (`cluster.outbox-bytes` bounds them); absent as `reachable` is.
+        public var heldBytes: Int?
+        public var heldMessages: Int?
+        /// Seconds since the member became unreachable, while it is.
+        public var outageSeconds: Double?
 
         public init(
             node: String,
@@ -90,8 +99,16 @@ public enum AdminModels {
             incarnation: UInt64,
             epoch: UInt64,
             isSelf: Bool,
-            admin: String?
+            admin: String?,
+            reachable: Bool? = nil,
+            heldBytes: Int? = nil,
+            heldMessages: Int? = nil,
+            outageSeconds: Double? = nil
         ) {
+            self.reachable = reachable
+            self.heldBytes = heldBytes
+            self.heldMessages = heldMessages
+            self.outageSeconds = outageSeconds
             self.node = node
             self.address = address
             self.admin = admin

@@ -64,6 +64,9 @@ enum ClusterConfiguration {
         cluster.handshakeTimeout = try settings.milliseconds("cluster.handshake-timeout-ms")
         cluster.handshakeFrameSize = try settings.requiredInt("cluster.handshake-frame-size")
         cluster.compressionThreshold = try settings.requiredInt("cluster.compression-threshold")
+        cluster.outageGrace = try settings.milliseconds("cluster.outage-grace-ms")
+        cluster.outboxBytes = try settings.requiredInt("cluster.outbox-bytes")
+        cluster.outboxNodeBytes = try settings.requiredInt("cluster.outbox-node-bytes")
         cluster.tls = try tls(settings, node: NodeID(node))
         return cluster
     }

@@ -42,6 +42,9 @@ enum LimitMetrics {
         if let cluster = configuration.cluster {
             limits.append(("cluster.handshake-timeout-ms", milliseconds(cluster.handshakeTimeout)))
             limits.append(("cluster.handshake-frame-size", cluster.handshakeFrameSize))
+            limits.append(("cluster.outage-grace-ms", milliseconds(cluster.outageGrace)))
+            limits.append(("cluster.outbox-bytes", cluster.outboxBytes))
+            limits.append(("cluster.outbox-node-bytes", cluster.outboxNodeBytes))
         }
         for (name, value) in limits {
             Gauge(label: "node_limit", dimensions: [("name", name)]).record(value)

@@ -71,8 +71,13 @@ struct Status: AsyncParsableCommand {
             if !members.isEmpty {
                 print("")
                 Output.table(
-                    ["MEMBER", "STATUS", "ADDRESS", "ADMIN"],
-                    members.map { [$0.node + ($0.isSelf ? " (self)" : ""), $0.status, $0.address, $0.admin ?? "-"] }
+                    ["MEMBER", "STATUS", "REACH", "HELD", "ADDRESS", "ADMIN"],
+                    members.map {
+                        [
+                            $0.node + ($0.isSelf ? " (self)" : ""), $0.status, $0.reachability, $0.held, $0.address,
+                            $0.admin ?? "-",
+                        ]
+                    }
                 )
             }
             var problems: [String] = []
@@ -94,6 +99,9 @@ struct Status: AsyncParsableCommand {
             }
             for member in members where member.status == "suspect" || member.status == "dead" {
                 problems.append("member \(member.node) is \(member.status)")
+            }
+            for member in members where member.reachable == false && member.status == "alive" {
+                problems.append("member \(member.node) is unreachable from the node asked (\(member.held) held for it)")
             }
             print("")
             print(problems.isEmpty ? "healthy" : "unhealthy:\n" + problems.map { "  - " + $0 }.joined(separator: "\n"))
@@ -147,11 +155,11 @@ struct Members: AsyncParsableCommand {
             let members = try await options.client.members()
             if options.json { return Output.json(members) }
             Output.table(
-                ["MEMBER", "STATUS", "INCARNATION", "EPOCH", "ADDRESS", "ADMIN"],
+                ["MEMBER", "STATUS", "REACH", "HELD", "INCARNATION", "EPOCH", "ADDRESS", "ADMIN"],
                 members.map {
                     [
-                        $0.node + ($0.isSelf ? " (self)" : ""), $0.status, String($0.incarnation), String($0.epoch),
-                        $0.address, $0.admin ?? "-",
+                        $0.node + ($0.isSelf ? " (self)" : ""), $0.status, $0.reachability, $0.held,
+                        String($0.incarnation), String($0.epoch), $0.address, $0.admin ?? "-",
                     ]
                 }
             )
@@ -310,4 +318,21 @@ struct AnyEncodable: Encodable {
     let value: any Encodable
     init(_ value: any Encodable) { self.value = value }
     func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
+}
+
+extension AdminModels.Member {
+    /// "reachable", "unreachable 12s" (the outage so far), or "-" for the node itself.
+    var reachability: String {
+        switch reachable {
+        case true?: return "reachable"
+        case false?: return "unreachable" + (outageSeconds.map { " \(Int($0))s" } ?? "")
+        case nil: return "-"
+        }
+    }
+
+    /// What the node asked holds for this member: bytes and messages, or "-".
+    var held: String {
+        guard let heldBytes, let heldMessages else { return "-" }
+        return "\(heldBytes) B / \(heldMessages) msgs"
+    }
 }

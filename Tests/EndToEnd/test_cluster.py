@@ -57,8 +57,8 @@ def uniq(prefix: str) -> str:
 # Fixtures
 # ---------------------------------------------------------------------------
 
-def _cluster_fixture(tmp_path, seeds: str):
-    yield from running_cluster(tmp_path / f"cluster-{seeds}", seeds=seeds)
+def _cluster_fixture(tmp_path, seeds: str, extra_args=()):
+    yield from running_cluster(tmp_path / f"cluster-{seeds}", seeds=seeds, extra_args=list(extra_args))
 
 
 # A fresh cluster per test (it forms in well under a second): a node that crashes in one
@@ -71,8 +71,10 @@ def cluster(tmp_path):
 
 @pytest.fixture
 def cluster_first(tmp_path):
-    """Three nodes joined through node 1 only."""
-    yield from _cluster_fixture(tmp_path, "first")
+    """Three nodes joined through node 1 only. A dead member's interest goes 1 s after it
+    became unreachable (`cluster.outage-grace-ms`; 30 s by default, test_seam.py tests that),
+    so that the tests of killed nodes see it dropped."""
+    yield from _cluster_fixture(tmp_path, "first", ["--outage-grace-ms=1000"])
 
 
 @pytest.fixture
@@ -185,8 +187,9 @@ def wait_dead(cluster: Cluster, observers, peer: str, t_kill: float, marks: dict
         node = cluster[name]
         _, t_dead = wait_log(node, r"member dead", peer_re(peer), since=marks[name],
                              timeout=max(0.1, t_kill + DETECTION_BOUND - time.monotonic()))
-        line, _ = wait_log(node, r"dropped interest of departed member", peer_re(peer),
-                           since=marks[name], timeout=WAIT)
+        # At death, or once cluster.outage-grace-ms ran out if that came later.
+        line, _ = wait_log(node, r"dropped interest of (departed member|member unreachable past the grace)",
+                           peer_re(peer), since=marks[name], timeout=WAIT)
         m = re.search(r"cluster\.interest\.entries=(\d+)", line)
         assert m, f"no entry count in {line!r}"
         out[name] = (t_dead - t_kill, int(m.group(1)))

@@ -15,6 +15,8 @@ final class RecordingLinkEvents: LinkHandlerEvents {
         case closed
         case failed(String)
         case reachedItself
+        case writable(Bool)
+        case readyForMore
     }
 
     private(set) var all: [Event] = []
@@ -43,6 +45,8 @@ final class RecordingLinkEvents: LinkHandlerEvents {
     func linkClosed(_ link: LinkChannelHandler) { all.append(.closed) }
     func linkFailed(_ link: LinkChannelHandler, reason: String) { all.append(.failed(reason)) }
     func linkReachedItself(_ link: LinkChannelHandler) { all.append(.reachedItself) }
+    func linkWritabilityChanged(_ link: LinkChannelHandler, writable: Bool) { all.append(.writable(writable)) }
+    func linkReadyForMore(_ link: LinkChannelHandler) { all.append(.readyForMore) }
 }
 
 /// One end of an in-memory link: a handler in an `EmbeddedChannel`, what it reported, and its
@@ -276,9 +280,7 @@ struct LinkChannelPairTests {
 
         link.send(.forward(Self.envelope("a", id: "1")))
         link.send(.ping(sequence: 1, gossip: []))
-        var encoded = ByteBuffer()
-        LinkMessage.forward(Self.envelope("b", id: "2")).encode(into: &encoded)
-        #expect(link.sendEncoded(encoded, limit: .max))
+        #expect(link.sendForward(body: LinkMessage.forwardBody(Self.envelope("b", id: "2")), limit: .max))
         link.send(.interestAck(epoch: 1, version: 7))
         link.send(.forward(Self.envelope("c", id: "3")))
         try pair.pump()

@@ -109,14 +109,24 @@ struct LinkHandshakeTests {
             helloA.node == NodeID("a") && helloA.epoch == 10 && helloA.address == "a:7946"
                 && helloA.clusterName == "prod"
         )
-        #expect(helloA.nonce == Self.nonce(1) && helloA.minVersion == 2 && helloA.maxVersion == 2)
+        #expect(
+            helloA.nonce == Self.nonce(1) && helloA.minVersion == 2
+                && helloA.maxVersion == LinkHandshake.supportedVersions.upperBound
+        )
 
         // The dialler speaks first; the listener says nothing until spoken to.
         #expect(listener.opening == nil)
         #expect(dialer.opening == .hello(helloB))
 
         let challenge = try #require(Self.sent(listener.received(.hello(helloB))))
-        #expect(challenge == .challenge(minVersion: 2, maxVersion: 2, nonce: Self.nonce(1)))
+        #expect(
+            challenge
+                == .challenge(
+                    minVersion: 2,
+                    maxVersion: LinkHandshake.supportedVersions.upperBound,
+                    nonce: Self.nonce(1)
+                )
+        )
         let proofB = try #require(Self.sent(dialer.received(challenge)))
         guard case .proof(let macB) = proofB else {
             Issue.record("the dialler answers a challenge with a proof, not \(proofB)")
@@ -128,7 +138,7 @@ struct LinkHandshakeTests {
             Issue.record("the listener did not accept a good proof")
             return
         }
-        #expect(peerOfA == helloB && versionOfA == 2)
+        #expect(peerOfA == helloB && versionOfA == LinkHandshake.supportedVersions.upperBound)
         #expect(answer.count == 2 && answer.first == .hello(helloA))
         guard answer.count == 2, case .proof(let macA) = answer[1] else {
             Issue.record("the listener's answer is its hello and its proof, not \(answer)")
@@ -137,7 +147,7 @@ struct LinkHandshakeTests {
         #expect(macA != macB)
 
         #expect(dialer.received(answer[0]) == .wait)
-        #expect(dialer.received(answer[1]) == .established(helloA, version: 2))
+        #expect(dialer.received(answer[1]) == .established(helloA, version: LinkHandshake.supportedVersions.upperBound))
     }
 
     @Test func theProofsDoNotContainTheSecret() throws {
@@ -246,7 +256,14 @@ struct LinkHandshakeTests {
 
         // An impostor replays b's hello and proof to a's next link, whose challenge is fresh.
         var a2 = Self.listener(Self.identity("a"), nonce: 3)
-        #expect(Self.sent(a2.received(recordedHello)) == .challenge(minVersion: 2, maxVersion: 2, nonce: Self.nonce(3)))
+        #expect(
+            Self.sent(a2.received(recordedHello))
+                == .challenge(
+                    minVersion: 2,
+                    maxVersion: LinkHandshake.supportedVersions.upperBound,
+                    nonce: Self.nonce(3)
+                )
+        )
         #expect(Self.isSilentRefusal(a2.received(recordedProof), containing: "does not know the cluster secret"))
     }
 
@@ -288,7 +305,15 @@ struct LinkHandshakeTests {
         var dialer = Self.dialer(Self.identity("b"), nonce: 2)
         let challengeNonce = Self.nonce(9)
         let proof = try #require(
-            Self.sent(dialer.received(.challenge(minVersion: 2, maxVersion: 2, nonce: challengeNonce)))
+            Self.sent(
+                dialer.received(
+                    .challenge(
+                        minVersion: 2,
+                        maxVersion: LinkHandshake.supportedVersions.upperBound,
+                        nonce: challengeNonce
+                    )
+                )
+            )
         )
         var reflected = Self.helloOf(dialer)
         reflected.node = NodeID("c")
@@ -314,7 +339,9 @@ struct LinkHandshakeTests {
         hello.minVersion = 1
         hello.maxVersion = 1
         let refusal = Self.refusal(listener.received(.hello(hello)))
-        #expect(refusal?.reason == "no common wire version: peer speaks 1...1, this node 2...2")
+        #expect(
+            refusal?.reason == "no common wire version: peer speaks 1...1, this node \(LinkHandshake.supportedVersions)"
+        )
         // Version numbers identify no one: the peer hears the same.
         #expect(refusal?.told == refusal?.reason)
     }
@@ -348,14 +375,15 @@ struct LinkHandshakeTests {
         var listener = Self.listener(Self.identity("a"), nonce: 1)
         var dialer = Self.dialer(Self.identity("b"), nonce: 2)
         var newer = Self.helloOf(dialer)
-        newer.maxVersion = 3
+        newer.minVersion = LinkHandshake.supportedVersions.upperBound
+        newer.maxVersion = LinkHandshake.supportedVersions.upperBound + 1
         let challenge = try #require(Self.sent(listener.received(.hello(newer))))
         let proof = try #require(Self.sent(dialer.received(challenge)))
         guard case .sendAndEstablish(_, let peer, let version) = listener.received(proof) else {
             Issue.record("the link did not come up")
             return
         }
-        #expect(peer == newer && version == 2)
+        #expect(peer == newer && version == LinkHandshake.supportedVersions.upperBound)
     }
 
     /// Runs a whole handshake between a dialler and a listener that offer these versions.
@@ -397,15 +425,15 @@ struct LinkHandshakeTests {
 
     @Test func rangesWithNoVersionInCommonAreStillRefusedOnBothSides() throws {
         var listener = LinkHandshake(identity: Self.identity("a"), nonce: Self.nonce(1), role: .listener)
-        let dialer = LinkHandshake(identity: Self.identity("b"), nonce: Self.nonce(2), role: .dialer, versions: 3...4)
+        let dialer = LinkHandshake(identity: Self.identity("b"), nonce: Self.nonce(2), role: .dialer, versions: 4...5)
         #expect(
             Self.refusal(listener.received(try #require(dialer.opening)))?.reason
-                == "no common wire version: peer speaks 3...4, this node 2...2"
+                == "no common wire version: peer speaks 4...5, this node \(LinkHandshake.supportedVersions)"
         )
-        var newer = LinkHandshake(identity: Self.identity("b"), nonce: Self.nonce(2), role: .dialer, versions: 3...4)
+        var newer = LinkHandshake(identity: Self.identity("b"), nonce: Self.nonce(2), role: .dialer, versions: 4...5)
         #expect(
             Self.refusal(newer.received(.challenge(minVersion: 2, maxVersion: 2, nonce: Self.nonce(1))))?.reason
-                == "no common wire version: peer speaks 2...2, this node 3...4"
+                == "no common wire version: peer speaks 2...2, this node 4...5"
         )
     }
 
@@ -554,7 +582,10 @@ struct LinkHandshakeTests {
         }
         #expect(peer.node == NodeID("b"))
         #expect(dialer2.received(replies2[0]) == .wait)
-        #expect(dialer2.received(replies2[1]) == .established(Self.helloOf(listener2), version: 2))
+        #expect(
+            dialer2.received(replies2[1])
+                == .established(Self.helloOf(listener2), version: LinkHandshake.supportedVersions.upperBound)
+        )
     }
 }
 

@@ -81,6 +81,12 @@ struct LinkMessageTests {
             .handoff(id: 77, queue: "jobs", message: body, redelivered: true, hops: 2),
             .handoff(id: 0, queue: "", message: body, redelivered: false, hops: 0),
             .handoffAck(id: .max),
+            .sequenced(seq: 5, .forward(body)),
+            .sequenced(seq: .max, .handoff(id: 3, queue: "jobs", message: body, redelivered: true, hops: 1)),
+            .resume(senderEpoch: 1, receiverEpoch: 2, received: 0),
+            .received(senderEpoch: .max, receiverEpoch: 7, seq: 1_000_000),
+            .gap(SequenceGap(first: 2, last: 9, lost: 7, reason: .grace, keys: ["prices.eur", "nœud.ü"])),
+            .gap(SequenceGap(first: 4, last: 4, lost: .max, reason: .sessionUnknown, keys: nil)),
         ]
     }
 
@@ -121,7 +127,7 @@ struct LinkMessageTests {
             return
         }
         #expect(decodedHello == hello)
-        #expect(decodedHello.minVersion == 2 && decodedHello.maxVersion == 2)
+        #expect(decodedHello.minVersion == 2 && decodedHello.maxVersion == LinkHandshake.supportedVersions.upperBound)
         #expect(decodedHello.capabilities == 0xDEAD_BEEF_0000_0001)
         #expect(decodedHello.node == NodeID("node-a") && decodedHello.epoch == 1_700_000_000_123)
 
@@ -184,6 +190,15 @@ struct LinkMessageTests {
         var decoded: [LinkMessage] = []
         try LinkMessage.decodeAll(&payload, into: &decoded)
         #expect(decoded == [.forward(Self.body), .handoffAck(id: 1)])
+    }
+
+    @Test func aGapThatMakesNoSenseThrows() {
+        var backwards = encode(.gap(SequenceGap(first: 2, last: 9, lost: 7, reason: .grace, keys: [])))
+        backwards.setInteger(UInt64(10), at: backwards.readerIndex + 5)
+        #expect(throws: LinkWire.Malformed.self) { try decode(backwards) }
+        var reason = encode(.gap(SequenceGap(first: 2, last: 9, lost: 7, reason: .grace, keys: [])))
+        reason.setInteger(UInt8(99), at: reason.readerIndex + 5 + 8 + 8 + 4)
+        #expect(throws: LinkWire.Malformed.self) { try decode(reason) }
     }
 
     @Test func differentMessagesAreNotEqual() {

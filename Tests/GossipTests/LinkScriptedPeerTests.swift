@@ -96,15 +96,15 @@ struct ScriptedLinkPeer {
 
 @Suite("A link's peer played by the test", .serialized)
 struct LinkScriptedPeerTests {
-    /// A peer of the next version (offering 2...3) and a shell of this build (2...2): both
-    /// links come up at 2, and the shell's status says so.
-    @Test func aShellLinkedToANewerPeerRecordsTheVersionBothSpeak() async throws {
+    /// A peer of the previous version (offering 2...2) and a shell of this build (2...3): the
+    /// link comes up at 2, and the shell's status says so.
+    @Test func aShellLinkedToAnOlderPeerRecordsTheVersionBothSpeak() async throws {
         let log = LinkLoopbackTests.LogCapture()
         let shell = LinkLoopbackTests.shell("a", log: log)
         let port = try await shell.start()
         try await ScriptedLinkPeer.connect(to: port).executeThenClose { inbound, outbound in
             var peer = ScriptedLinkPeer(inbound, outbound)
-            let version = try await peer.handshake(as: "p", versions: 2...3)
+            let version = try await peer.handshake(as: "p", versions: 2...2)
             #expect(version == 2)
             // The shell registered the link before it sent the proof the peer just read.
             let links = await shell.status()?.links

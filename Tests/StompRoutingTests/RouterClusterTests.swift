@@ -107,6 +107,28 @@ struct RouterClusterTests {
         #expect(driver.lastClusterOutputs.isEmpty)
     }
 
+    @Test func forwardsLostFailTheTopicSubscribersTheyConcernAndNoOneElse() {
+        var driver = RouterDriver()
+        let news = driver.open(1)
+        driver.subscribe(news, id: "s", "/topic/news.#")
+        let sport = driver.open(2)
+        driver.subscribe(sport, id: "s", "/topic/sport")
+        let worker = driver.open(3)
+        driver.subscribe(worker, id: "q", "/queue/jobs")
+
+        let named = ForwardLoss(peer: "n2", messages: 7, reason: "cluster.outage-grace-ms", keys: ["news.eu"])
+        let events = driver.run(.forwardsLost(named))
+        #expect(events == [.fail(news, .messagesLost, receiptID: nil)])
+        #expect(named.error.detail.contains("n2") && named.error.detail.contains("up to 7"))
+        // The failed connection is gone: a later forward for its topic reaches no one.
+        #expect(driver.run(.deliverForwarded(envelope("/topic/news.eu", "late"))).isEmpty)
+
+        // A loss that can't name its topics concerns every topic subscriber, never a queue consumer.
+        let any = ForwardLoss(peer: "n2", messages: nil, reason: "unknown session", keys: nil)
+        #expect(driver.run(.forwardsLost(any)) == [.fail(sport, .messagesLost, receiptID: nil)])
+        #expect(!any.error.detail.contains("up to"))
+    }
+
     @Test func queueMessagesGoToPeersOnlyWithoutLocalConsumers() {
         var driver = RouterDriver()
         let publisher = driver.open(1)

@@ -315,14 +315,19 @@ final class AdminAPI: Sendable {
         return page.answer(
             total: members.total,
             items: members.members.map {
-                AdminModels.Member(
+                let session = members.sessions[$0.node]
+                return AdminModels.Member(
                     node: $0.node.name,
                     address: $0.address,
                     status: "\($0.status)",
                     incarnation: $0.incarnation,
                     epoch: $0.epoch,
                     isSelf: $0.node == members.node,
-                    admin: members.adminAddresses[$0.node]
+                    admin: members.adminAddresses[$0.node],
+                    reachable: session?.reachable,
+                    heldBytes: session?.heldBytes,
+                    heldMessages: session?.heldMessages,
+                    outageSeconds: session?.outage.map { Double($0.nanoseconds) / 1e9 }
                 )
             }
         )

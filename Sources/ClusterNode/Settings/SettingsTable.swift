@@ -487,6 +487,27 @@ enum SettingsTable {
             "Interval of interest digests that repair missed updates."
         ),
         Setting(
+            "cluster.outage-grace-ms",
+            .milliseconds(minimum: 0),
+            default: .milliseconds(link.outageGrace),
+            flag: "outage-grace-ms",
+            "Topic messages for an unreachable peer are held this long; then dropped, and its subscribers told."
+        ),
+        Setting(
+            "cluster.outbox-bytes",
+            .count(minimum: 0),
+            default: .value(link.outboxBytes),
+            flag: "outbox-bytes",
+            "Bytes held for one peer; past them its messages are dropped, and its subscribers told."
+        ),
+        Setting(
+            "cluster.outbox-node-bytes",
+            .count(minimum: 0),
+            default: .value(link.outboxNodeBytes),
+            flag: "outbox-node-bytes",
+            "Bytes held for all peers; past them the peer holding most loses what was held first."
+        ),
+        Setting(
             "cluster.compression-threshold",
             .count(minimum: 0),
             default: .value(link.compressionThreshold),

@@ -156,6 +156,9 @@ public final class InterestTable {
         origins[node].map { ($0.epoch, $0.version) }
     }
 
+    /// The entries held for `node`, if any.
+    public func entries(of node: NodeID) -> [Destination: Int]? { origins[node]?.entries }
+
     /// Every origin with its version and entries, for the admin API and tests.
     public var entriesByOrigin: [NodeID: (epoch: UInt64, version: UInt64, entries: [Destination: Int])] {
         origins.mapValues { ($0.epoch, $0.version, $0.entries) }

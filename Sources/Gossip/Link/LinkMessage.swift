@@ -62,10 +62,31 @@ public enum LinkMessage: Sendable, Equatable {
     case handoff(id: UInt64, queue: String, message: MessageEnvelope, redelivered: Bool, hops: UInt8)
     case handoffAck(id: UInt64)
 
+    // The resumable bulk lane (wire version 3; not offered yet, see WIRE-FORMAT.md).
+    /// A forward or hand-off numbered `seq` in the sender's sequence for this pair of boots.
+    /// `nil` inside when its destination didn't parse: the number counts all the same.
+    indirect case sequenced(seq: UInt64, LinkMessage?)
+    /// Sent first on a new link: the last number of the peer's sequence for this pair of
+    /// boots that the sender processed (0 for none, or when it holds another boot of the peer).
+    case resume(senderEpoch: UInt64, receiverEpoch: UInt64, received: UInt64)
+    /// The sender processed every number of the receiver's sequence up to `seq`.
+    case received(senderEpoch: UInt64, receiverEpoch: UInt64, seq: UInt64)
+    /// Messages the sender dropped instead of sending, numbered `gap.last`, standing for
+    /// `gap.first` through `gap.last`.
+    case gap(SequenceGap)
+
+    /// The bytes of a forward's or hand-off's message body, for acknowledging by volume; 0 for others.
+    var bodySize: Int {
+        switch self {
+        case .forward(let message), .handoff(_, _, let message, _, _): message.body.readableBytes
+        default: 0
+        }
+    }
+
     /// Whether the message is control traffic, which must not wait behind bulk messages.
     public var isControl: Bool {
         switch self {
-        case .forward, .handoff: return false
+        case .forward, .handoff, .sequenced, .gap: return false
         default: return true
         }
     }
@@ -101,6 +122,11 @@ extension LinkMessage {
         case forward = 30
         case handoff = 31
         case handoffAck = 32
+        case sequencedForward = 33
+        case sequencedHandoff = 34
+        case resume = 35
+        case received = 36
+        case gap = 37
     }
 
     var typeCode: TypeCode {
@@ -123,6 +149,11 @@ extension LinkMessage {
         case .forward: return .forward
         case .handoff: return .handoff
         case .handoffAck: return .handoffAck
+        case .sequenced(_, .handoff?): return .sequencedHandoff
+        case .sequenced: return .sequencedForward
+        case .resume: return .resume
+        case .received: return .received
+        case .gap: return .gap
         }
     }
 
@@ -209,8 +240,69 @@ extension LinkMessage {
             Self.write(message, into: &buffer)
         case .handoffAck(let id):
             buffer.writeInteger(id)
+        case .sequenced(let seq, let inner):
+            buffer.writeInteger(seq)
+            // The inner message's body without its type and length: the type says which.
+            if let inner {
+                var body = ByteBuffer()
+                inner.encode(into: &body, version: version)
+                buffer.writeImmutableBuffer(body.getSlice(at: 5, length: body.readableBytes - 5)!)
+            } else {
+                // One whose destination didn't parse (a node never sends it; a round trip
+                // does): an empty destination reads back the same way.
+                buffer.writeInteger(UInt32(0))
+                buffer.writeLinkString("")
+                buffer.writeInteger(UInt32(0))
+                buffer.writeLinkBytes(ByteBuffer())
+            }
+        case .resume(let senderEpoch, let receiverEpoch, let received):
+            buffer.writeInteger(senderEpoch)
+            buffer.writeInteger(receiverEpoch)
+            buffer.writeInteger(received)
+        case .received(let senderEpoch, let receiverEpoch, let seq):
+            buffer.writeInteger(senderEpoch)
+            buffer.writeInteger(receiverEpoch)
+            buffer.writeInteger(seq)
+        case .gap(let gap):
+            buffer.writeInteger(gap.first)
+            buffer.writeInteger(gap.last)
+            buffer.writeInteger(gap.lost)
+            buffer.writeInteger(gap.reason.rawValue)
+            buffer.writeInteger(UInt8(gap.keys == nil ? 1 : 0))
+            let keys = gap.keys.map { $0.sorted() } ?? []
+            buffer.writeInteger(UInt32(keys.count))
+            for key in keys { buffer.writeLinkString(key) }
         }
         buffer.setInteger(UInt32(buffer.writerIndex - start), at: lengthIndex)
+    }
+
+    /// A forward's body: what a ``PeerOutbox`` holds, encoded once for every peer.
+    static func forwardBody(_ message: MessageEnvelope) -> ByteBuffer {
+        var body = ByteBuffer()
+        write(message, into: &body)
+        return body
+    }
+
+    /// Appends a forward from its body (``forwardBody(_:)``): wire version 2's unnumbered form.
+    static func writeForward(body: ByteBuffer, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(TypeCode.forward.rawValue)
+        buffer.writeInteger(UInt32(body.readableBytes))
+        buffer.writeImmutableBuffer(body)
+    }
+
+    /// Appends a numbered forward or hand-off from its body as an outbox holds it (the body of
+    /// a `forward` or `handoff` message), without building the message again: one body
+    /// encoded once serves every peer.
+    static func writeSequenced(
+        seq: UInt64,
+        handoff: Bool,
+        body: ByteBuffer,
+        into buffer: inout ByteBuffer
+    ) {
+        buffer.writeInteger((handoff ? TypeCode.sequencedHandoff : .sequencedForward).rawValue)
+        buffer.writeInteger(UInt32(8 + body.readableBytes))
+        buffer.writeInteger(seq)
+        buffer.writeImmutableBuffer(body)
     }
 
     private static func write(_ updates: [MemberUpdate], into buffer: inout ByteBuffer) {
@@ -362,6 +454,36 @@ extension LinkMessage {
             }
         case .handoffAck:
             return .handoffAck(id: try body.readLinkInteger())
+        case .sequencedForward, .sequencedHandoff:
+            let seq: UInt64 = try body.readLinkInteger()
+            let inner = try decode(type == .sequencedForward ? .forward : .handoff, &body)
+            return .sequenced(seq: seq, inner)
+        case .resume:
+            return .resume(
+                senderEpoch: try body.readLinkInteger(),
+                receiverEpoch: try body.readLinkInteger(),
+                received: try body.readLinkInteger()
+            )
+        case .received:
+            return .received(
+                senderEpoch: try body.readLinkInteger(),
+                receiverEpoch: try body.readLinkInteger(),
+                seq: try body.readLinkInteger()
+            )
+        case .gap:
+            let first: UInt64 = try body.readLinkInteger()
+            let last: UInt64 = try body.readLinkInteger()
+            let lost: UInt32 = try body.readLinkInteger()
+            let rawReason: UInt8 = try body.readLinkInteger()
+            let anyTopic: UInt8 = try body.readLinkInteger()
+            let count = try body.readLinkCount()
+            guard count <= SequenceGap.maxKeys, first <= last, let reason = SequenceGap.Reason(rawValue: rawReason)
+            else { throw LinkWire.Malformed("bad gap") }
+            var keys = Set<String>(minimumCapacity: count)
+            for _ in 0..<count { keys.insert(try body.readLinkString()) }
+            return .gap(
+                SequenceGap(first: first, last: last, lost: lost, reason: reason, keys: anyTopic != 0 ? nil : keys)
+            )
         }
     }
 
@@ -387,6 +509,16 @@ extension LinkMessage {
 
     /// - Returns: `nil` when the destination doesn't parse (the rest is read all the same,
     ///   so a truncated message is still malformed).
+    /// The routing key of the topic a forward's body (``forwardBody(_:)``) is published to;
+    /// `nil` when it names no topic.
+    static func topicKey(ofForward body: ByteBuffer) -> String? {
+        var body = body
+        guard let text = try? body.readLinkString(), case .topic(let key)? = try? Destination(canonical: text) else {
+            return nil
+        }
+        return key
+    }
+
     static func readMessage(_ body: inout ByteBuffer) throws(LinkWire.Malformed) -> MessageEnvelope? {
         let destination = try body.readLinkString()
         let messageID = try body.readLinkString()

@@ -50,6 +50,8 @@ public struct MembershipInstance {
         case connect(NodeID, address: String)
         /// A member changed status (or appeared: `previous` is nil).
         case statusChanged(MemberUpdate, previous: MemberUpdate.Status?)
+        /// A dead or departed member's tombstone expired: it is no longer known here.
+        case forgotten(NodeID)
     }
 
     private struct Member {
@@ -236,6 +238,7 @@ public struct MembershipInstance {
                 members[peer] = nil
                 lastHeard[peer] = nil
                 gossip[peer] = nil
+                directives.append(.forgotten(peer))
             }
         }
 

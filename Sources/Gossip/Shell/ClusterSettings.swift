@@ -42,6 +42,21 @@ public struct ClusterSettings: Sendable {
     /// what this leaves room for.
     public var maxLinkBufferedBytes: Int = 64 * 1_048_576
 
+    /// How long a peer may stay unreachable (suspect, dead, or without a link) while the
+    /// topic messages for its subscribers wait for it (`cluster.outage-grace-ms`). Within it
+    /// a stalled node, a dropped link or a short partition loses nothing; past it, what was
+    /// held is dropped and the peer's subscribers it concerns are told when it is back.
+    public var outageGrace: TimeAmount = .seconds(30)
+    /// Bytes held for one peer before they are dropped (`cluster.outbox-bytes`).
+    public var outboxBytes: Int = 64 * 1_048_576
+    /// Bytes held for all peers together (`cluster.outbox-node-bytes`): past it, the peer
+    /// holding the most loses what was held for it first.
+    public var outboxNodeBytes: Int = 256 * 1_048_576
+
+    var sessions: PeerSessions.Settings {
+        PeerSessions.Settings(peerBytes: outboxBytes, nodeBytes: outboxNodeBytes, outageGrace: outageGrace)
+    }
+
     var linkWaterMark: ChannelOptions.Types.WriteBufferWaterMark {
         let high = max(min(linkHighWaterBytes, maxLinkBufferedBytes), 2)
         return .init(low: high / 2, high: high)

@@ -100,6 +100,19 @@ extension ClusterShell {
         public var members: [MemberUpdate]
         /// The admin API addresses of the members on the page, as far as they are known.
         public var adminAddresses: [NodeID: String]
+        /// The sessions this node holds with the members on the page (none for itself).
+        public var sessions: [NodeID: Session]
+    }
+
+    /// What this node holds for one peer, and whether it reaches it.
+    public struct Session: Sendable, Equatable {
+        /// Alive and linked: forwards go out as they are published.
+        public var reachable: Bool
+        /// Bytes and topic messages held for the peer until it acknowledges them.
+        public var heldBytes: Int
+        public var heldMessages: Int
+        /// How long the peer has been unreachable, if it is.
+        public var outage: TimeAmount?
     }
 
     /// One page of the members as this node sees it, itself included.
@@ -119,7 +132,24 @@ extension ClusterShell {
                     member.node == settings.node
                     ? (admin.ownAddress.isEmpty ? nil : admin.ownAddress) : admin.peerAddresses[member.node]
             }
-            return MemberPage(node: settings.node, total: all.count, members: members, adminAddresses: addresses)
+            let now = NIODeadline.now()
+            var sessions: [NodeID: Session] = [:]
+            for member in members {
+                guard let state = instance.sessions.state(of: member.node) else { continue }
+                sessions[member.node] = Session(
+                    reachable: state.reachable,
+                    heldBytes: state.heldBytes,
+                    heldMessages: state.heldMessages,
+                    outage: state.outageSince.map { now - $0 }
+                )
+            }
+            return MemberPage(
+                node: settings.node,
+                total: all.count,
+                members: members,
+                adminAddresses: addresses,
+                sessions: sessions
+            )
         }.get()
     }
 

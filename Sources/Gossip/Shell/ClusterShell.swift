@@ -32,6 +32,9 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     /// The number the last established link got (``LinkChannelHandler/number``).
     private var linksEstablished: UInt64 = 0
     private var topicScratch = Set<NodeID>()
+    private var sequencedScratch: [NodeID] = []
+    /// What each peer's session holds, as gauges: an entry per session, removed with it.
+    private var outboxGauges: [NodeID: OutboxGauges] = [:]
     var listener: (any Channel)?
     var clock: RepeatedTask?
     var leaving = false
@@ -68,7 +71,8 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                 membership: settings.membership,
                 acknowledgementTimeout: settings.interestAckTimeout,
                 digestInterval: settings.digestInterval,
-                minimumMembers: settings.minimumMembers
+                minimumMembers: settings.minimumMembers,
+                sessions: settings.sessions
             ),
             now: .now()
         )
@@ -92,8 +96,25 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
             instance.heard(from: peer, at: link.isPausedForFlowControl ? now : link.lastReceived)
         }
         perform(instance.tick(now: now))
+        recordOutboxes()
         keepLinksAlive(now: now)
         dialMissingPeers(now: now)
+    }
+
+    /// Brings the held-bytes and held-messages gauges in line with the peers' sessions.
+    private func recordOutboxes() {
+        let sessions = instance.sessions
+        for (peer, gauges) in outboxGauges where sessions.state(of: peer) == nil {
+            gauges.destroy()
+            outboxGauges[peer] = nil
+        }
+        for peer in sessions.peers {
+            guard let state = sessions.state(of: peer) else { continue }
+            let gauges = outboxGauges[peer] ?? metrics.outboxGauges(for: peer)
+            outboxGauges[peer] = gauges
+            gauges.bytes.record(state.heldBytes)
+            gauges.messages.record(state.heldMessages)
+        }
     }
 
     private func keepLinksAlive(now: NIODeadline) {
@@ -143,10 +164,72 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
             body()
         case .memberChanged(let update, let previous, let droppedEntries):
             memberChanged(update, previous: previous, droppedEntries: droppedEntries)
+        case .pump(let peer):
+            pump(peer)
+        case .breakLink(let peer, let number, let reason):
+            guard let link = links[peer], link.number == number else { return }
+            logger.warning(
+                "closing link that broke the session protocol",
+                metadata: ["cluster.peer": "\(LinkHandshake.quoted(peer.name))", "reason": "\(reason)"]
+            )
+            link.close()
+        case .congested(_, let vote):
+            flowControl?.linkCongestionChanged(congested: vote)
+        case .reachability(let peer, let reachable, let outage):
+            reachabilityChanged(peer, reachable: reachable, outage: outage)
+        case .interestExpired(let peer, let entries):
+            admin.peerAddresses[peer] = nil
+            logger.warning(
+                "dropped interest of member unreachable past the grace",
+                metadata: [
+                    "cluster.peer": "\(LinkHandshake.quoted(peer.name))", "cluster.interest.entries": "\(entries)",
+                    "cluster.outage_grace_ms": "\(settings.sessions.outageGrace.nanoseconds / 1_000_000)",
+                ]
+            )
+        case .dropped(let peer, let reason, let messages):
+            metrics.forwardsDropped(messages, reason: reason)
+            logger.debug(
+                "dropped topic messages held for a peer",
+                metadata: [
+                    "cluster.peer": "\(LinkHandshake.quoted(peer.name))", "reason": "\(reason.rawValue)",
+                    "messages": "\(messages)",
+                ]
+            )
         }
     }
 
-    private func memberChanged(_ update: MemberUpdate, previous: MemberUpdate.Status?, droppedEntries: Int) {
+    private func reachabilityChanged(_ peer: NodeID, reachable: Bool, outage: TimeAmount?) {
+        let quoted = LinkHandshake.quoted(peer.name)
+        if reachable {
+            guard let outage else { return }
+            metrics.peerRecovered()
+            logger.info(
+                "peer reachable again",
+                metadata: ["cluster.peer": "\(quoted)", "cluster.outage_ms": "\(outage.nanoseconds / 1_000_000)"]
+            )
+        } else {
+            metrics.peerOutage()
+            let held = instance.sessions.state(of: peer)
+            logger.info(
+                "peer unreachable; holding its messages",
+                metadata: [
+                    "cluster.peer": "\(quoted)", "cluster.held.bytes": "\(held?.heldBytes ?? 0)",
+                    "cluster.outage_grace_ms": "\(settings.sessions.outageGrace.nanoseconds / 1_000_000)",
+                ]
+            )
+        }
+    }
+
+    /// Writes what `peer`'s session has ready, up to the link's budget for this tick.
+    func pump(_ peer: NodeID) {
+        guard let link = links[peer] else { return }
+        let sessions = instance.sessions
+        while link.roomForSequenced(), let (seq, entry) = sessions.nextToWrite(for: peer) {
+            link.sendSequenced(seq, entry)
+        }
+    }
+
+    private func memberChanged(_ update: MemberUpdate, previous: MemberUpdate.Status?, droppedEntries: Int?) {
         let peer = LinkHandshake.quoted(update.node.name)
         logger.info(
             "member \(update.status)",
@@ -156,7 +239,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                 "cluster.previous": "\(previous.map { "\($0)" } ?? "unknown")",
             ]
         )
-        guard update.status >= .dead else { return }
+        guard let droppedEntries else { return }
         admin.peerAddresses[update.node] = nil
         logger.info(
             "dropped interest of departed member",
@@ -204,6 +287,7 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                 epoch: peer.epoch,
                 address: peer.address,
                 link: link.number,
+                resumable: version >= 3,
                 now: .now()
             )
         )
@@ -226,7 +310,15 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         guard links[peer] === link else {
             // Replaced by a newer link to the same peer (or let go when the peer died): what
             // went over it and wasn't acknowledged comes back.
-            perform(instance.linkClosed(to: peer, link: link.number, now: .now(), leaving: leaving))
+            perform(
+                instance.linkClosed(
+                    to: peer,
+                    epoch: link.peer?.epoch ?? 0,
+                    link: link.number,
+                    now: .now(),
+                    leaving: leaving
+                )
+            )
             return
         }
         links[peer] = nil
@@ -240,7 +332,25 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                 "link.frames.sent": "\(counters.framesSent)",
             ]
         )
-        perform(instance.linkClosed(to: peer, link: link.number, now: .now(), leaving: leaving))
+        perform(
+            instance.linkClosed(
+                to: peer,
+                epoch: link.peer?.epoch ?? 0,
+                link: link.number,
+                now: .now(),
+                leaving: leaving
+            )
+        )
+    }
+
+    func linkWritabilityChanged(_ link: LinkChannelHandler, writable: Bool) {
+        guard let peer = link.peer?.node, links[peer] === link else { return }
+        perform(instance.linkWritabilityChanged(of: peer, link: link.number, writable: writable, now: .now()))
+    }
+
+    func linkReadyForMore(_ link: LinkChannelHandler) {
+        guard let peer = link.peer?.node, links[peer] === link else { return }
+        pump(peer)
     }
 
     /// A link ended in error. `reason` is composed by the link and its handshake, with every
@@ -306,6 +416,25 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         case .forward(let envelope):
             // The hot path: straight to the router, no directive array.
             router?.apply(.deliverForwarded(envelope))
+        case .sequenced(let seq, .forward(let envelope)?):
+            // The same hot path, numbered: processed once each, in order.
+            let sessions = instance.sessions
+            switch sessions.sequencedArrived(
+                seq,
+                bytes: envelope.body.readableBytes,
+                from: hello.node,
+                link: link.number
+            )
+            {
+            case .process?:
+                router?.apply(.deliverForwarded(envelope))
+                if let ack = sessions.acknowledgementIfDue(for: hello.node) { link.send(ack) }
+            case .duplicate?, nil:
+                break
+            case .hole?:
+                // The instance reads the hole again and says what to do.
+                perform(instance.received(message, from: hello.node, peerEpoch: hello.epoch, now: .now()))
+            }
         default:
             perform(instance.received(message, from: hello.node, peerEpoch: hello.epoch, now: .now()))
         }
@@ -327,22 +456,31 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         topicScratch.removeAll(keepingCapacity: true)
         instance.interest.remote.peers(forTopic: key, into: &topicScratch)
         guard !topicScratch.isEmpty else { return }
-        // Encoded once, whatever the number of peers. Every link speaks the one version this
-        // build supports; once links of two versions may differ in a forward's layout, this
-        // encodes once per version (``LinkChannelHandler/wireVersion``).
-        var bytes = ByteBuffer()
-        LinkMessage.forward(message).encode(into: &bytes)
+        // Encoded once, whatever the number of peers and their links' versions.
+        let body = LinkMessage.forwardBody(message)
+        let sessions = instance.sessions
+        sequencedScratch.removeAll(keepingCapacity: true)
         for peer in topicScratch {
-            guard let link = links[peer] else {
-                metrics.forwardDroppedNoLink()
-                continue
-            }
-            if link.sendEncoded(bytes, limit: settings.maxLinkBufferedBytes) {
-                metrics.messageForwarded()
+            // A peer whose link numbers its entries, or that has no link and is within its
+            // grace: its session holds the message until the peer says it processed it.
+            if sessions.sequences(peer) {
+                sequencedScratch.append(peer)
+            } else if let link = links[peer] {
+                // Wire version 2: what the link can't take is lost.
+                if link.sendForward(body: body, limit: settings.maxLinkBufferedBytes) {
+                    metrics.messageForwarded()
+                } else {
+                    metrics.forwardDroppedBackpressure()
+                }
             } else {
-                metrics.forwardDroppedBackpressure()
+                metrics.forwardDroppedNoLink()
             }
         }
+        guard !sequencedScratch.isEmpty else { return }
+        let outcome = sessions.append(forward: body, to: sequencedScratch)
+        metrics.messagesForwarded(outcome.held)
+        if outcome.effectsWaiting { perform(instance.sessionEffects(now: .now())) }
+        for peer in sequencedScratch { pump(peer) }
     }
 
     /// Passes ownership of a queue message to a peer with consumers, chosen in proportion to

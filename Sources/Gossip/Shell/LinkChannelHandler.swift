@@ -59,8 +59,10 @@ final class LinkChannelHandler: ChannelInboundHandler {
     private var flushScheduled = false
     /// Reading stopped because the node is behind (see ``FlowControl``).
     private(set) var isPausedForFlowControl = false
-    /// More unsent bytes than the high-water mark: the peer isn't keeping up.
-    private var congested = false
+    /// Bytes of numbered entries queued since the last flush (``sendSequenced(_:_:)``).
+    private var sequencedSinceFlush = 0
+    /// A pump stopped at ``pumpBudget``: ask for more once this tick's writes are out.
+    private var pumpWaiting = false
     private(set) var lastReceived: NIODeadline = .now()
     private(set) var lastSent: NIODeadline = .now()
     private(set) var counters = LinkCounters()
@@ -241,19 +243,16 @@ final class LinkChannelHandler: ChannelInboundHandler {
         try? context?.channel.syncOptions?.setOption(.autoRead, value: true)
     }
 
+    /// Unsent bytes passed the high-water mark (the peer isn't keeping up), or fell back under
+    /// the low one. The shell decides what it means for the node's publishers.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        setCongested(!context.channel.isWritable)
+        events.linkWritabilityChanged(self, writable: context.channel.isWritable)
         context.fireChannelWritabilityChanged()
     }
 
-    private func setCongested(_ value: Bool) {
-        guard value != congested else { return }
-        congested = value
-        flowControl?.linkCongestionChanged(congested: value)
-    }
+    var isWritable: Bool { context?.channel.isWritable ?? false }
 
     func channelInactive(context: ChannelHandlerContext) {
-        setCongested(false)
         events.linkClosed(self)
         context.fireChannelInactive()
     }
@@ -293,21 +292,54 @@ final class LinkChannelHandler: ChannelInboundHandler {
 
     static let frameTarget = 256 * 1_024
 
-    /// Queues a bulk message encoded once for several links.
+    /// Queues a forward, from its body encoded once for several links, on a link of wire
+    /// version 2 (which has no sessions: what it can't take is lost).
     ///
     /// - Returns: `false` when the link's unsent bytes are over the limit and the message
     ///   was dropped.
-    func sendEncoded(_ bytes: ByteBuffer, limit: Int) -> Bool {
+    func sendForward(body: ByteBuffer, limit: Int) -> Bool {
         guard let channel = context?.channel else { return false }
-        if congested {
-            // Only once congested is the channel's own count worth asking for.
+        if !channel.isWritable {
+            // Only once past the high-water mark is the channel's own count worth asking for.
             let unsent = (try? channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
-            if unsent + bulkBatch.readableBytes + bytes.readableBytes > limit { return false }
+            if unsent + bulkBatch.readableBytes + body.readableBytes > limit { return false }
         }
         writeFrameIfFull(&bulkBatch)
-        bulkBatch.writeImmutableBuffer(bytes)
+        LinkMessage.writeForward(body: body, into: &bulkBatch)
         scheduleFlush()
         return true
+    }
+
+    /// Bytes of numbered entries one pump queues per tick, at most: a session that resumes
+    /// with megabytes held goes out in slices, and each slice's writes reach the channel (and
+    /// its writability) before the next. TLS holds writes until the flush, so the channel
+    /// alone would not stop a pump in time.
+    static let pumpBudget = 1_048_576
+
+    /// Whether a pump may queue another entry this tick; when not, the link asks for the next
+    /// pump once this tick's writes are out (``LinkHandlerEvents/linkReadyForMore(_:)``).
+    func roomForSequenced() -> Bool {
+        guard sequencedSinceFlush < Self.pumpBudget else {
+            pumpWaiting = true
+            return false
+        }
+        return true
+    }
+
+    /// Queues numbered entry `seq` of the peer's session.
+    func sendSequenced(_ seq: UInt64, _ entry: PeerOutbox.Entry) {
+        writeFrameIfFull(&bulkBatch)
+        let before = bulkBatch.writerIndex
+        switch entry {
+        case .forward(let body):
+            LinkMessage.writeSequenced(seq: seq, handoff: false, body: body, into: &bulkBatch)
+        case .handoff(_, let body):
+            LinkMessage.writeSequenced(seq: seq, handoff: true, body: body, into: &bulkBatch)
+        case .gap(let gap):
+            LinkMessage.gap(gap).encode(into: &bulkBatch, version: wireVersion ?? handshake.versions.upperBound)
+        }
+        sequencedSinceFlush += bulkBatch.writerIndex - before
+        scheduleFlush()
     }
 
     private func scheduleFlush() {
@@ -334,9 +366,14 @@ final class LinkChannelHandler: ChannelInboundHandler {
         }
         controlBatch.clear()
         bulkBatch.clear()
+        sequencedSinceFlush = 0
         if wrote {
             lastSent = .now()
             context.flush()
+        }
+        if pumpWaiting, context.channel.isWritable {
+            pumpWaiting = false
+            events.linkReadyForMore(self)
         }
     }
 

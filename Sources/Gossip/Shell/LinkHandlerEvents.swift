@@ -19,4 +19,8 @@ protocol LinkHandlerEvents: AnyObject {
     func linkFailed(_ link: LinkChannelHandler, reason: String)
     /// The handshake found this node at both ends; the link closes quietly.
     func linkReachedItself(_ link: LinkChannelHandler)
+    /// The link's unsent bytes passed its high-water mark (`false`) or fell under its low one.
+    func linkWritabilityChanged(_ link: LinkChannelHandler, writable: Bool)
+    /// A pump stopped at the link's budget for one tick, and the tick's writes are out.
+    func linkReadyForMore(_ link: LinkChannelHandler)
 }

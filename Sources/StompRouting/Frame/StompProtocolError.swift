@@ -43,6 +43,9 @@ public struct StompProtocolError: Error, Sendable, Equatable {
         case heartbeatTimeout = "heartbeat_timeout"
         case connectTimeout = "connect_timeout"
         case slowConsumer = "slow_consumer"
+        /// Topic messages a peer node could not forward here (an outage past its grace, or
+        /// more held for this node than its bound): the subscriber is told and let go.
+        case messagesLost = "messages_lost"
         /// A frame still arriving while the node holds `limits.node-inbound-bytes` of them.
         case nodeInboundBytesLimit = "node_inbound_bytes_limit"
         case tooManyConnections = "too_many_connections"

@@ -666,6 +666,30 @@ public final class Router {
                 }
                 if queues[name]?.isUnused == true { queues[name] = nil }
             }
+
+        case .forwardsLost(let loss):
+            failSubscribers(affectedBy: loss, into: &outputs)
+        }
+    }
+
+    /// Sends every topic subscriber that `loss` concerns an ERROR and closes its connection.
+    private func failSubscribers(affectedBy loss: ForwardLoss, into outputs: inout [RouterOutput]) {
+        var affected = Set<ConnectionID>()
+        if let keys = loss.keys {
+            for key in keys {
+                for subscription in subscribers(ofTopic: key) { affected.insert(subscription.key.connection) }
+            }
+        } else {
+            for (connection, state) in connections
+            where state.subscriptions.values.contains(where: { subscription in
+                if case .topic = subscription.request.destination { true } else { false }
+            }) {
+                affected.insert(connection)
+            }
+        }
+        let error = loss.error
+        for connection in affected.sorted(by: { $0.rawValue < $1.rawValue }) where connections[connection] != nil {
+            fail(connection, error, into: &outputs)
         }
     }
 

@@ -130,6 +130,40 @@ public enum RouterClusterOperation: Sendable, Equatable {
     case remoteQueueConsumers(queue: String, count: Int)
     /// The node is leaving: every queue message it holds goes to other nodes.
     case evacuate
+    /// Topic messages a peer dropped instead of forwarding them here. Which ones the local
+    /// subscribers missed can't be told, so each subscriber they concern gets an ERROR and is
+    /// closed: no client keeps a healthy-looking connection across a gap.
+    case forwardsLost(ForwardLoss)
+}
+
+/// Topic messages a peer dropped instead of forwarding them to this node.
+public struct ForwardLoss: Sendable, Equatable {
+    /// The peer that dropped them, as operators know it.
+    public var peer: String
+    /// How many at most (some may have arrived before); `nil` when the peer doesn't know.
+    public var messages: UInt32?
+    /// Why, in the peer's words: the setting whose bound was reached.
+    public var reason: String
+    /// Their routing keys (``Destination/topic(_:)``'s); `nil` for any topic.
+    public var keys: Set<String>?
+
+    public init(peer: String, messages: UInt32?, reason: String, keys: Set<String>?) {
+        self.peer = peer
+        self.messages = messages
+        self.reason = reason
+        self.keys = keys
+    }
+
+    /// What each subscriber concerned reads.
+    public var error: StompProtocolError {
+        let count = messages.map { "up to \($0) topic message(s)" } ?? "topic messages"
+        return StompProtocolError(
+            .messagesLost,
+            "messages lost",
+            detail:
+                "Node \(peer) could not forward \(count) to this node (\(reason)); this subscription missed some. Reconnect and subscribe again."
+        )
+    }
 }
 
 /// What the router asks its shell to do.

@@ -163,12 +163,21 @@ struct ClusterSimulationTests {
 
         cluster.partition([[0, 1], [2, 3, 4]])
         cluster.run(for: 10_000)
-        // Each side serves on alone and has declared the other side dead (and dropped its interest).
+        // Each side serves on alone and has declared the other side dead, but keeps its
+        // interest for the outage grace, so that what is published for it waits.
         for a in [0, 1] {
             for b in [2, 3, 4] {
                 #expect(cluster.view(of: b, by: a)?.status == .dead)
                 #expect(cluster.view(of: a, by: b)?.status == .dead)
+                #expect(cluster.nodes[a].table.version(of: NodeID("n\(b)")) != nil)
+            }
+        }
+        // Past the grace, the interest goes.
+        cluster.run(for: 30_000)
+        for a in [0, 1] {
+            for b in [2, 3, 4] {
                 #expect(cluster.nodes[a].table.version(of: NodeID("n\(b)")) == nil)
+                #expect(cluster.nodes[b].table.version(of: NodeID("n\(a)")) == nil)
             }
         }
         #expect(cluster.view(of: 1, by: 0)?.status == .alive)

@@ -102,6 +102,9 @@ final class SimulatedCluster {
         /// Links close as over TLS: the end closing an established link goes on receiving (and
         /// the shell hears of the close) until the peer's answer to its close_notify arrives.
         var tlsClose = false
+        /// How long a peer's session holds topic messages while it is unreachable, in ms
+        /// (`cluster.outage-grace-ms`).
+        var outageGrace: Int64 = 30_000
 
         init(size: Int) { self.size = size }
     }
@@ -248,7 +251,8 @@ final class SimulatedCluster {
                 settings: ClusterInstance.Settings(
                     membership: configuration.settings,
                     acknowledgementTimeout: .milliseconds(configuration.interestAckTimeout),
-                    digestInterval: configuration.digestInterval.map { .milliseconds($0) } ?? .nanoseconds(.max)
+                    digestInterval: configuration.digestInterval.map { .milliseconds($0) } ?? .nanoseconds(.max),
+                    sessions: PeerSessions.Settings(outageGrace: .milliseconds(configuration.outageGrace))
                 ),
                 now: time,
                 membershipRandom: SplitMix64(seed: seed),
@@ -337,6 +341,23 @@ final class SimulatedCluster {
     /// replaced them (so it took them for the peer's current link); and the hand-off
     /// acknowledgements that arrived on one still open.
     private(set) var replacedLinks = (handoffs: 0, closed: 0, closedAsCurrent: 0, acknowledgements: 0)
+    /// A topic message published by ``publish(_:toTopic:)``: by which node, its number there,
+    /// the nodes whose sessions held it, and whether some session dropped it at once.
+    struct TopicPublish {
+        var node: Int
+        var number: Int
+        var heldFor: [Int]
+        var dropped: Bool
+    }
+
+    private(set) var topicPublished: [TopicPublish] = []
+    /// Topic messages delivered, by receiving node: publisher and number, in order.
+    private(set) var topicDelivered: [Int: [(publisher: Int, number: Int)]] = [:]
+    /// The peers' sessions (issue 15): links broken for a protocol violation, outages seen,
+    /// interest dropped past the grace, topic messages dropped, delivered, and losses reported.
+    private(set) var sessionCounts = (
+        brokenLinks: 0, outages: 0, interestsExpired: 0, dropped: 0, delivered: 0, lossesReported: 0
+    )
     /// Messages whose every owner was killed (or left) while holding them.
     private(set) var lostWithCrash: Set<String> = []
     /// Messages whose hand-off acknowledgement never reached the sender in time: it reclaims
@@ -537,6 +558,60 @@ final class SimulatedCluster {
     ///
     /// - Returns: the message's id.
     @discardableResult
+    /// Node `i` publishes the next of its numbered topic messages to `key`, as
+    /// `ClusterShell.forward` does: held in the session of every peer with interest, then
+    /// written on the links that can take it.
+    func publish(_ i: Int, toTopic key: String) {
+        let node = nodes[i]
+        let number = topicPublished.filter { $0.node == i }.count
+        let message = MessageEnvelope(
+            destination: .topic(key),
+            messageID: "n\(i)-t\(number)",
+            headers: [:],
+            body: ByteBuffer()
+        )
+        var peers = Set<NodeID>()
+        node.instance.interest.remote.peers(forTopic: key, into: &peers)
+        let sessions = node.instance.sessions
+        let held = peers.sorted().filter { sessions.sequences($0) }
+        let outcome = sessions.append(forward: LinkMessage.forwardBody(message), to: held)
+        topicPublished.append(
+            TopicPublish(
+                node: i,
+                number: number,
+                heldFor: held.compactMap { index(of: $0) },
+                dropped: outcome.dropped > 0
+            )
+        )
+        if outcome.effectsWaiting { perform(node.instance.sessionEffects(now: Self.deadline(now)), of: i) }
+        for peer in held { pump(peer, of: i) }
+    }
+
+    private func index(of node: NodeID) -> Int? { nodes.firstIndex { $0.id == node } }
+
+    /// What became of the topic messages published (``publish(_:toTopic:)``), per receiving
+    /// node: messages held for it and never delivered, delivered more than once, and
+    /// delivered after a later one of the same publisher.
+    func topicOutcome() -> (lost: Int, duplicated: Int, reordered: Int) {
+        var lost = 0
+        var duplicated = 0
+        var reordered = 0
+        for receiver in nodes.indices {
+            let got = topicDelivered[receiver] ?? []
+            for publisher in nodes.indices {
+                let numbers = got.filter { $0.publisher == publisher }.map(\.number)
+                duplicated += numbers.count - Set(numbers).count
+                reordered += zip(numbers, numbers.dropFirst()).filter { $0.1 < $0.0 }.count
+                let delivered = Set(numbers)
+                lost +=
+                    topicPublished.filter {
+                        $0.node == publisher && $0.heldFor.contains(receiver) && !delivered.contains($0.number)
+                    }.count
+            }
+        }
+        return (lost, duplicated, reordered)
+    }
+
     func publish(_ i: Int, toQueue queue: String) -> String {
         let id = "m\(published.count + 1)"
         published.append(id)
@@ -765,6 +840,43 @@ final class SimulatedCluster {
             case .memberChanged(let update, let previous, _):
                 node.liveCache = nil
                 history.append(StatusEvent(time: now, observer: i, update: update, previous: previous))
+            case .pump(let peer):
+                pump(peer, of: i)
+            case .breakLink(let peer, let number, let reason):
+                trace?("t=\(now) \(node.id) breaks link \(number) to \(peer): \(reason)")
+                sessionCounts.brokenLinks += 1
+                if let connection = node.links[peer], connection.number[connection.end(of: i)] == number {
+                    close(connection, at: connection.end(of: i))
+                }
+            case .congested:
+                break
+            case .reachability(_, let reachable, _):
+                if !reachable { sessionCounts.outages += 1 }
+            case .interestExpired:
+                sessionCounts.interestsExpired += 1
+            case .dropped(_, _, let messages):
+                sessionCounts.dropped += messages
+            }
+        }
+    }
+
+    /// Writes what node `i`'s session with `peer` has ready, as the shell's pump does (the
+    /// simulated link is always writable).
+    private func pump(_ peer: NodeID, of i: Int) {
+        let node = nodes[i]
+        guard let connection = node.links[peer] else { return }
+        while let (seq, entry) = node.instance.sessions.nextToWrite(for: peer) {
+            switch entry {
+            case .forward(var body):
+                send(
+                    .sequenced(seq: seq, (try? LinkMessage.readMessage(&body)).flatMap { $0 }.map { .forward($0) }),
+                    on: connection,
+                    from: i
+                )
+            case .handoff:
+                violations.append("t=\(now) \(node.id) holds a hand-off in its session with \(peer)")
+            case .gap(let gap):
+                send(.gap(gap), on: connection, from: i)
             }
         }
     }
@@ -820,6 +932,7 @@ final class SimulatedCluster {
                 epoch: peerEpoch,
                 address: Self.address(of: peerIndex),
                 link: connection.number[end],
+                resumable: true,
                 now: Self.deadline(now)
             ),
             of: node.index
@@ -855,6 +968,7 @@ final class SimulatedCluster {
         perform(
             node.instance.linkClosed(
                 to: peer,
+                epoch: connection.epochs[1 - end],
                 link: connection.number[end],
                 now: Self.deadline(now),
                 leaving: node.leaving
@@ -927,7 +1041,8 @@ final class SimulatedCluster {
         messagesDropped += 1
         noteAcknowledgementLost(message, on: connection, at: end)
         switch message {
-        case .handoff, .handoffAck: breakConnection(connection)
+        // So does a session's: TCP loses nothing on a connection that stays up.
+        case .handoff, .handoffAck, .sequenced, .gap, .resume, .received: breakConnection(connection)
         default: break
         }
     }
@@ -989,8 +1104,17 @@ final class SimulatedCluster {
             node.held[message.messageID] = HeldMessage(queue: queue, redelivered: redelivered, hops: hops)
         case .remoteQueueConsumers(let queue, let count):
             node.remoteConsumers[queue] = count
-        case .deliverForwarded, .evacuate:
-            // No topic message is published here, and no node evacuates.
+        case .deliverForwarded(let message):
+            sessionCounts.delivered += 1
+            // "n<publisher>-t<number>"
+            let parts = message.messageID.dropFirst().split(separator: "-t")
+            if parts.count == 2, let publisher = Int(parts[0]), let number = Int(parts[1]) {
+                topicDelivered[i, default: []].append((publisher, number))
+            }
+        case .forwardsLost:
+            sessionCounts.lossesReported += 1
+        case .evacuate:
+            // No node evacuates.
             break
         }
     }
