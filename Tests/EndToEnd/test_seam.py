@@ -6,7 +6,8 @@ duplicated, reordered.
 - A stall shorter than `cluster.outage-grace-ms` (node 2 SIGSTOPped long enough for node 1 to
   declare it dead and drop its link): nothing lost, nothing twice, in order.
 - A stall longer than the grace: the subscriber gets ERROR `messages lost` and is closed, and
-  node 1 counts the drop (`cluster_forward_dropped_total{reason="grace"}`).
+  node 1 counts the drop (`cluster_forward_dropped_total{reason="grace"}`, and per peer
+  `cluster_outbox_dropped_total{peer="n2",reason="grace"}`).
 - Links reset under load (`ss -K` on node 2's link sockets, both nodes alive): nothing lost.
 - A slow, lossy link for a few seconds (every link through a TCP proxy of the test's own
   that delays each chunk and now and then drops the connection, as the kernel here has no
@@ -226,11 +227,12 @@ def test_a_stall_longer_than_the_grace_tells_the_subscriber(cluster, transport):
     error = subscriber.rec.errors[0]
     result = counts(numbers(subscriber, "s"), sent)
     dropped = metric(n1, "cluster_forward_dropped_total", 'reason="grace"') - dropped_before
+    for_n2 = metric(n1, "cluster_outbox_dropped_total", 'peer="n2",reason="grace"')
     print(f"\nSEAM stall 8 s, grace 2 s ({transport}): {result}; ERROR {error.headers.get('message')!r}: "
           f"{error.body!r}; node 1 dropped {dropped:.0f} for the grace")
     assert error.headers.get("message") == "messages lost", error
     assert "cluster.outage-grace-ms" in error.body and "n1" in error.body, error.body
-    assert dropped > 0
+    assert dropped > 0 and for_n2 == dropped, (dropped, for_n2)
     assert result["duplicated"] == 0 and result["reordered"] == 0, result
     subscriber.rec.wait(lambda: subscriber.rec.disconnected, 10.0, "the connection to close")
 

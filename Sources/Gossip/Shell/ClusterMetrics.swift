@@ -66,6 +66,17 @@ final class ClusterMetrics: Sendable {
     func peerOutage() { outages.increment() }
     func peerRecovered() { recoveries.increment() }
 
+    /// Topic messages dropped from what was held for `peer`, for `reason`
+    /// (`cluster_outbox_dropped_total{peer,reason}`; the node's total per reason is
+    /// `cluster_forward_dropped_total{reason}`).
+    func outboxDropCounter(for peer: NodeID, reason: PeerSessions.DropReason) -> Counter {
+        Counter(
+            label: "cluster_outbox_dropped_total",
+            dimensions: [("peer", peer.name), ("reason", reason.rawValue)],
+            factory: factory
+        )
+    }
+
     /// The gauges of what is held for `peer` (``PeerSessions``): bytes and messages.
     func outboxGauges(for peer: NodeID) -> OutboxGauges {
         let dimensions = [("peer", peer.name)]

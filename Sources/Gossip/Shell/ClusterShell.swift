@@ -1,4 +1,5 @@
 import BrokerShell
+import CoreMetrics
 import Logging
 import NIOCore
 import NIOPosix
@@ -35,6 +36,9 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     private var sequencedScratch: [NodeID] = []
     /// What each peer's session holds, as gauges: an entry per session, removed with it.
     private var outboxGauges: [NodeID: OutboxGauges] = [:]
+    /// What was dropped for each peer, by reason: an entry per peer that had a drop, removed
+    /// once membership forgot the peer and it has no session.
+    private var outboxDrops: [NodeID: [PeerSessions.DropReason: Counter]] = [:]
     var listener: (any Channel)?
     var clock: RepeatedTask?
     var leaving = false
@@ -107,6 +111,11 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         for (peer, gauges) in outboxGauges where sessions.state(of: peer) == nil {
             gauges.destroy()
             outboxGauges[peer] = nil
+        }
+        for (peer, counters) in outboxDrops
+        where sessions.state(of: peer) == nil && instance.membership.status(of: peer) == nil {
+            for counter in counters.values { counter.destroy() }
+            outboxDrops[peer] = nil
         }
         for peer in sessions.peers {
             guard let state = sessions.state(of: peer) else { continue }
@@ -188,6 +197,9 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
             )
         case .dropped(let peer, let reason, let messages):
             metrics.forwardsDropped(messages, reason: reason)
+            let counter = outboxDrops[peer]?[reason] ?? metrics.outboxDropCounter(for: peer, reason: reason)
+            outboxDrops[peer, default: [:]][reason] = counter
+            counter.increment(by: messages)
             logger.debug(
                 "dropped topic messages held for a peer",
                 metadata: [
