@@ -104,13 +104,14 @@ class PyClient:
 
     def __init__(self, host: str, port: int, transport: str, version: str, *,
                  ssl_ca: str | None = None, ws_path: str = "/ws", connect: bool = True,
-                 login: str | None = None, passcode: str | None = None):
+                 login: str | None = None, passcode: str | None = None, auto_decode: bool = True):
         self.transport, self.version = transport, version
         self.login, self.passcode = login, passcode
         hp = [(host, port)]
         if transport == "tcp":
             cls = {"1.0": StompConnection10, "1.1": StompConnection11, "1.2": StompConnection12}[version]
-            self.conn = cls(hp, reconnect_attempts_max=1)
+            # auto_decode=False: bodies arrive as bytes (binary bodies included).
+            self.conn = cls(hp, reconnect_attempts_max=1, auto_decode=auto_decode)
         else:
             cls = {"1.0": WSConnection10, "1.1": WSConnection11, "1.2": WSConnection12}[version]
             self.conn = cls(hp, ws_path=ws_path)

@@ -9,6 +9,10 @@ but 127.0.0.1 unresolvable, in a process group of its own that the test kills af
 - Across a 2-node cluster: the page subscribes on node A to a topic and a queue (waiting
   for the receipts), sends to both on node B with a non-ASCII body and a header whose value
   has colons (escaped `\\c` on the wire), and receives both MESSAGEs on A.
+- With stomp.py, both ways: the page subscribes on node A and receives what a stomp.py
+  client publishes on node B (a UTF-8 body as a text WebSocket message, a binary body with
+  NULs and invalid UTF-8 as a binary one); then it sends a binary body (every byte value) as
+  a binary WebSocket message on A, which the stomp.py client receives on B byte for byte.
 - Origin policy: the nodes allow only the test server's origin (`--ws-allowed-origins`);
   the same page served from another origin (a second server, another port) is refused
   (403 to the upgrade, counted in `stomp_upgrades_refused_total{reason="origin"}`).
@@ -19,6 +23,7 @@ does it): without it the tests fail, they are not skipped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import shutil
@@ -33,12 +38,14 @@ import pytest
 import monitoring as mon
 from cluster import running_cluster
 from nodes import HOST, stop_process
+from pyclient import PyClient
 from stomp_raw import unique
 
 PAGE = Path(__file__).resolve().parent / "browser" / "stomp-page.html"
 REPORT_TIMEOUT = 60.0  # Chromium's start on a busy 2-core machine included
 BODY = "Grüße, 世界 ✓ — naïve café"
 KEY = "a:b:c"  # a header value with colons: `a\cb\cc` on the wire
+BINARY = bytes([0, 1, 2, 0x80, 0xFE, 0xFF]) + b"\x00 not UTF-8 \xc3\x28"  # NULs and invalid UTF-8
 
 
 class PageServer:
@@ -94,6 +101,14 @@ def chromium_binary() -> str:
 def run_page(server: PageServer, tmp_path: Path, timeout: float = REPORT_TIMEOUT, **params) -> dict:
     """Open the page in headless Chromium and return the report it POSTs; Chromium and
     every process it started are killed afterwards."""
+    with open_page(server, tmp_path, **params) as next_report:
+        return next_report(timeout)
+
+
+@contextlib.contextmanager
+def open_page(server: PageServer, tmp_path: Path, **params):
+    """Open the page in headless Chromium; yields `next_report(timeout)`, which returns the
+    next report the page POSTs. Chromium and every process it started are killed afterwards."""
     profile = tmp_path / f"chromium-{unique('p')}"
     log_path = profile.with_suffix(".log")
     cmd = [chromium_binary(), "--headless=new", "--no-sandbox", "--disable-gpu",
@@ -106,7 +121,7 @@ def run_page(server: PageServer, tmp_path: Path, timeout: float = REPORT_TIMEOUT
     with open(log_path, "wb") as log:
         browser = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-    try:
+    def next_report(timeout: float = REPORT_TIMEOUT) -> dict:
         try:
             return server.reports.get(timeout=timeout)
         except queue.Empty:
@@ -114,6 +129,9 @@ def run_page(server: PageServer, tmp_path: Path, timeout: float = REPORT_TIMEOUT
             exited = browser.poll()
             raise AssertionError(f"the page reported nothing within {timeout}s "
                                  f"(chromium {'exited ' + str(exited) if exited is not None else 'running'}):\n{tail}")
+
+    try:
+        yield next_report
     finally:
         stop_process(browser, timeout=10, group=True)
 
@@ -162,6 +180,36 @@ def test_browser_subscribes_on_one_node_and_receives_what_it_sends_on_the_other(
     text = mon.scrape(cluster[2].admin_url, None)
     assert mon.sample_value(text, "cluster_messages_forwarded_total") >= 1
     assert mon.sample_value(text, "cluster_queue_handoffs_total") >= 1
+
+
+def test_browser_and_stomp_py_exchange_text_and_binary_bodies_across_nodes(cluster, page_server, tmp_path):
+    a, b = cluster[1], cluster[2]
+    topic, back = f"/topic/{unique('to-browser')}", f"/topic/{unique('from-browser')}"
+    stomp_py = PyClient(b.host, b.stomp_port, "tcp", "1.2", auto_decode=False)
+    try:
+        stomp_py.subscribe(back, "back")
+        with open_page(page_server, tmp_path, mode="interop", a=a.ws_url, topic=topic, back=back) as next_report:
+            assert next_report() == {"stage": "subscribed"}
+            stomp_py.send(topic, BODY)
+            stomp_py.conn.send(topic, BINARY, headers={"content-type": "application/octet-stream"})
+            report = next_report()
+        print(json.dumps({**report, "received": [{**m, "bytes": len(m["bytes"])} for m in report.get("received", [])]},
+                         ensure_ascii=False, indent=1))
+        assert report["ok"], f"the page failed: {report.get('error')} after {report.get('steps')}"
+        assert report["subprotocols"] == ["v12.stomp"] and report["versions"] == ["1.2"]
+        text, binary = report["received"]
+        assert bytes(text["bytes"]) == BODY.encode() and not text["binaryMessage"]
+        assert bytes(binary["bytes"]) == BINARY and binary["binaryMessage"]
+        assert binary["headers"]["content-type"] == "application/octet-stream"
+        assert int(binary["headers"]["content-length"]) == len(BINARY)
+        # The other way: the page's binary body reached stomp.py on node B byte for byte.
+        stomp_py.rec.wait(lambda: any(m.headers.get("subscription") == "back" for m in stomp_py.rec.messages),
+                          10.0, "the page's message on B")
+        message = next(m for m in stomp_py.rec.messages if m.headers.get("subscription") == "back")
+        assert message.body == bytes(range(256)), message.body[:40]
+        assert message.headers["content-type"] == "application/octet-stream"
+    finally:
+        stomp_py.close(timeout=2.0)
 
 
 def refused_upgrades(node) -> float:

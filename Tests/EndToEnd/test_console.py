@@ -174,12 +174,12 @@ def test_stats_history_is_bounded_and_shows_rates_rising_under_load(node_factory
 
 
 # ---------------------------------------------------------------------------
-# A 2-node cluster behind a token: clusterctl top and the console in Chromium
+# A 3-node cluster behind a token: clusterctl top and the console in Chromium
 # ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def token_cluster(tmp_path_factory):
-    yield from running_cluster(tmp_path_factory.mktemp("console") / "cluster", size=2, seeds="all",
+    yield from running_cluster(tmp_path_factory.mktemp("console") / "cluster", size=3, seeds="all",
                                extra_args=["--admin-token", TOKEN, "--admin-stats-interval-ms", "200",
                                            "--admin-stats-samples", "50"])
 
@@ -203,10 +203,10 @@ def test_top_once_shows_every_member_and_the_rates(token_cluster):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "\x1b[" not in result.stdout  # --once, and stdout is a pipe: no redraw codes
-    assert "2 members" in lines[0]
+    assert "3 members" in lines[0]
     assert "1 connections" in lines[0], result.stdout  # the subscriber on n2
     rows = {cells[0]: cells for cells in (line.replace(" *", "").split() for line in lines[3:] if line.strip())}
-    assert set(rows) == {"n1", "n2"}, result.stdout
+    assert set(rows) == {"n1", "n2", "n3"}, result.stdout
     assert all("alive" in row for row in rows.values()), result.stdout
     # MEMBER (this node marked "*"), STATUS, CONNS, PUB/s, DELIV/s ...
     n1_published = float(rows["n1"][3])
@@ -219,10 +219,10 @@ def test_top_once_shows_every_member_and_the_rates(token_cluster):
 
 def test_members_and_interest_of_a_cluster_come_a_page_at_a_time(token_cluster):
     n1, n2 = token_cluster["n1"], token_cluster["n2"]
-    members = [data(n1, f"/v1/members?offset={i}&limit=1")["items"] for i in range(3)]
-    assert [len(m) for m in members] == [1, 1, 0]
-    assert [m[0]["node"] for m in members[:2]] == ["n1", "n2"]
-    assert data(n1, "/v1/members?limit=1")["total"] == 2
+    members = [data(n1, f"/v1/members?offset={i}&limit=1")["items"] for i in range(4)]
+    assert [len(m) for m in members] == [1, 1, 1, 0]
+    assert [m[0]["node"] for m in members[:3]] == ["n1", "n2", "n3"]
+    assert data(n1, "/v1/members?limit=1")["total"] == 3
     prefix = unique("pages")
     with StompClient.tcp(n2.host, n2.stomp_port) as subscriber:
         subscriber.connect()
@@ -243,7 +243,7 @@ def test_members_and_interest_of_a_cluster_come_a_page_at_a_time(token_cluster):
     # clusterctl pages through the members itself.
     result = clusterctl("members", "--json", "--node", n1.admin_url, "--token", TOKEN)
     assert result.returncode == 0, result.stderr
-    assert sorted(m["node"] for m in json.loads(result.stdout)) == ["n1", "n2"]
+    assert sorted(m["node"] for m in json.loads(result.stdout)) == ["n1", "n2", "n3"]
 
 
 @pytest.mark.skipif(chromium_binary() is None, reason="chromium is not installed (apt-get install chromium)")
@@ -257,10 +257,10 @@ def test_console_in_a_real_browser_shows_members_and_tails_a_destination(token_c
                          message="the token form")
         browser.evaluate(f"document.getElementById('token').value = {json.dumps(TOKEN)};"
                          "document.getElementById('token-form').requestSubmit(); true")
-        browser.wait_for("document.querySelectorAll('#members tbody tr').length === 2", message="two members")
+        browser.wait_for("document.querySelectorAll('#members tbody tr').length === 3", message="three members")
         members = browser.evaluate("[...document.querySelectorAll('#members tbody tr')]"
                                    ".map(r => r.cells[0].textContent + ' ' + r.cells[1].textContent)")
-        assert sorted(members) == ["n1 (this node) alive", "n2 alive"], members
+        assert sorted(members) == ["n1 (this node) alive", "n2 alive", "n3 alive"], members
         assert browser.evaluate("sessionStorage.getItem('adminToken')") == TOKEN
 
         destination = f"/topic/{unique('tail')}"
