@@ -319,40 +319,23 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         }
         // A link the tie-break refused at once was never this node's to use.
         guard link.number != 0 else { return }
-        guard links[peer] === link else {
-            // Replaced by a newer link to the same peer (or let go when the peer died): what
-            // went over it and wasn't acknowledged comes back.
-            perform(
-                instance.linkClosed(
-                    to: peer,
-                    epoch: link.peer?.epoch ?? 0,
-                    link: link.number,
-                    now: .now(),
-                    leaving: leaving
-                )
+        // A link replaced by a newer one to the same peer (or let go when the peer died) only
+        // gives back what went over it and wasn't acknowledged; the current one goes down.
+        if links[peer] === link {
+            links[peer] = nil
+            let counters = link.counters
+            logger.info(
+                "link down",
+                metadata: [
+                    "cluster.peer": "\(LinkHandshake.quoted(peer.name))",
+                    "link.bytes.sent.raw": "\(counters.rawBytesSent)",
+                    "link.bytes.sent.wire": "\(counters.wireBytesSent)",
+                    "link.frames.sent": "\(counters.framesSent)",
+                ]
             )
-            return
         }
-        links[peer] = nil
-        let counters = link.counters
-        logger.info(
-            "link down",
-            metadata: [
-                "cluster.peer": "\(LinkHandshake.quoted(peer.name))",
-                "link.bytes.sent.raw": "\(counters.rawBytesSent)",
-                "link.bytes.sent.wire": "\(counters.wireBytesSent)",
-                "link.frames.sent": "\(counters.framesSent)",
-            ]
-        )
-        perform(
-            instance.linkClosed(
-                to: peer,
-                epoch: link.peer?.epoch ?? 0,
-                link: link.number,
-                now: .now(),
-                leaving: leaving
-            )
-        )
+        let epoch = link.peer?.epoch ?? 0
+        perform(instance.linkClosed(to: peer, epoch: epoch, link: link.number, now: .now(), leaving: leaving))
     }
 
     func linkWritabilityChanged(_ link: LinkChannelHandler, writable: Bool) {
