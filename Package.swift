@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "BrokerShell", targets: ["BrokerShell"]),
         .library(name: "WebSocketIO", targets: ["WebSocketIO"]),
         .library(name: "Gossip", targets: ["Gossip"]),
+        .library(name: "Replication", targets: ["Replication"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -41,6 +42,24 @@ let package = Package(
             name: "CLZ4",
             pkgConfig: "liblz4",
             providers: [.apt(["liblz4-dev"])]
+        ),
+        // The system's zlib, for the CRC-32 of each record in the durable log (crc32 is
+        // hardware-assisted there; no checksum of our own).
+        .systemLibrary(
+            name: "CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
+        // Durable queues: the node's write-ahead log (Log/) and Raft per queue (Raft/), both
+        // sans-IO cores but for the log's file shell. See REPLICATION.md.
+        .target(
+            name: "Replication",
+            dependencies: [
+                "CZlib",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            exclude: ["REPLICATION.md"]
         ),
         // Membership, interest gossip and the compressed inter-node link. The protocol logic is
         // sans-IO (Membership/, Interest/, Link/); Shell/ does the networking.
@@ -164,6 +183,13 @@ let package = Package(
                 "clusterctl",
                 "AdminSchema",
                 "StompRouting",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "ReplicationTests",
+            dependencies: [
+                "Replication",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),

@@ -5,6 +5,8 @@ set -euo pipefail
 
 need=()
 dpkg -s liblz4-dev >/dev/null 2>&1 || need+=(liblz4-dev)
+# The durable log checks each record with zlib's crc32.
+dpkg -s zlib1g-dev >/dev/null 2>&1 || need+=(zlib1g-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ "${1:-}" = "--test" ]; then
