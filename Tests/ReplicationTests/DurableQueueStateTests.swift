@@ -1,0 +1,130 @@
+import NIOCore
+import Testing
+
+@testable import Replication
+
+@Suite struct DurableQueueStateTests {
+    static func payload(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
+
+    /// Applies `commands` at indexes 1, 2, ... (a `nil` stands for a no-op entry).
+    static func state(_ commands: [QueueCommand?], from start: DurableQueueState = DurableQueueState()) -> DurableQueueState {
+        var state = start
+        for command in commands {
+            let index = state.appliedIndex + 1
+            if let command { state.apply(command, at: index) } else { state.skip(to: index) }
+        }
+        return state
+    }
+
+    @Test(arguments: [
+        QueueCommand.enqueue(payload("hello")), .enqueue(ByteBuffer()), .settle([]), .settle([1, 2, .max]),
+        .requeue([7]), .move(id: 3, payload: payload("moved")),
+    ])
+    func commandsRoundTrip(_ command: QueueCommand) {
+        #expect(QueueCommand(decoding: command.encoded) == command)
+    }
+
+    @Test func bytesNoReplicaWroteAreRefused() {
+        #expect(QueueCommand(decoding: ByteBuffer()) == nil)
+        #expect(QueueCommand(decoding: ByteBuffer(bytes: [9])) == nil)
+        #expect(QueueCommand(decoding: ByteBuffer(bytes: [2, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1])) == nil)
+        #expect(QueueCommand(decoding: ByteBuffer(bytes: [2, 0xFF, 0xFF])) == nil)
+        #expect(QueueCommand(decoding: ByteBuffer(bytes: [4, 1])) == nil)
+    }
+
+    @Test func messagesAreHeldInOrderUntilSettledAndIdsAreEntryIndexes() {
+        let state = Self.state([.enqueue(Self.payload("a")), nil, .enqueue(Self.payload("b")), .enqueue(Self.payload("c")), .settle([3])])
+        #expect(state.inOrder.map(\.id) == [1, 4])
+        #expect(state.count == 2)
+        #expect(state.bytes == 2)
+        #expect(state.appliedIndex == 5)
+        #expect(state.firstNeededIndex == 1)
+    }
+
+    @Test func settlesAndRequeuesOfUnknownIdsChangeNothing() {
+        let state = Self.state([.enqueue(Self.payload("a")), .settle([1]), .settle([1, 40]), .requeue([1, 40])])
+        #expect(state.count == 0)
+        #expect(state.bytes == 0)
+        #expect(state.firstNeededIndex == 5)
+    }
+
+    @Test func aRequeuedMessageIsMarkedRedelivered() {
+        var state = Self.state([.enqueue(Self.payload("a")), .enqueue(Self.payload("b"))])
+        #expect(state.apply(.requeue([2, 9]), at: 3) == [2])
+        #expect(state.inOrder.map(\.redelivered) == [false, true])
+        state.markAllRedelivered()
+        #expect(state.inOrder.allSatisfy(\.redelivered))
+    }
+
+    @Test func aMoveCarriesTheMessageForwardSoTheLogBeforeItCanGo() {
+        var state = Self.state([.enqueue(Self.payload("old")), .enqueue(Self.payload("b")), .settle([2])])
+        #expect(state.firstNeededIndex == 1)
+        state.apply(.move(id: 1, payload: Self.payload("old")), at: 4)
+        #expect(state.firstNeededIndex == 4)
+        #expect(state.message(1)?.entryIndex == 4)
+        #expect(state.messagesHeld(before: 4).isEmpty)
+        #expect(state.inOrder.map(\.id) == [1])
+    }
+
+    /// A replica that starts from a snapshot and replays the entries after it holds what one
+    /// that applied everything holds, whatever was settled, requeued or moved in between.
+    @Test(arguments: 1...40)
+    func aSnapshotAndTheEntriesAfterItRebuildTheSameQueue(seed: UInt64) {
+        var random = QueueTestRandom(seed: seed)
+        var full = DurableQueueState()
+        var log: [QueueCommand] = []
+        var snapshots: [(index: UInt64, bytes: ByteBuffer)] = []
+        for _ in 0..<120 {
+            let live = Array(full.inOrder.map(\.id))
+            let command: QueueCommand
+            switch random.next() % 10 {
+            case 0...3: command = .enqueue(Self.payload("m\(full.appliedIndex + 1)"))
+            case 4...5 where !live.isEmpty: command = .settle([live.randomElement(using: &random)!])
+            case 6 where !live.isEmpty: command = .requeue([live.randomElement(using: &random)!])
+            case 7 where !live.isEmpty:
+                let id = live.randomElement(using: &random)!
+                command = .move(id: id, payload: full.message(id)!.payload)
+            case 8: command = .settle([random.next() % (full.appliedIndex + 2)])  // maybe settled before
+            default: command = .enqueue(Self.payload("x"))
+            }
+            log.append(command)
+            full.apply(command, at: UInt64(log.count))
+            let through = full.firstNeededIndex - 1
+            if through > 0 && random.next() % 4 == 0 { snapshots.append((through, full.snapshot(through: through))) }
+        }
+        for (index, bytes) in snapshots {
+            var replica = DurableQueueState(snapshot: bytes, at: index)!
+            for (offset, command) in log.enumerated().dropFirst(Int(index)) {
+                replica.apply(command, at: UInt64(offset + 1))
+            }
+            #expect(replica.inOrder.map(\.id) == full.inOrder.map(\.id), "snapshot at \(index)")
+            #expect(replica.inOrder.map(\.payload) == full.inOrder.map(\.payload))
+            #expect(replica.bytes == full.bytes)
+        }
+    }
+
+    @Test func theOrderOfIdsStaysProportionalToTheQueue() {
+        var state = Self.state([.enqueue(Self.payload("stuck"))])
+        for _ in 0..<10_000 {
+            let index = state.appliedIndex + 1
+            state.apply(.enqueue(Self.payload("x")), at: index)
+            state.apply(.settle([index]), at: index + 1)
+        }
+        #expect(state.count == 1)
+        #expect(state.inOrder.map(\.id) == [1])
+        #expect(state.trackedIDs <= 2 * state.count + 64)
+    }
+}
+
+/// A deterministic generator for the tests' random choices.
+private struct QueueTestRandom: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
