@@ -10,7 +10,10 @@ import Testing
         group.elect("a")
         #expect(group["a"].role == .candidate)
         #expect(group["a"].term == 1)
-        #expect(group.heldPersistence[replica("a")]?.first == .persistHardState(RaftHardState(term: 1, votedFor: replica("a"))))
+        #expect(
+            group.heldPersistence[replica("a")]?.first
+                == .persistHardState(RaftHardState(term: 1, votedFor: replica("a")))
+        )
         group.flushPersistence(of: "a")
         #expect(group["a"].role == .leader)
         // The noop commits once the leader persisted it itself.

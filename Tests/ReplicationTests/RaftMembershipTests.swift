@@ -77,7 +77,12 @@ import Testing
         let group = RaftTestGroup(["a", "b", "c"])
         let d = replica("d")
         // A new replica knows no configuration: it learns it from the leader.
-        group.nodes[d] = RaftInstance(id: d, initialMembers: RaftMembers(voters: []), now: group.now, random: SplitMix64(seed: 4))
+        group.nodes[d] = RaftInstance(
+            id: d,
+            initialMembers: RaftMembers(voters: []),
+            now: group.now,
+            random: SplitMix64(seed: 4)
+        )
         group.durable[d] = (RaftHardState(), nil, [])
         group.elect("a")
         for n in 0..<10 { group.propose("p\(n)", at: "a") }
@@ -122,9 +127,16 @@ import Testing
         group.elect("a")
         group.advance(200)
         let a = replica("a")
-        #expect(group.nodes[a]!.proposeMembers(.addLearner(replica("b")), now: group.now).result == .rejected(.invalidChange))
-        #expect(group.nodes[a]!.proposeMembers(.promote(replica("x")), now: group.now).result == .rejected(.invalidChange))
-        #expect(group.nodes[a]!.proposeMembers(.remove(replica("x")), now: group.now).result == .rejected(.invalidChange))
+        #expect(
+            group.nodes[a]!.proposeMembers(.addLearner(replica("b")), now: group.now).result
+                == .rejected(.invalidChange)
+        )
+        #expect(
+            group.nodes[a]!.proposeMembers(.promote(replica("x")), now: group.now).result == .rejected(.invalidChange)
+        )
+        #expect(
+            group.nodes[a]!.proposeMembers(.remove(replica("x")), now: group.now).result == .rejected(.invalidChange)
+        )
         #expect(
             group.nodes[replica("b")]!.proposeMembers(.remove(replica("c")), now: group.now).result
                 == .notLeader(leaderHint: a)

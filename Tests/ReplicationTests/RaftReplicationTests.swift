@@ -65,7 +65,10 @@ import Testing
 
     @Test func aConflictingSuffixIsTruncatedAndReplaced() {
         let group = RaftTestGroup(["a", "b", "c"])
-        let common = [RaftEntry(term: 1, index: 1, content: .noop), RaftEntry(term: 1, index: 2, content: .command(command("one")))]
+        let common = [
+            RaftEntry(term: 1, index: 1, content: .noop),
+            RaftEntry(term: 1, index: 2, content: .command(command("one"))),
+        ]
         group.restore(
             "a",
             hardState: RaftHardState(term: 3),
@@ -80,18 +83,11 @@ import Testing
             ]
         )
         group.restore("c", hardState: RaftHardState(term: 2), entries: common)
-        var persistDirectives: [RaftInstance.Directive] = []
         group.elect("a")
         #expect(group["a"].role == .leader)
         #expect(group["a"].term == 4)
-        // Watch what b is asked to persist as the leader's entries reach it.
-        while !group.queue.isEmpty {
-            let (from, to, message) = group.queue.removeFirst()
-            let directives = group.nodes[to]!.receive(message, from: from, now: group.now)
-            if to == replica("b") { persistDirectives += directives.filter { if case .persist = $0 { true } else { false } } }
-            group.process(to, directives)
-        }
-        #expect(persistDirectives.first == .persist(entries: Array(group["a"].log.entries(from: 3)), truncatingAfter: 2))
+        let persists = group.history[replica("b")]!.filter { if case .persist = $0 { true } else { false } }
+        #expect(persists == [.persist(entries: group["a"].log.entries(from: 3), truncatingAfter: 2)])
         group.advance(300)
         #expect(group["b"].log.entries(from: 1) == group["a"].log.entries(from: 1))
         #expect(group.durable[replica("b")]!.entries == group["a"].log.entries(from: 1))
@@ -102,7 +98,10 @@ import Testing
     @Test func entriesOfEarlierTermsCommitOnlyWithOneOfTheCurrentTerm() {
         // Raft §5.4.2 (Figure 8): a majority holding an entry of an earlier term is not enough.
         let group = RaftTestGroup(["a", "b", "c"])
-        let entries = [RaftEntry(term: 1, index: 1, content: .noop), RaftEntry(term: 2, index: 2, content: .command(command("old")))]
+        let entries = [
+            RaftEntry(term: 1, index: 1, content: .noop),
+            RaftEntry(term: 2, index: 2, content: .command(command("old"))),
+        ]
         group.restore("a", hardState: RaftHardState(term: 2), entries: entries)
         group.restore("b", hardState: RaftHardState(term: 2), entries: Array(entries.prefix(1)))
         group.isolated = ["c"]

@@ -85,6 +85,8 @@ final class RaftTestGroup {
     var durable: [ReplicaID: (hardState: RaftHardState, snapshot: RaftSnapshotBase?, entries: [RaftEntry])] = [:]
     var leadersByTerm: [UInt64: Set<ReplicaID>] = [:]
     var delivered: [(from: ReplicaID, to: ReplicaID, message: RaftMessage)] = []
+    /// Every directive each replica returned.
+    var history: [ReplicaID: [RaftInstance.Directive]] = [:]
 
     init(_ names: [String], voters: [String]? = nil, settings: RaftSettings = RaftSettings(), seed: UInt64 = 1) {
         let members = RaftMembers(voters: Set((voters ?? names).map { ReplicaID($0) }))
@@ -129,6 +131,7 @@ final class RaftTestGroup {
     }
 
     func process(_ id: ReplicaID, _ directives: [RaftInstance.Directive]) {
+        history[id, default: []].append(contentsOf: directives)
         var followUps: [RaftInstance.Directive] = []
         for directive in directives {
             switch directive {

@@ -14,7 +14,10 @@ extension RaftInstance {
     /// and only once this leader committed an entry of its own term (the fix of §4.1's bug).
     /// A leader that removes itself manages the group until the change commits, then steps
     /// down and asks the most up-to-date voter to take over.
-    public mutating func proposeMembers(_ change: MemberChange, now: NIODeadline) -> (
+    public mutating func proposeMembers(
+        _ change: MemberChange,
+        now: NIODeadline
+    ) -> (
         result: ProposeResult, directives: [Directive]
     ) {
         var result = ProposeResult.notLeader(leaderHint: leader)
@@ -75,7 +78,10 @@ extension RaftInstance {
     /// Hands leadership to `target` (to drain this node): proposals are refused while the
     /// target catches up; once its log matches, it is told to campaign at once. Gives up
     /// after the longest election timeout.
-    public mutating func transferLeadership(to target: ReplicaID, now: NIODeadline) -> (
+    public mutating func transferLeadership(
+        to target: ReplicaID,
+        now: NIODeadline
+    ) -> (
         result: TransferResult, directives: [Directive]
     ) {
         var result = TransferResult.notLeader(leaderHint: leader)
@@ -95,6 +101,10 @@ extension RaftInstance {
             if peer.match == instance.log.lastIndex {
                 directives.append(.send(.timeoutNow(term: instance.term), to: target))
             } else {
+                // Catch the target up now rather than at the pace of a stalled pipeline.
+                instance.peers[target]?.inFlight = []
+                instance.peers[target]?.probing = true
+                instance.peers[target]?.next = peer.match + 1
                 instance.sendAppends(to: target, now: now, into: &directives)
             }
         }

@@ -55,7 +55,14 @@ extension RaftInstance {
 
         switch message {
         case .preVote(let candidateTerm, let lastIndex, let lastTerm):
-            receivePreVote(term: candidateTerm, lastIndex: lastIndex, lastTerm: lastTerm, from: sender, now: now, into: &directives)
+            receivePreVote(
+                term: candidateTerm,
+                lastIndex: lastIndex,
+                lastTerm: lastTerm,
+                from: sender,
+                now: now,
+                into: &directives
+            )
         case .preVoteResponse(let responseTerm, let granted):
             guard role == .preCandidate, granted, responseTerm == term + 1 else { return }
             votes.insert(sender)

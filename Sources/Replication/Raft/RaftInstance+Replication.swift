@@ -5,7 +5,10 @@ extension RaftInstance {
 
     /// Appends a command to the log, if this replica is a leader that accepts proposals. The
     /// entry goes to the followers at once, in parallel with the local write.
-    public mutating func propose(_ command: ByteBuffer, now: NIODeadline) -> (
+    public mutating func propose(
+        _ command: ByteBuffer,
+        now: NIODeadline
+    ) -> (
         result: ProposeResult, directives: [Directive]
     ) {
         var result = ProposeResult.notLeader(leaderHint: leader)

@@ -75,6 +75,9 @@ final class SimulatedRaftGroup {
     var leadersByTerm: [UInt64: ReplicaID] = [:]
     var violations: [String] = []
     var proposalCount = 0
+    var acceptedCount = 0
+    var crashCount = 0
+    var snapshotInstalls = 0
 
     init(_ configuration: Configuration) {
         self.configuration = configuration
@@ -120,6 +123,7 @@ final class SimulatedRaftGroup {
     }
 
     func crash(_ index: Int, for milliseconds: Int64) {
+        crashCount += 1
         nodes[index].instance = nil
         nodes[index].writes = []
         nodes[index].proposals = [:]
@@ -150,6 +154,7 @@ final class SimulatedRaftGroup {
                 if let expected = reference[base.index], expected.hash != hash || expected.term != base.term {
                     violations.append("\(nodes[index].id) installed a snapshot at \(base.index) unlike the reference")
                 }
+                snapshotInstalls += 1
                 nodes[index].appliedIndex = base.index
                 nodes[index].stateHash = hash
                 nodes[index].proposals = [:]
@@ -270,6 +275,7 @@ final class SimulatedRaftGroup {
                 return outcome.directives
             }
             if case .accepted(let index, let term) = result {
+                acceptedCount += 1
                 nodes[leader].proposals[index] = (term, payload)
             }
         }
@@ -302,8 +308,9 @@ final class SimulatedRaftGroup {
                 crash(victim, for: Int64.random(in: 300...3_000, using: &random))
             }
         }
-        if configuration.transfers && now % 2_000 == 0, let leader = currentLeader {
-            let others = nodes.indices.filter { $0 != leader }
+        if configuration.transfers && now % 3_000 == 0, let leader = currentLeader {
+            // As a shell draining the node would: to a live replica.
+            let others = nodes.indices.filter { $0 != leader && nodes[$0].up }
             if let target = others.randomElement(using: &random) {
                 let id = nodes[target].id
                 run(leader) { $0.transferLeadership(to: id, now: Self.deadline(now)).directives }
@@ -333,6 +340,32 @@ final class SimulatedRaftGroup {
             return instance.commitIndex == leading.lastIndex && node.appliedIndex == leading.lastIndex
                 && instance.lastIndex == leading.lastIndex
         }
+    }
+
+    /// Proposes `payload` at the leader and runs until the leader applied it; returns how
+    /// long that took, or nil if it wasn't within `limit` ms.
+    func commitOne(_ payload: String, limit: Int64) -> Int64? {
+        let start = now
+        while now - start < limit {
+            if let leader = currentLeader {
+                var result: RaftInstance.ProposeResult = .notLeader(leaderHint: nil)
+                run(leader) {
+                    let outcome = $0.propose(ByteBuffer(string: payload), now: Self.deadline(now))
+                    result = outcome.result
+                    return outcome.directives
+                }
+                if case .accepted(let index, let term) = result {
+                    nodes[leader].proposals[index] = (term, payload)
+                    while now - start < limit {
+                        step()
+                        if let done = acknowledged[index] { return done.term == term ? now - start : nil }
+                    }
+                    return nil
+                }
+            }
+            step()
+        }
+        return nil
     }
 
     // MARK: - State machine
