@@ -7,7 +7,10 @@ import Testing
     static func payload(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
 
     /// Applies `commands` at indexes 1, 2, ... (a `nil` stands for a no-op entry).
-    static func state(_ commands: [QueueCommand?], from start: DurableQueueState = DurableQueueState()) -> DurableQueueState {
+    static func state(
+        _ commands: [QueueCommand?],
+        from start: DurableQueueState = DurableQueueState()
+    ) -> DurableQueueState {
         var state = start
         for command in commands {
             let index = state.appliedIndex + 1
@@ -33,7 +36,9 @@ import Testing
     }
 
     @Test func messagesAreHeldInOrderUntilSettledAndIdsAreEntryIndexes() {
-        let state = Self.state([.enqueue(Self.payload("a")), nil, .enqueue(Self.payload("b")), .enqueue(Self.payload("c")), .settle([3])])
+        let state = Self.state([
+            .enqueue(Self.payload("a")), nil, .enqueue(Self.payload("b")), .enqueue(Self.payload("c")), .settle([3]),
+        ])
         #expect(state.inOrder.map(\.id) == [1, 4])
         #expect(state.count == 2)
         #expect(state.bytes == 2)
@@ -53,7 +58,7 @@ import Testing
         #expect(state.apply(.requeue([2, 9]), at: 3) == [2])
         #expect(state.inOrder.map(\.redelivered) == [false, true])
         state.markAllRedelivered()
-        #expect(state.inOrder.allSatisfy(\.redelivered))
+        #expect(state.inOrder.allSatisfy { $0.redelivered })
     }
 
     @Test func aMoveCarriesTheMessageForwardSoTheLogBeforeItCanGo() {

@@ -79,12 +79,17 @@ import Glibc
         let (log, _) = try open()
         defer { log.close() }
         let done = ConditionLock(value: 0)
+        let completed = NIOLockedValueBox(0)
         let count = 2_000
         for index in 0..<count {
             log.append([Self.record(index)], admission: .payload) { result in
                 precondition((try? result.get()) != nil)
+                let total = completed.withLockedValue { value in
+                    value += 1
+                    return value
+                }
                 done.lock()
-                done.unlock(withValue: done.value + 1)
+                done.unlock(withValue: total)
             }
         }
         done.lock(whenValue: count)
@@ -183,6 +188,50 @@ import Glibc
                 return
             }
             #expect(reason.contains(file))
+        }
+    }
+
+    /// A file system that fills up refuses the batch and keeps the log as it was: a tmpfs of
+    /// 64 KiB mounted for the test (root only; the sandboxes that run CI allow it).
+    @Test(.enabled(if: getuid() == 0)) func aFullFileSystemRefusesTheBatchAndTheLogGoesOn() throws {
+        let mountPoint = directory + "/small"
+        mkdir(mountPoint, 0o700)
+        defer { rmdir(mountPoint) }
+        guard mount("tmpfs", mountPoint, "tmpfs", 0, "size=64k") == 0 else {
+            Issue.record("cannot mount a tmpfs as root: \(String(cString: strerror(errno)))")
+            return
+        }
+        defer { umount(mountPoint) }
+        var recovered = 0
+        let log = try WriteAheadLog.open(directory: mountPoint, settings: .init(segmentBytes: 16 << 10)) { _ in
+            recovered += 1
+        }
+        var written: [Int] = []
+        var refusal: LogAppendError?
+        for index in 0..<40 {
+            switch append(log, [Self.record(index, bytes: 3_000)]) {
+            case .success: written.append(index)
+            case .failure(let error):
+                refusal = error
+                break
+            }
+            if refusal != nil { break }
+        }
+        guard case .noSpace(let reason) = refusal else {
+            Issue.record("expected no space, got \(String(describing: refusal))")
+            log.close()
+            return
+        }
+        #expect(reason.contains("No space left on device"))
+        log.deleteSegments(before: log.currentSegment)
+        try append(log, [Self.record(100, bytes: 3_000)]).get()
+        log.close()
+        var records: [LogRecord] = []
+        let again = try WriteAheadLog.open(directory: mountPoint) { records.append($0.record) }
+        again.close()
+        #expect(records.last == Self.record(100, bytes: 3_000))
+        for number in (try? SegmentFiles.list(mountPoint)) ?? [] {
+            unlink(mountPoint + "/" + SegmentFiles.fileName(of: number))
         }
     }
 

@@ -45,7 +45,10 @@ public enum SegmentScan {
             throw Corruption(offset: 0, reason: "not a log segment (bad magic)")
         }
         guard version == LogRecordFormat.version else {
-            throw Corruption(offset: 4, reason: "segment format version \(version); this build reads \(LogRecordFormat.version)")
+            throw Corruption(
+                offset: 4,
+                reason: "segment format version \(version); this build reads \(LogRecordFormat.version)"
+            )
         }
         guard headerNumber == number else {
             throw Corruption(offset: 8, reason: "header says segment \(headerNumber), file name says \(number)")
@@ -56,9 +59,12 @@ public enum SegmentScan {
             let offset = fileBytes - buffer.readableBytes
             switch nextRecord(&buffer) {
             case .record(let record):
-                records.append(RecoveredRecord(position: LogPosition(segment: number, offset: UInt64(offset)), record: record))
+                records.append(
+                    RecoveredRecord(position: LogPosition(segment: number, offset: UInt64(offset)), record: record)
+                )
             case .bad(let reason, let declaredEnd):
-                let tailIsEmpty = declaredEnd >= fileBytes || isZero(bytes, from: declaredEnd) || isZero(bytes, from: offset)
+                let tailIsEmpty =
+                    declaredEnd >= fileBytes || isZero(bytes, from: declaredEnd) || isZero(bytes, from: offset)
                 if isNewest && tailIsEmpty {
                     return Result(records: records, validBytes: offset, fileBytes: fileBytes)
                 }

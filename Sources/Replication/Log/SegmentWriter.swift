@@ -34,7 +34,10 @@ extension WriteAheadLog {
 
         /// Opens the newest of `segments` (number and bytes that checked) for appending,
         /// cutting off a torn tail, or starts segment 1 in an empty directory.
-        static func start(directory: String, segments: [(number: UInt64, bytes: Int)]) throws(SegmentFiles.Failure) -> Writer {
+        static func start(
+            directory: String,
+            segments: [(number: UInt64, bytes: Int)]
+        ) throws(SegmentFiles.Failure) -> Writer {
             guard let newest = segments.last, newest.bytes >= LogRecordFormat.segmentHeaderBytes else {
                 let number = segments.last?.number ?? 1
                 let path = directory + "/" + SegmentFiles.fileName(of: number)
@@ -45,7 +48,9 @@ extension WriteAheadLog {
                     fd: fd,
                     number: number,
                     size: LogRecordFormat.segmentHeaderBytes,
-                    segments: segments.dropLast(segments.last == nil ? 0 : 1) + [(number, LogRecordFormat.segmentHeaderBytes)]
+                    segments: segments.dropLast(segments.last == nil ? 0 : 1) + [
+                        (number, LogRecordFormat.segmentHeaderBytes)
+                    ]
                 )
             }
             let path = directory + "/" + SegmentFiles.fileName(of: newest.number)

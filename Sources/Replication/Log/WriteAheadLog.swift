@@ -166,8 +166,10 @@ public final class WriteAheadLog: Sendable {
         }
     }
 
-    /// Removes every segment numbered below `segment` (never the one being written), after
-    /// the appends made before this call are on disk.
+    /// Removes every segment numbered below `segment` (never the one being written) at the
+    /// writer's next turn, before it writes what was appended since its last. The caller
+    /// re-appends what it still needs from those segments and waits for that to complete
+    /// first; an append made after this call completes only after the removal.
     public func deleteSegments(before segment: UInt64) {
         shared.withLockedValue { $0.deleteBefore = max($0.deleteBefore ?? 0, segment) }
         signalWriter()
@@ -208,8 +210,8 @@ public final class WriteAheadLog: Sendable {
                 }
                 return (shared.pending, shared.deleteBefore, shared.closing)
             }
-            if !batch.isEmpty { write(batch) }
             if let deleteBefore { delete(before: deleteBefore) }
+            if !batch.isEmpty { write(batch) }
             if closing {
                 // Appends that raced with close() were refused, so nothing is left behind.
                 writer.closeSegment()

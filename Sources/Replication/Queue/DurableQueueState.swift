@@ -37,7 +37,9 @@ public struct DurableQueueState: Sendable {
     /// not one.
     public init?(snapshot: ByteBuffer, at index: UInt64) {
         var buffer = snapshot
-        guard let count = buffer.readInteger(as: UInt32.self), buffer.readableBytes == Int(count) * 8 else { return nil }
+        guard let count = buffer.readInteger(as: UInt32.self), buffer.readableBytes == Int(count) * 8 else {
+            return nil
+        }
         appliedIndex = index
         for _ in 0..<count { awaitingMove.insert(buffer.readInteger(as: UInt64.self)!) }
     }
