@@ -139,13 +139,16 @@ import Testing
         footprint.wrote(.snapshot(group: "a", Self.base(2), keepsLaterEntries: true), in: 3)
         #expect(footprint.oldestNeededSegment == 1)
         #expect(footprint.groupsToCheckpoint(before: 3) == ["a"])
-        #expect(footprint.groupsWithEntries(before: 3).map(\.group) == ["a"])
+        #expect(footprint.groupsHoldingTheOldestSegment().isEmpty)  // its hard state does
         footprint.wrote(.hardState(group: "a", RaftHardState(term: 1)), in: 3)
         #expect(footprint.oldestNeededSegment == 2)
+        #expect(footprint.groupsHoldingTheOldestSegment().map(\.group) == ["a"])
+        #expect(footprint.groupsHoldingTheOldestSegment().first?.moveBefore == 4)
 
         // Compacting past its last entry frees every run of the group.
         footprint.wrote(.snapshot(group: "a", Self.base(3), keepsLaterEntries: true), in: 4)
-        #expect(footprint.groupsWithEntries(before: 4).map(\.group) == ["b"])
+        #expect(footprint.groupsHoldingTheOldestSegment().map(\.group) == ["b"])
+        #expect(footprint.groupsHoldingTheOldestSegment().first?.moveBefore == 2)
         #expect(footprint.oldestNeededSegment == 3)
         footprint.wrote(.forget(group: "b"), in: 4)
         footprint.wrote(.truncate(group: "a", after: 3), in: 4)

@@ -70,15 +70,32 @@ public struct ReplicatedQueue: Sendable {
         carryOut(raft.receive(message, from: sender, now: now))
     }
 
-    /// Proposes `command`; `token` comes back in `.committed` or `.lost`.
+    /// Proposes `command`; `token` (if any) comes back in `.committed` or `.lost`.
     public mutating func propose(
         _ command: QueueCommand,
-        token: UInt64,
+        token: UInt64?,
         now: NIODeadline
     ) -> (result: RaftInstance.ProposeResult, effects: [Effect]) {
         let (result, directives) = raft.propose(command.encoded, now: now)
-        if case .accepted(let index, let term) = result { proposals[index] = (term, token) }
+        if case .accepted(let index, let term) = result, let token { proposals[index] = (term, token) }
         return (result, carryOut(directives))
+    }
+
+    /// On the leader: copies forward up to `limit` of the messages whose payload sits in an
+    /// entry before `index`, so that the log segments holding those entries can be removed.
+    public mutating func moveMessages(before index: UInt64, limit: Int, now: NIODeadline) -> [Effect] {
+        guard raft.role == .leader else { return [] }
+        var effects: [Effect] = []
+        for message in state.messagesHeld(before: index).prefix(limit) {
+            effects += propose(.move(id: message.id, payload: message.payload), token: nil, now: now).effects
+        }
+        return effects
+    }
+
+    /// What the log needs written again for the segment holding the group's hard state and
+    /// snapshot base to go: the two, as they stand.
+    public var checkpoint: [ReplicaRecord] {
+        [.hardState(group: group, raft.hardState), .snapshot(group: group, raft.snapshotBase, keepsLaterEntries: true)]
     }
 
     /// A `write` is durable.

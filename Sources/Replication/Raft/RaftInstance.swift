@@ -190,6 +190,8 @@ public struct RaftInstance: Sendable {
     public var lastTerm: UInt64 { log.lastTerm }
     /// The index and term the log was last compacted to.
     public var snapshotIndex: UInt64 { log.base.index }
+    /// The base the log was last compacted to (index 0 and the first members when never).
+    public var snapshotBase: RaftSnapshotBase { log.base }
     public var hardState: RaftHardState { RaftHardState(term: term, votedFor: votedFor) }
     public var isTransferringLeadership: Bool { transfer != nil }
 

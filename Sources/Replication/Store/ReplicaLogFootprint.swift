@@ -77,12 +77,16 @@ public struct ReplicaLogFootprint: Sendable {
         }.sorted()
     }
 
-    /// Groups whose entries lie in a segment before `segment`, with the first index there:
-    /// the queue must compact or move its messages past it before the segment can go.
-    public func groupsWithEntries(before segment: UInt64) -> [(group: String, firstIndex: UInt64)] {
-        groups.compactMap { name, group in
-            guard let run = group.runs.first, run.segment < segment else { return nil }
-            return (name, run.firstIndex)
+    /// Groups whose entries hold the oldest needed segment back, each with the index from which
+    /// its entries lie in later segments: the queue moves the messages it holds in entries
+    /// before that index forward (and compacts), and the segment can go. One segment at a
+    /// time, so a long-lived message is copied once per pass of the log, not once per call.
+    public func groupsHoldingTheOldestSegment() -> [(group: String, moveBefore: UInt64)] {
+        guard let oldest = oldestNeededSegment else { return [] }
+        return groups.compactMap { name, group in
+            guard let first = group.runs.first, first.segment == oldest else { return nil }
+            let later = group.runs.first { $0.segment > oldest }
+            return (name, later?.firstIndex ?? group.lastIndex + 1)
         }.sorted { $0.group < $1.group }
     }
 }
