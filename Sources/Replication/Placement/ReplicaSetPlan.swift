@@ -1,0 +1,54 @@
+/// The next step that brings a group's configuration towards the replica set placement wants,
+/// one single-server change at a time (as Raft allows), never shrinking the voters below what
+/// is wanted before a replacement votes:
+///
+/// 1. a wanted node missing from the group joins as a learner;
+/// 2. a learner that caught up with the leader becomes a voter;
+/// 3. a node no longer wanted is removed, once every wanted node votes (a voter), or at once
+///    (a learner);
+/// 4. a leader that is no longer wanted hands its leadership to a wanted voter first.
+///
+/// The shell asks on the leader whenever membership or the group's progress changes, and
+/// proposes what comes back; `nil` means the group is as wanted, or must wait.
+public enum ReplicaSetPlan {
+    public enum Step: Sendable, Equatable {
+        case change(RaftInstance.MemberChange)
+        case transferLeadership(to: ReplicaID)
+    }
+
+    /// - Parameters:
+    ///   - members: the group's configuration now.
+    ///   - wanted: the replica set placement computes from the live members.
+    ///   - leader: this replica, the group's leader.
+    ///   - matchIndex: how far each replica's log is known to match the leader's.
+    ///   - lastIndex: the leader's last index; a learner within `slack` entries of it has
+    ///     caught up.
+    public static func nextStep(
+        members: RaftMembers,
+        wanted: [ReplicaID],
+        leader: ReplicaID,
+        matchIndex: [ReplicaID: UInt64],
+        lastIndex: UInt64,
+        slack: UInt64 = 64
+    ) -> Step? {
+        let wantedSet = Set(wanted)
+        if let missing = wanted.first(where: { !members.contains($0) }) {
+            return .change(.addLearner(missing))
+        }
+        if let ready = members.learners.sorted().first(where: {
+            wantedSet.contains($0) && (matchIndex[$0] ?? 0) + slack >= lastIndex
+        }) {
+            return .change(.promote(ready))
+        }
+        if let unwanted = members.learners.sorted().first(where: { !wantedSet.contains($0) }) {
+            return .change(.remove(unwanted))
+        }
+        guard wantedSet.isSubset(of: members.voters) else { return nil }  // a learner still catching up
+        guard let unwanted = members.voters.sorted().first(where: { !wantedSet.contains($0) }) else { return nil }
+        if unwanted == leader {
+            let successor = wanted.max { (matchIndex[$0] ?? 0) < (matchIndex[$1] ?? 0) }
+            return successor.map { .transferLeadership(to: $0) }
+        }
+        return .change(.remove(unwanted))
+    }
+}
