@@ -70,6 +70,11 @@ public struct ReplicatedQueue: Sendable {
         carryOut(raft.receive(message, from: sender, now: now))
     }
 
+    /// Whether this replica may hand messages out: it leads, and it applied the first entry of
+    /// its term, so everything committed before (settles included) is applied here. A new
+    /// leader's state may lag what earlier leaders committed until then.
+    public var mayDispatch: Bool { raft.role == .leader && markedTerm == raft.term }
+
     /// Proposes `command`; `token` (if any) comes back in `.committed` or `.lost`.
     public mutating func propose(
         _ command: QueueCommand,
