@@ -75,7 +75,7 @@ import Testing
     /// that applied everything holds, whatever was settled, requeued or moved in between.
     @Test(arguments: 1...40)
     func aSnapshotAndTheEntriesAfterItRebuildTheSameQueue(seed: UInt64) {
-        var random = QueueTestRandom(seed: seed)
+        var random = SplitMix64(seed: seed)
         var full = DurableQueueState()
         var log: [QueueCommand] = []
         var snapshots: [(index: UInt64, bytes: ByteBuffer)] = []
@@ -118,18 +118,5 @@ import Testing
         #expect(state.count == 1)
         #expect(state.inOrder.map(\.id) == [1])
         #expect(state.trackedIDs <= 2 * state.count + 64)
-    }
-}
-
-/// A deterministic generator for the tests' random choices.
-private struct QueueTestRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -75,7 +75,7 @@ import Glibc
             recovered: recovery.groups[Self.group],
             members: Self.members,
             now: now,
-            random: TestRandom(seed: seed)
+            random: SplitMix64(seed: seed)
         )
     }
 
@@ -234,17 +234,5 @@ import Glibc
         run("converged after the restart") { converged() }
         #expect(ids("n2") == before)
         #expect(before == tokens.dropFirst(30).map { accepted[$0]! })
-    }
-}
-
-private struct TestRandom: RandomNumberGenerator, Sendable {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -87,7 +87,7 @@ struct QueueSimulation {
     var replicas: [Replica]
     var ids: [ReplicaID]
     var network: [Envelope] = []
-    var random: SimulationRandom
+    var random: SplitMix64
     var now: Int64 = 0
     var lossRate = 0.0
     var partitions = false
@@ -106,7 +106,7 @@ struct QueueSimulation {
     var published = 0
 
     init(size: Int, seed: UInt64) {
-        random = SimulationRandom(seed: seed)
+        random = SplitMix64(seed: seed)
         ids = (0..<size).map { ReplicaID("r\($0)") }
         replicas = Array(repeating: Replica(), count: size)
         for index in 0..<size { start(index) }
@@ -302,22 +302,11 @@ struct QueueSimulation {
     }
 }
 
-/// SplitMix64, splittable so that each replica's election timer draws from a stream of its own.
-struct SimulationRandom: RandomNumberGenerator, Sendable {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &* 0x9E37_79B9_7F4A_7C15 }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+extension SplitMix64 {
     mutating func chance(_ probability: Double) -> Bool {
         Double(next() % 1_000_000) < probability * 1_000_000
     }
 
-    mutating func split() -> SimulationRandom { SimulationRandom(seed: next()) }
+    /// A generator of its own for each replica's election timer.
+    mutating func split() -> SplitMix64 { SplitMix64(seed: next()) }
 }
