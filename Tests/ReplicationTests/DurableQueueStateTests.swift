@@ -108,6 +108,29 @@ import Testing
         }
     }
 
+    /// A replica that starts from a snapshot naming messages still to be moved can't compact
+    /// until their moves are applied (and must not trap trying).
+    @Test func aSnapshotAwaitingMovesHoldsCompactionBack() {
+        var full = Self.state([.enqueue(Self.payload("a")), .enqueue(Self.payload("b")), .settle([2])])
+        full.apply(.move(id: 1, payload: Self.payload("a")), at: 4)
+        let snapshot = full.snapshot(through: 3)
+        var restored = DurableQueueState(snapshot: snapshot, at: 3)!
+        #expect(restored.firstNeededIndex == 0)
+        var group = ReplicaLogRecovery.Group()
+        group.snapshot = RaftSnapshotBase(index: 3, term: 1, members: RaftMembers(voters: ["n1"]), state: snapshot)
+        var queue = ReplicatedQueue(
+            group: "q",
+            id: "n1",
+            recovered: group,
+            members: RaftMembers(voters: ["n1"]),
+            now: .uptimeNanoseconds(0)
+        )
+        #expect(queue.compact(minimumEntries: 0).isEmpty)
+        restored.apply(.move(id: 1, payload: Self.payload("a")), at: 4)
+        #expect(restored.firstNeededIndex == 4)
+        #expect(restored.inOrder.map(\.id) == [1])
+    }
+
     @Test func theOrderOfIdsStaysProportionalToTheQueue() {
         var state = Self.state([.enqueue(Self.payload("stuck"))])
         for _ in 0..<10_000 {

@@ -114,7 +114,10 @@ public struct ReplicatedQueue: Sendable {
     /// Compacts the log through the last entry the queue no longer needs, when that moved at
     /// least `minimumEntries` past the last compaction. The snapshot is a handful of ids.
     public mutating func compact(minimumEntries: UInt64 = 1_024) -> [Effect] {
-        let through = min(state.firstNeededIndex, state.appliedIndex + 1) - 1
+        // 0 while messages from before this replica's snapshot await their moves.
+        let firstNeeded = min(state.firstNeededIndex, state.appliedIndex + 1)
+        guard firstNeeded > 0 else { return [] }
+        let through = firstNeeded - 1
         guard through >= raft.snapshotIndex + minimumEntries,
             let base = raft.compact(through: through, state: state.snapshot(through: through))
         else { return [] }
