@@ -55,6 +55,15 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
+        // Raft messages from peers and the durable log's segments, records and queue commands.
+        .executableTarget(
+            name: "FuzzReplication",
+            dependencies: [
+                "FuzzDriver",
+                .product(name: "Replication", package: "stomp-cluster"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         // libFuzzer's driver behind a Swift `@main` (SwiftPM renames an executable's entry point).
         .target(name: "FuzzDriver", dependencies: ["CLibFuzzer"]),
         .target(name: "CLibFuzzer"),
@@ -71,6 +80,7 @@ let package = Package(
             name: "FuzzSeeds",
             dependencies: [
                 "FuzzLinkSupport",
+                .product(name: "Replication", package: "stomp-cluster"),
                 .product(name: "Gossip", package: "stomp-cluster"),
                 .product(name: "StompRouting", package: "stomp-cluster"),
                 .product(name: "NIOCore", package: "swift-nio"),

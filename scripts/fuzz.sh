@@ -21,7 +21,7 @@ swift="${SWIFT:-swift}"
 scratch=.build-fuzz
 findings=Fuzz/Findings
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(FuzzStompSession FuzzWebSocket FuzzLinkFrame FuzzLinkHandshake)
+[ ${#targets[@]} -gt 0 ] || targets=(FuzzStompSession FuzzWebSocket FuzzLinkFrame FuzzLinkHandshake FuzzReplication)
 
 # Release: the sanitizers already slow every execution down; an unoptimised build would cost
 # another factor of several in executions per second for a build only a little faster.

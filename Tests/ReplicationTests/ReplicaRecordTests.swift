@@ -106,6 +106,19 @@ import Testing
         }
     }
 
+    /// Found by FuzzReplication: a record rewriting entries from before the group's first
+    /// trapped the recovery; it is refused now.
+    @Test func entriesThatReplaceMoreThanTheGroupHoldsStopTheRecovery() {
+        #expect(
+            throws: ReplicaLogRecovery.Malformed(
+                position: LogPosition(segment: 4, offset: 1),
+                reason: "group a: entry 2 replaces the log from before 7"
+            )
+        ) {
+            try Self.replay([(.entries(group: "a", [Self.entry(7)]), 4), (.entries(group: "a", [Self.entry(2)]), 4)])
+        }
+    }
+
     @Test func aGapInAGroupsEntriesStopsTheRecoveryNamingTheRecord() {
         #expect(
             throws: ReplicaLogRecovery.Malformed(

@@ -19,6 +19,7 @@ enum FuzzSeeds {
             ("FuzzWebSocket", WebSocketSeeds.all),
             ("FuzzLinkFrame", LinkSeeds.frames),
             ("FuzzLinkHandshake", LinkSeeds.handshakes),
+            ("FuzzReplication", ReplicationSeeds.all),
         ] {
             for (name, bytes) in seeds {
                 write(bytes, to: "\(arguments[1])/\(target)/\(name)")

@@ -34,4 +34,9 @@ public struct LogPosition: Sendable, Hashable, Comparable, CustomStringConvertib
 public struct RecoveredRecord: Sendable, Equatable {
     public var position: LogPosition
     public var record: LogRecord
+
+    public init(position: LogPosition, record: LogRecord) {
+        self.position = position
+        self.record = record
+    }
 }

@@ -70,8 +70,14 @@ public struct ReplicaLogRecovery: Sendable {
             for entry in entries {
                 let base = group.snapshot?.index ?? 0
                 guard entry.index > base else { continue }
-                if let last = group.tail.last?.index {
-                    if entry.index <= last {
+                if let first = group.tail.first?.index, let last = group.tail.last?.index {
+                    if entry.index < first {
+                        // Raft only ever replaces entries after the commit index, and the log
+                        // keeps every entry after its last compaction.
+                        throw Inconsistency(
+                            reason: "group \(name): entry \(entry.index) replaces the log from before \(first)"
+                        )
+                    } else if entry.index <= last {
                         group.tail.removeLast(Int(last - entry.index + 1))
                     } else if entry.index != last + 1 {
                         throw Inconsistency(reason: "group \(name): entry \(entry.index) follows \(last)")
