@@ -87,7 +87,9 @@ let package = Package(
             name: "BrokerShell",
             dependencies: [
                 "StompRouting",
+                "Replication",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
@@ -120,6 +122,7 @@ let package = Package(
                 "BrokerShell",
                 "WebSocketIO",
                 "Gossip",
+                "Replication",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),

@@ -1,4 +1,5 @@
 import CoreMetrics
+import DequeModule
 import Logging
 import NIOCore
 import StompRouting
@@ -30,7 +31,13 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
     private weak var connections: (any ClientConnections)?
     private var outputs: [RouterOutput] = []
     private var cluster: (any ClusterSeam)?
+    private var durable: DurableQueues?
     private var dispatching = false
+    /// Per connection, the holds its handler keeps (``RouterOutput/receipt(_:_:waitsForCluster:)``,
+    /// ``RouterOutput/durable(_:holding:)``) in the order it keeps them, and which have ended:
+    /// the handler releases its first hold each time, so they are released in that order
+    /// however their waits end. An entry goes when its last hold ends.
+    private var holds: [ConnectionID: HoldLine] = [:]
     /// Connections whose held receipt the cluster released during a dispatch, released to the
     /// connections once the batch that held it went out.
     private var releasedReceipts: [ConnectionID] = []
@@ -80,9 +87,23 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
         onRouterLoop { $0.cluster = cluster }
     }
 
+    /// Connects the router to the node's durable queues. Called once, on ``eventLoop``, before
+    /// any client connects.
+    public func attach(durable: DurableQueues) {
+        eventLoop.preconditionInEventLoop()
+        self.durable = durable
+        durable.deliver = { [unowned self] operations in
+            for operation in operations { router.handle(operation, into: &outputs) }
+            dispatchOutputs()
+        }
+    }
+
     /// Applies work that arrives from other nodes. Called on ``eventLoop``.
     public func apply(_ operation: RouterClusterOperation) {
         eventLoop.assertInEventLoop()
+        if case .remoteQueueConsumers(let name, let count) = operation {
+            durable?.remoteConsumersChanged(queue: name, count: count)
+        }
         router.handle(operation, into: &outputs)
         dispatchOutputs()
     }
@@ -147,6 +168,8 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
             let batch = outputs
             outputs.removeAll(keepingCapacity: true)
             dispatch(batch)
+            // The batch's settles, proposed together.
+            durable?.flush()
             // Receipts the cluster released at once: their connections have them by now.
             for connection in releasedReceipts { connections?.releaseReceipt(of: connection) }
             releasedReceipts.removeAll(keepingCapacity: true)
@@ -160,6 +183,7 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
                 let count = subscriptionsByDestination[destination, default: 0] + delta
                 subscriptionsByDestination[destination] = count > 0 ? count : nil
                 cluster?.interestChanged(destination, delta: delta)
+                if case .queue(let name) = destination { durable?.consumersChanged(queue: name, delta: delta) }
             case .forward(let message):
                 cluster?.forward(message)
             case .handOff(let queue, let message, let redelivered, let hops):
@@ -168,7 +192,11 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
                 // A SUBSCRIBE's receipt promises that a publish anywhere in the cluster
                 // reaches the new subscription: its connection holds it (and all that
                 // follows) until every peer holds the interest.
-                cluster?.afterInterestPropagated { [self] in releaseReceipt(of: connection) }
+                guard let cluster else { break }
+                let hold = openHold(connection)
+                cluster.afterInterestPropagated { [self] in endHold(hold) }
+            case .durable(let work, let connection):
+                perform(work, holding: connection)
             case .unroutable:
                 unroutableCounter.increment()
             case .deliver, .receipt, .fail, .close:
@@ -180,6 +208,63 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
         if messages > 0 {
             delivered.add(messages, ordering: .relaxed)
             deliveredCounter.increment(by: messages)
+        }
+    }
+
+    // MARK: - Holds
+
+    private struct Hold {
+        var connection: ConnectionID
+        var serial: UInt64
+    }
+
+    private struct HoldLine {
+        /// The serial of `ended`'s first element.
+        var first: UInt64 = 0
+        var ended = Deque<Bool>()
+    }
+
+    private func openHold(_ connection: ConnectionID) -> Hold {
+        var line = holds[connection, default: HoldLine()]
+        let hold = Hold(connection: connection, serial: line.first + UInt64(line.ended.count))
+        line.ended.append(false)
+        holds[connection] = line
+        return hold
+    }
+
+    private func endHold(_ hold: Hold) {
+        guard var line = holds[hold.connection], hold.serial >= line.first else { return }
+        line.ended[Int(hold.serial - line.first)] = true
+        while line.ended.first == true {
+            line.ended.removeFirst()
+            line.first += 1
+            releaseReceipt(of: hold.connection)
+        }
+        holds[hold.connection] = line.ended.isEmpty ? nil : line
+    }
+
+    /// A durable write that the connection waits for failed: it gets the ERROR, and what
+    /// waited behind the write is dropped with it.
+    private func failHold(_ hold: Hold, _ error: StompProtocolError) {
+        holds[hold.connection] = nil
+        guard connections?.contains(hold.connection) == true else { return }
+        disconnect(hold.connection, reason: error)
+        dispatchOutputs()
+    }
+
+    private func perform(_ work: DurableWork, holding connection: ConnectionID?) {
+        // The router asks for durable work only when durable queues are attached.
+        guard let durable else { return }
+        guard let connection else {
+            durable.perform(work, completion: nil)
+            return
+        }
+        let hold = openHold(connection)
+        durable.perform(work) { [self] result in
+            switch result {
+            case .success: endHold(hold)
+            case .failure(let error): failHold(hold, error)
+            }
         }
     }
 

@@ -1,6 +1,8 @@
+import BrokerShell
 import Gossip
 import Logging
 import NIOCore
+import Replication
 import StompRouting
 import WebSocketIO
 
@@ -70,6 +72,7 @@ struct NodeConfiguration: Sendable {
     var logLevel: Logger.Level
     var io: WebSocketIOConfiguration
     var router: Router.Settings
+    var durable: DurableQueues.Settings
 
     init(_ settings: Settings) throws {
         nodeID = try settings.string("node.id") ?? Self.hostName()
@@ -143,7 +146,18 @@ struct NodeConfiguration: Sendable {
             maxUnackedBytes: try settings.requiredInt("limits.unacked-bytes"),
             maxTemporaryQueuesPerConnection: try settings.requiredInt("limits.temp-queues")
         )
+        router.durableQueues = true
         cluster = try ClusterConfiguration.read(settings, node: nodeID, epoch: bootEpoch)
+        durable = DurableQueues.Settings(
+            directory: try settings.requiredString("data.dir"),
+            log: WriteAheadLog.Settings(
+                segmentBytes: try settings.requiredInt("data.segment-bytes"),
+                maxBytes: Int64(try settings.requiredInt("data.max-bytes"))
+            ),
+            sendTimeout: try settings.milliseconds("replication.send-timeout-ms"),
+            maxQueues: router.maxQueues,
+            minFreeBytes: Int64(try settings.requiredInt("data.min-free-bytes"))
+        )
 
         var admin = AdminSettings(
             host: try settings.requiredString("admin.host"),

@@ -61,6 +61,27 @@ struct NodeService: Service, CustomStringConvertible {
         LimitMetrics.record(configuration)
         let state = NodeState()
         let broker = Broker(settings: configuration.router, eventLoop: group.next(), logger: logger)
+        // Read back before any client connects; a corrupt log stops the node here, naming the file.
+        let durable: DurableQueues
+        do {
+            durable = try DurableQueues(
+                settings: configuration.durable,
+                node: configuration.nodeID,
+                eventLoop: broker.eventLoop,
+                logger: logger
+            )
+        } catch {
+            logger.critical(
+                "cannot start: the durable log can't be trusted",
+                metadata: ["data.dir": "\(configuration.durable.directory)", "error": "\(error)"]
+            )
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        try await broker.eventLoop.submit {
+            broker.attach(durable: durable)
+            durable.start()
+        }.get()
         let server = try StompServer(configuration: io, broker: broker, group: group, logger: logger)
         let cluster = makeCluster(broker: broker)
         let stats = StatsHistory(
@@ -124,6 +145,8 @@ struct NodeService: Service, CustomStringConvertible {
         }
         state.enter(.stopped)
         try? await adminChannel?.close()
+        // What was appended is on disk before the process ends.
+        try? await broker.eventLoop.submit { durable.close() }.get()
         try await group.shutdownGracefully()
         logger.info("stopped")
     }

@@ -60,13 +60,15 @@ final class ConnectionRegistry: ClientConnections, @unchecked Sendable {
                 (connection, output) = (id, .close)
             case .receipt(let id, let frame, let waitsForCluster):
                 (connection, output) = (id, waitsForCluster && receiptsWait ? .heldReceipt(frame) : .frame(frame))
-            case .interest, .forward, .handOff, .unroutable:
+            case .durable(_, let holding?):
+                (connection, output) = (holding, .holdForWrite)
+            case .interest, .forward, .handOff, .unroutable, .durable:
                 continue
             }
             guard let handler = handlers[connection] else { continue }
             switch output {
-            case .fail, .close: handlers[connection] = nil
-            case .message, .frame, .heldReceipt, .releaseReceipt: break
+            case .fail: handlers[connection] = nil
+            case .message, .frame, .heldReceipt, .holdForWrite, .releaseReceipt, .close: break
             }
             if handler.eventLoop === broker.eventLoop {
                 handler.value.routerOutput(output)

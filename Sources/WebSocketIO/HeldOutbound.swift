@@ -1,17 +1,22 @@
 import StompRouting
 
-/// What a connection produced behind RECEIPTs that wait for the cluster (a SUBSCRIBE's, until
-/// every peer knows of the subscription), kept back so that nothing overtakes them: a later
-/// frame's RECEIPT, the messages the subscription released, anything else for this client.
+/// What a connection produced behind a hold, kept back so that nothing overtakes it: a later
+/// frame's RECEIPT, the messages a subscription released, anything else for this client.
+/// Two things hold a connection: a SUBSCRIBE's RECEIPT, until every peer knows of the
+/// subscription, and a durable write (a persistent SEND, an ACK of a durable message), until
+/// it is on disk on a majority of its queue's replicas; the frame's own RECEIPT, if it asked
+/// for one, is the first thing behind that hold.
 ///
-/// Each held receipt opens a segment; the frames produced after it join the last segment,
-/// already framed for the transport. Releasing the first receipt hands it and its segment to
+/// Each hold opens a segment; the frames produced after it join the last segment, already
+/// framed for the transport. Releasing the first hold hands its receipt and its segment to
 /// the connection's outbound buffer, in order. The bytes count toward the connection's
-/// `limits.outbound-bytes`, and the cluster releases a receipt within
-/// `cluster.interest-ack-timeout-ms` at the latest, so the hold is bounded in bytes and time.
+/// `limits.outbound-bytes`, and every hold ends within its timeout
+/// (`cluster.interest-ack-timeout-ms`, `replication.send-timeout-ms`), so a hold is bounded in
+/// bytes and time.
 struct HeldOutbound {
     private struct Segment {
-        var receipt: OutboundFrame
+        /// The RECEIPT that waits for the cluster; `nil` for a durable write.
+        var receipt: OutboundFrame?
         var after: OutboundBuffer
     }
 
@@ -29,10 +34,19 @@ struct HeldOutbound {
     /// Bytes held, receipts included.
     private(set) var byteCount = 0
 
+    /// Whether a durable write is among the holds: the connection can't close before it ends,
+    /// since what waits behind it would then say it had succeeded.
+    var awaitsWrite: Bool { segments.contains { $0.receipt == nil } }
+
     /// Holds `receipt` until ``releaseFirst(into:)``; whatever is appended next waits behind it.
     mutating func hold(_ receipt: OutboundFrame) {
         segments.append(Segment(receipt: receipt, after: OutboundBuffer(framing: framing)))
         byteCount += receipt.bytes.readableBytes
+    }
+
+    /// Holds whatever is appended next until the durable write before it ends.
+    mutating func holdForWrite() {
+        segments.append(Segment(receipt: nil, after: OutboundBuffer(framing: framing)))
     }
 
     /// Appends a frame behind the last held receipt.
@@ -56,15 +70,18 @@ struct HeldOutbound {
     mutating func releaseFirst(into outbound: inout OutboundBuffer) {
         guard !segments.isEmpty else { return }
         var segment = segments.removeFirst()
-        byteCount -= segment.receipt.bytes.readableBytes + segment.after.byteCount
-        outbound.append(segment.receipt)
+        byteCount -= (segment.receipt?.bytes.readableBytes ?? 0) + segment.after.byteCount
+        if let receipt = segment.receipt { outbound.append(receipt) }
         if let bytes = segment.after.take() { outbound.appendFramed(bytes) }
     }
 
-    /// Everything held moves to `outbound`, in order: the connection is about to close, so
-    /// the promise the receipts wait to keep no longer matters, and they must not be lost.
-    mutating func releaseAll(into outbound: inout OutboundBuffer) {
-        while isHolding { releaseFirst(into: &outbound) }
+    /// The connection is about to close. What waits for the cluster moves to `outbound`, in
+    /// order: the subscription exists here, and its receipt must not be lost. From the first
+    /// durable write that has not ended on, everything is dropped: it would vouch for a write
+    /// that may never be durable.
+    mutating func releaseForClose(into outbound: inout OutboundBuffer) {
+        while let first = segments.first, first.receipt != nil { releaseFirst(into: &outbound) }
+        discard()
     }
 
     /// Drops everything held (a slow consumer's backlog, a closed connection).

@@ -14,7 +14,9 @@ enum ConnectionOutput: Sendable {
     /// Write this RECEIPT once the cluster knows of its subscription (``releaseReceipt``);
     /// until then it and everything after it wait (``HeldOutbound``).
     case heldReceipt(OutboundFrame)
-    /// The earliest held RECEIPT may go, with what waited behind it.
+    /// Everything after this waits until a durable write ends (``releaseReceipt``).
+    case holdForWrite
+    /// The earliest hold may go, with what waited behind it.
     case releaseReceipt
     /// Send an ERROR for this reason, then close.
     case fail(StompProtocolError)
@@ -80,6 +82,8 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     private var outbound: OutboundBuffer
     /// Frames waiting behind a RECEIPT that waits for the cluster.
     private var held: HeldOutbound
+    /// The DISCONNECT was answered while a durable write was still held: close once it ends.
+    private var closeWhenReleased = false
     /// Operations decoded in this read burst, handed to the router together.
     private var pendingOperations: [(RouterOperation, receipt: String?)] = []
     private var actions: [SessionStateMachine.Action] = []
@@ -506,22 +510,40 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
             scheduleFlush()
         case .heldReceipt(let frame):
             held.hold(frame)
+        case .holdForWrite:
+            held.holdForWrite()
         case .releaseReceipt:
             held.releaseFirst(into: &outbound)
-            scheduleFlush()
+            if closeWhenReleased, !held.awaitsWrite {
+                closeAfterDisconnect(context: context)
+            } else {
+                scheduleFlush()
+            }
         case .fail(let error):
             metrics.frameError(error.kind)
             registered = false
             fail(error)
         case .close:
-            registered = false
-            // The RECEIPT was written just before; a flush hands it to the kernel on a healthy
-            // socket, so closing right after does not lose it.
-            held.releaseAll(into: &outbound)
-            flush()
-            state = .closing
-            context.close(promise: nil)
+            // Still registered: the registry keeps carrying releases here until the channel
+            // is gone and reports it.
+            if held.awaitsWrite {
+                // The DISCONNECT's RECEIPT vouches for the durable writes before it: the close
+                // waits for them (each ends within its timeout, or fails the connection).
+                closeWhenReleased = true
+            } else {
+                closeAfterDisconnect(context: context)
+            }
         }
+    }
+
+    private func closeAfterDisconnect(context: ChannelHandlerContext) {
+        closeWhenReleased = false
+        // The RECEIPT was written just before; a flush hands it to the kernel on a healthy
+        // socket, so closing right after does not lose it.
+        held.releaseForClose(into: &outbound)
+        flush()
+        state = .closing
+        context.close(promise: nil)
     }
 
     /// Within a read burst the flush waits for `channelReadComplete`, so that everything the
@@ -594,7 +616,7 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         submitPendingOperations()
         state = .closing
         // The connection ends: the receipts held for the cluster go now, ahead of the ERROR.
-        held.releaseAll(into: &outbound)
+        held.releaseForClose(into: &outbound)
         session.failed()
         heartbeatTask?.cancel()
         Self.errorLog.log(

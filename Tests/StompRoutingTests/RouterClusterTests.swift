@@ -57,6 +57,7 @@ struct RouterClusterTests {
             case .fail: "fail"
             case .close: "close"
             case .unroutable: "unroutable"
+            case .durable: "durable"
             }
         }
     }

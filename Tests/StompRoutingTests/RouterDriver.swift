@@ -43,6 +43,9 @@ struct RouterDriver {
     private(set) var lastClusterOutputs: [RouterOutput] = []
     /// Messages of the last operation dropped for a temporary queue that is gone.
     private(set) var lastUnroutable: [Destination] = []
+    /// The work for the durable queues of the last operation, in order, with the connection
+    /// each holds.
+    private(set) var lastDurable: [(work: DurableWork, holding: ConnectionID?)] = []
 
     init(messageIDPrefix: String = "node1-", maxQueueDepth: Int = 10_000) {
         router = Router(settings: .init(messageIDPrefix: messageIDPrefix, maxQueueDepth: maxQueueDepth))
@@ -91,6 +94,7 @@ struct RouterDriver {
         lastRawDeliveries = []
         lastClusterOutputs = []
         lastUnroutable = []
+        lastDurable = []
         return outputs.compactMap { output in
             switch output {
             case .deliver(let connection, let delivery):
@@ -120,6 +124,9 @@ struct RouterDriver {
                 return nil
             case .unroutable(let destination):
                 lastUnroutable.append(destination)
+                return nil
+            case .durable(let work, let holding):
+                lastDurable.append((work, holding))
                 return nil
             }
         }

@@ -4,8 +4,8 @@ import Testing
 
 @testable import WebSocketIO
 
-/// Frames behind a RECEIPT that waits for the cluster: released in order, one receipt at a
-/// time, and counted while held.
+/// Frames behind a RECEIPT that waits for the cluster or behind a durable write: released in
+/// order, one hold at a time, and counted while held.
 @Suite struct HeldOutboundTests {
     private func frame(_ text: String) -> OutboundFrame {
         OutboundFrame(bytes: ByteBuffer(string: text), isText: true)
@@ -54,7 +54,7 @@ import Testing
         outbound.append(frame("earlier|"))
         held.hold(frame("R|"))
         held.append(frame("later|"))
-        held.releaseAll(into: &outbound)
+        held.releaseForClose(into: &outbound)
         #expect(text(&outbound) == "earlier|R|later|")
     }
 
@@ -78,7 +78,32 @@ import Testing
         held.discard()
         #expect(!held.isHolding)
         #expect(held.byteCount == 0)
-        held.releaseAll(into: &outbound)
+        held.releaseForClose(into: &outbound)
         #expect(text(&outbound) == "")
+    }
+
+    @Test func aDurableWriteHoldsWhatFollowsAndItsOwnReceipt() {
+        var held = HeldOutbound(framing: .stream)
+        var outbound = OutboundBuffer(framing: .stream)
+        held.holdForWrite()
+        held.append(frame("R-send|"))
+        #expect(held.isHolding && held.awaitsWrite)
+        held.releaseFirst(into: &outbound)
+        #expect(text(&outbound) == "R-send|")
+        #expect(!held.isHolding && !held.awaitsWrite)
+    }
+
+    @Test func aCloseReleasesTheClustersReceiptsButNothingFromAnUnfinishedWriteOn() {
+        var held = HeldOutbound(framing: .stream)
+        var outbound = OutboundBuffer(framing: .stream)
+        held.hold(frame("R-sub|"))
+        held.append(frame("m1|"))
+        held.holdForWrite()
+        held.append(frame("R-send|"))
+        held.hold(frame("R-sub2|"))
+        held.releaseForClose(into: &outbound)
+        #expect(text(&outbound) == "R-sub|m1|")
+        #expect(!held.isHolding)
+        #expect(held.byteCount == 0)
     }
 }

@@ -1,3 +1,4 @@
+import BrokerShell
 import Gossip
 import NIOCore
 import StompRouting
@@ -10,11 +11,12 @@ import WebSocketIO
 /// Defaults come from the modules' own settings types where they have one, so the table
 /// documents what the code does.
 enum SettingsTable {
-    static let all: [Setting] = node + auth + limits + timeouts + heartbeats + admin + cluster
+    static let all: [Setting] = node + auth + limits + timeouts + heartbeats + data + admin + cluster
 
     private static let io = WebSocketIOConfiguration()
     private static let session = SessionStateMachine.Settings()
     private static let router = Router.Settings(messageIDPrefix: "")
+    private static let durable = DurableQueues.Settings(directory: "data")
     private static let link = ClusterSettings(
         clusterName: "",
         secret: [],
@@ -295,6 +297,39 @@ enum SettingsTable {
             default: .milliseconds(io.connectTimeout),
             flag: "connect-timeout-ms",
             "From connecting (or upgrading) to CONNECT."
+        ),
+    ]
+
+    private static let data: [Setting] = [
+        Setting(
+            "data.dir",
+            .path,
+            default: .value(durable.directory),
+            "Directory of the durable queues' log (persistent messages to /queue/), relative to the working directory; created if missing. One node per directory."
+        ),
+        Setting(
+            "data.max-bytes",
+            .count(minimum: 1 << 20),
+            default: .value(String(durable.log.maxBytes)),
+            "Bytes the durable log may hold; persistent SENDs past it get an ERROR until consumers catch up."
+        ),
+        Setting(
+            "data.segment-bytes",
+            .count(minimum: 64 << 10),
+            default: .value(String(durable.log.segmentBytes)),
+            "Bytes per log segment file: the unit in which acknowledged messages' space is given back."
+        ),
+        Setting(
+            "data.min-free-bytes",
+            .count(minimum: 0),
+            default: .value(String(durable.minFreeBytes)),
+            "Free bytes the data dir's file system keeps: persistent SENDs get an ERROR below it."
+        ),
+        Setting(
+            "replication.send-timeout-ms",
+            .milliseconds(minimum: 1),
+            default: .milliseconds(durable.sendTimeout),
+            "How long a persistent SEND (or an ACK of a persistent message) may wait to be durable before its client gets an ERROR."
         ),
     ]
 

@@ -45,6 +45,21 @@ enum SegmentFiles {
         }
     }
 
+    /// Takes the directory's `LOCK` file for this process: two nodes appending to one log would
+    /// corrupt it. The lock goes with the descriptor (or the process).
+    static func lock(_ directory: String) throws(Failure) -> Int32 {
+        let path = directory + "/LOCK"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw failure("cannot open", path) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let failure = failure("cannot lock", path)
+            close(fd)
+            guard failure.errno == EWOULDBLOCK else { throw failure }
+            throw Failure(errno: EWOULDBLOCK, message: "\(directory) is in use by another process (\(path) is locked)")
+        }
+        return fd
+    }
+
     /// Segment numbers in `directory`, oldest first.
     static func list(_ directory: String) throws(Failure) -> [UInt64] {
         guard let dir = opendir(directory) else { throw failure("cannot list", directory) }

@@ -58,6 +58,8 @@ public final class WriteAheadLog: Sendable {
     private let wakeUp: ConditionLock<Int>
     private let writer: Writer
     private let thread: NIOThreadPool
+    /// The directory's `LOCK`, held while the log is open.
+    private let lock: Int32
 
     /// What appenders and the writer thread share, under the lock.
     private struct Shared {
@@ -82,11 +84,27 @@ public final class WriteAheadLog: Sendable {
         settings: Settings = Settings(),
         visit: (RecoveredRecord) throws -> Void
     ) throws -> WriteAheadLog {
+        let lock: Int32
         do {
             try SegmentFiles.makeDirectory(directory)
+            lock = try SegmentFiles.lock(directory)
         } catch {
             throw LogOpenError.unavailable(error.message)
         }
+        do {
+            return try open(directory: directory, settings: settings, lock: lock, visit: visit)
+        } catch {
+            SegmentFiles.closeDescriptor(lock)
+            throw error
+        }
+    }
+
+    private static func open(
+        directory: String,
+        settings: Settings,
+        lock: Int32,
+        visit: (RecoveredRecord) throws -> Void
+    ) throws -> WriteAheadLog {
         let numbers: [UInt64]
         do {
             numbers = try SegmentFiles.list(directory)
@@ -125,10 +143,17 @@ public final class WriteAheadLog: Sendable {
             statistics.segments = 1
             statistics.diskBytes = Int64(LogRecordFormat.segmentHeaderBytes)
         }
-        return WriteAheadLog(directory: directory, settings: settings, writer: writer, statistics: statistics)
+        return WriteAheadLog(
+            directory: directory,
+            settings: settings,
+            writer: writer,
+            statistics: statistics,
+            lock: lock
+        )
     }
 
-    private init(directory: String, settings: Settings, writer: Writer, statistics: Statistics) {
+    private init(directory: String, settings: Settings, writer: Writer, statistics: Statistics, lock: Int32) {
+        self.lock = lock
         self.directory = directory
         self.settings = settings
         self.writer = writer
@@ -190,6 +215,7 @@ public final class WriteAheadLog: Sendable {
         guard !alreadyClosing else { return }
         signalWriter()
         try? thread.syncShutdownGracefully()
+        SegmentFiles.closeDescriptor(lock)
     }
 
     private func signalWriter() {

@@ -152,6 +152,8 @@ public enum StompHeader {
     public static let message = "message"
     public static let messageID = "message-id"
     public static let passcode = "passcode"
+    /// `persistent:true` on a SEND to a queue: stored and replicated before its RECEIPT.
+    public static let persistent = "persistent"
     public static let prefetchCount = "prefetch-count"
     public static let receipt = "receipt"
     public static let receiptID = "receipt-id"

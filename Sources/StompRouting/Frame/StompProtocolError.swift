@@ -59,6 +59,15 @@ public struct StompProtocolError: Error, Sendable, Equatable {
         /// A SEND that no write permission matches.
         case writeDenied = "write_denied"
         case shuttingDown = "shutting_down"
+        /// A persistent SEND on a node that can't store it (its data dir can't be used).
+        case durableUnavailable = "durable_unavailable"
+        /// A persistent SEND while the durable log holds `data.max-bytes`.
+        case dataLimit = "data_limit"
+        /// A persistent SEND while the data dir's file system has less than
+        /// `data.min-free-bytes` free.
+        case diskFull = "disk_full"
+        /// A durable write not done within `replication.send-timeout-ms`.
+        case replicationTimeout = "replication_timeout"
     }
 
     public var kind: Kind

@@ -39,6 +39,9 @@ public final class Router {
         /// is a queue and a subscription, so a stranger naming a new one per SEND would
         /// otherwise grow both without end.
         public var maxTemporaryQueuesPerConnection: Int
+        /// Whether `persistent:true` SENDs to a queue go to the durable queues
+        /// (``RouterOutput/durable(_:holding:)``); without, they take the in-memory path.
+        public var durableQueues: Bool
 
         public init(
             messageIDPrefix: String,
@@ -47,7 +50,8 @@ public final class Router {
             maxQueues: Int = 10_000,
             maxUnackedBytes: Int = 16 * 1_048_576,
             maxHandoffHops: UInt8 = 3,
-            maxTemporaryQueuesPerConnection: Int = 100
+            maxTemporaryQueuesPerConnection: Int = 100,
+            durableQueues: Bool = false
         ) {
             self.messageIDPrefix = messageIDPrefix
             self.maxQueueDepth = maxQueueDepth
@@ -56,6 +60,7 @@ public final class Router {
             self.maxUnackedBytes = maxUnackedBytes
             self.maxHandoffHops = maxHandoffHops
             self.maxTemporaryQueuesPerConnection = maxTemporaryQueuesPerConnection
+            self.durableQueues = durableQueues
         }
     }
 
@@ -63,6 +68,8 @@ public final class Router {
     private struct Unacked {
         var tag: UInt64
         var message: RoutedMessage
+        /// Its id in its durable queue, which keeps it until it is settled or given back.
+        var durableID: UInt64?
     }
 
     /// Bytes of a connection's deliveries awaiting ACK, shared by its subscriptions so that a
@@ -133,6 +140,8 @@ public final class Router {
         var redelivered: Bool
         /// Nodes this message has already been handed through.
         var hops: UInt8 = 0
+        /// Its id in its durable queue: it is never handed off, only given back.
+        var durableID: UInt64?
     }
 
     /// A queue's consumers (served round robin) and the messages none of them could take yet.
@@ -140,8 +149,22 @@ public final class Router {
         var consumers: [SubscriptionKey] = []
         var nextConsumer = 0
         var pending = Deque<PendingMessage>()
+        /// How many of `pending` belong to a durable queue, so that a queue without them
+        /// never scans for them.
+        var durablePending = 0
 
         var isUnused: Bool { consumers.isEmpty && pending.isEmpty }
+
+        mutating func removeFirstPending() -> PendingMessage? {
+            guard let first = pending.popFirst() else { return nil }
+            if first.durableID != nil { durablePending -= 1 }
+            return first
+        }
+
+        mutating func insertPending(_ messages: [PendingMessage], at index: Int) {
+            pending.insert(contentsOf: messages, at: index)
+            durablePending += messages.reduce(0) { $0 + ($1.durableID == nil ? 0 : 1) }
+        }
     }
 
     public let settings: Settings
@@ -396,12 +419,11 @@ public final class Router {
             // Whatever the consumer held goes back to the front, in its original order. The
             // queue may be gone: when a connection closes, an earlier sibling's dispatch drops
             // the queue once it has neither consumers nor messages, and these must not go with it.
-            for entry in subscription.unacked.reversed() {
-                queues[name, default: QueueState()].pending.prepend(
-                    PendingMessage(message: entry.message, redelivered: true)
-                )
-                queuedBytes += entry.message.footprint
+            let returned = subscription.unacked.map {
+                PendingMessage(message: $0.message, redelivered: true, durableID: $0.durableID)
             }
+            queues[name, default: QueueState()].insertPending(returned, at: 0)
+            queuedBytes += returned.reduce(0) { $0 + $1.message.footprint }
             dispatch(queue: name, into: &outputs)
         }
     }
@@ -450,6 +472,20 @@ public final class Router {
             deliverToTopicSubscribers(message, into: &outputs)
             outputs.append(.forward(message.envelope))
         case .queue(let name):
+            if settings.durableQueues, request.headers[StompHeader.persistent] == "true",
+                !TemporaryQueues.isPrivate(name)
+            {
+                // Stored and replicated first; the durable queue hands it back to the routers
+                // of the nodes with consumers once it is committed.
+                let envelope = MessageEnvelope(
+                    destination: request.destination,
+                    messageID: nextMessageID(),
+                    headers: request.headers,
+                    body: request.body
+                )
+                outputs.append(.durable(.enqueue(queue: name, envelope), holding: connection))
+                return
+            }
             // Read the queue in place: a copy held while appending below would make the append
             // copy every pending message.
             if queues[name]?.consumers.isEmpty ?? true, remoteQueueConsumers[name, default: 0] > 0 {
@@ -552,17 +588,25 @@ public final class Router {
     }
 
     private func makeMessage(_ request: PublishRequest) -> RoutedMessage {
+        RoutedMessage(id: nextMessageID(), request: request)
+    }
+
+    private func nextMessageID() -> String {
         nextMessageNumber += 1
-        return RoutedMessage(id: settings.messageIDPrefix + String(nextMessageNumber), request: request)
+        return settings.messageIDPrefix + String(nextMessageNumber)
     }
 
     /// Hands a queue's pending messages to consumers with room, round robin, until either
-    /// runs out. With no consumer here but some on other nodes, they go there instead.
+    /// runs out. With no consumer here but some on other nodes, they go there instead; a
+    /// durable queue's go back to it, which decides where they go next.
     private func dispatch(queue name: String, into outputs: inout [RouterOutput]) {
         guard var queue = queues.removeValue(forKey: name) else { return }
         defer { if !queue.isUnused { queues[name] = queue } }
         if queue.consumers.isEmpty, remoteQueueConsumers[name, default: 0] > 0 {
-            while let pending = queue.pending.popFirst() {
+            // A durable message handed to another node is settled here: until the cluster
+            // link carries its queue's replication, the consumer's node holds it in memory.
+            var handedDurable: [UInt64] = []
+            while let pending = queue.removeFirstPending() {
                 queuedBytes -= pending.message.footprint
                 outputs.append(
                     .handOff(
@@ -572,13 +616,46 @@ public final class Router {
                         hops: pending.hops
                     )
                 )
+                if let id = pending.durableID { handedDurable.append(id) }
+            }
+            if !handedDurable.isEmpty {
+                outputs.append(.durable(.settle(queue: name, ids: handedDurable), holding: nil))
             }
             return
         }
+        if queue.consumers.isEmpty, queue.durablePending > 0 {
+            giveBackDurable(from: &queue, name, into: &outputs)
+        }
         while !queue.pending.isEmpty, let subscription = nextConsumer(of: &queue) {
-            let pending = queue.pending.removeFirst()
+            let pending = queue.removeFirstPending()!
             queuedBytes -= pending.message.footprint
-            deliver(pending.message, redelivered: pending.redelivered, to: subscription, into: &outputs)
+            deliver(
+                pending.message,
+                redelivered: pending.redelivered,
+                durableID: pending.durableID,
+                to: subscription,
+                into: &outputs
+            )
+        }
+    }
+
+    /// Gives a queue's durable messages back to their durable queue: no consumer here can
+    /// take them, and they must not wait where no one looks for them.
+    private func giveBackDurable(from queue: inout QueueState, _ name: String, into outputs: inout [RouterOutput]) {
+        var delivered: [UInt64] = []
+        var undelivered: [UInt64] = []
+        queue.pending.removeAll { pending in
+            guard let id = pending.durableID else { return false }
+            queuedBytes -= pending.message.footprint
+            if pending.redelivered { delivered.append(id) } else { undelivered.append(id) }
+            return true
+        }
+        queue.durablePending = 0
+        if !undelivered.isEmpty {
+            outputs.append(.durable(.giveBack(queue: name, ids: undelivered, delivered: false), holding: nil))
+        }
+        if !delivered.isEmpty {
+            outputs.append(.durable(.giveBack(queue: name, ids: delivered, delivered: true), holding: nil))
         }
     }
 
@@ -600,17 +677,23 @@ public final class Router {
     private func deliver(
         _ message: RoutedMessage,
         redelivered: Bool,
+        durableID: UInt64? = nil,
         to subscription: Subscription,
         into outputs: inout [RouterOutput]
     ) {
         var ackID: String?
-        if subscription.request.ackMode != .auto {
+        if subscription.request.ackMode == .auto {
+            if let durableID, case .queue(let name) = subscription.request.destination {
+                // Consumed once written, as `auto` means: settled now.
+                outputs.append(.durable(.settle(queue: name, ids: [durableID]), holding: nil))
+            }
+        } else {
             nextDeliveryTag += 1
             let tag = nextDeliveryTag
             ackID = String(tag)
             // Held until acknowledged: it must not keep its whole read buffer alive.
             message.compactBody()
-            subscription.unacked.append(Unacked(tag: tag, message: message))
+            subscription.unacked.append(Unacked(tag: tag, message: message, durableID: durableID))
             subscription.budget.bytes += message.footprint
             connections[subscription.key.connection]?.ackIndex[ackID!] = subscription.key.id
         }
@@ -658,14 +741,26 @@ public final class Router {
 
         case .evacuate:
             for name in queues.keys.sorted() {
-                while let pending = queues[name]?.pending.popFirst() {
+                guard var queue = queues.removeValue(forKey: name) else { continue }
+                if queue.durablePending > 0 { giveBackDurable(from: &queue, name, into: &outputs) }
+                while let pending = queue.removeFirstPending() {
                     queuedBytes -= pending.message.footprint
                     outputs.append(
                         .handOff(queue: name, pending.message.envelope, redelivered: pending.redelivered, hops: 0)
                     )
                 }
-                if queues[name]?.isUnused == true { queues[name] = nil }
+                if !queue.isUnused { queues[name] = queue }
             }
+
+        case .acceptDurable(let name, let envelope, let id, let redelivered):
+            // Its body is a slice of the durable queue's copy, which outlives it: no compaction.
+            let message = RoutedMessage(envelope)
+            queues[name, default: QueueState()].insertPending(
+                [PendingMessage(message: message, redelivered: redelivered, durableID: id)],
+                at: queues[name]?.pending.count ?? 0
+            )
+            queuedBytes += message.footprint
+            dispatch(queue: name, into: &outputs)
 
         case .forwardsLost(let loss):
             failSubscribers(affectedBy: loss, into: &outputs)
@@ -718,6 +813,13 @@ public final class Router {
             subscription.budget.bytes -= entry.message.footprint
         }
         guard case .queue(let name) = subscription.request.destination else { return }
+        if !requeue {
+            let durableIDs = settled.compactMap(\.durableID)
+            if !durableIDs.isEmpty {
+                // The ACK's RECEIPT waits until no failover can deliver these again.
+                outputs.append(.durable(.settle(queue: name, ids: durableIDs), holding: connection))
+            }
+        }
         if requeue {
             // A NACK says "not me": offer each message to another consumer with room first,
             // and only when there is none let it wait for whoever frees up, the NACKer included.
@@ -725,12 +827,12 @@ public final class Router {
             for entry in settled {
                 if var queue = queues[name], let other = nextConsumer(of: &queue, excluding: subscription.key) {
                     queues[name] = queue
-                    deliver(entry.message, redelivered: true, to: other, into: &outputs)
+                    deliver(entry.message, redelivered: true, durableID: entry.durableID, to: other, into: &outputs)
                 } else {
-                    returned.append(PendingMessage(message: entry.message, redelivered: true))
+                    returned.append(PendingMessage(message: entry.message, redelivered: true, durableID: entry.durableID))
                 }
             }
-            queues[name, default: QueueState()].pending.insert(contentsOf: returned, at: 0)
+            queues[name, default: QueueState()].insertPending(returned, at: 0)
             queuedBytes += returned.reduce(0) { $0 + $1.message.footprint }
         }
         // An ACK frees room at this consumer; a NACK returns work. Either way, dispatch.

@@ -134,6 +134,22 @@ public enum RouterClusterOperation: Sendable, Equatable {
     /// subscribers missed can't be told, so each subscriber they concern gets an ERROR and is
     /// closed: no client keeps a healthy-looking connection across a gap.
     case forwardsLost(ForwardLoss)
+    /// A message of a durable queue, committed, for this node's consumers of the queue. The
+    /// durable queue keeps it until the router settles it (``DurableWork/settle(queue:ids:)``)
+    /// or gives it back (``DurableWork/giveBack(queue:ids:delivered:)``).
+    case acceptDurable(queue: String, MessageEnvelope, id: UInt64, redelivered: Bool)
+}
+
+/// What the router asks of the durable queues (`persistent:true` SENDs to a `/queue/`).
+public enum DurableWork: Sendable, Equatable {
+    /// Store and replicate this message; its SEND's connection waits until it is.
+    case enqueue(queue: String, MessageEnvelope)
+    /// These messages were acknowledged (or delivered in `auto` mode): never again.
+    case settle(queue: String, ids: [UInt64])
+    /// These messages are back from the router, which has no consumer for them now.
+    /// `delivered`: they went out to a consumer that didn't acknowledge them, so their next
+    /// delivery says `redelivered:true` whichever node makes it.
+    case giveBack(queue: String, ids: [UInt64], delivered: Bool)
 }
 
 /// Topic messages a peer dropped instead of forwarding them to this node.
@@ -187,4 +203,8 @@ public enum RouterOutput: Sendable {
     /// A message for a temporary reply queue that no longer exists, dropped (as RabbitMQ
     /// drops it) and counted.
     case unroutable(Destination)
+    /// Work for the durable queues. With `holding`, that connection's later frames (the
+    /// RECEIPT of the frame that caused it included) wait until the work is durable, and the
+    /// connection fails if it can't be.
+    case durable(DurableWork, holding: ConnectionID?)
 }

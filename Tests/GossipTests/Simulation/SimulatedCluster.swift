@@ -1113,8 +1113,8 @@ final class SimulatedCluster {
             }
         case .forwardsLost:
             sessionCounts.lossesReported += 1
-        case .evacuate:
-            // No node evacuates.
+        case .evacuate, .acceptDurable:
+            // No node evacuates; the cluster carries no durable queue's messages.
             break
         }
     }

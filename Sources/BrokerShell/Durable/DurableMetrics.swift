@@ -1,0 +1,40 @@
+import Metrics
+import Replication
+import StompRouting
+
+/// The durable queues' figures for `/metrics`: gauges set once a second, counters of what was
+/// refused as it happens.
+final class DurableMetrics {
+    private let queues = Gauge(label: "stomp_durable_queues")
+    private let messages = Gauge(label: "stomp_durable_messages")
+    private let messageBytes = Gauge(label: "stomp_durable_message_bytes")
+    private let logBytes = Gauge(label: "stomp_durable_log_bytes")
+    private let logSegments = Gauge(label: "stomp_durable_log_segments")
+    private let syncs = Counter(label: "stomp_durable_log_syncs_total")
+    private let writtenBytes = Counter(label: "stomp_durable_log_written_bytes_total")
+    /// Queues that stopped taking writes after a failed write of the log.
+    let brokenQueues = Counter(label: "stomp_durable_broken_queues_total")
+    private var refusals: [StompProtocolError.Kind: Counter] = [:]
+    private var lastLog: WriteAheadLog.Statistics?
+
+    /// A persistent SEND refused for the bound `kind` names.
+    func refused(_ kind: StompProtocolError.Kind) {
+        if refusals[kind] == nil {
+            refusals[kind] = Counter(label: "stomp_durable_refused_total", dimensions: [("reason", kind.rawValue)])
+        }
+        refusals[kind]!.increment()
+    }
+
+    func update(queues: Int, messages: Int, bytes: Int, log: WriteAheadLog.Statistics?) {
+        self.queues.record(queues)
+        self.messages.record(messages)
+        messageBytes.record(bytes)
+        guard let log else { return }
+        logBytes.record(log.diskBytes)
+        logSegments.record(log.segments)
+        let last = (syncs: lastLog?.syncs ?? 0, bytes: lastLog?.bytesWritten ?? 0)
+        if log.syncs > last.syncs { syncs.increment(by: Int(log.syncs - last.syncs)) }
+        if log.bytesWritten > last.bytes { writtenBytes.increment(by: Int(log.bytesWritten - last.bytes)) }
+        lastLog = log
+    }
+}

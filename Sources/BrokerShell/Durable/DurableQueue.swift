@@ -1,0 +1,49 @@
+import DequeModule
+import Replication
+
+/// One durable queue on this node: its replica, and what the node's dispatch keeps beside it.
+/// Which committed messages the router holds is this node's business (the replica's state
+/// says which are unsettled, not who has them), so it lives here, not in the replicated state.
+final class DurableQueue {
+    /// A proposal made before this replica led, made once it does (or dropped at its deadline).
+    struct Parked {
+        var command: QueueCommand
+        var token: UInt64?
+        var admission: WriteAheadLog.Admission
+    }
+
+    let name: String
+    var replica: ReplicatedQueue
+    /// Committed messages not yet handed to the router, in the order they go.
+    private(set) var ready = Deque<UInt64>()
+    private var readySet = Set<UInt64>()
+    /// Handed to the router and neither settled nor given back yet.
+    var out = Set<UInt64>()
+    var parked: [Parked] = []
+    /// Proposals of this queue awaiting their outcome, for failing them together.
+    var tokens = Set<UInt64>()
+    /// Why the queue takes no more writes: a write of its log failed, so its replica's view of
+    /// what is durable can't be trusted until the node restarts and reads the log back.
+    var broken: String?
+
+    init(name: String, replica: ReplicatedQueue) {
+        self.name = name
+        self.replica = replica
+    }
+
+    /// Messages committed (or requeued) and ready: queued behind the others, once each.
+    func makeReady(_ ids: [UInt64]) {
+        for id in ids where !out.contains(id) && readySet.insert(id).inserted { ready.append(id) }
+    }
+
+    /// Messages the router gave back without delivering them: first in line again.
+    func returnToFront(_ ids: [UInt64]) {
+        for id in ids.reversed() where readySet.insert(id).inserted { ready.prepend(id) }
+    }
+
+    func nextReady() -> UInt64? {
+        guard let id = ready.popFirst() else { return nil }
+        readySet.remove(id)
+        return id
+    }
+}

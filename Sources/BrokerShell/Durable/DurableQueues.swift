@@ -1,0 +1,493 @@
+import DequeModule
+import Logging
+import Metrics
+import NIOCore
+import Replication
+import StompRouting
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The durable queues of one node: the write-ahead log under `data.dir` and one
+/// ``ReplicatedQueue`` per queue that ever got a `persistent:true` SEND, driven on the
+/// broker's loop. It does the ``DurableWork`` the router asks for, hands committed messages
+/// to the router's consumers (``RouterClusterOperation/acceptDurable(queue:_:id:redelivered:)``)
+/// and tells the broker when each write a connection waits for is durable.
+///
+/// Confined to the broker's event loop: every method is called there, and every completion
+/// runs there. See `Sources/Replication/REPLICATION.md` for the promise it keeps.
+public final class DurableQueues: @unchecked Sendable {
+    public struct Settings: Sendable {
+        /// The log's directory (`data.dir`).
+        public var directory: String
+        public var log: WriteAheadLog.Settings
+        /// How long a durable write may take before its connection gets an ERROR
+        /// (`replication.send-timeout-ms`).
+        public var sendTimeout: TimeAmount
+        /// Durable queues the node holds (`limits.queues`, as for in-memory queues).
+        public var maxQueues: Int
+        /// Persistent SENDs are refused while the data dir's file system has less free
+        /// (`data.min-free-bytes`), so that the log never meets a full disk mid-batch.
+        public var minFreeBytes: Int64
+        /// Messages of one queue handed to this node's consumers and not yet settled: the
+        /// router holds no more of a durable queue than this.
+        public var dispatchWindow: Int
+
+        public init(
+            directory: String,
+            log: WriteAheadLog.Settings = WriteAheadLog.Settings(),
+            sendTimeout: TimeAmount = .seconds(5),
+            maxQueues: Int = 10_000,
+            minFreeBytes: Int64 = 64 << 20,
+            dispatchWindow: Int = 1_024
+        ) {
+            self.directory = directory
+            self.log = log
+            self.sendTimeout = sendTimeout
+            self.maxQueues = maxQueues
+            self.minFreeBytes = minFreeBytes
+            self.dispatchWindow = dispatchWindow
+        }
+    }
+
+    public typealias Completion = (Result<Void, StompProtocolError>) -> Void
+
+    /// A proposal some connection waits for.
+    private struct Proposal {
+        var queue: String
+        var completions: [Completion]
+    }
+
+    public let eventLoop: any EventLoop
+    public let settings: Settings
+    private let node: ReplicaID
+    private let logger: Logger
+    /// `nil` when the data dir can't be used: `unavailable` says why.
+    private let store: DurableStore?
+    private let unavailable: String?
+    private var queues: [String: DurableQueue] = [:]
+    /// Local consumers per queue, as the router's interest reports them (durable or not: a
+    /// queue may get its first persistent message after its consumers came).
+    private var consumers: [String: Int] = [:]
+    private var remoteConsumers: [String: Int] = [:]
+    private var proposals: [UInt64: Proposal] = [:]
+    /// Tokens in the order they were made, which is their deadlines' order too.
+    private var deadlines = Deque<(token: UInt64, deadline: NIODeadline)>()
+    private var nextToken: UInt64 = 0
+    /// Settles gathered during one dispatch of the broker, proposed together by ``flush()``.
+    private var settles: [String: (ids: [UInt64], completions: [Completion])] = [:]
+    private var timer: RepeatedTask?
+    private var nextHousekeeping = NIODeadline.now()
+    private var freeBytes = Int64.max
+    private let metrics = DurableMetrics()
+    /// Where committed messages go: the router of this node (set by the broker).
+    var deliver: (([RouterClusterOperation]) -> Void)?
+
+    /// Opens the log and starts every queue it holds.
+    /// - Throws: ``Replication/LogOpenError/corrupt(path:offset:reason:)`` or
+    ///   ``Replication/ReplicaLogRecovery/Malformed``: the node must not serve what it can't
+    ///   read. A data dir that can't be used at all is not thrown: the node serves everything
+    ///   else, and persistent SENDs get an ERROR saying why.
+    public init(settings: Settings, node: String, eventLoop: any EventLoop, logger: Logger) throws {
+        self.settings = settings
+        self.node = ReplicaID(node)
+        self.eventLoop = eventLoop
+        self.logger = logger
+        do {
+            store = try DurableStore(directory: settings.directory, settings: settings.log, eventLoop: eventLoop)
+            unavailable = nil
+        } catch LogOpenError.unavailable(let reason) {
+            logger.error(
+                "durable queues unavailable: persistent messages will be refused",
+                metadata: ["data.dir": "\(settings.directory)", "error": "\(reason)"]
+            )
+            store = nil
+            unavailable = reason
+        }
+        let now = NIODeadline.now()
+        for (name, group) in store?.recovered ?? [:] {
+            queues[name] = makeQueue(name, recovered: group, now: now)
+        }
+        if let store, !queues.isEmpty {
+            logger.info(
+                "durable queues read back",
+                metadata: [
+                    "data.dir": "\(settings.directory)", "queues": "\(queues.count)",
+                    "log.bytes": "\(store.statistics.diskBytes)",
+                ]
+            )
+        }
+    }
+
+    /// Starts the clock that drives elections, timeouts and compaction. On the broker's loop.
+    public func start() {
+        eventLoop.preconditionInEventLoop()
+        for queue in queues.values { carry(queue.replica.tick(now: .now()), of: queue) }
+        timer = eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(100)) {
+            [self] _ in tick()
+        }
+    }
+
+    /// Stops the clock and closes the log once what was appended is on disk.
+    public func close() {
+        eventLoop.preconditionInEventLoop()
+        timer?.cancel()
+        timer = nil
+        store?.close()
+    }
+
+    /// Queues held and the log's figures, for the admin API and `/metrics`.
+    public var statistics: (queues: Int, messages: Int, bytes: Int, log: WriteAheadLog.Statistics?) {
+        let (messages, bytes) = queues.values.reduce((0, 0)) { ($0.0 + $1.replica.state.count, $0.1 + $1.replica.state.bytes) }
+        return (queues.count, messages, bytes, store?.statistics)
+    }
+
+    // MARK: - From the router
+
+    /// Does `work`; `completion` (if any) runs once it is durable, or with the ERROR for the
+    /// connection that waits for it.
+    func perform(_ work: DurableWork, completion: Completion?) {
+        switch work {
+        case .enqueue(let name, let envelope):
+            let payload = DurableMessageCodec.encode(envelope)
+            if let refusal = refusal(forEnqueueTo: name, bytes: payload.readableBytes) {
+                completion?(.failure(refusal))
+                return
+            }
+            let queue = queues[name] ?? newQueue(name)
+            propose(.enqueue(payload), on: queue, admission: .payload, completions: completion.map { [$0] } ?? [])
+        case .settle(let name, let ids):
+            guard let queue = queues[name] else {
+                completion?(.success(()))
+                return
+            }
+            for id in ids { queue.out.remove(id) }
+            settles[name, default: ([], [])].ids += ids
+            if let completion { settles[name]!.completions.append(completion) }
+        case .giveBack(let name, let ids, let delivered):
+            guard let queue = queues[name] else { return }
+            for id in ids { queue.out.remove(id) }
+            if delivered {
+                // Ready again once the requeue is committed, which marks them redelivered for
+                // whichever node delivers them next.
+                for chunk in ids.chunks(of: QueueCommand.maxIDs) {
+                    propose(.requeue(chunk), on: queue, admission: .control, completions: [])
+                }
+            } else {
+                queue.returnToFront(ids)
+            }
+            pump(queue)
+        }
+    }
+
+    /// Local consumers of the queue `name` changed by `delta`.
+    func consumersChanged(queue name: String, delta: Int) {
+        let count = consumers[name, default: 0] + delta
+        consumers[name] = count > 0 ? count : nil
+        if count > 0, let queue = queues[name] { pump(queue) }
+    }
+
+    /// Consumers of the queue `name` on other nodes are now `count`: the router hands the
+    /// queue's messages to them when it has no consumer of its own.
+    func remoteConsumersChanged(queue name: String, count: Int) {
+        remoteConsumers[name] = count > 0 ? count : nil
+        if count > 0, let queue = queues[name] { pump(queue) }
+    }
+
+    /// Proposes the settles gathered since the last flush: one entry per queue (per
+    /// ``Replication/QueueCommand/maxIDs``), however many ACKs a dispatch carried.
+    func flush() {
+        guard !settles.isEmpty else { return }
+        let gathered = settles
+        settles.removeAll(keepingCapacity: true)
+        for (name, settle) in gathered {
+            guard let queue = queues[name] else { continue }
+            let chunks = settle.ids.chunks(of: QueueCommand.maxIDs)
+            for (position, chunk) in chunks.enumerated() {
+                // Raft commits in order, so the last chunk's commit vouches for all of them.
+                let completions = position == chunks.count - 1 ? settle.completions : []
+                propose(.settle(chunk), on: queue, admission: .control, completions: completions)
+            }
+            pump(queue)
+        }
+    }
+
+    // MARK: - Proposals
+
+    private func refusal(forEnqueueTo name: String, bytes: Int) -> StompProtocolError? {
+        guard let store else {
+            return StompProtocolError(
+                .durableUnavailable,
+                "durable queues unavailable",
+                detail:
+                    "This node cannot store persistent messages: \(unavailable ?? "its data dir can't be used") (data.dir \(settings.directory))."
+            )
+        }
+        if let queue = queues[name] {
+            if let broken = queue.broken { return Self.brokenError(name, broken) }
+        } else if queues.count >= settings.maxQueues {
+            return StompProtocolError(
+                .tooManyQueues,
+                "too many queues",
+                detail: "This node already holds its limit of \(settings.maxQueues) durable queues (limits.queues)."
+            )
+        }
+        // With room for a few records' framing to spare, so that the log itself never refuses
+        // a write the queue's replica already counts on.
+        let log = store.statistics
+        let needed = log.diskBytes + log.pendingBytes + Int64(bytes) + 64 << 10
+        if needed > settings.log.maxBytes {
+            metrics.refused(.dataLimit)
+            return StompProtocolError(
+                .dataLimit,
+                "durable log full",
+                detail:
+                    "The durable log holds its limit of \(settings.log.maxBytes) bytes (data.max-bytes); try again once consumers catch up."
+            )
+        }
+        if freeBytes < settings.minFreeBytes + Int64(bytes) {
+            metrics.refused(.diskFull)
+            return StompProtocolError(
+                .diskFull,
+                "disk full",
+                detail:
+                    "The file system of \(settings.directory) has \(freeBytes) bytes free, less than data.min-free-bytes (\(settings.minFreeBytes))."
+            )
+        }
+        return nil
+    }
+
+    private static func brokenError(_ name: String, _ reason: String) -> StompProtocolError {
+        StompProtocolError(
+            .durableUnavailable,
+            "durable queue unavailable",
+            detail: "/queue/\(name) takes no writes until the node restarts: \(reason)."
+        )
+    }
+
+    private func propose(
+        _ command: QueueCommand,
+        on queue: DurableQueue,
+        admission: WriteAheadLog.Admission,
+        completions: [Completion]
+    ) {
+        if let broken = queue.broken {
+            for completion in completions { completion(.failure(Self.brokenError(queue.name, broken))) }
+            return
+        }
+        var token: UInt64?
+        if !completions.isEmpty {
+            nextToken += 1
+            token = nextToken
+            proposals[nextToken] = Proposal(queue: queue.name, completions: completions)
+            deadlines.append((nextToken, .now() + settings.sendTimeout))
+            queue.tokens.insert(nextToken)
+        }
+        guard queue.replica.raft.role == .leader else {
+            // Not elected yet (a new queue, or just after a restart): made once it is.
+            queue.parked.append(DurableQueue.Parked(command: command, token: token, admission: admission))
+            return
+        }
+        let (result, effects) = queue.replica.propose(command, token: token, now: .now())
+        switch result {
+        case .accepted:
+            carry(effects, of: queue, admission: admission)
+        case .notLeader, .rejected:
+            carry(effects, of: queue)
+            queue.parked.append(DurableQueue.Parked(command: command, token: token, admission: admission))
+        }
+    }
+
+    private func proposeParked(_ queue: DurableQueue) {
+        let parked = queue.parked
+        queue.parked.removeAll()
+        for entry in parked {
+            // One whose client was already told it timed out is not made behind its back.
+            if let token = entry.token, proposals[token] == nil { continue }
+            let (result, effects) = queue.replica.propose(entry.command, token: entry.token, now: .now())
+            if case .accepted = result {
+                carry(effects, of: queue, admission: entry.admission)
+            } else {
+                carry(effects, of: queue)
+                queue.parked.append(entry)
+            }
+        }
+    }
+
+    private func finish(_ token: UInt64, _ result: Result<Void, StompProtocolError>) {
+        guard let proposal = proposals.removeValue(forKey: token) else { return }
+        queues[proposal.queue]?.tokens.remove(token)
+        for completion in proposal.completions { completion(result) }
+    }
+
+    // MARK: - The replicas' effects
+
+    private func carry(
+        _ effects: [ReplicatedQueue.Effect],
+        of queue: DurableQueue,
+        admission: WriteAheadLog.Admission = .control
+    ) {
+        var becameLeader = false
+        // Parked proposals are made after the other effects: the leader's first entry (its
+        // no-op) is among them, and the log must hold it before theirs.
+        defer { if becameLeader { proposeParked(queue) } }
+        for effect in effects {
+            switch effect {
+            case .write(let records, let durability):
+                guard let store else { continue }
+                store.write(records, admission: admission) { [self] result in
+                    switch result {
+                    case .success:
+                        if let durability, queue.broken == nil { carry(queue.replica.written(durability), of: queue) }
+                    case .failure(let error):
+                        breakDown(queue, error)
+                    }
+                }
+            case .send:
+                // Every queue has this node as its only replica until the cluster link carries
+                // Raft's messages (REPLICATION.md, "to build").
+                break
+            case .committed(let token):
+                finish(token, .success(()))
+            case .lost(let token):
+                finish(
+                    token,
+                    .failure(
+                        StompProtocolError(
+                            .durableUnavailable,
+                            "durable write lost",
+                            detail: "/queue/\(queue.name) changed leader before this write was committed."
+                        )
+                    )
+                )
+            case .ready(let ids):
+                queue.makeReady(ids)
+                pump(queue)
+            case .roleChanged(let role, _, _):
+                becameLeader = role == .leader
+            }
+        }
+    }
+
+    /// A write of the queue's log failed: what its replica believes durable may not be, so it
+    /// takes no more writes until a restart reads back what really is on disk. Every write
+    /// waiting for it gets an ERROR; what it already holds is still delivered.
+    private func breakDown(_ queue: DurableQueue, _ error: LogAppendError) {
+        guard queue.broken == nil else { return }
+        queue.broken = error.description
+        logger.error(
+            "durable queue stops taking writes until the node restarts",
+            metadata: ["queue": "\(queue.name)", "error": "\(error)"]
+        )
+        metrics.brokenQueues.increment()
+        let failure = Self.brokenError(queue.name, error.description)
+        for token in queue.tokens.sorted() { finish(token, .failure(failure)) }
+        queue.parked.removeAll()
+    }
+
+    // MARK: - Dispatch
+
+    /// Hands ready messages to this node's router while it has consumers of the queue and
+    /// fewer than ``Settings/dispatchWindow`` messages out.
+    private func pump(_ queue: DurableQueue) {
+        guard consumers[queue.name] != nil || remoteConsumers[queue.name] != nil, queue.replica.mayDispatch else {
+            return
+        }
+        var batch: [RouterClusterOperation] = []
+        while queue.out.count < settings.dispatchWindow, let id = queue.nextReady() {
+            guard !queue.out.contains(id), let message = queue.replica.state.message(id) else { continue }
+            guard let envelope = DurableMessageCodec.decode(message.payload, queue: queue.name) else {
+                logger.error("unreadable durable message skipped", metadata: ["queue": "\(queue.name)", "id": "\(id)"])
+                continue
+            }
+            queue.out.insert(id)
+            batch.append(.acceptDurable(queue: queue.name, envelope, id: id, redelivered: message.redelivered))
+        }
+        if !batch.isEmpty { deliver?(batch) }
+    }
+
+    // MARK: - Queues
+
+    private func newQueue(_ name: String) -> DurableQueue {
+        let queue = makeQueue(name, recovered: nil, now: .now())
+        queues[name] = queue
+        carry(queue.replica.tick(now: .now()), of: queue)
+        return queue
+    }
+
+    private func makeQueue(_ name: String, recovered: ReplicaLogRecovery.Group?, now: NIODeadline) -> DurableQueue {
+        var raft = RaftSettings()
+        // This node is the queue's only voter: nothing to wait for before it leads.
+        raft.electionTimeout = 0...0
+        let replica = ReplicatedQueue(
+            group: name,
+            id: node,
+            recovered: recovered,
+            members: RaftMembers(voters: [node]),
+            settings: raft,
+            now: now
+        )
+        return DurableQueue(name: name, replica: replica)
+    }
+
+    // MARK: - The clock
+
+    private func tick() {
+        let now = NIODeadline.now()
+        for queue in queues.values where queue.broken == nil { carry(queue.replica.tick(now: now), of: queue) }
+        while let first = deadlines.first, first.deadline <= now {
+            deadlines.removeFirst()
+            guard proposals[first.token] != nil else { continue }
+            metrics.refused(.replicationTimeout)
+            finish(
+                first.token,
+                .failure(
+                    StompProtocolError(
+                        .replicationTimeout,
+                        "durable write timed out",
+                        detail:
+                            "The write was not durable within \(settings.sendTimeout.nanoseconds / 1_000_000) ms (replication.send-timeout-ms)."
+                    )
+                )
+            )
+        }
+        if now >= nextHousekeeping {
+            nextHousekeeping = now + .seconds(1)
+            housekeeping(now: now)
+        }
+    }
+
+    /// Once a second: the file system's free space, compaction, and the gauges.
+    private func housekeeping(now: NIODeadline) {
+        guard let store else { return }
+        var info = statvfs()
+        if statvfs(settings.directory, &info) == 0 {
+            freeBytes = Int64(info.f_bavail) * Int64(info.f_frsize)
+        }
+        let figures = statistics
+        metrics.update(queues: figures.queues, messages: figures.messages, bytes: figures.bytes, log: figures.log)
+        // A broken queue's replica no longer knows what its log holds: nothing is removed
+        // until the restart that reads it back.
+        guard !queues.values.contains(where: { $0.broken != nil }) else { return }
+        for queue in queues.values {
+            carry(queue.replica.compact(), of: queue)
+        }
+        let pinned = store.reclaimSpace { [queues] name in queues[name]?.replica.checkpoint }
+        for (name, moveBefore) in pinned {
+            guard let queue = queues[name] else { continue }
+            carry(queue.replica.moveMessages(before: moveBefore, limit: 256, now: now), of: queue)
+        }
+    }
+}
+
+extension Array {
+    /// Consecutive slices of at most `size` elements.
+    fileprivate func chunks(of size: Int) -> [[Element]] {
+        stride(from: 0, to: count, by: size).map { Array(self[$0..<Swift.min($0 + size, count)]) }
+    }
+}
