@@ -205,6 +205,11 @@ let package = Package(
             name: "BrokerShellTests",
             dependencies: [
                 "BrokerShell",
+                "StompRouting",
+                "Replication",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

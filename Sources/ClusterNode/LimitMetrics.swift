@@ -38,6 +38,10 @@ enum LimitMetrics {
             ("timeouts.connect-ms", milliseconds(io.connectTimeout)),
             ("admin.max-page-size", configuration.admin.maxPageSize),
             ("admin.stats-samples", configuration.admin.statsSamples),
+            ("data.max-bytes", Int(configuration.durable.log.maxBytes)),
+            ("data.segment-bytes", configuration.durable.log.segmentBytes),
+            ("data.min-free-bytes", Int(configuration.durable.minFreeBytes)),
+            ("replication.send-timeout-ms", milliseconds(configuration.durable.sendTimeout)),
         ]
         if let cluster = configuration.cluster {
             limits.append(("cluster.handshake-timeout-ms", milliseconds(cluster.handshakeTimeout)))

@@ -250,7 +250,8 @@ def k8s_secret_files(pod_spec: dict, container: dict) -> dict:
     volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
     files = {}
     for mount in container.get("volumeMounts") or []:
-        secret = volumes[mount["name"]].get("secret")
+        # A mount of no pod volume is a claim's (volumeClaimTemplates): no secret.
+        secret = volumes.get(mount["name"], {}).get("secret")
         if secret is None:
             continue
         for item in secret.get("items") or []:

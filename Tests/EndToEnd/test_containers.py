@@ -111,6 +111,14 @@ def runtime_env(hostname: str, env: dict) -> dict:
     return {**df.image_environment(), "HOSTNAME": hostname, **env}
 
 
+def own_data_dir(env: dict, directory: Path) -> dict:
+    """env with the image's data dir (a volume in the container) moved to a directory of this
+    node's own here."""
+    if env.get("CLUSTER_NODE_DATA_DIR") == df.image_environment().get("CLUSTER_NODE_DATA_DIR"):
+        return {**env, "CLUSTER_NODE_DATA_DIR": str(directory)}
+    return env
+
+
 def start_node(name: str, host: netns.Host, argv: list, env: dict, logs: Path) -> netns.Process:
     # `env` is the whole environment: nothing of the test's own (STOMP_NODE_BIN, ...) leaks in.
     return host.run(argv, env=env, log_path=logs / f"{name}.log")
@@ -244,7 +252,8 @@ class ComposeRig:
     def node_env(self, name: str) -> dict:
         service = self.compose["services"][name]
         env = df.compose_environment(service, DOTENV)
-        return runtime_env(service.get("hostname", name), df.relocate_paths(env, self.secret_files(service)))
+        env = runtime_env(service.get("hostname", name), df.relocate_paths(env, self.secret_files(service)))
+        return own_data_dir(env, self.root / "data" / name)
 
     def start_nodes(self) -> None:
         entrypoint, cmd = df.image_command()
@@ -474,7 +483,7 @@ class StatefulSetRig:
         for path, (secret, key) in df.k8s_secret_files(self.pod_spec, self.container).items():
             moves[path] = str(write_secret(self.root / "secrets" / pod, Path(path).name, self.secrets[(secret, key)]))
             print(f"{pod}: Secret {secret} key {key} is mounted at {path}; here it is {moves[path]}")
-        return runtime_env(pod, df.relocate_paths(env, moves))
+        return own_data_dir(runtime_env(pod, df.relocate_paths(env, moves)), self.root / "data" / pod)
 
     def start(self, pod: str) -> None:
         if pod in self.cluster.processes:

@@ -407,3 +407,25 @@ def test_the_secure_compose_overlay_mounts_every_file_it_names():
                 assert value in mounts, f"{name}: {variable}={value} is not one of its secrets {sorted(mounts)}"
                 checked += 1
     assert checked == 3 * 5, f"{checked} secret paths checked, not 5 per node"
+
+
+def test_every_node_keeps_its_durable_log_on_a_volume():
+    """The image puts data.dir on a VOLUME; compose mounts a named volume there for each node,
+    and the StatefulSet a claim per pod: persistent messages outlive the container."""
+    data_dir = df.image_environment()["CLUSTER_NODE_DATA_DIR"]
+    assert any(op == "VOLUME" and data_dir in args for op, args in df.final_stage()), "no VOLUME for data.dir"
+    compose = compose_file()
+    nodes = [name for name, service in compose["services"].items() if df.built_from_our_dockerfile(service)]
+    assert nodes
+    for name in nodes:
+        volumes = compose["services"][name].get("volumes", [])
+        targets = {v.split(":")[1] if isinstance(v, str) else v.get("target"): v for v in volumes}
+        assert data_dir in targets, f"compose {name}: nothing mounted at {data_dir}"
+        source = targets[data_dir].split(":")[0] if isinstance(targets[data_dir], str) else targets[data_dir]["source"]
+        assert source in compose.get("volumes", {}), f"compose {name}: {source} is no named volume"
+    for sts in df.k8s_objects("StatefulSet"):
+        claims = {c["metadata"]["name"] for c in sts["spec"].get("volumeClaimTemplates", [])}
+        container = sts["spec"]["template"]["spec"]["containers"][0]
+        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+        assert mounts.get(data_dir) in claims, f"StatefulSet: {data_dir} is not on a volume claim"
+    print(f"data.dir {data_dir}: VOLUME in the image, named volumes for {nodes}, a claim per pod")

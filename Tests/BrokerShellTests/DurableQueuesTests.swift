@@ -1,0 +1,183 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Replication
+import StompRouting
+import Testing
+
+@testable import BrokerShell
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The durable queues of one node on a real log: what is enqueued comes back to the router
+/// once committed, settles and give-backs do what they say, a restart redelivers what was not
+/// settled, and every refusal names its cause.
+@Suite final class DurableQueuesTests {
+    let directory: String
+    let loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    var loop: any EventLoop { loopGroup.next() }
+
+    init() {
+        var template = Array("/tmp/durable-queues-XXXXXX".utf8CString)
+        directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: directory)
+        try? loopGroup.syncShutdownGracefully()
+    }
+
+    /// The queues and what they handed to the router, confined to the loop.
+    final class Node: @unchecked Sendable {
+        let queues: DurableQueues
+        var accepted: [(id: UInt64, body: String, redelivered: Bool)] = []
+        var results: [String: Result<Void, StompProtocolError>] = [:]
+
+        init(_ queues: DurableQueues) {
+            self.queues = queues
+            queues.deliver = { [unowned self] operations in
+                for case .acceptDurable(_, let envelope, let id, let redelivered) in operations {
+                    accepted.append((id, String(buffer: envelope.body), redelivered))
+                }
+            }
+        }
+
+        func enqueue(_ body: String, to queue: String = "jobs") {
+            let envelope = MessageEnvelope(
+                destination: .queue(queue),
+                messageID: "m-\(body)",
+                headers: [StompHeader.persistent: "true", "app": "x"],
+                body: ByteBuffer(string: body)
+            )
+            queues.perform(.enqueue(queue: queue, envelope)) { [self] in results[body] = $0 }
+        }
+    }
+
+    func start(_ settings: DurableQueues.Settings? = nil) throws -> Node {
+        let settings = settings ?? DurableQueues.Settings(directory: directory, minFreeBytes: 0)
+        return try loop.submit { [loop] in
+            let queues = try DurableQueues(settings: settings, node: "n1", eventLoop: loop, logger: Logger(label: "test"))
+            queues.start()
+            return Node(queues)
+        }.wait()
+    }
+
+    func onLoop<T: Sendable>(_ body: @escaping () throws -> T) throws -> T {
+        try loop.submit(body).wait()
+    }
+
+    func wait(_ what: String, until done: @escaping () -> Bool) throws {
+        for _ in 0..<2_000 {
+            if try onLoop(done) { return }
+            usleep(2_000)
+        }
+        Issue.record("\(what) did not happen")
+    }
+
+    @Test func committedMessagesReachTheRouterAndWhatWasNotSettledComesBackAfterARestart() throws {
+        var node = try start()
+        try onLoop { for body in ["a", "b", "c"] { node.enqueue(body) } }
+        try wait("three commits") { node.results.count == 3 }
+        #expect(try onLoop { node.results.values.allSatisfy { (try? $0.get()) != nil } })
+        #expect(try onLoop { node.accepted.isEmpty }, "nothing goes out without a consumer")
+
+        try onLoop { node.queues.consumersChanged(queue: "jobs", delta: 1) }
+        #expect(try onLoop { node.accepted.map(\.body) } == ["a", "b", "c"])
+        #expect(try onLoop { node.accepted.allSatisfy { !$0.redelivered } })
+        let first = try onLoop { node.accepted[0].id }
+        var settled = false
+        try onLoop {
+            node.queues.perform(.settle(queue: "jobs", ids: [first])) { settled = (try? $0.get()) != nil }
+            node.queues.flush()
+        }
+        try wait("the settle") { settled }
+        try onLoop { node.queues.close() }
+
+        node = try start()
+        try onLoop { node.queues.consumersChanged(queue: "jobs", delta: 1) }
+        try wait("redelivery after the restart") { node.accepted.count == 2 }
+        let again = try onLoop { node.accepted }
+        #expect(again.map(\.body) == ["b", "c"])
+        #expect(again.allSatisfy { $0.redelivered }, "held before the restart: they may have gone out")
+        try onLoop { node.queues.close() }
+    }
+
+    @Test func givenBackMessagesGoOutAgainFirstAndThoseDeliveredSaySo() throws {
+        let node = try start()
+        try onLoop { for body in ["a", "b"] { node.enqueue(body) } }
+        try wait("two commits") { node.results.count == 2 }
+        try onLoop { node.queues.consumersChanged(queue: "jobs", delta: 1) }
+        let ids = try onLoop { node.accepted.map(\.id) }
+        try onLoop {
+            node.accepted.removeAll()
+            node.queues.perform(.giveBack(queue: "jobs", ids: [ids[0]], delivered: false), completion: nil)
+        }
+        #expect(try onLoop { node.accepted.map(\.body) } == ["a"])
+        #expect(try onLoop { node.accepted[0].redelivered } == false)
+        try onLoop {
+            node.accepted.removeAll()
+            node.queues.perform(.giveBack(queue: "jobs", ids: [ids[1]], delivered: true), completion: nil)
+        }
+        try wait("the requeue") { node.accepted.count == 1 }
+        #expect(try onLoop { node.accepted[0].body == "b" && node.accepted[0].redelivered })
+        try onLoop { node.queues.close() }
+    }
+
+    @Test func theRouterHoldsNoMoreThanTheDispatchWindow() throws {
+        var settings = DurableQueues.Settings(directory: directory, minFreeBytes: 0)
+        settings.dispatchWindow = 2
+        let node = try start(settings)
+        try onLoop { for body in ["a", "b", "c", "d"] { node.enqueue(body) } }
+        try wait("four commits") { node.results.count == 4 }
+        try onLoop { node.queues.consumersChanged(queue: "jobs", delta: 1) }
+        #expect(try onLoop { node.accepted.map(\.body) } == ["a", "b"])
+        let first = try onLoop { node.accepted[0].id }
+        try onLoop {
+            node.queues.perform(.settle(queue: "jobs", ids: [first]), completion: nil)
+            node.queues.flush()
+        }
+        #expect(try onLoop { node.accepted.map(\.body) } == ["a", "b", "c"])
+        try onLoop { node.queues.close() }
+    }
+
+    @Test func aFullLogRefusesNewMessagesNamingItsSetting() throws {
+        let settings = DurableQueues.Settings(
+            directory: directory,
+            log: WriteAheadLog.Settings(segmentBytes: 64 << 10, maxBytes: 200 << 10),
+            minFreeBytes: 0
+        )
+        let node = try start(settings)
+        let big = String(repeating: "x", count: 60 << 10)
+        for round in 0..<4 {
+            try onLoop { node.enqueue(big + String(round)) }
+            try wait("round \(round)") { node.results.count == round + 1 }
+        }
+        let failures = try onLoop {
+            node.results.values.compactMap { result -> StompProtocolError? in
+                if case .failure(let error) = result { return error } else { return nil }
+            }
+        }
+        #expect(failures.count >= 1)
+        #expect(failures.allSatisfy { $0.kind == .dataLimit && $0.detail.contains("data.max-bytes") })
+        try onLoop { node.queues.close() }
+    }
+
+    @Test func aDataDirThatCantBeUsedRefusesPersistentMessagesSayingWhy() throws {
+        let blocked = directory + "/not-a-directory"
+        let file = fopen(blocked, "w")
+        fclose(file)
+        let node = try start(DurableQueues.Settings(directory: blocked, minFreeBytes: 0))
+        try onLoop { node.enqueue("a") }
+        let result = try onLoop { node.results["a"] }
+        guard case .failure(let error) = result else {
+            Issue.record("expected a refusal, got \(String(describing: result))")
+            return
+        }
+        #expect(error.kind == .durableUnavailable)
+        #expect(error.detail.contains(blocked))
+        try onLoop { node.queues.close() }
+    }
+}
