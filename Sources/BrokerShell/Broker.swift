@@ -101,10 +101,11 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
     /// Applies work that arrives from other nodes. Called on ``eventLoop``.
     public func apply(_ operation: RouterClusterOperation) {
         eventLoop.assertInEventLoop()
+        router.handle(operation, into: &outputs)
         if case .remoteQueueConsumers(let name, let count) = operation {
+            // After the router knows: what the durable queue hands it now goes to them.
             durable?.remoteConsumersChanged(queue: name, count: count)
         }
-        router.handle(operation, into: &outputs)
         dispatchOutputs()
     }
 

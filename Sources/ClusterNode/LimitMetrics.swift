@@ -42,6 +42,7 @@ enum LimitMetrics {
             ("data.segment-bytes", configuration.durable.log.segmentBytes),
             ("data.min-free-bytes", Int(configuration.durable.minFreeBytes)),
             ("replication.send-timeout-ms", milliseconds(configuration.durable.sendTimeout)),
+            ("replication.factor", configuration.durable.replicationFactor),
         ]
         if let cluster = configuration.cluster {
             limits.append(("cluster.handshake-timeout-ms", milliseconds(cluster.handshakeTimeout)))

@@ -156,7 +156,8 @@ struct NodeConfiguration: Sendable {
             ),
             sendTimeout: try settings.milliseconds("replication.send-timeout-ms"),
             maxQueues: router.maxQueues,
-            minFreeBytes: Int64(try settings.requiredInt("data.min-free-bytes"))
+            minFreeBytes: Int64(try settings.requiredInt("data.min-free-bytes")),
+            replicationFactor: try settings.requiredInt("replication.factor")
         )
 
         var admin = AdminSettings(

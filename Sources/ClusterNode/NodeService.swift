@@ -78,12 +78,16 @@ struct NodeService: Service, CustomStringConvertible {
             try? await group.shutdownGracefully()
             throw error
         }
-        try await broker.eventLoop.submit {
-            broker.attach(durable: durable)
-            durable.start()
-        }.get()
         let server = try StompServer(configuration: io, broker: broker, group: group, logger: logger)
         let cluster = makeCluster(broker: broker)
+        try await broker.eventLoop.submit {
+            broker.attach(durable: durable)
+            if let cluster {
+                durable.attach(link: ClusterReplicationLink(shell: cluster))
+                cluster.onReplication { peer, payload in durable.received(payload, from: peer.name) }
+            }
+            durable.start()
+        }.get()
         let stats = StatsHistory(
             capacity: configuration.admin.statsSamples,
             interval: .nanoseconds(configuration.admin.statsInterval.nanoseconds),

@@ -59,7 +59,12 @@ import Glibc
     func start(_ settings: DurableQueues.Settings? = nil) throws -> Node {
         let settings = settings ?? DurableQueues.Settings(directory: directory, minFreeBytes: 0)
         return try loop.submit { [loop] in
-            let queues = try DurableQueues(settings: settings, node: "n1", eventLoop: loop, logger: Logger(label: "test"))
+            let queues = try DurableQueues(
+                settings: settings,
+                node: "n1",
+                eventLoop: loop,
+                logger: Logger(label: "test")
+            )
             queues.start()
             return Node(queues)
         }.wait()
@@ -115,6 +120,8 @@ import Glibc
             node.accepted.removeAll()
             node.queues.perform(.giveBack(queue: "jobs", ids: [ids[0]], delivered: false), completion: nil)
         }
+        // Not at once (the router just said it had no one for it): at the next tick.
+        try wait("the message given back, out again") { node.accepted.count == 1 }
         #expect(try onLoop { node.accepted.map(\.body) } == ["a"])
         #expect(try onLoop { node.accepted[0].redelivered } == false)
         try onLoop {

@@ -178,8 +178,11 @@ class Cluster:
         return node
 
     def start_node(self, name: str) -> Node:
-        node = self._launch(name, self.cluster_args(self.cluster_ports[name], self.seeds_arg(),
-                                                    self.secret_file))
+        args = self.cluster_args(self.cluster_ports[name], self.seeds_arg(), self.secret_file)
+        if supports_flag("--data-dir"):
+            # The node's durable log: the same one across restarts (each start has its own workdir).
+            args += ["--data-dir", str(self.root / f"{name}-data")]
+        node = self._launch(name, args)
         got = int(node.ports.get("cluster", -1))
         assert got == self.cluster_ports[name], f"{name}: ports file says cluster={got}, " \
                                                 f"asked for {self.cluster_ports[name]}"

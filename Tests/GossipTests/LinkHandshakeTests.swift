@@ -423,17 +423,22 @@ struct LinkHandshakeTests {
         #expect(try Self.settle(dialer: 2...3, listener: 2...3) == [3, 3])
     }
 
+    @Test func nodesOfThisBuildSettleOnFourAndWithANodeOfThreeOnThree() throws {
+        #expect(try Self.settle(dialer: 2...4, listener: 2...4) == [4, 4])
+        #expect(try Self.settle(dialer: 2...4, listener: 2...3) == [3, 3])
+    }
+
     @Test func rangesWithNoVersionInCommonAreStillRefusedOnBothSides() throws {
         var listener = LinkHandshake(identity: Self.identity("a"), nonce: Self.nonce(1), role: .listener)
-        let dialer = LinkHandshake(identity: Self.identity("b"), nonce: Self.nonce(2), role: .dialer, versions: 4...5)
+        let dialer = LinkHandshake(identity: Self.identity("b"), nonce: Self.nonce(2), role: .dialer, versions: 5...6)
         #expect(
             Self.refusal(listener.received(try #require(dialer.opening)))?.reason
-                == "no common wire version: peer speaks 4...5, this node \(LinkHandshake.supportedVersions)"
+                == "no common wire version: peer speaks 5...6, this node \(LinkHandshake.supportedVersions)"
         )
-        var newer = LinkHandshake(identity: Self.identity("b"), nonce: Self.nonce(2), role: .dialer, versions: 4...5)
+        var newer = LinkHandshake(identity: Self.identity("b"), nonce: Self.nonce(2), role: .dialer, versions: 5...6)
         #expect(
             Self.refusal(newer.received(.challenge(minVersion: 2, maxVersion: 2, nonce: Self.nonce(1))))?.reason
-                == "no common wire version: peer speaks 2...2, this node 4...5"
+                == "no common wire version: peer speaks 2...2, this node 5...6"
         )
     }
 
@@ -442,7 +447,7 @@ struct LinkHandshakeTests {
         var dialer = Self.dialer(Self.identity("b"), nonce: 2)
         _ = try Self.upToTheDialersProof(&dialer, &listener)
         var hello = Self.helloOf(listener)
-        hello.maxVersion = 4
+        hello.maxVersion = LinkHandshake.supportedVersions.upperBound + 1
         #expect(Self.isRefusal(dialer.received(.hello(hello)), containing: "other wire versions"))
     }
 

@@ -12,7 +12,12 @@ import Testing
     var driver = RouterDriver(settings: Router.Settings(messageIDPrefix: "n1-", durableQueues: true))
 
     func envelope(_ body: String, id: String = "n1-1") -> MessageEnvelope {
-        MessageEnvelope(destination: .queue("jobs"), messageID: id, headers: Self.persistent, body: ByteBuffer(string: body))
+        MessageEnvelope(
+            destination: .queue("jobs"),
+            messageID: id,
+            headers: Self.persistent,
+            body: ByteBuffer(string: body)
+        )
     }
 
     @Test mutating func aPersistentSendBecomesAnEnqueueThatHoldsItsConnectionAheadOfItsReceipt() {

@@ -14,6 +14,8 @@ final class DurableMetrics {
     private let writtenBytes = Counter(label: "stomp_durable_log_written_bytes_total")
     /// Queues that stopped taking writes after a failed write of the log.
     let brokenQueues = Counter(label: "stomp_durable_broken_queues_total")
+    /// Replication messages from peers that this build can't read (a newer node's).
+    let unreadableMessages = Counter(label: "stomp_durable_unreadable_messages_total")
     private var refusals: [StompProtocolError.Kind: Counter] = [:]
     private var lastLog: WriteAheadLog.Statistics?
 

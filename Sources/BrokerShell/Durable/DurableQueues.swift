@@ -37,6 +37,9 @@ public final class DurableQueues: @unchecked Sendable {
         /// Messages of one queue handed to this node's consumers and not yet settled: the
         /// router holds no more of a durable queue than this.
         public var dispatchWindow: Int
+        /// Replicas of each durable queue (`replication.factor`), or the cluster's size when
+        /// smaller, when the queue is made.
+        public var replicationFactor: Int
 
         public init(
             directory: String,
@@ -44,7 +47,8 @@ public final class DurableQueues: @unchecked Sendable {
             sendTimeout: TimeAmount = .seconds(5),
             maxQueues: Int = 10_000,
             minFreeBytes: Int64 = 64 << 20,
-            dispatchWindow: Int = 1_024
+            dispatchWindow: Int = 1_024,
+            replicationFactor: Int = 3
         ) {
             self.directory = directory
             self.log = log
@@ -52,6 +56,7 @@ public final class DurableQueues: @unchecked Sendable {
             self.maxQueues = maxQueues
             self.minFreeBytes = minFreeBytes
             self.dispatchWindow = dispatchWindow
+            self.replicationFactor = replicationFactor
         }
     }
 
@@ -87,6 +92,10 @@ public final class DurableQueues: @unchecked Sendable {
     private let metrics = DurableMetrics()
     /// Where committed messages go: the router of this node (set by the broker).
     var deliver: (([RouterClusterOperation]) -> Void)?
+    /// The other replicas, through the cluster link; `nil` on a node without a cluster.
+    private var link: (any ReplicationLink)?
+    /// Forwarded commands go no further than this many nodes from where they came in.
+    private static let maxHops: UInt8 = 2
 
     /// Opens the log and starts every queue it holds.
     /// - Throws: ``Replication/LogOpenError/corrupt(path:offset:reason:)`` or
@@ -133,6 +142,62 @@ public final class DurableQueues: @unchecked Sendable {
         }
     }
 
+    /// Connects the queues to their replicas on other nodes. On the broker's loop, before
+    /// ``start()``.
+    public func attach(link: any ReplicationLink) {
+        eventLoop.preconditionInEventLoop()
+        self.link = link
+    }
+
+    /// A peer's ``ReplicationMessage``, from the cluster link. On the broker's loop.
+    public func received(_ payload: ByteBuffer, from peer: String) {
+        eventLoop.preconditionInEventLoop()
+        guard let message = ReplicationMessage(decoding: payload) else {
+            metrics.unreadableMessages.increment()
+            return
+        }
+        switch message {
+        case .raft(let envelope):
+            guard let queue = queues[envelope.group] ?? replicaQueue(envelope.group) else { return }
+            carry(queue.replica.receive(envelope.message, from: ReplicaID(peer), now: .now()), of: queue)
+        case .command(let token, let hops, let name, let command):
+            var completions: [Completion] = []
+            if let link {
+                completions.append { result in
+                    var failure: ReplicationMessage.Failure?
+                    if case .failure(let error) = result {
+                        failure = ReplicationMessage.Failure(
+                            kind: error.kind.rawValue,
+                            summary: error.summary,
+                            detail: error.detail
+                        )
+                    }
+                    link.send(ReplicationMessage.outcome(token: token, error: failure).encoded, to: peer)
+                }
+            }
+            if case .enqueue(let payload) = command,
+                let refusal = refusal(forEnqueueTo: name, bytes: payload.readableBytes)
+            {
+                for completion in completions { completion(.failure(refusal)) }
+                return
+            }
+            submit(command, to: name, admission: .payload, hops: hops, completions: completions)
+        case .outcome(let token, let failure):
+            finish(
+                token,
+                failure.map {
+                    .failure(
+                        StompProtocolError(
+                            StompProtocolError.Kind(rawValue: $0.kind) ?? .durableUnavailable,
+                            $0.summary,
+                            detail: $0.detail
+                        )
+                    )
+                } ?? .success(())
+            )
+        }
+    }
+
     /// Stops the clock and closes the log once what was appended is on disk.
     public func close() {
         eventLoop.preconditionInEventLoop()
@@ -143,7 +208,9 @@ public final class DurableQueues: @unchecked Sendable {
 
     /// Queues held and the log's figures, for the admin API and `/metrics`.
     public var statistics: (queues: Int, messages: Int, bytes: Int, log: WriteAheadLog.Statistics?) {
-        let (messages, bytes) = queues.values.reduce((0, 0)) { ($0.0 + $1.replica.state.count, $0.1 + $1.replica.state.bytes) }
+        let (messages, bytes) = queues.values.reduce((0, 0)) {
+            ($0.0 + $1.replica.state.count, $0.1 + $1.replica.state.bytes)
+        }
         return (queues.count, messages, bytes, store?.statistics)
     }
 
@@ -159,8 +226,13 @@ public final class DurableQueues: @unchecked Sendable {
                 completion?(.failure(refusal))
                 return
             }
-            let queue = queues[name] ?? newQueue(name)
-            propose(.enqueue(payload), on: queue, admission: .payload, completions: completion.map { [$0] } ?? [])
+            submit(
+                .enqueue(payload),
+                to: name,
+                admission: .payload,
+                hops: 0,
+                completions: completion.map { [$0] } ?? []
+            )
         case .settle(let name, let ids):
             guard let queue = queues[name] else {
                 completion?(.success(()))
@@ -176,12 +248,13 @@ public final class DurableQueues: @unchecked Sendable {
                 // Ready again once the requeue is committed, which marks them redelivered for
                 // whichever node delivers them next.
                 for chunk in ids.chunks(of: QueueCommand.maxIDs) {
-                    propose(.requeue(chunk), on: queue, admission: .control, completions: [])
+                    submit(.requeue(chunk), to: name, admission: .control, hops: 0, completions: [])
                 }
             } else {
+                // Not handed out again now: the router just said it has no one for them. The
+                // next consumer (or the clock) does.
                 queue.returnToFront(ids)
             }
-            pump(queue)
         }
     }
 
@@ -211,7 +284,7 @@ public final class DurableQueues: @unchecked Sendable {
             for (position, chunk) in chunks.enumerated() {
                 // Raft commits in order, so the last chunk's commit vouches for all of them.
                 let completions = position == chunks.count - 1 ? settle.completions : []
-                propose(.settle(chunk), on: queue, admission: .control, completions: completions)
+                submit(.settle(chunk), to: name, admission: .control, hops: 0, completions: completions)
             }
             pump(queue)
         }
@@ -270,26 +343,88 @@ public final class DurableQueues: @unchecked Sendable {
         )
     }
 
+    /// Has `command` committed in the queue `name`: proposed here when this node leads it,
+    /// else passed to the node that does (or, for a queue this node doesn't hold, to one of
+    /// its replicas), else kept until this node leads or learns who does.
+    private func submit(
+        _ command: QueueCommand,
+        to name: String,
+        admission: WriteAheadLog.Admission,
+        hops: UInt8,
+        completions: [Completion]
+    ) {
+        if let queue = queues[name] {
+            let token = makeToken(name, completions)
+            if queue.replica.raft.role != .leader, let leader = queue.replica.raft.leader, leader != node,
+                hops < Self.maxHops, forward(command, to: leader, queue: name, hops: hops, token: token)
+            {
+                return
+            }
+            propose(command, on: queue, admission: admission, token: token)
+            return
+        }
+        let replicas = placement(of: name)
+        if replicas.contains(node) {
+            let queue = newQueue(name, members: replicas)
+            propose(command, on: queue, admission: admission, token: makeToken(name, completions))
+            return
+        }
+        let token = makeToken(name, completions)
+        // Any replica passes it on to the leader it knows.
+        for replica in replicas where hops < Self.maxHops {
+            if forward(command, to: replica, queue: name, hops: hops, token: token) { return }
+        }
+        if let token {
+            finish(
+                token,
+                .failure(
+                    StompProtocolError(
+                        .durableUnavailable,
+                        "no quorum for /queue/\(name)",
+                        detail: "No replica of /queue/\(name) is reachable from this node."
+                    )
+                )
+            )
+        }
+    }
+
+    /// Passes `command` to `replica`; `false` when no link to it is up (a leader that just
+    /// died): the caller keeps it until a leader is known again.
+    private func forward(
+        _ command: QueueCommand,
+        to replica: ReplicaID,
+        queue name: String,
+        hops: UInt8,
+        token: UInt64?
+    ) -> Bool {
+        let message = ReplicationMessage.command(token: token ?? 0, hops: hops + 1, queue: name, command)
+        return link?.send(message.encoded, to: replica.name) ?? false
+    }
+
+    /// A token for `completions`, answered by ``finish(_:_:)`` or at its deadline; `nil` when
+    /// no one waits.
+    private func makeToken(_ name: String, _ completions: [Completion]) -> UInt64? {
+        guard !completions.isEmpty else { return nil }
+        nextToken += 1
+        proposals[nextToken] = Proposal(queue: name, completions: completions)
+        deadlines.append((nextToken, .now() + settings.sendTimeout))
+        queues[name]?.tokens.insert(nextToken)
+        return nextToken
+    }
+
     private func propose(
         _ command: QueueCommand,
         on queue: DurableQueue,
         admission: WriteAheadLog.Admission,
-        completions: [Completion]
+        token: UInt64?
     ) {
         if let broken = queue.broken {
-            for completion in completions { completion(.failure(Self.brokenError(queue.name, broken))) }
+            if let token { finish(token, .failure(Self.brokenError(queue.name, broken))) }
             return
         }
-        var token: UInt64?
-        if !completions.isEmpty {
-            nextToken += 1
-            token = nextToken
-            proposals[nextToken] = Proposal(queue: queue.name, completions: completions)
-            deadlines.append((nextToken, .now() + settings.sendTimeout))
-            queue.tokens.insert(nextToken)
-        }
         guard queue.replica.raft.role == .leader else {
-            // Not elected yet (a new queue, or just after a restart): made once it is.
+            // Not elected yet (a new queue, or just after a restart): made once it is, or
+            // passed on once a leader is known.
             queue.parked.append(DurableQueue.Parked(command: command, token: token, admission: admission))
             return
         }
@@ -306,9 +441,16 @@ public final class DurableQueues: @unchecked Sendable {
     private func proposeParked(_ queue: DurableQueue) {
         let parked = queue.parked
         queue.parked.removeAll()
+        let leader = queue.replica.raft.leader
         for entry in parked {
             // One whose client was already told it timed out is not made behind its back.
             if let token = entry.token, proposals[token] == nil { continue }
+            if queue.replica.raft.role != .leader, let leader, leader != node {
+                if !forward(entry.command, to: leader, queue: queue.name, hops: 0, token: entry.token) {
+                    queue.parked.append(entry)
+                }
+                continue
+            }
             let (result, effects) = queue.replica.propose(entry.command, token: entry.token, now: .now())
             if case .accepted = result {
                 carry(effects, of: queue, admission: entry.admission)
@@ -332,7 +474,7 @@ public final class DurableQueues: @unchecked Sendable {
         of queue: DurableQueue,
         admission: WriteAheadLog.Admission = .control
     ) {
-        var becameLeader = false
+        var becameLeader = false  // or learnt who leads
         // Parked proposals are made after the other effects: the leader's first entry (its
         // no-op) is among them, and the log must hold it before theirs.
         defer { if becameLeader { proposeParked(queue) } }
@@ -348,10 +490,9 @@ public final class DurableQueues: @unchecked Sendable {
                         breakDown(queue, error)
                     }
                 }
-            case .send:
-                // Every queue has this node as its only replica until the cluster link carries
-                // Raft's messages (REPLICATION.md, "to build").
-                break
+            case .send(let message, let replica):
+                let envelope = RaftEnvelope(group: queue.name, message: message)
+                link?.send(ReplicationMessage.raft(envelope).encoded, to: replica.name)
             case .committed(let token):
                 finish(token, .success(()))
             case .lost(let token):
@@ -368,8 +509,15 @@ public final class DurableQueues: @unchecked Sendable {
             case .ready(let ids):
                 queue.makeReady(ids)
                 pump(queue)
-            case .roleChanged(let role, _, _):
-                becameLeader = role == .leader
+            case .roleChanged(let role, let term, let leader):
+                // Parked commands go to the leader, whether this node or another.
+                becameLeader = leader != nil
+                if role == .leader || leader != queue.replica.raft.leader {
+                    logger.info(
+                        "durable queue leader",
+                        metadata: ["queue": "\(queue.name)", "leader": "\(leader?.name ?? "none")", "term": "\(term)"]
+                    )
+                }
             }
         }
     }
@@ -413,22 +561,49 @@ public final class DurableQueues: @unchecked Sendable {
 
     // MARK: - Queues
 
-    private func newQueue(_ name: String) -> DurableQueue {
-        let queue = makeQueue(name, recovered: nil, now: .now())
+    /// The replicas a new queue `name` gets: the same on every node that sees the same members.
+    private func placement(of name: String) -> [ReplicaID] {
+        let nodes = (link?.liveNodes ?? [node.name]).map { ReplicaID($0) }
+        return ReplicaPlacement.replicas(of: name, among: nodes, factor: max(1, settings.replicationFactor))
+    }
+
+    /// A queue this node doesn't hold yet, for a peer's Raft message: made if this node is
+    /// among its replicas (a new queue, whose first replica to see a SEND made it).
+    private func replicaQueue(_ name: String) -> DurableQueue? {
+        let replicas = placement(of: name)
+        guard replicas.contains(node), queues.count < settings.maxQueues, store != nil else { return nil }
+        return newQueue(name, members: replicas)
+    }
+
+    private func newQueue(_ name: String, members: [ReplicaID]) -> DurableQueue {
+        let configuration = RaftMembers(voters: Set(members))
+        let queue = makeQueue(name, recovered: nil, members: configuration, now: .now())
         queues[name] = queue
+        // The group's first configuration, written before anything else of it: after a
+        // restart it is read back rather than worked out again from whoever is up by then.
+        let bootstrap = RaftSnapshotBase(index: 0, term: 0, members: configuration, state: ByteBuffer())
+        store?.write([.snapshot(group: name, bootstrap, keepsLaterEntries: true)], admission: .control) { _ in }
         carry(queue.replica.tick(now: .now()), of: queue)
         return queue
     }
 
-    private func makeQueue(_ name: String, recovered: ReplicaLogRecovery.Group?, now: NIODeadline) -> DurableQueue {
+    private func makeQueue(
+        _ name: String,
+        recovered: ReplicaLogRecovery.Group?,
+        members: RaftMembers? = nil,
+        now: NIODeadline
+    ) -> DurableQueue {
+        let members = recovered?.snapshot?.members ?? members ?? RaftMembers(voters: [node])
         var raft = RaftSettings()
-        // This node is the queue's only voter: nothing to wait for before it leads.
-        raft.electionTimeout = 0...0
+        if members.voters == [node] {
+            // This node is the queue's only voter: nothing to wait for before it leads.
+            raft.electionTimeout = 0...0
+        }
         let replica = ReplicatedQueue(
             group: name,
             id: node,
             recovered: recovered,
-            members: RaftMembers(voters: [node]),
+            members: members,
             settings: raft,
             now: now
         )
@@ -439,7 +614,11 @@ public final class DurableQueues: @unchecked Sendable {
 
     private func tick() {
         let now = NIODeadline.now()
-        for queue in queues.values where queue.broken == nil { carry(queue.replica.tick(now: now), of: queue) }
+        for queue in queues.values where queue.broken == nil {
+            carry(queue.replica.tick(now: now), of: queue)
+            // What was given back for want of a consumer, once one is there again.
+            if !queue.ready.isEmpty { pump(queue) }
+        }
         while let first = deadlines.first, first.deadline <= now {
             deadlines.removeFirst()
             guard proposals[first.token] != nil else { continue }

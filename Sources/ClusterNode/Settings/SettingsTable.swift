@@ -326,6 +326,12 @@ enum SettingsTable {
             "Free bytes the data dir's file system keeps: persistent SENDs get an ERROR below it."
         ),
         Setting(
+            "replication.factor",
+            .count(minimum: 1),
+            default: .value(String(durable.replicationFactor)),
+            "Replicas of each durable queue (the cluster's size when smaller): a persistent SEND's RECEIPT waits until a majority of them hold it on disk."
+        ),
+        Setting(
             "replication.send-timeout-ms",
             .milliseconds(minimum: 1),
             default: .milliseconds(durable.sendTimeout),

@@ -257,7 +257,8 @@ struct ClusterInstance<Release> {
         case .handoffAck(let id):
             handoffs.acknowledged(id)
 
-        case .nodeInfo, .adminRequest, .heartbeat, .hello, .challenge, .proof, .refuse:
+        case .nodeInfo, .adminRequest, .heartbeat, .hello, .challenge, .proof, .refuse, .replication:
+            // The shell handles these itself.
             break
 
         case .sequenced(let seq, let inner):

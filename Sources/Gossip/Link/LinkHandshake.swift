@@ -76,7 +76,7 @@ public struct LinkHandshake {
     /// (the listener answers a hello with a challenge), so it can't speak version 1. Version 3
     /// adds the resumable sessions (numbered forwards, resume, received, gap); a link to a
     /// node of version 2 carries forwards unnumbered, as that node sends them.
-    public static let supportedVersions: ClosedRange<UInt16> = 2...3
+    public static let supportedVersions: ClosedRange<UInt16> = 2...4
 
     /// The versions this side offers: ``supportedVersions`` except in tests that play a node
     /// of another version.

@@ -74,6 +74,9 @@ public enum LinkMessage: Sendable, Equatable {
     /// Messages the sender dropped instead of sending, numbered `gap.last`, standing for
     /// `gap.first` through `gap.last`.
     case gap(SequenceGap)
+    /// The durable queues' traffic (Raft's messages, SENDs forwarded to a queue's leader and
+    /// their outcomes): opaque to the link, read by the broker's durable queues. Version 4.
+    case replication(ByteBuffer)
 
     /// The bytes of a forward's or hand-off's message body, for acknowledging by volume; 0 for others.
     var bodySize: Int {
@@ -86,7 +89,7 @@ public enum LinkMessage: Sendable, Equatable {
     /// Whether the message is control traffic, which must not wait behind bulk messages.
     public var isControl: Bool {
         switch self {
-        case .forward, .handoff, .sequenced, .gap: return false
+        case .forward, .handoff, .sequenced, .gap, .replication: return false
         default: return true
         }
     }
@@ -127,6 +130,7 @@ extension LinkMessage {
         case resume = 35
         case received = 36
         case gap = 37
+        case replication = 40
     }
 
     var typeCode: TypeCode {
@@ -154,6 +158,7 @@ extension LinkMessage {
         case .resume: return .resume
         case .received: return .received
         case .gap: return .gap
+        case .replication: return .replication
         }
     }
 
@@ -272,6 +277,8 @@ extension LinkMessage {
             let keys = gap.keys.map { $0.sorted() } ?? []
             buffer.writeInteger(UInt32(keys.count))
             for key in keys { buffer.writeLinkString(key) }
+        case .replication(let payload):
+            buffer.writeImmutableBuffer(payload)
         }
         buffer.setInteger(UInt32(buffer.writerIndex - start), at: lengthIndex)
     }
@@ -484,6 +491,8 @@ extension LinkMessage {
             return .gap(
                 SequenceGap(first: first, last: last, lost: lost, reason: reason, keys: anyTopic != 0 ? nil : keys)
             )
+        case .replication:
+            return .replication(body.readSlice(length: body.readableBytes)!)
         }
     }
 

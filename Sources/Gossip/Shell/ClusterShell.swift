@@ -42,6 +42,8 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     var listener: (any Channel)?
     var clock: RepeatedTask?
     var leaving = false
+    /// Where the durable queues' traffic from peers goes (``LinkMessage/replication(_:)``).
+    var replicationHandler: ((NodeID, ByteBuffer) -> Void)?
     /// This node's admin API address and its peers', as they told them (an entry goes when
     /// its member does), and what runs an operator's request that a peer passed on.
     var admin = ClusterAdminState()
@@ -408,6 +410,8 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
                 ]
             )
             admin.requestHandler?(action)
+        case .replication(let payload):
+            replicationHandler?(hello.node, payload)
         case .forward(let envelope):
             // The hot path: straight to the router, no directive array.
             router?.apply(.deliverForwarded(envelope))
@@ -483,6 +487,31 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
     public func handOff(queue: String, _ message: MessageEnvelope, redelivered: Bool, hops: UInt8) {
         eventLoop.assertInEventLoop()
         perform(instance.handOff(queue: queue, message, redelivered: redelivered, hops: hops))
+    }
+
+    // MARK: - For the durable queues
+
+    /// This node and the members up now (alive or suspect), in node id order.
+    public var liveNodes: [NodeID] {
+        eventLoop.assertInEventLoop()
+        return ([settings.node] + instance.membership.liveMembers).sorted { $0.name < $1.name }
+    }
+
+    /// Calls `handler` (on this loop) with every ``LinkMessage/replication(_:)`` a peer sends.
+    public func onReplication(_ handler: @escaping (NodeID, ByteBuffer) -> Void) {
+        eventLoop.assertInEventLoop()
+        replicationHandler = handler
+    }
+
+    /// Sends the durable queues' `payload` to `peer` over its link, if one of wire version 4 or
+    /// later is up. Unsequenced: what a link loses, Raft sends again.
+    /// - Returns: whether it was sent.
+    @discardableResult
+    public func sendReplication(_ payload: ByteBuffer, to peer: NodeID) -> Bool {
+        eventLoop.assertInEventLoop()
+        guard let link = links[peer], let version = link.wireVersion, version >= 4 else { return false }
+        link.send(.replication(payload))
+        return true
     }
 
     /// Runs `body` once every live peer acknowledged this node's current interest version.

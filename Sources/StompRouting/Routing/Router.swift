@@ -829,7 +829,9 @@ public final class Router {
                     queues[name] = queue
                     deliver(entry.message, redelivered: true, durableID: entry.durableID, to: other, into: &outputs)
                 } else {
-                    returned.append(PendingMessage(message: entry.message, redelivered: true, durableID: entry.durableID))
+                    returned.append(
+                        PendingMessage(message: entry.message, redelivered: true, durableID: entry.durableID)
+                    )
                 }
             }
             queues[name, default: QueueState()].insertPending(returned, at: 0)

@@ -1,0 +1,107 @@
+import NIOCore
+import Replication
+
+/// What the durable queues of two nodes say to each other, carried opaquely by the cluster
+/// link (its `replication` message, wire version 4).
+///
+/// `kind u8` then: `raft`: a ``Replication/RaftEnvelope``; `command`: `token u64 | hops u8 |
+/// queue (u32 length, UTF-8) | the command` (a ``Replication/QueueCommand``, for the queue's
+/// leader to propose); `outcome`: `token u64 | 0, or 1 and the error's kind, summary and
+/// detail (each u32 length, UTF-8)`.
+enum ReplicationMessage: Equatable {
+    /// Raft's own traffic for one queue.
+    case raft(RaftEnvelope)
+    /// A command for the queue's leader, from a node that isn't it; `hops` counts the nodes
+    /// it was passed through, so that a stale idea of who leads can't pass it around for ever.
+    case command(token: UInt64, hops: UInt8, queue: String, QueueCommand)
+    /// The outcome of a forwarded command: `nil` once it is committed.
+    case outcome(token: UInt64, error: Failure?)
+
+    struct Failure: Equatable {
+        var kind: String
+        var summary: String
+        var detail: String
+    }
+
+    private enum Kind: UInt8 {
+        case raft = 1
+        case command = 2
+        case outcome = 3
+    }
+
+    var encoded: ByteBuffer {
+        var buffer = ByteBuffer()
+        switch self {
+        case .raft(let envelope):
+            buffer.writeInteger(Kind.raft.rawValue)
+            envelope.encode(into: &buffer)
+        case .command(let token, let hops, let queue, let command):
+            buffer.writeInteger(Kind.command.rawValue)
+            buffer.writeInteger(token)
+            buffer.writeInteger(hops)
+            Self.write(queue, into: &buffer)
+            command.encode(into: &buffer)
+        case .outcome(let token, let error):
+            buffer.writeInteger(Kind.outcome.rawValue)
+            buffer.writeInteger(token)
+            if let error {
+                buffer.writeInteger(UInt8(1))
+                Self.write(error.kind, into: &buffer)
+                Self.write(error.summary, into: &buffer)
+                Self.write(error.detail, into: &buffer)
+            } else {
+                buffer.writeInteger(UInt8(0))
+            }
+        }
+        return buffer
+    }
+
+    /// `nil` for bytes that are not one (a newer node's kind, or a malformed message).
+    init?(decoding bytes: ByteBuffer) {
+        var buffer = bytes
+        guard let raw = buffer.readInteger(as: UInt8.self), let kind = Kind(rawValue: raw) else { return nil }
+        switch kind {
+        case .raft:
+            guard let envelope = RaftEnvelope(decoding: buffer) else { return nil }
+            self = .raft(envelope)
+        case .command:
+            guard let token = buffer.readInteger(as: UInt64.self), let hops = buffer.readInteger(as: UInt8.self),
+                let queue = Self.readString(&buffer), let command = QueueCommand(decoding: buffer)
+            else { return nil }
+            self = .command(token: token, hops: hops, queue: queue, command)
+        case .outcome:
+            guard let token = buffer.readInteger(as: UInt64.self), let failed = buffer.readInteger(as: UInt8.self)
+            else { return nil }
+            guard failed != 0 else {
+                self = .outcome(token: token, error: nil)
+                return
+            }
+            guard let kind = Self.readString(&buffer), let summary = Self.readString(&buffer),
+                let detail = Self.readString(&buffer)
+            else { return nil }
+            self = .outcome(token: token, error: Failure(kind: kind, summary: summary, detail: detail))
+        }
+    }
+
+    private static func write(_ string: String, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(UInt32(string.utf8.count))
+        buffer.writeString(string)
+    }
+
+    private static func readString(_ buffer: inout ByteBuffer) -> String? {
+        guard let length = buffer.readInteger(as: UInt32.self), length <= 1 << 20,
+            let string = buffer.readString(length: Int(length))
+        else { return nil }
+        return string
+    }
+}
+
+/// The cluster, as the durable queues see it. The node's cluster shell provides it.
+public protocol ReplicationLink: AnyObject {
+    /// This node and the members up now, by id.
+    var liveNodes: [String] { get }
+    /// Sends `payload` to `node`; `false` when no link to it is up. What a link loses, Raft
+    /// sends again, and a forwarded command's sender times out.
+    @discardableResult
+    func send(_ payload: ByteBuffer, to node: String) -> Bool
+}

@@ -1,0 +1,18 @@
+import BrokerShell
+import Gossip
+import NIOCore
+
+/// The cluster shell as the durable queues' link to their replicas on other nodes.
+final class ClusterReplicationLink: ReplicationLink {
+    private let shell: ClusterShell
+
+    init(shell: ClusterShell) {
+        self.shell = shell
+    }
+
+    var liveNodes: [String] { shell.liveNodes.map(\.name) }
+
+    func send(_ payload: ByteBuffer, to node: String) -> Bool {
+        shell.sendReplication(payload, to: NodeID(node))
+    }
+}

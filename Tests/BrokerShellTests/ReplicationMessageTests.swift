@@ -1,0 +1,46 @@
+import NIOCore
+import Replication
+import Testing
+
+@testable import BrokerShell
+
+/// What the durable queues of two nodes say to each other reads back as written, and bytes
+/// that are not such a message are refused rather than misread.
+@Suite struct ReplicationMessageTests {
+    static let messages: [ReplicationMessage] = [
+        .raft(RaftEnvelope(group: "jobs", message: .appendResponse(term: 3, matchIndex: 17))),
+        .raft(RaftEnvelope(group: "nœud", message: .timeoutNow(term: .max))),
+        .command(token: 9, hops: 1, queue: "jobs", .enqueue(ByteBuffer(string: "payload"))),
+        .command(token: 0, hops: 2, queue: "", .settle([1, 2, 3])),
+        .command(token: .max, hops: 0, queue: "q", .requeue([])),
+        .outcome(token: 9, error: nil),
+        .outcome(
+            token: 10,
+            error: ReplicationMessage.Failure(kind: "data_limit", summary: "durable log full", detail: "data.max-bytes")
+        ),
+    ]
+
+    @Test(arguments: messages)
+    func readsBackAsWritten(_ message: ReplicationMessage) {
+        #expect(ReplicationMessage(decoding: message.encoded) == message)
+    }
+
+    @Test func everyTruncationAndAnUnknownKindAreRefused() {
+        for message in Self.messages {
+            let bytes = message.encoded
+            for length in 0..<bytes.readableBytes {
+                guard let decoded = ReplicationMessage(decoding: bytes.getSlice(at: 0, length: length)!) else {
+                    continue
+                }
+                // A command's payload is the rest of the bytes: a shorter one still reads, as
+                // another command; nothing else may.
+                guard case .command = decoded else {
+                    Issue.record("\(length) of \(bytes.readableBytes) bytes of \(message) read as \(decoded)")
+                    continue
+                }
+            }
+        }
+        #expect(ReplicationMessage(decoding: ByteBuffer(bytes: [99, 0, 0])) == nil)
+        #expect(ReplicationMessage(decoding: ByteBuffer()) == nil)
+    }
+}

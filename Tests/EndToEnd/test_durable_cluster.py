@@ -1,0 +1,123 @@
+"""Durable queues replicated over three real nodes: a persistent SEND's RECEIPT means the
+message is on disk on a majority of its queue's replicas, so it survives kill -9 of the
+queue's leader, of a follower, and a restart of every node. Each test counts by sequence
+number: receipted but never delivered must be 0; acknowledged (with a RECEIPT) and delivered
+again must be 0.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import pytest
+
+from cluster import matching, running_cluster
+from durable import Consumer, Publisher, drain_all
+from nodes import wait_for
+
+LEADER = re.compile(r"leader=(\S+) queue=durable term=(\d+)")
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    yield from running_cluster(tmp_path / "cluster", size=3,
+                               extra_args=["--replication-send-timeout-ms", "8000"])
+
+
+def leader(cluster) -> str | None:
+    """The node that last said it leads /queue/durable (the highest term's), if it is up."""
+    best = (0, None)
+    for name in cluster.live():
+        for line in matching(cluster.nodes[name], "durable queue leader"):
+            found = LEADER.search(line)
+            if found and found[1] != "none" and int(found[2]) > best[0]:
+                best = (int(found[2]), found[1])
+    return best[1] if best[1] in cluster.live() else None
+
+
+def first_message_and_leader(cluster) -> str:
+    publisher = Publisher(cluster[1])
+    publisher.send(1)
+    publisher.wait_all()
+    publisher.client.close()
+    return wait_for(lambda: leader(cluster), 15, message="a leader of /queue/durable")
+
+
+def check(receipted: set, ack_sent: set, acked: set, before: list, after: list) -> None:
+    delivered = {s for s, _ in before} | {s for s, _ in after}
+    lost = receipted - ack_sent - delivered
+    again = acked & {s for s, _ in after}
+    print(f"{len(receipted)} receipted, {len(ack_sent)} acked ({len(acked)} with their receipt); "
+          f"receipted-but-never-delivered {len(lost)}, acked-and-delivered-again {len(again)}")
+    assert not lost, f"receipted, never acknowledged, never delivered: {sorted(lost)[:20]}"
+    assert not again, f"acknowledged with a receipt, delivered again: {sorted(again)[:20]}"
+
+
+def test_receipted_messages_survive_kill_9_of_the_leader(cluster):
+    lead = first_message_and_leader(cluster)
+    others = [n for n in cluster.names if n != lead]
+    # The consumer on the leader dies with it; the publisher is on a follower.
+    consumer = Consumer(cluster[lead])
+    publisher = Publisher(cluster[others[0]], first=1)
+    sender = threading.Thread(target=publisher.send, args=(1500, 25), daemon=True)
+    sender.start()
+    wait_for(lambda: len(publisher.receipted) >= 300 and len(consumer.acked) >= 100, 60,
+             message="receipts and acks before the kill")
+    cluster.kill(lead)
+    sender.join(timeout=30)
+    receipted, ack_sent, acked = publisher.receipted | {0}, set(consumer.ack_sent), consumer.acked
+    print(f"killed leader {lead}: {len(receipted)} receipted, {len(consumer.deliveries)} delivered")
+    publisher.client.drop()
+    consumer.client.drop()
+
+    # The two left elect a leader; a publisher on either goes on.
+    again = Publisher(cluster[others[1]], first=publisher.sent)
+    again.send(200)
+    again.wait_all(30)
+    new_leader = wait_for(lambda: leader(cluster), 15, message="a new leader")
+    assert new_leader in others
+    after = drain_all(cluster[others[0]], receipted - ack_sent | again.receipted)
+    check(receipted | again.receipted, ack_sent, acked, consumer.deliveries, after.deliveries)
+    after.client.close()
+    again.client.close()
+
+
+def test_a_followers_kill_goes_unnoticed(cluster):
+    lead = first_message_and_leader(cluster)
+    follower = next(n for n in cluster.names if n != lead)
+    publisher = Publisher(cluster[lead], first=1)
+    consumer = Consumer(cluster[lead])
+    sender = threading.Thread(target=publisher.send, args=(1000, 25), daemon=True)
+    sender.start()
+    wait_for(lambda: len(publisher.receipted) >= 200, 60, message="receipts before the kill")
+    cluster.kill(follower)
+    sender.join(timeout=60)
+    publisher.wait_all(30)  # no ERROR: two of three still hold every message
+    assert publisher.sent == 1001
+    wait_for(lambda: len({s for s, _ in consumer.deliveries}) >= 1000, 30, message="every message")
+    assert set(range(1, 1001)) <= {s for s, _ in consumer.deliveries}
+    publisher.client.close()
+    consumer.client.close()
+
+
+def test_every_node_killed_and_restarted_delivers_what_was_not_acknowledged(cluster):
+    lead = first_message_and_leader(cluster)
+    publisher = Publisher(cluster[2], first=1)
+    publisher.send(400)
+    publisher.wait_all()
+    consumer = Consumer(cluster[lead], ack_limit=150)
+    wait_for(lambda: len(consumer.acked) >= 150 and len(consumer.deliveries) >= 300, 30,
+             message="some acknowledged, more delivered")
+    receipted = publisher.receipted | {0}
+    publisher.client.drop()
+    consumer.client.drop()
+    ack_sent, acked = set(consumer.ack_sent), consumer.acked
+    for name in cluster.names:
+        cluster.kill(name)
+    for name in cluster.names:
+        cluster.restart(name)
+    cluster.wait_formed()
+    after = drain_all(cluster[1], receipted - ack_sent)
+    check(receipted, ack_sent, acked, consumer.deliveries, after.deliveries)
+    after.client.close()
