@@ -15,4 +15,8 @@ final class ClusterReplicationLink: ReplicationLink {
     func send(_ payload: ByteBuffer, to node: String) -> Bool {
         shell.sendReplication(payload, to: NodeID(node))
     }
+
+    func consumers(ofQueue name: String) -> [String: Int] {
+        Dictionary(uniqueKeysWithValues: shell.queueConsumers(name).map { ($0.key.name, $0.value) })
+    }
 }

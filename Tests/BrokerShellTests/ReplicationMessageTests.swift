@@ -14,6 +14,8 @@ import Testing
         .command(token: 0, hops: 2, queue: "", .settle([1, 2, 3])),
         .command(token: .max, hops: 0, queue: "q", .requeue([])),
         .outcome(token: 9, error: nil),
+        .deliver(queue: "jobs", id: 42, redelivered: true, payload: ByteBuffer(string: "stored")),
+        .deliver(queue: "", id: 0, redelivered: false, payload: ByteBuffer()),
         .outcome(
             token: 10,
             error: ReplicationMessage.Failure(kind: "data_limit", summary: "durable log full", detail: "data.max-bytes")
@@ -32,11 +34,12 @@ import Testing
                 guard let decoded = ReplicationMessage(decoding: bytes.getSlice(at: 0, length: length)!) else {
                     continue
                 }
-                // A command's payload is the rest of the bytes: a shorter one still reads, as
-                // another command; nothing else may.
-                guard case .command = decoded else {
+                // A command's or a delivery's payload is the rest of the bytes: a shorter one
+                // still reads, as another; nothing else may.
+                switch decoded {
+                case .command, .deliver: continue
+                default:
                     Issue.record("\(length) of \(bytes.readableBytes) bytes of \(message) read as \(decoded)")
-                    continue
                 }
             }
         }

@@ -121,3 +121,24 @@ def test_every_node_killed_and_restarted_delivers_what_was_not_acknowledged(clus
     after = drain_all(cluster[1], receipted - ack_sent)
     check(receipted, ack_sent, acked, consumer.deliveries, after.deliveries)
     after.client.close()
+
+
+def test_receipted_messages_survive_kill_9_of_the_consumers_node(cluster):
+    lead = first_message_and_leader(cluster)
+    consumer_node, publisher_node = [n for n in cluster.names if n != lead]
+    # It acknowledges the first 100 and holds the rest unacknowledged when its node dies.
+    consumer = Consumer(cluster[consumer_node], ack_limit=100)
+    publisher = Publisher(cluster[publisher_node], first=1)
+    publisher.send(600)
+    publisher.wait_all()
+    wait_for(lambda: len(consumer.acked) >= 100 and len(consumer.deliveries) >= 300, 30,
+             message="deliveries on the consumer's node")
+    receipted, ack_sent, acked = publisher.receipted | {0}, set(consumer.ack_sent), consumer.acked
+    before = list(consumer.deliveries)
+    cluster.kill(consumer_node)
+    publisher.client.close()
+    consumer.client.drop()
+    # The leader takes back what it had sent there once the node is declared dead.
+    after = drain_all(cluster[publisher_node], receipted - ack_sent)
+    check(receipted, ack_sent, acked, before, after.deliveries)
+    after.client.close()

@@ -17,8 +17,13 @@ final class DurableQueue {
     /// Committed messages not yet handed to the router, in the order they go.
     private(set) var ready = Deque<UInt64>()
     private var readySet = Set<UInt64>()
-    /// Handed to the router and neither settled nor given back yet.
+    /// Handed to this node's router and neither settled nor given back yet.
     var out = Set<UInt64>()
+    /// On the leader: sent to another node's consumers, by node, until that node settles or
+    /// gives them back (or dies).
+    var outAt: [String: Set<UInt64>] = [:]
+    /// Where the next message goes among the nodes with consumers, round robin.
+    var nextNode = 0
     var parked: [Parked] = []
     /// Proposals of this queue awaiting their outcome, for failing them together.
     var tokens = Set<UInt64>()

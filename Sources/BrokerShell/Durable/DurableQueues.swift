@@ -182,6 +182,13 @@ public final class DurableQueues: @unchecked Sendable {
                 return
             }
             submit(command, to: name, admission: .payload, hops: hops, completions: completions)
+        case .deliver(let name, let id, let redelivered, let payload):
+            guard let envelope = DurableMessageCodec.decode(payload, queue: name) else {
+                metrics.unreadableMessages.increment()
+                return
+            }
+            // The router settles it or gives it back; either goes to the leader as a command.
+            deliver?([.acceptDurable(queue: name, envelope, id: id, redelivered: redelivered)])
         case .outcome(let token, let failure):
             finish(
                 token,
@@ -234,15 +241,21 @@ public final class DurableQueues: @unchecked Sendable {
                 completions: completion.map { [$0] } ?? []
             )
         case .settle(let name, let ids):
-            guard let queue = queues[name] else {
-                completion?(.success(()))
-                return
-            }
-            for id in ids { queue.out.remove(id) }
+            // Of this node's leadership, or sent here by the leader of a queue elsewhere: the
+            // settle goes to whoever leads now.
+            queues[name]?.out.subtract(ids)
             settles[name, default: ([], [])].ids += ids
             if let completion { settles[name]!.completions.append(completion) }
         case .giveBack(let name, let ids, let delivered):
-            guard let queue = queues[name] else { return }
+            guard let queue = queues[name], queue.replica.raft.role == .leader else {
+                // Sent here by the queue's leader on another node: it takes them back (as
+                // delivered, since this node can't tell which of them its consumers saw).
+                queues[name]?.out.subtract(ids)
+                for chunk in ids.chunks(of: QueueCommand.maxIDs) {
+                    submit(.requeue(chunk), to: name, admission: .control, hops: 0, completions: [])
+                }
+                return
+            }
             for id in ids { queue.out.remove(id) }
             if delivered {
                 // Ready again once the requeue is committed, which marks them redelivered for
@@ -279,14 +292,13 @@ public final class DurableQueues: @unchecked Sendable {
         let gathered = settles
         settles.removeAll(keepingCapacity: true)
         for (name, settle) in gathered {
-            guard let queue = queues[name] else { continue }
             let chunks = settle.ids.chunks(of: QueueCommand.maxIDs)
             for (position, chunk) in chunks.enumerated() {
                 // Raft commits in order, so the last chunk's commit vouches for all of them.
                 let completions = position == chunks.count - 1 ? settle.completions : []
                 submit(.settle(chunk), to: name, admission: .control, hops: 0, completions: completions)
             }
-            pump(queue)
+            if let queue = queues[name] { pump(queue) }
         }
     }
 
@@ -507,11 +519,16 @@ public final class DurableQueues: @unchecked Sendable {
                     )
                 )
             case .ready(let ids):
+                // Requeued by the node they were sent to: no longer out there.
+                for target in queue.outAt.keys { queue.outAt[target]!.subtract(ids) }
                 queue.makeReady(ids)
                 pump(queue)
             case .roleChanged(let role, let term, let leader):
                 // Parked commands go to the leader, whether this node or another.
                 becameLeader = leader != nil
+                // What this node sent to others as leader is the next leader's business (it
+                // hands every unsettled message out again).
+                if role != .leader { queue.outAt.removeAll() }
                 if role == .leader || leader != queue.replica.raft.leader {
                     logger.info(
                         "durable queue leader",
@@ -540,23 +557,84 @@ public final class DurableQueues: @unchecked Sendable {
 
     // MARK: - Dispatch
 
-    /// Hands ready messages to this node's router while it has consumers of the queue and
-    /// fewer than ``Settings/dispatchWindow`` messages out.
+    /// On the leader: hands ready messages to the nodes with consumers of the queue, this one
+    /// through its router, the others through the link, round robin, each up to
+    /// ``Settings/dispatchWindow`` messages not yet settled or given back.
     private func pump(_ queue: DurableQueue) {
-        guard consumers[queue.name] != nil || remoteConsumers[queue.name] != nil, queue.replica.mayDispatch else {
-            return
+        guard queue.replica.mayDispatch, !queue.ready.isEmpty else { return }
+        var targets: [String] = []
+        if consumers[queue.name] != nil { targets.append(node.name) }
+        if remoteConsumers[queue.name] != nil, let link {
+            targets += link.consumers(ofQueue: queue.name).filter { $0.value > 0 }.keys.sorted()
         }
+        var unreachable = Set<String>()
         var batch: [RouterClusterOperation] = []
-        while queue.out.count < settings.dispatchWindow, let id = queue.nextReady() {
+        while !queue.ready.isEmpty, let target = nextTarget(of: queue, among: targets, skipping: unreachable) {
+            let id = queue.nextReady()!
             guard !queue.out.contains(id), let message = queue.replica.state.message(id) else { continue }
-            guard let envelope = DurableMessageCodec.decode(message.payload, queue: queue.name) else {
-                logger.error("unreadable durable message skipped", metadata: ["queue": "\(queue.name)", "id": "\(id)"])
-                continue
+            if target == node.name {
+                guard let envelope = DurableMessageCodec.decode(message.payload, queue: queue.name) else {
+                    logger.error(
+                        "unreadable durable message skipped",
+                        metadata: ["queue": "\(queue.name)", "id": "\(id)"]
+                    )
+                    continue
+                }
+                queue.out.insert(id)
+                batch.append(.acceptDurable(queue: queue.name, envelope, id: id, redelivered: message.redelivered))
+            } else {
+                let delivery = ReplicationMessage.deliver(
+                    queue: queue.name,
+                    id: id,
+                    redelivered: message.redelivered,
+                    payload: message.payload
+                )
+                if link?.send(delivery.encoded, to: target) == true {
+                    queue.outAt[target, default: []].insert(id)
+                } else {
+                    queue.returnToFront([id])
+                    unreachable.insert(target)
+                }
             }
-            queue.out.insert(id)
-            batch.append(.acceptDurable(queue: queue.name, envelope, id: id, redelivered: message.redelivered))
         }
         if !batch.isEmpty { deliver?(batch) }
+    }
+
+    /// The next of `targets` with room, round robin from where the last one left off.
+    private func nextTarget(of queue: DurableQueue, among targets: [String], skipping: Set<String>) -> String? {
+        guard !targets.isEmpty else { return nil }
+        for offset in 0..<targets.count {
+            let target = targets[(queue.nextNode + offset) % targets.count]
+            guard !skipping.contains(target) else { continue }
+            let held: Int
+            if target == node.name {
+                held = queue.out.count
+            } else {
+                if queue.outAt[target, default: []].count >= settings.dispatchWindow {
+                    // Settles made on other nodes are not reported here one by one: drop the
+                    // settled ones now that it matters.
+                    queue.outAt[target] = queue.outAt[target]!.filter { queue.replica.state.message($0) != nil }
+                }
+                held = queue.outAt[target, default: []].count
+            }
+            if held < settings.dispatchWindow {
+                queue.nextNode = (queue.nextNode + offset + 1) % targets.count
+                return target
+            }
+        }
+        return nil
+    }
+
+    /// On the leader: what was sent to a node that is no longer up goes out again.
+    private func reclaimFromLostNodes(_ queue: DurableQueue) {
+        guard let link, !queue.outAt.isEmpty, queue.replica.raft.role == .leader else { return }
+        let live = Set(link.liveNodes)
+        for (target, ids) in queue.outAt where !live.contains(target) {
+            queue.outAt[target] = nil
+            for chunk in ids.sorted().chunks(of: QueueCommand.maxIDs) {
+                submit(.requeue(chunk), to: queue.name, admission: .control, hops: 0, completions: [])
+            }
+        }
     }
 
     // MARK: - Queues
@@ -616,8 +694,9 @@ public final class DurableQueues: @unchecked Sendable {
         let now = NIODeadline.now()
         for queue in queues.values where queue.broken == nil {
             carry(queue.replica.tick(now: now), of: queue)
+            reclaimFromLostNodes(queue)
             // What was given back for want of a consumer, once one is there again.
-            if !queue.ready.isEmpty { pump(queue) }
+            pump(queue)
         }
         while let first = deadlines.first, first.deadline <= now {
             deadlines.removeFirst()
@@ -653,8 +732,12 @@ public final class DurableQueues: @unchecked Sendable {
         // A broken queue's replica no longer knows what its log holds: nothing is removed
         // until the restart that reads it back.
         guard !queues.values.contains(where: { $0.broken != nil }) else { return }
+        // Compaction costs a small record; a log past half its bound compacts every queue that
+        // moved at all, so that acknowledged messages give their space back even when few
+        // entries followed them (a full log takes no new messages to push it along).
+        let pressed = figures.log.map { $0.diskBytes > settings.log.maxBytes / 2 } ?? false
         for queue in queues.values {
-            carry(queue.replica.compact(), of: queue)
+            carry(queue.replica.compact(minimumEntries: pressed ? 1 : 256), of: queue)
         }
         let pinned = store.reclaimSpace { [queues] name in queues[name]?.replica.checkpoint }
         for (name, moveBefore) in pinned {

@@ -7,7 +7,8 @@ import Replication
 /// `kind u8` then: `raft`: a ``Replication/RaftEnvelope``; `command`: `token u64 | hops u8 |
 /// queue (u32 length, UTF-8) | the command` (a ``Replication/QueueCommand``, for the queue's
 /// leader to propose); `outcome`: `token u64 | 0, or 1 and the error's kind, summary and
-/// detail (each u32 length, UTF-8)`.
+/// detail (each u32 length, UTF-8)`; `deliver`: `id u64 | redelivered u8 | queue | the
+/// message as its log holds it` (``DurableMessageCodec``).
 enum ReplicationMessage: Equatable {
     /// Raft's own traffic for one queue.
     case raft(RaftEnvelope)
@@ -16,6 +17,9 @@ enum ReplicationMessage: Equatable {
     case command(token: UInt64, hops: UInt8, queue: String, QueueCommand)
     /// The outcome of a forwarded command: `nil` once it is committed.
     case outcome(token: UInt64, error: Failure?)
+    /// From a queue's leader to a node with consumers of it: a committed message, which the
+    /// leader keeps until that node settles it or gives it back (both as commands).
+    case deliver(queue: String, id: UInt64, redelivered: Bool, payload: ByteBuffer)
 
     struct Failure: Equatable {
         var kind: String
@@ -27,6 +31,7 @@ enum ReplicationMessage: Equatable {
         case raft = 1
         case command = 2
         case outcome = 3
+        case deliver = 4
     }
 
     var encoded: ByteBuffer {
@@ -52,6 +57,12 @@ enum ReplicationMessage: Equatable {
             } else {
                 buffer.writeInteger(UInt8(0))
             }
+        case .deliver(let queue, let id, let redelivered, let payload):
+            buffer.writeInteger(Kind.deliver.rawValue)
+            buffer.writeInteger(id)
+            buffer.writeInteger(UInt8(redelivered ? 1 : 0))
+            Self.write(queue, into: &buffer)
+            buffer.writeImmutableBuffer(payload)
         }
         return buffer
     }
@@ -80,6 +91,11 @@ enum ReplicationMessage: Equatable {
                 let detail = Self.readString(&buffer)
             else { return nil }
             self = .outcome(token: token, error: Failure(kind: kind, summary: summary, detail: detail))
+        case .deliver:
+            guard let id = buffer.readInteger(as: UInt64.self), let flag = buffer.readInteger(as: UInt8.self),
+                flag <= 1, let queue = Self.readString(&buffer)
+            else { return nil }
+            self = .deliver(queue: queue, id: id, redelivered: flag == 1, payload: buffer)
         }
     }
 
@@ -104,4 +120,6 @@ public protocol ReplicationLink: AnyObject {
     /// sends again, and a forwarded command's sender times out.
     @discardableResult
     func send(_ payload: ByteBuffer, to node: String) -> Bool
+    /// The consumers of the queue `name` on each linked peer.
+    func consumers(ofQueue name: String) -> [String: Int]
 }

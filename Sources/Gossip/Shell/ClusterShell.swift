@@ -497,6 +497,12 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         return ([settings.node] + instance.membership.liveMembers).sorted { $0.name < $1.name }
     }
 
+    /// The consumers of the queue `name` on each linked peer.
+    public func queueConsumers(_ name: String) -> [NodeID: Int] {
+        eventLoop.assertInEventLoop()
+        return instance.interest.remote.consumers(ofQueue: name).filter { links[$0.key] != nil }
+    }
+
     /// Calls `handler` (on this loop) with every ``LinkMessage/replication(_:)`` a peer sends.
     public func onReplication(_ handler: @escaping (NodeID, ByteBuffer) -> Void) {
         eventLoop.assertInEventLoop()

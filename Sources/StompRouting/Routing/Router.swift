@@ -602,10 +602,12 @@ public final class Router {
     private func dispatch(queue name: String, into outputs: inout [RouterOutput]) {
         guard var queue = queues.removeValue(forKey: name) else { return }
         defer { if !queue.isUnused { queues[name] = queue } }
+        if queue.consumers.isEmpty, queue.durablePending > 0 {
+            // Never handed off: the queue's leader sends them to the nodes with consumers
+            // itself, and keeps them until they are acknowledged there.
+            giveBackDurable(from: &queue, name, into: &outputs)
+        }
         if queue.consumers.isEmpty, remoteQueueConsumers[name, default: 0] > 0 {
-            // A durable message handed to another node is settled here: until the cluster
-            // link carries its queue's replication, the consumer's node holds it in memory.
-            var handedDurable: [UInt64] = []
             while let pending = queue.removeFirstPending() {
                 queuedBytes -= pending.message.footprint
                 outputs.append(
@@ -616,15 +618,8 @@ public final class Router {
                         hops: pending.hops
                     )
                 )
-                if let id = pending.durableID { handedDurable.append(id) }
-            }
-            if !handedDurable.isEmpty {
-                outputs.append(.durable(.settle(queue: name, ids: handedDurable), holding: nil))
             }
             return
-        }
-        if queue.consumers.isEmpty, queue.durablePending > 0 {
-            giveBackDurable(from: &queue, name, into: &outputs)
         }
         while !queue.pending.isEmpty, let subscription = nextConsumer(of: &queue) {
             let pending = queue.removeFirstPending()!
