@@ -235,13 +235,13 @@ def test_data_max_bytes_refuses_persistent_sends_until_consumers_catch_up(durabl
     node = durable_node("--data-max-bytes", str(1 << 20), "--data-segment-bytes", str(64 << 10))
     body = "y" * 4000
     client = PyClient.for_node(node, "tcp", "1.2")
-    sent = 0
-    while sent < 1000:
-        client.conn.send("/queue/full", body, headers={**PERSISTENT, "receipt": f"f-{sent}"})
-        sent += 1
+    stored = 0
+    for i in range(1000):
+        client.conn.send("/queue/full", body, headers={**PERSISTENT, "receipt": f"f-{i}"})
+        client.rec.wait(lambda: f"f-{i}" in client.rec.receipts or client.rec.errors, 15, "receipt")
         if client.rec.errors:
             break
-        client.rec.wait(lambda: f"f-{sent - 1}" in client.rec.receipts or client.rec.errors, 15, "receipt")
+        stored += 1
     assert client.rec.errors, "1000 messages of 4 kB fit in a 1 MiB log"
     error = client.rec.errors[0]
     assert error.headers.get("message") == "durable log full" and "data.max-bytes" in error.body, error
@@ -257,6 +257,10 @@ def test_data_max_bytes_refuses_persistent_sends_until_consumers_catch_up(durabl
 
     consumer.conn.set_listener("acker", Acker())
     consumer.subscribe("/queue/full", "s", ack="client-individual")
-    wait_for(lambda: len(taken) >= sent - 1, 30, message="the stored messages")
+    try:
+        wait_for(lambda: len(taken) >= stored, 30)
+    except AssertionError:
+        raise AssertionError(f"{len(taken)} of the {stored} stored messages consumed; errors "
+                             f"{[(e.headers.get('message'), e.body) for e in consumer.rec.errors]}") from None
     wait_for(lambda: persistent_refusal(node) == "", 15, interval=0.5, message="room in the log again")
     consumer.close()
