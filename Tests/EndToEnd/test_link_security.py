@@ -269,8 +269,9 @@ def test_listener_says_nothing_before_a_hello_and_only_challenges_it(listener):
         messages = peer.read_frame()
         assert messages is not None and [code for code, _ in messages] == [CHALLENGE], messages
         ch = parse_challenge(messages[0][1])
-        # This build speaks versions 2 (the handshake's order) to 3 (resumable sessions).
-        assert (ch["min"], ch["max"]) == (2, 3) and len(ch["nonce"]) == 32 and ch["nonce"] != nonce
+        # This build speaks versions 2 (the handshake's order) to 4 (3: resumable sessions;
+        # 4: the durable queues' replication).
+        assert (ch["min"], ch["max"]) == (2, 4) and len(ch["nonce"]) == 32 and ch["nonce"] != nonce
         assert_reveals_nothing(peer.received, NODE_NAME, CLUSTER_NAME, f"{HOST}:{port}")
     finally:
         peer.sock.close()
@@ -327,7 +328,7 @@ def test_a_version_1_dialler_is_refused_with_no_common_wire_version(listener):
     try:
         peer.send(hello(CLUSTER_NAME, "old-node", os.urandom(32), versions=(1, 1)))
         text = refuse_text(peer.read_until(REFUSE))
-        assert text == "no common wire version: peer speaks 1...1, this node 2...3"
+        assert text == "no common wire version: peer speaks 1...1, this node 2...4"
         assert peer.wait_closed()
         assert_reveals_nothing(peer.received, NODE_NAME, CLUSTER_NAME, f"{HOST}:{port}")
     finally:
