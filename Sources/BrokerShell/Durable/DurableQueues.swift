@@ -162,7 +162,8 @@ public final class DurableQueues: @unchecked Sendable {
             carry(queue.replica.receive(envelope.message, from: ReplicaID(peer), now: .now()), of: queue)
         case .command(let token, let hops, let name, let command):
             var completions: [Completion] = []
-            if let link {
+            if let link, token != 0 {
+                // The sender waits for this (token 0: no one does).
                 completions.append { result in
                     var failure: ReplicationMessage.Failure?
                     if case .failure(let error) = result {
@@ -175,13 +176,16 @@ public final class DurableQueues: @unchecked Sendable {
                     link.send(ReplicationMessage.outcome(token: token, error: failure).encoded, to: peer)
                 }
             }
-            if case .enqueue(let payload) = command,
-                let refusal = refusal(forEnqueueTo: name, bytes: payload.readableBytes)
-            {
-                for completion in completions { completion(.failure(refusal)) }
-                return
+            var admission = WriteAheadLog.Admission.control
+            if case .enqueue(let payload) = command {
+                if let refusal = refusal(forEnqueueTo: name, bytes: payload.readableBytes) {
+                    for completion in completions { completion(.failure(refusal)) }
+                    return
+                }
+                // Only new messages count against data.max-bytes: settles must get through.
+                admission = .payload
             }
-            submit(command, to: name, admission: .payload, hops: hops, completions: completions)
+            submit(command, to: name, admission: admission, hops: hops, completions: completions)
         case .deliver(let name, let id, let redelivered, let payload):
             guard let envelope = DurableMessageCodec.decode(payload, queue: name) else {
                 metrics.unreadableMessages.increment()
@@ -376,14 +380,15 @@ public final class DurableQueues: @unchecked Sendable {
             return
         }
         let replicas = placement(of: name)
-        if replicas.contains(node) {
+        // Only a new message makes a queue (its SEND was checked against limits.queues).
+        if case .enqueue = command, replicas.contains(node) {
             let queue = newQueue(name, members: replicas)
             propose(command, on: queue, admission: admission, token: makeToken(name, completions))
             return
         }
         let token = makeToken(name, completions)
-        // Any replica passes it on to the leader it knows.
-        for replica in replicas where hops < Self.maxHops {
+        // Any other replica passes it on to the leader it knows.
+        for replica in replicas where replica != node && hops < Self.maxHops {
             if forward(command, to: replica, queue: name, hops: hops, token: token) { return }
         }
         if let token {
