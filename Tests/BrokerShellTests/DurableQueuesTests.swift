@@ -48,7 +48,7 @@ import Glibc
         func enqueue(_ body: String, to queue: String = "jobs") {
             let envelope = MessageEnvelope(
                 destination: .queue(queue),
-                messageID: "m-\(body)",
+                messageID: "m-\(body.suffix(8))",
                 headers: [StompHeader.persistent: "true", "app": "x"],
                 body: ByteBuffer(string: body)
             )
@@ -185,6 +185,62 @@ import Glibc
         }
         #expect(error.kind == .durableUnavailable)
         #expect(error.detail.contains(blocked))
+        try onLoop { node.queues.close() }
+    }
+
+    /// A link to a second replica that never answers: the queue never gets a leader.
+    final class SilentLink: ReplicationLink {
+        var liveNodes: [String] { ["n1", "n2"] }
+        func send(_ payload: ByteBuffer, to node: String) -> Bool { true }
+        func consumers(ofQueue name: String) -> [String: Int] { [:] }
+    }
+
+    @Test func aQueueWithoutAQuorumTimesWritesOutAndHoldsNoMoreThanItsBound() throws {
+        var settings = DurableQueues.Settings(
+            directory: directory,
+            log: WriteAheadLog.Settings(segmentBytes: 1 << 20, maxBytes: 16 << 20),
+            sendTimeout: .milliseconds(300),
+            minFreeBytes: 0,
+            replicationFactor: 2
+        )
+        settings.dispatchWindow = 8
+        let node = try loop.submit { [loop] in
+            let queues = try DurableQueues(
+                settings: settings,
+                node: "n1",
+                eventLoop: loop,
+                logger: Logger(label: "test")
+            )
+            queues.attach(link: SilentLink())
+            queues.start()
+            return Node(queues)
+        }.wait()
+        let big = String(repeating: "z", count: 300 << 10)
+        try onLoop { for round in 0..<4 { node.enqueue(big + String(round)) } }
+        // Waiting for a leader, 1 MiB at most (1/16 of data.max-bytes): the fourth is refused now.
+        let refused = try onLoop {
+            node.results.values.compactMap { result -> StompProtocolError? in
+                if case .failure(let error) = result { return error } else { return nil }
+            }
+        }
+        #expect(refused.count == 1, "\(refused)")
+        #expect(refused.first?.kind == .durableUnavailable && refused.first?.summary.contains("no quorum") == true)
+        try wait("the timeouts") { node.results.count == 4 }
+        let kinds = try onLoop {
+            node.results.values.compactMap { result -> StompProtocolError.Kind? in
+                if case .failure(let error) = result { return error.kind } else { return nil }
+            }
+        }
+        #expect(kinds.filter { $0 == .replicationTimeout }.count == 3)
+        // Their clients were told: nothing of them is kept, so there is room again.
+        try onLoop { node.enqueue("after") }
+        try wait("the next timeout") { node.results["after"] != nil }
+        let after = try onLoop { node.results["after"] }
+        guard case .failure(let late)? = after else {
+            Issue.record("no quorum, yet committed: \(String(describing: after))")
+            return
+        }
+        #expect(late.kind == .replicationTimeout)
         try onLoop { node.queues.close() }
     }
 }

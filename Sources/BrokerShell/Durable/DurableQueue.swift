@@ -10,6 +10,11 @@ final class DurableQueue {
         var command: QueueCommand
         var token: UInt64?
         var admission: WriteAheadLog.Admission
+
+        var bytes: Int {
+            if case .enqueue(let payload) = command { return payload.readableBytes }
+            return 0
+        }
     }
 
     let name: String
@@ -24,7 +29,9 @@ final class DurableQueue {
     var outAt: [String: Set<UInt64>] = [:]
     /// Where the next message goes among the nodes with consumers, round robin.
     var nextNode = 0
-    var parked: [Parked] = []
+    private(set) var parked: [Parked] = []
+    /// Bytes of the messages among `parked`, for the node's bound on them.
+    private(set) var parkedBytes = 0
     /// Proposals of this queue awaiting their outcome, for failing them together.
     var tokens = Set<UInt64>()
     /// Why the queue takes no more writes: a write of its log failed, so its replica's view of
@@ -44,6 +51,26 @@ final class DurableQueue {
     /// Messages the router gave back without delivering them: first in line again.
     func returnToFront(_ ids: [UInt64]) {
         for id in ids.reversed() where readySet.insert(id).inserted { ready.prepend(id) }
+    }
+
+    func park(_ entry: Parked) {
+        parked.append(entry)
+        parkedBytes += entry.bytes
+    }
+
+    /// Everything parked, to be made (or parked again).
+    func takeParked() -> [Parked] {
+        defer {
+            parked.removeAll()
+            parkedBytes = 0
+        }
+        return parked
+    }
+
+    /// Drops the parked entries `isStale` says no one waits for any more.
+    func dropParked(where isStale: (Parked) -> Bool) {
+        parked.removeAll(where: isStale)
+        parkedBytes = parked.reduce(0) { $0 + $1.bytes }
     }
 
     func nextReady() -> UInt64? {

@@ -96,6 +96,8 @@ public final class DurableQueues: @unchecked Sendable {
     private var link: (any ReplicationLink)?
     /// Forwarded commands go no further than this many nodes from where they came in.
     private static let maxHops: UInt8 = 2
+    /// Commands one queue keeps while it has no leader, beyond those its clients wait for.
+    private static let maxParked = 10_000
 
     /// Opens the log and starts every queue it holds.
     /// - Throws: ``Replication/LogOpenError/corrupt(path:offset:reason:)`` or
@@ -319,6 +321,17 @@ public final class DurableQueues: @unchecked Sendable {
         }
         if let queue = queues[name] {
             if let broken = queue.broken { return Self.brokenError(name, broken) }
+            // Messages waiting for the queue to have a leader are held in memory only: a
+            // queue cut off from its majority refuses more rather than holding more.
+            if !queue.parked.isEmpty, queue.parkedBytes + bytes > settings.log.maxBytes / 16 {
+                metrics.refused(.durableUnavailable)
+                return StompProtocolError(
+                    .durableUnavailable,
+                    "no quorum for /queue/\(name)",
+                    detail:
+                        "/queue/\(name) has no leader reachable from this node, and the \(queue.parkedBytes) bytes of messages waiting for one reached 1/16 of data.max-bytes (\(settings.log.maxBytes / 16))."
+                )
+            }
         } else if queues.count >= settings.maxQueues {
             return StompProtocolError(
                 .tooManyQueues,
@@ -442,7 +455,7 @@ public final class DurableQueues: @unchecked Sendable {
         guard queue.replica.raft.role == .leader else {
             // Not elected yet (a new queue, or just after a restart): made once it is, or
             // passed on once a leader is known.
-            queue.parked.append(DurableQueue.Parked(command: command, token: token, admission: admission))
+            queue.park(DurableQueue.Parked(command: command, token: token, admission: admission))
             return
         }
         let (result, effects) = queue.replica.propose(command, token: token, now: .now())
@@ -451,20 +464,19 @@ public final class DurableQueues: @unchecked Sendable {
             carry(effects, of: queue, admission: admission)
         case .notLeader, .rejected:
             carry(effects, of: queue)
-            queue.parked.append(DurableQueue.Parked(command: command, token: token, admission: admission))
+            queue.park(DurableQueue.Parked(command: command, token: token, admission: admission))
         }
     }
 
     private func proposeParked(_ queue: DurableQueue) {
-        let parked = queue.parked
-        queue.parked.removeAll()
+        let parked = queue.takeParked()
         let leader = queue.replica.raft.leader
         for entry in parked {
             // One whose client was already told it timed out is not made behind its back.
             if let token = entry.token, proposals[token] == nil { continue }
             if queue.replica.raft.role != .leader, let leader, leader != node {
                 if !forward(entry.command, to: leader, queue: queue.name, hops: 0, token: entry.token) {
-                    queue.parked.append(entry)
+                    queue.park(entry)
                 }
                 continue
             }
@@ -473,7 +485,7 @@ public final class DurableQueues: @unchecked Sendable {
                 carry(effects, of: queue, admission: entry.admission)
             } else {
                 carry(effects, of: queue)
-                queue.parked.append(entry)
+                queue.park(entry)
             }
         }
     }
@@ -557,7 +569,7 @@ public final class DurableQueues: @unchecked Sendable {
         metrics.brokenQueues.increment()
         let failure = Self.brokenError(queue.name, error.description)
         for token in queue.tokens.sorted() { finish(token, .failure(failure)) }
-        queue.parked.removeAll()
+        _ = queue.takeParked()
     }
 
     // MARK: - Dispatch
@@ -718,6 +730,15 @@ public final class DurableQueues: @unchecked Sendable {
                     )
                 )
             )
+        }
+        for queue in queues.values where !queue.parked.isEmpty {
+            // Whose client was told it timed out: never made behind its back, and not kept.
+            queue.dropParked { entry in entry.token.map { proposals[$0] == nil } ?? false }
+            if queue.parked.count > Self.maxParked {
+                // Settles and requeues no one waits for (auto-acks, consumers gone): dropped,
+                // their messages are delivered again, as a failover would.
+                queue.dropParked { $0.token == nil }
+            }
         }
         if now >= nextHousekeeping {
             nextHousekeeping = now + .seconds(1)
