@@ -274,6 +274,57 @@ public enum AdminModels {
         }
     }
 
+    /// A durable queue as one of its replicas sees it (`GET /v1/durable-queues`).
+    public struct DurableQueue: Codable, Sendable {
+        public var name: String
+        /// `leader`, `follower`, `preCandidate` or `candidate`.
+        public var role: String
+        public var leader: String?
+        public var term: UInt64
+        public var replicas: [String]
+        public var commitIndex: UInt64
+        public var lastIndex: UInt64
+        /// On the leader: entries each other replica does not hold yet.
+        public var lag: [String: UInt64]
+        /// Not yet acknowledged: ready and unacknowledged together.
+        public var messages: Int
+        public var ready: Int
+        public var unacked: Int
+        public var bytes: Int
+        /// Why the queue takes no writes, if it doesn't.
+        public var problem: String?
+
+        public init(
+            name: String,
+            role: String,
+            leader: String?,
+            term: UInt64,
+            replicas: [String],
+            commitIndex: UInt64,
+            lastIndex: UInt64,
+            lag: [String: UInt64],
+            messages: Int,
+            ready: Int,
+            unacked: Int,
+            bytes: Int,
+            problem: String?
+        ) {
+            self.name = name
+            self.role = role
+            self.leader = leader
+            self.term = term
+            self.replicas = replicas
+            self.commitIndex = commitIndex
+            self.lastIndex = lastIndex
+            self.lag = lag
+            self.messages = messages
+            self.ready = ready
+            self.unacked = unacked
+            self.bytes = bytes
+            self.problem = problem
+        }
+    }
+
     /// `GET /v1/connections?offset=&limit=`: one page of the connections, and the first page
     /// of the queues (`GET /v1/queues` pages through them all).
     public struct Connections: Codable, Sendable {

@@ -334,6 +334,11 @@ public final class Broker: RouterClusterInput, @unchecked Sendable {
         }
     }
 
+    /// One page of the durable queues held here, by name (none without durable queues).
+    public func durableQueuePage(offset: Int, limit: Int) async -> RouterSnapshot.Page<DurableQueues.QueueView> {
+        await withRouter { $0.durable?.queuePage(offset: offset, limit: limit) ?? .empty }
+    }
+
     /// Bytes held by all queues and the number of queues, against their budgets.
     public func queueUse() async -> (bytes: Int, queues: Int) {
         await withRouter { ($0.router.queuedBytes, $0.router.queueCount) }

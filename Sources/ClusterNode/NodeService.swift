@@ -140,7 +140,7 @@ struct NodeService: Service, CustomStringConvertible {
             defer { reloads.cancel() }
             let how = await waitForEnd()
             _ = state.beginDrain()
-            await drain(how: how, server: server, broker: broker, cluster: cluster)
+            await drain(how: how, server: server, broker: broker, cluster: cluster, durable: durable)
         } catch {
             await server.closeListeners()
             try? await adminChannel?.close()
@@ -214,7 +214,13 @@ struct NodeService: Service, CustomStringConvertible {
         }
     }
 
-    private func drain(how: DrainRequest.Kind, server: StompServer, broker: Broker, cluster: ClusterShell?) async {
+    private func drain(
+        how: DrainRequest.Kind,
+        server: StompServer,
+        broker: Broker,
+        cluster: ClusterShell?,
+        durable: DurableQueues
+    ) async {
         let settings = configuration.drain
         logger.info("draining", metadata: ["drain.kind": "\(how)"])
         await server.closeListeners()
@@ -236,6 +242,13 @@ struct NodeService: Service, CustomStringConvertible {
             try? await Task.sleep(for: .milliseconds(20))
         }
         if let cluster {
+            // The durable queues led here move to a follower first: their clients on other
+            // nodes go on without waiting for an election. Bounded: 3 s at most.
+            for _ in 0..<30 {
+                let leading = (try? await broker.eventLoop.submit { durable.handOverLeadership() }.get()) ?? 0
+                if leading == 0 { break }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
             let left = await cluster.evacuate()
             if left > 0 {
                 logger.warning("queue messages not taken by a peer before leaving", metadata: ["count": "\(left)"])

@@ -10,7 +10,8 @@ struct ClusterCtl: AsyncParsableCommand {
         abstract:
             "Administer a stomp-cluster: status, top, members, interest, connections, drain, leave, pub, sub, local clusters.",
         subcommands: [
-            Status.self, Members.self, Interest.self, Connections.self, Drain.self, Leave.self, Pub.self, Sub.self,
+            Status.self, Members.self, Interest.self, Connections.self, Queues.self, Drain.self, Leave.self, Pub.self,
+            Sub.self,
             Top.self, Bench.self, Local.self,
         ]
     )

@@ -7,8 +7,13 @@ again must be 0.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
+import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +21,7 @@ from cluster import matching, running_cluster
 from durable import Consumer, Publisher, drain_all
 from nodes import wait_for
 
+CLUSTERCTL = Path(os.environ.get("CLUSTERCTL_BIN", Path(__file__).resolve().parents[2] / ".build" / "release" / "clusterctl"))
 LEADER = re.compile(r"leader=(\S+) queue=durable term=(\d+)")
 
 
@@ -141,4 +147,51 @@ def test_receipted_messages_survive_kill_9_of_the_consumers_node(cluster):
     # The leader takes back what it had sent there once the node is declared dead.
     after = drain_all(cluster[publisher_node], receipted - ack_sent)
     check(receipted, ack_sent, acked, before, after.deliveries)
+    after.client.close()
+
+
+def test_clusterctl_queues_shows_each_queue_as_its_leader_sees_it(cluster):
+    lead = first_message_and_leader(cluster)
+    publisher = Publisher(cluster[lead], first=1)
+    publisher.send(9)
+    publisher.wait_all()
+    publisher.client.close()
+    # One node given: the others are found through its members.
+    result = subprocess.run([str(CLUSTERCTL), "queues", "--node", cluster[1].admin_url, "--json"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [row["name"] for row in rows] == ["durable"], rows
+    queue = rows[0]
+    assert queue["role"] == "leader" and queue["leader"] == lead, queue
+    assert queue["replicas"] == sorted(cluster.names), queue
+    assert sorted(queue["lag"]) == sorted(n for n in cluster.names if n != lead), queue
+    assert queue["messages"] == 10 and queue["ready"] == 10 and queue["unacked"] == 0, queue
+    table = subprocess.run([str(CLUSTERCTL), "queues", "--node", cluster[2].admin_url],
+                           capture_output=True, text=True, timeout=30)
+    assert table.returncode == 0 and "durable" in table.stdout and lead in table.stdout, table.stdout
+    print(table.stdout)
+
+
+def test_a_draining_leader_hands_its_queue_over_first(cluster):
+    lead = first_message_and_leader(cluster)
+    others = [n for n in cluster.names if n != lead]
+    publisher = Publisher(cluster[others[0]], first=1)
+    sender = threading.Thread(target=publisher.send, args=(800, 10), daemon=True)
+    sender.start()
+    wait_for(lambda: len(publisher.receipted) >= 100, 30, message="receipts before the drain")
+    node = cluster.nodes[lead]
+    node.signal(signal.SIGTERM)  # drains, as `clusterctl drain` does
+    assert node.wait(30) == 0, node.log_tail()
+    sender.join(timeout=60)
+    handed = matching(node, "durable queue leadership handed over")
+    assert handed, node.log_tail(40)
+    new_leader = wait_for(lambda: leader(cluster), 15, message="the new leader")
+    assert new_leader in others
+    receipted = publisher.receipted | {0}
+    print(f"drained {lead}: leadership to {new_leader}; {len(receipted)} of {publisher.sent} receipted, "
+          f"errors {[e.headers.get('message') for e in publisher.client.rec.errors]}")
+    publisher.client.drop()
+    after = drain_all(cluster[others[1]], receipted)
+    check(receipted, set(), set(), [], after.deliveries)
     after.client.close()

@@ -75,7 +75,7 @@ public final class DurableQueues: @unchecked Sendable {
     /// `nil` when the data dir can't be used: `unavailable` says why.
     private let store: DurableStore?
     private let unavailable: String?
-    private var queues: [String: DurableQueue] = [:]
+    private(set) var queues: [String: DurableQueue] = [:]
     /// Local consumers per queue, as the router's interest reports them (durable or not: a
     /// queue may get its first persistent message after its consumers came).
     private var consumers: [String: Int] = [:]
@@ -209,6 +209,29 @@ public final class DurableQueues: @unchecked Sendable {
                 } ?? .success(())
             )
         }
+    }
+
+    /// Before the node leaves the cluster: each queue it leads hands its leadership to its most
+    /// up-to-date follower, so that no client waits for an election. Called again until it
+    /// says none is left (a transfer gives up after an election timeout, and is retried).
+    /// - Returns: how many queues this node still leads.
+    public func handOverLeadership() -> Int {
+        eventLoop.preconditionInEventLoop()
+        let live = Set(link?.liveNodes ?? [])
+        var leading = 0
+        for queue in queues.values where queue.replica.raft.role == .leader {
+            let raft = queue.replica.raft
+            let followers = raft.progress.filter { !$0.value.isLearner && live.contains($0.key.name) }
+            guard let target = followers.max(by: { $0.value.matchIndex < $1.value.matchIndex })?.key else { continue }
+            leading += 1
+            guard !raft.isTransferringLeadership else { continue }
+            logger.info(
+                "durable queue leadership handed over",
+                metadata: ["queue": "\(queue.name)", "to": "\(target)"]
+            )
+            carry(queue.replica.transferLeadership(to: target, now: .now()).effects, of: queue)
+        }
+        return leading
     }
 
     /// Stops the clock and closes the log once what was appended is on disk.

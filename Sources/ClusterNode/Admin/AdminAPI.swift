@@ -123,6 +123,8 @@ final class AdminAPI: Sendable {
             return await paged(request) { await self.connections($0) }
         case (.GET, "/v1/queues"):
             return await paged(request) { await self.queues($0) }
+        case (.GET, "/v1/durable-queues"):
+            return await paged(request) { await self.durableQueues($0) }
         case (.GET, "/v1/subscriptions"):
             return await paged(request) { await self.subscriptions($0) }
         case (.GET, "/v1/stats"):
@@ -147,7 +149,8 @@ final class AdminAPI: Sendable {
             return await memberAction(path.dropFirst("/v1/members/".count))
         case (_, "/healthz"), (_, "/readyz"), (_, "/metrics"), (_, "/v1/node"), (_, "/v1/members"), (_, "/v1/links"),
             (_, "/v1/interest"),
-            (_, "/v1/connections"), (_, "/v1/queues"), (_, "/v1/subscriptions"), (_, "/v1/stats"), (_, "/v1/drain"),
+            (_, "/v1/connections"), (_, "/v1/queues"), (_, "/v1/durable-queues"), (_, "/v1/subscriptions"),
+            (_, "/v1/stats"), (_, "/v1/drain"),
             (_, "/v1/leave"),
             (_, "/v1/auth/reload"):
             return json(
@@ -470,6 +473,30 @@ final class AdminAPI: Sendable {
     private func queues(_ page: PageRequest) async -> AdminModels.Page<AdminModels.Queue> {
         let queues = await broker.queuePage(offset: page.offset, limit: page.limit)
         return page.answer(total: queues.total, items: queues.items.map(Self.queue))
+    }
+
+    private func durableQueues(_ page: PageRequest) async -> AdminModels.Page<AdminModels.DurableQueue> {
+        let queues = await broker.durableQueuePage(offset: page.offset, limit: page.limit)
+        return page.answer(
+            total: queues.total,
+            items: queues.items.map {
+                AdminModels.DurableQueue(
+                    name: $0.name,
+                    role: $0.role,
+                    leader: $0.leader,
+                    term: $0.term,
+                    replicas: $0.replicas,
+                    commitIndex: $0.commitIndex,
+                    lastIndex: $0.lastIndex,
+                    lag: $0.lag,
+                    messages: $0.messages,
+                    ready: $0.ready,
+                    unacked: $0.unacked,
+                    bytes: $0.bytes,
+                    problem: $0.problem
+                )
+            }
+        )
     }
 
     private static func subscription(_ row: RouterSnapshot.Subscription) -> AdminModels.Subscription {

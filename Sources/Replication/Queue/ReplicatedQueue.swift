@@ -86,6 +86,16 @@ public struct ReplicatedQueue: Sendable {
         return (result, carryOut(directives))
     }
 
+    /// On the leader: hands leadership to `target` (a node that drains). Proposals are refused
+    /// until it took over, or the transfer gave up.
+    public mutating func transferLeadership(
+        to target: ReplicaID,
+        now: NIODeadline
+    ) -> (result: RaftInstance.TransferResult, effects: [Effect]) {
+        let (result, directives) = raft.transferLeadership(to: target, now: now)
+        return (result, carryOut(directives))
+    }
+
     /// On the leader: copies forward up to `limit` of the messages whose payload sits in an
     /// entry before `index`, so that the log segments holding those entries can be removed.
     public mutating func moveMessages(before index: UInt64, limit: Int, now: NIODeadline) -> [Effect] {
