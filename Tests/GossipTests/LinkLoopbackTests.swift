@@ -61,9 +61,10 @@ struct LinkLoopbackTests {
             seeds: seeds
         )
         settings.advertisedAddress = advertise
-        // Generous: under a loaded machine (CI runs these under ThreadSanitizer) a handshake on
-        // loopback can take seconds.
-        settings.handshakeTimeout = .seconds(10)
+        // Generous: under a loaded machine (CI runs these under ThreadSanitizer, beside the
+        // simulations) a handshake on loopback has taken tens of seconds. No test here is
+        // about the timeout.
+        settings.handshakeTimeout = .seconds(60)
         return ClusterShell(
             settings: settings,
             eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
@@ -291,9 +292,10 @@ struct LinkTLSLoopbackTests {
             seeds: seeds
         )
         settings.tls = tls
-        // Generous: under a loaded machine (CI runs these under ThreadSanitizer) a handshake on
-        // loopback can take seconds.
-        settings.handshakeTimeout = .seconds(10)
+        // Generous: under a loaded machine (CI runs these under ThreadSanitizer, beside the
+        // simulations) a handshake on loopback has taken tens of seconds. No test here is
+        // about the timeout.
+        settings.handshakeTimeout = .seconds(60)
         return ClusterShell(
             settings: settings,
             eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
