@@ -22,7 +22,12 @@ struct SessionHarness {
     }
 
     private var clients: [Client]
-    private let router = Router(settings: Router.Settings(messageIDPrefix: "m-", maxQueueDepth: 64))
+    private let router = Router(
+        settings: Router.Settings(messageIDPrefix: "m-", maxQueueDepth: 64, durableQueues: true)
+    )
+    /// The durable queues, as far as the router can tell: what was enqueued and not settled.
+    private var durable: [UInt64: MessageEnvelope] = [:]
+    private var nextDurableID: UInt64 = 0
     private var now = NIODeadline.uptimeNanoseconds(1_000_000_000)
     private var actions: [SessionStateMachine.Action] = []
     private var outputs: [RouterOutput] = []
@@ -216,6 +221,20 @@ struct SessionHarness {
                 into: &outputs
             )
         case .unroutable:
+            break
+        case .durable(.enqueue(let queue, let envelope), _):
+            // Committed at once: it comes back for this node's consumers.
+            nextDurableID += 1
+            durable[nextDurableID] = envelope
+            router.handle(
+                .acceptDurable(queue: queue, envelope, id: nextDurableID, redelivered: false),
+                into: &outputs
+            )
+        case .durable(.settle(_, let ids), _):
+            for id in ids { durable[id] = nil }
+        case .durable(.giveBack, _):
+            // Kept for a consumer that comes later; handing them back now would only come
+            // back again while there is none.
             break
         }
     }
