@@ -25,8 +25,7 @@ struct SessionHarness {
     private let router = Router(
         settings: Router.Settings(messageIDPrefix: "m-", maxQueueDepth: 64, durableQueues: true)
     )
-    /// The durable queues, as far as the router can tell: what was enqueued and not settled.
-    private var durable: [UInt64: MessageEnvelope] = [:]
+    /// The id the next durable message gets, as its queue's log would number it.
     private var nextDurableID: UInt64 = 0
     private var now = NIODeadline.uptimeNanoseconds(1_000_000_000)
     private var actions: [SessionStateMachine.Action] = []
@@ -225,16 +224,13 @@ struct SessionHarness {
         case .durable(.enqueue(let queue, let envelope), _):
             // Committed at once: it comes back for this node's consumers.
             nextDurableID += 1
-            durable[nextDurableID] = envelope
             router.handle(
                 .acceptDurable(queue: queue, envelope, id: nextDurableID, redelivered: false),
                 into: &outputs
             )
-        case .durable(.settle(_, let ids), _):
-            for id in ids { durable[id] = nil }
-        case .durable(.giveBack, _):
-            // Kept for a consumer that comes later; handing them back now would only come
-            // back again while there is none.
+        case .durable(.settle, _), .durable(.giveBack, _):
+            // Settled, or kept for a consumer that comes later: handing them back now would
+            // only come back again while there is none.
             break
         }
     }
