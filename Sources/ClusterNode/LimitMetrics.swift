@@ -22,6 +22,7 @@ enum LimitMetrics {
             ("limits.websocket-message-size", io.maxWebSocketMessageSize),
             ("limits.outbound-bytes", io.maxOutboundBytes),
             ("limits.node-outbound-bytes", io.maxNodeOutboundBytes),
+            ("limits.durable-writes-in-flight", io.maxDurableWritesInFlight),
             ("limits.node-inbound-bytes", io.maxNodeInboundBytes),
             ("limits.subscriptions", session.maxSubscriptions),
             ("limits.unacked", session.maxUnacked),

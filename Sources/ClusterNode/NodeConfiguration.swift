@@ -114,6 +114,7 @@ struct NodeConfiguration: Sendable {
         io.maxConnectionsPerAddress = try settings.requiredInt("limits.connections-per-ip")
         io.maxOutboundBytes = try settings.requiredInt("limits.outbound-bytes")
         io.maxNodeOutboundBytes = try settings.requiredInt("limits.node-outbound-bytes")
+        io.maxDurableWritesInFlight = try settings.requiredInt("limits.durable-writes-in-flight")
         io.maxNodeInboundBytes = try settings.requiredInt("limits.node-inbound-bytes")
         io.upgradeTimeout = try settings.milliseconds("timeouts.upgrade-ms")
         io.tlsHandshakeTimeout = try settings.milliseconds("timeouts.tls-handshake-ms")

@@ -34,9 +34,12 @@ struct HeldOutbound {
     /// Bytes held, receipts included.
     private(set) var byteCount = 0
 
+    /// Durable writes held: each one ends when its write is on disk on a majority, or fails.
+    private(set) var writeCount = 0
+
     /// Whether a durable write is among the holds: the connection can't close before it ends,
     /// since what waits behind it would then say it had succeeded.
-    var awaitsWrite: Bool { segments.contains { $0.receipt == nil } }
+    var awaitsWrite: Bool { writeCount > 0 }
 
     /// Holds `receipt` until ``releaseFirst(into:)``; whatever is appended next waits behind it.
     mutating func hold(_ receipt: OutboundFrame) {
@@ -47,6 +50,7 @@ struct HeldOutbound {
     /// Holds whatever is appended next until the durable write before it ends.
     mutating func holdForWrite() {
         segments.append(Segment(receipt: nil, after: OutboundBuffer(framing: framing)))
+        writeCount += 1
     }
 
     /// Appends a frame behind the last held receipt.
@@ -71,6 +75,7 @@ struct HeldOutbound {
         guard !segments.isEmpty else { return }
         var segment = segments.removeFirst()
         byteCount -= (segment.receipt?.bytes.readableBytes ?? 0) + segment.after.byteCount
+        if segment.receipt == nil { writeCount -= 1 }
         if let receipt = segment.receipt { outbound.append(receipt) }
         if let bytes = segment.after.take() { outbound.appendFramed(bytes) }
     }
@@ -88,5 +93,6 @@ struct HeldOutbound {
     mutating func discard() {
         segments.removeAll()
         byteCount = 0
+        writeCount = 0
     }
 }

@@ -40,6 +40,10 @@ struct ConnectionLimits: Sendable {
     /// How long a refused login waits for its ERROR (`auth.failure-delay-ms`): guessing
     /// passwords one connection at a time gets slow.
     var failedLoginDelay: TimeAmount = .milliseconds(500)
+    /// Durable writes (persistent SENDs, ACKs of durable messages) waiting for their quorum
+    /// at once (`limits.durable-writes-in-flight`): at that many, the connection stops
+    /// reading until half of them have ended.
+    var maxDurableWritesInFlight = 1_024
 }
 
 /// Drives one client connection: bytes in, frames decoded, the session consulted, operations
@@ -91,7 +95,13 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     /// Whether this read burst carried a SEND: only publishers pause for flow control.
     private var publishedInBurst = false
     /// Reading stopped for flow control (see ``FlowControl``).
-    private(set) var readsPaused = false
+    private var pausedForBacklog = false
+    /// Reading stopped: `limits.durable-writes-in-flight` writes wait for their quorum. Each
+    /// write holds memory until it ends, so a client may not pipeline them without bound; as
+    /// with flow control, TCP then slows it down rather than an ERROR.
+    private var pausedForWrites = false
+    /// Whether this node stopped reading the client, for either reason.
+    var readsPaused: Bool { pausedForBacklog || pausedForWrites }
     private var flushScheduled = false
     private var registered = false
     private var admitted = false
@@ -262,22 +272,39 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
     /// Stops reading this publisher while the node (or a peer it forwards to) is behind, so
     /// that TCP slows it down; see ``FlowControl``.
     private func pauseIfBrokerIsBehind(context: ChannelHandlerContext) {
-        guard !readsPaused, state == .active, broker.flowControl.shouldPausePublishers,
-            let options = context.channel.syncOptions
-        else { return }
-        readsPaused = true
-        try? options.setOption(.autoRead, value: false)
+        guard !pausedForBacklog, state == .active, broker.flowControl.shouldPausePublishers else { return }
+        pausedForBacklog = true
+        updateAutoRead()
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         broker.flowControl.clientPaused { [eventLoop = context.eventLoop] in
-            eventLoop.execute { handler.value.resumeReading() }
+            eventLoop.execute { handler.value.resumeAfterBacklog() }
         }
     }
 
-    private func resumeReading() {
-        guard readsPaused else { return }
-        readsPaused = false
-        // Turning autoRead back on reads at once whatever arrived meanwhile.
-        try? context?.channel.syncOptions?.setOption(.autoRead, value: true)
+    private func resumeAfterBacklog() {
+        guard pausedForBacklog else { return }
+        pausedForBacklog = false
+        updateAutoRead()
+    }
+
+    /// Pauses reading at `limits.durable-writes-in-flight` held writes and resumes once half
+    /// of them ended, so that reading doesn't flap on each write.
+    private func pauseOrResumeForWrites() {
+        if !pausedForWrites, held.writeCount >= limits.maxDurableWritesInFlight {
+            pausedForWrites = true
+            metrics.pausedForDurableWrites()
+            updateAutoRead()
+        } else if pausedForWrites, held.writeCount <= limits.maxDurableWritesInFlight / 2 {
+            pausedForWrites = false
+            updateAutoRead()
+        }
+    }
+
+    /// Reads while nothing pauses them: no login being decided, no pause. Turning autoRead
+    /// back on reads at once whatever arrived meanwhile.
+    private func updateAutoRead() {
+        let read = state == .active && !authenticating && !readsPaused
+        try? context?.channel.syncOptions?.setOption(.autoRead, value: read)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -393,7 +420,7 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
             return
         }
         authenticating = true
-        try? context.channel.syncOptions?.setOption(.autoRead, value: false)
+        updateAutoRead()
         permissionsGeneration = authenticator.generation
         // Either way the answer comes in a task of its own, not from inside the decoding of
         // the CONNECT that asked.
@@ -436,7 +463,7 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         if case .success(let identity) = result, let expiresAt = identity.expiresAt { endConnection(at: expiresAt) }
         // The frames that came right behind the CONNECT, then reading again.
         decodeInbound()
-        if state == .active, !readsPaused { try? context?.channel.syncOptions?.setOption(.autoRead, value: true) }
+        updateAutoRead()
         submitPendingOperations()
         flush()
     }
@@ -512,8 +539,10 @@ final class StompConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
             held.hold(frame)
         case .holdForWrite:
             held.holdForWrite()
+            pauseOrResumeForWrites()
         case .releaseReceipt:
             held.releaseFirst(into: &outbound)
+            pauseOrResumeForWrites()
             if closeWhenReleased, !held.awaitsWrite {
                 closeAfterDisconnect(context: context)
             } else {

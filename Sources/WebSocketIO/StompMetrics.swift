@@ -5,6 +5,8 @@ import StompRouting
 /// bootstrapped they cost nothing.
 struct StompMetrics: Sendable {
     private let slowConsumers = Counter(label: "stomp_slow_consumer_disconnects_total")
+    /// Publishers paused at `limits.durable-writes-in-flight`.
+    private let durableWritePauses = Counter(label: "stomp_durable_write_pauses_total")
     private let frameErrors: [StompProtocolError.Kind: Counter]
     /// Frames refused by permissions, by what they tried.
     private let subscribesDenied = Counter(label: "stomp_access_denied_total", dimensions: [("action", "subscribe")])
@@ -20,6 +22,10 @@ struct StompMetrics: Sendable {
 
     func slowConsumerDisconnected() {
         slowConsumers.increment()
+    }
+
+    func pausedForDurableWrites() {
+        durableWritePauses.increment()
     }
 
     func frameError(_ kind: StompProtocolError.Kind) {

@@ -60,7 +60,8 @@ public final class StompServer: Sendable {
             nodeConnections: configuration.maxConnections,
             nodeOutbound: NodeByteBudget(limit: configuration.maxNodeOutboundBytes),
             nodeInbound: NodeByteBudget(limit: configuration.maxNodeInboundBytes),
-            failedLoginDelay: configuration.failedLoginDelay
+            failedLoginDelay: configuration.failedLoginDelay,
+            maxDurableWritesInFlight: configuration.maxDurableWritesInFlight
         )
         if let tls = configuration.tls {
             let chain = try NIOSSLCertificate.fromPEMFile(tls.certificateChainPath).map {

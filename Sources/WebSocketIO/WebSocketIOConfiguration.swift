@@ -41,6 +41,10 @@ public struct WebSocketIOConfiguration: Sendable {
     /// Room for a few of the largest frames, so that a client reading a burst of them at
     /// line speed isn't taken for slow.
     public var maxOutboundBytes: Int = 16 * 1_048_576
+    /// Durable writes (persistent SENDs, ACKs of persistent messages) one connection may have
+    /// waiting for their quorum; at that many it stops being read until half have ended. Each
+    /// holds memory until it ends, so a client may not pipeline them without bound.
+    public var maxDurableWritesInFlight: Int = 1_024
     /// Client connections this node serves at once (counted from CONNECT); more are refused
     /// with an ERROR.
     public var maxConnections: Int = 100_000

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from durable import PERSISTENT, Consumer, Publisher, drain_all
+from monitoring import sample_value, scrape
 from nodes import Node, wait_for
 from pyclient import PyClient
 
@@ -264,3 +265,20 @@ def test_data_max_bytes_refuses_persistent_sends_until_consumers_catch_up(durabl
                              f"{[(e.headers.get('message'), e.body) for e in consumer.rec.errors]}") from None
     wait_for(lambda: persistent_refusal(node) == "", 15, interval=0.5, message="room in the log again")
     consumer.close()
+
+
+def test_a_publisher_pauses_at_its_durable_writes_in_flight_and_resumes(durable_node):
+    # Thousands of persistent SENDs sent without waiting for a single receipt: the node stops
+    # reading the publisher at 8 writes waiting for their quorum and reads on as they end, so
+    # every one of them still gets its RECEIPT.
+    node = durable_node("--max-durable-writes-in-flight", "8")
+    publisher = Publisher(node)
+    publisher.send(3000)
+    publisher.wait_all(60)
+    assert len(publisher.receipted) == 3000
+    assert sample_value(scrape(node.admin_url, None), "stomp_durable_write_pauses_total") >= 1
+    assert 'node_limit{name="limits.durable-writes-in-flight"} 8' in scrape(node.admin_url, None)
+    publisher.client.close()
+    drained = drain_all(node, set(range(3000)))
+    assert len(drained.deliveries) == 3000
+    drained.client.close()

@@ -105,5 +105,21 @@ import Testing
         #expect(text(&outbound) == "R-sub|m1|")
         #expect(!held.isHolding)
         #expect(held.byteCount == 0)
+        #expect(held.writeCount == 0)
+    }
+
+    @Test func writesAreCountedUntilTheirReleaseButReceiptsAreNot() {
+        var held = HeldOutbound(framing: .stream)
+        var outbound = OutboundBuffer(framing: .stream)
+        held.holdForWrite()
+        held.hold(frame("R-sub|"))
+        held.holdForWrite()
+        #expect(held.writeCount == 2)
+        held.releaseFirst(into: &outbound)
+        #expect(held.writeCount == 1)
+        held.releaseFirst(into: &outbound)
+        #expect(held.writeCount == 1, "a subscription's receipt is no write")
+        held.releaseFirst(into: &outbound)
+        #expect(held.writeCount == 0 && !held.awaitsWrite)
     }
 }

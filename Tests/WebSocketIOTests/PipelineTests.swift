@@ -23,13 +23,15 @@ final class TestConnection {
         maxOutboundBytes: Int = 8 * 1_048_576,
         nodeOutbound: NodeByteBudget = NodeByteBudget(limit: 512 * 1_048_576),
         nodeInbound: NodeByteBudget = NodeByteBudget(limit: 256 * 1_048_576),
+        maxDurableWritesInFlight: Int = 1_024,
+        routerSettings: Router.Settings = .init(messageIDPrefix: "test-"),
         authenticator: (any ClientAuthenticator)? = nil
     ) throws {
         self.connections =
             connections
             ?? ConnectionRegistry(
                 broker: Broker(
-                    settings: .init(messageIDPrefix: "test-"),
+                    settings: routerSettings,
                     eventLoop: channel.embeddedEventLoop,
                     logger: Logger(label: "test")
                 )
@@ -47,7 +49,8 @@ final class TestConnection {
                 connectTimeout: .seconds(10),
                 nodeConnections: maxConnections,
                 nodeOutbound: nodeOutbound,
-                nodeInbound: nodeInbound
+                nodeInbound: nodeInbound,
+                maxDurableWritesInFlight: maxDurableWritesInFlight
             ),
             metrics: StompMetrics(),
             sessionSettings: .init(authentication: authenticator == nil ? .none : .external),
@@ -201,6 +204,24 @@ final class TestConnection {
         flow.completed(1)
         connection.channel.embeddedEventLoop.run()
         #expect(!connection.readsPaused)
+    }
+
+    @Test func publisherStopsReadingAtItsLimitOfDurableWritesInFlight() throws {
+        // Durable queues on, none attached: no write ever ends, so the holds only pile up.
+        var settings = Router.Settings(messageIDPrefix: "test-")
+        settings.durableQueues = true
+        let connection = try TestConnection(maxDurableWritesInFlight: 3, routerSettings: settings)
+        try connection.send("CONNECT\naccept-version:1.2\n\n\0")
+        let persistentSend = "SEND\ndestination:/queue/jobs\npersistent:true\n\nx\0"
+        try connection.send(persistentSend + persistentSend)
+        connection.channel.embeddedEventLoop.run()
+        #expect(!connection.readsPaused, "two writes wait, below the limit")
+        try connection.send("SEND\ndestination:/queue/jobs\n\nnot persistent\0")
+        connection.channel.embeddedEventLoop.run()
+        #expect(!connection.readsPaused, "a message kept in memory is no durable write")
+        try connection.send(persistentSend)
+        connection.channel.embeddedEventLoop.run()
+        #expect(connection.readsPaused)
     }
 
     @Test func connectionLimitRefusesAtConnectWithError() throws {

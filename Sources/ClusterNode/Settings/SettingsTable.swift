@@ -261,6 +261,13 @@ enum SettingsTable {
             "Bytes waiting to be sent to one client before it counts as a slow consumer."
         ),
         Setting(
+            "limits.durable-writes-in-flight",
+            .count(minimum: 1),
+            default: .value(io.maxDurableWritesInFlight),
+            flag: "max-durable-writes-in-flight",
+            "Persistent SENDs and ACKs of persistent messages one client may have waiting for their quorum; at that many the node stops reading it until half have ended."
+        ),
+        Setting(
             "limits.node-outbound-bytes",
             .count(minimum: 1),
             default: .value(io.maxNodeOutboundBytes),
