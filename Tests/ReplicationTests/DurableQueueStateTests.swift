@@ -21,7 +21,7 @@ import Testing
 
     @Test(arguments: [
         QueueCommand.enqueue(payload("hello")), .enqueue(ByteBuffer()), .settle([]), .settle([1, 2, .max]),
-        .requeue([7]), .move(id: 3, payload: payload("moved")),
+        .requeue([7]), .move(id: 3, payload: payload("moved")), .bind("news.#"), .bind(nil),
     ])
     func commandsRoundTrip(_ command: QueueCommand) {
         #expect(QueueCommand(decoding: command.encoded) == command)
@@ -129,6 +129,23 @@ import Testing
         restored.apply(.move(id: 1, payload: Self.payload("a")), at: 4)
         #expect(restored.firstNeededIndex == 4)
         #expect(restored.inOrder.map(\.id) == [1])
+    }
+
+    @Test func aBindingIsTheLastOneSetAndOutlivesCompaction() {
+        var state = Self.state([.bind("news.*"), .enqueue(Self.payload("a")), .bind("news.#")])
+        #expect(state.binding == "news.#")
+        state.apply(.settle([2]), at: 4)
+        // Everything settled: the log can go, and the snapshot alone must say what is bound.
+        let restored = DurableQueueState(snapshot: state.snapshot(through: 4), at: 4)
+        #expect(restored?.binding == "news.#")
+        #expect(restored?.count == 0)
+        state.apply(.bind(nil), at: 5)
+        #expect(state.binding == nil)
+        #expect(DurableQueueState(snapshot: state.snapshot(through: 5), at: 5)?.binding == nil)
+        // A snapshot cut short in its binding is none a replica wrote.
+        var torn = Self.state([.bind("news.#")]).snapshot(through: 1)
+        torn.moveWriterIndex(to: torn.writerIndex - 1)
+        #expect(DurableQueueState(snapshot: torn, at: 1) == nil)
     }
 
     @Test func theOrderOfIdsStaysProportionalToTheQueue() {

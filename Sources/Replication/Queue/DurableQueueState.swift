@@ -28,6 +28,9 @@ public struct DurableQueueState: Sendable {
     private var awaitingMove: Set<UInt64> = []
     public private(set) var appliedIndex: UInt64
     public private(set) var bytes = 0
+    /// The topic pattern the queue takes messages from (a durable topic subscription's queue),
+    /// as the last ``QueueCommand/bind(_:)`` set it.
+    public private(set) var binding: String?
 
     public init() {
         appliedIndex = 0
@@ -37,11 +40,17 @@ public struct DurableQueueState: Sendable {
     /// not one.
     public init?(snapshot: ByteBuffer, at index: UInt64) {
         var buffer = snapshot
-        guard let count = buffer.readInteger(as: UInt32.self), buffer.readableBytes == Int(count) * 8 else {
+        guard let count = buffer.readInteger(as: UInt32.self), buffer.readableBytes >= Int(count) * 8 else {
             return nil
         }
         appliedIndex = index
         for _ in 0..<count { awaitingMove.insert(buffer.readInteger(as: UInt64.self)!) }
+        // Then the binding, if any (a snapshot of a queue that never had one ends here).
+        if buffer.readableBytes > 0 {
+            guard let length = buffer.readInteger(as: UInt16.self), length > 0, buffer.readableBytes == Int(length)
+            else { return nil }
+            binding = buffer.readString(length: Int(length))
+        }
     }
 
     /// The queue as it stood at `index` (at least ``firstNeededIndex`` - 1, at most applied),
@@ -53,6 +62,12 @@ public struct DurableQueueState: Sendable {
         var buffer = ByteBuffer()
         buffer.writeInteger(UInt32(moved.count))
         for id in moved { buffer.writeInteger(id) }
+        // The binding as it is now, which may be a later entry's: replaying the entries after
+        // `index` sets it again, the last one winning.
+        if let binding {
+            buffer.writeInteger(UInt16(binding.utf8.count))
+            buffer.writeString(binding)
+        }
         return buffer
     }
 
@@ -113,6 +128,9 @@ public struct DurableQueueState: Sendable {
             bytes += payload.readableBytes - held.payload.readableBytes
             messages[id]!.entryIndex = index
             messages[id]!.payload = payload
+            return []
+        case .bind(let pattern):
+            binding = pattern
             return []
         }
     }

@@ -12,12 +12,16 @@ public enum QueueCommand: Sendable, Equatable {
     /// The same message again at this entry's index, so that the segment holding its first
     /// entry can be compacted while it waits; the message keeps its id.
     case move(id: UInt64, payload: ByteBuffer)
+    /// The topic pattern whose messages the queue takes from now on (a durable topic
+    /// subscription), or none: the queue keeps what it holds and takes no more.
+    case bind(String?)
 
     private enum Tag: UInt8 {
         case enqueue = 1
         case settle = 2
         case requeue = 3
         case move = 4
+        case bind = 5
     }
 
     /// The most ids one settle or requeue carries: a bound on a command's size and on the work
@@ -39,6 +43,9 @@ public enum QueueCommand: Sendable, Equatable {
             buffer.writeInteger(Tag.move.rawValue)
             buffer.writeInteger(id)
             buffer.writeImmutableBuffer(payload)
+        case .bind(let pattern):
+            buffer.writeInteger(Tag.bind.rawValue)
+            if let pattern { buffer.writeString(pattern) }
         }
     }
 
@@ -64,6 +71,9 @@ public enum QueueCommand: Sendable, Equatable {
         case .move:
             guard let id = buffer.readInteger(as: UInt64.self) else { return nil }
             self = .move(id: id, payload: buffer)
+        case .bind:
+            // A pattern is never empty: nothing after the tag means none.
+            self = .bind(buffer.readableBytes == 0 ? nil : buffer.readString(length: buffer.readableBytes))
         }
     }
 
