@@ -21,7 +21,7 @@ import Testing
 
     @Test(arguments: [
         QueueCommand.enqueue(payload("hello")), .enqueue(ByteBuffer()), .settle([]), .settle([1, 2, .max]),
-        .requeue([7]), .move(id: 3, payload: payload("moved")), .bind("news.#"), .bind(nil),
+        .requeue([7]), .move(id: 3, payload: payload("moved")), .bind("news.#"), .unbind,
     ])
     func commandsRoundTrip(_ command: QueueCommand) {
         #expect(QueueCommand(decoding: command.encoded) == command)
@@ -33,6 +33,8 @@ import Testing
         #expect(QueueCommand(decoding: ByteBuffer(bytes: [2, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1])) == nil)
         #expect(QueueCommand(decoding: ByteBuffer(bytes: [2, 0xFF, 0xFF])) == nil)
         #expect(QueueCommand(decoding: ByteBuffer(bytes: [4, 1])) == nil)
+        #expect(QueueCommand(decoding: ByteBuffer(bytes: [5])) == nil, "a binding names a pattern")
+        #expect(QueueCommand(decoding: ByteBuffer(bytes: [6, 0])) == nil)
     }
 
     @Test func messagesAreHeldInOrderUntilSettledAndIdsAreEntryIndexes() {
@@ -131,7 +133,7 @@ import Testing
         #expect(restored.inOrder.map(\.id) == [1])
     }
 
-    @Test func aBindingIsTheLastOneSetAndOutlivesCompaction() {
+    @Test func aBindingIsTheLastOneSetOutlivesCompactionAndAnUnbindEmptiesTheQueue() {
         var state = Self.state([.bind("news.*"), .enqueue(Self.payload("a")), .bind("news.#")])
         #expect(state.binding == "news.#")
         state.apply(.settle([2]), at: 4)
@@ -139,9 +141,12 @@ import Testing
         let restored = DurableQueueState(snapshot: state.snapshot(through: 4), at: 4)
         #expect(restored?.binding == "news.#")
         #expect(restored?.count == 0)
-        state.apply(.bind(nil), at: 5)
+        state.apply(.enqueue(Self.payload("b")), at: 5)
+        state.apply(.unbind, at: 6)
         #expect(state.binding == nil)
-        #expect(DurableQueueState(snapshot: state.snapshot(through: 5), at: 5)?.binding == nil)
+        #expect(state.count == 0 && state.bytes == 0, "a deleted subscription's messages go with it")
+        #expect(state.firstNeededIndex == 7)
+        #expect(DurableQueueState(snapshot: state.snapshot(through: 6), at: 6)?.binding == nil)
         // A snapshot cut short in its binding is none a replica wrote.
         var torn = Self.state([.bind("news.#")]).snapshot(through: 1)
         torn.moveWriterIndex(to: torn.writerIndex - 1)

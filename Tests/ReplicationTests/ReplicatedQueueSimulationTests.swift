@@ -207,7 +207,7 @@ struct QueueSimulation {
                 switch proposal.command {
                 case .enqueue: receipted.insert(proposal.index)
                 case .settle(let ids): acknowledged.formUnion(ids)
-                case .requeue, .move, .bind: break
+                case .requeue, .move, .bind, .unbind: break
                 }
             case .lost(let token):
                 tokens[token] = nil

@@ -29,7 +29,7 @@ public struct DurableQueueState: Sendable {
     public private(set) var appliedIndex: UInt64
     public private(set) var bytes = 0
     /// The topic pattern the queue takes messages from (a durable topic subscription's queue),
-    /// as the last ``QueueCommand/bind(_:)`` set it.
+    /// as the last ``QueueCommand/bind(_:)`` set it, until an ``QueueCommand/unbind``.
     public private(set) var binding: String?
 
     public init() {
@@ -131,6 +131,13 @@ public struct DurableQueueState: Sendable {
             return []
         case .bind(let pattern):
             binding = pattern
+            return []
+        case .unbind:
+            binding = nil
+            messages.removeAll()
+            order.removeAll()
+            awaitingMove.removeAll()
+            bytes = 0
             return []
         }
     }

@@ -12,9 +12,12 @@ public enum QueueCommand: Sendable, Equatable {
     /// The same message again at this entry's index, so that the segment holding its first
     /// entry can be compacted while it waits; the message keeps its id.
     case move(id: UInt64, payload: ByteBuffer)
-    /// The topic pattern whose messages the queue takes from now on (a durable topic
-    /// subscription), or none: the queue keeps what it holds and takes no more.
-    case bind(String?)
+    /// The topic pattern whose messages the queue takes from now on: the queue backs a durable
+    /// topic subscription. Never empty.
+    case bind(String)
+    /// Its durable subscription was deleted: the queue takes no more topic messages and drops
+    /// what it holds, as RabbitMQ deletes a deleted subscription's queue.
+    case unbind
 
     private enum Tag: UInt8 {
         case enqueue = 1
@@ -22,6 +25,7 @@ public enum QueueCommand: Sendable, Equatable {
         case requeue = 3
         case move = 4
         case bind = 5
+        case unbind = 6
     }
 
     /// The most ids one settle or requeue carries: a bound on a command's size and on the work
@@ -45,7 +49,9 @@ public enum QueueCommand: Sendable, Equatable {
             buffer.writeImmutableBuffer(payload)
         case .bind(let pattern):
             buffer.writeInteger(Tag.bind.rawValue)
-            if let pattern { buffer.writeString(pattern) }
+            buffer.writeString(pattern)
+        case .unbind:
+            buffer.writeInteger(Tag.unbind.rawValue)
         }
     }
 
@@ -72,8 +78,13 @@ public enum QueueCommand: Sendable, Equatable {
             guard let id = buffer.readInteger(as: UInt64.self) else { return nil }
             self = .move(id: id, payload: buffer)
         case .bind:
-            // A pattern is never empty: nothing after the tag means none.
-            self = .bind(buffer.readableBytes == 0 ? nil : buffer.readString(length: buffer.readableBytes))
+            guard buffer.readableBytes > 0, let pattern = buffer.readString(length: buffer.readableBytes) else {
+                return nil
+            }
+            self = .bind(pattern)
+        case .unbind:
+            guard buffer.readableBytes == 0 else { return nil }
+            self = .unbind
         }
     }
 
