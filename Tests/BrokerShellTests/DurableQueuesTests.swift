@@ -34,13 +34,24 @@ import Glibc
     final class Node: @unchecked Sendable {
         let queues: DurableQueues
         var accepted: [(id: UInt64, body: String, redelivered: Bool)] = []
+        var destinations: [Destination] = []
         var results: [String: Result<Void, StompProtocolError>] = [:]
+        /// The topic pattern each queue's binding was last announced with (`nil`: none).
+        var bindings: [String: String?] = [:]
 
         init(_ queues: DurableQueues) {
             self.queues = queues
             queues.deliver = { [unowned self] operations in
-                for case .acceptDurable(_, let envelope, let id, let redelivered) in operations {
-                    accepted.append((id, String(buffer: envelope.body), redelivered))
+                for operation in operations {
+                    switch operation {
+                    case .acceptDurable(_, let envelope, let id, let redelivered):
+                        accepted.append((id, String(buffer: envelope.body), redelivered))
+                        destinations.append(envelope.destination)
+                    case .durableBinding(let queue, let pattern):
+                        bindings[queue] = .some(pattern)
+                    default:
+                        break
+                    }
                 }
             }
         }
@@ -107,6 +118,41 @@ import Glibc
         let again = try onLoop { node.accepted }
         #expect(again.map(\.body) == ["b", "c"])
         #expect(again.allSatisfy { $0.redelivered }, "held before the restart: they may have gone out")
+        try onLoop { node.queues.close() }
+    }
+
+    @Test func aBoundQueueIsAnnouncedTakesTopicMessagesAndAnUnbindEmptiesIt() throws {
+        var node = try start()
+        var bound: Result<Void, StompProtocolError>?
+        try onLoop {
+            node.queues.perform(.bind(queue: "sub", pattern: "news.#")) { bound = $0 }
+        }
+        try wait("the binding") { bound != nil }
+        #expect(try onLoop { (try? bound?.get()) != nil })
+        #expect(try onLoop { node.bindings["sub"] } == .some("news.#"))
+        try onLoop {
+            let envelope = MessageEnvelope(
+                destination: .topic("news.sport"),
+                messageID: "n1-7",
+                headers: [:],
+                body: ByteBuffer(string: "goal")
+            )
+            node.queues.perform(.enqueue(queue: "sub", envelope), completion: nil)
+        }
+        try onLoop { node.queues.consumersChanged(queue: "sub", delta: 1) }
+        try wait("the topic message") { node.accepted.count == 1 }
+        #expect(try onLoop { node.destinations } == [.topic("news.sport")], "its MESSAGE names the topic")
+        try onLoop { node.queues.consumersChanged(queue: "sub", delta: -1) }
+        try onLoop { node.queues.close() }
+
+        // A restart reads the binding back, and the leader announces it again.
+        node = try start()
+        try wait("the binding after the restart") { node.bindings["sub"] == .some("news.#") }
+        var unbound = false
+        try onLoop { node.queues.perform(.unbind(queue: "sub")) { unbound = (try? $0.get()) != nil } }
+        try wait("the unbind") { unbound }
+        #expect(try onLoop { node.bindings["sub"] } == .some(nil))
+        #expect(try onLoop { node.queues.statistics.messages } == 0, "a deleted subscription's messages go")
         try onLoop { node.queues.close() }
     }
 

@@ -3,19 +3,28 @@ import StompRouting
 
 /// A persistent message as its queue's log stores it (the payload of
 /// ``Replication/QueueCommand/enqueue(_:)``): the message-id it was given when published, its
-/// application headers and its body. The queue's name is the log's group, so it isn't repeated.
+/// application headers and its body.
 ///
-/// `version u8 | message-id | header count u16 | each name and value | body (the rest)`, each
-/// string as its UTF-8 length (u32) and bytes.
+/// `version u8 | [topic] | message-id | header count u16 | each name and value | body (the rest)`,
+/// each string as its UTF-8 length (u32) and bytes. Version 1, a message sent to the queue
+/// itself, names no destination: the queue's name is the log's group. Version 2, a topic
+/// message a durable subscription's queue took, names its topic, which its MESSAGE frames say.
 enum DurableMessageCodec {
-    private static let version: UInt8 = 1
+    private static let sentToQueue: UInt8 = 1
+    private static let publishedToTopic: UInt8 = 2
 
     static func encode(_ envelope: MessageEnvelope) -> ByteBuffer {
         var size = 8 + envelope.messageID.utf8.count + envelope.body.readableBytes
         for header in envelope.headers { size += 8 + header.name.utf8.count + header.value.utf8.count }
         var buffer = ByteBuffer()
         buffer.reserveCapacity(size)
-        buffer.writeInteger(version)
+        switch envelope.destination {
+        case .queue:
+            buffer.writeInteger(sentToQueue)
+        case .topic(let key):
+            buffer.writeInteger(publishedToTopic)
+            write(key, into: &buffer)
+        }
         write(envelope.messageID, into: &buffer)
         buffer.writeInteger(UInt16(clamping: envelope.headers.count))
         var written = 0
@@ -37,8 +46,17 @@ enum DurableMessageCodec {
     /// `nil` for bytes this version did not write (a newer node's, or damage the CRC missed).
     static func decode(_ payload: ByteBuffer, queue: String) -> MessageEnvelope? {
         var buffer = payload
-        guard buffer.readInteger(as: UInt8.self) == version,
-            let id = buffer.readLengthPrefixedSlice(as: UInt32.self).map({ String(buffer: $0) }),
+        let destination: Destination
+        switch buffer.readInteger(as: UInt8.self) {
+        case sentToQueue:
+            destination = .queue(queue)
+        case publishedToTopic:
+            guard let key = buffer.readLengthPrefixedSlice(as: UInt32.self) else { return nil }
+            destination = .topic(String(buffer: key))
+        default:
+            return nil
+        }
+        guard let id = buffer.readLengthPrefixedSlice(as: UInt32.self).map({ String(buffer: $0) }),
             let count = buffer.readInteger(as: UInt16.self)
         else { return nil }
         var headers = StompHeaders(minimumCapacity: Int(count))
@@ -48,6 +66,6 @@ enum DurableMessageCodec {
             else { return nil }
             headers.add(String(buffer: name), String(buffer: value))
         }
-        return MessageEnvelope(destination: .queue(queue), messageID: id, headers: headers, body: buffer)
+        return MessageEnvelope(destination: destination, messageID: id, headers: headers, body: buffer)
     }
 }

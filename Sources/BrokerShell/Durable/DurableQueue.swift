@@ -37,6 +37,8 @@ final class DurableQueue {
     /// Why the queue takes no more writes: a write of its log failed, so its replica's view of
     /// what is durable can't be trusted until the node restarts and reads the log back.
     var broken: String?
+    /// The topic pattern this node's router was last told to enqueue messages of in this queue.
+    var announcedBinding: String?
 
     init(name: String, replica: ReplicatedQueue) {
         self.name = name

@@ -179,13 +179,22 @@ public final class DurableQueues: @unchecked Sendable {
                 }
             }
             var admission = WriteAheadLog.Admission.control
-            if case .enqueue(let payload) = command {
+            switch command {
+            case .enqueue(let payload):
                 if let refusal = refusal(forEnqueueTo: name, bytes: payload.readableBytes) {
                     for completion in completions { completion(.failure(refusal)) }
                     return
                 }
                 // Only new messages count against data.max-bytes: settles must get through.
                 admission = .payload
+            case .bind:
+                // It may make the queue.
+                if let refusal = refusal(forEnqueueTo: name, bytes: 0) {
+                    for completion in completions { completion(.failure(refusal)) }
+                    return
+                }
+            case .settle, .requeue, .move, .unbind:
+                break
             }
             submit(command, to: name, admission: admission, hops: hops, completions: completions)
         case .deliver(let name, let id, let redelivered, let payload):
@@ -297,6 +306,14 @@ public final class DurableQueues: @unchecked Sendable {
                 // next consumer (or the clock) does.
                 queue.returnToFront(ids)
             }
+        case .bind(let name, let pattern):
+            if let refusal = refusal(forEnqueueTo: name, bytes: 0) {
+                completion?(.failure(refusal))
+                return
+            }
+            submit(.bind(pattern), to: name, admission: .control, hops: 0, completions: completion.map { [$0] } ?? [])
+        case .unbind(let name):
+            submit(.unbind, to: name, admission: .control, hops: 0, completions: completion.map { [$0] } ?? [])
         }
     }
 
@@ -416,8 +433,9 @@ public final class DurableQueues: @unchecked Sendable {
             return
         }
         let replicas = placement(of: name)
-        // Only a new message makes a queue (its SEND was checked against limits.queues).
-        if case .enqueue = command, replicas.contains(node) {
+        // Only a new message or a durable subscription makes a queue (checked against
+        // limits.queues before).
+        if command.makesQueue, replicas.contains(node) {
             let queue = newQueue(name, members: replicas)
             propose(command, on: queue, admission: admission, token: makeToken(name, completions))
             return
@@ -529,7 +547,10 @@ public final class DurableQueues: @unchecked Sendable {
         var becameLeader = false  // or learnt who leads
         // Parked proposals are made after the other effects: the leader's first entry (its
         // no-op) is among them, and the log must hold it before theirs.
-        defer { if becameLeader { proposeParked(queue) } }
+        defer {
+            if becameLeader { proposeParked(queue) }
+            announceBinding(of: queue)
+        }
         for effect in effects {
             switch effect {
             case .write(let records, let durability):
@@ -577,6 +598,21 @@ public final class DurableQueues: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// Tells the router which topic pattern this queue takes messages from while this node
+    /// leads it (and has applied its log: the binding is current), and that it no longer does
+    /// once it doesn't: only the leader's router enqueues topic messages, so each is enqueued
+    /// once.
+    private func announceBinding(of queue: DurableQueue) {
+        let binding = queue.replica.mayDispatch && queue.broken == nil ? queue.replica.state.binding : nil
+        guard binding != queue.announcedBinding else { return }
+        queue.announcedBinding = binding
+        logger.info(
+            "durable subscription bound here",
+            metadata: ["queue": "\(queue.name)", "pattern": "\(binding ?? "none")"]
+        )
+        deliver?([.durableBinding(queue: queue.name, pattern: binding)])
     }
 
     /// A write of the queue's log failed: what its replica believes durable may not be, so it

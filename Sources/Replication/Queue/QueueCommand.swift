@@ -28,6 +28,15 @@ public enum QueueCommand: Sendable, Equatable {
         case unbind = 6
     }
 
+    /// Whether the command may be a new queue's first: a message, or a durable subscription.
+    /// (Anything else names a queue that exists.)
+    public var makesQueue: Bool {
+        switch self {
+        case .enqueue, .bind: true
+        case .settle, .requeue, .move, .unbind: false
+        }
+    }
+
     /// The most ids one settle or requeue carries: a bound on a command's size and on the work
     /// of applying it (an ACK of a whole `client`-mode window is split into several).
     public static let maxIDs = 4_096

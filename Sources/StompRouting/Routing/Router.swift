@@ -185,6 +185,12 @@ public final class Router {
     private var matchCache: [String: [Subscription]] = [:]
     private static let matchCacheLimit = 10_000
     private var temporaryQueues: TemporaryQueues
+    /// The queues of durable topic subscriptions that this node leads, by the pattern each is
+    /// bound to: the topic messages this node delivers are enqueued in those they match.
+    private let durableBindings = TopicTrie<String>()
+    private var boundPatterns: [String: String] = [:]
+    /// Reused by the look-up of durable bindings.
+    private var boundScratch = Set<String>()
 
     /// - Parameters:
     ///   - random: names temporary reply queues; a seeded one makes tests repeat.
@@ -262,7 +268,9 @@ public final class Router {
         case .topic(let key):
             var matched = Set<SubscriptionKey>()
             topics.matches(key, into: &matched)
-            return !matched.isEmpty
+            var bound = Set<String>()
+            durableBindings.matches(key, into: &bound)
+            return !matched.isEmpty || !bound.isEmpty
         }
     }
 
@@ -342,6 +350,13 @@ public final class Router {
             try subscribe(request, connection: connection, into: &outputs)
         case .unsubscribe(let id):
             unsubscribe(SubscriptionKey(connection: connection, id: id), into: &outputs)
+        case .deleteSubscription(let id):
+            let durableQueue = connections[connection]?.subscriptions[id]?.request.durableQueue
+            unsubscribe(SubscriptionKey(connection: connection, id: id), into: &outputs)
+            if settings.durableQueues, let durableQueue {
+                // Its UNSUBSCRIBE's RECEIPT says the subscription is gone for good.
+                outputs.append(.durable(.unbind(queue: durableQueue), holding: connection))
+            }
         case .send(let request):
             try publish(request, from: connection, into: &outputs)
         case .ack(let request):
@@ -381,6 +396,16 @@ public final class Router {
                 detail:
                     "This connection already has a subscription with id '\(request.id)' (its temporary queue's, or its own)."
             )
+        }
+        var request = request
+        if settings.durableQueues, let queue = request.durableQueue, case .topic(let pattern) = request.destination {
+            // A durable topic subscription consumes its durable queue, which takes the topic's
+            // messages whether or not a client is there. Its RECEIPT waits until the binding
+            // is durable. (MESSAGE frames still name the topic they were published to.)
+            outputs.append(.durable(.bind(queue: queue, pattern: pattern), holding: connection))
+            request.destination = .queue(queue)
+        } else {
+            request.durableQueue = nil
         }
         if case .queue(let name) = request.destination { try checkRoomForQueue(name) }
         let key = SubscriptionKey(connection: connection, id: request.id)
@@ -585,6 +610,21 @@ public final class Router {
                 fail(subscriber.connection, subscription.noRoomError, into: &outputs)
             }
         }
+        if !boundPatterns.isEmpty { enqueueForDurableSubscriptions(message, key: key, into: &outputs) }
+    }
+
+    /// Enqueues a topic message in the durable subscriptions' queues it matches, of those this
+    /// node leads. No one waits for these writes: a topic SEND's RECEIPT doesn't vouch for them.
+    private func enqueueForDurableSubscriptions(
+        _ message: RoutedMessage,
+        key: String,
+        into outputs: inout [RouterOutput]
+    ) {
+        boundScratch.removeAll(keepingCapacity: true)
+        durableBindings.matches(key, into: &boundScratch)
+        for queue in boundScratch.sorted() {
+            outputs.append(.durable(.enqueue(queue: queue, message.envelope), holding: nil))
+        }
     }
 
     private func makeMessage(_ request: PublishRequest) -> RoutedMessage {
@@ -708,6 +748,18 @@ public final class Router {
         switch operation {
         case .deliverForwarded(let envelope):
             deliverToTopicSubscribers(RoutedMessage(envelope), into: &outputs)
+
+        case .durableBinding(let queue, let pattern):
+            if let old = boundPatterns.removeValue(forKey: queue) {
+                durableBindings.remove(queue, pattern: old)
+                outputs.append(.interest(.topic(old), delta: -1))
+            }
+            if let pattern {
+                // Its interest brings the matching messages published on other nodes here.
+                durableBindings.insert(queue, pattern: pattern)
+                boundPatterns[queue] = pattern
+                outputs.append(.interest(.topic(pattern), delta: 1))
+            }
 
         case .acceptHandoff(let name, let envelope, let redelivered, let hops):
             // This node owns the message now. It is never refused for lack of room: that

@@ -25,12 +25,16 @@ public struct SubscribeRequest: Sendable, Equatable {
     /// The most messages this subscription may hold unacknowledged (for `client` and
     /// `client-individual`).
     public var prefetch: Int
+    /// For a durable topic subscription: the durable queue that takes the topic's messages and
+    /// keeps them while no client consumes it (see `DurableSubscriptionHeaders`).
+    public var durableQueue: String?
 
-    public init(id: String, destination: Destination, ackMode: AckMode, prefetch: Int) {
+    public init(id: String, destination: Destination, ackMode: AckMode, prefetch: Int, durableQueue: String? = nil) {
         self.id = id
         self.destination = destination
         self.ackMode = ackMode
         self.prefetch = prefetch
+        self.durableQueue = durableQueue
     }
 }
 
@@ -75,6 +79,9 @@ public enum RouterOperation: Sendable, Equatable {
     case open(StompVersion)
     case subscribe(SubscribeRequest)
     case unsubscribe(id: String)
+    /// An UNSUBSCRIBE that deletes the durable subscription behind it (for an ordinary
+    /// subscription, the same as ``unsubscribe(id:)``).
+    case deleteSubscription(id: String)
     case send(PublishRequest)
     case ack(AckRequest)
     case nack(AckRequest)
@@ -138,6 +145,10 @@ public enum RouterClusterOperation: Sendable, Equatable {
     /// durable queue keeps it until the router settles it (``DurableWork/settle(queue:ids:)``)
     /// or gives it back (``DurableWork/giveBack(queue:ids:delivered:)``).
     case acceptDurable(queue: String, MessageEnvelope, id: UInt64, redelivered: Bool)
+    /// This node now leads the durable queue bound to `pattern` (a durable topic
+    /// subscription's), so it enqueues the matching topic messages it sees; `nil`: no longer.
+    /// Only the leader does, so that each message is enqueued once.
+    case durableBinding(queue: String, pattern: String?)
 }
 
 /// What the router asks of the durable queues (`persistent:true` SENDs to a `/queue/`).
@@ -150,6 +161,11 @@ public enum DurableWork: Sendable, Equatable {
     /// `delivered`: they went out to a consumer that didn't acknowledge them, so their next
     /// delivery says `redelivered:true` whichever node makes it.
     case giveBack(queue: String, ids: [UInt64], delivered: Bool)
+    /// A durable topic subscription: the queue takes the messages of topics matching
+    /// `pattern` from now on; a SUBSCRIBE's connection waits until that is durable.
+    case bind(queue: String, pattern: String)
+    /// The durable subscription was deleted: its queue takes no more and drops what it holds.
+    case unbind(queue: String)
 }
 
 /// Topic messages a peer dropped instead of forwarding them to this node.

@@ -120,12 +120,15 @@ public struct SessionStateMachine {
         var negotiated: Bool
         var heartbeat: Heartbeat
         var receipt: String?
+        /// The CONNECT's `client-id`, which names its durable subscriptions (ActiveMQ's).
+        var clientID: String?
     }
 
     private struct Connected {
         var identity: SessionIdentity
         var version: StompVersion
         var heartbeat: Heartbeat
+        var clientID: String?
         var subscriptionIDs: Set<String> = []
         var transactions: [String: Transaction] = [:]
         /// Bytes held by all open transactions together.
@@ -287,7 +290,8 @@ public struct SessionStateMachine {
             version: version,
             negotiated: frame.headers[StompHeader.acceptVersion] != nil,
             heartbeat: heartbeat,
-            receipt: frame.headers[StompHeader.receipt]
+            receipt: frame.headers[StompHeader.receipt],
+            clientID: frame.headers[DurableSubscriptionHeaders.clientID]
         )
         switch settings.authentication {
         case .none:
@@ -359,7 +363,14 @@ public struct SessionStateMachine {
             headers.add(StompHeader.session, sessionID)
         }
         state = .connected(
-            Connected(identity: identity, version: version, heartbeat: heartbeat, lastReceived: now, lastSent: now)
+            Connected(
+                identity: identity,
+                version: version,
+                heartbeat: heartbeat,
+                clientID: pending.clientID,
+                lastReceived: now,
+                lastSent: now
+            )
         )
         actions.append(.connected(version, heartbeat))
         actions.append(.send(StompFrame(.connected, headers: headers)))
@@ -486,12 +497,21 @@ public struct SessionStateMachine {
                     detail: "A connection may hold at most \(settings.maxSubscriptions) subscriptions."
                 )
             }
-            let request = SubscribeRequest(
+            var request = SubscribeRequest(
                 id: id,
                 destination: destination,
                 ackMode: try Self.ackMode(headers[StompHeader.ack]),
                 prefetch: try prefetch(headers[StompHeader.prefetchCount])
             )
+            if case .topic = destination,
+                let name = DurableSubscriptionHeaders.queueName(
+                    subscribe: headers,
+                    id: id,
+                    clientID: connected.clientID
+                )
+            {
+                request.durableQueue = try durableQueue(named: name, for: connected.identity)
+            }
             connected.subscriptionIDs.insert(id)
             actions.append(.route(.subscribe(request), receipt: receipt))
 
@@ -509,7 +529,8 @@ public struct SessionStateMachine {
                     detail: "This connection has no subscription with id '\(id)'."
                 )
             }
-            actions.append(.route(.unsubscribe(id: id), receipt: receipt))
+            let deletes = DurableSubscriptionHeaders.deletes(unsubscribe: headers)
+            actions.append(.route(deletes ? .deleteSubscription(id: id) : .unsubscribe(id: id), receipt: receipt))
 
         case .ack, .nack:
             let request = try ackRequest(frame, version: connected.version)
@@ -607,6 +628,25 @@ public struct SessionStateMachine {
     // MARK: - Header rules
 
     /// The frame's destination, within the length and word limits.
+    /// The queue behind a durable topic subscription: a queue name like any other (within the
+    /// same bounds, the client's own temporary queues excepted) that the client may read, since
+    /// another subscription of the same name shares its messages.
+    private func durableQueue(named name: String, for identity: SessionIdentity) throws(StompProtocolError) -> String {
+        let invalid = StompProtocolError(
+            .invalidDestination,
+            "invalid durable subscription name",
+            detail:
+                "'\(name.prefix(200))' can't name the queue of a durable subscription: it must be a queue name of at most \(settings.maxDestinationLength) bytes (limits.destination-length)."
+        )
+        guard !name.isEmpty, name.utf8.count <= settings.maxDestinationLength, !TemporaryQueues.isPrivate(name),
+            (try? Destination(parsing: Destination.queuePrefix + name)) == .queue(name)
+        else { throw invalid }
+        guard identity.permissions.mayRead(.queue(name)) else {
+            throw Self.accessDenied(identity, reading: true, .queue(name))
+        }
+        return name
+    }
+
     private func destination(of frame: StompFrame) throws(StompProtocolError) -> Destination {
         let header = try Self.require(StompHeader.destination, in: frame)
         guard header.utf8.count <= settings.maxDestinationLength else {

@@ -1113,7 +1113,7 @@ final class SimulatedCluster {
             }
         case .forwardsLost:
             sessionCounts.lossesReported += 1
-        case .evacuate, .acceptDurable:
+        case .evacuate, .acceptDurable, .durableBinding:
             // No node evacuates; the cluster carries no durable queue's messages.
             break
         }
