@@ -19,4 +19,8 @@ final class ClusterReplicationLink: ReplicationLink {
     func consumers(ofQueue name: String) -> [String: Int] {
         Dictionary(uniqueKeysWithValues: shell.queueConsumers(name).map { ($0.key.name, $0.value) })
     }
+
+    func afterInterestPropagated(_ body: @escaping () -> Void) {
+        shell.afterInterestPropagated(body)
+    }
 }

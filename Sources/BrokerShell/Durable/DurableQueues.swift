@@ -193,6 +193,7 @@ public final class DurableQueues: @unchecked Sendable {
                     for completion in completions { completion(.failure(refusal)) }
                     return
                 }
+                completions = completions.map(afterBindingPropagates)
             case .settle, .requeue, .move, .unbind:
                 break
             }
@@ -311,7 +312,8 @@ public final class DurableQueues: @unchecked Sendable {
                 completion?(.failure(refusal))
                 return
             }
-            submit(.bind(pattern), to: name, admission: .control, hops: 0, completions: completion.map { [$0] } ?? [])
+            let completions = completion.map { [afterBindingPropagates($0)] } ?? []
+            submit(.bind(pattern), to: name, admission: .control, hops: 0, completions: completions)
         case .unbind(let name):
             submit(.unbind, to: name, admission: .control, hops: 0, completions: completion.map { [$0] } ?? [])
         }
@@ -597,6 +599,18 @@ public final class DurableQueues: @unchecked Sendable {
                     )
                 }
             }
+        }
+    }
+
+    /// A binding's success is told once the cluster knows of it: the leader's router announces
+    /// the pattern's interest right after the commit (``announceBinding(of:)``), and once every
+    /// peer holds it, a message published anywhere reaches the queue, as a SUBSCRIBE's RECEIPT
+    /// promises. (The leader answers the node that forwarded the binding only then, too.)
+    private func afterBindingPropagates(_ completion: @escaping Completion) -> Completion {
+        { [self] result in
+            guard case .success = result, let link else { return completion(result) }
+            // On the next tick: the announcement follows the commit within this one.
+            eventLoop.execute { link.afterInterestPropagated { completion(result) } }
         }
     }
 

@@ -122,4 +122,6 @@ public protocol ReplicationLink: AnyObject {
     func send(_ payload: ByteBuffer, to node: String) -> Bool
     /// The consumers of the queue `name` on each linked peer.
     func consumers(ofQueue name: String) -> [String: Int]
+    /// Runs `body` once every live peer holds the interest this node announced so far.
+    func afterInterestPropagated(_ body: @escaping () -> Void)
 }
