@@ -20,6 +20,10 @@ final class ClusterReplicationLink: ReplicationLink {
         Dictionary(uniqueKeysWithValues: shell.queueConsumers(name).map { ($0.key.name, $0.value) })
     }
 
+    func linkNumber(to node: String) -> UInt64? {
+        shell.linkNumber(to: NodeID(node))
+    }
+
     func afterInterestPropagated(_ body: @escaping () -> Void) {
         shell.afterInterestPropagated(body)
     }

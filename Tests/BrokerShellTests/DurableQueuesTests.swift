@@ -239,6 +239,7 @@ import Glibc
         var liveNodes: [String] { ["n1", "n2"] }
         func send(_ payload: ByteBuffer, to node: String) -> Bool { true }
         func consumers(ofQueue name: String) -> [String: Int] { [:] }
+        func linkNumber(to node: String) -> UInt64? { 1 }
         func afterInterestPropagated(_ body: @escaping () -> Void) { body() }
     }
 

@@ -22,7 +22,7 @@ from durable import Consumer, Publisher, drain_all
 from nodes import wait_for
 
 CLUSTERCTL = Path(os.environ.get("CLUSTERCTL_BIN", Path(__file__).resolve().parents[2] / ".build" / "release" / "clusterctl"))
-LEADER = re.compile(r"leader=(\S+) queue=durable term=(\d+)")
+LEADER = re.compile(r"leader=(\S+) queue=durable (?:role=\S+ )?term=(\d+)")
 
 
 @pytest.fixture

@@ -25,8 +25,10 @@ final class DurableQueue {
     /// Handed to this node's router and neither settled nor given back yet.
     var out = Set<UInt64>()
     /// On the leader: sent to another node's consumers, by node, until that node settles or
-    /// gives them back (or dies).
+    /// gives them back (or the link they went over goes).
     var outAt: [String: Set<UInt64>] = [:]
+    /// The link each node's `outAt` went over (``ReplicationLink/linkNumber(to:)``).
+    var outAtLink: [String: UInt64] = [:]
     /// Where the next message goes among the nodes with consumers, round robin.
     var nextNode = 0
     private(set) var parked: [Parked] = []
@@ -73,6 +75,12 @@ final class DurableQueue {
     func dropParked(where isStale: (Parked) -> Bool) {
         parked.removeAll(where: isStale)
         parkedBytes = parked.reduce(0) { $0 + $1.bytes }
+    }
+
+    /// No longer the leader: the next one hands the messages out.
+    func forgetReady() {
+        ready.removeAll()
+        readySet.removeAll()
     }
 
     func nextReady() -> UInt64? {

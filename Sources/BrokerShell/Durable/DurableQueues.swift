@@ -582,6 +582,9 @@ public final class DurableQueues: @unchecked Sendable {
                     )
                 )
             case .ready(let ids):
+                // Only the leader hands messages out; a follower that becomes leader is told
+                // every message again when it applies its term's first entry.
+                guard queue.replica.raft.role == .leader else { continue }
                 // Requeued by the node they were sent to: no longer out there.
                 for target in queue.outAt.keys { queue.outAt[target]!.subtract(ids) }
                 queue.makeReady(ids)
@@ -591,13 +594,18 @@ public final class DurableQueues: @unchecked Sendable {
                 becameLeader = leader != nil
                 // What this node sent to others as leader is the next leader's business (it
                 // hands every unsettled message out again).
-                if role != .leader { queue.outAt.removeAll() }
-                if role == .leader || leader != queue.replica.raft.leader {
-                    logger.info(
-                        "durable queue leader",
-                        metadata: ["queue": "\(queue.name)", "leader": "\(leader?.name ?? "none")", "term": "\(term)"]
-                    )
+                if role != .leader {
+                    queue.outAt.removeAll()
+                    queue.outAtLink.removeAll()
+                    queue.forgetReady()
                 }
+                logger.info(
+                    "durable queue leader",
+                    metadata: [
+                        "queue": "\(queue.name)", "leader": "\(leader?.name ?? "none")", "term": "\(term)",
+                        "role": "\(role)",
+                    ]
+                )
             }
         }
     }
@@ -679,7 +687,9 @@ public final class DurableQueues: @unchecked Sendable {
                     redelivered: message.redelivered,
                     payload: message.payload
                 )
-                if link?.send(delivery.encoded, to: target) == true {
+                if let link, let number = link.linkNumber(to: target), link.send(delivery.encoded, to: target) {
+                    if queue.outAtLink[target] != number { reclaim(from: target, of: queue) }
+                    queue.outAtLink[target] = number
                     queue.outAt[target, default: []].insert(id)
                 } else {
                     queue.returnToFront([id])
@@ -715,15 +725,25 @@ public final class DurableQueues: @unchecked Sendable {
         return nil
     }
 
-    /// On the leader: what was sent to a node that is no longer up goes out again.
-    private func reclaimFromLostNodes(_ queue: DurableQueue) {
+    /// On the leader: what was sent over a link that is gone (its node died, or the link went
+    /// down, however briefly) goes out again. Some of it may have arrived: delivered twice,
+    /// the second time `redelivered:true`, rather than left out there for ever.
+    private func reclaimFromLostLinks(_ queue: DurableQueue) {
         guard let link, !queue.outAt.isEmpty, queue.replica.raft.role == .leader else { return }
-        let live = Set(link.liveNodes)
-        for (target, ids) in queue.outAt where !live.contains(target) {
-            queue.outAt[target] = nil
-            for chunk in ids.sorted().chunks(of: QueueCommand.maxIDs) {
-                submit(.requeue(chunk), to: queue.name, admission: .control, hops: 0, completions: [])
-            }
+        for target in queue.outAt.keys where link.linkNumber(to: target) != queue.outAtLink[target] {
+            reclaim(from: target, of: queue)
+        }
+    }
+
+    private func reclaim(from target: String, of queue: DurableQueue) {
+        queue.outAtLink[target] = nil
+        guard let ids = queue.outAt.removeValue(forKey: target), !ids.isEmpty else { return }
+        logger.info(
+            "durable messages sent over a lost link go out again",
+            metadata: ["queue": "\(queue.name)", "cluster.peer": "\(target)", "messages": "\(ids.count)"]
+        )
+        for chunk in ids.sorted().chunks(of: QueueCommand.maxIDs) {
+            submit(.requeue(chunk), to: queue.name, admission: .control, hops: 0, completions: [])
         }
     }
 
@@ -784,7 +804,7 @@ public final class DurableQueues: @unchecked Sendable {
         let now = NIODeadline.now()
         for queue in queues.values where queue.broken == nil {
             carry(queue.replica.tick(now: now), of: queue)
-            reclaimFromLostNodes(queue)
+            reclaimFromLostLinks(queue)
             // What was given back for want of a consumer, once one is there again.
             pump(queue)
         }

@@ -122,6 +122,9 @@ public protocol ReplicationLink: AnyObject {
     func send(_ payload: ByteBuffer, to node: String) -> Bool
     /// The consumers of the queue `name` on each linked peer.
     func consumers(ofQueue name: String) -> [String: Int]
+    /// The link up to `node` now, as a number no later link to it reuses; `nil` when none is.
+    /// What went over a link that is no longer the current one may not have arrived.
+    func linkNumber(to node: String) -> UInt64?
     /// Runs `body` once every live peer holds the interest this node announced so far.
     func afterInterestPropagated(_ body: @escaping () -> Void)
 }

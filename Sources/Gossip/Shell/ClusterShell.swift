@@ -503,6 +503,13 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         return instance.interest.remote.consumers(ofQueue: name).filter { links[$0.key] != nil }
     }
 
+    /// The link up to `peer` now, by its number (unique for this process: a link that went
+    /// down and came back has a new one); `nil` when none is up.
+    public func linkNumber(to peer: NodeID) -> UInt64? {
+        eventLoop.assertInEventLoop()
+        return links[peer]?.number
+    }
+
     /// Calls `handler` (on this loop) with every ``LinkMessage/replication(_:)`` a peer sends.
     public func onReplication(_ handler: @escaping (NodeID, ByteBuffer) -> Void) {
         eventLoop.assertInEventLoop()
