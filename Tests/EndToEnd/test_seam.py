@@ -35,10 +35,10 @@ from types import SimpleNamespace
 
 import pytest
 
-import netns
+import netcluster
 from cluster import HOST, Cluster, log_mark, matching, peer_re, running_cluster
 from deployfiles import clusterctl_binary
-from nodes import NODE_BIN, node_environment, wait_for
+from netcluster import STOMP_PORT
 from pyclient import PyClient
 from stomp_raw import StompClient
 
@@ -387,50 +387,11 @@ def test_a_slow_lossy_link_loses_nothing(proxied, transport):
 # A partition and its heal, between hosts of their own (network namespaces)
 # ---------------------------------------------------------------------------------------
 
-CLUSTER_PORT, STOMP_PORT, WS_PORT, ADMIN_PORT = 7946, 61613, 15674, 15690
-
-
 @pytest.fixture
 def hosts(tmp_path):
     """Three nodes, each on a host of its own, and a client host, on one private bridge.
     Everything (processes, namespaces) is removed at the end however the test went."""
-    reason = netns.unavailable_reason()
-    if reason:
-        pytest.skip(f"partition test skipped: {reason}")
-    netns.remove_stale()
-    network = netns.Network("seam")
-    try:
-        network.start()
-        nodes = [network.add_host(f"n{i}") for i in (1, 2, 3)]
-        client = network.add_host("client")
-        secret = tmp_path / "secret"
-        secret.write_text("seam-partition-secret-0123456789")
-        secret.chmod(0o600)
-        seeds = ",".join(f"{host.address}:{CLUSTER_PORT}" for host in nodes)
-        for index, host in enumerate(nodes, 1):
-            argv = [str(NODE_BIN), "--node-id", f"n{index}", "--cluster-host", "0.0.0.0",
-                    f"--cluster-port={CLUSTER_PORT}", "--cluster-advertise", f"{host.address}:{CLUSTER_PORT}",
-                    "--seeds", seeds, "--cluster-name", "seam", "--cluster-secret-file", str(secret),
-                    f"--stomp-port={STOMP_PORT}", f"--ws-port={WS_PORT}", f"--admin-port={ADMIN_PORT}",
-                    # The clients are on a host of their own.
-                    "--auth-anonymous", "on"]
-            network.processes.append(host.run(argv, env=node_environment(), log_path=tmp_path / f"n{index}.log"))
-        for host in nodes:
-            wait_for(lambda host=host: ready(host), timeout=30, message=f"{host.name} ready")
-        yield network, nodes, client
-    finally:
-        problems = network.close()
-        assert not problems, problems
-
-
-def ready(host) -> bool:
-    """Whether the node on `host` is ready (its admin API listens on the host's loopback)."""
-    with host.inside():
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{ADMIN_PORT}/readyz", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
+    yield from netcluster.running_hosts(tmp_path, "seam")
 
 
 def test_a_partition_healed_within_the_grace_loses_nothing(hosts, tmp_path):
@@ -443,12 +404,11 @@ def test_a_partition_healed_within_the_grace_loses_nothing(hosts, tmp_path):
 
     def partitioned():
         # n2's only cable, pulled at the switch: the others declare it dead; its links stall.
-        port = f"p{list(network.hosts).index('n2')}"
-        netns.ip("-n", network.switch, "link", "set", port, "down")
+        netcluster.cut(network, n2)
         try:
             time.sleep(8.0)
         finally:
-            netns.ip("-n", network.switch, "link", "set", port, "up")
+            netcluster.mend(network, n2)
 
     result = through_fault(publisher, subscriber, partitioned)
     print(f"\nSEAM partition of n2 for 8 s: {result}")
