@@ -42,7 +42,7 @@ QUEUE = "/queue/durable"
 SEND_TIMEOUT = 3.0    # replication.send-timeout-ms: bounds how long a write in doubt waits
 ELECTION = 2.0        # the largest Raft election timeout (RaftSettings): check-quorum acts within it
 WINDOW = 32           # SENDs a publisher has out without their RECEIPT
-LEADER = re.compile(r"leader=(\S+) queue=durable term=(\d+)")
+LEADER = re.compile(r"leader=(\S+) queue=durable (?:role=\S+ )?term=(\d+)")
 
 
 @pytest.fixture
