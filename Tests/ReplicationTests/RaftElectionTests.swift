@@ -39,6 +39,18 @@ import Testing
         }
     }
 
+    @Test func aNewGroupsFirstReplicaElectsItselfWithoutWaitingForATimeout() {
+        let group = RaftTestGroup(["a", "b", "c"])
+        group.run("a") { $0.electNow(now: group.now) }
+        group.deliverAll()
+        #expect(group.leaders == [replica("a")], "before any clock moved")
+        #expect(group["a"].term == 1)
+        // Once a leader is known, or on the leader itself, it does nothing.
+        #expect(group.run("b") { $0.electNow(now: group.now) }.isEmpty)
+        #expect(group.run("a") { $0.electNow(now: group.now) }.isEmpty)
+        #expect(group["a"].term == 1)
+    }
+
     @Test func theFirstTimeoutElectsALeaderWithoutHelp() {
         let group = RaftTestGroup(["a", "b", "c", "d", "e"])
         group.advance(3_000)

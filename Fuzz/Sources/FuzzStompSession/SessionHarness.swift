@@ -228,6 +228,11 @@ struct SessionHarness {
                 .acceptDurable(queue: queue, envelope, id: nextDurableID, redelivered: false),
                 into: &outputs
             )
+        case .durable(.bind(let queue, let pattern), _):
+            // Committed at once, and this node leads the queue: it takes the topic's messages.
+            router.handle(.durableBinding(queue: queue, pattern: pattern), into: &outputs)
+        case .durable(.unbind(let queue), _):
+            router.handle(.durableBinding(queue: queue, pattern: nil), into: &outputs)
         case .durable(.settle, _), .durable(.giveBack, _):
             // Settled, or kept for a consumer that comes later: handing them back now would
             // only come back again while there is none.

@@ -438,7 +438,7 @@ public final class DurableQueues: @unchecked Sendable {
         // Only a new message or a durable subscription makes a queue (checked against
         // limits.queues before).
         if command.makesQueue, replicas.contains(node) {
-            let queue = newQueue(name, members: replicas)
+            let queue = newQueue(name, members: replicas, electNow: true)
             propose(command, on: queue, admission: admission, token: makeToken(name, completions))
             return
         }
@@ -763,7 +763,9 @@ public final class DurableQueues: @unchecked Sendable {
         return newQueue(name, members: replicas)
     }
 
-    private func newQueue(_ name: String, members: [ReplicaID]) -> DurableQueue {
+    /// - Parameter electNow: this node makes the queue for a client's write: it stands for
+    ///   election at once, rather than keep the write waiting an election timeout.
+    private func newQueue(_ name: String, members: [ReplicaID], electNow: Bool = false) -> DurableQueue {
         let configuration = RaftMembers(voters: Set(members))
         let queue = makeQueue(name, recovered: nil, members: configuration, now: .now())
         queues[name] = queue
@@ -772,6 +774,7 @@ public final class DurableQueues: @unchecked Sendable {
         let bootstrap = RaftSnapshotBase(index: 0, term: 0, members: configuration, state: ByteBuffer())
         store?.write([.snapshot(group: name, bootstrap, keepsLaterEntries: true)], admission: .control) { _ in }
         carry(queue.replica.tick(now: .now()), of: queue)
+        if electNow { carry(queue.replica.electNow(now: .now()), of: queue) }
         return queue
     }
 

@@ -66,6 +66,11 @@ public struct ReplicatedQueue: Sendable {
         carryOut(raft.tick(now: now))
     }
 
+    /// A new queue's first replica: elects a leader now (``RaftInstance/electNow(now:)``).
+    public mutating func electNow(now: NIODeadline) -> [Effect] {
+        carryOut(raft.electNow(now: now))
+    }
+
     public mutating func receive(_ message: RaftMessage, from sender: ReplicaID, now: NIODeadline) -> [Effect] {
         carryOut(raft.receive(message, from: sender, now: now))
     }

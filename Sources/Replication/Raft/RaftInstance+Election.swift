@@ -1,6 +1,18 @@
 import NIOCore
 
 extension RaftInstance {
+    /// Starts an election (its pre-vote) now rather than at the election timeout: for a new
+    /// group's first replica, which knows that no leader can exist yet, so that the group's
+    /// first write doesn't wait a timeout for one. Nothing on a leader, on a replica that
+    /// knows a leader, or on one that doesn't vote.
+    public mutating func electNow(now: NIODeadline) -> [Directive] {
+        event(now: now) { instance, directives in
+            guard instance.role == .follower, instance.leader == nil, instance.members.voters.contains(instance.id)
+            else { return }
+            instance.startPreVote(now: now, into: &directives)
+        }
+    }
+
     /// Asks the voters whether they would vote for this replica, without touching the term:
     /// a replica that can't win (cut off, or with a stale log) then never bumps the group's
     /// term (dissertation §9.6).
