@@ -699,6 +699,7 @@ def measure_persistent(work: Path, options, started: datetime.datetime, revision
     cluster (quorum queues), publishers on node 1 and consumers on node 2 of each, over STOMP on
     TCP; writes `options.persistent_out`."""
     outcomes, notes = {}, []
+    load_before = os.getloadavg()
     cannot_count = persistent.SyncCounter.unavailable()
     sync_note = None if cannot_count is None else \
         f"fsyncs: n/a, {cannot_count}. (strace is not used instead: attached to a broker it stops every thread at every " \
@@ -747,7 +748,9 @@ def measure_persistent(work: Path, options, started: datetime.datetime, revision
         f"{'s' if options.runs != 1 else ''} of {options.duration:g} s of publishing per target; figures are medians, ratios "
         "compare runs made in the same invocation.",
         "",
-        f"Command: `{shlex.join(['python3', str(shown), *sys.argv[1:]])}` (`bench/run.sh` takes the same arguments).",
+        f"Command: `{shlex.join(['python3', str(shown), *sys.argv[1:]])}` (`bench/run.sh` takes the same arguments). "
+        f"The machine is shared: load average (1, 5, 15 min) {' '.join(f'{v:.2f}' for v in load_before)} at the start, "
+        f"{' '.join(f'{v:.2f}' for v in os.getloadavg())} at the end.",
     ]
     text = persistent.render(outcomes, notes, header, sync_note)
     Path(options.persistent_out).write_text(text)
