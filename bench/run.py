@@ -780,13 +780,17 @@ def main() -> int:
     parser.add_argument("--skip-rabbitmq-cluster", action="store_true", help="measure no 3-node RabbitMQ cluster")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(TARGETS)} to measure (default: all)")
     parser.add_argument("--idle-only", action="store_true", help="measure memory per idle connection only, for both brokers; writes no table")
-    parser.add_argument("--scenarios", default=",".join(SCENARIO_GROUPS),
+    parser.add_argument("--scenarios",
                         help="comma-separated: transient (the table of --out, with the memory row), persistent (durable "
-                             "queues against RabbitMQ quorum queues, to --persistent-out); default: both")
+                             "queues against RabbitMQ quorum queues, to --persistent-out); default: both, or transient "
+                             "alone with --only (which chooses among the transient targets)")
     parser.add_argument("--persistent-out", default=str(ROOT / "bench" / "PERSISTENT.md"),
                         help="where to write the persistent scenario's results (default bench/PERSISTENT.md)")
     options = parser.parse_args()
-    groups = [group.strip() for group in options.scenarios.split(",") if group.strip()]
+    # --only narrows the transient targets: a run asked for that alone must not rewrite the
+    # persistent results too.
+    scenarios = options.scenarios or ("transient" if options.only else ",".join(SCENARIO_GROUPS))
+    groups = [group.strip() for group in scenarios.split(",") if group.strip()]
     unknown = [group for group in groups if group not in SCENARIO_GROUPS]
     if unknown or not groups:
         parser.error(f"--scenarios: unknown {', '.join(unknown) or '(none given)'} (choose from {', '.join(SCENARIO_GROUPS)})")
