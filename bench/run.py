@@ -6,8 +6,14 @@ subscribers on node 2); all on loopback, with `clusterctl bench` as the load gen
 to core 1 and the brokers to core 0. Writes a markdown table of medians, with ratios to RabbitMQ
 measured in the same invocation, and each broker's CPU time per million deliveries.
 
+Also, with `--scenarios persistent` (in the default), the persistent-queue scenario: durable
+messages with a receipt for each, on 3 nodes of ours (each with its own data dir) and on a 3-node
+RabbitMQ cluster's quorum queues, publishers on node 1 and consumers on node 2, with the fsyncs and
+bytes written it takes; written to bench/PERSISTENT.md.
+
 Usage: bench/run.py [--runs 3] [--duration 5] [--idle-connections 10000] [--out bench/RESULTS.md]
                     [--skip-rabbitmq] [--skip-rabbitmq-cluster] [--only ours,rabbit,...] [--idle-only]
+                    [--scenarios transient,persistent] [--persistent-out bench/PERSISTENT.md]
 Needs: a release build (`swift build -c release`), and rabbitmq-server (installed with
 apt-get by bench/run.sh when missing). See bench/README.md.
 """
@@ -31,8 +37,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import persistent
 
 ROOT = Path(__file__).resolve().parents[1]
 RELEASE = ROOT / ".build" / "release"
@@ -82,14 +91,15 @@ def cpu_seconds(pids) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def commit(exclude: Path | None = None) -> str:
+def commit(exclude: Path | list = ()) -> str:
     """`git rev-parse --short HEAD`, with "+dirty" when a tracked file differs from it (other
-    than `exclude`, the results file a previous run wrote)."""
+    than those in `exclude`, the results files a previous run wrote)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30).stdout.strip()
 
-    spec = [] if exclude is None or not exclude.resolve().is_relative_to(ROOT) else \
-        ["--", ".", f":(exclude){exclude.resolve().relative_to(ROOT)}"]
+    paths = [exclude] if isinstance(exclude, Path) else list(exclude)
+    inside = [path.resolve().relative_to(ROOT) for path in paths if path.resolve().is_relative_to(ROOT)]
+    spec = ["--", ".", *(f":(exclude){path}" for path in inside)] if inside else []
     try:
         head, dirty = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--untracked-files=no", *spec)
     except (OSError, subprocess.TimeoutExpired):
@@ -132,11 +142,12 @@ def tail(path: Path, lines: int = 15) -> str:
 
 
 class Ours:
-    """A cluster of our nodes (size 1 for the single-node runs)."""
+    """A cluster of our nodes (size 1 for the single-node runs); with `data`, each node keeps its
+    durable queues' log in a data dir of its own under `work`."""
 
-    def __init__(self, work: Path, size: int):
+    def __init__(self, work: Path, size: int, data: bool = False):
         work.mkdir()
-        self.procs, self.ws, self.stomp = [], [], []
+        self.procs, self.ws, self.stomp, self.admin = [], [], [], []
         secret = work / "secret"
         secret.write_text("bench-secret-0123456789abcdef")
         cluster_ports = [free_port() for _ in range(size)]
@@ -144,9 +155,11 @@ class Ours:
         ws_ports = []
         try:
             for i in range(size):
-                ws, stomp = free_port(), free_port()
+                ws, stomp, admin = free_port(), free_port(), free_port()
                 args = [*pinned(BROKER_CORE), str(NODE), "--node-id", f"b{i + 1}", "--host", "127.0.0.1", "--ws-port", str(ws), "--stomp-port", str(stomp),
-                        "--admin-port", str(free_port()), "--log-level", "warning"]
+                        "--admin-port", str(admin), "--log-level", "warning"]
+                if data:
+                    args += ["--data-dir", str(work / f"node{i + 1}-data")]
                 if size > 1:
                     args += ["--cluster-host", "127.0.0.1", "--cluster-port", str(cluster_ports[i]), "--seeds", seeds,
                              "--cluster-secret-file", str(secret)]
@@ -154,6 +167,7 @@ class Ours:
                     self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                                        preexec_fn=raise_file_limit))
                 ws_ports.append(ws)
+                self.admin.append(f"http://127.0.0.1:{admin}")
                 self.ws.append(f"ws://127.0.0.1:{ws}/ws")
                 self.stomp.append(f"tcp://127.0.0.1:{stomp}")
             for i, (port, proc) in enumerate(zip(ws_ports, self.procs)):
@@ -167,6 +181,25 @@ class Ours:
     def pids(self):
         # taskset execs the node: the process it started is the node.
         return [p.pid for p in self.procs]
+
+    def wait_members(self, timeout: float = 30) -> None:
+        """Waits until every node counts every node as an alive member: a durable queue's replica
+        set is chosen among the members alive when the queue is made."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = []
+            for url in self.admin:
+                try:
+                    with urllib.request.urlopen(f"{url}/v1/members?limit=100", timeout=5) as response:
+                        items = json.loads(response.read().decode()).get("items", [])
+                    counts.append(sum(1 for m in items if m.get("status") == "alive"))
+                except (OSError, ValueError):
+                    counts.append(0)
+            if all(count == len(self.procs) for count in counts):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster did not form within {timeout:g} s: alive members seen by each node {counts}")
+            time.sleep(0.2)
 
     def stop(self):
         for p in self.procs:
@@ -656,6 +689,87 @@ def start_rabbit(work: Path, size: int, notes: list):
         notes.append(note(f"{what}: not measured, it could not be started{'' if size == 1 else ' and clustered'}:", str(error)))
         return None
 
+# What `--scenarios` chooses from: the transient-message scenarios of the main table, and the
+# persistent-queue scenario with its own results file.
+SCENARIO_GROUPS = ("transient", "persistent")
+
+
+def measure_persistent(work: Path, options, started: datetime.datetime, revision: str) -> None:
+    """The persistent scenario against 3 nodes of ours (each with a data dir) and a 3-node RabbitMQ
+    cluster (quorum queues), publishers on node 1 and consumers on node 2 of each, over STOMP on
+    TCP; writes `options.persistent_out`."""
+    outcomes, notes = {}, []
+    load_before = os.getloadavg()
+    cannot_count = persistent.SyncCounter.unavailable()
+    sync_note = None if cannot_count is None else \
+        f"fsyncs: n/a, {cannot_count}. (strace is not used instead: attached to a broker it stops every thread at every " \
+        "system call, fsync or not, which would slow the broker down and change the figure it measures.)"
+    ours = Ours(work / "persistent-ours", 3, data=True)
+    try:
+        ours.wait_members()
+        print(f"{persistent.TARGETS['ours']}:", flush=True)
+        outcomes["ours"] = persistent.run_persistent(bench, cpu_seconds, ours, ours.stomp[0], ours.stomp[1], [], options.runs,
+                                                     options.duration, admin_urls=ours.admin, count_syncs=cannot_count is None)
+    finally:
+        ours.stop()
+    if not options.skip_rabbitmq and not options.skip_rabbitmq_cluster:
+        rabbit = start_rabbit(work / "persistent-rabbit", 3, notes)
+        if rabbit is not None:
+            try:
+                print(f"{persistent.TARGETS['rabbit']} (started and clustered in {rabbit.seconds_to_start:.1f} s):", flush=True)
+                outcomes["rabbit"] = persistent.run_persistent(bench, cpu_seconds, rabbit, rabbit.stomp[0], rabbit.stomp[1],
+                                                               persistent.RABBIT_ARGS, options.runs, options.duration,
+                                                               count_syncs=cannot_count is None)
+            finally:
+                rabbit.stop()
+    for key, outcome in outcomes.items():
+        if outcome.error is not None:
+            notes.append(note(f"{persistent.TARGETS[key]}: a run failed:", outcome.error))
+    argv0 = Path(sys.argv[0]).resolve()
+    shown = argv0.relative_to(ROOT) if argv0.is_relative_to(ROOT) else argv0
+    placement = (f"the brokers pinned to core {BROKER_CORE} (`taskset -c {BROKER_CORE}`) and the load generator to core "
+                 f"{GENERATOR_CORE} (`taskset -c {GENERATOR_CORE}`)" if pinned(BROKER_CORE) else
+                 "brokers and load generator not pinned (this machine has one core, or no taskset)")
+    header = [
+        "# Persistent queues: benchmark results",
+        "",
+        "<!-- generated by bench/run.py, do not edit -->",
+        f"Generated by `bench/run.py`, do not edit (run it again instead). Machine: {platform.node()} ({machine()}). "
+        f"Date: {started.strftime('%Y-%m-%d %H:%M')}. Commit: {revision}.",
+        "",
+        f"`clusterctl bench {shlex.join(persistent.ARGS)}`: {persistent.PUBLISHERS} publishers on node 1, each sending to one of "
+        f"{persistent.QUEUES} queues, {persistent.CONSUMERS_PER_QUEUE} consumers per queue on node 2; every SEND has "
+        f"`persistent:true` and a receipt, at most {persistent.IN_FLIGHT} receipts awaited per publisher; consumers acknowledge "
+        f"each message (`ack:client-individual`, `prefetch-count:{persistent.PREFETCH}`); 100-byte bodies; STOMP 1.2 over TCP. "
+        f"RabbitMQ gets the same load, with `{' '.join(persistent.RABBIT_ARGS)}`. The load generator (one thread) runs on the "
+        f"same machine, over loopback, with {placement}. Ours: 3 `cluster-node` processes, each with its own `--data-dir` "
+        f"(replication factor 3, default settings). RabbitMQ: Debian's rabbitmq-server {rabbit_version()}, 3 nodes in one "
+        f"cluster, default settings. Data on the machine's disk ({filesystem(work)}). {options.runs} run"
+        f"{'s' if options.runs != 1 else ''} of {options.duration:g} s of publishing per target; figures are medians, ratios "
+        "compare runs made in the same invocation.",
+        "",
+        f"Command: `{shlex.join(['python3', str(shown), *sys.argv[1:]])}` (`bench/run.sh` takes the same arguments). "
+        f"The machine is shared: load average (1, 5, 15 min) {' '.join(f'{v:.2f}' for v in load_before)} at the start, "
+        f"{' '.join(f'{v:.2f}' for v in os.getloadavg())} at the end.",
+    ]
+    text = persistent.render(outcomes, notes, header, sync_note)
+    Path(options.persistent_out).write_text(text)
+    print(text, flush=True)
+
+
+def filesystem(path: Path) -> str:
+    """The file system type and device that hold `path`, from /proc/mounts (longest mount point)."""
+    best = ("", "unknown", "unknown")
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            device, point, kind = line.split()[:3]
+            if str(path.resolve()).startswith(point.rstrip("/") + "/") and len(point) >= len(best[0]):
+                best = (point, kind, device)
+    except OSError:
+        pass
+    return f"{best[1]} on {best[2]}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="runs of each scenario against each target (default 3)")
@@ -666,7 +780,20 @@ def main() -> int:
     parser.add_argument("--skip-rabbitmq-cluster", action="store_true", help="measure no 3-node RabbitMQ cluster")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(TARGETS)} to measure (default: all)")
     parser.add_argument("--idle-only", action="store_true", help="measure memory per idle connection only, for both brokers; writes no table")
+    parser.add_argument("--scenarios",
+                        help="comma-separated: transient (the table of --out, with the memory row), persistent (durable "
+                             "queues against RabbitMQ quorum queues, to --persistent-out); default: both, or transient "
+                             "alone with --only (which chooses among the transient targets)")
+    parser.add_argument("--persistent-out", default=str(ROOT / "bench" / "PERSISTENT.md"),
+                        help="where to write the persistent scenario's results (default bench/PERSISTENT.md)")
     options = parser.parse_args()
+    # --only narrows the transient targets: a run asked for that alone must not rewrite the
+    # persistent results too.
+    scenarios = options.scenarios or ("transient" if options.only else ",".join(SCENARIO_GROUPS))
+    groups = [group.strip() for group in scenarios.split(",") if group.strip()]
+    unknown = [group for group in groups if group not in SCENARIO_GROUPS]
+    if unknown or not groups:
+        parser.error(f"--scenarios: unknown {', '.join(unknown) or '(none given)'} (choose from {', '.join(SCENARIO_GROUPS)})")
     selected = list(TARGETS)
     if options.only:
         wanted = [key.strip() for key in options.only.split(",") if key.strip()]
@@ -684,12 +811,16 @@ def main() -> int:
 
     started = datetime.datetime.now()
     # Taken before measuring: the binaries are built from this tree.
-    revision = commit(exclude=Path(options.out))
+    revision = commit(exclude=[Path(options.out), Path(options.persistent_out)])
     rows, notes = {}, []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
         if options.idle_only:
             measure_idle_memory(work, selected, options.idle_connections, rows, notes)
+            return 0
+        if "persistent" in groups:
+            measure_persistent(work, options, started, revision)
+        if "transient" not in groups:
             return 0
 
         if "ours" in selected:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks ours against RabbitMQ Web-STOMP on this machine: installs rabbitmq-server
-# when missing, builds release, runs bench/run.py, writes bench/RESULTS.md.
+# when missing, builds release, runs bench/run.py, writes bench/RESULTS.md (and, for the
+# persistent-queue scenario against RabbitMQ quorum queues, bench/PERSISTENT.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh

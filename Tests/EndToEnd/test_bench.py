@@ -5,7 +5,8 @@ anything if the generator is right about what it saw: every message it published
 exactly once, in order, and nothing it did not publish turned up. Those correctness checks
 are what make a report trustworthy, so they are tested here against a real broker, not a
 mock: each scenario (one-to-one, fan-out, many-to-many, queue, and one-to-one at a fixed
-rate) over WebSocket, one-to-one over plain TCP, and a run that must be reported as lossy
+rate) over WebSocket, one-to-one over plain TCP, the persistent scenario on three clustered
+nodes with data dirs (publishers on one node, consumers on another), and a run that must be reported as lossy
 (publishers on one node, subscribers on another, unclustered node, so nothing can arrive):
 a generator that said "ok" there would be worthless. The idle scenario's memory figure is
 checked for being measured at all (positive, for the connections asked for).
@@ -25,6 +26,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from cluster import running_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTERCTL = Path(os.environ.get("CLUSTERCTL_BIN", ROOT / ".build" / "release" / "clusterctl"))
@@ -123,6 +126,67 @@ def test_one_to_one_is_correct_over_tcp(node):
                                  "--scenario", "one-to-one", "--duration", "1")
     assert_correct(code, report, result)
     assert report["expectedDeliveries"] == report["published"], describe(result)
+
+
+# ---------------------------------------------------------------------------
+# Persistent messages: durable queues on three nodes, receipts, acknowledgements
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def durable_cluster(tmp_path):
+    # Three nodes, each with a data dir (Cluster gives every node one): a durable queue's log is
+    # replicated to all three, so a RECEIPT means the message is on disk on two of them.
+    yield from running_cluster(tmp_path / "bench-durable", size=3)
+
+
+def metric(node, name: str) -> float:
+    """A counter of the node's /metrics, summed over its series."""
+    with urllib.request.urlopen(node.admin_url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"))
+
+
+def test_persistent_scenario_across_nodes_is_correct(durable_cluster):
+    publishing, consuming = durable_cluster[1], durable_cluster[2]
+    syncs_before = sum(metric(n, "stomp_durable_log_syncs_total") for n in durable_cluster.nodes.values())
+    code, report, result = bench("--pub-url", f"tcp://{publishing.host}:{publishing.stomp_port}",
+                                 "--sub-url", f"tcp://{consuming.host}:{consuming.stomp_port}",
+                                 "--scenario", "persistent", "--queues", "2", "--publishers", "2",
+                                 "--consumers-per-queue", "2", "--in-flight", "20", "--prefetch", "50",
+                                 "--duration", "1")
+    assert_correct(code, report, result)
+    why = describe(result)
+    assert report["scenario"] == "persistent", why
+    assert report["publishers"] == 2 and report["subscribers"] == 4, why
+    # A queue message goes to exactly one of the queue's competing consumers.
+    assert report["expectedDeliveries"] == report["published"], why
+    persistent = report["persistent"]
+    assert persistent["receiptsInFlight"] == 20 and persistent["prefetch"] == 50, why
+    # Every SEND asked for a receipt, and every one came: the broker confirmed each message.
+    assert persistent["receipted"] == report["published"] > 0, why
+    assert persistent["unanswered"] == 0, why
+    latency = persistent["receiptLatencyMicroseconds"]
+    assert set(LATENCY_KEYS) <= set(latency), f"receipt latency percentiles missing\n{why}"
+    values = [latency[key] for key in LATENCY_KEYS]
+    assert values == sorted(values) and values[0] > 0, f"receipt latency: {latency}\n{why}"
+    # The messages really were durable: the nodes' logs synced while the run went on.
+    syncs_after = sum(metric(n, "stomp_durable_log_syncs_total") for n in durable_cluster.nodes.values())
+    assert syncs_after > syncs_before, f"no log sync during a persistent run ({syncs_before} -> {syncs_after})\n{why}"
+
+
+def test_other_scenarios_report_no_persistent_section(node):
+    code, report, result = bench("--pub-url", node.ws_url, "--scenario", "queue", "--queues", "1",
+                                 "--publishers", "1", "--consumers-per-queue", "1", "--duration", "1")
+    assert_correct(code, report, result)
+    assert "persistent" not in report, describe(result)
+
+
+def test_a_header_without_a_colon_is_refused():
+    result = subprocess.run([str(CLUSTERCTL), "bench", "--send-header", "x-queue-type"], capture_output=True,
+                            text=True, timeout=RUN_TIMEOUT)
+    assert result.returncode not in (0, 1), describe(result)
+    assert "NAME:VALUE" in result.stderr, describe(result)
 
 
 # ---------------------------------------------------------------------------

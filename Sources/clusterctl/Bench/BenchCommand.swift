@@ -18,10 +18,13 @@ struct Bench: AsyncParsableCommand {
         case fanOut = "fan-out"
         case manyToMany = "many-to-many"
         case queue
+        /// The queue scenario with durable messages: `persistent:true`, a receipt for every
+        /// SEND, and consumers that acknowledge each message.
+        case persistent
         case idle
     }
 
-    @Option(help: "one-to-one, fan-out, many-to-many, queue or idle.")
+    @Option(help: "one-to-one, fan-out, many-to-many, queue, persistent or idle.")
     var scenario: Scenario = .oneToOne
 
     @Option(
@@ -36,13 +39,13 @@ struct Bench: AsyncParsableCommand {
     )
     var subURLs: [String] = []
 
-    @Option(help: "Publishers (many-to-many and queue; 1 otherwise).")
+    @Option(help: "Publishers (many-to-many, queue and persistent; 1 otherwise).")
     var publishers = 10
 
     @Option(help: "Subscribers for fan-out.")
     var subscribers = 50
 
-    @Option(help: "Queues for the queue scenario.")
+    @Option(help: "Queues for the queue and persistent scenarios.")
     var queues = 10
 
     @Option(help: "Competing consumers per queue.")
@@ -57,11 +60,13 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Body size in bytes.")
     var size = 100
 
-    @Option(help: "Ask for a receipt every this many messages (unlimited rate).")
+    @Option(help: "Ask for a receipt every this many messages (unlimited rate; persistent: every message).")
     var window = 100
 
     @Option(help: "Receipts a publisher may await at once (unlimited rate).")
     var inFlight = 10
+
+    @OptionGroup var persistence: BenchPersistenceOptions
 
     @Option(help: "Idle scenario: subscribed connections to open.")
     var connections = 10_000
@@ -102,6 +107,8 @@ struct Bench: AsyncParsableCommand {
         var latencyMicroseconds: [String: Double]
         var generatorCPUSeconds: Double
         var connectionsClosedUnexpectedly: Int
+        /// Persistent scenario only (absent otherwise): receipts and their latency.
+        var persistent: BenchPersistentReport?
         var ok: Bool
     }
 
@@ -142,7 +149,11 @@ struct Bench: AsyncParsableCommand {
                 rate: rate > 0 ? rate : nil,
                 bodySize: size,
                 window: max(window, 1),
-                inFlight: max(inFlight, 1)
+                inFlight: max(inFlight, 1),
+                sendHeaders: persistence.extraSendHeaders,
+                subscribeHeaders: persistence.extraSubscribeHeaders,
+                persistent: scenario == .persistent,
+                prefetch: persistence.prefetch
             )
         )
         try await run.subscribeAll()
@@ -184,7 +195,7 @@ struct Bench: AsyncParsableCommand {
                     .init(endpoint: pub($0), destination: "/topic/bench.\(tag).\($0)", copies: 1)
                 }
             )
-        case .queue:
+        case .queue, .persistent:
             var subscriptions: [BenchRun.Plan.Subscription] = []
             for queue in 0..<queues {
                 for consumer in 0..<consumersPerQueue {
@@ -276,6 +287,16 @@ struct Bench: AsyncParsableCommand {
         let published = run.published.reduce(0, +)
         let expected = run.expectedDeliveries
         let lost = max(expected - statistics.unique, 0)
+        var persistent: BenchPersistentReport?
+        if scenario == .persistent {
+            persistent = BenchPersistentReport(
+                receiptsInFlight: max(inFlight, 1),
+                prefetch: persistence.prefetch,
+                receipted: run.receipts.answered,
+                unanswered: max(published - run.receipts.answered, 0),
+                receiptLatencyMicroseconds: run.receipts.percentilesMicroseconds
+            )
+        }
         var latency: [String: Double] = [:]
         if statistics.latency.totalCount > 0 {
             for (name, percentile) in [("p50", 50.0), ("p99", 99.0), ("p99.9", 99.9)] {
@@ -304,8 +325,9 @@ struct Bench: AsyncParsableCommand {
             latencyMicroseconds: latency,
             generatorCPUSeconds: cpu,
             connectionsClosedUnexpectedly: run.closedUnexpectedly,
+            persistent: persistent,
             ok: lost == 0 && statistics.duplicates == 0 && statistics.reordered == 0 && statistics.unknown == 0
-                && statistics.misrouted == 0 && run.closedUnexpectedly == 0
+                && statistics.misrouted == 0 && run.closedUnexpectedly == 0 && (persistent?.unanswered ?? 0) == 0
         )
     }
 
@@ -325,14 +347,25 @@ struct Bench: AsyncParsableCommand {
             }.joined(separator: ", ")
             Swift.print("  latency    \(latency)")
         }
+        if let persistent = report.persistent {
+            let latency = ["p50", "p99", "p99.9", "max"].map {
+                "\($0) \(String(format: "%.0f", persistent.receiptLatencyMicroseconds[$0] ?? 0)) µs"
+            }.joined(separator: ", ")
+            Swift.print(
+                "  receipts   \(persistent.receipted) of \(report.published) (up to \(persistent.receiptsInFlight) awaited per publisher; consumers' prefetch \(persistent.prefetch))"
+            )
+            Swift.print("  to receipt \(latency)")
+        }
         Swift.print(
             "  generator  \(String(format: "%.2f", report.generatorCPUSeconds)) CPU-s on its one thread over \(String(format: "%.2f", report.deliverySeconds)) s (\(String(format: "%.0f", 100 * report.generatorCPUSeconds / max(report.deliverySeconds, 0.001)))% of a core)"
         )
         if report.ok {
-            Swift.print("  correctness: no loss, no duplicates, no reordering, nothing misrouted")
+            Swift.print(
+                "  correctness: no loss, no duplicates, no reordering, nothing misrouted\(report.persistent == nil ? "" : ", every SEND receipted")"
+            )
         } else {
             Swift.print(
-                "  correctness: \(report.lost) lost, \(report.duplicated) duplicated, \(report.reordered) out of order, \(report.misrouted) misrouted, \(report.unrecognized) unrecognized, \(report.connectionsClosedUnexpectedly) connection(s) closed"
+                "  correctness: \(report.lost) lost, \(report.duplicated) duplicated, \(report.reordered) out of order, \(report.misrouted) misrouted, \(report.unrecognized) unrecognized, \(report.connectionsClosedUnexpectedly) connection(s) closed\(report.persistent.map { ", \($0.unanswered) SEND(s) never receipted" } ?? "")"
             )
         }
     }

@@ -28,6 +28,9 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
     var onBenchMessage: ((BenchMessageScanner.Fields) -> Void)?
     /// The destination this connection subscribed to, as its MESSAGEs must name it.
     var subscribedDestination: [UInt8] = []
+    /// Whether to ACK every MESSAGE as it arrives (the subscription is `client-individual`),
+    /// before handing it on.
+    var acknowledgesMessages = false
     var onClose: () -> Void = {}
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -54,11 +57,19 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
             while buffer.readableBytes > 0 {
                 if let onBenchMessage, let scanned = BenchMessageScanner.scan(buffer, subscribedTo: destination) {
                     guard let (consumed, fields) = scanned else { break }
+                    if acknowledgesMessages, let ack = fields.ack {
+                        // The ack header's bytes as they came, still escaped: sent back as they
+                        // are, they name the same message.
+                        acknowledge(buffer.getSlice(at: buffer.readerIndex + ack.lowerBound, length: ack.count))
+                    }
                     buffer.moveReaderIndex(forwardBy: consumed)
                     onBenchMessage(fields)
                     continue
                 }
                 guard let frame = try decoder.nextFrame(from: &buffer) else { break }
+                if acknowledgesMessages, frame.command == .message, let ack = frame.headers["ack"] {
+                    write(StompFrame(.ack, headers: ["id": ack]))
+                }
                 onFrame(frame)
             }
         } catch {
@@ -91,6 +102,19 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
 
     func write(_ frame: StompFrame) {
         write(StompFrameEncoder.encode(frame, version: .v1_2))
+    }
+
+    /// ACK, for a `client-individual` subscription, of the MESSAGE whose `ack` header held
+    /// `id` (escaped as on the wire).
+    private func acknowledge(_ id: ByteBuffer?) {
+        guard var id else { return }
+        var frame = ByteBuffer()
+        frame.reserveCapacity(id.readableBytes + 10)
+        frame.writeStaticString("ACK\nid:")
+        frame.writeBuffer(&id)
+        frame.writeStaticString("\n\n")
+        frame.writeInteger(UInt8(0))
+        write(frame)
     }
 
     /// Sends `frame` and settles `answered` with the first frame that comes back: success if
@@ -141,6 +165,8 @@ enum BenchMessageScanner {
         var sentAt: UInt64 = 0
         /// The frame's `destination` header is missing or not the subscribed one.
         var misrouted = true
+        /// Where the value of the frame's `ack` header is, from the start of the frame.
+        var ack: Range<Int>?
     }
 
     /// - Parameter destination: the destination the receiving subscriber subscribed to, which
@@ -160,9 +186,13 @@ enum BenchMessageScanner {
             while true {
                 guard let end = newline(in: bytes, from: line) else { return .some(nil) }
                 if end == line { break }  // the blank line
-                // Only lines starting with `b`, `c` or `d` can matter; most headers are skipped
-                // on their first byte.
+                // Only lines starting with `a`, `b`, `c` or `d` can matter; most headers are
+                // skipped on their first byte.
                 switch bytes[line] {
+                case UInt8(ascii: "a"):
+                    if fields.ack == nil, let value = value(after: "ack:", in: bytes, line: line, end: end) {
+                        fields.ack = value
+                    }
                 case UInt8(ascii: "b"):
                     if let value = number(after: "bench-seq:", in: bytes, line: line, end: end) {
                         fields.sequence = value

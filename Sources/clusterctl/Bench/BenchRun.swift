@@ -35,6 +35,14 @@ final class BenchRun: @unchecked Sendable {
         /// A receipt is asked for every `window` messages; at most `inFlight` may be awaited.
         var window: Int
         var inFlight: Int
+        /// Headers added to every SEND, the final one too, and to every SUBSCRIBE.
+        var sendHeaders: [(String, String)] = []
+        var subscribeHeaders: [(String, String)] = []
+        /// Durable messages: every SEND says `persistent:true` and asks for a receipt (`window`
+        /// is ignored), the time to each receipt is measured, and consumers acknowledge each
+        /// message (`client-individual`), holding at most `prefetch` unacknowledged.
+        var persistent = false
+        var prefetch = 100
     }
 
     let loop: any EventLoop
@@ -47,12 +55,21 @@ final class BenchRun: @unchecked Sendable {
     private var running = false
     private(set) var closedUnexpectedly = 0
     private var body: ByteBuffer
+    /// What every SEND carries besides its destination and the benchmark's own headers.
+    private let sendHeaders: [(String, String)]
+    /// `sendHeaders` as header lines, escaped once: they go into every benchmark SEND.
+    private let extraSendHeaderLines: ByteBuffer
+    /// Publish-to-receipt times of the receipts asked for (reported for persistent runs).
+    private(set) var receipts: BenchReceiptLatency
 
     init(loop: any EventLoop, plan: Plan, settings: Settings) {
         self.loop = loop
         self.plan = plan
         self.settings = settings
         self.body = ByteBuffer(repeating: UInt8(ascii: "x"), count: settings.bodySize)
+        self.sendHeaders = (settings.persistent ? [("persistent", "true")] : []) + settings.sendHeaders
+        self.extraSendHeaderLines = BenchRun.headerLines(sendHeaders)
+        self.receipts = BenchReceiptLatency(publishers: plan.publishers.count)
         self.statistics = BenchStatistics(
             streams: (plan.subscriptions.map(\.stream).max() ?? -1) + 1,
             subscribers: plan.subscriptions.count,
@@ -99,12 +116,16 @@ final class BenchRun: @unchecked Sendable {
                     received(fields, subscriber: index, stream: subscription.stream)
                 }
                 connection.onClose = { [self] in if running { closedUnexpectedly += 1 } }
-                connection.write(
-                    StompFrame(
-                        .subscribe,
-                        headers: ["id": "s\(index)", "destination": subscription.destination, "receipt": "sub"]
-                    )
-                )
+                connection.acknowledgesMessages = settings.persistent
+                var headers: StompHeaders = [
+                    "id": "s\(index)", "destination": subscription.destination, "receipt": "sub",
+                ]
+                if settings.persistent {
+                    headers.add("ack", "client-individual")
+                    headers.add("prefetch-count", String(settings.prefetch))
+                }
+                for (name, value) in settings.subscribeHeaders { headers.add(name, value) }
+                connection.write(StompFrame(.subscribe, headers: headers))
                 subscribers.append(connection)
             }.get()
             try await receipt.futureResult.get()
@@ -121,8 +142,17 @@ final class BenchRun: @unchecked Sendable {
                     run: self,
                     destination: publisher.destination
                 )
-                connection.onFrame = { frame in
-                    if frame.command == .receipt { state.receiptArrived() }
+                connection.onFrame = { [self] frame in
+                    guard frame.command == .receipt else { return }
+                    // Benchmark SENDs ask for receipt `r<sequence>`; the final one for `final`.
+                    if let id = frame.headers["receipt-id"], id.hasPrefix("r"), let sequence = Int(id.dropFirst()) {
+                        receipts.receiptArrived(
+                            publisher: index,
+                            sequence: sequence,
+                            at: NIODeadline.now().uptimeNanoseconds
+                        )
+                    }
+                    state.receiptArrived()
                 }
                 connection.onClose = { [self] in if running { closedUnexpectedly += 1 } }
                 publishers.append(state)
@@ -166,8 +196,12 @@ final class BenchRun: @unchecked Sendable {
         let expected = try await loop.submit { [self] in expectedDeliveries }.get()
         let deadline = NIODeadline.now() + .seconds(10)
         while NIODeadline.now() < deadline {
-            let unique = try await loop.submit { [self] in statistics.unique }.get()
-            if unique >= expected { break }
+            // Persistent runs report every receipt too: a consumer on another node may get a
+            // message before its publisher gets the receipt.
+            let done = try await loop.submit { [self] in
+                statistics.unique >= expected && (!settings.persistent || receipts.awaiting == 0)
+            }.get()
+            if done { break }
             try await Task.sleep(for: .milliseconds(20))
         }
         let lastDelivery = try await loop.submit { [self] in statistics.lastDeliveryAt }.get()
@@ -193,16 +227,19 @@ final class BenchRun: @unchecked Sendable {
     // MARK: - Messages
 
     fileprivate func encodeSend(destination: String, publisher: Int, sequence: Int, receipt: Bool) -> ByteBuffer {
+        let sentAt = NIODeadline.now().uptimeNanoseconds
+        if receipt { receipts.sent(publisher: publisher, sequence: sequence, at: sentAt) }
         var frame = ByteBuffer()
-        frame.reserveCapacity(body.readableBytes + 160)
+        frame.reserveCapacity(body.readableBytes + 160 + extraSendHeaderLines.readableBytes)
         frame.writeStaticString("SEND\ndestination:")
         frame.writeString(destination)
+        frame.writeImmutableBuffer(extraSendHeaderLines)
         frame.writeStaticString("\nbench-pub:")
         frame.writeString(String(publisher))
         frame.writeStaticString("\nbench-seq:")
         frame.writeString(String(sequence))
         frame.writeStaticString("\nbench-ts:")
-        frame.writeString(String(NIODeadline.now().uptimeNanoseconds))
+        frame.writeString(String(sentAt))
         if receipt {
             frame.writeStaticString("\nreceipt:r")
             frame.writeString(String(sequence))
@@ -216,6 +253,36 @@ final class BenchRun: @unchecked Sendable {
     }
 
     fileprivate func sent(by publisher: Int) { published[publisher] += 1 }
+
+    /// The last SEND of a publisher, whose receipt says the broker has applied all it sent:
+    /// with the same extra headers as the others (a broker may insist on them for the
+    /// destination), but no benchmark headers, so subscribers leave it out of their counts.
+    fileprivate func finalSend(destination: String) -> StompFrame {
+        var headers: StompHeaders = ["destination": destination, "receipt": "final"]
+        for (name, value) in sendHeaders { headers.add(name, value) }
+        return StompFrame(.send, headers: headers, body: ByteBuffer())
+    }
+
+    /// Header lines (each after a line feed, as `encodeSend` writes them), with STOMP 1.2's
+    /// escapes, so that a value may hold a colon or a backslash.
+    private static func headerLines(_ headers: [(String, String)]) -> ByteBuffer {
+        func escaped(_ text: String) -> String {
+            var out = ""
+            for character in text {
+                switch character {
+                case "\\": out += "\\\\"
+                case ":": out += "\\c"
+                default: out.append(character)
+                }
+            }
+            return out
+        }
+        var lines = ByteBuffer()
+        for (name, value) in headers {
+            lines.writeString("\n\(escaped(name)):\(escaped(value))")
+        }
+        return lines
+    }
 
     /// A benchmark MESSAGE the scanner could not take (no content-length, say), decoded.
     private func received(_ frame: StompFrame, subscriber: Int, subscription: Plan.Subscription) {
@@ -273,7 +340,9 @@ private final class PublisherState: @unchecked Sendable {
                 let due = Int(Double(rate) * Double((NIODeadline.now() - startedAt).nanoseconds) / 1e9)
                 var budget = 1_000
                 while active, sequence < due, budget > 0 {
-                    send(receipt: false)
+                    // Paced: receipts don't set the pace, but persistent messages still ask for
+                    // them, for their latency.
+                    send(receipt: run.settings.persistent)
                     budget -= 1
                 }
             }
@@ -286,9 +355,7 @@ private final class PublisherState: @unchecked Sendable {
         active = false
         rateTask?.cancel()
         // A last receipt confirms that the broker has applied everything this publisher sent.
-        connection.write(
-            StompFrame(.send, headers: ["destination": destination, "receipt": "final"], body: ByteBuffer())
-        )
+        connection.write(run.finalSend(destination: destination))
     }
 
     private func send(receipt: Bool) {
@@ -304,7 +371,7 @@ private final class PublisherState: @unchecked Sendable {
     private func pump() {
         var budget = 256
         while active, awaiting < run.settings.inFlight, budget > 0 {
-            let withReceipt = (sequence + 1) % run.settings.window == 0
+            let withReceipt = run.settings.persistent || (sequence + 1) % run.settings.window == 0
             if withReceipt { awaiting += 1 }
             send(receipt: withReceipt)
             budget -= 1
