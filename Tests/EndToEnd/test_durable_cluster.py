@@ -19,6 +19,7 @@ import pytest
 
 from cluster import matching, running_cluster
 from durable import Consumer, Publisher, drain_all
+from monitoring import parse_exposition, sample_value, scrape
 from nodes import wait_for
 
 CLUSTERCTL = Path(os.environ.get("CLUSTERCTL_BIN", Path(__file__).resolve().parents[2] / ".build" / "release" / "clusterctl"))
@@ -171,6 +172,21 @@ def test_clusterctl_queues_shows_each_queue_as_its_leader_sees_it(cluster):
                            capture_output=True, text=True, timeout=30)
     assert table.returncode == 0 and "durable" in table.stdout and lead in table.stdout, table.stdout
     print(table.stdout)
+
+    # The same figures per queue in /metrics, from its leader only (set once a second).
+    def metrics(name):
+        return scrape(cluster.nodes[name].admin_url, None)
+    wait_for(lambda: sample_value(metrics(lead), "stomp_durable_queue_messages", queue="durable") == 10, 10,
+             message="the per-queue gauges")
+    text = metrics(lead)
+    assert sample_value(text, "stomp_durable_queue_ready", queue="durable") == 10
+    assert sample_value(text, "stomp_durable_queue_term", queue="durable") >= 1
+    series, _ = parse_exposition(text)
+    lags = {labels.get("replica") for name, labels in series
+            if name == "stomp_durable_queue_replica_lag" and labels.get("queue") == "durable"}
+    assert lags == {n for n in cluster.names if n != lead}, lags
+    follower = next(n for n in cluster.names if n != lead)
+    assert "stomp_durable_queue_messages{" not in metrics(follower), "a follower reports no queue"
 
 
 def test_a_draining_leader_hands_its_queue_over_first(cluster):

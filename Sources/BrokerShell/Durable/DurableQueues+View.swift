@@ -34,6 +34,11 @@ extension DurableQueues {
         return RouterSnapshot.Page(total: queues.count, items: names.compactMap { queues[$0].map(view) })
     }
 
+    /// The queues this node leads, for their per-queue gauges.
+    var ledQueueViews: [QueueView] {
+        queues.values.filter { $0.replica.raft.role == .leader }.map(view)
+    }
+
     private func view(_ queue: DurableQueue) -> QueueView {
         let raft = queue.replica.raft
         var lag: [String: UInt64] = [:]

@@ -90,6 +90,7 @@ public final class DurableQueues: @unchecked Sendable {
     private var nextHousekeeping = NIODeadline.now()
     private var freeBytes = Int64.max
     private let metrics = DurableMetrics()
+    private let queueMetrics = DurableQueueMetrics()
     /// Where committed messages go: the router of this node (set by the broker).
     var deliver: (([RouterClusterOperation]) -> Void)?
     /// The other replicas, through the cluster link; `nil` on a node without a cluster.
@@ -851,6 +852,7 @@ public final class DurableQueues: @unchecked Sendable {
         }
         let figures = statistics
         metrics.update(queues: figures.queues, messages: figures.messages, bytes: figures.bytes, log: figures.log)
+        queueMetrics.update(led: ledQueueViews)
         // A broken queue's replica no longer knows what its log holds: nothing is removed
         // until the restart that reads it back.
         guard !queues.values.contains(where: { $0.broken != nil }) else { return }
