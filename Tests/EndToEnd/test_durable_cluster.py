@@ -13,11 +13,12 @@ import re
 import signal
 import subprocess
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from cluster import matching, running_cluster
+from cluster import Cluster, matching, running_cluster
 from durable import Consumer, Publisher, drain_all
 from monitoring import parse_exposition, sample_value, scrape
 from nodes import wait_for
@@ -210,4 +211,48 @@ def test_a_draining_leader_hands_its_queue_over_first(cluster):
     publisher.client.drop()
     after = drain_all(cluster[others[1]], receipted)
     check(receipted, set(), set(), [], after.deliveries)
+    after.client.close()
+
+
+@pytest.fixture
+def two_of_three(tmp_path):
+    """A cluster of three of which only n1 and n2 are started; the test starts n3 later."""
+    c = Cluster(tmp_path / "growing", size=3)
+    try:
+        c.start_node("n1")
+        c.start_node("n2")
+        c.wait_formed(["n1", "n2"])
+        yield c
+    finally:
+        problems = c.stop()
+    assert not problems, "\n".join(problems)
+
+
+def durable_queue_view(node) -> dict:
+    with urllib.request.urlopen(f"{node.admin_url}/v1/durable-queues", timeout=10) as response:
+        items = json.loads(response.read())["items"]
+    return next((item for item in items if item["name"] == "durable"), {})
+
+
+def test_a_queue_made_on_two_nodes_takes_on_the_third_when_it_joins(two_of_three):
+    cluster = two_of_three
+    publisher = Publisher(cluster[1], first=0)
+    publisher.send(200)
+    publisher.wait_all()
+    publisher.client.close()
+    lead = wait_for(lambda: leader(cluster), 15, message="a leader of /queue/durable")
+    assert durable_queue_view(cluster[lead])["replicas"] == ["n1", "n2"]
+
+    cluster.start_node("n3")
+    cluster.wait_formed()
+    # A learner until it caught up, then a voter.
+    wait_for(lambda: durable_queue_view(cluster[lead]).get("replicas") == ["n1", "n2", "n3"], 30,
+             message="n3 among the voters")
+    wait_for(lambda: durable_queue_view(cluster["n3"]).get("messages") == 200, 15, message="n3 holds every message")
+    # Three voters now: the leader's death leaves a majority, the newcomer among it.
+    cluster.kill(lead)
+    survivor = next(n for n in ("n1", "n2") if n != lead)
+    after = drain_all(cluster[survivor], set(range(200)))
+    print(f"\nn3 joined a queue of two: voters n1,n2,n3; leader {lead} killed; "
+          f"{len({s for s, _ in after.deliveries})} of 200 delivered after")
     after.client.close()

@@ -161,7 +161,9 @@ public final class DurableQueues: @unchecked Sendable {
         }
         switch message {
         case .raft(let envelope):
-            guard let queue = queues[envelope.group] ?? replicaQueue(envelope.group) else { return }
+            guard let queue = queues[envelope.group] ?? replicaQueue(envelope.group, for: envelope.message) else {
+                return
+            }
             carry(queue.replica.receive(envelope.message, from: ReplicaID(peer), now: .now()), of: queue)
         case .command(let token, let hops, let name, let command):
             var completions: [Completion] = []
@@ -750,18 +752,62 @@ public final class DurableQueues: @unchecked Sendable {
 
     // MARK: - Queues
 
+    /// On the leader: a queue made while fewer than `replication.factor` members were up takes
+    /// on members that came since, one at a time, as a learner until it caught up, then as a
+    /// voter (``ReplicaSetPlan``), ranked as placement would rank them. A replica set never
+    /// drops a voter here: one that is gone stays counted until it returns.
+    private func growReplicaSet(of queue: DurableQueue) {
+        let raft = queue.replica.raft
+        let members = raft.members
+        let factor = max(1, settings.replicationFactor)
+        // Fewer voters than wanted: a learner to add, or one to promote.
+        guard let link, members.voters.count < factor else { return }
+        let newcomers = ReplicaPlacement.replicas(
+            of: queue.name,
+            among: link.liveNodes.map { ReplicaID($0) }.filter { !members.contains($0) },
+            factor: max(0, factor - members.all.count)
+        )
+        let wanted = members.voters.sorted() + members.learners.sorted() + newcomers
+        let progress = raft.progress
+        guard
+            case .change(let change) = ReplicaSetPlan.nextStep(
+                members: members,
+                wanted: wanted,
+                leader: node,
+                matchIndex: progress.mapValues(\.matchIndex),
+                lastIndex: raft.lastIndex
+            )
+        else { return }
+        let (result, effects) = queue.replica.proposeMembers(change, now: .now())
+        carry(effects, of: queue)
+        if case .accepted = result {
+            logger.info(
+                "durable queue replica set changes",
+                metadata: ["queue": "\(queue.name)", "change": "\(change)"]
+            )
+        }
+    }
+
     /// The replicas a new queue `name` gets: the same on every node that sees the same members.
     private func placement(of name: String) -> [ReplicaID] {
         let nodes = (link?.liveNodes ?? [node.name]).map { ReplicaID($0) }
         return ReplicaPlacement.replicas(of: name, among: nodes, factor: max(1, settings.replicationFactor))
     }
 
-    /// A queue this node doesn't hold yet, for a peer's Raft message: made if this node is
-    /// among its replicas (a new queue, whose first replica to see a SEND made it).
-    private func replicaQueue(_ name: String) -> DurableQueue? {
-        let replicas = placement(of: name)
-        guard replicas.contains(node), queues.count < settings.maxQueues, store != nil else { return nil }
-        return newQueue(name, members: replicas)
+    /// A queue this node doesn't hold yet, for a peer's Raft message. From a leader (entries or
+    /// a snapshot), this node was added to the queue's replica set: it starts knowing no
+    /// configuration and learns it from the leader's log, as a learner first. From a
+    /// candidate, the queue is new and its first replica to see a SEND made it: this node is
+    /// a replica if placement says so.
+    private func replicaQueue(_ name: String, for message: RaftMessage) -> DurableQueue? {
+        guard queues.count < settings.maxQueues, store != nil else { return nil }
+        switch message {
+        case .appendEntries, .installSnapshot:
+            return newQueue(name, members: [])
+        default:
+            let replicas = placement(of: name)
+            return replicas.contains(node) ? newQueue(name, members: replicas) : nil
+        }
     }
 
     /// - Parameter electNow: this node makes the queue for a client's write: it stands for
@@ -850,6 +896,7 @@ public final class DurableQueues: @unchecked Sendable {
         if statvfs(settings.directory, &info) == 0 {
             freeBytes = Int64(info.f_bavail) * Int64(info.f_frsize)
         }
+        for queue in queues.values where queue.replica.mayDispatch && queue.broken == nil { growReplicaSet(of: queue) }
         let figures = statistics
         metrics.update(queues: figures.queues, messages: figures.messages, bytes: figures.bytes, log: figures.log)
         queueMetrics.update(led: ledQueueViews)

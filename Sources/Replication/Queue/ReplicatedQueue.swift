@@ -101,6 +101,15 @@ public struct ReplicatedQueue: Sendable {
         return (result, carryOut(directives))
     }
 
+    /// On the leader: one single-server change of the replica set (see ``ReplicaSetPlan``).
+    public mutating func proposeMembers(
+        _ change: RaftInstance.MemberChange,
+        now: NIODeadline
+    ) -> (result: RaftInstance.ProposeResult, effects: [Effect]) {
+        let (result, directives) = raft.proposeMembers(change, now: now)
+        return (result, carryOut(directives))
+    }
+
     /// On the leader: copies forward up to `limit` of the messages whose payload sits in an
     /// entry before `index`, so that the log segments holding those entries can be removed.
     public mutating func moveMessages(before index: UInt64, limit: Int, now: NIODeadline) -> [Effect] {
