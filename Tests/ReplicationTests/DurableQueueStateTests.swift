@@ -147,6 +147,10 @@ import Testing
         #expect(state.count == 0 && state.bytes == 0, "a deleted subscription's messages go with it")
         #expect(state.firstNeededIndex == 7)
         #expect(DurableQueueState(snapshot: state.snapshot(through: 6), at: 6)?.binding == nil)
+        // An unbind of a queue that was never bound (a client's mistake) empties nothing.
+        var plain = Self.state([.enqueue(Self.payload("kept"))])
+        plain.apply(.unbind, at: 2)
+        #expect(plain.count == 1)
         // A snapshot cut short in its binding is none a replica wrote.
         var torn = Self.state([.bind("news.#")]).snapshot(through: 1)
         torn.moveWriterIndex(to: torn.writerIndex - 1)

@@ -64,12 +64,15 @@ struct SessionDurableSubscriptionTests {
         }
     }
 
-    @Test("the subscriber must be allowed to read the queue: it could hold another's messages")
+    @Test("the subscriber must be allowed to read and write the queue: it could hold another's messages")
     func readPermissionOnTheQueue() throws {
         func bob() throws -> SessionDriver {
             var driver = SessionDriver(settings: SessionStateMachine.Settings(authentication: .external))
             _ = driver.connect()
-            let permissions = try DestinationPermissions(read: ["/topic/news.#", "/queue/mine"], write: [])
+            let permissions = try DestinationPermissions(
+                read: ["/topic/news.#", "/queue/mine", "/queue/readonly"],
+                write: ["/queue/mine"]
+            )
             var actions: [SessionStateMachine.Action] = []
             driver.session.authenticated(
                 .success(SessionIdentity(user: "bob", permissions: permissions)),
@@ -84,6 +87,12 @@ struct SessionDurableSubscriptionTests {
             [("id", "1"), ("destination", "/topic/news.#"), ("activemq.subscriptionName", "orders")]
         )
         #expect(SessionDriver.failure(denied)?.kind == .readDenied)
+        driver = try bob()
+        let readOnly = driver.receive(
+            .subscribe,
+            [("id", "1"), ("destination", "/topic/news.#"), ("activemq.subscriptionName", "readonly")]
+        )
+        #expect(SessionDriver.failure(readOnly)?.kind == .writeDenied, "it would fill and empty the queue")
         driver = try bob()
         let allowed = driver.receive(
             .subscribe,

@@ -139,7 +139,11 @@ public final class DurableQueues: @unchecked Sendable {
     /// Starts the clock that drives elections, timeouts and compaction. On the broker's loop.
     public func start() {
         eventLoop.preconditionInEventLoop()
-        for queue in queues.values { carry(queue.replica.tick(now: .now()), of: queue) }
+        for queue in queues.values {
+            carry(queue.replica.tick(now: .now()), of: queue)
+            // Its only voter: nothing to wait for before it leads again.
+            if queue.replica.raft.members.voters == [node] { carry(queue.replica.electNow(now: .now()), of: queue) }
+        }
         timer = eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(100)) {
             [self] _ in tick()
         }
@@ -602,7 +606,10 @@ public final class DurableQueues: @unchecked Sendable {
                     queue.outAtLink.removeAll()
                     queue.forgetReady()
                 }
-                logger.info(
+                // Elections' steps (pre-candidate, candidate) are debug: a node cut off from its
+                // peers goes through them for every queue it holds, again and again.
+                logger.log(
+                    level: role == .leader || leader != nil ? .info : .debug,
                     "durable queue leader",
                     metadata: [
                         "queue": "\(queue.name)", "leader": "\(leader?.name ?? "none")", "term": "\(term)",
@@ -651,6 +658,8 @@ public final class DurableQueues: @unchecked Sendable {
             metadata: ["queue": "\(queue.name)", "error": "\(error)"]
         )
         metrics.brokenQueues.increment()
+        // Its router stops enqueueing topic messages in it (announceBinding checks `broken`).
+        announceBinding(of: queue)
         let failure = Self.brokenError(queue.name, error.description)
         for token in queue.tokens.sorted() { finish(token, .failure(failure)) }
         _ = queue.takeParked()
@@ -778,6 +787,11 @@ public final class DurableQueues: @unchecked Sendable {
                 lastIndex: raft.lastIndex
             )
         else { return }
+        if case .promote(let learner) = change {
+            // Only one that answered and holds what is committed: a voter that never answers
+            // could leave the queue without a majority.
+            guard let match = progress[learner]?.matchIndex, match > 0, match >= raft.commitIndex else { return }
+        }
         let (result, effects) = queue.replica.proposeMembers(change, now: .now())
         carry(effects, of: queue)
         if case .accepted = result {
@@ -801,11 +815,14 @@ public final class DurableQueues: @unchecked Sendable {
     /// a replica if placement says so.
     private func replicaQueue(_ name: String, for message: RaftMessage) -> DurableQueue? {
         guard queues.count < settings.maxQueues, store != nil else { return nil }
+        let replicas = placement(of: name)
         switch message {
         case .appendEntries, .installSnapshot:
-            return newQueue(name, members: [])
+            // The group's first configuration is no entry of its log: a replica of it that
+            // missed the election starts from placement's, as its creator did. A newcomer the
+            // leader added starts from none and learns its configuration from the log.
+            return newQueue(name, members: replicas.contains(node) ? replicas : [])
         default:
-            let replicas = placement(of: name)
             return replicas.contains(node) ? newQueue(name, members: replicas) : nil
         }
     }
@@ -832,11 +849,10 @@ public final class DurableQueues: @unchecked Sendable {
         now: NIODeadline
     ) -> DurableQueue {
         let members = recovered?.snapshot?.members ?? members ?? RaftMembers(voters: [node])
-        var raft = RaftSettings()
-        if members.voters == [node] {
-            // This node is the queue's only voter: nothing to wait for before it leads.
-            raft.electionTimeout = 0...0
-        }
+        // The usual timeouts even for a queue whose only voter is this node: it may grow, and
+        // check-quorum and transfers need them. Such a queue elects at once instead
+        // (``start()``, ``newQueue(_:members:electNow:)``).
+        let raft = RaftSettings()
         let replica = ReplicatedQueue(
             group: name,
             id: node,

@@ -47,7 +47,7 @@ public struct DurableQueueState: Sendable {
         for _ in 0..<count { awaitingMove.insert(buffer.readInteger(as: UInt64.self)!) }
         // Then the binding, if any (a snapshot of a queue that never had one ends here).
         if buffer.readableBytes > 0 {
-            guard let length = buffer.readInteger(as: UInt16.self), length > 0, buffer.readableBytes == Int(length)
+            guard let length = buffer.readInteger(as: UInt32.self), length > 0, buffer.readableBytes == Int(length)
             else { return nil }
             binding = buffer.readString(length: Int(length))
         }
@@ -65,7 +65,7 @@ public struct DurableQueueState: Sendable {
         // The binding as it is now, which may be a later entry's: replaying the entries after
         // `index` sets it again, the last one winning.
         if let binding {
-            buffer.writeInteger(UInt16(binding.utf8.count))
+            buffer.writeInteger(UInt32(binding.utf8.count))
             buffer.writeString(binding)
         }
         return buffer
@@ -133,6 +133,8 @@ public struct DurableQueueState: Sendable {
             binding = pattern
             return []
         case .unbind:
+            // Only a subscription's queue: a queue that was never bound keeps its messages.
+            guard binding != nil else { return [] }
             binding = nil
             messages.removeAll()
             order.removeAll()

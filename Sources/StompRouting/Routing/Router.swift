@@ -402,6 +402,7 @@ public final class Router {
             // A durable topic subscription consumes its durable queue, which takes the topic's
             // messages whether or not a client is there. Its RECEIPT waits until the binding
             // is durable. (MESSAGE frames still name the topic they were published to.)
+            try checkRoomForQueue(queue)
             outputs.append(.durable(.bind(queue: queue, pattern: pattern), holding: connection))
             request.destination = .queue(queue)
         } else {

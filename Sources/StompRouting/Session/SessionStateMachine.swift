@@ -630,7 +630,8 @@ public struct SessionStateMachine {
     /// The frame's destination, within the length and word limits.
     /// The queue behind a durable topic subscription: a queue name like any other (within the
     /// same bounds, the client's own temporary queues excepted) that the client may read, since
-    /// another subscription of the same name shares its messages.
+    /// another subscription of the same name shares its messages, and write, since the
+    /// subscription fills it with topic messages and deleting it empties it.
     private func durableQueue(named name: String, for identity: SessionIdentity) throws(StompProtocolError) -> String {
         let invalid = StompProtocolError(
             .invalidDestination,
@@ -643,6 +644,9 @@ public struct SessionStateMachine {
         else { throw invalid }
         guard identity.permissions.mayRead(.queue(name)) else {
             throw Self.accessDenied(identity, reading: true, .queue(name))
+        }
+        guard identity.permissions.mayWrite(.queue(name)) else {
+            throw Self.accessDenied(identity, reading: false, .queue(name))
         }
         return name
     }
