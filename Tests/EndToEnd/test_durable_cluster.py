@@ -214,15 +214,17 @@ def test_a_draining_leader_hands_its_queue_over_first(cluster):
     after.client.close()
 
 
-@pytest.fixture
-def two_of_three(tmp_path):
-    """A cluster of three of which only n1 and n2 are started; the test starts n3 later."""
+@pytest.fixture(params=[1, 2], ids=["one-first", "two-first"])
+def growing(tmp_path, request):
+    """A cluster of three of which only the first `request.param` nodes are started; the test
+    starts the others later."""
     c = Cluster(tmp_path / "growing", size=3)
     try:
-        c.start_node("n1")
-        c.start_node("n2")
-        c.wait_formed(["n1", "n2"])
-        yield c
+        first = c.names[:request.param]
+        for name in first:
+            c.start_node(name)
+        c.wait_formed(first)
+        yield c, first
     finally:
         problems = c.stop()
     assert not problems, "\n".join(problems)
@@ -234,25 +236,35 @@ def durable_queue_view(node) -> dict:
     return next((item for item in items if item["name"] == "durable"), {})
 
 
-def test_a_queue_made_on_two_nodes_takes_on_the_third_when_it_joins(two_of_three):
-    cluster = two_of_three
+def test_a_queue_made_on_fewer_nodes_takes_on_those_that_join(growing):
+    cluster, first = growing
     publisher = Publisher(cluster[1], first=0)
     publisher.send(200)
     publisher.wait_all()
     publisher.client.close()
     lead = wait_for(lambda: leader(cluster), 15, message="a leader of /queue/durable")
-    assert durable_queue_view(cluster[lead])["replicas"] == ["n1", "n2"]
+    assert durable_queue_view(cluster[lead])["replicas"] == first
 
-    cluster.start_node("n3")
+    for name in cluster.names[len(first):]:
+        cluster.start_node(name)
     cluster.wait_formed()
-    # A learner until it caught up, then a voter.
+    # Each a learner until it caught up, then a voter.
     wait_for(lambda: durable_queue_view(cluster[lead]).get("replicas") == ["n1", "n2", "n3"], 30,
-             message="n3 among the voters")
-    wait_for(lambda: durable_queue_view(cluster["n3"]).get("messages") == 200, 15, message="n3 holds every message")
-    # Three voters now: the leader's death leaves a majority, the newcomer among it.
+             message="every node among the voters")
+    wait_for(lambda: all(durable_queue_view(cluster[n]).get("messages") == 200 for n in cluster.names), 15,
+             message="every node holds every message")
+    # The leadership holds still once the set grew, and takes writes.
+    term = durable_queue_view(cluster[lead])["term"]
+    more = Publisher(cluster[2], first=200)
+    more.send(100)
+    more.wait_all()
+    more.client.close()
+    view = durable_queue_view(cluster[lead])
+    assert view["role"] == "leader" and view["term"] == term, view
+    # Three voters now: the leader's death leaves a majority, the newcomers among it.
     cluster.kill(lead)
-    survivor = next(n for n in ("n1", "n2") if n != lead)
-    after = drain_all(cluster[survivor], set(range(200)))
-    print(f"\nn3 joined a queue of two: voters n1,n2,n3; leader {lead} killed; "
-          f"{len({s for s, _ in after.deliveries})} of 200 delivered after")
+    survivor = next(n for n in cluster.names if n != lead)
+    after = drain_all(cluster[survivor], set(range(300)))
+    print(f"\na queue made on {','.join(first)} took on the others; leader {lead} killed; "
+          f"{len({s for s, _ in after.deliveries})} of 300 delivered after")
     after.client.close()
