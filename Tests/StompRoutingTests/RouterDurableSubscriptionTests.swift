@@ -10,27 +10,19 @@ import Testing
 @Suite struct RouterDurableSubscriptionTests {
     var driver = RouterDriver(settings: Router.Settings(messageIDPrefix: "n1-", durableQueues: true))
 
+    /// A durable subscription `s` to `news.#`, kept in the queue `sub-news`.
+    static func durableRequest(ack: AckMode = .clientIndividual) -> SubscribeRequest {
+        SubscribeRequest(id: "s", destination: .topic("news.#"), ackMode: ack, prefetch: 10, durableQueue: "sub-news")
+    }
+
     mutating func subscribeDurably(_ connection: ConnectionID, receipt: String? = nil) -> [RouterEvent] {
-        let request = SubscribeRequest(
-            id: "s",
-            destination: .topic("news.#"),
-            ackMode: .clientIndividual,
-            prefetch: 10,
-            durableQueue: "sub-news"
-        )
-        return driver.run(.subscribe(request), from: connection, receipt: receipt)
+        driver.run(.subscribe(Self.durableRequest()), from: connection, receipt: receipt)
     }
 
     @Test mutating func aDurableSubscribeBindsItsQueueAheadOfItsReceiptAndConsumesIt() {
         let consumer = driver.open(1)
         var outputs: [RouterOutput] = []
-        let request = SubscribeRequest(
-            id: "s",
-            destination: .topic("news.#"),
-            ackMode: .auto,
-            prefetch: 10,
-            durableQueue: "sub-news"
-        )
+        let request = Self.durableRequest(ack: .auto)
         driver.router.handle(.subscribe(request), from: consumer, receipt: "r", into: &outputs)
         guard case .durable(.bind(queue: "sub-news", pattern: "news.#"), holding: consumer) = outputs.first else {
             Issue.record("expected the binding first, holding the connection, got \(outputs)")
@@ -118,13 +110,7 @@ import Testing
         var memory = RouterDriver()
         let consumer = memory.open(1)
         let publisher = memory.open(2)
-        let request = SubscribeRequest(
-            id: "s",
-            destination: .topic("news.#"),
-            ackMode: .auto,
-            prefetch: 10,
-            durableQueue: "sub-news"
-        )
+        let request = Self.durableRequest(ack: .auto)
         memory.run(.subscribe(request), from: consumer)
         #expect(memory.lastDurable.isEmpty)
         #expect(memory.send(publisher, "/topic/news.x", "hi").bodies(to: consumer) == ["hi"])

@@ -627,8 +627,10 @@ public final class DurableQueues: @unchecked Sendable {
     private func afterBindingPropagates(_ completion: @escaping Completion) -> Completion {
         { [self] result in
             guard case .success = result, let link else { return completion(result) }
-            // On the next tick: the announcement follows the commit within this one.
-            eventLoop.execute { link.afterInterestPropagated { completion(result) } }
+            // On the next tick: the announcement follows the commit within this one. (Same
+            // loop throughout, which the bound values check.)
+            let bound = NIOLoopBound((link, completion), eventLoop: eventLoop)
+            eventLoop.execute { bound.value.0.afterInterestPropagated { bound.value.1(result) } }
         }
     }
 
