@@ -44,6 +44,7 @@ enum LimitMetrics {
             ("data.min-free-bytes", Int(configuration.durable.minFreeBytes)),
             ("replication.send-timeout-ms", milliseconds(configuration.durable.sendTimeout)),
             ("replication.factor", configuration.durable.replicationFactor),
+            ("replication.replace-after-ms", milliseconds(configuration.durable.replaceAfter ?? .zero)),
         ]
         if let cluster = configuration.cluster {
             limits.append(("cluster.handshake-timeout-ms", milliseconds(cluster.handshakeTimeout)))

@@ -158,8 +158,11 @@ struct NodeConfiguration: Sendable {
             sendTimeout: try settings.milliseconds("replication.send-timeout-ms"),
             maxQueues: router.maxQueues,
             minFreeBytes: Int64(try settings.requiredInt("data.min-free-bytes")),
-            replicationFactor: try settings.requiredInt("replication.factor")
+            replicationFactor: try settings.requiredInt("replication.factor"),
+            replaceAfter: try settings.milliseconds("replication.replace-after-ms")
         )
+        // 0: a replica away is never replaced.
+        if durable.replaceAfter == .zero { durable.replaceAfter = nil }
 
         var admin = AdminSettings(
             host: try settings.requiredString("admin.host"),

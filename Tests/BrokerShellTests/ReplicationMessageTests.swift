@@ -16,6 +16,8 @@ import Testing
         .outcome(token: 9, error: nil),
         .deliver(queue: "jobs", id: 42, redelivered: true, payload: ByteBuffer(string: "stored")),
         .deliver(queue: "", id: 0, redelivered: false, payload: ByteBuffer()),
+        .removed(queue: "jobs", RaftRemoval(term: 7, membersIndex: 1_234)),
+        .removed(queue: "", RaftRemoval(term: .max, membersIndex: 0)),
         .outcome(
             token: 10,
             error: ReplicationMessage.Failure(kind: "data_limit", summary: "durable log full", detail: "data.max-bytes")

@@ -120,3 +120,63 @@ import Testing
         )
     }
 }
+
+/// Which replica set a group should have, as replicas come, go away and come back.
+@Suite struct ReplicaSetWantedTests {
+    static let nodes: [ReplicaID] = ["n1", "n2", "n3", "n4"]
+    static let group = "/queue/orders"
+
+    /// Placement's first three of the four nodes, and the fourth.
+    static let ranked = ReplicaPlacement.replicas(of: group, among: nodes, factor: 4)
+    static let first = Array(ranked.prefix(3))
+    static let spare = ranked[3]
+
+    static func wanted(members: [ReplicaID], live: [ReplicaID], gone: Set<ReplicaID> = []) -> [ReplicaID] {
+        ReplicaSetPlan.wanted(
+            of: group,
+            members: RaftMembers(voters: Set(members)),
+            live: live,
+            gone: gone,
+            factor: 3
+        )
+    }
+
+    @Test func aReplicaAwayButNotGoneKeepsItsPlace() {
+        let away = Self.first[2]
+        let live = Self.nodes.filter { $0 != away }
+        #expect(Set(Self.wanted(members: Self.first, live: live)) == Set(Self.first))
+    }
+
+    @Test func aReplicaGoneForGoodIsReplacedByTheNextNodePlacementRanks() {
+        let gone = Self.first[2]
+        let live = Self.nodes.filter { $0 != gone }
+        let wanted = Self.wanted(members: Self.first, live: live, gone: [gone])
+        #expect(Set(wanted) == Set(Self.first.prefix(2) + [Self.spare]))
+        // What placement says among the nodes left: where every node looks for the queue.
+        #expect(Set(wanted) == Set(ReplicaPlacement.replicas(of: Self.group, among: live, factor: 3)))
+    }
+
+    @Test func aGoneVoterStaysWhenNoNodeCanReplaceIt() {
+        let gone = Self.first[2]
+        let live = Self.first.prefix(2)
+        #expect(Set(Self.wanted(members: Self.first, live: Array(live), gone: [gone])) == Set(Self.first))
+        let plan = ReplicaSetPlan.nextStep(
+            members: RaftMembers(voters: Set(Self.first)),
+            wanted: Self.wanted(members: Self.first, live: Array(live), gone: [gone]),
+            leader: Self.first[0],
+            matchIndex: [:],
+            lastIndex: 10
+        )
+        #expect(plan == nil)
+    }
+
+    @Test func aReplicaBackAfterItWasReplacedTakesItsPlaceBack() {
+        let replaced = Self.first.prefix(2) + [Self.spare]
+        #expect(Set(Self.wanted(members: Array(replaced), live: Self.nodes)) == Set(Self.first))
+    }
+
+    @Test func aGroupMadeOnFewerNodesTakesOnThoseThatJoin() {
+        let made = [Self.first[0]]
+        #expect(Set(Self.wanted(members: made, live: Self.nodes)) == Set(Self.first))
+    }
+}

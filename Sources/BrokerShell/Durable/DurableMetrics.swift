@@ -16,7 +16,11 @@ final class DurableMetrics {
     let brokenQueues = Counter(label: "stomp_durable_broken_queues_total")
     /// Replication messages from peers that this build can't read (a newer node's).
     let unreadableMessages = Counter(label: "stomp_durable_unreadable_messages_total")
+    /// Replicas this node dropped on their leader's word that their replica set no longer has
+    /// them.
+    let droppedReplicas = Counter(label: "stomp_durable_dropped_replicas_total")
     private var refusals: [StompProtocolError.Kind: Counter] = [:]
+    private var replicaSetChanges: [String: Counter] = [:]
     private var lastLog: WriteAheadLog.Statistics?
 
     /// A persistent SEND refused for the bound `kind` names.
@@ -25,6 +29,23 @@ final class DurableMetrics {
             refusals[kind] = Counter(label: "stomp_durable_refused_total", dimensions: [("reason", kind.rawValue)])
         }
         refusals[kind]!.increment()
+    }
+
+    /// A change of a queue's replica set this node proposed as its leader.
+    func replicaSetChanged(_ change: RaftInstance.MemberChange) {
+        let kind =
+            switch change {
+            case .addLearner: "add_learner"
+            case .promote: "promote"
+            case .remove: "remove"
+            }
+        if replicaSetChanges[kind] == nil {
+            replicaSetChanges[kind] = Counter(
+                label: "stomp_durable_replica_set_changes_total",
+                dimensions: [("change", kind)]
+            )
+        }
+        replicaSetChanges[kind]!.increment()
     }
 
     func update(queues: Int, messages: Int, bytes: Int, log: WriteAheadLog.Statistics?) {

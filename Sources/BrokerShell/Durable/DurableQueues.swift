@@ -40,6 +40,9 @@ public final class DurableQueues: @unchecked Sendable {
         /// Replicas of each durable queue (`replication.factor`), or the cluster's size when
         /// smaller, when the queue is made.
         public var replicationFactor: Int
+        /// A replica's node away this long is replaced by the next node placement ranks
+        /// (`replication.replace-after-ms`); `nil`: never.
+        public var replaceAfter: TimeAmount?
 
         public init(
             directory: String,
@@ -48,7 +51,8 @@ public final class DurableQueues: @unchecked Sendable {
             maxQueues: Int = 10_000,
             minFreeBytes: Int64 = 64 << 20,
             dispatchWindow: Int = 1_024,
-            replicationFactor: Int = 3
+            replicationFactor: Int = 3,
+            replaceAfter: TimeAmount? = .seconds(60)
         ) {
             self.directory = directory
             self.log = log
@@ -57,6 +61,7 @@ public final class DurableQueues: @unchecked Sendable {
             self.minFreeBytes = minFreeBytes
             self.dispatchWindow = dispatchWindow
             self.replicationFactor = replicationFactor
+            self.replaceAfter = replaceAfter
         }
     }
 
@@ -89,6 +94,9 @@ public final class DurableQueues: @unchecked Sendable {
     private var timer: RepeatedTask?
     private var nextHousekeeping = NIODeadline.now()
     private var freeBytes = Int64.max
+    /// When each replica node of a queue this node leads was first seen away; an entry goes
+    /// once its node is back or no such queue names it.
+    private var awaySince: [ReplicaID: NIODeadline] = [:]
     private let metrics = DurableMetrics()
     private let queueMetrics = DurableQueueMetrics()
     /// Where committed messages go: the router of this node (set by the broker).
@@ -168,7 +176,16 @@ public final class DurableQueues: @unchecked Sendable {
             guard let queue = queues[envelope.group] ?? replicaQueue(envelope.group, for: envelope.message) else {
                 return
             }
-            carry(queue.replica.receive(envelope.message, from: ReplicaID(peer), now: .now()), of: queue)
+            let sender = ReplicaID(peer)
+            carry(queue.replica.receive(envelope.message, from: sender, now: .now()), of: queue)
+            // A replica this queue no longer has (back after it was replaced, or moved off):
+            // told it may drop its copy, once that is safe.
+            if let removal = queue.replica.raft.removal(of: sender) {
+                link?.send(ReplicationMessage.removed(queue: queue.name, removal).encoded, to: peer)
+            }
+        case .removed(let name, let removal):
+            guard let queue = queues[name], queue.replica.raft.mayForget(after: removal) else { return }
+            drop(queue, removedBy: peer)
         case .command(let token, let hops, let name, let command):
             var completions: [Completion] = []
             if let link, token != 0 {
@@ -553,6 +570,8 @@ public final class DurableQueues: @unchecked Sendable {
         of queue: DurableQueue,
         admission: WriteAheadLog.Admission = .control
     ) {
+        // A write that completes after the queue's replica was dropped: nothing to do.
+        guard queues[queue.name] === queue else { return }
         var becameLeader = false  // or learnt who leads
         // Parked proposals are made after the other effects: the leader's first entry (its
         // no-op) is among them, and the log must hold it before theirs.
@@ -602,6 +621,7 @@ public final class DurableQueues: @unchecked Sendable {
                 // What this node sent to others as leader is the next leader's business (it
                 // hands every unsettled message out again).
                 if role != .leader {
+                    queue.departed.removeAll()
                     queue.outAt.removeAll()
                     queue.outAtLink.removeAll()
                     queue.forgetReady()
@@ -763,43 +783,131 @@ public final class DurableQueues: @unchecked Sendable {
 
     // MARK: - Queues
 
-    /// On the leader: a queue made while fewer than `replication.factor` members were up takes
-    /// on members that came since, one at a time, as a learner until it caught up, then as a
-    /// voter (``ReplicaSetPlan``), ranked as placement would rank them. A replica set never
-    /// drops a voter here: one that is gone stays counted until it returns.
-    private func growReplicaSet(of queue: DurableQueue) {
-        let raft = queue.replica.raft
-        let members = raft.members
-        let factor = max(1, settings.replicationFactor)
-        // Fewer voters than wanted: a learner to add, or one to promote.
-        guard let link, members.voters.count < factor else { return }
-        let newcomers = ReplicaPlacement.replicas(
-            of: queue.name,
-            among: link.liveNodes.map { ReplicaID($0) }.filter { !members.contains($0) },
-            factor: max(0, factor - members.all.count)
-        )
-        let wanted = members.voters.sorted() + members.learners.sorted() + newcomers
-        let progress = raft.progress
-        guard
-            case .change(let change) = ReplicaSetPlan.nextStep(
-                members: members,
-                wanted: wanted,
-                leader: node,
-                matchIndex: progress.mapValues(\.matchIndex),
-                lastIndex: raft.lastIndex
-            )
-        else { return }
-        if case .promote(let learner) = change {
-            // Only one that answered and holds what is committed: a voter that never answers
-            // could leave the queue without a majority.
-            guard let match = progress[learner]?.matchIndex, match > 0, match >= raft.commitIndex else { return }
+    /// The nodes of the queues this node leads that have been away longer than
+    /// `replication.replace-after-ms` (none when it is off).
+    private func goneReplicas(now: NIODeadline) -> Set<ReplicaID> {
+        guard let link else { return [] }
+        let live = Set(link.liveNodes.map { ReplicaID($0) })
+        var named = Set<ReplicaID>()
+        for queue in queues.values where queue.replica.raft.role == .leader {
+            named.formUnion(queue.replica.raft.members.voters)
+            named.formUnion(queue.replica.raft.members.learners)
         }
-        let (result, effects) = queue.replica.proposeMembers(change, now: .now())
-        carry(effects, of: queue)
-        if case .accepted = result {
+        let away = named.subtracting(live)
+        awaySince = awaySince.filter { away.contains($0.key) }
+        for replica in away where awaySince[replica] == nil { awaySince[replica] = now }
+        guard let replaceAfter = settings.replaceAfter else { return [] }
+        return Set(awaySince.filter { now - $0.value >= replaceAfter }.keys)
+    }
+
+    /// On the leader: brings the queue's replica set towards the one placement ranks first
+    /// among the live nodes and the replicas away for less than `replication.replace-after-ms`
+    /// (``ReplicaSetPlan``), one step at a time: a newcomer joins as a learner and votes once
+    /// it caught up; only then does the replica it replaces go (a voter is never removed
+    /// without one). So a queue made on fewer nodes grows as members join, a node gone for
+    /// good is replaced, a new node takes its share, and one that returns takes its place
+    /// back: placement stays where every node looks for a queue.
+    private func reshapeReplicaSet(of queue: DurableQueue, gone: Set<ReplicaID>) {
+        guard let link else { return }
+        let raft = queue.replica.raft
+        let wanted = ReplicaSetPlan.wanted(
+            of: queue.name,
+            members: raft.members,
+            live: link.liveNodes.map { ReplicaID($0) },
+            gone: gone,
+            factor: max(1, settings.replicationFactor)
+        )
+        let progress = raft.progress
+        let step = ReplicaSetPlan.nextStep(
+            members: raft.members,
+            wanted: wanted,
+            leader: node,
+            matchIndex: progress.mapValues(\.matchIndex),
+            lastIndex: raft.lastIndex
+        )
+        switch step {
+        case nil:
+            return
+        case .transferLeadership(let successor):
+            guard !raft.isTransferringLeadership else { return }
+            logger.info(
+                "durable queue leadership handed over",
+                metadata: ["queue": "\(queue.name)", "to": "\(successor)", "reason": "leaves the replica set"]
+            )
+            carry(queue.replica.transferLeadership(to: successor, now: .now()).effects, of: queue)
+        case .change(let change):
+            if case .promote(let learner) = change {
+                // Only one that answered and holds what is committed: a voter that never answers
+                // could leave the queue without a majority.
+                guard let match = progress[learner]?.matchIndex, match > 0, match >= raft.commitIndex else { return }
+            }
+            let (result, effects) = queue.replica.proposeMembers(change, now: .now())
+            carry(effects, of: queue)
+            guard case .accepted = result else { return }
+            if case .remove(let replica) = change { queue.departed.insert(replica) }
+            metrics.replicaSetChanged(change)
             logger.info(
                 "durable queue replica set changes",
-                metadata: ["queue": "\(queue.name)", "change": "\(change)"]
+                metadata: [
+                    "queue": "\(queue.name)", "change": "\(change)",
+                    "gone": "\(gone.intersection(raft.members.all).sorted())",
+                ]
+            )
+        }
+    }
+
+    /// On the leader: each replica it removed is told it may drop its copy, once every voter
+    /// holds the configuration without it (``Replication/RaftRemoval``). One that can't be
+    /// reached now is told when it next speaks to this leader (``received(_:from:)``).
+    private func tellDeparted(of queue: DurableQueue) {
+        guard let link, !queue.departed.isEmpty else { return }
+        for replica in queue.departed {
+            if queue.replica.raft.members.contains(replica) {
+                queue.departed.remove(replica)  // taken back since
+            } else if let removal = queue.replica.raft.removal(of: replica),
+                link.send(ReplicationMessage.removed(queue: queue.name, removal).encoded, to: replica.name)
+            {
+                queue.departed.remove(replica)
+            }
+        }
+    }
+
+    /// This node's replica was removed from the queue's replica set, and its leader says every
+    /// voter holds that: the copy goes, from memory now and from the log with a `forget`
+    /// record. What waited for it goes to that leader.
+    private func drop(_ queue: DurableQueue, removedBy leader: String) {
+        queues[queue.name] = nil
+        store?.write([.forget(group: queue.name)], admission: .control) { _ in }
+        metrics.droppedReplicas.increment()
+        logger.info(
+            "durable queue replica dropped: no longer in its replica set",
+            metadata: ["queue": "\(queue.name)", "leader": "\(leader)", "messages": "\(queue.replica.state.count)"]
+        )
+        if queue.announcedBinding != nil { deliver?([.durableBinding(queue: queue.name, pattern: nil)]) }
+        var handedOver = Set<UInt64>()
+        for entry in queue.takeParked() {
+            if let token = entry.token {
+                guard proposals[token] != nil else { continue }
+                handedOver.insert(token)
+            }
+            let target = ReplicaID(leader)
+            if !forward(entry.command, to: target, queue: queue.name, hops: 0, token: entry.token),
+                let token = entry.token
+            {
+                handedOver.remove(token)
+            }
+        }
+        for token in queue.tokens.subtracting(handedOver).sorted() {
+            finish(
+                token,
+                .failure(
+                    StompProtocolError(
+                        .durableUnavailable,
+                        "durable write lost",
+                        detail:
+                            "This node's replica of /queue/\(queue.name) left its replica set before the write was committed."
+                    )
+                )
             )
         }
     }
@@ -914,7 +1022,11 @@ public final class DurableQueues: @unchecked Sendable {
         if statvfs(settings.directory, &info) == 0 {
             freeBytes = Int64(info.f_bavail) * Int64(info.f_frsize)
         }
-        for queue in queues.values where queue.replica.mayDispatch && queue.broken == nil { growReplicaSet(of: queue) }
+        let gone = goneReplicas(now: now)
+        for queue in queues.values where queue.replica.mayDispatch && queue.broken == nil {
+            reshapeReplicaSet(of: queue, gone: gone)
+            tellDeparted(of: queue)
+        }
         let figures = statistics
         metrics.update(queues: figures.queues, messages: figures.messages, bytes: figures.bytes, log: figures.log)
         queueMetrics.update(led: ledQueueViews)

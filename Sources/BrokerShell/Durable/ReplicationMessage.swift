@@ -8,7 +8,8 @@ import Replication
 /// queue (u32 length, UTF-8) | the command` (a ``Replication/QueueCommand``, for the queue's
 /// leader to propose); `outcome`: `token u64 | 0, or 1 and the error's kind, summary and
 /// detail (each u32 length, UTF-8)`; `deliver`: `id u64 | redelivered u8 | queue | the
-/// message as its log holds it` (``DurableMessageCodec``).
+/// message as its log holds it` (``DurableMessageCodec``); `removed`: `term u64 | members
+/// index u64 | queue`.
 enum ReplicationMessage: Equatable {
     /// Raft's own traffic for one queue.
     case raft(RaftEnvelope)
@@ -20,6 +21,8 @@ enum ReplicationMessage: Equatable {
     /// From a queue's leader to a node with consumers of it: a committed message, which the
     /// leader keeps until that node settles it or gives it back (both as commands).
     case deliver(queue: String, id: UInt64, redelivered: Bool, payload: ByteBuffer)
+    /// From a queue's leader to a node its replica set no longer has: it may drop its copy.
+    case removed(queue: String, RaftRemoval)
 
     struct Failure: Equatable {
         var kind: String
@@ -32,6 +35,7 @@ enum ReplicationMessage: Equatable {
         case command = 2
         case outcome = 3
         case deliver = 4
+        case removed = 5
     }
 
     var encoded: ByteBuffer {
@@ -63,6 +67,11 @@ enum ReplicationMessage: Equatable {
             buffer.writeInteger(UInt8(redelivered ? 1 : 0))
             Self.write(queue, into: &buffer)
             buffer.writeImmutableBuffer(payload)
+        case .removed(let queue, let removal):
+            buffer.writeInteger(Kind.removed.rawValue)
+            buffer.writeInteger(removal.term)
+            buffer.writeInteger(removal.membersIndex)
+            Self.write(queue, into: &buffer)
         }
         return buffer
     }
@@ -96,6 +105,11 @@ enum ReplicationMessage: Equatable {
                 flag <= 1, let queue = Self.readString(&buffer)
             else { return nil }
             self = .deliver(queue: queue, id: id, redelivered: flag == 1, payload: buffer)
+        case .removed:
+            guard let term = buffer.readInteger(as: UInt64.self), let index = buffer.readInteger(as: UInt64.self),
+                let queue = Self.readString(&buffer), buffer.readableBytes == 0
+            else { return nil }
+            self = .removed(queue: queue, RaftRemoval(term: term, membersIndex: index))
         }
     }
 

@@ -344,6 +344,12 @@ enum SettingsTable {
             default: .milliseconds(durable.sendTimeout),
             "How long a persistent SEND (or an ACK of a persistent message) may wait to be durable before its client gets an ERROR."
         ),
+        Setting(
+            "replication.replace-after-ms",
+            .milliseconds(minimum: 0),
+            default: .milliseconds(durable.replaceAfter ?? .zero),
+            "How long a durable queue's replica may be away (its node dead or cut off) before the next node placement ranks takes its place; 0 never replaces one."
+        ),
     ]
 
     private static let heartbeats: [Setting] = [

@@ -11,6 +11,31 @@
 /// The shell asks on the leader whenever membership or the group's progress changes, and
 /// proposes what comes back; `nil` means the group is as wanted, or must wait.
 public enum ReplicaSetPlan {
+    /// The replica set a group should have: placement's ranking of the live nodes and of its
+    /// replicas that are away but not `gone` (away longer than `replication.replace-after-ms`),
+    /// so that a restart or a short partition moves nothing, while placement stays where
+    /// every node looks for the group. When fewer than `factor` nodes are left to choose from,
+    /// the gone voters keep their places: a voter is only ever removed for a replacement.
+    public static func wanted(
+        of group: String,
+        members: RaftMembers,
+        live: some Sequence<ReplicaID>,
+        gone: Set<ReplicaID>,
+        factor: Int
+    ) -> [ReplicaID] {
+        let candidates = Set(live).union(members.all).subtracting(gone)
+        var wanted = ReplicaPlacement.replicas(of: group, among: candidates, factor: factor)
+        if wanted.count < factor {
+            let kept = ReplicaPlacement.replicas(
+                of: group,
+                among: members.voters.intersection(gone),
+                factor: factor - wanted.count
+            )
+            wanted += kept
+        }
+        return wanted
+    }
+
     public enum Step: Sendable, Equatable {
         case change(RaftInstance.MemberChange)
         case transferLeadership(to: ReplicaID)

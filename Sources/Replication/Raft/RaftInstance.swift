@@ -148,7 +148,7 @@ public struct RaftInstance: Sendable {
     var nextHeartbeat: NIODeadline
     var transfer: (target: ReplicaID, deadline: NIODeadline)?
     /// Index of the entry holding ``members`` (the base's index when from the snapshot).
-    var membersIndex: UInt64
+    public internal(set) var membersIndex: UInt64
 
     /// - Parameters:
     ///   - hardState: as last reported durable.
