@@ -18,6 +18,14 @@ import Testing
 ///   message out;
 /// - the replicas converge on the same queue.
 ///
+/// The `replacement` scenario runs one spare node beside the replica set, and takes one
+/// replica away for longer than the replace-after time, then brings it back (with message
+/// delay and 1% loss, no other fault: a group short of one voter has no margin left): the leader
+/// reshapes the replica set as the node does (``ReplicaSetPlan``), so the spare replaces it and
+/// then hands its place back, and each removed replica drops its copy on the leader's
+/// ``RaftRemoval``. Checked besides: the final replica set is placement's, and no node outside
+/// it still holds a copy.
+///
 /// `SIM_SEEDS` sets the number of seeds per scenario and size (3 by default: the suite also
 /// runs under ThreadSanitizer; `SIM_SEEDS=50`, 400 cases, passed in 90 s in a debug build).
 @Suite("Replicated queue simulation")
@@ -27,6 +35,7 @@ struct ReplicatedQueueSimulationTests {
         case partitions
         case crashes
         case everything
+        case replacement
 
         var testDescription: String { rawValue }
     }
@@ -44,11 +53,14 @@ struct ReplicatedQueueSimulationTests {
 
     @Test(arguments: Scenario.allCases, ReplicatedQueueSimulationTests.runs)
     func receiptedMessagesAreNeverLostAndAcknowledgedOnesNeverComeBack(_ scenario: Scenario, run: Run) {
-        var simulation = QueueSimulation(size: run.size, seed: run.seed)
-        simulation.lossRate = scenario == .crashes ? 0.01 : 0.05
+        var simulation = QueueSimulation(size: run.size, seed: run.seed, spares: scenario == .replacement ? 1 : 0)
+        simulation.lossRate = scenario == .crashes || scenario == .replacement ? 0.01 : 0.05
         simulation.partitions = scenario == .partitions || scenario == .everything
         simulation.crashes = scenario == .crashes || scenario == .everything
-        simulation.run(milliseconds: 6_000, faults: true, clients: true)
+        if scenario == .replacement { simulation.scheduleLongOutage() }
+        // Long enough for an election, a replacement to catch up and the removal to commit
+        // while the replica is away.
+        simulation.run(milliseconds: scenario == .replacement ? 10_000 : 6_000, faults: true, clients: true)
         simulation.run(milliseconds: 4_000, faults: false, clients: true)
         simulation.run(milliseconds: 4_000, faults: false, clients: false)
 
@@ -64,12 +76,25 @@ struct ReplicatedQueueSimulationTests {
             #expect(simulation.acknowledgedAtAll.contains(id), "receipted message \(id) lost")
         }
         for id in simulation.acknowledged { #expect(!final.contains(id), "acknowledged message \(id) still queued") }
+        if scenario == .replacement {
+            let replaced = simulation.replaced
+            #expect(replaced, "the replica away was never replaced")
+            let members = simulation.finalMembers
+            let wanted = RaftMembers(voters: Set(simulation.placement))
+            #expect(members == wanted, "final replica set")
+            let holders = simulation.replicas.indices.filter { simulation.replicas[$0].queue != nil }
+            let held = holders.map { simulation.ids[$0] }.sorted()
+            let placement = simulation.placement.sorted()
+            #expect(held == placement, "copies held")
+        }
     }
 }
 
 /// The simulated world: replicas, their disks, the network and the clients.
 struct QueueSimulation {
     struct Replica {
+        /// The node runs; it may hold no copy of the queue (a spare, or one that dropped it).
+        var up = true
         var queue: ReplicatedQueue?
         /// What the disk holds for sure, and writes still on their way (lost by a crash).
         var durable: [LogRecord] = []
@@ -81,6 +106,8 @@ struct QueueSimulation {
         var from: Int
         var to: Int
         var bytes: ByteBuffer
+        /// A leader's word that `to` may drop its copy, instead of a Raft message.
+        var removal: RaftRemoval?
     }
 
     static let group = "/queue/sim"
@@ -94,6 +121,16 @@ struct QueueSimulation {
     var crashes = false
     var isolated: Set<Int> = []
     var partitionEnds: Int64 = 0
+    /// The first `size` nodes placement ranks for the queue: its replica set at the start.
+    var placement: [ReplicaID] = []
+    var downSince: [Int: Int64] = [:]
+    /// One replica taken away for longer than ``replaceAfter`` (`replacement`).
+    var longOutage: (index: Int, from: Int64, until: Int64)?
+    static let replaceAfter: Int64 = 1_000
+    /// Whether a replica set change ever removed the replica away for long.
+    var replaced = false
+    /// Replicas removed from the set that were not yet told, by the leader.
+    var departed: Set<ReplicaID> = []
 
     var leadersByTerm: [UInt64: ReplicaID] = [:]
     var violations: [String] = []
@@ -105,15 +142,32 @@ struct QueueSimulation {
     var acknowledgedAtAll: Set<UInt64> = []
     var published = 0
 
-    init(size: Int, seed: UInt64) {
+    init(size: Int, seed: UInt64, spares: Int = 0) {
         random = SplitMix64(seed: seed)
-        ids = (0..<size).map { ReplicaID("r\($0)") }
-        replicas = Array(repeating: Replica(), count: size)
-        for index in 0..<size { start(index) }
+        ids = (0..<size + spares).map { ReplicaID("r\($0)") }
+        placement = ReplicaPlacement.replicas(of: Self.group, among: ids, factor: size)
+        replicas = Array(repeating: Replica(), count: ids.count)
+        // The group's first configuration, written before anything else of it (as the node
+        // does): a replica restarted from its disk reads it back.
+        let bootstrap = RaftSnapshotBase(index: 0, term: 0, members: members, state: ByteBuffer())
+        for index in ids.indices where placement.contains(ids[index]) {
+            replicas[index].durable = [
+                ReplicaRecord.snapshot(group: Self.group, bootstrap, keepsLaterEntries: true).logRecord
+            ]
+        }
+        for index in ids.indices { start(index) }
     }
 
     var deadline: NIODeadline { .uptimeNanoseconds(UInt64(now + 1_000) * 1_000_000) }
-    var members: RaftMembers { RaftMembers(voters: Set(ids)) }
+    var members: RaftMembers { RaftMembers(voters: Set(placement)) }
+
+    mutating func scheduleLongOutage() {
+        // On the simulation's 10 ms steps.
+        let from = 500 + Int64(random.next() % 100) * 10
+        let index = ids.firstIndex(of: placement[Int(random.next() % UInt64(placement.count))])!
+        // Back when the faults stop.
+        longOutage = (index, from, .max)
+    }
 
     /// Starts (or restarts) a replica from what its disk holds, read back as the node would.
     mutating func start(_ index: Int) {
@@ -128,14 +182,29 @@ struct QueueSimulation {
             }
         }
         replicas[index].pending = []
+        replicas[index].up = true
+        downSince[index] = nil
+        // A node that never held the queue, or dropped it, holds none until a leader sends it
+        // entries.
+        guard let recovered = recovery.groups[Self.group] else {
+            replicas[index].queue = nil
+            return
+        }
         replicas[index].queue = ReplicatedQueue(
             group: Self.group,
             id: ids[index],
-            recovered: recovery.groups[Self.group],
+            recovered: recovered,
             members: members,
             now: deadline,
             random: random.split()
         )
+    }
+
+    mutating func crash(_ index: Int) {
+        replicas[index].up = false
+        replicas[index].queue = nil
+        replicas[index].pending = []
+        downSince[index] = now
     }
 
     mutating func run(milliseconds: Int64, faults: Bool, clients active: Bool) {
@@ -144,10 +213,11 @@ struct QueueSimulation {
             now += 10
             if faults {
                 injectFaults()
-            } else if !isolated.isEmpty || replicas.contains(where: { $0.queue == nil }) {
+            } else if !isolated.isEmpty || replicas.contains(where: { !$0.up }) {
                 isolated = []
-                for index in replicas.indices where replicas[index].queue == nil { start(index) }
+                for index in replicas.indices where !replicas[index].up { start(index) }
             }
+            if now % 100 == 0 { reshapeReplicaSet() }
             for index in replicas.indices where replicas[index].queue != nil {
                 carry(replicas[index].queue!.tick(now: deadline), of: index)
             }
@@ -175,16 +245,20 @@ struct QueueSimulation {
                 isolated = []
             }
         }
+        if let outage = longOutage {
+            if now == outage.from {
+                crash(outage.index)
+            } else if now == outage.until {
+                start(outage.index)
+            }
+        }
         if crashes {
-            let down = replicas.filter { $0.queue == nil }.count
+            let down = replicas.filter { !$0.up }.count
             if down < (replicas.count - 1) / 2, random.chance(0.006) {
                 let victim = Int(random.next() % UInt64(replicas.count))
-                if replicas[victim].queue != nil {
-                    replicas[victim].queue = nil
-                    replicas[victim].pending = []
-                }
+                if replicas[victim].up { crash(victim) }
             }
-            for index in replicas.indices where replicas[index].queue == nil && random.chance(0.008) {
+            for index in replicas.indices where !replicas[index].up && random.chance(0.008) {
                 start(index)
             }
         }
@@ -223,30 +297,41 @@ struct QueueSimulation {
         later = network.filter { $0.due > now }
         network = later
         for envelope in due {
-            guard replicas[envelope.to].queue != nil, replicas[envelope.from].queue != nil,
+            guard replicas[envelope.to].up, replicas[envelope.from].up,
                 isolated.contains(envelope.from) == isolated.contains(envelope.to)
             else { continue }
+            if let removal = envelope.removal {
+                guard let queue = replicas[envelope.to].queue, queue.raft.mayForget(after: removal) else { continue }
+                drop(envelope.to)
+                continue
+            }
             guard let decoded = RaftEnvelope(decoding: envelope.bytes), decoded.group == Self.group else {
                 violations.append("a message did not decode")
                 continue
             }
-            carry(
-                replicas[envelope.to].queue!.receive(decoded.message, from: ids[envelope.from], now: deadline),
-                of: envelope.to
-            )
+            if replicas[envelope.to].queue == nil {
+                switch decoded.message {
+                case .appendEntries, .installSnapshot: makeReplica(envelope.to)
+                default: continue
+                }
+            }
+            let sender = ids[envelope.from]
+            carry(replicas[envelope.to].queue!.receive(decoded.message, from: sender, now: deadline), of: envelope.to)
+            if let removal = replicas[envelope.to].queue?.raft.removal(of: sender) {
+                tell(envelope.from, removal, from: envelope.to)
+            }
         }
     }
 
     mutating func completeWrites() {
-        for index in replicas.indices where replicas[index].queue != nil {
+        for index in replicas.indices where replicas[index].up {
             while let write = replicas[index].pending.first, write.due <= now {
                 replicas[index].pending.removeFirst()
                 // Through the log's encoding, as the node's disk holds it.
                 replicas[index].durable.append(contentsOf: write.records.map(\.logRecord))
-                if let durability = write.then {
+                if let durability = write.then, replicas[index].queue != nil {
                     carry(replicas[index].queue!.written(durability), of: index)
                 }
-                guard replicas[index].queue != nil else { break }
             }
         }
     }
@@ -287,12 +372,104 @@ struct QueueSimulation {
     }
 
     var converged: Bool {
-        let queues = replicas.compactMap(\.queue)
-        guard queues.count == replicas.count, let leader = queues.first(where: { $0.raft.role == .leader }) else {
-            return false
-        }
+        guard let leader = replicas.compactMap(\.queue).first(where: { $0.raft.role == .leader }) else { return false }
+        let memberIndices = ids.indices.filter { leader.raft.members.contains(ids[$0]) }
+        let queues = memberIndices.compactMap { replicas[$0].queue }
+        guard queues.count == memberIndices.count else { return false }
         return queues.allSatisfy { $0.state.appliedIndex == leader.raft.commitIndex }
             && Set(queues.map { Array($0.state.inOrder.map(\.id)) }).count == 1
+    }
+
+    /// The replica set the leader knows at the end.
+    var finalMembers: RaftMembers? {
+        replicas.compactMap(\.queue).first { $0.raft.role == .leader }?.raft.members
+    }
+
+    /// A replica for a node a leader sent entries to: it starts from the group's first
+    /// configuration when it is in it (the configuration is no entry of the log), else from
+    /// none, and learns the rest from the log, as the node's shell does.
+    mutating func makeReplica(_ index: Int) {
+        let configuration = placement.contains(ids[index]) ? members : RaftMembers(voters: [])
+        let bootstrap = RaftSnapshotBase(index: 0, term: 0, members: configuration, state: ByteBuffer())
+        let last = replicas[index].pending.last?.due ?? now
+        replicas[index].pending.append(
+            (max(last, now + 1), [.snapshot(group: Self.group, bootstrap, keepsLaterEntries: true)], nil)
+        )
+        replicas[index].queue = ReplicatedQueue(
+            group: Self.group,
+            id: ids[index],
+            recovered: nil,
+            members: configuration,
+            now: deadline,
+            random: random.split()
+        )
+    }
+
+    /// The node drops its copy: from memory, and from its disk with a `forget` record.
+    mutating func drop(_ index: Int) {
+        replicas[index].queue = nil
+        // Writes still on their way complete, but report to no one (the node's shell checks
+        // the queue is still the one that wrote).
+        replicas[index].pending = replicas[index].pending.map { ($0.due, $0.records, nil) }
+        let last = replicas[index].pending.last?.due ?? now
+        replicas[index].pending.append((max(last, now + 1), [.forget(group: Self.group)], nil))
+    }
+
+    mutating func tell(_ index: Int, _ removal: RaftRemoval, from sender: Int) {
+        guard !random.chance(lossRate) else { return }
+        network.append(
+            Envelope(
+                due: now + Int64(random.next() % 300),
+                from: sender,
+                to: index,
+                bytes: ByteBuffer(),
+                removal: removal
+            )
+        )
+    }
+
+    /// On the leader, as the node's shell does once a second: one step towards placement's
+    /// replica set among the nodes up and those down for less than ``replaceAfter``; then the
+    /// replicas it removed are told they may drop their copies.
+    mutating func reshapeReplicaSet() {
+        guard let leader = replicas.indices.first(where: { replicas[$0].queue?.raft.role == .leader }),
+            replicas[leader].queue!.mayDispatch
+        else { return }
+        let raft = replicas[leader].queue!.raft
+        let live = ids.indices.filter { replicas[$0].up }.map { ids[$0] }
+        let gone = Set(downSince.filter { now - $0.value >= Self.replaceAfter }.keys.map { ids[$0] })
+        let wanted = ReplicaSetPlan.wanted(
+            of: Self.group,
+            members: raft.members,
+            live: live,
+            gone: gone,
+            factor: placement.count
+        )
+        let heardSince = deadline - .milliseconds(raft.settings.electionTimeout.lowerBound)
+        switch ReplicaSetPlan.nextStep(
+            members: raft.members,
+            wanted: wanted,
+            leader: raft.id,
+            matchIndex: raft.progress.filter { $0.value.lastHeard >= heardSince }.mapValues(\.matchIndex),
+            lastIndex: raft.lastIndex
+        ) {
+        case .change(let change):
+            let (result, effects) = replicas[leader].queue!.proposeMembers(change, now: deadline)
+            carry(effects, of: leader)
+            if case .accepted = result, case .remove(let removed) = change {
+                departed.insert(removed)
+                if let outage = longOutage, removed == ids[outage.index] { replaced = true }
+            }
+        case .transferLeadership(let target):
+            carry(replicas[leader].queue!.transferLeadership(to: target, now: deadline).effects, of: leader)
+        case nil:
+            break
+        }
+        for removed in departed {
+            guard let removal = replicas[leader].queue!.raft.removal(of: removed) else { continue }
+            tell(ids.firstIndex(of: removed)!, removal, from: leader)
+            departed.remove(removed)
+        }
     }
 
     /// The queue on the leader (the same on every replica once converged).

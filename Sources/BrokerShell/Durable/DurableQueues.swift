@@ -807,7 +807,7 @@ public final class DurableQueues: @unchecked Sendable {
     /// without one). So a queue made on fewer nodes grows as members join, a node gone for
     /// good is replaced, a new node takes its share, and one that returns takes its place
     /// back: placement stays where every node looks for a queue.
-    private func reshapeReplicaSet(of queue: DurableQueue, gone: Set<ReplicaID>) {
+    private func reshapeReplicaSet(of queue: DurableQueue, gone: Set<ReplicaID>, now: NIODeadline) {
         guard let link else { return }
         let raft = queue.replica.raft
         let wanted = ReplicaSetPlan.wanted(
@@ -817,12 +817,13 @@ public final class DurableQueues: @unchecked Sendable {
             gone: gone,
             factor: max(1, settings.replicationFactor)
         )
-        let progress = raft.progress
+        // Those heard from within the shortest election timeout.
+        let heardSince = now - .milliseconds(raft.settings.electionTimeout.lowerBound)
         let step = ReplicaSetPlan.nextStep(
             members: raft.members,
             wanted: wanted,
             leader: node,
-            matchIndex: progress.mapValues(\.matchIndex),
+            matchIndex: raft.progress.filter { $0.value.lastHeard >= heardSince }.mapValues(\.matchIndex),
             lastIndex: raft.lastIndex
         )
         switch step {
@@ -834,14 +835,9 @@ public final class DurableQueues: @unchecked Sendable {
                 "durable queue leadership handed over",
                 metadata: ["queue": "\(queue.name)", "to": "\(successor)", "reason": "leaves the replica set"]
             )
-            carry(queue.replica.transferLeadership(to: successor, now: .now()).effects, of: queue)
+            carry(queue.replica.transferLeadership(to: successor, now: now).effects, of: queue)
         case .change(let change):
-            if case .promote(let learner) = change {
-                // Only one that answered and holds what is committed: a voter that never answers
-                // could leave the queue without a majority.
-                guard let match = progress[learner]?.matchIndex, match > 0, match >= raft.commitIndex else { return }
-            }
-            let (result, effects) = queue.replica.proposeMembers(change, now: .now())
+            let (result, effects) = queue.replica.proposeMembers(change, now: now)
             carry(effects, of: queue)
             guard case .accepted = result else { return }
             if case .remove(let replica) = change { queue.departed.insert(replica) }
@@ -1024,7 +1020,7 @@ public final class DurableQueues: @unchecked Sendable {
         }
         let gone = goneReplicas(now: now)
         for queue in queues.values where queue.replica.mayDispatch && queue.broken == nil {
-            reshapeReplicaSet(of: queue, gone: gone)
+            reshapeReplicaSet(of: queue, gone: gone, now: now)
             tellDeparted(of: queue)
         }
         let figures = statistics

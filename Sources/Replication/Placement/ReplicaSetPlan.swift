@@ -45,7 +45,8 @@ public enum ReplicaSetPlan {
     ///   - members: the group's configuration now.
     ///   - wanted: the replica set placement computes from the live members.
     ///   - leader: this replica, the group's leader.
-    ///   - matchIndex: how far each replica's log is known to match the leader's.
+    ///   - matchIndex: how far each replica's log is known to match the leader's, for the
+    ///     replicas heard from lately (a learner not among them is not promoted).
     ///   - lastIndex: the leader's last index; a learner within `slack` entries of it has
     ///     caught up.
     public static func nextStep(
@@ -60,8 +61,11 @@ public enum ReplicaSetPlan {
         if let missing = wanted.first(where: { !members.contains($0) }) {
             return .change(.addLearner(missing))
         }
+        // Caught up, and it answered (a voter that never does could leave the group without
+        // a majority).
         if let ready = members.learners.sorted().first(where: {
-            wantedSet.contains($0) && (matchIndex[$0] ?? 0) + slack >= lastIndex
+            let match = matchIndex[$0] ?? 0
+            return wantedSet.contains($0) && match > 0 && match + slack >= lastIndex
         }) {
             return .change(.promote(ready))
         }
