@@ -281,7 +281,10 @@ public enum AdminModels {
         public var role: String
         public var leader: String?
         public var term: UInt64
+        /// The voters.
         public var replicas: [String]
+        /// Replicas catching up before they vote (a newcomer, or a replacement).
+        public var learners: [String]
         public var commitIndex: UInt64
         public var lastIndex: UInt64
         /// On the leader: entries each other replica does not hold yet.
@@ -300,6 +303,7 @@ public enum AdminModels {
             leader: String?,
             term: UInt64,
             replicas: [String],
+            learners: [String],
             commitIndex: UInt64,
             lastIndex: UInt64,
             lag: [String: UInt64],
@@ -314,6 +318,7 @@ public enum AdminModels {
             self.leader = leader
             self.term = term
             self.replicas = replicas
+            self.learners = learners
             self.commitIndex = commitIndex
             self.lastIndex = lastIndex
             self.lag = lag
@@ -322,6 +327,30 @@ public enum AdminModels {
             self.unacked = unacked
             self.bytes = bytes
             self.problem = problem
+        }
+
+        private enum CodingKeys: String, CodingKey {
+            case name, role, leader, term, replicas, learners, commitIndex, lastIndex, lag, messages, ready, unacked
+            case bytes, problem
+        }
+
+        /// A node of an earlier build sends no `learners`.
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            name = try container.decode(String.self, forKey: .name)
+            role = try container.decode(String.self, forKey: .role)
+            leader = try container.decodeIfPresent(String.self, forKey: .leader)
+            term = try container.decode(UInt64.self, forKey: .term)
+            replicas = try container.decode([String].self, forKey: .replicas)
+            learners = try container.decodeIfPresent([String].self, forKey: .learners) ?? []
+            commitIndex = try container.decode(UInt64.self, forKey: .commitIndex)
+            lastIndex = try container.decode(UInt64.self, forKey: .lastIndex)
+            lag = try container.decode([String: UInt64].self, forKey: .lag)
+            messages = try container.decode(Int.self, forKey: .messages)
+            ready = try container.decode(Int.self, forKey: .ready)
+            unacked = try container.decode(Int.self, forKey: .unacked)
+            bytes = try container.decode(Int.self, forKey: .bytes)
+            problem = try container.decodeIfPresent(String.self, forKey: .problem)
         }
     }
 

@@ -43,7 +43,10 @@ struct Queues: AsyncParsableCommand {
             let rows = queues.values.sorted { $0.name < $1.name }
             if options.json { return Output.json(rows) }
             Output.table(
-                ["QUEUE", "LEADER", "TERM", "REPLICAS", "LAG", "MESSAGES", "READY", "UNACKED", "BYTES", "PROBLEM"],
+                [
+                    "QUEUE", "LEADER", "TERM", "REPLICAS", "LEARNERS", "LAG", "MESSAGES", "READY", "UNACKED", "BYTES",
+                    "PROBLEM",
+                ],
                 rows.map { queue in
                     let lag =
                         queue.lag.isEmpty
@@ -52,7 +55,7 @@ struct Queues: AsyncParsableCommand {
                             .joined(separator: ",")
                     return [
                         queue.name, queue.leader ?? "none", String(queue.term), queue.replicas.joined(separator: ","),
-                        lag,
+                        queue.learners.isEmpty ? "-" : queue.learners.joined(separator: ","), lag,
                         String(queue.messages), String(queue.ready), String(queue.unacked), String(queue.bytes),
                         queue.problem ?? "-",
                     ]

@@ -166,7 +166,7 @@ def test_clusterctl_queues_shows_each_queue_as_its_leader_sees_it(cluster):
     assert [row["name"] for row in rows] == ["durable"], rows
     queue = rows[0]
     assert queue["role"] == "leader" and queue["leader"] == lead, queue
-    assert queue["replicas"] == sorted(cluster.names), queue
+    assert queue["replicas"] == sorted(cluster.names) and queue["learners"] == [], queue
     assert sorted(queue["lag"]) == sorted(n for n in cluster.names if n != lead), queue
     assert queue["messages"] == 10 and queue["ready"] == 10 and queue["unacked"] == 0, queue
     table = subprocess.run([str(CLUSTERCTL), "queues", "--node", cluster[2].admin_url],

@@ -11,6 +11,8 @@ extension DurableQueues {
         public var term: UInt64
         /// The voters of the queue's configuration, by node id.
         public var replicas: [String]
+        /// Replicas catching up before they vote (a newcomer, or a replacement).
+        public var learners: [String]
         public var commitIndex: UInt64
         public var lastIndex: UInt64
         /// On the leader: the entries each other replica does not hold yet.
@@ -54,6 +56,7 @@ extension DurableQueues {
             leader: raft.leader?.name,
             term: raft.term,
             replicas: raft.members.voters.map(\.name).sorted(),
+            learners: raft.members.learners.map(\.name).sorted(),
             commitIndex: raft.commitIndex,
             lastIndex: raft.lastIndex,
             lag: lag,

@@ -486,6 +486,7 @@ final class AdminAPI: Sendable {
                     leader: $0.leader,
                     term: $0.term,
                     replicas: $0.replicas,
+                    learners: $0.learners,
                     commitIndex: $0.commitIndex,
                     lastIndex: $0.lastIndex,
                     lag: $0.lag,
