@@ -107,6 +107,17 @@ public final class DurableQueues: @unchecked Sendable {
     private static let maxHops: UInt8 = 2
     /// Commands one queue keeps while it has no leader, beyond those its clients wait for.
     private static let maxParked = 10_000
+    /// Queues this node leads that may have a learner catching up at once.
+    private static let maxNewcomers = 32
+
+    /// What every queue's reshaping this second shares.
+    private struct ReshapeRound {
+        var live: [ReplicaID]
+        /// Replicas away longer than `replication.replace-after-ms`.
+        var gone: Set<ReplicaID>
+        /// Learners that may still be added this round (``maxNewcomers`` at once).
+        var newcomersLeft: Int
+    }
 
     /// Opens the log and starts every queue it holds.
     /// - Throws: ``Replication/LogOpenError/corrupt(path:offset:reason:)`` or
@@ -807,14 +818,13 @@ public final class DurableQueues: @unchecked Sendable {
     /// without one). So a queue made on fewer nodes grows as members join, a node gone for
     /// good is replaced, a new node takes its share, and one that returns takes its place
     /// back: placement stays where every node looks for a queue.
-    private func reshapeReplicaSet(of queue: DurableQueue, gone: Set<ReplicaID>, now: NIODeadline) {
-        guard let link else { return }
+    private func reshapeReplicaSet(of queue: DurableQueue, in round: inout ReshapeRound, now: NIODeadline) {
         let raft = queue.replica.raft
         let wanted = ReplicaSetPlan.wanted(
             of: queue.name,
             members: raft.members,
-            live: link.liveNodes.map { ReplicaID($0) },
-            gone: gone,
+            live: round.live,
+            gone: round.gone,
             factor: max(1, settings.replicationFactor)
         )
         // Those heard from within the shortest election timeout.
@@ -837,6 +847,12 @@ public final class DurableQueues: @unchecked Sendable {
             )
             carry(queue.replica.transferLeadership(to: successor, now: now).effects, of: queue)
         case .change(let change):
+            if case .addLearner = change {
+                // A node that joins is the newcomer of most queues at once: they catch up a few
+                // at a time.
+                guard round.newcomersLeft > 0 else { return }
+                round.newcomersLeft -= 1
+            }
             let (result, effects) = queue.replica.proposeMembers(change, now: now)
             carry(effects, of: queue)
             guard case .accepted = result else { return }
@@ -846,7 +862,7 @@ public final class DurableQueues: @unchecked Sendable {
                 "durable queue replica set changes",
                 metadata: [
                     "queue": "\(queue.name)", "change": "\(change)",
-                    "gone": "\(gone.intersection(raft.members.all).sorted())",
+                    "gone": "\(round.gone.intersection(raft.members.all).sorted())",
                 ]
             )
         }
@@ -870,7 +886,7 @@ public final class DurableQueues: @unchecked Sendable {
 
     /// This node's replica was removed from the queue's replica set, and its leader says every
     /// voter holds that: the copy goes, from memory now and from the log with a `forget`
-    /// record. What waited for it goes to that leader.
+    /// record.
     private func drop(_ queue: DurableQueue, removedBy leader: String) {
         queues[queue.name] = nil
         store?.write([.forget(group: queue.name)], admission: .control) { _ in }
@@ -880,31 +896,25 @@ public final class DurableQueues: @unchecked Sendable {
             metadata: ["queue": "\(queue.name)", "leader": "\(leader)", "messages": "\(queue.replica.state.count)"]
         )
         if queue.announcedBinding != nil { deliver?([.durableBinding(queue: queue.name, pattern: nil)]) }
-        var handedOver = Set<UInt64>()
+        // What waited for a leader goes to the one that spoke. What this replica forwarded
+        // before gets its outcome from the leader, or times out.
         for entry in queue.takeParked() {
-            if let token = entry.token {
-                guard proposals[token] != nil else { continue }
-                handedOver.insert(token)
-            }
-            let target = ReplicaID(leader)
-            if !forward(entry.command, to: target, queue: queue.name, hops: 0, token: entry.token),
+            if let token = entry.token, proposals[token] == nil { continue }
+            if !forward(entry.command, to: ReplicaID(leader), queue: queue.name, hops: 0, token: entry.token),
                 let token = entry.token
             {
-                handedOver.remove(token)
-            }
-        }
-        for token in queue.tokens.subtracting(handedOver).sorted() {
-            finish(
-                token,
-                .failure(
-                    StompProtocolError(
-                        .durableUnavailable,
-                        "durable write lost",
-                        detail:
-                            "This node's replica of /queue/\(queue.name) left its replica set before the write was committed."
+                finish(
+                    token,
+                    .failure(
+                        StompProtocolError(
+                            .durableUnavailable,
+                            "durable write lost",
+                            detail:
+                                "This node's replica of /queue/\(queue.name) left its replica set before the write was made."
+                        )
                     )
                 )
-            )
+            }
         }
     }
 
@@ -1018,10 +1028,19 @@ public final class DurableQueues: @unchecked Sendable {
         if statvfs(settings.directory, &info) == 0 {
             freeBytes = Int64(info.f_bavail) * Int64(info.f_frsize)
         }
-        let gone = goneReplicas(now: now)
-        for queue in queues.values where queue.replica.mayDispatch && queue.broken == nil {
-            reshapeReplicaSet(of: queue, gone: gone, now: now)
-            tellDeparted(of: queue)
+        if let link {
+            let moving = queues.values.filter {
+                $0.replica.raft.role == .leader && !$0.replica.raft.members.learners.isEmpty
+            }
+            var round = ReshapeRound(
+                live: link.liveNodes.map { ReplicaID($0) },
+                gone: goneReplicas(now: now),
+                newcomersLeft: Self.maxNewcomers - moving.count
+            )
+            for queue in queues.values where queue.replica.mayDispatch && queue.broken == nil {
+                reshapeReplicaSet(of: queue, in: &round, now: now)
+                tellDeparted(of: queue)
+            }
         }
         let figures = statistics
         metrics.update(queues: figures.queues, messages: figures.messages, bytes: figures.bytes, log: figures.log)
