@@ -86,8 +86,10 @@ def test_a_replica_gone_for_good_is_replaced_and_the_queue_survives_one_more_los
     print(f"\nreplicas {','.join(first['replicas'])}; {follower} killed; "
           f"{spare} voted in its place after {took:.1f} s (replace-after {REPLACE_AFTER_MS} ms); "
           f"replicas now {','.join(now['replicas'])}")
-    changes = matching(cluster[now["node"]], "durable queue replica set changes")
-    assert any("addLearner" in line for line in changes) and any("remove" in line for line in changes), changes
+    # Whichever node led at the time said so.
+    changes = [line for lines in cluster.logs_matching("durable queue replica set changes").values() for line in lines]
+    assert any(f"addLearner({spare})" in line for line in changes), changes
+    assert any(f"remove({follower})" in line for line in changes), changes
 
     # Three voters again: losing the leader too leaves a majority, the replacement among it.
     cluster.kill(now["node"])
@@ -118,7 +120,7 @@ def test_a_replaced_node_that_returns_takes_its_place_back_and_the_stand_in_drop
     dropped = matching(cluster[spare], "durable queue replica dropped")
     assert dropped, cluster[spare].log_tail(30)
     metric = sample_value(scrape(cluster[spare].admin_url, None), "stomp_durable_dropped_replicas_total")
-    assert metric == 1, metric
+    assert metric >= 1, metric
     print(f"\n{follower} restarted: voters {','.join(back['replicas'])} again after {took:.1f} s; "
           f"{spare} dropped its copy ({dropped[0].strip()[:120]})")
 

@@ -123,6 +123,11 @@ import Glibc
             }
             try wait("round \(round)", node) { $0.queue.raft.commitIndex == $0.queue.raft.lastIndex }
             try onLoop { node.value.reclaim() }
+            // Once its checkpoint and moves are on disk (later on a loaded machine, which must
+            // not change the count).
+            try wait("reclaim \(round)", node) {
+                !$0.store.reclaiming && $0.queue.raft.commitIndex == $0.queue.raft.lastIndex
+            }
             maxSegments = max(maxSegments, try onLoop { node.value.store.statistics.segments })
         }
         let written = try onLoop { node.value.store.statistics.bytesWritten }

@@ -75,3 +75,65 @@ import Testing
         #expect(group["a"].removal(of: replica("c")) == nil)
     }
 }
+
+/// A replica whose node dropped its copy, made again, must not help a candidate of an older
+/// configuration to a majority: made empty (from placement, for a vote request or a client's
+/// write) it helps only candidates that hold no entry either; made for a leader's entries, it
+/// neither votes nor stands until it holds what that leader committed.
+@Suite struct RaftRemadeReplicaTests {
+    static let voters = RaftMembers(voters: ["a", "b", "c"])
+
+    private static func granted(_ directives: [RaftInstance.Directive]) -> Bool? {
+        for case .send(.preVoteResponse(_, let granted), _) in directives { return granted }
+        return nil
+    }
+
+    @Test func anEmptyReplicaHelpsOnlyAGroupsFirstElection() {
+        var empty = RaftInstance(id: "b", initialMembers: Self.voters, now: time(0), random: SplitMix64(seed: 3))
+        // A removed replica that missed its removal, with the log of an older configuration.
+        let stale = empty.receive(.preVote(term: 4, lastIndex: 120, lastTerm: 3), from: "c", now: time(5_000))
+        #expect(Self.granted(stale) == false)
+        let first = empty.receive(.preVote(term: 1, lastIndex: 0, lastTerm: 0), from: "c", now: time(5_000))
+        #expect(Self.granted(first) == true)
+        // The real vote, too.
+        let vote = empty.receive(
+            .vote(term: 4, lastIndex: 120, lastTerm: 3, transfer: false),
+            from: "c",
+            now: time(5_000)
+        )
+        #expect(vote.contains(.send(.voteResponse(term: 4, granted: false), to: "c")))
+    }
+
+    @Test func aReplicaMadeForALeadersEntriesNeitherVotesNorStandsUntilItCaughtUp() {
+        var joining = RaftInstance(
+            id: "b",
+            initialMembers: Self.voters,
+            catchingUp: true,
+            now: time(0),
+            random: SplitMix64(seed: 5)
+        )
+        // Past any election timeout: it doesn't stand.
+        #expect(joining.tick(now: time(10_000)).sent.isEmpty)
+        #expect(joining.role == .follower)
+        // The start of the log, while the leader has committed more.
+        let entries = (1...3).map { RaftEntry(term: 1, index: $0, content: .command(command("m\($0)"))) }
+        _ = joining.receive(
+            .appendEntries(term: 1, prevIndex: 0, prevTerm: 0, entries: entries, leaderCommit: 10),
+            from: "a",
+            now: time(10_000)
+        )
+        #expect(joining.catchingUp)
+        let early = joining.receive(.preVote(term: 2, lastIndex: 50, lastTerm: 1), from: "c", now: time(20_000))
+        #expect(Self.granted(early) == false)
+        // The rest: it holds what the leader committed, and votes from then on.
+        let rest = (4...10).map { RaftEntry(term: 1, index: $0, content: .command(command("m\($0)"))) }
+        _ = joining.receive(
+            .appendEntries(term: 1, prevIndex: 3, prevTerm: 1, entries: rest, leaderCommit: 10),
+            from: "a",
+            now: time(20_000)
+        )
+        #expect(!joining.catchingUp)
+        let later = joining.receive(.preVote(term: 2, lastIndex: 50, lastTerm: 1), from: "c", now: time(40_000))
+        #expect(Self.granted(later) == true)
+    }
+}

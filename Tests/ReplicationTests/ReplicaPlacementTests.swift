@@ -88,8 +88,42 @@ import Testing
         )
         let four = RaftMembers(voters: ["a", "b", "c", "d"])
         #expect(
-            ReplicaSetPlan.nextStep(members: four, wanted: wanted, leader: "a", matchIndex: [:], lastIndex: 500)
-                == .change(.remove("c"))
+            ReplicaSetPlan.nextStep(
+                members: four,
+                wanted: wanted,
+                leader: "a",
+                matchIndex: ["b": 500, "d": 500],
+                lastIndex: 500
+            ) == .change(.remove("c"))
+        )
+        // Not while a wanted voter has stopped answering (it went away again): it is no
+        // replacement yet.
+        #expect(
+            ReplicaSetPlan.nextStep(members: four, wanted: wanted, leader: "a", matchIndex: ["b": 500], lastIndex: 500)
+                == nil
+        )
+    }
+
+    @Test func withItsFillOfLearnersAGroupStillPromotesAndRemoves() {
+        let learning = RaftMembers(voters: ["a", "b", "c"], learners: ["d"])
+        #expect(
+            ReplicaSetPlan.nextStep(
+                members: learning,
+                wanted: ["a", "d", "e"],
+                leader: "a",
+                matchIndex: ["d": 500],
+                lastIndex: 500,
+                mayAddLearner: false
+            ) == .change(.promote("d"))
+        )
+        #expect(
+            ReplicaSetPlan.nextStep(
+                members: learning,
+                wanted: ["a", "d", "e"],
+                leader: "a",
+                matchIndex: ["d": 500],
+                lastIndex: 500
+            ) == .change(.addLearner("e"))
         )
     }
 

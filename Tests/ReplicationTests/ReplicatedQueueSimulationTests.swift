@@ -311,8 +311,15 @@ struct QueueSimulation {
             }
             if replicas[envelope.to].queue == nil {
                 switch decoded.message {
-                case .appendEntries, .installSnapshot: makeReplica(envelope.to)
-                default: continue
+                case .appendEntries, .installSnapshot:
+                    makeReplica(envelope.to, catchingUp: true)
+                case .preVote, .vote:
+                    // The group's first election, as far as a node without it can tell: made
+                    // from placement (a node that dropped its copy included), empty.
+                    guard placement.contains(ids[envelope.to]) else { continue }
+                    makeReplica(envelope.to, catchingUp: false)
+                default:
+                    continue
                 }
             }
             let sender = ids[envelope.from]
@@ -385,10 +392,11 @@ struct QueueSimulation {
         replicas.compactMap(\.queue).first { $0.raft.role == .leader }?.raft.members
     }
 
-    /// A replica for a node a leader sent entries to: it starts from the group's first
-    /// configuration when it is in it (the configuration is no entry of the log), else from
-    /// none, and learns the rest from the log, as the node's shell does.
-    mutating func makeReplica(_ index: Int) {
+    /// A replica for a node that was sent a message of the group and holds none, as the
+    /// node's shell makes it: from the group's first configuration when it is in it (the
+    /// configuration is no entry of the log), else from none; for a leader's entries, catching
+    /// up (it neither votes nor stands until it holds what the leader committed).
+    mutating func makeReplica(_ index: Int, catchingUp: Bool) {
         let configuration = placement.contains(ids[index]) ? members : RaftMembers(voters: [])
         let bootstrap = RaftSnapshotBase(index: 0, term: 0, members: configuration, state: ByteBuffer())
         let last = replicas[index].pending.last?.due ?? now
@@ -400,6 +408,7 @@ struct QueueSimulation {
             id: ids[index],
             recovered: nil,
             members: configuration,
+            catchingUp: catchingUp,
             now: deadline,
             random: random.split()
         )

@@ -39,9 +39,9 @@ final class DurableQueue {
     /// Why the queue takes no more writes: a write of its log failed, so its replica's view of
     /// what is durable can't be trusted until the node restarts and reads the log back.
     var broken: String?
-    /// On the leader: replicas it removed from the replica set that were not yet told they
-    /// may drop their copies.
-    var departed = Set<ReplicaID>()
+    /// On the leader: replicas it removed from the replica set, and how many more times to
+    /// tell each it may drop its copy.
+    var departed: [ReplicaID: Int] = [:]
     /// The topic pattern this node's router was last told to enqueue messages of in this queue.
     var announcedBinding: String?
 

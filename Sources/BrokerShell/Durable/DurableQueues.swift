@@ -109,6 +109,8 @@ public final class DurableQueues: @unchecked Sendable {
     private static let maxParked = 10_000
     /// Queues this node leads that may have a learner catching up at once.
     private static let maxNewcomers = 32
+    /// Times a removed replica is told it may drop its copy.
+    private static let removalNotices = 3
 
     /// What every queue's reshaping this second shares.
     private struct ReshapeRound {
@@ -398,6 +400,15 @@ public final class DurableQueues: @unchecked Sendable {
         }
         if let queue = queues[name] {
             if let broken = queue.broken { return Self.brokenError(name, broken) }
+            if isCutOff(queue) {
+                metrics.refused(.durableUnavailable)
+                return StompProtocolError(
+                    .durableUnavailable,
+                    "no quorum for /queue/\(name)",
+                    detail:
+                        "Fewer than a majority of the replicas of /queue/\(name) (\(queue.replica.raft.members.voters.map(\.name).sorted().joined(separator: ", "))) are up as this node sees the cluster: a write could not be made durable."
+                )
+            }
             // Messages waiting for the queue to have a leader are held in memory only: a
             // queue cut off from its majority refuses more rather than holding more.
             if !queue.parked.isEmpty, queue.parkedBytes + bytes > settings.log.maxBytes / 16 {
@@ -439,6 +450,16 @@ public final class DurableQueues: @unchecked Sendable {
             )
         }
         return nil
+    }
+
+    /// A queue this node doesn't lead, with fewer of its voters up (as membership sees them,
+    /// this node counted) than a majority: a write could not commit, so it is refused now
+    /// rather than left to time out. (Writes already on their way are in doubt: they time out.)
+    private func isCutOff(_ queue: DurableQueue) -> Bool {
+        guard let link, queue.replica.raft.role != .leader else { return false }
+        let live = link.liveNodes
+        let members = queue.replica.raft.members
+        return members.voters.count(where: { live.contains($0.name) }) < members.quorum
     }
 
     private static func brokenError(_ name: String, _ reason: String) -> StompProtocolError {
@@ -684,7 +705,8 @@ public final class DurableQueues: @unchecked Sendable {
     /// takes no more writes until a restart reads back what really is on disk. Every write
     /// waiting for it gets an ERROR; what it already holds is still delivered.
     private func breakDown(_ queue: DurableQueue, _ error: LogAppendError) {
-        guard queue.broken == nil else { return }
+        // A write that fails after the queue's replica was dropped: nothing of it is left here.
+        guard queue.broken == nil, queues[queue.name] === queue else { return }
         queue.broken = error.description
         logger.error(
             "durable queue stops taking writes until the node restarts",
@@ -834,7 +856,10 @@ public final class DurableQueues: @unchecked Sendable {
             wanted: wanted,
             leader: node,
             matchIndex: raft.progress.filter { $0.value.lastHeard >= heardSince }.mapValues(\.matchIndex),
-            lastIndex: raft.lastIndex
+            lastIndex: raft.lastIndex,
+            // A node that joins is the newcomer of most queues at once: they catch up a few at a
+            // time.
+            mayAddLearner: round.newcomersLeft > 0
         )
         switch step {
         case nil:
@@ -847,16 +872,11 @@ public final class DurableQueues: @unchecked Sendable {
             )
             carry(queue.replica.transferLeadership(to: successor, now: now).effects, of: queue)
         case .change(let change):
-            if case .addLearner = change {
-                // A node that joins is the newcomer of most queues at once: they catch up a few
-                // at a time.
-                guard round.newcomersLeft > 0 else { return }
-                round.newcomersLeft -= 1
-            }
+            if case .addLearner = change { round.newcomersLeft -= 1 }
             let (result, effects) = queue.replica.proposeMembers(change, now: now)
             carry(effects, of: queue)
             guard case .accepted = result else { return }
-            if case .remove(let replica) = change { queue.departed.insert(replica) }
+            if case .remove(let replica) = change { queue.departed[replica] = Self.removalNotices }
             metrics.replicaSetChanged(change)
             logger.info(
                 "durable queue replica set changes",
@@ -873,13 +893,14 @@ public final class DurableQueues: @unchecked Sendable {
     /// reached now is told when it next speaks to this leader (``received(_:from:)``).
     private func tellDeparted(of queue: DurableQueue) {
         guard let link, !queue.departed.isEmpty else { return }
-        for replica in queue.departed {
+        for (replica, left) in queue.departed {
             if queue.replica.raft.members.contains(replica) {
-                queue.departed.remove(replica)  // taken back since
+                queue.departed[replica] = nil  // taken back since
             } else if let removal = queue.replica.raft.removal(of: replica),
                 link.send(ReplicationMessage.removed(queue: queue.name, removal).encoded, to: replica.name)
             {
-                queue.departed.remove(replica)
+                // A few times, a second apart: a link may lose one.
+                queue.departed[replica] = left > 1 ? left - 1 : nil
             }
         }
     }
@@ -895,7 +916,10 @@ public final class DurableQueues: @unchecked Sendable {
             "durable queue replica dropped: no longer in its replica set",
             metadata: ["queue": "\(queue.name)", "leader": "\(leader)", "messages": "\(queue.replica.state.count)"]
         )
-        if queue.announcedBinding != nil { deliver?([.durableBinding(queue: queue.name, pattern: nil)]) }
+        if queue.announcedBinding != nil {
+            queue.announcedBinding = nil
+            deliver?([.durableBinding(queue: queue.name, pattern: nil)])
+        }
         // What waited for a leader goes to the one that spoke. What this replica forwarded
         // before gets its outcome from the leader, or times out.
         for entry in queue.takeParked() {
@@ -937,17 +961,25 @@ public final class DurableQueues: @unchecked Sendable {
             // The group's first configuration is no entry of its log: a replica of it that
             // missed the election starts from placement's, as its creator did. A newcomer the
             // leader added starts from none and learns its configuration from the log.
-            return newQueue(name, members: replicas.contains(node) ? replicas : [])
+            return newQueue(name, members: replicas.contains(node) ? replicas : [], catchingUp: true)
         default:
             return replicas.contains(node) ? newQueue(name, members: replicas) : nil
         }
     }
 
-    /// - Parameter electNow: this node makes the queue for a client's write: it stands for
-    ///   election at once, rather than keep the write waiting an election timeout.
-    private func newQueue(_ name: String, members: [ReplicaID], electNow: Bool = false) -> DurableQueue {
+    /// - Parameters:
+    ///   - electNow: this node makes the queue for a client's write: it stands for election
+    ///     at once, rather than keep the write waiting an election timeout.
+    ///   - catchingUp: made for a leader's entries: it neither votes nor stands until it holds
+    ///     what that leader committed (``Replication/RaftInstance/catchingUp``).
+    private func newQueue(
+        _ name: String,
+        members: [ReplicaID],
+        electNow: Bool = false,
+        catchingUp: Bool = false
+    ) -> DurableQueue {
         let configuration = RaftMembers(voters: Set(members))
-        let queue = makeQueue(name, recovered: nil, members: configuration, now: .now())
+        let queue = makeQueue(name, recovered: nil, members: configuration, catchingUp: catchingUp, now: .now())
         queues[name] = queue
         // The group's first configuration, written before anything else of it: after a
         // restart it is read back rather than worked out again from whoever is up by then.
@@ -962,6 +994,7 @@ public final class DurableQueues: @unchecked Sendable {
         _ name: String,
         recovered: ReplicaLogRecovery.Group?,
         members: RaftMembers? = nil,
+        catchingUp: Bool = false,
         now: NIODeadline
     ) -> DurableQueue {
         let members = recovered?.snapshot?.members ?? members ?? RaftMembers(voters: [node])
@@ -974,6 +1007,7 @@ public final class DurableQueues: @unchecked Sendable {
             id: node,
             recovered: recovered,
             members: members,
+            catchingUp: catchingUp,
             settings: raft,
             now: now
         )

@@ -49,16 +49,19 @@ public enum ReplicaSetPlan {
     ///     replicas heard from lately (a learner not among them is not promoted).
     ///   - lastIndex: the leader's last index; a learner within `slack` entries of it has
     ///     caught up.
+    ///   - mayAddLearner: `false` while the node has its fill of learners catching up: the
+    ///     other steps still go on.
     public static func nextStep(
         members: RaftMembers,
         wanted: [ReplicaID],
         leader: ReplicaID,
         matchIndex: [ReplicaID: UInt64],
         lastIndex: UInt64,
-        slack: UInt64 = 64
+        slack: UInt64 = 64,
+        mayAddLearner: Bool = true
     ) -> Step? {
         let wantedSet = Set(wanted)
-        if let missing = wanted.first(where: { !members.contains($0) }) {
+        if mayAddLearner, let missing = wanted.first(where: { !members.contains($0) }) {
             return .change(.addLearner(missing))
         }
         // Caught up, and it answered (a voter that never does could leave the group without
@@ -74,6 +77,8 @@ public enum ReplicaSetPlan {
         }
         guard wantedSet.isSubset(of: members.voters) else { return nil }  // a learner still catching up
         guard let unwanted = members.voters.sorted().first(where: { !wantedSet.contains($0) }) else { return nil }
+        // Only while every wanted voter answers: one that went away again is no replacement.
+        guard wanted.allSatisfy({ $0 == leader || matchIndex[$0] != nil }) else { return nil }
         if unwanted == leader {
             let successor = wanted.max { (matchIndex[$0] ?? 0) < (matchIndex[$1] ?? 0) }
             return successor.map { .transferLeadership(to: $0) }

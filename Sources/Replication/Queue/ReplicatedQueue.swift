@@ -38,11 +38,13 @@ public struct ReplicatedQueue: Sendable {
     /// - Parameters:
     ///   - recovered: what the log held for the group, if anything.
     ///   - members: the configuration of a new group (ignored once the log holds one).
+    ///   - catchingUp: made for a leader's entries (``RaftInstance/catchingUp``).
     public init(
         group: String,
         id: ReplicaID,
         recovered: ReplicaLogRecovery.Group?,
         members: RaftMembers,
+        catchingUp: Bool = false,
         settings: RaftSettings = RaftSettings(),
         now: NIODeadline,
         random: any RandomNumberGenerator & Sendable = SystemRandomNumberGenerator()
@@ -55,6 +57,7 @@ public struct ReplicatedQueue: Sendable {
             snapshot: snapshot,
             entries: recovered?.entries ?? [],
             initialMembers: members,
+            catchingUp: catchingUp,
             settings: settings,
             now: now,
             random: random

@@ -7,7 +7,8 @@ extension RaftInstance {
     /// knows a leader, or on one that doesn't vote.
     public mutating func electNow(now: NIODeadline) -> [Directive] {
         event(now: now) { instance, directives in
-            guard instance.role == .follower, instance.leader == nil, instance.members.voters.contains(instance.id)
+            guard instance.role == .follower, instance.leader == nil, instance.members.voters.contains(instance.id),
+                !instance.catchingUp
             else { return }
             instance.startPreVote(now: now, into: &directives)
         }
@@ -66,8 +67,16 @@ extension RaftInstance {
         }
     }
 
-    func isUpToDate(lastIndex: UInt64, lastTerm: UInt64) -> Bool {
-        lastTerm > log.lastTerm || (lastTerm == log.lastTerm && lastIndex >= log.lastIndex)
+    /// Whether this replica may help elect a candidate whose log ends at `lastIndex` in
+    /// `lastTerm`: not while it catches up (``catchingUp``); then the candidate's log must be
+    /// at least as up to date as this one's (§5.4.1); and a replica that holds no entry at
+    /// all (made for a group's first election, or by a client's write) helps only candidates
+    /// that hold none either, in the group's first election. A candidate with entries was
+    /// elected by replicas that hold them; an empty replica may be one whose node dropped its
+    /// copy, which must not count for a candidate of an older configuration.
+    func mayVote(forLastIndex lastIndex: UInt64, lastTerm: UInt64) -> Bool {
+        guard !catchingUp, log.lastIndex > 0 || lastIndex == 0 else { return false }
+        return lastTerm > log.lastTerm || (lastTerm == log.lastTerm && lastIndex >= log.lastIndex)
     }
 
     mutating func receivePreVote(
@@ -79,7 +88,7 @@ extension RaftInstance {
         into directives: inout [Directive]
     ) {
         let granted =
-            candidateTerm > term && !inLeaderLease(now: now) && isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm)
+            candidateTerm > term && !inLeaderLease(now: now) && mayVote(forLastIndex: lastIndex, lastTerm: lastTerm)
         directives.append(
             .send(.preVoteResponse(term: granted ? candidateTerm : term, granted: granted), to: candidate)
         )
@@ -94,7 +103,7 @@ extension RaftInstance {
         into directives: inout [Directive]
     ) {
         guard role != .leader, votedFor == nil || votedFor == candidate,
-            isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm)
+            mayVote(forLastIndex: lastIndex, lastTerm: lastTerm)
         else {
             directives.append(.send(.voteResponse(term: term, granted: false), to: candidate))
             return

@@ -92,7 +92,7 @@ extension RaftInstance {
         case .installSnapshot(_, let base):
             receiveSnapshot(base, from: sender, now: now, into: &directives)
         case .timeoutNow:
-            guard role != .leader, members.voters.contains(id) else { return }
+            guard role != .leader, members.voters.contains(id), !catchingUp else { return }
             campaign(transfer: true, now: now, into: &directives)
         }
     }

@@ -22,7 +22,7 @@ extension RaftInstance {
     /// not committed, or some voter doesn't hold it yet) or this replica doesn't lead.
     public func removal(of replica: ReplicaID) -> RaftRemoval? {
         guard role == .leader, replica != id, !members.contains(replica), membersIndex <= commitIndex,
-            members.voters.allSatisfy({ $0 == id || (peers[$0]?.match ?? 0) >= membersIndex })
+            members.voters.allSatisfy({ ($0 == id ? persistedIndex : (peers[$0]?.match ?? 0)) >= membersIndex })
         else { return nil }
         return RaftRemoval(term: term, membersIndex: membersIndex)
     }

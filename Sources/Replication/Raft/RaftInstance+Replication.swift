@@ -268,6 +268,9 @@ extension RaftInstance {
             commitIndex = newCommit
             applyCommitted(into: &directives)
         }
+        // Holding all the leader had committed: the configurations that name this replica are
+        // current ones.
+        if catchingUp, commitIndex >= leaderCommit { catchingUp = false }
         // Entries not yet durable are acknowledged by `persisted(through:term:)`; anything else
         // (a heartbeat, a repeat) gets its answer now, which also keeps the leader's
         // check-quorum fed.

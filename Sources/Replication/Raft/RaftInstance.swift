@@ -149,18 +149,25 @@ public struct RaftInstance: Sendable {
     var transfer: (target: ReplicaID, deadline: NIODeadline)?
     /// Index of the entry holding ``members`` (the base's index when from the snapshot).
     public internal(set) var membersIndex: UInt64
+    /// A replica made for a leader's entries (a newcomer, or one taken back after it dropped
+    /// its copy) holds only the start of the log until it caught up with the leader's commit
+    /// index: meanwhile it neither votes nor stands, so that a configuration of the log's past
+    /// naming it can't make its vote count for a candidate lacking what came after.
+    public internal(set) var catchingUp: Bool
 
     /// - Parameters:
     ///   - hardState: as last reported durable.
     ///   - snapshot: the durable snapshot base, if the log was ever compacted.
     ///   - entries: the durable entries after it, in order.
     ///   - initialMembers: the configuration of a new group (used when there is no snapshot).
+    ///   - catchingUp: made for a leader's entries (``catchingUp``).
     public init(
         id: ReplicaID,
         hardState: RaftHardState = RaftHardState(),
         snapshot: RaftSnapshotBase? = nil,
         entries: [RaftEntry] = [],
         initialMembers: RaftMembers,
+        catchingUp: Bool = false,
         settings: RaftSettings = RaftSettings(),
         now: NIODeadline,
         random: any RandomNumberGenerator & Sendable = SystemRandomNumberGenerator()
@@ -178,6 +185,7 @@ public struct RaftInstance: Sendable {
         self.appliedIndex = base.index
         self.persistedIndex = log.lastIndex
         (self.members, self.membersIndex) = log.latestMembers
+        self.catchingUp = catchingUp
         self.random = random
         self.electionDeadline = now
         self.nextHeartbeat = now
@@ -220,7 +228,7 @@ public struct RaftInstance: Sendable {
                 instance.leaderTick(now: now, into: &directives)
             case .follower, .preCandidate, .candidate:
                 guard now >= instance.electionDeadline else { return }
-                if instance.members.voters.contains(instance.id) {
+                if instance.members.voters.contains(instance.id), !instance.catchingUp {
                     instance.startPreVote(now: now, into: &directives)
                 } else {
                     instance.resetElectionDeadline(now: now)

@@ -11,7 +11,7 @@ public final class DurableStore {
     /// What each group held when the log was opened; the node starts its queues from it.
     public let recovered: [String: ReplicaLogRecovery.Group]
     /// Space reclamation in progress (a checkpoint being written).
-    private var reclaiming = false
+    private(set) var reclaiming = false
 
     /// Opens (or creates) the log in `directory` and reads it back.
     /// - Throws: ``LogOpenError`` (corrupt: the node must not start; unavailable: it may run
