@@ -77,9 +77,10 @@ import Testing
 }
 
 /// A replica whose node dropped its copy, made again, must not help a candidate of an older
-/// configuration to a majority: made empty (from placement, for a vote request or a client's
-/// write) it helps only candidates that hold no entry either; made for a leader's entries, it
-/// neither votes nor stands until it holds what that leader committed.
+/// configuration to a majority: made anew (from placement, for a vote request or a client's
+/// write) it helps only candidates that hold no entry either until it took part in the group;
+/// made for a leader's entries, it neither votes nor stands until it holds what that leader
+/// committed.
 @Suite struct RaftRemadeReplicaTests {
     static let voters = RaftMembers(voters: ["a", "b", "c"])
 
@@ -88,7 +89,7 @@ import Testing
         return nil
     }
 
-    @Test func anEmptyReplicaHelpsOnlyAGroupsFirstElection() {
+    @Test func aReplicaThatNeverTookPartHelpsOnlyAGroupsFirstElection() {
         var empty = RaftInstance(id: "b", initialMembers: Self.voters, now: time(0), random: SplitMix64(seed: 3))
         // A removed replica that missed its removal, with the log of an older configuration.
         let stale = empty.receive(.preVote(term: 4, lastIndex: 120, lastTerm: 3), from: "c", now: time(5_000))
@@ -96,12 +97,25 @@ import Testing
         let first = empty.receive(.preVote(term: 1, lastIndex: 0, lastTerm: 0), from: "c", now: time(5_000))
         #expect(Self.granted(first) == true)
         // The real vote, too.
-        let vote = empty.receive(
+        var fresh = RaftInstance(id: "b", initialMembers: Self.voters, now: time(0), random: SplitMix64(seed: 4))
+        let vote = fresh.receive(
             .vote(term: 4, lastIndex: 120, lastTerm: 3, transfer: false),
             from: "c",
             now: time(5_000)
         )
-        #expect(vote.contains(.send(.voteResponse(term: 4, granted: false), to: "c")))
+        #expect(vote.contains(.send(.voteResponse(term: 0, granted: false), to: "c")))
+        // One that took part (it voted in the first election) but holds no entry yet helps
+        // anyone as up to date as it is: the group's first leader may die with its first entry
+        // on some replicas only.
+        var voted = RaftInstance(
+            id: "b",
+            hardState: RaftHardState(term: 1, votedFor: "a"),
+            initialMembers: Self.voters,
+            now: time(0),
+            random: SplitMix64(seed: 3)
+        )
+        let next = voted.receive(.preVote(term: 2, lastIndex: 1, lastTerm: 1), from: "c", now: time(5_000))
+        #expect(Self.granted(next) == true)
     }
 
     @Test func aReplicaMadeForALeadersEntriesNeitherVotesNorStandsUntilItCaughtUp() {

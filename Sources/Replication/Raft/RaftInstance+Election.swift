@@ -69,13 +69,10 @@ extension RaftInstance {
 
     /// Whether this replica may help elect a candidate whose log ends at `lastIndex` in
     /// `lastTerm`: not while it catches up (``catchingUp``); then the candidate's log must be
-    /// at least as up to date as this one's (§5.4.1); and a replica that holds no entry at
-    /// all (made for a group's first election, or by a client's write) helps only candidates
-    /// that hold none either, in the group's first election. A candidate with entries was
-    /// elected by replicas that hold them; an empty replica may be one whose node dropped its
-    /// copy, which must not count for a candidate of an older configuration.
+    /// at least as up to date as this one's (§5.4.1). (A replica that never took part in the
+    /// group is turned away earlier, in ``dispatch(_:from:now:into:)``.)
     func mayVote(forLastIndex lastIndex: UInt64, lastTerm: UInt64) -> Bool {
-        guard !catchingUp, log.lastIndex > 0 || lastIndex == 0 else { return false }
+        guard !catchingUp else { return false }
         return lastTerm > log.lastTerm || (lastTerm == log.lastTerm && lastIndex >= log.lastIndex)
     }
 

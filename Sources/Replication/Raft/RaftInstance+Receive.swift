@@ -19,6 +19,21 @@ extension RaftInstance {
             // Strangers get no say (nor any state kept for them).
             guard members.contains(sender) else { return }
         }
+        if let lastIndex = message.candidateLastIndex, lastIndex > 0, term == 0, log.lastIndex == 0 {
+            // A replica that never took part in the group (no term, no entry: made for its first
+            // election, by a client's write, or again after its node dropped its copy) helps only
+            // a candidate that holds no entry either, in the group's first election. A candidate
+            // with entries was elected by replicas that took part; this one may have been a
+            // member of an older configuration, whose removed replicas must not win with it.
+            let refusal: RaftMessage =
+                if case .preVote = message {
+                    .preVoteResponse(term: term, granted: false)
+                } else {
+                    .voteResponse(term: term, granted: false)
+                }
+            directives.append(.send(refusal, to: sender))
+            return
+        }
 
         let messageTerm = message.term
         if messageTerm > term {

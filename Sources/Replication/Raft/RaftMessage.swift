@@ -27,6 +27,14 @@ public enum RaftMessage: Sendable, Equatable {
     /// From the leader during a leadership transfer: campaign now, without pre-vote.
     case timeoutNow(term: UInt64)
 
+    /// The last index of a candidate's log, for a vote or pre-vote request.
+    var candidateLastIndex: UInt64? {
+        switch self {
+        case .preVote(_, let lastIndex, _), .vote(_, let lastIndex, _, _): lastIndex
+        default: nil
+        }
+    }
+
     public var term: UInt64 {
         switch self {
         case .preVote(let term, _, _), .preVoteResponse(let term, _), .vote(let term, _, _, _),
