@@ -455,10 +455,12 @@ public final class DurableQueues: @unchecked Sendable {
     /// A queue this node doesn't lead, with fewer of its voters up (as membership sees them,
     /// this node counted) than a majority: a write could not commit, so it is refused now
     /// rather than left to time out. (Writes already on their way are in doubt: they time out.)
+    /// A replica that doesn't know its voters yet (just made for a leader's entries) can't
+    /// tell.
     private func isCutOff(_ queue: DurableQueue) -> Bool {
-        guard let link, queue.replica.raft.role != .leader else { return false }
-        let live = link.liveNodes
         let members = queue.replica.raft.members
+        guard let link, queue.replica.raft.role != .leader, !members.voters.isEmpty else { return false }
+        let live = link.liveNodes
         return members.voters.count(where: { live.contains($0.name) }) < members.quorum
     }
 
