@@ -464,6 +464,11 @@ public final class DurableQueues: @unchecked Sendable {
         return members.voters.count(where: { live.contains($0.name) }) < members.quorum
     }
 
+    /// A write that will never be made: its client may send it again.
+    private static func lostError(_ detail: String) -> StompProtocolError {
+        StompProtocolError(.durableUnavailable, "durable write lost", detail: detail)
+    }
+
     private static func brokenError(_ name: String, _ reason: String) -> StompProtocolError {
         StompProtocolError(
             .durableUnavailable,
@@ -633,13 +638,7 @@ public final class DurableQueues: @unchecked Sendable {
             case .lost(let token):
                 finish(
                     token,
-                    .failure(
-                        StompProtocolError(
-                            .durableUnavailable,
-                            "durable write lost",
-                            detail: "/queue/\(queue.name) changed leader before this write was committed."
-                        )
-                    )
+                    .failure(Self.lostError("/queue/\(queue.name) changed leader before this write was committed."))
                 )
             case .ready(let ids):
                 // Only the leader hands messages out; a follower that becomes leader is told
@@ -929,17 +928,9 @@ public final class DurableQueues: @unchecked Sendable {
             if !forward(entry.command, to: ReplicaID(leader), queue: queue.name, hops: 0, token: entry.token),
                 let token = entry.token
             {
-                finish(
-                    token,
-                    .failure(
-                        StompProtocolError(
-                            .durableUnavailable,
-                            "durable write lost",
-                            detail:
-                                "This node's replica of /queue/\(queue.name) left its replica set before the write was made."
-                        )
-                    )
-                )
+                let detail =
+                    "This node's replica of /queue/\(queue.name) left its replica set before the write was made."
+                finish(token, .failure(Self.lostError(detail)))
             }
         }
     }
