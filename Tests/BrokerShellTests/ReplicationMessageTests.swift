@@ -18,6 +18,10 @@ import Testing
         .deliver(queue: "", id: 0, redelivered: false, payload: ByteBuffer()),
         .removed(queue: "jobs", RaftRemoval(term: 7, membersIndex: 1_234)),
         .removed(queue: "", RaftRemoval(term: .max, membersIndex: 0)),
+        .lookup(queue: "jobs"),
+        .lookup(queue: ""),
+        .lookupAnswer(queue: "jobs", held: true),
+        .lookupAnswer(queue: "nœud", held: false),
         .outcome(
             token: 10,
             error: ReplicationMessage.Failure(kind: "data_limit", summary: "durable log full", detail: "data.max-bytes")
@@ -46,6 +50,8 @@ import Testing
             }
         }
         #expect(ReplicationMessage(decoding: ByteBuffer(bytes: [99, 0, 0])) == nil)
+        // An answer is held or not: no third value.
+        #expect(ReplicationMessage(decoding: ByteBuffer(bytes: [7, 2, 0, 0, 0, 0])) == nil)
         #expect(ReplicationMessage(decoding: ByteBuffer()) == nil)
     }
 }

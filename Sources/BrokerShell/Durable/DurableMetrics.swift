@@ -21,6 +21,7 @@ final class DurableMetrics {
     let droppedReplicas = Counter(label: "stomp_durable_dropped_replicas_total")
     private var refusals: [StompProtocolError.Kind: Counter] = [:]
     private var replicaSetChanges: [String: Counter] = [:]
+    private var lookups: [String: Counter] = [:]
     private var lastLog: WriteAheadLog.Statistics?
 
     /// A persistent SEND refused for the bound `kind` names.
@@ -46,6 +47,21 @@ final class DurableMetrics {
             )
         }
         replicaSetChanges[kind]!.increment()
+    }
+
+    /// How a lookup of a queue this node doesn't hold ended: `passed` to a node that holds
+    /// it, `held_nowhere`, or `unanswered` (some node did not answer, and was taken to hold
+    /// nothing).
+    func lookedUp(_ outcome: QueueLookup.Outcome, timedOut: Bool) {
+        let kind =
+            switch outcome {
+            case .passTo: "passed"
+            case .heldNowhere: timedOut ? "unanswered" : "held_nowhere"
+            }
+        if lookups[kind] == nil {
+            lookups[kind] = Counter(label: "stomp_durable_queue_lookups_total", dimensions: [("outcome", kind)])
+        }
+        lookups[kind]!.increment()
     }
 
     func update(queues: Int, messages: Int, bytes: Int, log: WriteAheadLog.Statistics?) {

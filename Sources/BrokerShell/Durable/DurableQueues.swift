@@ -97,6 +97,9 @@ public final class DurableQueues: @unchecked Sendable {
     /// When each replica node of a queue this node leads was first seen away; an entry goes
     /// once its node is back or no such queue names it.
     private var awaySince: [ReplicaID: NIODeadline] = [:]
+    /// Queues this node is about to make, while it asks the other nodes whether one holds
+    /// them already; each ends within ``lookupTimeout``, and counts against `limits.queues`.
+    private var lookups: [String: QueueLookup] = [:]
     private let metrics = DurableMetrics()
     private let queueMetrics = DurableQueueMetrics()
     /// Where committed messages go: the router of this node (set by the broker).
@@ -111,6 +114,10 @@ public final class DurableQueues: @unchecked Sendable {
     private static let maxNewcomers = 32
     /// Times a removed replica is told it may drop its copy.
     private static let removalNotices = 3
+    /// How long a new queue's writes wait for the other nodes to say whether one of them
+    /// holds it: a quarter of `replication.send-timeout-ms`, so that they still have the
+    /// rest to commit.
+    private var lookupTimeout: TimeAmount { .nanoseconds(settings.sendTimeout.nanoseconds / 4) }
 
     /// What every queue's reshaping this second shares.
     private struct ReshapeRound {
@@ -199,6 +206,11 @@ public final class DurableQueues: @unchecked Sendable {
         case .removed(let name, let removal):
             guard let queue = queues[name], queue.replica.raft.mayForget(after: removal) else { return }
             drop(queue, removedBy: peer)
+        case .lookup(let name):
+            let held = queues[name] != nil || lookups[name]?.answer(peer, me: node) == true
+            link?.send(ReplicationMessage.lookupAnswer(queue: name, held: held).encoded, to: peer)
+        case .lookupAnswer(let name, let held):
+            if let outcome = lookups[name]?.answered(by: peer, held: held) { endLookup(name, outcome) }
         case .command(let token, let hops, let name, let command):
             var completions: [Completion] = []
             if let link, token != 0 {
@@ -420,7 +432,17 @@ public final class DurableQueues: @unchecked Sendable {
                         "/queue/\(name) has no leader reachable from this node, and the \(queue.parkedBytes) bytes of messages waiting for one reached 1/16 of data.max-bytes (\(settings.log.maxBytes / 16))."
                 )
             }
-        } else if queues.count >= settings.maxQueues {
+        } else if let lookup = lookups[name] {
+            if lookup.bytes + bytes > settings.log.maxBytes / 16 {
+                metrics.refused(.durableUnavailable)
+                return StompProtocolError(
+                    .durableUnavailable,
+                    "no quorum for /queue/\(name)",
+                    detail:
+                        "/queue/\(name) is being looked for on the other nodes, and the \(lookup.bytes) bytes of messages waiting for it reached 1/16 of data.max-bytes (\(settings.log.maxBytes / 16))."
+                )
+            }
+        } else if queues.count + lookups.count >= settings.maxQueues {
             return StompProtocolError(
                 .tooManyQueues,
                 "too many queues",
@@ -487,28 +509,51 @@ public final class DurableQueues: @unchecked Sendable {
         hops: UInt8,
         completions: [Completion]
     ) {
+        let write = QueueLookup.Waiting(
+            command: command,
+            admission: admission,
+            hops: hops,
+            token: makeToken(name, completions)
+        )
+        route(write, to: name, mayLookUp: true)
+    }
+
+    /// - Parameter mayLookUp: for a queue this node doesn't hold, the other nodes are asked
+    ///   first whether one of them holds it (``QueueLookup``): it may live on nodes that
+    ///   placement no longer ranks first (made while fewer were up), and making it again would
+    ///   make a second group of the same name. `false` once that was asked.
+    private func route(_ write: QueueLookup.Waiting, to name: String, mayLookUp: Bool) {
+        let (command, hops, token) = (write.command, write.hops, write.token)
         if let queue = queues[name] {
-            let token = makeToken(name, completions)
+            if let token { queue.tokens.insert(token) }
             if queue.replica.raft.role != .leader, let leader = queue.replica.raft.leader, leader != node,
-                hops < Self.maxHops, forward(command, to: leader, queue: name, hops: hops, token: token)
+                hops < Self.maxHops, forward(command, to: leader, queue: name, hops: hops + 1, token: token)
             {
                 return
             }
-            propose(command, on: queue, admission: admission, token: token)
+            propose(command, on: queue, admission: write.admission, token: token)
+            return
+        }
+        // (Lookups are bounded like the queues they may make; beyond, a write goes by placement.)
+        if mayLookUp, lookups[name] != nil || lookups.count < settings.maxQueues {
+            lookUp(name, for: write)
             return
         }
         let replicas = placement(of: name)
         // Only a new message or a durable subscription makes a queue (checked against
         // limits.queues before).
         if command.makesQueue, replicas.contains(node) {
-            let queue = newQueue(name, members: replicas, electNow: true)
-            propose(command, on: queue, admission: admission, token: makeToken(name, completions))
+            propose(
+                command,
+                on: newQueue(name, members: replicas, electNow: true),
+                admission: write.admission,
+                token: token
+            )
             return
         }
-        let token = makeToken(name, completions)
         // Any other replica passes it on to the leader it knows.
         for replica in replicas where replica != node && hops < Self.maxHops {
-            if forward(command, to: replica, queue: name, hops: hops, token: token) { return }
+            if forward(command, to: replica, queue: name, hops: hops + 1, token: token) { return }
         }
         if let token {
             finish(
@@ -524,8 +569,64 @@ public final class DurableQueues: @unchecked Sendable {
         }
     }
 
-    /// Passes `command` to `replica`; `false` when no link to it is up (a leader that just
-    /// died): the caller keeps it until a leader is known again.
+    /// Holds `write` back until the other live nodes said whether one of them holds the queue
+    /// `name` (a node that can't be reached can't say: it is taken to hold nothing).
+    private func lookUp(_ name: String, for write: QueueLookup.Waiting) {
+        if lookups[name] != nil {
+            lookups[name]!.add(write)
+            return
+        }
+        let others = Set((link?.liveNodes ?? []).filter { $0 != node.name })
+        var lookup = QueueLookup(asking: others, deadline: .now() + lookupTimeout)
+        lookup.add(write)
+        var outcome: QueueLookup.Outcome? = others.isEmpty ? .heldNowhere : nil
+        for peer in others.sorted() where link?.send(ReplicationMessage.lookup(queue: name).encoded, to: peer) != true {
+            outcome = lookup.answered(by: peer, held: false)
+        }
+        lookups[name] = lookup
+        if let outcome { endLookup(name, outcome) }
+    }
+
+    /// The writes that waited for the lookup of `name` go where its outcome says.
+    private func endLookup(_ name: String, _ outcome: QueueLookup.Outcome, timedOut: Bool = false) {
+        guard let lookup = lookups.removeValue(forKey: name) else { return }
+        metrics.lookedUp(outcome, timedOut: timedOut)
+        // One whose client was told it timed out is not made behind its back.
+        let writes = lookup.waiting.filter { write in write.token.map { proposals[$0] != nil } ?? true }
+        guard case .passTo(let holder) = outcome else {
+            if timedOut {
+                logger.warning(
+                    "durable queue looked up without every node's answer: taken to be held nowhere",
+                    metadata: ["queue": "\(name)", "unanswered": "\(lookup.unanswered.sorted())"]
+                )
+            }
+            for write in writes { route(write, to: name, mayLookUp: false) }
+            return
+        }
+        for write in writes {
+            // Not a hop towards a leader: `holder` holds the queue or makes it, and doesn't
+            // pass it back (``QueueLookup/answer(_:me:)``).
+            if forward(write.command, to: ReplicaID(holder), queue: name, hops: write.hops, token: write.token) {
+                continue
+            }
+            if let token = write.token {
+                finish(
+                    token,
+                    .failure(
+                        StompProtocolError(
+                            .durableUnavailable,
+                            "no quorum for /queue/\(name)",
+                            detail: "\(holder) holds /queue/\(name) and is no longer reachable from this node."
+                        )
+                    )
+                )
+            }
+        }
+    }
+
+    /// Passes `command` to `replica`, saying it came `hops` nodes so far; `false` when no
+    /// link to it is up (a leader that just died): the caller keeps it until a leader is
+    /// known again.
     private func forward(
         _ command: QueueCommand,
         to replica: ReplicaID,
@@ -533,7 +634,7 @@ public final class DurableQueues: @unchecked Sendable {
         hops: UInt8,
         token: UInt64?
     ) -> Bool {
-        let message = ReplicationMessage.command(token: token ?? 0, hops: hops + 1, queue: name, command)
+        let message = ReplicationMessage.command(token: token ?? 0, hops: hops, queue: name, command)
         return link?.send(message.encoded, to: replica.name) ?? false
     }
 
@@ -581,7 +682,7 @@ public final class DurableQueues: @unchecked Sendable {
             // One whose client was already told it timed out is not made behind its back.
             if let token = entry.token, proposals[token] == nil { continue }
             if queue.replica.raft.role != .leader, let leader, leader != node {
-                if !forward(entry.command, to: leader, queue: queue.name, hops: 0, token: entry.token) {
+                if !forward(entry.command, to: leader, queue: queue.name, hops: 1, token: entry.token) {
                     queue.park(entry)
                 }
                 continue
@@ -1032,6 +1133,9 @@ public final class DurableQueues: @unchecked Sendable {
                     )
                 )
             )
+        }
+        for (name, lookup) in lookups where lookup.deadline <= now {
+            endLookup(name, lookup.timedOut(), timedOut: true)
         }
         for queue in queues.values where !queue.parked.isEmpty {
             // Whose client was told it timed out: never made behind its back, and not kept.

@@ -9,7 +9,7 @@ import Replication
 /// leader to propose); `outcome`: `token u64 | 0, or 1 and the error's kind, summary and
 /// detail (each u32 length, UTF-8)`; `deliver`: `id u64 | redelivered u8 | queue | the
 /// message as its log holds it` (``DurableMessageCodec``); `removed`: `term u64 | members
-/// index u64 | queue`.
+/// index u64 | queue`; `lookup`: `queue`; `lookupAnswer`: `held u8 | queue`.
 enum ReplicationMessage: Equatable {
     /// Raft's own traffic for one queue.
     case raft(RaftEnvelope)
@@ -23,6 +23,12 @@ enum ReplicationMessage: Equatable {
     case deliver(queue: String, id: UInt64, redelivered: Bool, payload: ByteBuffer)
     /// From a queue's leader to a node its replica set no longer has: it may drop its copy.
     case removed(queue: String, RaftRemoval)
+    /// From a node about to make a queue it doesn't hold, to every other live node: does one
+    /// of them hold it already (``QueueLookup``)?
+    case lookup(queue: String)
+    /// The answer: `held` when the asker should pass its writes to this node (it holds the
+    /// queue, or makes it itself, ranking first).
+    case lookupAnswer(queue: String, held: Bool)
 
     struct Failure: Equatable {
         var kind: String
@@ -36,6 +42,8 @@ enum ReplicationMessage: Equatable {
         case outcome = 3
         case deliver = 4
         case removed = 5
+        case lookup = 6
+        case lookupAnswer = 7
     }
 
     var encoded: ByteBuffer {
@@ -71,6 +79,13 @@ enum ReplicationMessage: Equatable {
             buffer.writeInteger(Kind.removed.rawValue)
             buffer.writeInteger(removal.term)
             buffer.writeInteger(removal.membersIndex)
+            Self.write(queue, into: &buffer)
+        case .lookup(let queue):
+            buffer.writeInteger(Kind.lookup.rawValue)
+            Self.write(queue, into: &buffer)
+        case .lookupAnswer(let queue, let held):
+            buffer.writeInteger(Kind.lookupAnswer.rawValue)
+            buffer.writeInteger(UInt8(held ? 1 : 0))
             Self.write(queue, into: &buffer)
         }
         return buffer
@@ -110,6 +125,14 @@ enum ReplicationMessage: Equatable {
                 let queue = Self.readString(&buffer), buffer.readableBytes == 0
             else { return nil }
             self = .removed(queue: queue, RaftRemoval(term: term, membersIndex: index))
+        case .lookup:
+            guard let queue = Self.readString(&buffer), buffer.readableBytes == 0 else { return nil }
+            self = .lookup(queue: queue)
+        case .lookupAnswer:
+            guard let flag = buffer.readInteger(as: UInt8.self), flag <= 1, let queue = Self.readString(&buffer),
+                buffer.readableBytes == 0
+            else { return nil }
+            self = .lookupAnswer(queue: queue, held: flag == 1)
         }
     }
 
