@@ -49,7 +49,10 @@ extension DurableQueues {
                 lag[replica.name] = raft.lastIndex - min(progress.matchIndex, raft.lastIndex)
             }
         }
-        let outThere = queue.outAt.values.reduce(0) { $0 + $1.count }
+        // Settles made on other nodes are dropped from `outAt` lazily (``pump``): only the
+        // messages the queue still holds are out there.
+        let state = queue.replica.state
+        let outThere = queue.outAt.values.reduce(0) { sum, ids in sum + ids.count { state.message($0) != nil } }
         return QueueView(
             name: queue.name,
             role: raft.role.rawValue,
