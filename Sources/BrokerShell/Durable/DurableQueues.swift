@@ -97,8 +97,9 @@ public final class DurableQueues: @unchecked Sendable {
     /// When each replica node of a queue this node leads was first seen away; an entry goes
     /// once its node is back or no such queue names it.
     private var awaySince: [ReplicaID: NIODeadline] = [:]
-    /// Queues this node is about to make, while it asks the other nodes whether one holds
-    /// them already; each ends within ``lookupTimeout``, and counts against `limits.queues`.
+    /// Queues this node doesn't hold but has writes for, while it asks the other nodes
+    /// whether one holds them; each ends within ``lookupTimeout``, and counts against
+    /// `limits.queues` (it may make the queue).
     private var lookups: [String: QueueLookup] = [:]
     private let metrics = DurableMetrics()
     private let queueMetrics = DurableQueueMetrics()
@@ -114,9 +115,9 @@ public final class DurableQueues: @unchecked Sendable {
     private static let maxNewcomers = 32
     /// Times a removed replica is told it may drop its copy.
     private static let removalNotices = 3
-    /// How long a new queue's writes wait for the other nodes to say whether one of them
-    /// holds it: a quarter of `replication.send-timeout-ms`, so that they still have the
-    /// rest to commit.
+    /// How long writes for a queue this node doesn't hold wait for the other nodes to say
+    /// whether one of them holds it: a quarter of `replication.send-timeout-ms`, so that they
+    /// still have the rest to commit.
     private var lookupTimeout: TimeAmount { .nanoseconds(settings.sendTimeout.nanoseconds / 4) }
 
     /// What every queue's reshaping this second shares.
