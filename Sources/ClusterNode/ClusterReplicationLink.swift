@@ -12,6 +12,8 @@ final class ClusterReplicationLink: ReplicationLink {
 
     var liveNodes: [String] { shell.liveNodes.map(\.name) }
 
+    var deadNodes: [String] { shell.deadNodes.map(\.name) }
+
     func send(_ payload: ByteBuffer, to node: String) -> Bool {
         shell.sendReplication(payload, to: NodeID(node))
     }

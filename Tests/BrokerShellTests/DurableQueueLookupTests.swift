@@ -49,6 +49,7 @@ import Glibc
                 self.network = network
             }
             var liveNodes: [String] { network.live }
+            var deadNodes: [String] { [] }
             func send(_ payload: ByteBuffer, to node: String) -> Bool {
                 guard let target = network.nodes[node] else { return false }
                 network.loop.execute { [me] in target.queues.received(payload, from: me) }
@@ -169,5 +170,36 @@ import Glibc
         #expect(try succeeded(settled, ["ack"]))
         try wait("the message settled") { first.queues.queues["jobs"]?.replica.state.count == 0 }
         try stop()
+    }
+
+    /// A node that sees the others dead: the cluster's majority is on the other side.
+    final class CutOffLink: ReplicationLink {
+        var liveNodes: [String] { ["n3"] }
+        var deadNodes: [String] { ["n1", "n2"] }
+        func send(_ payload: ByteBuffer, to node: String) -> Bool { false }
+        func consumers(ofQueue name: String) -> [String: Int] { [:] }
+        func linkNumber(to node: String) -> UInt64? { nil }
+        func afterInterestPropagated(_ body: @escaping () -> Void) { body() }
+    }
+
+    @Test func aNodeCutOffFromTheMajorityMakesNoQueue() throws {
+        let settings = DurableQueues.Settings(directory: "\(directory)/n3", minFreeBytes: 0)
+        let node = try onLoop { [loop] in
+            let queues = try DurableQueues(settings: settings, node: "n3", eventLoop: loop, logger: Logger(label: "n3"))
+            queues.attach(link: CutOffLink())
+            queues.start()
+            return DurableQueuesTests.Node(queues)
+        }
+        try onLoop { node.enqueue("alone") }
+        try wait("the refusal") { node.results["alone"] != nil }
+        let result = try onLoop { node.results["alone"] }
+        guard case .failure(let error)? = result else {
+            Issue.record("made on the minority side: \(String(describing: result))")
+            return
+        }
+        #expect(error.kind == .durableUnavailable && error.summary == "no quorum for /queue/jobs")
+        #expect(error.detail.contains("1 of the 3 members"), "\(error)")
+        #expect(try onLoop { node.queues.queues.isEmpty })
+        try onLoop { node.queues.close() }
     }
 }

@@ -237,6 +237,7 @@ import Glibc
     /// A link to a second replica that never answers: the queue never gets a leader.
     final class SilentLink: ReplicationLink {
         var liveNodes: [String] { ["n1", "n2"] }
+        var deadNodes: [String] { [] }
         func send(_ payload: ByteBuffer, to node: String) -> Bool { true }
         func consumers(ofQueue name: String) -> [String: Int] { [:] }
         func linkNumber(to node: String) -> UInt64? { 1 }

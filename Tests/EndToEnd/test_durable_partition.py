@@ -309,6 +309,20 @@ def test_a_partition_that_isolates_the_leader_loses_no_receipted_message(hosts, 
                  message="receipts on the majority's side after the election")
         wait_for(lambda: isolated.errors_after(cut_at), SEND_TIMEOUT + 30,
                  message="an ERROR for the publisher on the isolated leader")
+        # Nor does it make a queue it doesn't hold: that one may exist on the other side.
+        wait_for(lambda: all(re.search(rf"cluster\.peer={peer} .*member dead", log_text(tmp_path, old, marks[old]))
+                             for peer in majority_side),
+                 30, message=f"{old} declares the others dead")
+        with host[old].inside():
+            lone = PyClient("127.0.0.1", STOMP_PORT, "tcp", "1.2")
+        lone.conn.send("/queue/made-while-cut-off", "x", headers={"persistent": "true", "receipt": "new-0"})
+        lone.rec.wait(lambda: lone.rec.errors or "new-0" in lone.rec.receipts, 15, "an answer for a new queue")
+        assert "new-0" not in lone.rec.receipts
+        refusal = lone.rec.errors[0]
+        assert refusal.headers.get("message") == "no quorum for /queue/made-while-cut-off", refusal
+        assert "1 of the 3 members it knows up" in refusal.body, refusal.body
+        lone.close()
+        print(f"a new queue on {old}, cut off: {refusal.headers.get('message')}: {refusal.body.strip()[:90]}")
         # Long enough that a node receipting without its majority would show.
         wait_for(lambda: time.monotonic() > cut_at + ELECTION + SEND_TIMEOUT + 2, 30)
         healed_at = time.monotonic()

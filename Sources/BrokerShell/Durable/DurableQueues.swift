@@ -487,6 +487,23 @@ public final class DurableQueues: @unchecked Sendable {
         return members.voters.count(where: { live.contains($0.name) }) < members.quorum
     }
 
+    /// A node that sees fewer than a majority of the members it knows up (membership remembers
+    /// the dead ones for a minute) makes no queue: the queue may live on the other side of
+    /// the partition, and a second group of its name would meet the first when it heals.
+    private func cutOffRefusal(making name: String) -> StompProtocolError? {
+        guard let link else { return nil }
+        let live = link.liveNodes.count
+        let known = live + link.deadNodes.count
+        guard live * 2 <= known else { return nil }
+        metrics.refused(.durableUnavailable)
+        return StompProtocolError(
+            .durableUnavailable,
+            "no quorum for /queue/\(name)",
+            detail:
+                "This node sees \(live) of the \(known) members it knows up: cut off from the majority, it makes no new durable queue (/queue/\(name) may exist on the other side)."
+        )
+    }
+
     /// A write that will never be made: its client may send it again.
     private static func lostError(_ detail: String) -> StompProtocolError {
         StompProtocolError(.durableUnavailable, "durable write lost", detail: detail)
@@ -544,6 +561,10 @@ public final class DurableQueues: @unchecked Sendable {
         // Only a new message or a durable subscription makes a queue (checked against
         // limits.queues before).
         if command.makesQueue, replicas.contains(node) {
+            if let refusal = cutOffRefusal(making: name) {
+                if let token { finish(token, .failure(refusal)) }
+                return
+            }
             propose(
                 command,
                 on: newQueue(name, members: replicas, electNow: true),

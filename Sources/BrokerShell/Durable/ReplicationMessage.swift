@@ -153,6 +153,9 @@ enum ReplicationMessage: Equatable {
 public protocol ReplicationLink: AnyObject {
     /// This node and the members up now, by id.
     var liveNodes: [String] { get }
+    /// Members declared dead and still remembered (for a minute, as membership keeps them):
+    /// a node that sees fewer than a majority of live and dead members up is cut off.
+    var deadNodes: [String] { get }
     /// Sends `payload` to `node`; `false` when no link to it is up. What a link loses, Raft
     /// sends again, and a forwarded command's sender times out.
     @discardableResult

@@ -497,6 +497,13 @@ public final class ClusterShell: ClusterSeam, @unchecked Sendable {
         return ([settings.node] + instance.membership.liveMembers).sorted { $0.name < $1.name }
     }
 
+    /// Members declared dead and still remembered (`tombstoneRetention`, a minute): with
+    /// ``liveNodes``, the cluster as this node last saw it whole.
+    public var deadNodes: [NodeID] {
+        eventLoop.assertInEventLoop()
+        return instance.membership.deadMembers.map(\.node).sorted { $0.name < $1.name }
+    }
+
     /// The consumers of the queue `name` on each linked peer.
     public func queueConsumers(_ name: String) -> [NodeID: Int] {
         eventLoop.assertInEventLoop()
