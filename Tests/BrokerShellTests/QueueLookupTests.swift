@@ -13,16 +13,29 @@ import Testing
         QueueLookup.Waiting(command: .enqueue(ByteBuffer(string: body)), admission: .payload, hops: 0, token: 1)
     }
 
-    @Test func everyNoMakesItAndTheFirstYesTakesTheWrites() {
+    @Test func everyNoMakesItAndTheFirstHolderThatKnowsTheLeaderTakesTheWrites() {
         var lookup = QueueLookup(asking: ["n2", "n3"], deadline: deadline)
-        #expect(lookup.answered(by: "n2", held: false) == nil)
+        #expect(lookup.answered(by: "n2", .notHeld) == nil)
         // A node that wasn't asked, or answers twice, doesn't count.
-        #expect(lookup.answered(by: "n9", held: true) == nil)
-        #expect(lookup.answered(by: "n2", held: true) == nil)
-        #expect(lookup.answered(by: "n3", held: false) == .heldNowhere)
+        #expect(lookup.answered(by: "n9", .heldWithLeader) == nil)
+        #expect(lookup.answered(by: "n2", .heldWithLeader) == nil)
+        #expect(lookup.answered(by: "n3", .notHeld) == .heldNowhere)
 
         var found = QueueLookup(asking: ["n2", "n3"], deadline: deadline)
-        #expect(found.answered(by: "n3", held: true) == .passTo("n3"))
+        #expect(found.answered(by: "n3", .heldWithLeader) == .passTo("n3"))
+    }
+
+    @Test func aHolderThatKnowsNoLeaderIsTheLastResort() {
+        // A replica cut off from its group, or removed from it without hearing so, answers
+        // first: the writes wait for a holder that knows where they go.
+        var lookup = QueueLookup(asking: ["n2", "n3", "n4"], deadline: deadline)
+        #expect(lookup.answered(by: "n2", .heldWithoutLeader) == nil)
+        #expect(lookup.answered(by: "n3", .heldWithLeader) == .passTo("n3"))
+
+        var alone = QueueLookup(asking: ["n2", "n3"], deadline: deadline)
+        #expect(alone.answered(by: "n3", .heldWithoutLeader) == nil)
+        #expect(alone.timedOut() == .passTo("n3"))
+        #expect(alone.answered(by: "n2", .notHeld) == .passTo("n3"))
     }
 
     @Test func nodesThatNeverAnswerAreTakenToHoldNothing() {
@@ -34,24 +47,24 @@ import Testing
     @Test func ofTwoNodesMakingItAtOnceTheNameThatSortsFirstMakesIt() {
         var first = QueueLookup(asking: ["n2"], deadline: deadline)
         var second = QueueLookup(asking: ["n1"], deadline: deadline)
-        // n1 asks n2, n2 asks n1: only n1 says yes.
-        #expect(second.answer("n1", me: ReplicaID("n2")) == false)
-        #expect(first.answer("n2", me: ReplicaID("n1")) == true)
-        #expect(second.answered(by: "n1", held: true) == .passTo("n1"))
-        #expect(first.answered(by: "n2", held: false) == .heldNowhere)
+        // n1 asks n2, n2 asks n1: only n1 says it holds the queue (it will make it).
+        #expect(second.answer("n1", me: ReplicaID("n2")) == .notHeld)
+        #expect(first.answer("n2", me: ReplicaID("n1")) == .heldWithoutLeader)
+        #expect(second.answered(by: "n1", .heldWithoutLeader) == .passTo("n1"))
+        #expect(first.answered(by: "n2", .notHeld) == .heldNowhere)
     }
 
     @Test func aNodeOutrankedBySeveralPassesItsWritesToTheFirst() {
         var lookup = QueueLookup(asking: ["n1", "n2", "n4"], deadline: deadline)
-        #expect(lookup.answer("n4", me: ReplicaID("n3")) == true)
-        #expect(lookup.answer("n2", me: ReplicaID("n3")) == false)
-        #expect(lookup.answer("n1", me: ReplicaID("n3")) == false)
-        #expect(lookup.answer("n2", me: ReplicaID("n3")) == false)
+        #expect(lookup.answer("n4", me: ReplicaID("n3")) == .heldWithoutLeader)
+        #expect(lookup.answer("n2", me: ReplicaID("n3")) == .notHeld)
+        #expect(lookup.answer("n1", me: ReplicaID("n3")) == .notHeld)
+        #expect(lookup.answer("n2", me: ReplicaID("n3")) == .notHeld)
         #expect(lookup.timedOut() == .passTo("n1"))
-        #expect(lookup.answered(by: "n4", held: false) == nil)
-        #expect(lookup.answered(by: "n2", held: false) == nil)
+        #expect(lookup.answered(by: "n4", .notHeld) == nil)
+        #expect(lookup.answered(by: "n2", .notHeld) == nil)
         // No one holds it: the writes go to n1, which makes it.
-        #expect(lookup.answered(by: "n1", held: false) == .passTo("n1"))
+        #expect(lookup.answered(by: "n1", .notHeld) == .passTo("n1"))
     }
 
     @Test func onlyNewMessagesCountTowardsTheBytesWaiting() {

@@ -20,8 +20,9 @@ import Testing
         .removed(queue: "", RaftRemoval(term: .max, membersIndex: 0)),
         .lookup(queue: "jobs"),
         .lookup(queue: ""),
-        .lookupAnswer(queue: "jobs", held: true),
-        .lookupAnswer(queue: "nœud", held: false),
+        .lookupAnswer(queue: "jobs", .heldWithLeader),
+        .lookupAnswer(queue: "jobs", .heldWithoutLeader),
+        .lookupAnswer(queue: "nœud", .notHeld),
         .outcome(
             token: 10,
             error: ReplicationMessage.Failure(kind: "data_limit", summary: "durable log full", detail: "data.max-bytes")
@@ -50,8 +51,8 @@ import Testing
             }
         }
         #expect(ReplicationMessage(decoding: ByteBuffer(bytes: [99, 0, 0])) == nil)
-        // An answer is held or not: no third value.
-        #expect(ReplicationMessage(decoding: ByteBuffer(bytes: [7, 2, 0, 0, 0, 0])) == nil)
+        // An answer is one of three.
+        #expect(ReplicationMessage(decoding: ByteBuffer(bytes: [7, 3, 0, 0, 0, 0])) == nil)
         #expect(ReplicationMessage(decoding: ByteBuffer()) == nil)
     }
 }

@@ -208,10 +208,15 @@ public final class DurableQueues: @unchecked Sendable {
             guard let queue = queues[name], queue.replica.raft.mayForget(after: removal) else { return }
             drop(queue, removedBy: peer)
         case .lookup(let name):
-            let held = queues[name] != nil || lookups[name]?.answer(peer, me: node) == true
-            link?.send(ReplicationMessage.lookupAnswer(queue: name, held: held).encoded, to: peer)
-        case .lookupAnswer(let name, let held):
-            if let outcome = lookups[name]?.answered(by: peer, held: held) { endLookup(name, outcome) }
+            let answer: QueueLookup.Answer =
+                if let queue = queues[name] {
+                    queue.replica.raft.leader == nil ? .heldWithoutLeader : .heldWithLeader
+                } else {
+                    lookups[name]?.answer(peer, me: node) ?? .notHeld
+                }
+            link?.send(ReplicationMessage.lookupAnswer(queue: name, answer).encoded, to: peer)
+        case .lookupAnswer(let name, let answer):
+            if let outcome = lookups[name]?.answered(by: peer, answer) { endLookup(name, outcome) }
         case .command(let token, let hops, let name, let command):
             var completions: [Completion] = []
             if let link, token != 0 {
@@ -603,7 +608,7 @@ public final class DurableQueues: @unchecked Sendable {
         lookup.add(write)
         var outcome: QueueLookup.Outcome? = others.isEmpty ? .heldNowhere : nil
         for peer in others.sorted() where link?.send(ReplicationMessage.lookup(queue: name).encoded, to: peer) != true {
-            outcome = lookup.answered(by: peer, held: false)
+            outcome = lookup.answered(by: peer, .notHeld)
         }
         lookups[name] = lookup
         if let outcome { endLookup(name, outcome) }

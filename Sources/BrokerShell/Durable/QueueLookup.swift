@@ -22,6 +22,16 @@ struct QueueLookup {
         var token: UInt64?
     }
 
+    /// What a node answers.
+    enum Answer: UInt8, Equatable {
+        case notHeld = 0
+        /// It holds the queue (or makes it, as its name sorts first) but knows no leader of it:
+        /// a replica cut off from its group, or one removed from it that never heard.
+        case heldWithoutLeader = 1
+        /// It holds the queue and knows who leads it: the writes go the shortest way.
+        case heldWithLeader = 2
+    }
+
     /// Where the waiting writes go.
     enum Outcome: Equatable {
         /// To `node`, which holds the queue, or makes it as its name sorts first.
@@ -38,6 +48,9 @@ struct QueueLookup {
     private(set) var bytes = 0
     /// A node that makes this queue too and whose name sorts before this one's: it makes it.
     private var rankedFirst: String?
+    /// The first node that holds the queue but knows no leader of it: the writes go to it
+    /// only if no node that does answers.
+    private var holderWithoutLeader: String?
 
     init(asking nodes: Set<String>, deadline: NIODeadline) {
         unanswered = nodes
@@ -50,27 +63,31 @@ struct QueueLookup {
     }
 
     /// `node`'s answer; the outcome once it decides one.
-    mutating func answered(by node: String, held: Bool) -> Outcome? {
+    mutating func answered(by node: String, _ answer: Answer) -> Outcome? {
         guard unanswered.remove(node) != nil else { return nil }
-        if held { return .passTo(node) }
+        switch answer {
+        case .heldWithLeader: return .passTo(node)
+        case .heldWithoutLeader: holderWithoutLeader = holderWithoutLeader ?? node
+        case .notHeld: break
+        }
         return unanswered.isEmpty ? timedOut() : nil
     }
 
     /// The outcome when the nodes that did not answer are taken to hold nothing (down, or of
     /// a build that doesn't know lookups).
     func timedOut() -> Outcome {
-        rankedFirst.map(Outcome.passTo) ?? .heldNowhere
+        (holderWithoutLeader ?? rankedFirst).map(Outcome.passTo) ?? .heldNowhere
     }
 
-    /// What this node answers `asker`, which is about to make the queue too: yes when this
-    /// node's name sorts first (it makes the queue, and the asker passes its writes to it);
-    /// otherwise no, and once its lookup ends this node passes its writes to the asker whose
-    /// name sorts first. Names order every pair of nodes the same way on every node, whatever members
-    /// each sees, so writes only ever pass to a holder or to a name that sorts first: they
-    /// can't go round in a circle.
-    mutating func answer(_ asker: String, me: ReplicaID) -> Bool {
-        if me.name < asker { return true }
+    /// What this node, which doesn't hold the queue either, answers `asker`, which looks it up
+    /// too: held when this node's name sorts first (it makes the queue, and the asker passes
+    /// its writes to it); otherwise not, and once its lookup ends this node passes its writes
+    /// to the asker whose name sorts first. Names order every pair of nodes the same way on
+    /// every node, whatever members each sees, so writes only ever pass to a holder or to a
+    /// name that sorts first: they can't go round in a circle.
+    mutating func answer(_ asker: String, me: ReplicaID) -> Answer {
+        if me.name < asker { return .heldWithoutLeader }
         if rankedFirst.map({ asker < $0 }) ?? true { rankedFirst = asker }
-        return false
+        return .notHeld
     }
 }

@@ -9,7 +9,8 @@ import Replication
 /// leader to propose); `outcome`: `token u64 | 0, or 1 and the error's kind, summary and
 /// detail (each u32 length, UTF-8)`; `deliver`: `id u64 | redelivered u8 | queue | the
 /// message as its log holds it` (``DurableMessageCodec``); `removed`: `term u64 | members
-/// index u64 | queue`; `lookup`: `queue`; `lookupAnswer`: `held u8 | queue`.
+/// index u64 | queue`; `lookup`: `queue`; `lookupAnswer`: `answer u8 | queue`
+/// (``QueueLookup/Answer``).
 enum ReplicationMessage: Equatable {
     /// Raft's own traffic for one queue.
     case raft(RaftEnvelope)
@@ -26,9 +27,9 @@ enum ReplicationMessage: Equatable {
     /// From a node about to make a queue it doesn't hold, to every other live node: does one
     /// of them hold it already (``QueueLookup``)?
     case lookup(queue: String)
-    /// The answer: `held` when the asker should pass its writes to this node (it holds the
-    /// queue, or makes it itself, ranking first).
-    case lookupAnswer(queue: String, held: Bool)
+    /// The answer: whether the asker should pass its writes to this node (it holds the
+    /// queue, or makes it itself, its name sorting first).
+    case lookupAnswer(queue: String, QueueLookup.Answer)
 
     struct Failure: Equatable {
         var kind: String
@@ -83,9 +84,9 @@ enum ReplicationMessage: Equatable {
         case .lookup(let queue):
             buffer.writeInteger(Kind.lookup.rawValue)
             Self.write(queue, into: &buffer)
-        case .lookupAnswer(let queue, let held):
+        case .lookupAnswer(let queue, let answer):
             buffer.writeInteger(Kind.lookupAnswer.rawValue)
-            buffer.writeInteger(UInt8(held ? 1 : 0))
+            buffer.writeInteger(answer.rawValue)
             Self.write(queue, into: &buffer)
         }
         return buffer
@@ -129,10 +130,10 @@ enum ReplicationMessage: Equatable {
             guard let queue = Self.readString(&buffer), buffer.readableBytes == 0 else { return nil }
             self = .lookup(queue: queue)
         case .lookupAnswer:
-            guard let flag = buffer.readInteger(as: UInt8.self), flag <= 1, let queue = Self.readString(&buffer),
-                buffer.readableBytes == 0
+            guard let raw = buffer.readInteger(as: UInt8.self), let answer = QueueLookup.Answer(rawValue: raw),
+                let queue = Self.readString(&buffer), buffer.readableBytes == 0
             else { return nil }
-            self = .lookupAnswer(queue: queue, held: flag == 1)
+            self = .lookupAnswer(queue: queue, answer)
         }
     }
 
