@@ -420,39 +420,34 @@ public final class DurableQueues: @unchecked Sendable {
             if let broken = queue.broken { return Self.brokenError(name, broken) }
             if isCutOff(queue) {
                 metrics.refused(.durableUnavailable)
-                return StompProtocolError(
-                    .durableUnavailable,
-                    "no quorum for /queue/\(name)",
-                    detail:
-                        "Fewer than a majority of the replicas of /queue/\(name) (\(queue.replica.raft.members.voters.map(\.name).sorted().joined(separator: ", "))) are up as this node sees the cluster: a write could not be made durable."
+                return Self.noQuorumError(
+                    name,
+                    "Fewer than a majority of the replicas of /queue/\(name) (\(queue.replica.raft.members.voters.map(\.name).sorted().joined(separator: ", "))) are up as this node sees the cluster: a write could not be made durable."
                 )
             }
             // Messages waiting for the queue to have a leader are held in memory only: a
             // queue cut off from its majority refuses more rather than holding more.
             if !queue.parked.isEmpty, queue.parkedBytes + bytes > settings.log.maxBytes / 16 {
                 metrics.refused(.durableUnavailable)
-                return StompProtocolError(
-                    .durableUnavailable,
-                    "no quorum for /queue/\(name)",
-                    detail:
-                        "/queue/\(name) has no leader reachable from this node, and the \(queue.parkedBytes) bytes of messages waiting for one reached 1/16 of data.max-bytes (\(settings.log.maxBytes / 16))."
+                return Self.noQuorumError(
+                    name,
+                    "/queue/\(name) has no leader reachable from this node, and the \(queue.parkedBytes) bytes of messages waiting for one reached 1/16 of data.max-bytes (\(settings.log.maxBytes / 16))."
                 )
             }
         } else if let lookup = lookups[name] {
             if lookup.bytes + bytes > settings.log.maxBytes / 16 {
                 metrics.refused(.durableUnavailable)
-                return StompProtocolError(
-                    .durableUnavailable,
-                    "no quorum for /queue/\(name)",
-                    detail:
-                        "/queue/\(name) is being looked for on the other nodes, and the \(lookup.bytes) bytes of messages waiting for it reached 1/16 of data.max-bytes (\(settings.log.maxBytes / 16))."
+                return Self.noQuorumError(
+                    name,
+                    "/queue/\(name) is being looked for on the other nodes, and the \(lookup.bytes) bytes of messages waiting for it reached 1/16 of data.max-bytes (\(settings.log.maxBytes / 16))."
                 )
             }
         } else if queues.count + lookups.count >= settings.maxQueues {
             return StompProtocolError(
                 .tooManyQueues,
                 "too many queues",
-                detail: "This node already holds its limit of \(settings.maxQueues) durable queues (limits.queues)."
+                detail:
+                    "This node already holds (or looks up) its limit of \(settings.maxQueues) durable queues (limits.queues)."
             )
         }
         // With room for a few records' framing to spare, so that the log itself never refuses
@@ -501,12 +496,16 @@ public final class DurableQueues: @unchecked Sendable {
         let known = live + link.deadNodes.count
         guard live * 2 <= known else { return nil }
         metrics.refused(.durableUnavailable)
-        return StompProtocolError(
-            .durableUnavailable,
-            "no quorum for /queue/\(name)",
-            detail:
-                "This node sees \(live) of the \(known) members it knows up: cut off from the majority, it makes no new durable queue (/queue/\(name) may exist on the other side)."
+        return Self.noQuorumError(
+            name,
+            "This node sees \(live) of the \(known) members it knows up: cut off from the majority, it makes no new durable queue (/queue/\(name) may exist on the other side)."
         )
+    }
+
+    /// A write that can't be made durable now: not enough of the queue's replicas (or of the
+    /// cluster) are reachable from this node.
+    private static func noQuorumError(_ name: String, _ detail: String) -> StompProtocolError {
+        StompProtocolError(.durableUnavailable, "no quorum for /queue/\(name)", detail: detail)
     }
 
     /// A write that will never be made: its client may send it again.
@@ -586,11 +585,7 @@ public final class DurableQueues: @unchecked Sendable {
             finish(
                 token,
                 .failure(
-                    StompProtocolError(
-                        .durableUnavailable,
-                        "no quorum for /queue/\(name)",
-                        detail: "No replica of /queue/\(name) is reachable from this node."
-                    )
+                    Self.noQuorumError(name, "No replica of /queue/\(name) is reachable from this node.")
                 )
             )
         }
@@ -640,10 +635,9 @@ public final class DurableQueues: @unchecked Sendable {
                 finish(
                     token,
                     .failure(
-                        StompProtocolError(
-                            .durableUnavailable,
-                            "no quorum for /queue/\(name)",
-                            detail: "\(holder) holds /queue/\(name) and is no longer reachable from this node."
+                        Self.noQuorumError(
+                            name,
+                            "\(holder) holds /queue/\(name) and is no longer reachable from this node."
                         )
                     )
                 )
