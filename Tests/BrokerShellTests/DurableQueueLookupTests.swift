@@ -137,18 +137,28 @@ import Glibc
         try stop()
     }
 
-    @Test func twoNodesMakingOneQueueAtOnceMakeOneGroup() throws {
-        let nodes = try ["n1", "n2", "n3"].map { try start($0) }
+    @Test func nodesInAndOutsideANewQueuesPlacementWritingAtOnceMakeOneGroup() throws {
+        let nodes = try ["n1", "n2", "n3", "n4"].map { try start($0) }
+        let ids = ["n1", "n2", "n3", "n4"].map { ReplicaID($0) }
+        let placement = ReplicaPlacement.replicas(of: "fresh", among: ids, factor: 3).map(\.name)
+        let outside = nodes[ids.firstIndex { !placement.contains($0.name) }!]
+        let inside = nodes[ids.firstIndex { $0.name == placement.last! }!]
+        // The node outside looks the queue up, then sends its writes by placement; the one
+        // inside would make it. All three writes reach the one group that is made.
         try onLoop {
-            nodes[2].enqueue("from-n3", to: "fresh")
-            nodes[1].enqueue("from-n2", to: "fresh")
+            outside.enqueue("outside-1", to: "fresh")
+            inside.enqueue("inside-1", to: "fresh")
+            outside.enqueue("outside-2", to: "fresh")
         }
-        try wait("both writes") { nodes[1].results["from-n2"] != nil && nodes[2].results["from-n3"] != nil }
-        #expect(try succeeded(nodes[1], ["from-n2"]) && succeeded(nodes[2], ["from-n3"]))
+        try wait("the three writes") {
+            outside.results.count == 2 && inside.results.count == 1
+        }
+        #expect(try succeeded(outside, ["outside-1", "outside-2"]) && succeeded(inside, ["inside-1"]))
         try wait("one group, one leader") { self.group(of: "fresh") != nil }
-        #expect(try onLoop { self.group(of: "fresh")?.messages } == 2)
-        // The node whose name sorts first made it.
-        #expect(try onLoop { nodes[1].queues.queues["fresh"]?.replica.raft.members.voters.count } == 3)
+        let group = try onLoop { self.group(of: "fresh") }
+        #expect(group?.messages == 3)
+        #expect(group.map { placement.contains($0.leader) } == true, "\(String(describing: group)), \(placement)")
+        #expect(try onLoop { outside.queues.queues["fresh"] == nil }, "the node outside placement holds no copy")
         try stop()
     }
 

@@ -18,11 +18,11 @@ import Testing
         .deliver(queue: "", id: 0, redelivered: false, payload: ByteBuffer()),
         .removed(queue: "jobs", RaftRemoval(term: 7, membersIndex: 1_234)),
         .removed(queue: "", RaftRemoval(term: .max, membersIndex: 0)),
-        .lookup(queue: "jobs"),
-        .lookup(queue: ""),
-        .lookupAnswer(queue: "jobs", .heldWithLeader),
-        .lookupAnswer(queue: "jobs", .heldWithoutLeader),
-        .lookupAnswer(queue: "nœud", .notHeld),
+        .lookup(queue: "jobs", id: 7, makes: true),
+        .lookup(queue: "", id: .max, makes: false),
+        .lookupAnswer(queue: "jobs", id: 7, .heldWithLeader),
+        .lookupAnswer(queue: "jobs", id: 0, .heldWithoutLeader),
+        .lookupAnswer(queue: "nœud", id: 1, .notHeld),
         .outcome(
             token: 10,
             error: ReplicationMessage.Failure(kind: "data_limit", summary: "durable log full", detail: "data.max-bytes")
@@ -51,8 +51,10 @@ import Testing
             }
         }
         #expect(ReplicationMessage(decoding: ByteBuffer(bytes: [99, 0, 0])) == nil)
-        // An answer is one of three.
-        #expect(ReplicationMessage(decoding: ByteBuffer(bytes: [7, 3, 0, 0, 0, 0])) == nil)
+        // An answer is one of three, and a lookup's flag is a flag.
+        #expect(ReplicationMessage(decoding: ByteBuffer(bytes: [7, 0, 0, 0, 0, 0, 0, 0, 1, 3, 0, 0, 0, 0])) == nil)
+        #expect(ReplicationMessage(decoding: ByteBuffer(bytes: [6, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0])) == nil)
+        #expect(ReplicationMessage(decoding: ByteBuffer(bytes: [7, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0])) != nil)
         #expect(ReplicationMessage(decoding: ByteBuffer()) == nil)
     }
 }

@@ -101,14 +101,17 @@ public final class DurableQueues: @unchecked Sendable {
     /// whether one holds them; each ends within ``lookupTimeout``, and counts against
     /// `limits.queues` (it may make the queue).
     private var lookups: [String: QueueLookup] = [:]
+    private var lastLookupID: UInt64 = 0
     private let metrics = DurableMetrics()
     private let queueMetrics = DurableQueueMetrics()
     /// Where committed messages go: the router of this node (set by the broker).
     var deliver: (([RouterClusterOperation]) -> Void)?
     /// The other replicas, through the cluster link; `nil` on a node without a cluster.
     private var link: (any ReplicationLink)?
-    /// Forwarded commands go no further than this many nodes from where they came in.
-    private static let maxHops: UInt8 = 2
+    /// Forwarded commands go no further than this many nodes from where they came in: to a
+    /// placement replica, to a node that holds the queue (``QueueLookup``), to its leader, and
+    /// one to spare for a leader that just changed.
+    private static let maxHops: UInt8 = 4
     /// Commands one queue keeps while it has no leader, beyond those its clients wait for.
     private static let maxParked = 10_000
     /// Queues this node leads that may have a learner catching up at once.
@@ -207,16 +210,16 @@ public final class DurableQueues: @unchecked Sendable {
         case .removed(let name, let removal):
             guard let queue = queues[name], queue.replica.raft.mayForget(after: removal) else { return }
             drop(queue, removedBy: peer)
-        case .lookup(let name):
+        case .lookup(let name, let id, let askerMakes):
             let answer: QueueLookup.Answer =
                 if let queue = queues[name] {
                     queue.replica.raft.leader == nil ? .heldWithoutLeader : .heldWithLeader
                 } else {
-                    lookups[name]?.answer(peer, me: node) ?? .notHeld
+                    lookups[name]?.answer(peer, askerMakes: askerMakes, me: node, makes: wouldMake(name)) ?? .notHeld
                 }
-            link?.send(ReplicationMessage.lookupAnswer(queue: name, answer).encoded, to: peer)
-        case .lookupAnswer(let name, let answer):
-            if let outcome = lookups[name]?.answered(by: peer, answer) { endLookup(name, outcome) }
+            link?.send(ReplicationMessage.lookupAnswer(queue: name, id: id, answer).encoded, to: peer)
+        case .lookupAnswer(let name, let id, let answer):
+            if let outcome = lookups[name]?.answered(by: peer, to: id, answer) { endLookup(name, outcome) }
         case .command(let token, let hops, let name, let command):
             var completions: [Completion] = []
             if let link, token != 0 {
@@ -434,20 +437,21 @@ public final class DurableQueues: @unchecked Sendable {
                     "/queue/\(name) has no leader reachable from this node, and the \(queue.parkedBytes) bytes of messages waiting for one reached 1/16 of data.max-bytes (\(settings.log.maxBytes / 16))."
                 )
             }
-        } else if let lookup = lookups[name] {
-            if lookup.bytes + bytes > settings.log.maxBytes / 16 {
-                metrics.refused(.durableUnavailable)
-                return Self.noQuorumError(
-                    name,
-                    "/queue/\(name) is being looked for on the other nodes, and the \(lookup.bytes) bytes of messages waiting for it reached 1/16 of data.max-bytes (\(settings.log.maxBytes / 16))."
-                )
-            }
-        } else if queues.count + lookups.count >= settings.maxQueues {
+        } else if lookups[name] == nil, queues.count + lookups.count >= settings.maxQueues {
             return StompProtocolError(
                 .tooManyQueues,
                 "too many queues",
                 detail:
                     "This node already holds (or looks up) its limit of \(settings.maxQueues) durable queues (limits.queues)."
+            )
+        } else if case let waiting = lookups.values.reduce(0, { $0 + $1.bytes }),
+            waiting > 0, waiting + bytes > settings.log.maxBytes / 16
+        {
+            // Like messages waiting for a leader: held in memory only, and as briefly.
+            metrics.refused(.durableUnavailable)
+            return Self.noQuorumError(
+                name,
+                "/queue/\(name) is being looked for on the other nodes, and the \(waiting) bytes of messages waiting for such lookups reached 1/16 of data.max-bytes (\(settings.log.maxBytes / 16))."
             )
         }
         // With room for a few records' framing to spare, so that the log itself never refuses
@@ -569,12 +573,8 @@ public final class DurableQueues: @unchecked Sendable {
                 if let token { finish(token, .failure(refusal)) }
                 return
             }
-            propose(
-                command,
-                on: newQueue(name, members: replicas, electNow: true),
-                admission: write.admission,
-                token: token
-            )
+            _ = newQueue(name, members: replicas, electNow: true)
+            route(write, to: name, mayLookUp: false)
             return
         }
         // Any other replica passes it on to the leader it knows.
@@ -594,19 +594,38 @@ public final class DurableQueues: @unchecked Sendable {
     /// Holds `write` back until the other live nodes said whether one of them holds the queue
     /// `name` (a node that can't be reached can't say: it is taken to hold nothing).
     private func lookUp(_ name: String, for write: QueueLookup.Waiting) {
-        if lookups[name] != nil {
+        if let lookup = lookups[name] {
+            guard lookup.waiting.count < Self.maxParked else {
+                // Settles and requeues, which skip ``refusal(forEnqueueTo:bytes:)``: their
+                // messages are delivered again, as after a failover.
+                if let token = write.token {
+                    finish(
+                        token,
+                        .failure(Self.noQuorumError(name, "Too many writes wait for /queue/\(name) to be found."))
+                    )
+                }
+                return
+            }
             lookups[name]!.add(write)
             return
         }
         let others = Set((link?.liveNodes ?? []).filter { $0 != node.name })
-        var lookup = QueueLookup(asking: others, deadline: .now() + lookupTimeout)
+        lastLookupID += 1
+        var lookup = QueueLookup(id: lastLookupID, asking: others, deadline: .now() + lookupTimeout)
         lookup.add(write)
+        let ask = ReplicationMessage.lookup(queue: name, id: lookup.id, makes: wouldMake(name)).encoded
         var outcome: QueueLookup.Outcome? = others.isEmpty ? .heldNowhere : nil
-        for peer in others.sorted() where link?.send(ReplicationMessage.lookup(queue: name).encoded, to: peer) != true {
-            outcome = lookup.answered(by: peer, .notHeld)
+        for peer in others.sorted() where link?.send(ask, to: peer) != true {
+            outcome = lookup.answered(by: peer, to: lookup.id, .notHeld)
         }
         lookups[name] = lookup
         if let outcome { endLookup(name, outcome) }
+    }
+
+    /// Whether this node would make the queue `name` if no node holds it: it is among the
+    /// replicas placement picks, as this node sees the members, and it can store them.
+    private func wouldMake(_ name: String) -> Bool {
+        store != nil && placement(of: name).contains(node)
     }
 
     /// The writes that waited for the lookup of `name` go where its outcome says.
@@ -626,9 +645,9 @@ public final class DurableQueues: @unchecked Sendable {
             return
         }
         for write in writes {
-            // Not a hop towards a leader: `holder` holds the queue or makes it, and doesn't
-            // pass it back (``QueueLookup/answer(_:me:)``).
-            if forward(write.command, to: ReplicaID(holder), queue: name, hops: write.hops, token: write.token) {
+            if write.hops < Self.maxHops,
+                forward(write.command, to: ReplicaID(holder), queue: name, hops: write.hops + 1, token: write.token)
+            {
                 continue
             }
             if let token = write.token {
@@ -637,7 +656,7 @@ public final class DurableQueues: @unchecked Sendable {
                     .failure(
                         Self.noQuorumError(
                             name,
-                            "\(holder) holds /queue/\(name) and is no longer reachable from this node."
+                            "\(holder) holds /queue/\(name) and is not reachable from this node (or the write already went through \(Self.maxHops) nodes)."
                         )
                     )
                 )

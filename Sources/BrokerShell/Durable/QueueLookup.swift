@@ -11,8 +11,9 @@ import Replication
 /// wait (at most ``DurableQueues`` `lookupTimeout`) until every node asked said no, and go to
 /// the first that said yes.
 ///
-/// Two nodes making the same queue at once ask each other: the one whose name sorts first
-/// answers yes and makes it; the other passes its writes to it.
+/// Two nodes that would both make the queue (each is in its placement, as it sees the members)
+/// ask each other: the one whose name sorts first answers yes and makes it; the other passes
+/// its writes to it. A node that wouldn't make it never says yes: its writes go by placement.
 struct QueueLookup {
     /// A write that waits for the lookup.
     struct Waiting {
@@ -25,8 +26,8 @@ struct QueueLookup {
     /// What a node answers.
     enum Answer: UInt8, Equatable {
         case notHeld = 0
-        /// It holds the queue (or makes it, as its name sorts first) but knows no leader of it:
-        /// a replica cut off from its group, or one removed from it that never heard.
+        /// It holds the queue (or will make it) but knows no leader of it: a replica cut off
+        /// from its group, one removed from it that never heard, or a node about to make it.
         case heldWithoutLeader = 1
         /// It holds the queue and knows who leads it: the writes go the shortest way.
         case heldWithLeader = 2
@@ -40,6 +41,8 @@ struct QueueLookup {
         case heldNowhere
     }
 
+    /// Tells this lookup's answers from a late one to an earlier lookup of the same queue.
+    let id: UInt64
     /// Nodes asked that have not answered yet.
     private(set) var unanswered: Set<String>
     let deadline: NIODeadline
@@ -52,7 +55,8 @@ struct QueueLookup {
     /// only if no node that does answers.
     private var holderWithoutLeader: String?
 
-    init(asking nodes: Set<String>, deadline: NIODeadline) {
+    init(id: UInt64, asking nodes: Set<String>, deadline: NIODeadline) {
+        self.id = id
         unanswered = nodes
         self.deadline = deadline
     }
@@ -63,8 +67,8 @@ struct QueueLookup {
     }
 
     /// `node`'s answer; the outcome once it decides one.
-    mutating func answered(by node: String, _ answer: Answer) -> Outcome? {
-        guard unanswered.remove(node) != nil else { return nil }
+    mutating func answered(by node: String, to id: UInt64, _ answer: Answer) -> Outcome? {
+        guard id == self.id, unanswered.remove(node) != nil else { return nil }
         switch answer {
         case .heldWithLeader: return .passTo(node)
         case .heldWithoutLeader: holderWithoutLeader = holderWithoutLeader ?? node
@@ -80,13 +84,15 @@ struct QueueLookup {
     }
 
     /// What this node, which doesn't hold the queue either, answers `asker`, which looks it up
-    /// too: held when this node's name sorts first (it makes the queue, and the asker passes
-    /// its writes to it); otherwise not, and once its lookup ends this node passes its writes
-    /// to the asker whose name sorts first. Names order every pair of nodes the same way on
-    /// every node, whatever members each sees, so writes only ever pass to a holder or to a
-    /// name that sorts first: they can't go round in a circle.
-    mutating func answer(_ asker: String, me: ReplicaID) -> Answer {
-        if me.name < asker { return .heldWithoutLeader }
+    /// too. `makes`, `askerMakes`: whether each would make the queue if no node holds it (it
+    /// is in the queue's placement, as it sees the members). Held when this node would and the
+    /// asker wouldn't, or both would and this node's name sorts first: the asker passes its
+    /// writes to it. Otherwise not, and when both would, this node passes its writes to the
+    /// asker whose name sorts first once its lookup ends. Names order two nodes the same way on
+    /// every node; where two nodes see different members, the hop count bounds what passes.
+    mutating func answer(_ asker: String, askerMakes: Bool, me: ReplicaID, makes: Bool) -> Answer {
+        guard makes else { return .notHeld }
+        if !askerMakes || me.name < asker { return .heldWithoutLeader }
         if rankedFirst.map({ asker < $0 }) ?? true { rankedFirst = asker }
         return .notHeld
     }

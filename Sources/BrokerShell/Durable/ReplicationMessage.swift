@@ -9,8 +9,8 @@ import Replication
 /// leader to propose); `outcome`: `token u64 | 0, or 1 and the error's kind, summary and
 /// detail (each u32 length, UTF-8)`; `deliver`: `id u64 | redelivered u8 | queue | the
 /// message as its log holds it` (``DurableMessageCodec``); `removed`: `term u64 | members
-/// index u64 | queue`; `lookup`: `queue`; `lookupAnswer`: `answer u8 | queue`
-/// (``QueueLookup/Answer``).
+/// index u64 | queue`; `lookup`: `id u64 | makes u8 | queue`;
+/// `lookupAnswer`: `id u64 | answer u8 | queue` (``QueueLookup/Answer``).
 enum ReplicationMessage: Equatable {
     /// Raft's own traffic for one queue.
     case raft(RaftEnvelope)
@@ -24,12 +24,12 @@ enum ReplicationMessage: Equatable {
     case deliver(queue: String, id: UInt64, redelivered: Bool, payload: ByteBuffer)
     /// From a queue's leader to a node its replica set no longer has: it may drop its copy.
     case removed(queue: String, RaftRemoval)
-    /// From a node about to make a queue it doesn't hold, to every other live node: does one
-    /// of them hold it already (``QueueLookup``)?
-    case lookup(queue: String)
-    /// The answer: whether the asker should pass its writes to this node (it holds the
-    /// queue, or makes it itself, its name sorting first).
-    case lookupAnswer(queue: String, QueueLookup.Answer)
+    /// From a node with writes for a queue it doesn't hold, to every other live node: does one
+    /// of them hold it (``QueueLookup``)? `makes`: the asker would make it if none does.
+    case lookup(queue: String, id: UInt64, makes: Bool)
+    /// The answer to lookup `id`: whether the asker should pass its writes to this node (it
+    /// holds the queue, or will make it).
+    case lookupAnswer(queue: String, id: UInt64, QueueLookup.Answer)
 
     struct Failure: Equatable {
         var kind: String
@@ -81,11 +81,14 @@ enum ReplicationMessage: Equatable {
             buffer.writeInteger(removal.term)
             buffer.writeInteger(removal.membersIndex)
             Self.write(queue, into: &buffer)
-        case .lookup(let queue):
+        case .lookup(let queue, let id, let makes):
             buffer.writeInteger(Kind.lookup.rawValue)
+            buffer.writeInteger(id)
+            buffer.writeInteger(UInt8(makes ? 1 : 0))
             Self.write(queue, into: &buffer)
-        case .lookupAnswer(let queue, let answer):
+        case .lookupAnswer(let queue, let id, let answer):
             buffer.writeInteger(Kind.lookupAnswer.rawValue)
+            buffer.writeInteger(id)
             buffer.writeInteger(answer.rawValue)
             Self.write(queue, into: &buffer)
         }
@@ -127,13 +130,16 @@ enum ReplicationMessage: Equatable {
             else { return nil }
             self = .removed(queue: queue, RaftRemoval(term: term, membersIndex: index))
         case .lookup:
-            guard let queue = Self.readString(&buffer), buffer.readableBytes == 0 else { return nil }
-            self = .lookup(queue: queue)
-        case .lookupAnswer:
-            guard let raw = buffer.readInteger(as: UInt8.self), let answer = QueueLookup.Answer(rawValue: raw),
-                let queue = Self.readString(&buffer), buffer.readableBytes == 0
+            guard let id = buffer.readInteger(as: UInt64.self), let flag = buffer.readInteger(as: UInt8.self),
+                flag <= 1, let queue = Self.readString(&buffer), buffer.readableBytes == 0
             else { return nil }
-            self = .lookupAnswer(queue: queue, answer)
+            self = .lookup(queue: queue, id: id, makes: flag == 1)
+        case .lookupAnswer:
+            guard let id = buffer.readInteger(as: UInt64.self), let raw = buffer.readInteger(as: UInt8.self),
+                let answer = QueueLookup.Answer(rawValue: raw), let queue = Self.readString(&buffer),
+                buffer.readableBytes == 0
+            else { return nil }
+            self = .lookupAnswer(queue: queue, id: id, answer)
         }
     }
 
