@@ -15,31 +15,20 @@ import Glibc
 /// Several nodes' durable queues on one loop, linked in memory: a node that doesn't hold a
 /// queue writes to the one that exists, wherever it was made, rather than make a second group
 /// of the same name.
-@Suite final class DurableQueueLookupTests {
-    let directory: String
-    let loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    let loop: any EventLoop
-    let network: Network
+@Suite final class DurableQueueLookupTests: DurableTestBed {
+    let network = Network()
 
     init() {
-        var template = Array("/tmp/durable-lookup-XXXXXX".utf8CString)
-        directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-        loop = loopGroup.next()
-        network = Network(loop: loop)
-    }
-
-    deinit {
-        try? FileManager.default.removeItem(atPath: directory)
-        try? loopGroup.syncShutdownGracefully()
+        super.init(prefix: "durable-lookup")
+        network.loop = loop
     }
 
     /// The nodes up, and what they say to each other, delivered on the next turn of the loop.
     final class Network: @unchecked Sendable {
-        let loop: any EventLoop
+        /// The test bed's, set once it has one.
+        var loop: (any EventLoop)!
         var nodes: [String: DurableQueuesTests.Node] = [:]
         var live: [String] { nodes.keys.sorted() }
-
-        init(loop: any EventLoop) { self.loop = loop }
 
         final class Link: ReplicationLink {
             let me: String
@@ -74,18 +63,6 @@ import Glibc
 
     func start(_ name: String) throws -> DurableQueuesTests.Node {
         try onLoop { try self.make(name) }
-    }
-
-    func onLoop<T: Sendable>(_ body: @escaping () throws -> T) throws -> T {
-        try loop.submit(body).wait()
-    }
-
-    func wait(_ what: String, until done: @escaping () -> Bool) throws {
-        for _ in 0..<2_500 {
-            if try onLoop(done) { return }
-            usleep(2_000)
-        }
-        Issue.record("\(what) did not happen")
     }
 
     struct Group: Sendable {

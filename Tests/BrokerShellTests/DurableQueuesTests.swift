@@ -15,19 +15,9 @@ import Glibc
 /// The durable queues of one node on a real log: what is enqueued comes back to the router
 /// once committed, settles and give-backs do what they say, a restart redelivers what was not
 /// settled, and every refusal names its cause.
-@Suite final class DurableQueuesTests {
-    let directory: String
-    let loopGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    var loop: any EventLoop { loopGroup.next() }
-
+@Suite final class DurableQueuesTests: DurableTestBed {
     init() {
-        var template = Array("/tmp/durable-queues-XXXXXX".utf8CString)
-        directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-    }
-
-    deinit {
-        try? FileManager.default.removeItem(atPath: directory)
-        try? loopGroup.syncShutdownGracefully()
+        super.init(prefix: "durable-queues")
     }
 
     /// The queues and what they handed to the router, confined to the loop.
@@ -79,18 +69,6 @@ import Glibc
             queues.start()
             return Node(queues)
         }.wait()
-    }
-
-    func onLoop<T: Sendable>(_ body: @escaping () throws -> T) throws -> T {
-        try loop.submit(body).wait()
-    }
-
-    func wait(_ what: String, until done: @escaping () -> Bool) throws {
-        for _ in 0..<2_000 {
-            if try onLoop(done) { return }
-            usleep(2_000)
-        }
-        Issue.record("\(what) did not happen")
     }
 
     @Test func committedMessagesReachTheRouterAndWhatWasNotSettledComesBackAfterARestart() throws {

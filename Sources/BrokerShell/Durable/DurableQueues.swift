@@ -570,7 +570,7 @@ public final class DurableQueues: @unchecked Sendable {
         // limits.queues before).
         if command.makesQueue, replicas.contains(node) {
             if let refusal = cutOffRefusal(making: name) {
-                if let token { finish(token, .failure(refusal)) }
+                fail(token, refusal)
                 return
             }
             _ = newQueue(name, members: replicas, electNow: true)
@@ -581,14 +581,7 @@ public final class DurableQueues: @unchecked Sendable {
         for replica in replicas where replica != node && hops < Self.maxHops {
             if forward(command, to: replica, queue: name, hops: hops + 1, token: token) { return }
         }
-        if let token {
-            finish(
-                token,
-                .failure(
-                    Self.noQuorumError(name, "No replica of /queue/\(name) is reachable from this node.")
-                )
-            )
-        }
+        fail(token, Self.noQuorumError(name, "No replica of /queue/\(name) is reachable from this node."))
     }
 
     /// Holds `write` back until the other live nodes said whether one of them holds the queue
@@ -598,12 +591,7 @@ public final class DurableQueues: @unchecked Sendable {
             guard lookup.waiting.count < Self.maxParked else {
                 // Settles and requeues, which skip ``refusal(forEnqueueTo:bytes:)``: their
                 // messages are delivered again, as after a failover.
-                if let token = write.token {
-                    finish(
-                        token,
-                        .failure(Self.noQuorumError(name, "Too many writes wait for /queue/\(name) to be found."))
-                    )
-                }
+                fail(write.token, Self.noQuorumError(name, "Too many writes wait for /queue/\(name) to be found."))
                 return
             }
             lookups[name]!.add(write)
@@ -650,17 +638,9 @@ public final class DurableQueues: @unchecked Sendable {
             {
                 continue
             }
-            if let token = write.token {
-                finish(
-                    token,
-                    .failure(
-                        Self.noQuorumError(
-                            name,
-                            "\(holder) holds /queue/\(name) and is not reachable from this node (or the write already went through \(Self.maxHops) nodes)."
-                        )
-                    )
-                )
-            }
+            let detail =
+                "\(holder) holds /queue/\(name) and is not reachable from this node (or the write already went through \(Self.maxHops) nodes)."
+            fail(write.token, Self.noQuorumError(name, detail))
         }
     }
 
@@ -696,7 +676,7 @@ public final class DurableQueues: @unchecked Sendable {
         token: UInt64?
     ) {
         if let broken = queue.broken {
-            if let token { finish(token, .failure(Self.brokenError(queue.name, broken))) }
+            fail(token, Self.brokenError(queue.name, broken))
             return
         }
         guard queue.replica.raft.role == .leader else {
@@ -741,6 +721,11 @@ public final class DurableQueues: @unchecked Sendable {
         guard let proposal = proposals.removeValue(forKey: token) else { return }
         queues[proposal.queue]?.tokens.remove(token)
         for completion in proposal.completions { completion(result) }
+    }
+
+    /// The ERROR for whoever waits for a write (`nil`: no one).
+    private func fail(_ token: UInt64?, _ error: StompProtocolError) {
+        if let token { finish(token, .failure(error)) }
     }
 
     // MARK: - The replicas' effects
